@@ -1,0 +1,64 @@
+"""``nas-search [CONFIG.yaml] [key=value ...] [--out DIR] [--quiet] [--resume RUN_DIR]``.
+
+With no config it runs ``configs/quickstart.yaml``. Every user error (unknown key, wrong type,
+unknown name, missing data, corrupt checkpoint) is printed as one line and exits with code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+from .config import Config, apply_overrides, from_dict, load_config, to_dict
+from .errors import NasError
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="nas-search", description="Differentiable architecture search.",
+        epilog="examples: nas-search | nas-search configs/nb201_cifar10_cpu.yaml trainer.epochs=5 "
+               "estimator.name=gumbel_hard | nas-search --resume runs/quickstart-...")
+    p.add_argument("items", nargs="*", metavar="CONFIG.yaml | key=value",
+                   help="a YAML config (default configs/quickstart.yaml) and dotted overrides")
+    p.add_argument("--out", type=Path, default=None, help="run folder (default runs/<name>-<timestamp>)")
+    p.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR",
+                   help="continue the run in RUN_DIR from its last checkpoint")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or epoch lines; only the result")
+    return p
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = get_args_parser().parse_args(argv)
+    from .search.run import load_run_config, run_search  # after parsing: --help stays fast
+
+    configs = [a for a in args.items if "=" not in a]
+    overrides = [a for a in args.items if "=" in a]
+    out = args.out
+    try:
+        if len(configs) > 1:
+            raise NasError(f"give at most one config file, got {', '.join(configs)}")
+        if args.resume is not None:
+            if configs:
+                raise NasError("--resume takes the run's own config; give only key=value overrides")
+            base = load_run_config(args.resume)
+            cfg = from_dict(Config, apply_overrides(to_dict(base), overrides))
+            out = args.resume
+        else:
+            cfg = load_config(configs[0] if configs else None, overrides)
+        result = run_search(cfg, out, quiet=args.quiet, resume=args.resume is not None)
+    except NasError as e:
+        print(f"nas-search: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        where = out or "the run folder"
+        print(f"nas-search: interrupted; the last checkpoint is kept in {where} "
+              f"(continue with: nas-search --resume {where})", file=sys.stderr)
+        return 130
+    print(f"genotype: {result.genotype_str}")
+    print(f"run folder: {result.out_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

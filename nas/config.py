@@ -1,0 +1,280 @@
+"""Typed run configuration: dataclasses at the edge, YAML with ``_base_`` inheritance, dotted overrides.
+
+Only the CLI and the ``tools/`` scripts read YAML. Library classes take plain keyword arguments;
+this module turns a YAML file plus ``key=value`` overrides into a validated :class:`Config` and
+rejects unknown keys, wrong types and bad literal values with a one-line :class:`ConfigError`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple
+
+import yaml
+
+from .errors import ConfigError
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "digits"
+    root: Optional[str] = None
+    download: bool = False
+    resize: Optional[int] = None
+    subset: Optional[int] = None
+    train_portion: float = 0.5
+    batch_size: int = 64
+    workers: int = 0
+    augment: bool = True
+
+
+@dataclass
+class SpaceConfig:
+    name: str = "nb201"
+    C: int = 16
+    N: int = 5                     # NB201: cells per stage
+    layers: int = 8                # DARTS: cells in the search network
+    steps: int = 4                 # DARTS: intermediate nodes per cell
+    multiplier: int = 4            # DARTS: nodes concatenated into the cell output
+    stem_multiplier: int = 3       # DARTS
+    ops: Optional[List[str]] = None  # candidate subset (default: the space's full op list)
+    affine: bool = False           # BN affine in the supernet (the papers use False)
+    gates: Literal["none", "edge", "op", "channel"] = "none"  # L0 hard-concrete gates
+    l0_lambda: float = 1e-4
+
+
+@dataclass
+class EstimatorConfig:
+    name: str = "softmax"
+    tau: Optional[float] = None          # start temperature (None: the estimator's default)
+    tau_end: Optional[float] = None      # end temperature (None: = tau or the default)
+    schedule: Optional[Literal["constant", "linear", "exponential", "cosine"]] = None
+    per: Optional[Literal["epoch", "step"]] = None   # schedule counted per epoch (default) or step
+    noise: Literal["none", "adaptive"] = "none"
+    sigma0: float = 0.2
+    sigma_max: float = 0.5
+    noise_lr: Optional[float] = None     # Adam lr of the noise temperatures (None: optim.arch.lr)
+    gamma: Optional[float] = None        # Bop momentum rate
+    threshold: Optional[float] = None    # Bop flip threshold
+    single_path: Optional[bool] = None   # run only the selected op when the forward is one-hot
+
+
+@dataclass
+class WeightOptimConfig:
+    lr: float = 0.025
+    lr_min: float = 0.001
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+
+
+@dataclass
+class ArchOptimConfig:
+    lr: float = 3e-4
+    betas: Tuple[float, float] = (0.5, 0.999)
+    weight_decay: float = 1e-3
+    init_std: float = 1e-3
+
+
+@dataclass
+class OptimConfig:
+    mode: Literal["alternating", "joint"] = "alternating"
+    order: Literal[1, 2] = 1
+    warmup_epochs: int = 0               # weight-only epochs before arch updates start
+    weights: WeightOptimConfig = field(default_factory=WeightOptimConfig)
+    arch: ArchOptimConfig = field(default_factory=ArchOptimConfig)
+
+
+@dataclass
+class TrainerConfig:
+    epochs: int = 50
+    grad_clip: float = 5.0
+    ckpt_every: int = 1
+    max_steps_per_epoch: Optional[int] = None  # cap for smoke runs
+
+
+@dataclass
+class Config:
+    name: str = "search"
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    data: DataConfig = field(default_factory=DataConfig)
+    space: SpaceConfig = field(default_factory=SpaceConfig)
+    estimator: EstimatorConfig = field(default_factory=EstimatorConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+
+
+# --------------------------------------------------------------------------- YAML and overrides
+
+def _resolve_base(base: str, relative_to: Path) -> Path:
+    for cand in (relative_to / base, CONFIG_DIR / base, CONFIG_DIR / f"{base}.yaml"):
+        if cand.is_file():
+            return cand
+    raise ConfigError(f"_base_: config '{base}' not found next to {relative_to} or in {CONFIG_DIR}")
+
+
+def _merge(base: Dict[str, Any], top: Dict[str, Any]) -> Dict[str, Any]:
+    out = dict(base)
+    for k, v in top.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load_yaml(path: os.PathLike, _seen: Optional[set] = None) -> Dict[str, Any]:
+    """Read a YAML config, following ``_base_`` (a path or a list of paths, later ones win)."""
+    path = Path(path)
+    if not path.is_file():
+        named = CONFIG_DIR / f"{path}.yaml" if path.suffix == "" else None
+        if named is not None and named.is_file():
+            path = named
+        else:
+            raise ConfigError(f"config file {path} not found; give a YAML path or a name in {CONFIG_DIR}")
+    seen = _seen or set()
+    if path.resolve() in seen:
+        raise ConfigError(f"_base_: cycle through {path}")
+    seen = seen | {path.resolve()}
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        line = getattr(getattr(e, "problem_mark", None), "line", None)
+        at = f" line {line + 1}" if line is not None else ""
+        raise ConfigError(f"{path}{at}: not valid YAML ({getattr(e, 'problem', e)})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config must be a mapping of keys, got {type(data).__name__}")
+    bases = data.pop("_base_", None)
+    merged: Dict[str, Any] = {}
+    for b in ([bases] if isinstance(bases, str) else bases or []):
+        merged = _merge(merged, load_yaml(_resolve_base(b, path.parent), seen))
+    return _merge(merged, data)
+
+
+def apply_overrides(data: Dict[str, Any], overrides: Sequence[str]) -> Dict[str, Any]:
+    """Apply ``a.b.c=value`` strings; the value is parsed as YAML (``5``, ``true``, ``[1, 2]``)."""
+    data = _merge({}, data)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' is not key=value (e.g. trainer.epochs=5)")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw != "" else None
+        except yaml.YAMLError:
+            value = raw
+        node = data
+        parts = key.strip().split(".")
+        for p in parts[:-1]:
+            if not isinstance(node.get(p), dict):
+                node[p] = {}
+            node = node[p]
+        node[parts[-1]] = value
+    return data
+
+
+# --------------------------------------------------------------------------- validation
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin is typing.Union:
+        return " or ".join(_type_name(a) for a in typing.get_args(tp) if a is not type(None))
+    if origin in (list, List):
+        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    if origin in (tuple, Tuple):
+        return "a list of " + str(len(typing.get_args(tp))) + " numbers"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _convert(value: Any, tp: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    bad = ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+    if origin is typing.Union:
+        if value is None and type(None) in args:
+            return None
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _convert(value, a, key)
+            except ConfigError:
+                pass
+        raise bad
+    if origin is Literal:
+        if value in args and type(value) in {type(a) for a in args}:
+            return value
+        raise ConfigError(f"{key}: {value!r} is not allowed; allowed: {', '.join(repr(a) for a in args)}")
+    if origin in (list, List):
+        if not isinstance(value, (list, tuple)):
+            raise bad
+        return [_convert(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin in (tuple, Tuple):
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise bad
+        return tuple(_convert(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping of {', '.join(f.name for f in dataclasses.fields(tp))}")
+        return from_dict(tp, value, prefix=f"{key}.")
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise bad
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise bad
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise bad
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise bad
+    return value
+
+
+def from_dict(cls: type, data: Dict[str, Any], prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from a plain dict, rejecting unknown keys and wrong types."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
+            raise ConfigError(f"unknown config key '{prefix}{key}'{hint}; allowed under "
+                              f"'{prefix.rstrip('.') or 'top level'}': {', '.join(names)}")
+        kwargs[key] = _convert(value, hints[key], f"{prefix}{key}")
+    return cls(**kwargs)
+
+
+def to_dict(cfg: Any) -> Dict[str, Any]:
+    """Plain-data dict (tuples become lists) so that it dumps to YAML and loads back equal."""
+    def plain(v: Any) -> Any:
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+    return plain(dataclasses.asdict(cfg))
+
+
+def load_config(path: Optional[os.PathLike] = None, overrides: Sequence[str] = (),
+                cls: type = Config) -> Any:
+    """YAML file (or ``configs/quickstart.yaml``) + overrides -> validated config dataclass."""
+    data = load_yaml(path if path is not None else CONFIG_DIR / "quickstart.yaml")
+    return from_dict(cls, apply_overrides(data, overrides))
+
+
+def dump_config(cfg: Any, path: os.PathLike) -> None:
+    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))

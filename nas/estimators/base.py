@@ -1,0 +1,108 @@
+"""The estimator interface: how a discrete choice is relaxed or estimated.
+
+An estimator is a small object shared by every choice of a model. It creates the parameters a
+choice needs (logits, a discrete state, noise temperatures), turns them into the weights a mixed
+op uses in its forward pass, and says which candidate a choice derives to. It knows nothing about
+cells, edges or networks: a choice is just a tensor of shape ``[E, K]`` (categorical: E independent
+choices among K candidates) or ``[E]`` (binary gates).
+
+Each parameter it creates carries a *role* that tells the search loop how to optimise it:
+
+* ``"logits"``  – continuous architecture parameters, Adam (DARTS/GDAS/SNAS/STE latent weights);
+* ``"discrete"`` – discrete state in {0, 1} updated by a discrete optimizer (Bop), no latent weights;
+* ``"noise"``  – adaptive noise temperatures σ, Adam, clipped after every step.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from .schedules import Schedule
+
+CATEGORICAL = "categorical"
+BINARY = "binary"
+ROLES = ("logits", "discrete", "noise")
+
+
+@dataclass
+class Sample:
+    """What a choice hands to its mixed ops for one forward pass.
+
+    ``weights``: ``[E, K]`` (categorical) or ``[E]`` (binary) mixing weights, differentiable.
+    ``index``: for categorical choices whose forward value is one-hot, the selected candidate of
+    each of the E choices as a Python list, so that a mixed op may run only that candidate
+    (single-path execution); ``None`` when every candidate must run.
+    """
+
+    weights: Tensor
+    index: Optional[List[int]] = None
+
+
+class Estimator:
+    """Base class. Subclasses set ``name`` and implement :meth:`create`, :meth:`sample`, :meth:`probs`."""
+
+    name: str = "base"
+    kinds: Tuple[str, ...] = (CATEGORICAL, BINARY)
+
+    def __init__(self) -> None:
+        # Scheduled hyper-parameters by name (e.g. {"tau": Schedule(...)}); their current values
+        # live in self.values and are refreshed by set_progress().
+        self.schedules: Dict[str, Schedule] = {}
+        self.values: Dict[str, float] = {}
+
+    # ---------------------------------------------------------------- parameters
+    def create(self, shape: Tuple[int, ...], kind: str, init_std: float = 1e-3,
+               generator: Optional[torch.Generator] = None) -> Dict[str, Tuple[Tensor, str]]:
+        """Initial parameter tensors for one choice: ``{name: (tensor, role)}``."""
+        raise NotImplementedError
+
+    # ---------------------------------------------------------------- forward
+    def sample(self, params: Dict[str, Tensor], kind: str, training: bool) -> Sample:
+        """Mixing weights for one forward pass (stochastic estimators sample here)."""
+        raise NotImplementedError
+
+    def probs(self, params: Dict[str, Tensor], kind: str) -> Tensor:
+        """The choice's current distribution (categorical: rows sum to 1; binary: P(open)),
+        detached, for logging, entropy and derive."""
+        raise NotImplementedError
+
+    def derive(self, params: Dict[str, Tensor], kind: str) -> Tensor:
+        """The discrete decision: categorical -> LongTensor [E] of indices; binary -> BoolTensor."""
+        p = self.probs(params, kind)
+        return p.argmax(-1) if kind == CATEGORICAL else p > 0.5
+
+    # ---------------------------------------------------------------- optimisation hooks
+    def discrete_optimizer(self, params: List[Tensor]) -> Optional[torch.optim.Optimizer]:
+        """Optimizer for the ``"discrete"`` parameters (Bop); None when there are none."""
+        return None
+
+    @torch.no_grad()
+    def after_step(self, params_by_role: Dict[str, List[Tensor]]) -> None:
+        """Called after every architecture step (e.g. to clip noise temperatures)."""
+
+    # ---------------------------------------------------------------- schedules
+    def set_progress(self, epoch: int, epochs: int, step: int = 0, steps_per_epoch: int = 1) -> None:
+        for key, sch in self.schedules.items():
+            self.values[key] = sch.value(sch.progress(epoch, epochs, step, steps_per_epoch))
+
+    def scalars(self) -> Dict[str, float]:
+        """Current scheduled values, for progress bars and TensorBoard."""
+        return dict(self.values)
+
+    def state_dict(self) -> dict:
+        return {"values": dict(self.values)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.values.update(state.get("values", {}))
+
+    def __repr__(self) -> str:
+        vals = ", ".join(f"{k}={v:.4g}" for k, v in self.values.items())
+        return f"{type(self).__name__}({vals})"
+
+
+def init_logits(shape: Tuple[int, ...], init_std: float, generator: Optional[torch.Generator]) -> Tensor:
+    """DARTS/NB201 initialisation ``α = init_std · N(0, 1)``."""
+    return init_std * torch.randn(shape, generator=generator)

@@ -1,0 +1,97 @@
+"""Gumbel-softmax estimators.
+
+* ``gumbel`` (soft): SNAS, Xie et al., ICLR 2019 — ``w = softmax((log_softmax(α) + G)/τ)``,
+  ``G = -log(-log U)``; binary form: binary concrete ``sigmoid((α + log U - log(1-U))/τ)``.
+* ``gumbel_hard`` (straight-through): GDAS, Dong & Yang, CVPR 2019 — the forward value is the
+  one-hot ``ĥ = onehot(argmax h) - h.detach() + h`` of the soft sample ``h``, so only the sampled
+  candidate has to run; the gradient flows through ``h`` to every entry of α. τ linear 10 → 0.1.
+"""
+from __future__ import annotations
+
+from typing import Dict, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .base import CATEGORICAL, Estimator, Sample, init_logits
+from .schedules import Schedule
+
+_EPS = 1e-6  # keeps U away from 0 and 1 so that log(-log U) is finite
+
+
+def gumbel_noise(like: Tensor) -> Tensor:
+    u = torch.rand_like(like).clamp_(_EPS, 1 - _EPS)
+    return -torch.log(-torch.log(u))
+
+
+def logistic_noise(like: Tensor) -> Tensor:
+    u = torch.rand_like(like).clamp_(_EPS, 1 - _EPS)
+    return torch.log(u) - torch.log1p(-u)
+
+
+class Gumbel(Estimator):
+    """Soft Gumbel-softmax sample (SNAS). At eval the mean-field ``softmax(α)`` is used."""
+
+    name = "gumbel"
+    hard = False
+
+    def __init__(self, tau: float = 1.0, tau_end: Optional[float] = 0.03,
+                 schedule: Optional[str] = None, per: str = "epoch"):
+        super().__init__()
+        end = tau if tau_end is None else tau_end
+        self.schedules["tau"] = Schedule(tau, end, schedule or ("constant" if end == tau else "linear"), per)
+        self.values["tau"] = tau
+
+    def create(self, shape: Tuple[int, ...], kind: str, init_std: float = 1e-3,
+               generator: Optional[torch.Generator] = None) -> Dict[str, Tuple[Tensor, str]]:
+        return {"alpha": (init_logits(shape, init_std, generator), "logits")}
+
+    def soft_sample(self, alpha: Tensor, kind: str) -> Tensor:
+        tau = self.values["tau"]
+        while True:
+            if kind == CATEGORICAL:
+                h = F.softmax((F.log_softmax(alpha, dim=-1) + gumbel_noise(alpha)) / tau, dim=-1)
+            else:
+                h = torch.sigmoid((alpha + logistic_noise(alpha)) / tau)
+            # GDAS resamples when a tiny τ overflows the softmax.
+            if torch.isfinite(h).all():
+                return h
+
+    def sample(self, params: Dict[str, Tensor], kind: str, training: bool) -> Sample:
+        alpha = params["alpha"]
+        if not training:
+            return Sample(F.softmax(alpha, -1) if kind == CATEGORICAL else torch.sigmoid(alpha))
+        return Sample(self.soft_sample(alpha, kind))
+
+    def probs(self, params: Dict[str, Tensor], kind: str) -> Tensor:
+        a = params["alpha"].detach()
+        return F.softmax(a, -1) if kind == CATEGORICAL else torch.sigmoid(a)
+
+
+class GumbelHard(Gumbel):
+    """Straight-through hard Gumbel-softmax (GDAS): one-hot forward, gradient through ``h``.
+
+    At eval the argmax of α is used (one-hot, single path).
+    """
+
+    name = "gumbel_hard"
+    hard = True
+
+    def __init__(self, tau: float = 10.0, tau_end: Optional[float] = 0.1,
+                 schedule: Optional[str] = None, per: str = "epoch"):
+        super().__init__(tau, tau_end, schedule, per)
+
+    def sample(self, params: Dict[str, Tensor], kind: str, training: bool) -> Sample:
+        alpha = params["alpha"]
+        if not training:
+            hard = self.derive(params, kind)
+            if kind == CATEGORICAL:
+                return Sample(F.one_hot(hard, alpha.shape[-1]).to(alpha.dtype), hard.tolist())
+            return Sample(hard.to(alpha.dtype))
+        h = self.soft_sample(alpha, kind)
+        if kind == CATEGORICAL:
+            index = h.argmax(-1)
+            onehot = F.one_hot(index, h.shape[-1]).to(h.dtype)
+            return Sample(onehot - h.detach() + h, index.tolist())
+        return Sample((h > 0.5).to(h.dtype) - h.detach() + h)

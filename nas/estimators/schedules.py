@@ -1,0 +1,48 @@
+"""Schedules for temperatures and other annealed hyper-parameters.
+
+A schedule maps training progress ``t ∈ [0, 1]`` to a value between ``start`` and ``end``.
+Progress is counted per epoch (``t = epoch / (epochs - 1)``, the GDAS/NB201 rule
+``τ = τ_max - (τ_max - τ_min)·epoch/(epochs - 1)``) or per optimisation step.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from ..errors import ConfigError
+
+KINDS = ("constant", "linear", "exponential", "cosine")
+
+
+@dataclass
+class Schedule:
+    start: float
+    end: float
+    kind: str = "constant"
+    per: str = "epoch"
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ConfigError(f"schedule: unknown kind '{self.kind}'; allowed: {', '.join(KINDS)}")
+        if self.per not in ("epoch", "step"):
+            raise ConfigError(f"schedule: per must be 'epoch' or 'step', got '{self.per}'")
+        if self.kind == "exponential" and (self.start <= 0 or self.end <= 0):
+            raise ConfigError("schedule: an exponential schedule needs positive start and end values")
+
+    def value(self, t: float) -> float:
+        """Value at progress ``t`` (clamped to [0, 1])."""
+        t = min(max(t, 0.0), 1.0)
+        if self.kind == "constant":
+            return self.start
+        if self.kind == "linear":
+            return self.start + (self.end - self.start) * t
+        if self.kind == "exponential":
+            return self.start * (self.end / self.start) ** t
+        return self.end + 0.5 * (self.start - self.end) * (1 + math.cos(math.pi * t))
+
+    def progress(self, epoch: int, epochs: int, step: int, steps_per_epoch: int) -> float:
+        """Progress of (epoch, step within epoch) under this schedule's counting."""
+        if self.per == "epoch":
+            return epoch / max(epochs - 1, 1)
+        total = max(epochs * steps_per_epoch - 1, 1)
+        return (epoch * steps_per_epoch + step) / total

@@ -1,0 +1,174 @@
+"""The search loop: weights and architecture trained alternately (first-order DARTS / GDAS, weight
+step first as in the NB201 code) or jointly from one backward pass (SNAS single level).
+
+Liu et al. 2019 (DARTS §2.3), Dong & Yang 2019 (GDAS), Xie et al. 2019 (SNAS).
+"""
+from __future__ import annotations
+
+import math
+from contextlib import nullcontext
+from typing import Callable, Dict, Iterable, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..errors import NasError
+from ..estimators.base import Estimator
+from ..supernet.choice import weight_parameters
+from .optim import Optimizers
+
+Batch = Tuple[Tensor, Tensor]
+
+
+def regularization(model: nn.Module) -> Optional[Tensor]:
+    """Sum of ``penalty()`` over modules that define one (L0 gates, DNF sparsity)."""
+    terms = [m.penalty() for m in model.modules() if m is not model and hasattr(m, "penalty")]
+    return sum(terms[1:], terms[0]) if terms else None
+
+
+class Meter:
+    """Running sums of loss and accuracy over an epoch."""
+
+    def __init__(self) -> None:
+        self.loss = self.correct = self.n = 0.0
+
+    def update(self, loss: Tensor, logits: Tensor, y: Tensor) -> None:
+        b = y.shape[0]
+        self.loss += loss.detach().item() * b
+        self.correct += (logits.detach().argmax(1) == y).sum().item()
+        self.n += b
+
+    def result(self) -> Dict[str, float]:
+        n = max(self.n, 1)
+        return {"loss": self.loss / n, "acc": 100.0 * self.correct / n}
+
+
+class Searcher:
+    def __init__(self, model: nn.Module, estimator: Estimator, optimizers: Optimizers,
+                 train_loader: Iterable[Batch], val_loader: Iterable[Batch], *, epochs: int,
+                 mode: str = "alternating", order: int = 1, warmup_epochs: int = 0,
+                 grad_clip: float = 5.0, max_steps_per_epoch: Optional[int] = None):
+        if mode not in ("alternating", "joint"):
+            raise NasError(f"optim.mode: unknown mode '{mode}'; allowed: alternating, joint")
+        if order == 2 and mode != "alternating":
+            raise NasError("optim.order=2 needs optim.mode=alternating (the unrolled step uses a val batch)")
+        self.model, self.estimator, self.opt = model, estimator, optimizers
+        self.train_loader, self.val_loader = train_loader, val_loader
+        self.epochs, self.mode, self.order = epochs, mode, order
+        self.warmup_epochs, self.grad_clip = warmup_epochs, grad_clip
+        self.max_steps = max_steps_per_epoch
+        self.weights = weight_parameters(model)
+        self.autocast: Callable[[], object] = nullcontext
+
+    # ------------------------------------------------------------------ steps
+    def loss(self, x: Tensor, y: Tensor, with_penalty: bool) -> Tuple[Tensor, Tensor]:
+        with self.autocast():
+            logits = self.model(x)
+            loss = F.cross_entropy(logits, y)
+        if with_penalty:
+            pen = regularization(self.model)
+            if pen is not None:
+                loss = loss + pen
+        return loss, logits
+
+    def weight_step(self, x: Tensor, y: Tensor) -> Tuple[Tensor, Tensor]:
+        self.model.zero_grad(set_to_none=True)
+        loss, logits = self.loss(x, y, with_penalty=False)
+        loss.backward()
+        if self.grad_clip > 0:
+            nn.utils.clip_grad_norm_(self.weights, self.grad_clip)
+        self.opt.weights.step()
+        return loss, logits
+
+    def arch_update(self) -> None:
+        if self.opt.arch is not None:
+            self.opt.arch.step()
+        if self.opt.discrete is not None:
+            self.opt.discrete.step()
+        self.estimator.after_step(self.opt.arch_params)
+
+    def arch_step(self, x: Tensor, y: Tensor, train_batch: Batch) -> Tuple[Tensor, Tensor]:
+        self.model.zero_grad(set_to_none=True)
+        if self.order == 2:
+            from .unrolled import unrolled_arch_backward  # second-order DARTS
+            loss, logits = unrolled_arch_backward(self, train_batch, (x, y))
+        else:
+            loss, logits = self.loss(x, y, with_penalty=True)
+            loss.backward()
+        self.arch_update()
+        return loss, logits
+
+    def joint_step(self, x: Tensor, y: Tensor, update_arch: bool) -> Tuple[Tensor, Tensor]:
+        self.model.zero_grad(set_to_none=True)
+        loss, logits = self.loss(x, y, with_penalty=update_arch)
+        loss.backward()
+        if self.grad_clip > 0:
+            nn.utils.clip_grad_norm_(self.weights, self.grad_clip)
+        self.opt.weights.step()
+        if update_arch:
+            self.arch_update()
+        return loss, logits
+
+    # ------------------------------------------------------------------ epochs
+    def steps_per_epoch(self) -> int:
+        n = len(self.train_loader)  # type: ignore[arg-type]
+        return min(n, self.max_steps) if self.max_steps else n
+
+    def train_epoch(self, epoch: int, on_step: Optional[Callable[[int, Dict[str, float]], None]] = None
+                    ) -> Dict[str, float]:
+        self.model.train()
+        update_arch = epoch >= self.warmup_epochs
+        train_m, val_m = Meter(), Meter()
+        steps = self.steps_per_epoch()
+        val_iter = iter(self.val_loader) if self.mode == "alternating" else None
+        for step, (x, y) in enumerate(self.train_loader):
+            if step >= steps:
+                break
+            self.estimator.set_progress(epoch, self.epochs, step, steps)
+            if self.mode == "joint":
+                loss, logits = self.joint_step(x, y, update_arch)
+                train_m.update(loss, logits, y)
+            else:
+                loss, logits = self.weight_step(x, y)
+                train_m.update(loss, logits, y)
+                if update_arch:
+                    try:
+                        xv, yv = next(val_iter)
+                    except StopIteration:
+                        val_iter = iter(self.val_loader)
+                        xv, yv = next(val_iter)
+                    vloss, vlogits = self.arch_step(xv, yv, (x, y))
+                    val_m.update(vloss, vlogits, yv)
+            if not math.isfinite(loss.item()):
+                raise NasError(f"loss became {loss.item()} at epoch {epoch} step {step}; lower "
+                               f"optim.weights.lr or set trainer.grad_clip (checkpoint of the last epoch kept)")
+            if on_step is not None:
+                on_step(step, {"loss": train_m.result()["loss"], "acc": train_m.result()["acc"]})
+        self.opt.weights_sched.step()
+        out = {f"train_{k}": v for k, v in train_m.result().items()}
+        if val_m.n:
+            out.update({f"search_val_{k}": v for k, v in val_m.result().items()})
+        return out
+
+    @torch.no_grad()
+    def evaluate(self, loader: Iterable[Batch], max_batches: Optional[int] = None) -> Dict[str, float]:
+        """Loss and accuracy of the supernet in eval mode (deterministic choices)."""
+        self.model.eval()
+        m = Meter()
+        for i, (x, y) in enumerate(loader):
+            if max_batches is not None and i >= max_batches:
+                break
+            loss, logits = self.loss(x, y, with_penalty=False)
+            m.update(loss, logits, y)
+        self.model.train()
+        return m.result()
+
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "optim": self.opt.state_dict(),
+                "estimator": self.estimator.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optim"])
+        self.estimator.load_state_dict(state["estimator"])

@@ -1,0 +1,5 @@
+"""The supernet side: discrete choices and the mixed ops that use them."""
+from .choice import Choice, arch_parameters, choices, weight_parameters
+from .mixed import MixedOp
+
+__all__ = ["Choice", "MixedOp", "arch_parameters", "choices", "weight_parameters"]

@@ -1,0 +1,15 @@
+"""Search spaces, one registry entry each: ``SPACES.get(name)()`` gives a :class:`SearchSpace`."""
+from nas.registry import Registry
+
+from .base import SearchSpace
+from .nb201 import NB201Space
+
+SPACES = Registry("search space")
+SPACES.register("nb201", NB201Space)
+
+
+def get_space(name: str) -> SearchSpace:
+    return SPACES.get(name, "space.name")()
+
+
+__all__ = ["SPACES", "SearchSpace", "get_space"]

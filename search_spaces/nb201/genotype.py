@@ -1,0 +1,76 @@
+"""NAS-Bench-201 genotype: one op per edge of the 4-node cell.
+
+Dong & Yang, "NAS-Bench-201", ICLR 2020. Edges in the order ``1←0, 2←0, 2←1, 3←0, 3←1, 3←2``;
+string form ``|op~0|+|op~0|op~1|+|op~0|op~1|op~2|``.
+"""
+from __future__ import annotations
+
+import itertools
+import re
+from dataclasses import dataclass
+from typing import Iterator, List, Tuple
+
+from nas.errors import CheckpointError
+
+OPS: Tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
+NODES = 4
+EDGES: Tuple[Tuple[int, int], ...] = tuple((j, i) for j in range(1, NODES) for i in range(j))  # (to, from)
+EDGE_NAMES: Tuple[str, ...] = tuple(f"{j}<-{i}" for j, i in EDGES)
+
+_NODE_RE = re.compile(r"^\|(.+)\|$")
+
+
+@dataclass(frozen=True)
+class NB201Genotype:
+    """``ops[e]`` is the op on edge ``EDGES[e]``."""
+
+    ops: Tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.ops) != len(EDGES):
+            raise CheckpointError(f"genotype: an NB201 cell has {len(EDGES)} edges, got {len(self.ops)}")
+        bad = [o for o in self.ops if o not in OPS]
+        if bad:
+            raise CheckpointError(f"genotype: unknown NB201 op '{bad[0]}'; known: {', '.join(OPS)}")
+        object.__setattr__(self, "ops", tuple(self.ops))
+
+    def __str__(self) -> str:
+        nodes, e = [], 0
+        for j in range(1, NODES):
+            nodes.append("|" + "|".join(f"{self.ops[e + i]}~{i}" for i in range(j)) + "|")
+            e += j
+        return "+".join(nodes)
+
+    @classmethod
+    def from_string(cls, arch: str) -> "NB201Genotype":
+        """Parse ``|op~0|+|op~0|op~1|+|op~0|op~1|op~2|`` (whitespace tolerated)."""
+        arch = arch.strip()
+        parts = arch.split("+")
+        if len(parts) != NODES - 1:
+            raise CheckpointError(f"genotype: '{arch}' is not an NB201 string; expected "
+                                  f"'|op~0|+|op~0|op~1|+|op~0|op~1|op~2|'")
+        ops: List[str] = []
+        for j, part in enumerate(parts, start=1):
+            m = _NODE_RE.match(part.strip())
+            items = m.group(1).split("|") if m else []
+            if len(items) != j:
+                raise CheckpointError(f"genotype: node {j} of '{arch}' must list {j} inputs as |op~i|")
+            for i, item in enumerate(items):
+                op, _, src = item.partition("~")
+                if src != str(i):
+                    raise CheckpointError(f"genotype: node {j} of '{arch}': expected input ~{i}, got '{item}'")
+                ops.append(op)
+        return cls(tuple(ops))
+
+    def edges(self) -> List[Tuple[int, int, str]]:
+        """``(to, from, op)`` for every edge."""
+        return [(j, i, op) for (j, i), op in zip(EDGES, self.ops)]
+
+    def to_dict(self) -> dict:
+        return {"space": "nb201", "arch": str(self)}
+
+
+def all_genotypes() -> Iterator[NB201Genotype]:
+    """All 5^6 = 15,625 cells, in lexicographic order of op indices."""
+    for combo in itertools.product(OPS, repeat=len(EDGES)):
+        yield NB201Genotype(combo)
