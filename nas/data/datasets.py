@@ -1,0 +1,347 @@
+"""Datasets as whole uint8 tensors: sklearn digits, CIFAR-10/100 and folders of class subfolders.
+
+Every entry of :data:`DATASETS` has the same signature and returns an :class:`ImageSet` holding
+the complete split in memory as ``uint8 [N, 3, H, W]``; batching, augmentation and normalisation
+happen later on the tensor (see :mod:`nas.data.loader`). The image sets used for NAS searches
+(CIFAR-sized, at most a few hundred MB as uint8) fit in memory, which makes per-image PIL work in
+the training loop unnecessary.
+
+``mean``/``std`` are computed from the images of the returned set (per channel, in [0, 1] units),
+except for cifar10/cifar100, which use the published constants of the DARTS/NB201 code. The
+loader builders normalise every split with the *train* split's constants.
+"""
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+import os
+import shutil
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional, Sequence, Tuple
+from urllib.error import URLError
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import ConfigError, DataError
+from ..registry import Registry
+
+DATASETS = Registry("dataset")
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".ppm", ".pgm", ".tif",
+                    ".tiff")
+CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
+DIGITS_TEST_FRACTION = 0.2
+DIGITS_SPLIT_SEED = 0  # fixed, so that "test" stays held out whatever the run seed is
+_CHUNK = 4096  # images per chunk in float work on whole datasets (bounds temporary memory)
+
+
+@dataclass
+class ImageSet:
+    images: torch.Tensor  # uint8 [N, 3, H, W]
+    labels: torch.Tensor  # int64 [N]
+    classes: List[str]
+    mean: Tuple[float, float, float]
+    std: Tuple[float, float, float]
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    @property
+    def shape(self) -> Tuple[int, int, int]:
+        return tuple(self.images.shape[1:])
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("NAS_CACHE") or Path.home() / ".cache" / "nas")
+
+
+def load_dataset(name: str, *, root: Optional[str] = None, download: bool = False,
+                 resize: Optional[int] = None, subset: Optional[int] = None, split: str = "train",
+                 seed: int = 0, workers: int = 0) -> ImageSet:
+    """Load one split of a registered dataset; ``subset`` keeps that many images, class-balanced."""
+    if split not in ("train", "test"):
+        raise ConfigError(f"data split must be 'train' or 'test', got '{split}'")
+    if resize is not None and resize < 1:
+        raise ConfigError(f"data.resize must be a positive image size or null, got {resize}")
+    if subset is not None and subset < 1:
+        raise ConfigError(f"data.subset must be a positive number of images or null, got {subset}")
+    fn = DATASETS.get(name, "data.dataset")
+    return fn(root=root, download=download, resize=resize, subset=subset, split=split,
+              seed=seed, workers=workers)
+
+
+def stratified_subset(labels: torch.Tensor, n: Optional[int], seed: int) -> torch.Tensor:
+    """Indices (ascending) of ``n`` items, as equal per class as the class sizes allow.
+
+    Each class is shuffled by ``seed``; items are then taken round-robin over the classes (all
+    first picks, then all second picks, ...), so a class that runs out leaves its share to others.
+    """
+    N = labels.numel()
+    if n is None or n >= N:
+        return torch.arange(N)
+    g = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(N, generator=g)
+    # grouped by class, in random order inside each class
+    by_class = perm[torch.sort(labels[perm], stable=True).indices]
+    cls = labels[by_class]
+    starts = torch.searchsorted(cls, cls, right=False)
+    rank = torch.arange(N) - starts                     # position of each item inside its class
+    key = rank * (int(labels.max()) + 1) + cls
+    return torch.sort(by_class[torch.argsort(key)[:n]]).values
+
+
+def channel_stats(images: torch.Tensor) -> Tuple[Tuple[float, ...], Tuple[float, ...]]:
+    """Per-channel mean and std in [0, 1] units, exact, from 256-bin histograms of the uint8s."""
+    hist = torch.stack([torch.bincount(images[:, c].reshape(-1), minlength=256)
+                        for c in range(images.shape[1])]).to(torch.float64)    # [3, 256]
+    values = torch.arange(256, dtype=torch.float64) / 255
+    count = hist.sum(1)
+    mean = (hist * values).sum(1) / count
+    std = ((hist * values ** 2).sum(1) / count - mean ** 2).clamp_min(0).sqrt()
+    return tuple(round(v, 4) for v in mean.tolist()), tuple(round(v, 4) for v in std.tolist())
+
+
+def resize_u8(images: torch.Tensor, size: int) -> torch.Tensor:
+    if images.shape[-2:] == (size, size):
+        return images
+    out = [F.interpolate(c.float(), size=(size, size), mode="bilinear", align_corners=False,
+                         antialias=True).round_().clamp_(0, 255).to(torch.uint8)
+           for c in images.split(_CHUNK)]
+    return torch.cat(out)
+
+
+def _finish(images: torch.Tensor, labels: torch.Tensor, classes: List[str], *,
+            resize: Optional[int], subset: Optional[int], seed: int,
+            stats: Optional[Tuple[tuple, tuple]] = None) -> ImageSet:
+    # subset first: resizing and statistics then only touch what is kept
+    keep = stratified_subset(labels, subset, seed)
+    if keep.numel() < labels.numel():
+        images, labels = images[keep], labels[keep]
+    if resize is not None:
+        images = resize_u8(images, resize)
+    mean, std = stats if stats is not None else channel_stats(images)
+    return ImageSet(images.contiguous(), labels.to(torch.int64), list(classes), mean, std)
+
+
+@DATASETS.register("digits")
+def _digits(*, root, download, resize, subset, split, seed, workers) -> ImageSet:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()  # bundled with scikit-learn: works offline
+    x = torch.from_numpy(d.images).mul(255 / 16).round().clamp(0, 255).to(torch.uint8)
+    x = x[:, None].expand(-1, 3, -1, -1)                                     # [N, 3, 8, 8]
+    y = torch.from_numpy(d.target).to(torch.int64)
+    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(DIGITS_SPLIT_SEED))
+    n_test = int(len(y) * DIGITS_TEST_FRACTION)
+    idx = perm[n_test:] if split == "train" else perm[:n_test]
+    return _finish(x[idx], y[idx], [str(c) for c in d.target_names], resize=resize,
+                   subset=subset, seed=seed)
+
+
+def _cifar(name: str, root: Optional[str], download: bool, split: str):
+    from torchvision import datasets
+
+    cls, folder = {"cifar10": (datasets.CIFAR10, "cifar-10-batches-py"),
+                   "cifar100": (datasets.CIFAR100, "cifar-100-python")}[name]
+    where = Path(root).expanduser() if root else cache_dir() / "datasets"
+    hint = (f"set data.root=<folder containing {folder}> or data.download=true (needs internet), "
+            "or use data.dataset=imagefolder with data.root=<folder of class subfolders>")
+    if not download and not (where / folder).is_dir():
+        raise DataError(f"{name} not found under {where}; {hint}")
+    try:
+        ds = cls(str(where), train=split == "train", download=download)
+    except (URLError, OSError, RuntimeError, ValueError, EOFError, KeyError) as e:
+        why = " ".join(str(e).split())[:200]
+        raise DataError(f"{name} could not be loaded from {where} ({type(e).__name__}: {why}); "
+                        f"{hint}") from None
+    images = torch.from_numpy(np.ascontiguousarray(ds.data)).permute(0, 3, 1, 2)  # NHWC -> NCHW
+    return images, torch.as_tensor(ds.targets, dtype=torch.int64), list(ds.classes)
+
+
+@DATASETS.register("cifar10")
+def _cifar10(*, root, download, resize, subset, split, seed, workers) -> ImageSet:
+    x, y, classes = _cifar("cifar10", root, download, split)
+    return _finish(x, y, classes, resize=resize, subset=subset, seed=seed,
+                   stats=(CIFAR10_MEAN, CIFAR10_STD))
+
+
+@DATASETS.register("cifar100")
+def _cifar100(*, root, download, resize, subset, split, seed, workers) -> ImageSet:
+    x, y, classes = _cifar("cifar100", root, download, split)
+    return _finish(x, y, classes, resize=resize, subset=subset, seed=seed,
+                   stats=(CIFAR100_MEAN, CIFAR100_STD))
+
+
+# --- imagefolder: <root>/<class>/<image> or <root>/{train,test}/<class>/<image>, or a tarball ---
+
+_IF_HINT = "set data.root=<folder of class subfolders, or with train/ and test/ ones, or a .tar.gz>"
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split())[:200] or type(e).__name__
+
+
+def _extract(archive: Path) -> Path:
+    """Extract ``archive`` once into the cache, keyed by its path, size and mtime."""
+    st = archive.stat()
+    key = hashlib.sha1(f"{archive}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:16]
+    dest = cache_dir() / "extract" / key
+    if dest.is_dir():
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=".tmp-"))
+    try:
+        with tarfile.open(archive) as tf:
+            tf.extractall(tmp, filter="data")
+        os.replace(tmp, dest)  # a half-extracted folder is never visible under dest
+    except Exception as e:  # tarfile, gzip and zlib each have their own error types
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not dest.is_dir():  # else: a concurrent run finished the same extraction first
+            raise DataError(f"cannot extract {archive} ({_one_line(e)}); "
+                            f"check the archive or {_IF_HINT}") from None
+    return dest
+
+
+def _unwrap(folder: Path) -> Path:
+    # archives usually wrap everything in one top folder (name/train/...); step into it
+    while True:
+        entries = [e for e in folder.iterdir() if not e.name.startswith(".")]
+        if len(entries) != 1 or not entries[0].is_dir() or entries[0].name in ("train", "test"):
+            return folder
+        folder = entries[0]
+
+
+def _split_dir(root: Path, split: str) -> Path:
+    if (root / split).is_dir():
+        return root / split
+    if split == "train" and not (root / "test").is_dir():
+        return root
+    if split == "test":
+        raise DataError(f"{root} has no test/ folder for the held-out images; put them in "
+                        f"{root}/test/<class>/ and the training images in {root}/train/<class>/")
+    raise DataError(f"{root} has test/ but no train/ folder; put the training images in "
+                    f"{root}/train/<class>/")
+
+
+def _class_dirs(folder: Path) -> List[Path]:
+    dirs = sorted(Path(e.path) for e in os.scandir(folder)
+                  if e.is_dir() and not e.name.startswith("."))
+    if not dirs:
+        what = "holds no class subfolders" if any(folder.iterdir()) else "is empty"
+        raise DataError(f"{folder} {what}; expected {folder}/<class>/<image>.jpg ({_IF_HINT})")
+    return dirs
+
+
+def _list_images(class_dirs: Sequence[Path]) -> Tuple[List[str], torch.Tensor]:
+    paths: List[str] = []
+    labels: List[int] = []
+    for k, c in enumerate(class_dirs):
+        n0 = len(paths)
+        for top, subdirs, files in os.walk(c, followlinks=True):
+            subdirs[:] = sorted(s for s in subdirs if not s.startswith("."))
+            for f in sorted(files):
+                if f.startswith("."):
+                    continue
+                if not f.lower().endswith(IMAGE_EXTENSIONS):
+                    raise DataError(f"{os.path.join(top, f)} is not an image "
+                                    f"({'/'.join(IMAGE_EXTENSIONS)}); move it out of the class "
+                                    f"folders of {c.parent}")
+                paths.append(os.path.join(top, f))
+        if len(paths) == n0:
+            raise DataError(f"class folder {c} has no images; add images or remove the folder")
+        labels += [k] * (len(paths) - n0)
+    return paths, torch.tensor(labels, dtype=torch.int64)
+
+
+def _decode(paths: Sequence[str], resize: Optional[int]) -> np.ndarray:
+    """Decode to uint8 [n, H, W, 3]; runs in pool workers, so it touches no torch state."""
+    from PIL import Image
+
+    out = None
+    for i, p in enumerate(paths):
+        try:
+            with Image.open(p) as im:
+                if resize is not None:
+                    im.draft("RGB", (resize, resize))  # JPEG: decode at a reduced scale, far faster
+                im = im.convert("RGB")
+                if resize is not None and im.size != (resize, resize):
+                    im = im.resize((resize, resize), Image.BILINEAR)
+                a = np.asarray(im)
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+            raise DataError(f"cannot read image {p} ({_one_line(e)}); delete or replace it"
+                            ) from None
+        if out is None:
+            out = np.empty((len(paths),) + a.shape, dtype=np.uint8)
+        elif a.shape != out.shape[1:]:
+            raise DataError(f"{p} is {a.shape[1]}x{a.shape[0]} but {paths[0]} is "
+                            f"{out.shape[2]}x{out.shape[1]}; set data.resize=<size>")
+        out[i] = a
+    return out
+
+
+def _decode_all(paths: List[str], resize: Optional[int], workers: int) -> np.ndarray:
+    if workers <= 1 or len(paths) < 2 * workers:
+        return _decode(paths, resize)
+    chunks = [list(c) for c in np.array_split(np.array(paths, dtype=object), workers * 8) if len(c)]
+    with multiprocessing.get_context().Pool(workers) as pool:
+        parts = pool.starmap(_decode, [(c, resize) for c in chunks])
+    for c, part in zip(chunks, parts):
+        if part.shape[1:] != parts[0].shape[1:]:
+            raise DataError(f"{c[0]} and {chunks[0][0]} differ in size; set data.resize=<size>")
+    return np.concatenate(parts)
+
+
+def _cache_save(path: Path, obj: dict) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".pt")
+        os.close(fd)
+        try:
+            torch.save(obj, tmp)
+            os.replace(tmp, path)  # readers never see a partly written file
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+    except OSError:
+        pass  # the cache only saves time: a read-only or full disk must not fail the run
+
+
+def load_imagefolder(*, root, download, resize, subset, split, seed, workers) -> ImageSet:
+    """Decode a folder of class subfolders once; later calls load the cached uint8 tensor."""
+    if root is None:
+        raise DataError(f"data.dataset=imagefolder needs a folder: {_IF_HINT}")
+    path = Path(root).expanduser().absolute()
+    if not path.exists():
+        raise DataError(f"imagefolder root {path} does not exist; {_IF_HINT}")
+    if path.is_file():
+        if not path.name.lower().endswith((".tar", ".tar.gz", ".tgz")):
+            raise DataError(f"{path} is a file, not a folder or .tar/.tar.gz archive; {_IF_HINT}")
+        path = _unwrap(_extract(path))
+    folder = _split_dir(path, split)
+    class_dirs = _class_dirs(folder)
+    # directory mtimes change when files are added, removed or renamed (not on in-place edits)
+    mtimes = [d.stat().st_mtime_ns for d in [folder, *class_dirs]]
+    key = repr(("v1", str(folder), mtimes, resize, subset, seed if subset else None))
+    cache_file = cache_dir() / "decoded" / (hashlib.sha1(key.encode()).hexdigest()[:20] + ".pt")
+    try:
+        return ImageSet(**torch.load(cache_file, weights_only=True))
+    except Exception:
+        pass  # missing, or corrupt / from another version: rebuild it
+
+    paths, labels = _list_images(class_dirs)
+    keep = stratified_subset(labels, subset, seed)  # before decoding: decode only what is used
+    paths, labels = [paths[i] for i in keep.tolist()], labels[keep]
+    images = torch.from_numpy(_decode_all(paths, resize, workers)).permute(0, 3, 1, 2).contiguous()
+    mean, std = channel_stats(images)
+    out = ImageSet(images, labels, [d.name for d in class_dirs], mean, std)
+    _cache_save(cache_file, dict(vars(out)))
+    return out
+
+
+DATASETS.register("imagefolder", load_imagefolder)
