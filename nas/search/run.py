@@ -164,7 +164,11 @@ def run_search(cfg: Config, out_dir: Optional[Path] = None, *, quiet: bool = Fal
     finally:
         monitor.close()
     seconds = time.time() - t0
-    final = searcher.evaluate(val_loader)
+    # the final score sees the validation images as they are: no crop/flip, fixed order
+    from ..data import BatchLoader
+    plain_val = BatchLoader(val_loader.images, val_loader.labels, batch_size=cfg.data.batch_size,
+                            shuffle=False, augment=False, mean=info["mean"], std=info["std"], device=device)
+    final = searcher.evaluate(plain_val)
     genotype = model.genotype()
     (out_dir / "genotype.yaml").write_text(yaml.safe_dump(space.genotype_to_dict(genotype), sort_keys=False))
     metrics = {"val_acc": final["acc"], "val_loss": final["loss"],
