@@ -1,0 +1,127 @@
+"""nas-search end to end: the run folder, determinism, image folders, one-line CLI errors."""
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from nas.cli import main
+from search_spaces.nb201 import NB201Genotype
+
+TINY = ["space.C=4", "space.N=1", "data.subset=256", "data.resize=8", "data.batch_size=32",
+        "trainer.epochs=2", "trainer.max_steps_per_epoch=3"]
+
+
+def run(tmp_path, *extra, name="run"):
+    out = tmp_path / name
+    assert main([*TINY, *extra, "--out", str(out), "--quiet"]) == 0
+    return out
+
+
+def test_run_folder_has_every_file(tmp_path, capsys):
+    out = run(tmp_path)
+    printed = capsys.readouterr().out
+    for f in ("config.yaml", "genotype.yaml", "checkpoint.pt", "log.txt", "metrics.json"):
+        assert (out / f).is_file(), f
+    assert list((out / "tb").glob("events.out.tfevents.*"))
+    g = NB201Genotype.from_string(yaml.safe_load((out / "genotype.yaml").read_text())["arch"])
+    assert f"genotype: {g}" in printed and f"run folder: {out}" in printed
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    assert cfg["trainer"]["epochs"] == 2 and cfg["space"]["C"] == 4 and cfg["optim"]["mode"] == "alternating"
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["epochs"] == 2 and 0 <= m["val_acc"] <= 100 and m["search_seconds"] > 0
+    assert len(m["history"]) == 2
+    ck = torch.load(out / "checkpoint.pt", weights_only=False)
+    assert ck["epoch"] == 2 and ck["config"] == cfg
+    assert {"model", "optim", "estimator", "rng", "loaders"} <= set(ck)
+    assert "arch.cell.alpha" in ck["model"]
+    assert len((out / "log.txt").read_text().strip().splitlines()) >= 3
+
+
+@pytest.mark.parametrize("extra", [["estimator.name=softmax"], ["estimator.name=gumbel_hard"],
+                                   ["optim.mode=joint"]])
+def test_same_seed_same_genotype_and_alpha(tmp_path, extra):
+    a = run(tmp_path, *extra, name="a")
+    b = run(tmp_path, *extra, name="b")
+    ga, gb = (yaml.safe_load((d / "genotype.yaml").read_text()) for d in (a, b))
+    assert ga == gb
+    ka, kb = (torch.load(d / "checkpoint.pt", weights_only=False)["model"] for d in (a, b))
+    assert torch.equal(ka["arch.cell.alpha"], kb["arch.cell.alpha"])
+    c = run(tmp_path, *extra, "seed=1", name="c")
+    kc = torch.load(c / "checkpoint.pt", weights_only=False)["model"]
+    assert not torch.equal(ka["arch.cell.alpha"], kc["arch.cell.alpha"])
+
+
+def test_alternating_updates_alpha_and_warmup_freezes_it(tmp_path):
+    out = run(tmp_path, "optim.warmup_epochs=5", name="warm")
+    ck = torch.load(out / "checkpoint.pt", weights_only=False)
+    from search_spaces import get_space
+    from nas.estimators import build_estimator
+    init = get_space("nb201").build_supernet(build_estimator("softmax"), num_classes=10, C=4, N=1,
+                                             generator=torch.Generator().manual_seed(0))
+    assert torch.equal(ck["model"]["arch.cell.alpha"], init.arch["cell"].alpha.detach())
+    moved = torch.load(run(tmp_path, name="moved") / "checkpoint.pt", weights_only=False)
+    assert not torch.equal(moved["model"]["arch.cell.alpha"], init.arch["cell"].alpha.detach())
+
+
+def test_imagefolder_run_on_a_tiny_folder(tmp_path):
+    root = tmp_path / "imgs"
+    g = torch.Generator().manual_seed(0)
+    for c, colour in enumerate([(220, 30, 30), (30, 30, 220), (30, 200, 30)]):
+        d = root / f"class{c}"
+        d.mkdir(parents=True)
+        for i in range(12):
+            noise = torch.randint(0, 40, (10, 10, 3), generator=g)
+            arr = (torch.tensor(colour) + noise).clamp(0, 255).to(torch.uint8).numpy()
+            Image.fromarray(arr).save(d / f"{i}.png")
+    out = tmp_path / "out"
+    assert main(["data.dataset=imagefolder", f"data.root={root}", "data.resize=8", "data.batch_size=8",
+                 "space.C=4", "space.N=1", "trainer.epochs=2", "--out", str(out), "--quiet"]) == 0
+    NB201Genotype.from_string(yaml.safe_load((out / "genotype.yaml").read_text())["arch"])
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    assert cfg["data"]["dataset"] == "imagefolder"
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["epochs"] == 2
+
+
+@pytest.mark.parametrize("args, pattern", [
+    (["trainer.epoch=3"], "unknown config key 'trainer.epoch'"),
+    (["estimator.name=darts"], "unknown estimator 'darts'; known:"),
+    (["space.name=foo"], "unknown search space 'foo'; known:"),
+    (["data.dataset=mnist"], "unknown dataset 'mnist'; known:"),
+    (["space.ops=[none, conv9]"], "space.ops: unknown op 'conv9'"),
+    (["estimator.gamma=0.1"], "estimator.gamma is not used by estimator 'softmax'"),
+    (["data.dataset=imagefolder", "data.root=/nonexistent/folder"], "/nonexistent/folder"),
+    (["data.dataset=cifar10", "data.root=/nonexistent/c10"], "data.root"),
+    (["does/not/exist.yaml"], "not found"),
+])
+def test_cli_errors_are_one_line_exit_2(tmp_path, args, pattern):
+    proc = subprocess.run([sys.executable, "-m", "nas", *args, "--out", str(tmp_path / "o"), "--quiet"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("nas-search: error: "), proc.stderr
+    assert pattern in lines[0]
+    assert "Traceback" not in proc.stderr
+
+
+def test_existing_run_folder_is_not_overwritten(tmp_path, capsys):
+    out = run(tmp_path)
+    before = (out / "checkpoint.pt").read_bytes()
+    assert main([*TINY, "--out", str(out), "--quiet"]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert (out / "checkpoint.pt").read_bytes() == before
+
+
+@pytest.mark.slow
+def test_quickstart_as_a_new_user_runs_it(tmp_path):
+    """The README's first command: `nas-search` with no arguments (the quickstart config)."""
+    proc = subprocess.run([sys.executable, "-m", "nas", "--out", str(tmp_path / "q")],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "genotype: |" in proc.stdout and "run folder:" in proc.stdout
+    m = json.loads((tmp_path / "q" / "metrics.json").read_text())
+    assert m["epochs"] == 10 and m["val_acc"] > 60  # the digits search really learns
