@@ -61,7 +61,9 @@ class EstimatorConfig:
     sigma_max: float = 0.5
     noise_lr: Optional[float] = None     # Adam lr of the noise temperatures (None: optim.arch.lr)
     gamma: Optional[float] = None        # Bop momentum rate
+    gamma_end: Optional[float] = None    # Bop momentum rate at the end of the schedule
     threshold: Optional[float] = None    # Bop flip threshold
+    threshold_end: Optional[float] = None  # Bop flip threshold at the end of the schedule
     single_path: Optional[bool] = None   # run only the selected op when the forward is one-hot
 
 

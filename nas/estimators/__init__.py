@@ -7,19 +7,35 @@ from typing import Any
 from ..errors import ConfigError
 from ..registry import Registry
 from .base import BINARY, CATEGORICAL, Estimator, Sample
+from .bop import Bop, BopEstimator
 from .gumbel import Gumbel, GumbelHard
+from .noise import AdaptiveNoise
 from .schedules import Schedule
-from .surrogate import Softmax
+from .ste import STE
+from .surrogate import SigmoidGate, Softmax, SoftsignGate, TanhGate
 
 ESTIMATORS = Registry("estimator")
 ESTIMATORS.register("softmax", Softmax)
+ESTIMATORS.register("sigmoid", SigmoidGate)
+ESTIMATORS.register("tanh", TanhGate)
+ESTIMATORS.register("softsign", SoftsignGate)
 ESTIMATORS.register("gumbel", Gumbel)
 ESTIMATORS.register("gumbel_hard", GumbelHard)
+ESTIMATORS.register("ste", STE)
+ESTIMATORS.register("bop", BopEstimator)
+
+NOISES = ("none", "adaptive")
+
+
+def noise_capable() -> list:
+    """Names of the estimators that ``estimator.noise=adaptive`` works with."""
+    return [n for n in ESTIMATORS.names() if ESTIMATORS.get(n).supports_noise]
 
 
 def build_estimator(name: str, noise: str = "none", sigma0: float = 0.2, sigma_max: float = 0.5,
                     **kwargs: Any) -> Estimator:
-    """``ESTIMATORS[name](**kwargs)``; ``None`` values mean "the estimator's default".
+    """``ESTIMATORS[name](**kwargs)``, wrapped in :class:`AdaptiveNoise` when ``noise="adaptive"``;
+    ``None`` values mean "the estimator's default".
 
     A keyword the estimator does not take is an error naming the config key, so that a setting
     that would silently do nothing (e.g. ``estimator.gamma`` with ``softmax``) is caught.
@@ -31,10 +47,23 @@ def build_estimator(name: str, noise: str = "none", sigma0: float = 0.2, sigma_m
     if extra:
         raise ConfigError(f"estimator.{extra[0]} is not used by estimator '{name}'; "
                           f"it takes: {', '.join(sorted(accepted)) or 'no options'}")
-    est = cls(**given)
-    if noise != "none":
-        raise ConfigError(f"estimator.noise: '{noise}' is not available yet; allowed: none")
-    return est
+    if noise not in NOISES:
+        raise ConfigError(f"estimator.noise: unknown noise '{noise}'; allowed: {', '.join(NOISES)}")
+    if noise == "adaptive":
+        if not cls.supports_noise:
+            raise ConfigError(f"estimator.noise=adaptive works only with estimator.name "
+                              f"{' or '.join(noise_capable())}, not '{name}'")
+        if given.get("single_path"):
+            raise ConfigError("estimator.single_path=true cannot be combined with estimator.noise=adaptive: "
+                              "the noisy forward is not one-hot, so every candidate runs")
+        if not 0.0 <= sigma0 <= sigma_max:
+            raise ConfigError(f"estimator.sigma0 must lie in [0, estimator.sigma_max={sigma_max}], got {sigma0}")
+    try:
+        est = cls(**given)
+    except ValueError as e:
+        raise ConfigError(f"estimator '{name}': {e}") from None
+    return AdaptiveNoise(est, sigma0, sigma_max) if noise == "adaptive" else est
 
 
-__all__ = ["ESTIMATORS", "build_estimator", "Estimator", "Sample", "Schedule", "CATEGORICAL", "BINARY"]
+__all__ = ["ESTIMATORS", "build_estimator", "noise_capable", "Estimator", "Sample", "Schedule",
+           "AdaptiveNoise", "Bop", "BopEstimator", "STE", "CATEGORICAL", "BINARY"]

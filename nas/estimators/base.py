@@ -46,6 +46,8 @@ class Estimator:
 
     name: str = "base"
     kinds: Tuple[str, ...] = (CATEGORICAL, BINARY)
+    # True when the forward value is the discrete value itself, so adaptive noise applies (STE, Bop).
+    supports_noise: bool = False
 
     def __init__(self) -> None:
         # Scheduled hyper-parameters by name (e.g. {"tau": Schedule(...)}); their current values
@@ -106,3 +108,47 @@ class Estimator:
 def init_logits(shape: Tuple[int, ...], init_std: float, generator: Optional[torch.Generator]) -> Tensor:
     """DARTS/NB201 initialisation ``α = init_std · N(0, 1)``."""
     return init_std * torch.randn(shape, generator=generator)
+
+
+def straight_through(hard: Tensor, soft: Tensor) -> Tensor:
+    """Forward value ``hard`` exactly, gradient ``∂/∂soft = identity``.
+
+    Written ``hard + (soft - soft.detach())`` rather than ``hard - soft.detach() + soft``: the
+    two are the same function, but this one is exactly one-hot in value (no rounding residue), so
+    the zero-valued terms of single-path execution are exactly zero.
+    """
+    return hard + (soft - soft.detach())
+
+
+def check_shape(shape: Tuple[int, ...], kind: str) -> None:
+    """The interface's shapes: categorical ``[E, K]``, binary ``[E]``."""
+    want = {CATEGORICAL: 2, BINARY: 1}
+    if kind not in want:
+        raise ValueError(f"unknown choice kind '{kind}'; allowed: {', '.join(want)}")
+    if len(shape) != want[kind]:
+        raise ValueError(f"a {kind} choice has shape {'[E, K]' if kind == CATEGORICAL else '[E]'}, got {list(shape)}")
+
+
+class LogitEstimator(Estimator):
+    """An estimator over real logits ``α`` (role ``"logits"``, DARTS initialisation).
+
+    Derive is the argmax of α per row (categorical) or ``α > 0`` (binary), read from the logits
+    themselves so that a temperature or a rounding of ``softmax``/``sigmoid`` never decides it.
+    """
+
+    def create(self, shape: Tuple[int, ...], kind: str, init_std: float = 1e-3,
+               generator: Optional[torch.Generator] = None) -> Dict[str, Tuple[Tensor, str]]:
+        check_shape(shape, kind)
+        return {"alpha": (init_logits(shape, init_std, generator), "logits")}
+
+    def derive(self, params: Dict[str, Tensor], kind: str) -> Tensor:
+        a = params["alpha"].detach()
+        return a.argmax(-1) if kind == CATEGORICAL else a > 0
+
+
+def hard_value(alpha: Tensor, kind: str) -> Tuple[Tensor, Optional[List[int]]]:
+    """``onehot(argmax α)`` (with the indices) or ``1[α > 0]``, detached, in α's dtype."""
+    if kind == CATEGORICAL:
+        index = alpha.detach().argmax(-1)
+        return torch.nn.functional.one_hot(index, alpha.shape[-1]).to(alpha.dtype), index.tolist()
+    return (alpha.detach() > 0).to(alpha.dtype), None

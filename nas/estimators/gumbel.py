@@ -5,16 +5,21 @@
 * ``gumbel_hard`` (straight-through): GDAS, Dong & Yang, CVPR 2019 — the forward value is the
   one-hot ``ĥ = onehot(argmax h) - h.detach() + h`` of the soft sample ``h``, so only the sampled
   candidate has to run; the gradient flows through ``h`` to every entry of α. τ linear 10 → 0.1.
+  Binary form: ``1[h > 1/2]`` of the binary concrete sample, straight through ``h``.
+
+The soft and hard samples draw from the same distribution as ``softmax(α)`` (the Gumbel-max
+trick: ``argmax(log_softmax(α) + G)`` is distributed as ``softmax(α)``; the binary concrete sample
+exceeds 1/2 with probability ``sigmoid(α)``), whatever τ is. Derive: argmax of α per row.
 """
 from __future__ import annotations
 
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .base import CATEGORICAL, Estimator, Sample, init_logits
+from .base import CATEGORICAL, LogitEstimator, Sample, hard_value, straight_through
 from .schedules import Schedule
 
 _EPS = 1e-6  # keeps U away from 0 and 1 so that log(-log U) is finite
@@ -30,7 +35,7 @@ def logistic_noise(like: Tensor) -> Tensor:
     return torch.log(u) - torch.log1p(-u)
 
 
-class Gumbel(Estimator):
+class Gumbel(LogitEstimator):
     """Soft Gumbel-softmax sample (SNAS). At eval the mean-field ``softmax(α)`` is used."""
 
     name = "gumbel"
@@ -39,13 +44,8 @@ class Gumbel(Estimator):
     def __init__(self, tau: float = 1.0, tau_end: Optional[float] = 0.03,
                  schedule: Optional[str] = None, per: str = "epoch"):
         super().__init__()
-        end = tau if tau_end is None else tau_end
-        self.schedules["tau"] = Schedule(tau, end, schedule or ("constant" if end == tau else "linear"), per)
+        self.schedules["tau"] = Schedule.of(tau, tau_end, schedule, per)
         self.values["tau"] = tau
-
-    def create(self, shape: Tuple[int, ...], kind: str, init_std: float = 1e-3,
-               generator: Optional[torch.Generator] = None) -> Dict[str, Tuple[Tensor, str]]:
-        return {"alpha": (init_logits(shape, init_std, generator), "logits")}
 
     def soft_sample(self, alpha: Tensor, kind: str) -> Tensor:
         tau = self.values["tau"]
@@ -85,13 +85,7 @@ class GumbelHard(Gumbel):
     def sample(self, params: Dict[str, Tensor], kind: str, training: bool) -> Sample:
         alpha = params["alpha"]
         if not training:
-            hard = self.derive(params, kind)
-            if kind == CATEGORICAL:
-                return Sample(F.one_hot(hard, alpha.shape[-1]).to(alpha.dtype), hard.tolist())
-            return Sample(hard.to(alpha.dtype))
+            return Sample(*hard_value(alpha, kind))
         h = self.soft_sample(alpha, kind)
-        if kind == CATEGORICAL:
-            index = h.argmax(-1)
-            onehot = F.one_hot(index, h.shape[-1]).to(h.dtype)
-            return Sample(onehot - h.detach() + h, index.tolist())
-        return Sample((h > 0.5).to(h.dtype) - h.detach() + h)
+        hard, index = hard_value(h if kind == CATEGORICAL else h - 0.5, kind)
+        return Sample(straight_through(hard, h), index)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Optional
 
 from ..errors import ConfigError
 
@@ -28,6 +29,14 @@ class Schedule:
             raise ConfigError(f"schedule: per must be 'epoch' or 'step', got '{self.per}'")
         if self.kind == "exponential" and (self.start <= 0 or self.end <= 0):
             raise ConfigError("schedule: an exponential schedule needs positive start and end values")
+
+    @classmethod
+    def of(cls, start: float, end: Optional[float] = None, kind: Optional[str] = None,
+           per: Optional[str] = None) -> "Schedule":
+        """The estimators' convention: no ``end`` means constant; an ``end`` without a ``kind``
+        means linear (the GDAS/SNAS rule); ``per`` defaults to epoch."""
+        end = start if end is None else end
+        return cls(start, end, kind or ("constant" if end == start else "linear"), per or "epoch")
 
     def value(self, t: float) -> float:
         """Value at progress ``t`` (clamped to [0, 1])."""

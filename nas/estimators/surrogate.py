@@ -1,42 +1,93 @@
-"""Temperature surrogates: ``softmax(α/τ)`` for categorical choices (DARTS: τ = 1 fixed).
+"""Temperature surrogates: a smooth function of the logits stands in for the discrete choice.
 
-Liu, Simonyan, Yang, "DARTS: Differentiable Architecture Search", ICLR 2019. The forward value is
-the relaxed distribution itself, so every candidate runs and the gradient is exact.
+* ``softmax``: categorical ``w = softmax(α/τ)`` (DARTS: Liu, Simonyan, Yang, ICLR 2019, τ = 1
+  fixed); binary ``w = sigmoid(α/τ)``.
+* ``sigmoid``, ``tanh``, ``softsign``: gates ``g(λα)`` with ``λ = 1/τ``, ``g`` one of
+  ``sigmoid(x)``, ``tanh(x)/2 + 1/2``, ``softsign(x)/2 + 1/2`` (``softsign(x) = x/(1+|x|)``).
+  On a binary choice that is the gate; on a categorical choice every candidate gets its own
+  independent gate ``w_k = g(λα_k)`` (FairDARTS: Chu et al., ECCV 2020, who use the sigmoid), so
+  the weights of an edge need not sum to 1.
+
+The forward value is the relaxation itself, so every candidate runs and the gradient is exact.
+The temperature follows a schedule (``tau`` → ``tau_end``); sharpening means τ decreasing, i.e.
+λ = 1/τ increasing. An exponential τ schedule is an exponential λ schedule (``λ_end = 1/τ_end``);
+a linear τ schedule is not linear in λ. Derive is the argmax of α per row (or ``α > 0``),
+whatever τ is.
 """
 from __future__ import annotations
 
-from typing import Dict, Optional, Tuple
+from typing import Callable, Dict, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .base import BINARY, CATEGORICAL, Estimator, Sample, init_logits
+from .base import CATEGORICAL, LogitEstimator, Sample
 from .schedules import Schedule
 
 
-class Softmax(Estimator):
-    """Categorical ``w = softmax(α/τ)``; binary form ``w = sigmoid(α/τ)``."""
-
-    name = "softmax"
+class Surrogate(LogitEstimator):
+    """Shared by the surrogates: a τ schedule and ``sample = probs = relaxed(α)``."""
 
     def __init__(self, tau: float = 1.0, tau_end: Optional[float] = None,
                  schedule: Optional[str] = None, per: str = "epoch"):
         super().__init__()
-        end = tau if tau_end is None else tau_end
-        self.schedules["tau"] = Schedule(tau, end, schedule or ("constant" if end == tau else "linear"), per)
+        self.schedules["tau"] = Schedule.of(tau, tau_end, schedule, per)
         self.values["tau"] = tau
 
-    def create(self, shape: Tuple[int, ...], kind: str, init_std: float = 1e-3,
-               generator: Optional[torch.Generator] = None) -> Dict[str, Tuple[Tensor, str]]:
-        return {"alpha": (init_logits(shape, init_std, generator), "logits")}
-
     def relaxed(self, alpha: Tensor, kind: str) -> Tensor:
-        tau = self.values["tau"]
-        return F.softmax(alpha / tau, dim=-1) if kind == CATEGORICAL else torch.sigmoid(alpha / tau)
+        raise NotImplementedError
 
     def sample(self, params: Dict[str, Tensor], kind: str, training: bool) -> Sample:
         return Sample(self.relaxed(params["alpha"], kind))
 
     def probs(self, params: Dict[str, Tensor], kind: str) -> Tensor:
         return self.relaxed(params["alpha"].detach(), kind)
+
+
+class Softmax(Surrogate):
+    """Categorical ``w = softmax(α/τ)``; binary form ``w = sigmoid(α/τ)``."""
+
+    name = "softmax"
+
+    def relaxed(self, alpha: Tensor, kind: str) -> Tensor:
+        tau = self.values["tau"]
+        return F.softmax(alpha / tau, dim=-1) if kind == CATEGORICAL else torch.sigmoid(alpha / tau)
+
+
+class Gate(Surrogate):
+    """Independent gates ``w = g(α/τ)`` on every entry (binary gates, or FairDARTS per candidate).
+
+    :meth:`probs` of a categorical choice normalises the gates of a row to sum to 1 (for
+    entropy and the per-op curves); the mixed op itself uses the unnormalised gates.
+    """
+
+    gate: Callable[[Tensor], Tensor]
+
+    def relaxed(self, alpha: Tensor, kind: str) -> Tensor:
+        return type(self).gate(alpha / self.values["tau"])
+
+    def probs(self, params: Dict[str, Tensor], kind: str) -> Tensor:
+        g = self.relaxed(params["alpha"].detach(), kind)
+        return g / g.sum(-1, keepdim=True) if kind == CATEGORICAL else g
+
+
+class SigmoidGate(Gate):
+    """``w = sigmoid(α/τ)``."""
+
+    name = "sigmoid"
+    gate = staticmethod(torch.sigmoid)
+
+
+class TanhGate(Gate):
+    """``w = tanh(α/τ)/2 + 1/2``."""
+
+    name = "tanh"
+    gate = staticmethod(lambda x: torch.tanh(x) / 2 + 0.5)
+
+
+class SoftsignGate(Gate):
+    """``w = softsign(α/τ)/2 + 1/2``, ``softsign(x) = x/(1+|x|)``: polynomial, not exponential, tails."""
+
+    name = "softsign"
+    gate = staticmethod(lambda x: F.softsign(x) / 2 + 0.5)

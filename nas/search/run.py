@@ -48,7 +48,8 @@ def make_estimator(cfg: Config) -> Estimator:
     e = cfg.estimator
     return build_estimator(e.name, noise=e.noise, sigma0=e.sigma0, sigma_max=e.sigma_max,
                            tau=e.tau, tau_end=e.tau_end, schedule=e.schedule, per=e.per,
-                           gamma=e.gamma, threshold=e.threshold, single_path=e.single_path)
+                           gamma=e.gamma, threshold=e.threshold, single_path=e.single_path,
+                           gamma_end=e.gamma_end, threshold_end=e.threshold_end)
 
 
 def make_loaders(cfg: Config, device: torch.device):

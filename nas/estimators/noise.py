@@ -1,0 +1,98 @@
+"""Adaptive noise on a discrete forward value (``estimator.noise: adaptive``, with ``ste`` or ``bop``).
+
+Jialin Lu, "Neural Disjunctive Normal Form", M.Sc. thesis, SFU 2020 (ALGORITHMS.md §1). During
+training the discrete value ``w ∈ {0, 1}`` (a gate, or each entry of a one-hot row) is perturbed
+toward the other value,
+
+    ``w̃ = w + (1 - 2w)·σ·ε``,  ``ε ~ U(0, 1)`` per entry and per forward pass,
+
+so 1 → 1 - σε and 0 → σε. There is one learned temperature σ per discrete entry (shape of the
+choice, role ``"noise"``), initialised to σ0 = 0.2, trained by Adam on the same loss through
+``∂w̃/∂σ = (1-2w)·ε`` and clipped to ``[0, σ_max]`` (σ_max = 0.5) after every step. The
+gradient to ``w`` is autograd's ``1 - 2σε`` (≥ 0 for σ ≤ 1/2), then whatever the base estimator
+does with it (identity to α for STE, Bop's momentum). At eval there is no noise.
+
+Under noise the forward value is not one-hot, so every candidate runs (``Sample.index = None``):
+the noisy weight of an unselected candidate, σε, multiplies its output. ``single_path`` is
+therefore refused together with noise.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from .base import Estimator, Sample
+
+SIGMA = "sigma"
+
+
+class AdaptiveNoise(Estimator):
+    """Wraps a base estimator whose forward value is discrete (``supports_noise``)."""
+
+    def __init__(self, base: Estimator, sigma0: float = 0.2, sigma_max: float = 0.5):
+        super().__init__()
+        if not base.supports_noise:
+            raise ValueError(f"adaptive noise needs a discrete forward value; '{base.name}' has none")
+        if not 0.0 <= sigma0 <= sigma_max:
+            raise ValueError(f"adaptive noise needs 0 <= sigma0 <= sigma_max, got {sigma0}, {sigma_max}")
+        self.base, self.sigma0, self.sigma_max = base, sigma0, sigma_max
+        self.name, self.kinds = base.name, base.kinds
+        # One set of scheduled values, the base's, seen through either object.
+        self.schedules, self.values = base.schedules, base.values
+        self._sigmas: List[Tensor] = []
+
+    def create(self, shape: Tuple[int, ...], kind: str, init_std: float = 1e-3,
+               generator: Optional[torch.Generator] = None) -> Dict[str, Tuple[Tensor, str]]:
+        params = self.base.create(shape, kind, init_std, generator)
+        params[SIGMA] = (torch.full(shape, float(self.sigma0)), "noise")
+        return params
+
+    @staticmethod
+    def _base(params: Dict[str, Tensor]) -> Dict[str, Tensor]:
+        return {k: v for k, v in params.items() if k != SIGMA}
+
+    def sample(self, params: Dict[str, Tensor], kind: str, training: bool) -> Sample:
+        s = self.base.sample(self._base(params), kind, training)
+        if not training:
+            return s
+        w = s.weights
+        eps = torch.rand_like(w)
+        return Sample(w + (1 - 2 * w) * params[SIGMA] * eps)
+
+    def probs(self, params: Dict[str, Tensor], kind: str) -> Tensor:
+        return self.base.probs(self._base(params), kind)
+
+    def derive(self, params: Dict[str, Tensor], kind: str) -> Tensor:
+        return self.base.derive(self._base(params), kind)
+
+    def discrete_optimizer(self, params: List[Tensor]) -> Optional[torch.optim.Optimizer]:
+        return self.base.discrete_optimizer(params)
+
+    @torch.no_grad()
+    def after_step(self, params_by_role: Dict[str, List[Tensor]]) -> None:
+        self.base.after_step(params_by_role)
+        self._sigmas = list(params_by_role.get("noise", []))
+        for s in self._sigmas:
+            s.clamp_(0.0, self.sigma_max)
+
+    def set_progress(self, epoch: int, epochs: int, step: int = 0, steps_per_epoch: int = 1) -> None:
+        self.base.set_progress(epoch, epochs, step, steps_per_epoch)
+
+    def scalars(self) -> Dict[str, float]:
+        """The base's values plus the mean σ over all entries (once a step has run)."""
+        out = self.base.scalars()
+        if self._sigmas:
+            with torch.no_grad():
+                out["sigma_mean"] = float(torch.cat([s.reshape(-1) for s in self._sigmas]).float().mean())
+        return out
+
+    def state_dict(self) -> dict:
+        return self.base.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.base.load_state_dict(state)
+
+    def __repr__(self) -> str:
+        return f"AdaptiveNoise({self.base!r}, sigma0={self.sigma0}, sigma_max={self.sigma_max})"
