@@ -22,6 +22,16 @@ CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 
 @dataclass
+class DNFDataConfig:
+    """The synthetic DNF task (``data.dataset=synthetic_dnf``)."""
+    features: int = 10             # K binary features
+    clauses: int = 3               # conjunctions of the ground-truth rule
+    width: int = 3                 # literals per conjunction
+    noise: float = 0.0             # probability of flipping a train label
+    samples: int = 2000            # train + test samples
+
+
+@dataclass
 class DataConfig:
     dataset: str = "digits"
     root: Optional[str] = None
@@ -32,6 +42,8 @@ class DataConfig:
     batch_size: int = 64
     workers: int = 0
     augment: bool = True
+    dnf: DNFDataConfig = field(default_factory=DNFDataConfig)
+    quantiles: List[float] = field(default_factory=lambda: [0.25, 0.5, 0.75])  # tabular binarisation
 
 
 @dataclass
@@ -47,6 +59,8 @@ class SpaceConfig:
     affine: bool = False           # BN affine in the supernet (the papers use False)
     gates: Literal["none", "edge", "op", "channel"] = "none"  # L0 hard-concrete gates
     l0_lambda: float = 1e-4
+    rules: int = 64                # DNF: conjunctions per tower (N)
+    lambda_g: float = 1e-4         # DNF: sparsity weight λ_g
 
 
 @dataclass
