@@ -1,0 +1,151 @@
+"""NAS-Bench-201 ground truth as a small CSV table: accuracy and rank of any cell.
+
+Dong & Yang, "NAS-Bench-201", ICLR 2020. The official benchmark API needs gigabytes of RAM; the
+search only has to be scored, so this reads a flat table instead.
+
+Table format (``../shared/data/nb201_accuracy.csv`` by default; any copy with these columns works)::
+
+    arch,cifar10,cifar100,imagenet16_120
+    |nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|,94.37,...
+
+``arch`` is the NB201 cell string, the other columns are test accuracies in % after the
+benchmark's 200-epoch training. Extra columns are ignored; rows may come in any order.
+
+Rank: ``1 + (number of cells with a strictly higher accuracy)`` ("competition" ranking), so the
+best cell has rank 1 and tied cells share the best rank of their group.
+"""
+from __future__ import annotations
+
+import bisect
+import csv
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple, Union
+
+import yaml
+
+from ..errors import CheckpointError, DataError, NasError
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_TABLE = REPO_ROOT.parent / "shared" / "data" / "nb201_accuracy.csv"
+DATASETS: Tuple[str, ...] = ("cifar10", "cifar100", "imagenet16_120")
+TABLE_ENV = "NAS_NB201_TABLE"  # overrides the default path when set
+
+ArchLike = Union[str, os.PathLike, "NB201Genotype"]  # noqa: F821 (resolved lazily)
+
+
+def default_table_path() -> Path:
+    return Path(os.environ.get(TABLE_ENV) or DEFAULT_TABLE)
+
+
+def resolve_arch(arch: ArchLike):
+    """An :class:`NB201Genotype` from a genotype, a cell string, a ``genotype.yaml`` or a run folder."""
+    from search_spaces.nb201 import NB201Genotype
+
+    if isinstance(arch, NB201Genotype):
+        return arch
+    text = str(arch).strip()
+    if text.startswith("|"):
+        return NB201Genotype.from_string(text)
+    path = Path(text)
+    if path.is_dir():
+        if not (path / "genotype.yaml").is_file():
+            raise CheckpointError(f"{path} has no genotype.yaml; give a finished run folder, a "
+                                  f"genotype.yaml or a cell string '|op~0|+|op~0|op~1|+|...|'")
+        path = path / "genotype.yaml"
+    if not path.is_file():
+        raise CheckpointError(f"'{text}' is neither a cell string '|op~0|+...', a genotype.yaml "
+                              f"nor a run folder")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError:
+        raise CheckpointError(f"{path}: not valid YAML; expected 'arch: |op~0|+|...|'") from None
+    if not isinstance(data, dict) or not isinstance(data.get("arch"), str):
+        raise CheckpointError(f"{path}: expected a mapping with key 'arch' holding an NB201 cell "
+                              f"string (is this a NAS-Bench-201 search?)")
+    if data.get("space", "nb201") != "nb201":
+        raise CheckpointError(f"{path}: genotype of space '{data.get('space')}', not nb201; "
+                              f"the NAS-Bench-201 table only scores nb201 cells")
+    return NB201Genotype.from_string(data["arch"])
+
+
+@dataclass(frozen=True)
+class Score:
+    """Ground truth of one cell: accuracy (%) and rank (1 = best) per dataset, out of ``n`` cells."""
+
+    arch: str
+    acc: Dict[str, float]
+    rank: Dict[str, int]
+    n: int
+
+
+class NB201Table:
+    """Accuracies of NB201 cells, keyed by their canonical cell string."""
+
+    def __init__(self, rows: Dict[str, Tuple[float, ...]], path: Optional[Path] = None):
+        if not rows:
+            raise DataError(f"NB201 table {path} has no rows")
+        self.rows = rows
+        self.path = path
+        # ascending accuracies per dataset: rank = 1 + how many are strictly larger
+        self._sorted: List[List[float]] = [sorted(v[d] for v in rows.values()) for d in range(len(DATASETS))]
+
+    @classmethod
+    def load(cls, path: Optional[os.PathLike] = None) -> "NB201Table":
+        from search_spaces.nb201 import NB201Genotype
+
+        path = Path(path) if path is not None else default_table_path()
+        if not path.is_file():
+            raise DataError(f"NB201 table {path} not found; pass --table PATH (a CSV with columns "
+                            f"arch,{','.join(DATASETS)}) or set {TABLE_ENV}")
+        rows: Dict[str, Tuple[float, ...]] = {}
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            missing = [c for c in ("arch",) + DATASETS if c not in (reader.fieldnames or [])]
+            if missing:
+                raise DataError(f"NB201 table {path} lacks column '{missing[0]}'; expected columns "
+                                f"arch,{','.join(DATASETS)}")
+            for line, row in enumerate(reader, start=2):
+                try:
+                    arch = str(NB201Genotype.from_string(row["arch"]))
+                    rows[arch] = tuple(float(row[d]) for d in DATASETS)
+                except (NasError, ValueError, TypeError) as e:
+                    raise DataError(f"NB201 table {path} line {line}: {e}") from None
+        return cls(rows, path)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __contains__(self, arch: ArchLike) -> bool:
+        return str(resolve_arch(arch)) in self.rows
+
+    def accuracy(self, arch: ArchLike, dataset: str = "cifar10") -> float:
+        return self.score(arch).acc[self._check(dataset)]
+
+    def rank_of(self, acc: float, dataset: str = "cifar10") -> int:
+        """Rank an accuracy would have: ``1 + #cells with strictly higher accuracy``."""
+        s = self._sorted[DATASETS.index(self._check(dataset))]
+        return 1 + len(s) - bisect.bisect_right(s, acc)
+
+    def score(self, arch: ArchLike) -> Score:
+        key = str(resolve_arch(arch))
+        if key not in self.rows:
+            raise DataError(f"cell {key} is not in the NB201 table {self.path} ({len(self)} cells)")
+        acc = dict(zip(DATASETS, self.rows[key]))
+        return Score(key, acc, {d: self.rank_of(acc[d], d) for d in DATASETS}, len(self))
+
+    def best(self, dataset: str = "cifar10") -> Tuple[str, float]:
+        i = DATASETS.index(self._check(dataset))
+        arch = max(self.rows, key=lambda a: self.rows[a][i])
+        return arch, self.rows[arch][i]
+
+    def mean(self, dataset: str = "cifar10") -> float:
+        s = self._sorted[DATASETS.index(self._check(dataset))]
+        return sum(s) / len(s)
+
+    @staticmethod
+    def _check(dataset: str) -> str:
+        if dataset not in DATASETS:
+            raise NasError(f"unknown NB201 dataset '{dataset}'; known: {', '.join(DATASETS)}")
+        return dataset

@@ -1,0 +1,163 @@
+"""Random-search baseline with a wall-clock budget (Li & Talwalkar 2019; NB201 §5 "RS").
+
+Sample cells uniformly from the search space, train each one briefly at the proxy scale of the
+search (same data split, channels, cells, resolution, weight optimiser), score it by its accuracy
+on the architecture-validation split, and keep the best. New cells are started while the elapsed
+time is below the budget (the first is always trained), so the baseline gets the same wall clock
+as the search it is compared with. This is the bar every NAS method must clear.
+
+    python -m nas.benchmarks.random_search CONFIG.yaml [key=value ...] --budget SECONDS --out DIR
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+import yaml
+
+from ..config import Config, dump_config, load_config
+from ..errors import NasError
+
+
+@dataclass
+class Trial:
+    arch: str
+    val_acc: float
+    seconds: float
+
+
+@dataclass
+class RandomSearchResult:
+    best: str
+    best_val_acc: float
+    trials: List[Trial] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def train_and_score(model: torch.nn.Module, train_loader, val_loader, *, epochs: int, lr: float,
+                    lr_min: float, momentum: float, nesterov: bool, weight_decay: float,
+                    grad_clip: float, max_steps_per_epoch: Optional[int] = None) -> float:
+    """Train ``model`` for ``epochs`` (SGD, cosine per step) and return its val accuracy in %."""
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum,
+                          nesterov=nesterov and momentum > 0, weight_decay=weight_decay)
+    steps = min(len(train_loader), max_steps_per_epoch or len(train_loader))
+    total = max(epochs * steps, 1)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total, eta_min=lr_min)
+    model.train()
+    for _ in range(epochs):
+        for step, (x, y) in enumerate(train_loader):
+            if step >= steps:
+                break
+            opt.zero_grad(set_to_none=True)
+            F.cross_entropy(model(x), y).backward()
+            if grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            opt.step()
+            sched.step()
+    model.eval()
+    correct = n = 0
+    with torch.inference_mode():
+        for x, y in val_loader:
+            correct += (model(x).argmax(1) == y).sum().item()
+            n += y.shape[0]
+    return 100.0 * correct / max(n, 1)
+
+
+def random_search(cfg: Config, budget_seconds: float, *, epochs_per_cell: int = 1,
+                  max_cells: Optional[int] = None, out_dir: Optional[Path] = None,
+                  log=print) -> RandomSearchResult:
+    """Random search over ``cfg.space`` on ``cfg.data`` within ``budget_seconds`` of wall clock."""
+    from search_spaces import get_space
+
+    from ..data import BatchLoader
+    from ..search.run import make_loaders, resolve_device, seed_everything
+
+    if cfg.space.name != "nb201":
+        raise NasError(f"random search samples NB201 cells; space '{cfg.space.name}' is not supported")
+    from search_spaces.nb201 import OPS, NB201Genotype
+    from search_spaces.nb201.genotype import EDGES
+
+    t0 = time.time()
+    device = resolve_device(cfg.device)
+    seed_everything(cfg.seed)
+    train_loader, val_loader, info = make_loaders(cfg, device)
+    plain_val = BatchLoader(val_loader.images, val_loader.labels, batch_size=cfg.data.batch_size,
+                            shuffle=False, augment=False, mean=info["mean"], std=info["std"], device=device)
+    space = get_space("nb201")
+    ops = cfg.space.ops or list(OPS)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    w = cfg.optim.weights
+    trials: List[Trial] = []
+    best: Optional[Trial] = None
+    while (not trials or time.time() - t0 < budget_seconds) and (max_cells is None or len(trials) < max_cells):
+        t1 = time.time()
+        idx = torch.randint(len(ops), (len(EDGES),), generator=gen).tolist()
+        genotype = NB201Genotype(tuple(ops[i] for i in idx))
+        model = space.build_network(genotype, num_classes=info["num_classes"], C=cfg.space.C,
+                                    N=cfg.space.N, in_channels=info["shape"][0]).to(device)
+        acc = train_and_score(model, train_loader, plain_val, epochs=epochs_per_cell, lr=w.lr,
+                              lr_min=w.lr_min, momentum=w.momentum, nesterov=w.nesterov,
+                              weight_decay=w.weight_decay, grad_clip=cfg.trainer.grad_clip,
+                              max_steps_per_epoch=cfg.trainer.max_steps_per_epoch)
+        trial = Trial(str(genotype), acc, time.time() - t1)
+        trials.append(trial)
+        if best is None or acc > best.val_acc:  # ties: the earlier cell stays
+            best = trial
+        log(f"cell {len(trials)}: val_acc={acc:.2f} ({trial.seconds:.1f}s) {trial.arch}")
+    result = RandomSearchResult(best.arch, best.val_acc, trials, time.time() - t0)
+    if out_dir is not None:
+        write_run(result, cfg, out_dir, budget_seconds, epochs_per_cell)
+    return result
+
+
+def write_run(result: RandomSearchResult, cfg: Config, out_dir: Path, budget: float, epochs: int) -> None:
+    """A run folder readable by ``tools/nb201_lookup.py``: config, genotype.yaml, metrics.json."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    dump_config(cfg, out_dir / "config.yaml")
+    (out_dir / "genotype.yaml").write_text(yaml.safe_dump({"space": "nb201", "arch": result.best}, sort_keys=False))
+    (out_dir / "metrics.json").write_text(json.dumps({
+        "method": "random", "val_acc": result.best_val_acc, "genotype": result.best,
+        "search_seconds": round(result.seconds, 2), "budget_seconds": budget, "epochs_per_cell": epochs,
+        "cells": len(result.trials), "trials": [vars(t) for t in result.trials]}, indent=2))
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m nas.benchmarks.random_search",
+                                description="Random-search baseline with a wall-clock budget.")
+    p.add_argument("items", nargs="*", metavar="CONFIG.yaml | key=value")
+    p.add_argument("--budget", type=float, required=True, help="wall-clock seconds")
+    p.add_argument("--epochs-per-cell", type=int, default=1)
+    p.add_argument("--max-cells", type=int, default=None)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--quiet", action="store_true")
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = get_args_parser().parse_args(argv)
+    configs = [a for a in args.items if "=" not in a]
+    overrides = [a for a in args.items if "=" in a]
+    try:
+        if len(configs) > 1:
+            raise NasError(f"give at most one config file, got {', '.join(configs)}")
+        cfg = load_config(configs[0] if configs else None, overrides)
+        res = random_search(cfg, args.budget, epochs_per_cell=args.epochs_per_cell,
+                            max_cells=args.max_cells, out_dir=args.out,
+                            log=(lambda s: None) if args.quiet else print)
+    except NasError as e:
+        print(f"random_search: error: {e}", file=sys.stderr)
+        return 2
+    print(f"genotype: {res.best}")
+    print(f"run folder: {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

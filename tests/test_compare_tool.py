@@ -1,0 +1,75 @@
+"""tools/compare_estimators.py end to end on tiny digits searches, scored with a fake NB201 table."""
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from search_spaces.nb201 import all_genotypes
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ["space.C=4", "space.N=1", "data.subset=200", "data.resize=8", "data.batch_size=32",
+        "trainer.epochs=1", "trainer.max_steps_per_epoch=2"]
+
+
+def fake_accuracy(arch: str) -> float:
+    # a made-up ground truth the test can recompute: +3 per conv3x3, +2 per conv1x1, -1 per none
+    return 80.0 + 3 * arch.count("nor_conv_3x3") + 2 * arch.count("nor_conv_1x1") - arch.count("none")
+
+
+@pytest.mark.slow
+def test_compare_runs_end_to_end(tmp_path):
+    table = tmp_path / "fake.csv"
+    table.write_text("arch,cifar10,cifar100,imagenet16_120\n" + "".join(
+        f"{g},{fake_accuracy(str(g))},{fake_accuracy(str(g)) - 30},1.0\n" for g in all_genotypes()))
+    out = tmp_path / "cmp"
+    cmd = [sys.executable, "tools/compare_estimators.py", "--config", "quickstart", "--estimators",
+           "softmax,gumbel_hard", "--seeds", "0,1", "--out", str(out), "--table", str(table),
+           "--random-budget", "1", "--threads", "1", "--device", "cpu", *TINY]
+    r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    results = json.loads((out / "results.json").read_text())
+    assert set(results) == {"softmax", "gumbel_hard", "random"}
+    report = (out / "report.md").read_text()
+    assert report in r.stdout
+    for method, rows in results.items():
+        assert [row["seed"] for row in rows] == [0, 1]
+        for row in rows:
+            run = out / method / f"seed{row['seed']}"
+            assert row["arch"] == yaml.safe_load((run / "genotype.yaml").read_text())["arch"]
+            assert row["cifar10"] == pytest.approx(fake_accuracy(row["arch"]))
+            # the tool's rank agrees with a count over the fake table
+            better = sum(fake_accuracy(str(g)) > row["cifar10"] for g in all_genotypes())
+            assert row["rank"] == better + 1
+            cfg = yaml.safe_load((run / "config.yaml").read_text())
+            assert cfg["seed"] == row["seed"] and cfg["space"]["C"] == 4 and cfg["device"] == "cpu"
+            if method != "random":
+                assert cfg["estimator"]["name"] == method
+        accs = [row["cifar10"] for row in rows]
+        assert f"{statistics.mean(accs):.2f} ± {statistics.stdev(accs):.2f}" in report
+        assert all(f"`{row['arch']}`" in report for row in rows)
+    # the random baseline trained at least one cell per seed within its 1-second budget
+    assert all(row["cells_trained"] >= 1 for row in results["random"])
+    # a finished comparison is reused, not searched again
+    before = (out / "softmax" / "seed0" / "metrics.json").stat().st_mtime_ns
+    r2 = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    assert r2.returncode == 0 and (out / "softmax" / "seed0" / "metrics.json").stat().st_mtime_ns == before
+
+
+def test_compare_rejects_bad_input_in_one_line(tmp_path):
+    r = subprocess.run([sys.executable, "tools/compare_estimators.py", "--config", "quickstart",
+                        "--estimators", "softmax", "--seeds", "0", "--table", str(tmp_path / "no.csv")],
+                       cwd=REPO, capture_output=True, text=True)
+    assert r.returncode == 2 and "NB201 table" in r.stderr and r.stderr.count("\n") == 1
+    (tmp_path / "t.csv").write_text("arch,cifar10,cifar100,imagenet16_120\n"
+                                    "|none~0|+|none~0|none~1|+|none~0|none~1|none~2|,10,1,1\n")
+    r = subprocess.run([sys.executable, "tools/compare_estimators.py", "--config", "quickstart",
+                        "--estimators", "softmax,nope", "--seeds", "0", "--out", str(tmp_path / "o"),
+                        "--table", str(tmp_path / "t.csv"), *TINY],
+                       cwd=REPO, capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1
+    assert "unknown estimator 'nope'" in r.stderr
+    assert not (tmp_path / "o").exists()  # nothing was searched

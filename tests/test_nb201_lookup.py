@@ -1,0 +1,89 @@
+"""NB201 ground-truth table: lookup by string / genotype / genotype.yaml / run folder, ranks, errors."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from nas.benchmarks import NB201Table
+from nas.errors import CheckpointError, DataError
+from search_spaces.nb201 import NB201Genotype
+
+REPO = Path(__file__).resolve().parents[1]
+OPTIMUM = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_1x1~2|"
+ALL_SKIP = "|skip_connect~0|+|skip_connect~0|skip_connect~1|+|skip_connect~0|skip_connect~1|skip_connect~2|"
+A = "|none~0|+|none~0|none~1|+|none~0|none~1|none~2|"
+B = "|skip_connect~0|+|none~0|none~1|+|none~0|none~1|none~2|"
+C = "|nor_conv_3x3~0|+|none~0|none~1|+|none~0|none~1|none~2|"
+D = "|avg_pool_3x3~0|+|none~0|none~1|+|none~0|none~1|none~2|"
+
+
+@pytest.fixture
+def real_table(shared_dir):
+    return NB201Table.load(shared_dir / "data" / "nb201_accuracy.csv")
+
+
+def write_table(path, rows, header="arch,cifar10,cifar100,imagenet16_120"):
+    path.write_text(header + "\n" + "\n".join(",".join(map(str, r)) for r in rows) + "\n")
+    return path
+
+
+def test_known_cells_of_the_real_table(real_table):
+    assert len(real_table) == 15625
+    s = real_table.score(OPTIMUM)
+    assert round(s.acc["cifar10"], 2) == 94.37 and s.rank["cifar10"] == 1 and s.n == 15625
+    assert real_table.best("cifar10")[1] == s.acc["cifar10"]  # two cells tie at the top
+    skip = real_table.score(ALL_SKIP)
+    assert round(skip.acc["cifar10"], 2) == 54.30
+    assert 15000 < skip.rank["cifar10"] <= 15625
+    assert round(real_table.mean("cifar10"), 2) == 87.06  # the issue's "mean of a random cell"
+
+
+def test_ranks_count_strictly_better_cells_and_ties_share(tmp_path):
+    t = NB201Table.load(write_table(tmp_path / "t.csv", [(A, 10, 1, 2), (B, 50, 5, 2), (C, 90, 3, 2), (D, 50, 4, 1)]))
+    assert [t.score(a).rank["cifar10"] for a in (C, B, D, A)] == [1, 2, 2, 4]
+    assert [t.score(a).rank["cifar100"] for a in (B, D, C, A)] == [1, 2, 3, 4]
+    assert t.score(D).rank["imagenet16_120"] == 4 and t.score(A).rank["imagenet16_120"] == 1
+    assert t.rank_of(95.0) == 1 and t.rank_of(50.0) == 2 and t.rank_of(0.0) == 5
+    assert t.mean("cifar10") == pytest.approx(50.0)
+
+
+def test_lookup_by_genotype_yaml_run_dir_and_whitespace(tmp_path):
+    t = NB201Table.load(write_table(tmp_path / "t.csv", [(A, 10, 1, 2), (C, 90, 3, 2)]))
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "genotype.yaml").write_text(yaml.safe_dump(NB201Genotype.from_string(C).to_dict()))
+    for arch in (C, " " + C + "\n", NB201Genotype.from_string(C), run, run / "genotype.yaml", str(run)):
+        assert t.score(arch).acc == {"cifar10": 90.0, "cifar100": 3.0, "imagenet16_120": 2.0}
+    assert C in t and B not in t
+
+
+def test_one_line_errors(tmp_path):
+    with pytest.raises(DataError, match="not found; pass --table"):
+        NB201Table.load(tmp_path / "missing.csv")
+    with pytest.raises(DataError, match="lacks column 'cifar100'"):
+        NB201Table.load(write_table(tmp_path / "bad.csv", [(A, 1, 2)], header="arch,cifar10,imagenet16_120"))
+    with pytest.raises(DataError, match="line 3"):
+        NB201Table.load(write_table(tmp_path / "bad2.csv", [(A, 1, 2, 3), ("|foo~0|", 1, 2, 3)]))
+    t = NB201Table.load(write_table(tmp_path / "t.csv", [(A, 10, 1, 2)]))
+    with pytest.raises(DataError, match="is not in the NB201 table"):
+        t.score(B)
+    with pytest.raises(CheckpointError, match="not an NB201 string"):
+        t.score("|nor_conv_3x3~0|")
+    with pytest.raises(CheckpointError, match="no genotype.yaml"):
+        t.score(tmp_path)
+    (tmp_path / "g.yaml").write_text("space: darts\narch: x\n")
+    with pytest.raises(CheckpointError, match="not nb201"):
+        t.score(tmp_path / "g.yaml")
+
+
+def test_cli_prints_accuracies_and_rank(tmp_path):
+    table = write_table(tmp_path / "t.csv", [(A, 10, 1, 2), (C, 90.123, 3, 2)])
+    r = subprocess.run([sys.executable, "tools/nb201_lookup.py", C, "--table", str(table)], cwd=REPO,
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "CIFAR-10 90.12% (rank 1/2)" in r.stdout and "ImageNet16-120 2.00% (rank 1/2)" in r.stdout
+    r = subprocess.run([sys.executable, "tools/nb201_lookup.py", B, "--table", str(table)], cwd=REPO,
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "nb201_lookup: error:" in r.stderr
