@@ -2,10 +2,12 @@
 from nas.registry import Registry
 
 from .base import SearchSpace
+from .darts import DartsSpace
 from .nb201 import NB201Space
 
 SPACES = Registry("search space")
 SPACES.register("nb201", NB201Space)
+SPACES.register("darts", DartsSpace)
 
 
 def get_space(name: str) -> SearchSpace:

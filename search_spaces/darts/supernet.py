@@ -1,0 +1,110 @@
+"""The DARTS search network (Liu et al. 2019, ``model_search.py``).
+
+``layers`` cells, reduction cells at ``layers//3`` and ``2*layers//3`` (channels doubled there).
+Every cell has two inputs, preprocessed to C channels (FactorizedReduce when the previous cell
+halved the resolution, else ReLU-Conv1x1-BN), and ``steps`` intermediate nodes each fed by all
+earlier nodes through a mixed op; its output concatenates the last ``multiplier`` nodes. Edges
+from the inputs stride 2 in a reduction cell. BN is without affine and pooling candidates get a
+BN (``SUPERNET_OPS``).
+
+Two :class:`Choice` s of shape ``[E, K]`` (``E = Σ_{n<steps} (n+2)``, 14 for 4 steps),
+``arch.normal`` and ``arch.reduce``, are each sampled once per forward pass and shared by all
+cells of their type.
+"""
+from __future__ import annotations
+
+from typing import List, Optional, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from nas.estimators.base import Estimator, Sample
+from nas.ops import FactorizedReduce, ReLUConvBN
+from nas.supernet import Choice, MixedOp
+
+from .genotype import Genotype, derive_cell
+from .ops import PRIMITIVES, SUPERNET_OPS
+
+
+def edge_names(steps: int) -> List[str]:
+    """``"2<-0", "2<-1", "3<-0", ...``: node ``n+2`` reads from nodes ``0 .. n+1``."""
+    return [f"{n + 2}<-{i}" for n in range(steps) for i in range(n + 2)]
+
+
+def reduction_layers(layers: int) -> List[int]:
+    return [layers // 3, 2 * layers // 3]
+
+
+class SearchCell(nn.Module):
+    def __init__(self, steps: int, multiplier: int, C_pp: int, C_p: int, C: int, reduction: bool,
+                 reduction_prev: bool, op_names: Sequence[str], affine: bool = False):
+        super().__init__()
+        self.reduction, self.steps, self.multiplier = reduction, steps, multiplier
+        self.preprocess0 = (FactorizedReduce(C_pp, C, affine=affine) if reduction_prev
+                            else ReLUConvBN(C_pp, C, 1, 1, 0, affine=affine))
+        self.preprocess1 = ReLUConvBN(C_p, C, 1, 1, 0, affine=affine)
+        self.edges = nn.ModuleList()
+        for n in range(steps):
+            for i in range(n + 2):
+                stride = 2 if reduction and i < 2 else 1
+                self.edges.append(MixedOp([SUPERNET_OPS[name](C, C, stride, affine) for name in op_names],
+                                          op_names))
+
+    def forward(self, s0: Tensor, s1: Tensor, sample: Sample) -> Tensor:
+        states = [self.preprocess0(s0), self.preprocess1(s1)]
+        e = 0
+        for _ in range(self.steps):
+            acc = None
+            for h in list(states):
+                idx = None if sample.index is None else sample.index[e]
+                y = self.edges[e](h, sample.weights[e], idx)
+                acc = y if acc is None else acc + y
+                e += 1
+            states.append(acc)
+        return torch.cat(states[-self.multiplier:], dim=1)
+
+
+class DartsSupernet(nn.Module):
+    def __init__(self, estimator: Estimator, *, num_classes: int, C: int = 16, layers: int = 8,
+                 steps: int = 4, multiplier: int = 4, stem_multiplier: int = 3,
+                 ops: Optional[Sequence[str]] = None, affine: bool = False, in_channels: int = 3,
+                 init_std: float = 1e-3, generator: Optional[torch.Generator] = None):
+        super().__init__()
+        self.op_names = list(ops) if ops else list(PRIMITIVES)
+        self.steps, self.multiplier = steps, multiplier
+        C_curr = stem_multiplier * C
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, C_curr, 3, padding=1, bias=False),
+                                  nn.BatchNorm2d(C_curr))
+        C_pp, C_p, C_curr = C_curr, C_curr, C
+        self.cells = nn.ModuleList()
+        reduction_prev = False
+        for i in range(layers):
+            reduction = i in reduction_layers(layers)
+            if reduction:
+                C_curr *= 2
+            self.cells.append(SearchCell(steps, multiplier, C_pp, C_p, C_curr, reduction, reduction_prev,
+                                         self.op_names, affine))
+            reduction_prev = reduction
+            C_pp, C_p = C_p, multiplier * C_curr
+        self.global_pooling = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(C_p, num_classes)
+        labels = edge_names(steps)
+        self.arch = nn.ModuleDict({
+            name: Choice(estimator, len(labels), self.op_names, init_std=init_std, generator=generator,
+                         labels=labels)
+            for name in ("normal", "reduce")})
+
+    def forward(self, x: Tensor) -> Tensor:
+        samples = {name: choice() for name, choice in self.arch.items()}
+        s0 = s1 = self.stem(x)
+        for cell in self.cells:
+            s0, s1 = s1, cell(s0, s1, samples["reduce" if cell.reduction else "normal"])
+        return self.classifier(self.global_pooling(s1).flatten(1))
+
+    def genotype(self, top_k: int = 2) -> Genotype:
+        """DARTS derive on each choice's probabilities (``Choice.probs()``, i.e. what the
+        estimator believes: softmax(α) for the relaxations, the one-hot state for Bop)."""
+        cells = {name: derive_cell(self.arch[name].probs(), self.op_names, self.steps, top_k)
+                 for name in ("normal", "reduce")}
+        concat = list(range(2 + self.steps - self.multiplier, self.steps + 2))
+        return Genotype(cells["normal"], concat, cells["reduce"], concat, edges_per_node=top_k)
