@@ -79,15 +79,30 @@ class SigmoidGate(Gate):
     gate = staticmethod(torch.sigmoid)
 
 
+def _half_tanh(x: Tensor) -> Tensor:
+    # tanh(x)/2 + 1/2 = sigmoid(2x); the sigmoid form has no cancellation near 0 for x << 0.
+    return torch.sigmoid(2 * x)
+
+
+def _half_softsign(x: Tensor) -> Tensor:
+    # softsign(x)/2 + 1/2 is 1/(2(1-x)) for x < 0 and 1 - 1/(2(1+x)) for x >= 0; written so that
+    # neither side cancels and neither branch divides by zero (torch.where differentiates both).
+    is_neg = x < 0
+    zero = torch.zeros_like(x)
+    neg = 0.5 / (1 - torch.where(is_neg, x, zero))
+    pos = 1 - 0.5 / (1 + torch.where(is_neg, zero, x))
+    return torch.where(is_neg, neg, pos)
+
+
 class TanhGate(Gate):
-    """``w = tanh(α/τ)/2 + 1/2``."""
+    """``w = tanh(α/τ)/2 + 1/2`` (computed as ``sigmoid(2α/τ)``, the same function)."""
 
     name = "tanh"
-    gate = staticmethod(lambda x: torch.tanh(x) / 2 + 0.5)
+    gate = staticmethod(_half_tanh)
 
 
 class SoftsignGate(Gate):
     """``w = softsign(α/τ)/2 + 1/2``, ``softsign(x) = x/(1+|x|)``: polynomial, not exponential, tails."""
 
     name = "softsign"
-    gate = staticmethod(lambda x: F.softsign(x) / 2 + 0.5)
+    gate = staticmethod(_half_softsign)
