@@ -1,25 +1,47 @@
-"""What a user watches during a search: tqdm progress, one log line per epoch, TensorBoard.
+"""What a user watches during a search or a retraining: tqdm progress, one log line per epoch, TensorBoard.
 
-TensorBoard tags: ``train/loss``, ``train/acc``, ``val/loss``, ``val/acc`` (arch-step batches),
-``lr/weights``, ``lr/arch``, ``estimator/<name>`` (scheduled values), ``entropy/<choice>``,
-and per-edge candidate probabilities ``probs/<choice>/<edge>/<op>``.
+:class:`Monitor` is the generic part (progress bars or log lines, and TensorBoard primitives:
+``scalars``, ``image``, ``text``, ``hparams``); :func:`write_search_summaries` adds what only a
+search has. Tags of a search (TensorBoard step = epochs done):
+
+* ``train/loss``, ``train/acc``, ``val/loss``, ``val/acc`` (arch-step batches), ``metrics/<other>``;
+* ``lr/weights``, ``lr/arch``; ``estimator/<name>`` — whatever ``estimator.scalars()`` returns
+  (temperatures and every scheduled value, Bop flips, σ statistics);
+* ``entropy/<choice>/mean`` and ``entropy/<choice>/<edge>`` (nats; gates: Bernoulli entropy);
+* ``probs/<choice>/<edge>/<candidate>`` (gates: ``probs/<choice>/<edge>``), grouped into one
+  multi-line chart per edge in the Custom Scalars tab;
+* ``noise/<choice>/{mean,min,max}`` — σ of the ``"noise"``-role parameters (adaptive noise);
+* ``discrete/<choice>/changed`` — entries of ``"discrete"``-role parameters (Bop state) that
+  differ from the previous epoch: the net flips of the epoch;
+* ``<module>/<key>`` for every submodule with a ``scalars() -> dict`` (L0 gates: penalty, open gates);
+* images ``choices/<choice>`` (edges × candidates heatmap) and ``cell/<cell>`` (derived cell
+  diagram); text ``genotype``; at the end an hparams summary (config → final metrics).
 """
 from __future__ import annotations
 
 import logging
+import math
+import re
 import sys
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Any, Dict, Mapping, Optional, Union
 
 import torch
 from torch import nn
 
-from ..supernet.choice import choices
+from ..supernet.choice import Choice, choices
 
 log = logging.getLogger("nas")
 
+# names the search loop gives its epoch metrics -> TensorBoard tags
+METRIC_TAGS = {"train_loss": "train/loss", "train_acc": "train/acc",
+               "search_val_loss": "val/loss", "search_val_acc": "val/acc",
+               "val_loss": "val/loss", "val_acc": "val/acc",
+               "test_loss": "test/loss", "test_acc": "test/acc"}
+
 
 def setup_logging(log_file: Optional[Path], quiet: bool) -> None:
+    """``nas`` log records go to ``log_file`` (appended: a resumed run continues the same file)."""
     log.setLevel(logging.INFO)
     for h in list(log.handlers):
         log.removeHandler(h)
@@ -32,25 +54,43 @@ def setup_logging(log_file: Optional[Path], quiet: bool) -> None:
     log.propagate = False
 
 
+def entropies(p: torch.Tensor) -> torch.Tensor:
+    """Entropy (nats) of each row of a categorical distribution ``[E, K]``, or of each Bernoulli gate ``[E]``."""
+    p = p.detach().float()
+    q = p.clamp_min(1e-12)
+    if p.dim() == 1:
+        r = (1 - p).clamp_min(1e-12)
+        return -(p * q.log() + (1 - p) * r.log())
+    return -(p * q.log()).sum(-1)
+
+
 def choice_entropy(p: torch.Tensor) -> float:
     """Mean entropy (nats) over the rows of a categorical distribution, or of Bernoulli gates."""
-    p = p.float().clamp_min(1e-12)
-    if p.dim() == 1:
-        q = (1 - p).clamp_min(1e-12)
-        return float(-(p * p.log() + q * q.log()).mean())
-    return float(-(p * p.log()).sum(-1).mean())
+    return float(entropies(p).mean())
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
 class Monitor:
-    def __init__(self, tb_dir: Optional[Path], *, epochs: int, quiet: bool = False):
+    """Progress bars on an interactive terminal, else one line per epoch; TensorBoard if ``tb_dir``.
+
+    ``purge_step``: on resume, the first step this session writes; TensorBoard then drops
+    events at or after it left by the interrupted session (no doubled curves).
+    """
+
+    def __init__(self, tb_dir: Optional[Path], *, epochs: int, quiet: bool = False,
+                 desc: str = "search", purge_step: Optional[int] = None):
         self.writer = None
         if tb_dir is not None:
             from torch.utils.tensorboard import SummaryWriter
-            self.writer = SummaryWriter(str(tb_dir))
+            self.writer = SummaryWriter(str(tb_dir), purge_step=purge_step)
         # Bars only on an interactive terminal; otherwise (CI, --quiet, pipes) one line per epoch.
         self.bars = not quiet and sys.stderr.isatty()
         self.quiet = quiet
         self.epochs = epochs
+        self.desc = desc
         self.epoch_bar = None
         self.step_bar = None
 
@@ -58,63 +98,200 @@ class Monitor:
     def start(self, first_epoch: int) -> None:
         if self.bars:
             from tqdm import tqdm
-            self.epoch_bar = tqdm(total=self.epochs, initial=first_epoch, desc="search", unit="epoch",
-                                  dynamic_ncols=True)
+            self.epoch_bar = tqdm(total=self.epochs, initial=first_epoch, desc=self.desc, unit="epoch",
+                                  dynamic_ncols=True, file=sys.stderr)
 
     def start_epoch(self, epoch: int, steps: int) -> None:
         if self.bars:
             from tqdm import tqdm
             self.step_bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{self.epochs}", unit="step",
-                                 leave=False, dynamic_ncols=True)
+                                 leave=False, dynamic_ncols=True, file=sys.stderr)
 
-    def step(self, postfix: Dict[str, float]) -> None:
+    def step(self, postfix: Mapping[str, float]) -> None:
+        """One optimisation step; ``postfix`` (e.g. loss, acc, tau) is shown on the step bar."""
         if self.step_bar is not None:
-            self.step_bar.set_postfix({k: f"{v:.3g}" for k, v in postfix.items()}, refresh=False)
+            self.step_bar.set_postfix({k.split("/")[-1]: f"{v:.3g}" for k, v in postfix.items()},
+                                      refresh=False)
             self.step_bar.update(1)
 
-    def end_epoch(self, epoch: int, metrics: Dict[str, float], model: nn.Module,
-                  scalars: Dict[str, float], genotype: str) -> None:
+    def end_epoch(self, epoch: int, metrics: Mapping[str, float],
+                  scalars: Optional[Mapping[str, float]] = None, note: str = "") -> None:
+        """Close the step bar, advance the epoch bar, log one line (to ``log.txt`` always, to
+        stderr when there are no bars and not quiet) and write ``metrics`` and ``scalars`` to
+        TensorBoard at step ``epoch + 1``. ``note`` is appended to the logged line only."""
+        scalars = dict(scalars or {})
         if self.step_bar is not None:
             self.step_bar.close()
             self.step_bar = None
         short = {k: v for k, v in metrics.items() if k.endswith(("loss", "acc"))}
         short.update({k: v for k, v in scalars.items() if k.startswith("estimator/")})
         if self.epoch_bar is not None:
-            self.epoch_bar.set_postfix({k.split("/")[-1]: f"{v:.3g}" for k, v in short.items()}, refresh=False)
+            self.epoch_bar.set_postfix({k.split("/")[-1]: f"{v:.3g}" for k, v in short.items()},
+                                       refresh=False)
             self.epoch_bar.update(1)
         line = f"epoch {epoch + 1}/{self.epochs} " + " ".join(f"{k}={v:.4g}" for k, v in short.items())
-        log.info(line + f" genotype={genotype}")
+        log.info(line + (f" {note}" if note else ""))
         if not self.bars and not self.quiet:
             print(line, file=sys.stderr, flush=True)
-        if self.writer is not None:
-            self.write_epoch(epoch, metrics, model, scalars, genotype)
+        self.scalars({METRIC_TAGS.get(k, f"metrics/{k}"): v for k, v in metrics.items()}, epoch + 1)
+        self.scalars(scalars, epoch + 1)
 
-    def write_epoch(self, epoch: int, metrics: Dict[str, float], model: nn.Module,
-                    scalars: Dict[str, float], genotype: str) -> None:
-        w = self.writer
-        step = epoch + 1
-        names = {"train_loss": "train/loss", "train_acc": "train/acc",
-                 "search_val_loss": "val/loss", "search_val_acc": "val/acc"}
-        for k, v in metrics.items():
-            w.add_scalar(names.get(k, f"metrics/{k}"), v, step)
-        for k, v in scalars.items():
-            w.add_scalar(k, v, step)
-        for cname, ch in choices(model).items():
-            tag = cname.replace("arch.", "")
-            p = ch.probs()
-            w.add_scalar(f"entropy/{tag}", choice_entropy(p), step)
-            for e, label in enumerate(ch.labels):
-                if ch.kind == "categorical":
-                    for k, op in enumerate(ch.candidates):
-                        w.add_scalar(f"probs/{tag}/{label}/{op}", float(p[e, k]), step)
-                else:
-                    w.add_scalar(f"probs/{tag}/{label}", float(p[e]), step)
-        w.add_text("genotype", genotype, step)
-        w.flush()
+    # ---------------------------------------------------------------- TensorBoard
+    def scalars(self, values: Mapping[str, float], step: int) -> None:
+        if self.writer is None:
+            return
+        for tag, v in values.items():
+            if v is not None and math.isfinite(float(v)):
+                self.writer.add_scalar(tag, float(v), step)
+
+    def image(self, tag: str, img: Union["Image.Image", torch.Tensor], step: int) -> None:  # noqa: F821
+        """A PIL image or a ``[3, H, W]`` uint8 tensor."""
+        if self.writer is None:
+            return
+        from .figures import to_chw_uint8
+        t = img if isinstance(img, torch.Tensor) else to_chw_uint8(img)
+        self.writer.add_image(tag, t, step, dataformats="CHW")
+
+    def text(self, tag: str, text: str, step: int) -> None:
+        if self.writer is not None:
+            self.writer.add_text(tag, text, step)
+
+    def layout(self, charts: Mapping[str, Mapping[str, list]]) -> None:
+        """Custom Scalars layout ``{category: {chart title: [tag regexes]}}``: several curves per chart."""
+        if self.writer is not None and charts:
+            self.writer.add_custom_scalars({c: {t: ["Multiline", list(r)] for t, r in ch.items()}
+                                            for c, ch in charts.items()})
+
+    def hparams(self, hparams: Mapping[str, Any], metrics: Mapping[str, float], step: int = 0) -> None:
+        """An HParams-plugin session in this run's own event file (``add_hparams`` would open a
+        new sub-run): ``hparams`` values are flattened to str/float/bool; ``metrics`` are also
+        written as scalars ``hparams/<name>`` so the plugin can show them."""
+        if self.writer is None:
+            return
+        from torch.utils.tensorboard.summary import hparams as hp_summary
+        flat = {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in flatten(hparams).items()}
+        mets = {f"hparams/{k}": float(v) for k, v in metrics.items()
+                if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))}
+        for s in hp_summary(flat, mets):
+            self.writer.file_writer.add_summary(s)
+        self.scalars(mets, step)
+
+    def flush(self) -> None:
+        if self.writer is not None:
+            self.writer.flush()
 
     def close(self) -> None:
         for bar in (self.step_bar, self.epoch_bar):
             if bar is not None:
                 bar.close()
+        self.step_bar = self.epoch_bar = None
         if self.writer is not None:
             self.writer.close()
+            self.writer = None
+
+
+def flatten(d: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``."""
+    out: Dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, Mapping):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+# --------------------------------------------------------------------------- search summaries
+
+def _tag(name: str) -> str:
+    return name[len("arch."):] if name.startswith("arch.") else name
+
+
+def module_scalars(model: nn.Module) -> Dict[str, float]:
+    """``<module>/<key>`` for every submodule defining ``scalars() -> dict`` (L0 gates: penalty,
+    open gates). Choices are covered by :func:`choice_scalars`."""
+    out: Dict[str, float] = {}
+    for name, m in model.named_modules():
+        fn = getattr(m, "scalars", None)
+        if callable(fn) and not isinstance(m, Choice):
+            for k, v in fn().items():
+                out[f"{name or 'model'}/{k}"] = float(v)
+    return out
+
+
+def choice_scalars(model: nn.Module) -> Dict[str, float]:
+    """Entropy, candidate probabilities and noise σ statistics of every choice."""
+    out: Dict[str, float] = {}
+    for cname, ch in choices(model).items():
+        tag = _tag(cname)
+        p = ch.probs()
+        h = entropies(p)
+        out[f"entropy/{tag}/mean"] = float(h.mean())
+        for e, label in enumerate(ch.labels):
+            out[f"entropy/{tag}/{label}"] = float(h[e])
+            if p.dim() == 2:
+                for k, op in enumerate(ch.candidates):
+                    out[f"probs/{tag}/{label}/{op}"] = float(p[e, k])
+            else:
+                out[f"probs/{tag}/{label}"] = float(p[e])
+        sigma = [t.detach().float().flatten() for t in ch.parameters_by_role("noise")]
+        if sigma:
+            s = torch.cat(sigma)
+            out.update({f"noise/{tag}/mean": float(s.mean()), f"noise/{tag}/min": float(s.min()),
+                        f"noise/{tag}/max": float(s.max())})
+    return out
+
+
+def probs_layout(model: nn.Module) -> Dict[str, Dict[str, list]]:
+    """One Custom Scalars chart per edge with a curve per candidate."""
+    charts: Dict[str, Dict[str, list]] = {}
+    for cname, ch in choices(model).items():
+        tag = _tag(cname)
+        if ch.kind == "categorical":
+            charts[f"probs/{tag}"] = {f"{tag} {label}": [re.escape(f"probs/{tag}/{label}/") + ".*"]
+                                      for label in ch.labels}
+        else:
+            charts[f"probs/{tag}"] = {f"{tag} gates": [re.escape(f"probs/{tag}/") + ".*"]}
+    return charts
+
+
+class SearchSummaries:
+    """Writes the per-epoch search pictures and statistics to a :class:`Monitor`; remembers the
+    discrete state of the previous epoch to count Bop flips."""
+
+    def __init__(self, monitor: Monitor, model: nn.Module, space: Any = None):
+        self.monitor, self.model, self.space = monitor, model, space
+        self.prev = self._discrete()
+        monitor.layout(probs_layout(model))
+
+    def _discrete(self) -> Dict[str, torch.Tensor]:
+        return {_tag(n): torch.cat([t.detach().flatten().cpu().clone() for t in ch.parameters_by_role("discrete")])
+                for n, ch in choices(self.model).items() if any(True for _ in ch.parameters_by_role("discrete"))}
+
+    def scalars(self) -> Dict[str, float]:
+        out = choice_scalars(self.model)
+        out.update(module_scalars(self.model))
+        now = self._discrete()
+        for tag, v in now.items():
+            if tag in self.prev:
+                out[f"discrete/{tag}/changed"] = float((v != self.prev[tag]).sum())
+        self.prev = now
+        return out
+
+    def images(self, genotype: Any, step: int) -> None:
+        from .figures import cell_diagram, cell_edges, heatmap
+        m = self.monitor
+        for cname, ch in choices(self.model).items():
+            tag = _tag(cname)
+            m.image(f"choices/{tag}", heatmap(ch.probs(), ch.labels, ch.candidates,
+                                              title=f"{tag}: P(candidate | edge), epoch {step}"), step)
+        if genotype is not None:
+            for cell, edges in cell_edges(genotype).items():
+                m.image(f"cell/{cell}", cell_diagram(edges, title=f"derived {cell} cell, epoch {step}"), step)
+            m.text("genotype", str(genotype), step)
+
+    def write(self, step: int, genotype: Any) -> None:
+        """Everything of one epoch at TensorBoard step ``step`` (= epochs done)."""
+        self.monitor.scalars(self.scalars(), step)
+        self.images(genotype, step)
+        self.monitor.flush()

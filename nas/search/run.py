@@ -4,6 +4,7 @@ log, metrics). This is the only place that turns config dataclasses into library
 from __future__ import annotations
 
 import json
+import math
 import random
 import time
 from dataclasses import dataclass
@@ -18,9 +19,9 @@ from ..config import Config, dump_config, from_dict, to_dict
 from ..errors import CheckpointError, ConfigError, NasError
 from ..estimators import build_estimator
 from ..estimators.base import Estimator
-from .checkpoint import load_checkpoint, save_atomic
+from .checkpoint import load_checkpoint, remove_stale_temps, save_atomic
 from .loop import Searcher
-from .monitor import Monitor, log, setup_logging
+from .monitor import Monitor, SearchSummaries, log, setup_logging
 from .optim import build_optimizers
 
 CKPT_VERSION = 1
@@ -89,17 +90,88 @@ def default_out_dir(name: str) -> Path:
     return Path("runs") / f"{name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
 
+# Keys that may differ between a checkpoint and the config that resumes it: where the data lives,
+# how it is decoded, where it runs, how often to checkpoint, and how many epochs in total
+# (see :func:`replan_epochs`). Anything else would continue a different search from this state.
+RESUMABLE_CHANGES = ("name", "device", "data.root", "data.download", "data.workers",
+                     "trainer.epochs", "trainer.ckpt_every")
+
+
+def check_resume_config(cfg: Config, ckpt: Dict[str, Any], ckpt_path: Path) -> None:
+    """A one-line CheckpointError when ``cfg`` would not continue the search in ``ckpt``."""
+    from .monitor import flatten
+    try:
+        saved = flatten(to_dict(from_dict(Config, ckpt["config"])))
+    except (NasError, TypeError, AttributeError) as e:
+        raise CheckpointError(f"checkpoint {ckpt_path} holds a config this nas cannot read ({e}); "
+                              f"start a new run") from None
+    now = flatten(to_dict(cfg))
+    for key in sorted(set(saved) | set(now)):
+        if key not in RESUMABLE_CHANGES and saved.get(key) != now.get(key):
+            raise CheckpointError(f"checkpoint {ckpt_path} was written with {key}={saved.get(key)!r}, "
+                                  f"the resumed config has {key}={now.get(key)!r}; resume with the run's "
+                                  f"own config (only {', '.join(RESUMABLE_CHANGES)} may change) or start a new run")
+    if cfg.trainer.epochs < ckpt["epoch"]:
+        raise CheckpointError(f"checkpoint {ckpt_path} is at epoch {ckpt['epoch']}; trainer.epochs="
+                              f"{cfg.trainer.epochs} would end before it")
+
+
+def replan_epochs(sched: torch.optim.lr_scheduler.LRScheduler, epochs: int) -> None:
+    """Resume with a different ``trainer.epochs`` (extend or shorten a search): the cosine
+    learning rate continues on the curve planned for the new total from the epoch reached,
+    ``lr = lr_min + (lr0 - lr_min)(1 + cos(π·t/T))/2`` with ``T`` the new total, and the
+    estimator's schedules follow the new total through ``set_progress``. The epochs already run
+    keep the old plan, so such a run equals a run planned for the new total only if its
+    schedules are constant; resuming with the same total is exact (bitwise on CPU)."""
+    if not isinstance(sched, torch.optim.lr_scheduler.CosineAnnealingLR) or sched.T_max == max(epochs, 1):
+        return
+    sched.T_max = max(epochs, 1)
+    t = min(sched.last_epoch, sched.T_max)
+    for group, base in zip(sched.optimizer.param_groups, sched.base_lrs):
+        group["lr"] = sched.eta_min + (base - sched.eta_min) * (1 + math.cos(math.pi * t / sched.T_max)) / 2
+    sched._last_lr = [g["lr"] for g in sched.optimizer.param_groups]
+
+
+def _rng_state(device: torch.device) -> Dict[str, Any]:
+    state: Dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate(),
+                             "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
+    try:
+        import numpy as np
+        state["numpy"] = np.random.get_state()
+    except ImportError:
+        pass
+    return state
+
+
+def _set_rng_state(state: Dict[str, Any], device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    if device.type == "cuda" and state.get("cuda") is not None:
+        torch.cuda.set_rng_state(state["cuda"], device)
+    if state.get("numpy") is not None:
+        import numpy as np
+        np.random.set_state(state["numpy"])
+
+
 def run_search(cfg: Config, out_dir: Optional[Path] = None, *, quiet: bool = False,
-               resume: bool = False) -> SearchResult:
-    """Search with ``cfg``; with ``resume``, continue the run in ``out_dir`` from its checkpoint."""
+               resume: bool = False, stop_after: Optional[int] = None) -> SearchResult:
+    """Search with ``cfg``; with ``resume``, continue the run in ``out_dir`` from its checkpoint.
+
+    ``stop_after``: end this session once that many epochs (in total) are done, with a
+    checkpoint, as an interruption would (time-sliced jobs); a later ``resume`` continues it
+    exactly. Such a session writes no ``genotype.yaml``/``metrics.json`` and returns the
+    current genotype with ``metrics["finished"] = False``.
+    """
     out_dir = Path(out_dir) if out_dir is not None else default_out_dir(cfg.name)
     ckpt_path = out_dir / "checkpoint.pt"
     ckpt = None
     if resume:
+        remove_stale_temps(ckpt_path)  # a kill during save_atomic; the checkpoint itself is whole
         ckpt = load_checkpoint(ckpt_path)
         if ckpt.get("version") != CKPT_VERSION:
             raise CheckpointError(f"checkpoint {ckpt_path} has version {ckpt.get('version')}, this nas "
                                   f"reads version {CKPT_VERSION}; start a new run")
+        check_resume_config(cfg, ckpt, ckpt_path)
     elif ckpt_path.exists():
         raise NasError(f"{out_dir} already holds a run; continue it with --resume {out_dir} or choose another --out")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -127,12 +199,15 @@ def run_search(cfg: Config, out_dir: Optional[Path] = None, *, quiet: bool = Fal
         except (RuntimeError, KeyError, ValueError) as e:
             raise CheckpointError(f"checkpoint {ckpt_path} does not match its config ({str(e).splitlines()[0][:100]}); "
                                   f"start a new run") from None
-        train_loader.load_state_dict(ckpt["loaders"]["train"])
-        val_loader.load_state_dict(ckpt["loaders"]["val"])
-        torch.set_rng_state(ckpt["rng"]["torch"])
-        random.setstate(ckpt["rng"]["python"])
-        if device.type == "cuda" and ckpt["rng"].get("cuda") is not None:
-            torch.cuda.set_rng_state(ckpt["rng"]["cuda"], device)
+        try:
+            train_loader.load_state_dict(ckpt["loaders"]["train"])
+            val_loader.load_state_dict(ckpt["loaders"]["val"])
+            _set_rng_state(ckpt["rng"], device)
+        except (RuntimeError, KeyError, ValueError, TypeError) as e:
+            raise CheckpointError(f"checkpoint {ckpt_path} has no usable data-order/RNG state "
+                                  f"({type(e).__name__}: {str(e).splitlines()[0][:80] if str(e) else ''}); "
+                                  f"start a new run") from None
+        replan_epochs(opts.weights_sched, t.epochs)
         start_epoch, history, elapsed = ckpt["epoch"], ckpt.get("history", []), ckpt.get("seconds", 0.0)
         log.info(f"resumed from {ckpt_path} after epoch {start_epoch}")
 
@@ -141,30 +216,49 @@ def run_search(cfg: Config, out_dir: Optional[Path] = None, *, quiet: bool = Fal
             "version": CKPT_VERSION, "epoch": epoch_done, "config": to_dict(cfg),
             "model": model.state_dict(), "optim": opts.state_dict(), "estimator": estimator.state_dict(),
             "loaders": {"train": train_loader.state_dict(), "val": val_loader.state_dict()},
-            "rng": {"torch": torch.get_rng_state(), "python": random.getstate(),
-                    "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None},
+            "rng": _rng_state(device),
             "genotype": space.genotype_to_dict(model.genotype()), "history": history, "seconds": seconds,
         }, ckpt_path)
 
     log.info(f"search {cfg.name}: space={cfg.space.name} estimator={estimator!r} device={device} "
              f"train={info['n_train']} val={info['n_val']} out={out_dir}")
-    monitor = Monitor(out_dir / "tb", epochs=t.epochs, quiet=quiet)
+    # a resumed run rewrites the TensorBoard steps after its checkpoint: drop the interrupted ones
+    monitor = Monitor(out_dir / "tb", epochs=t.epochs, quiet=quiet,
+                      purge_step=start_epoch + 1 if ckpt is not None else None)
+    summaries = SearchSummaries(monitor, model)
+    end_epoch = t.epochs if stop_after is None else max(start_epoch, min(t.epochs, stop_after))
     monitor.start(start_epoch)
     t0 = time.time() - elapsed
     try:
-        for epoch in range(start_epoch, t.epochs):
+        for epoch in range(start_epoch, end_epoch):
             monitor.start_epoch(epoch, searcher.steps_per_epoch())
             metrics = searcher.train_epoch(epoch, on_step=lambda s, m: monitor.step(
                 {**m, **{k: v for k, v in estimator.scalars().items()}}))
             history.append({"epoch": epoch + 1, **metrics})
             scalars = {f"estimator/{k}": v for k, v in estimator.scalars().items()}
             scalars.update({f"lr/{k}": v for k, v in opts.lrs().items()})
-            monitor.end_epoch(epoch, metrics, model, scalars, str(model.genotype()))
-            if (epoch + 1) % max(t.ckpt_every, 1) == 0 or epoch + 1 == t.epochs:
+            genotype = model.genotype()
+            monitor.end_epoch(epoch, metrics, scalars, note=f"genotype={genotype}")
+            summaries.write(epoch + 1, genotype)
+            if (epoch + 1) % max(t.ckpt_every, 1) == 0 or epoch + 1 in (t.epochs, end_epoch):
                 checkpoint(epoch + 1, time.time() - t0)
+        if end_epoch < t.epochs:
+            log.info(f"stopped after epoch {end_epoch} of {t.epochs}; continue with --resume {out_dir}")
+            genotype = model.genotype()
+            return SearchResult(out_dir, genotype, str(genotype),
+                                {"finished": False, "epochs_done": end_epoch, "history": history})
+        seconds = time.time() - t0
+        final = _finish(cfg, out_dir, space, model, searcher, val_loader, info, device, history, seconds)
+        monitor.hparams(to_dict(cfg), {k: v for k, v in final.metrics.items() if k != "epochs"}, t.epochs)
     finally:
         monitor.close()
-    seconds = time.time() - t0
+    return final
+
+
+def _finish(cfg: Config, out_dir: Path, space: Any, model: torch.nn.Module, searcher: Searcher,
+            val_loader: Any, info: Dict[str, Any], device: torch.device, history: list,
+            seconds: float) -> SearchResult:
+    t = cfg.trainer
     # the final score sees the validation images as they are: no crop/flip, fixed order
     from ..data import BatchLoader
     plain_val = BatchLoader(val_loader.images, val_loader.labels, batch_size=cfg.data.batch_size,
