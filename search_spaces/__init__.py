@@ -3,11 +3,13 @@ from nas.registry import Registry
 
 from .base import SearchSpace
 from .darts import DartsSpace
+from .dnf import DNFSpace
 from .nb201 import NB201Space
 
 SPACES = Registry("search space")
 SPACES.register("nb201", NB201Space)
 SPACES.register("darts", DartsSpace)
+SPACES.register("dnf", DNFSpace)
 
 
 def get_space(name: str) -> SearchSpace:

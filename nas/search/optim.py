@@ -48,7 +48,9 @@ def build_optimizers(model: nn.Module, estimator: Estimator, *, epochs: int, lr:
                      weight_decay: float = 5e-4, arch_lr: float = 3e-4,
                      arch_betas: Tuple[float, float] = (0.5, 0.999), arch_weight_decay: float = 1e-3,
                      noise_lr: Optional[float] = None) -> Optimizers:
-    weights = torch.optim.SGD(weight_parameters(model), lr=lr, momentum=momentum,
+    # one explicit group: a model whose only parameters are architectural (the dnf space) gets
+    # an empty, harmless weight optimizer instead of torch's "empty parameter list" error
+    weights = torch.optim.SGD([{"params": weight_parameters(model)}], lr=lr, momentum=momentum,
                               nesterov=nesterov and momentum > 0, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(weights, T_max=max(epochs, 1), eta_min=lr_min)
     groups = {role: arch_parameters(model, role) for role in ("logits", "discrete", "noise")}

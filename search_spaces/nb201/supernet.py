@@ -2,6 +2,16 @@
 
 One :class:`Choice` of shape ``[6, K]`` is shared by all 3N cells (NB201 search, as in DARTS and
 GDAS on NB201); it is sampled once per forward pass. Cell ops use BN without affine.
+
+Optional L0 hard-concrete gates (Louizos et al. 2018, :mod:`nas.blocks.l0`), ``gates=``:
+
+* ``edge``: one gate per edge of the shared cell, multiplying the edge's output;
+* ``op``: one gate per (edge, candidate), multiplying that candidate's mixing weight;
+* ``channel``: in every cell, one gate per output channel of every edge.
+
+Derive drops what is closed at test time: a closed edge (edge gates; channel gates: every channel
+of that edge closed in every cell) becomes ``none``; with op gates the edge takes the estimator's
+choice among its open candidates, ``none`` when all are closed.
 """
 from __future__ import annotations
 
@@ -10,6 +20,8 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor, nn
 
+from nas.blocks.l0 import HardConcreteGate
+from nas.errors import ConfigError
 from nas.estimators.base import Estimator, Sample
 from nas.supernet import Choice, MixedOp
 
@@ -18,13 +30,28 @@ from .ops import OPS
 from .skeleton import ResBlock, Skeleton
 
 
+GATES = ("none", "edge", "op", "channel")
+
+
 class SearchCell(nn.Module):
-    def __init__(self, C: int, op_names: Sequence[str], affine: bool = False):
+    def __init__(self, C: int, op_names: Sequence[str], affine: bool = False,
+                 channel_gates: bool = False, l0_lambda: float = 1e-4):
         super().__init__()
+        self.C = C
         self.edges = nn.ModuleList(
             MixedOp([OPS[name](C, C, 1, affine) for name in op_names], op_names) for _ in EDGES)
+        self.gate = (HardConcreteGate(len(EDGES) * C, l0_lambda,
+                                      labels=[f"{edge}/{c}" for edge in EDGE_NAMES for c in range(C)])
+                     if channel_gates else None)
 
-    def forward(self, x: Tensor, sample: Sample) -> Tensor:
+    def closed_edges(self) -> Tensor:
+        """Bool ``[6]``: edges whose channel gates are all closed (False without channel gates)."""
+        if self.gate is None:
+            return torch.zeros(len(EDGES), dtype=torch.bool)
+        return ~self.gate.open().view(len(EDGES), self.C).any(1).cpu()
+
+    def forward(self, x: Tensor, sample: Sample, edge_gates: Optional[Tensor] = None) -> Tensor:
+        z_ch = None if self.gate is None else self.gate().view(len(EDGES), 1, self.C, 1, 1)
         nodes = [x]
         e = 0
         for j in range(1, NODES):
@@ -32,6 +59,10 @@ class SearchCell(nn.Module):
             for i in range(j):
                 idx = None if sample.index is None else sample.index[e]
                 y = self.edges[e](nodes[i], sample.weights[e], idx)
+                if edge_gates is not None:
+                    y = y * edge_gates[e]
+                if z_ch is not None:
+                    y = y * z_ch[e]
                 acc = y if acc is None else acc + y
                 e += 1
             nodes.append(acc)
@@ -41,21 +72,52 @@ class SearchCell(nn.Module):
 class NB201Supernet(Skeleton):
     def __init__(self, estimator: Estimator, *, num_classes: int, C: int = 16, N: int = 5,
                  ops: Optional[Sequence[str]] = None, affine: bool = False, in_channels: int = 3,
-                 init_std: float = 1e-3, generator: Optional[torch.Generator] = None):
+                 init_std: float = 1e-3, generator: Optional[torch.Generator] = None,
+                 gates: str = "none", l0_lambda: float = 1e-4):
+        if gates not in GATES:
+            raise ConfigError(f"space.gates: unknown gates '{gates}'; allowed: {', '.join(GATES)}")
         self.op_names = list(ops) if ops else list(OPS)
-        super().__init__(lambda c: SearchCell(c, self.op_names, affine), C, N, num_classes, in_channels)
+        self.gates = gates
+        super().__init__(lambda c: SearchCell(c, self.op_names, affine, gates == "channel", l0_lambda),
+                         C, N, num_classes, in_channels)
         self.arch = nn.ModuleDict({
             "cell": Choice(estimator, len(EDGES), self.op_names, init_std=init_std,
                            generator=generator, labels=EDGE_NAMES)})
+        if gates == "edge":
+            self.arch["gates"] = HardConcreteGate(len(EDGES), l0_lambda, labels=EDGE_NAMES, generator=generator)
+        elif gates == "op":
+            labels = [f"{edge}/{op}" for edge in EDGE_NAMES for op in self.op_names]
+            self.arch["gates"] = HardConcreteGate(len(labels), l0_lambda, labels=labels, generator=generator)
 
     def forward(self, x: Tensor) -> Tensor:
         sample = self.arch["cell"]()
+        edge_gates = None
+        if self.gates == "edge":
+            edge_gates = self.arch["gates"]()
+        elif self.gates == "op":
+            z = self.arch["gates"]().view(len(EDGES), len(self.op_names))
+            sample = Sample(sample.weights * z, sample.index)
         x = self.stem(x)
         for cell in self.cells:
-            x = cell(x) if isinstance(cell, ResBlock) else cell(x, sample)
+            x = cell(x) if isinstance(cell, ResBlock) else cell(x, sample, edge_gates)
         return self.head(x)
 
     def genotype(self) -> NB201Genotype:
-        """Derive: the estimator's decision per edge (argmax of α for the relaxations)."""
+        """Derive: the estimator's decision per edge (argmax of α for the relaxations), without
+        what the L0 gates closed (see the module docstring)."""
         idx = self.arch["cell"].derive().tolist()
-        return NB201Genotype(tuple(self.op_names[k] for k in idx))
+        ops = [self.op_names[k] for k in idx]
+        if self.gates == "edge":
+            ops = [op if is_open else "none" for op, is_open in zip(ops, self.arch["gates"].open().tolist())]
+        elif self.gates == "op":
+            open_ = self.arch["gates"].open().view(len(EDGES), len(self.op_names)).cpu()
+            probs = self.arch["cell"].probs().float().cpu()
+            for e in range(len(EDGES)):
+                if not open_[e, idx[e]]:
+                    p = probs[e].masked_fill(~open_[e], float("-inf"))
+                    ops[e] = self.op_names[int(p.argmax())] if open_[e].any() else "none"
+        elif self.gates == "channel":
+            cells = [c for c in self.cells if isinstance(c, SearchCell)]
+            closed = torch.stack([c.closed_edges() for c in cells]).all(0).tolist()
+            ops = ["none" if shut else op for op, shut in zip(ops, closed)]
+        return NB201Genotype(tuple(ops))
