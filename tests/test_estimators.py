@@ -229,6 +229,15 @@ def test_bad_estimator_settings_are_config_errors(kw, pattern):
 
 # ------------------------------------------------------------------ which candidates run
 
+@pytest.fixture
+def one_thread():
+    # A tiny supernet (C=4, 8x8): a second intra-op thread only adds contention on a shared CPU.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 # `none` is skipped by the dense mixed op: its output, and its gradient, are zero anyway
 DENSE = {(e, k) for e in range(6) for k, op in enumerate(get_space("nb201").ops) if op != "none"}
 
@@ -250,7 +259,7 @@ def run_counts(name, training, **kw):
 
 
 @pytest.mark.parametrize("name", ["ste", "bop"])
-def test_ste_and_bop_run_all_candidates_in_training_unless_single_path(name):
+def test_ste_and_bop_run_all_candidates_in_training_unless_single_path(name, one_thread):
     model, calls = run_counts(name, True)
     assert set(calls) == DENSE  # every candidate of every edge
     model, calls = run_counts(name, True, single_path=True)
@@ -263,7 +272,7 @@ def test_ste_and_bop_run_all_candidates_in_training_unless_single_path(name):
 
 
 @pytest.mark.parametrize("name", ["ste", "bop"])
-def test_noise_runs_all_candidates_in_training_and_one_at_eval(name):
+def test_noise_runs_all_candidates_in_training_and_one_at_eval(name, one_thread):
     _, calls = run_counts(name, True, noise="adaptive")
     assert set(calls) == DENSE
     model, calls = run_counts(name, False, noise="adaptive")
