@@ -29,6 +29,15 @@ def save_atomic(obj: Any, path: os.PathLike) -> None:
         raise
 
 
+def remove_stale_temps(path: os.PathLike) -> list:
+    """Delete temporary files a killed :func:`save_atomic` left beside ``path``; their names."""
+    path = Path(path)
+    stale = sorted(path.parent.glob(path.name + ".*.tmp")) if path.parent.is_dir() else []
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return [p.name for p in stale]
+
+
 def load_checkpoint(path: os.PathLike, required: tuple = ("model", "epoch", "config")) -> Dict[str, Any]:
     """Load a checkpoint on CPU; a missing, truncated or foreign file is a one-line CheckpointError."""
     path = Path(path)

@@ -55,18 +55,28 @@ def make_estimator(cfg: Config) -> Estimator:
 
 def make_loaders(cfg: Config, device: torch.device):
     from ..data import build_search_loaders
+    from ..data.tabular import TABULAR, TabularOptions, build_tabular_search_loaders
     d = cfg.data
+    if d.dataset in TABULAR:
+        opts = TabularOptions(features=d.dnf.features, clauses=d.dnf.clauses, width=d.dnf.width,
+                              noise=d.dnf.noise, samples=d.dnf.samples, quantiles=d.quantiles)
+        return build_tabular_search_loaders(d.dataset, options=opts, train_portion=d.train_portion,
+                                            batch_size=d.batch_size, seed=cfg.seed, device=device)
     return build_search_loaders(d.dataset, root=d.root, download=d.download, resize=d.resize,
                                 subset=d.subset, train_portion=d.train_portion, batch_size=d.batch_size,
                                 workers=d.workers, seed=cfg.seed, device=device, augment=d.augment)
 
 
-def make_supernet(cfg: Config, estimator: Estimator, num_classes: int, in_channels: int):
+def make_supernet(cfg: Config, estimator: Estimator, num_classes: int, in_channels: int,
+                  info: Optional[Dict[str, Any]] = None):
     from search_spaces import get_space
     space = get_space(cfg.space.name)
     s = cfg.space
     kwargs: Dict[str, Any] = dict(C=s.C, ops=s.ops, affine=s.affine)
-    if space.name == "nb201":
+    if space.name == "dnf":  # a rule learner over tabular features: none of the cell keys apply
+        kwargs = dict(rules=s.rules, lambda_g=s.lambda_g, feature_names=(info or {}).get("features"),
+                      class_names=(info or {}).get("classes"))
+    elif space.name == "nb201":
         kwargs["N"] = s.N
     else:
         kwargs.update(layers=s.layers, steps=s.steps, multiplier=s.multiplier, stem_multiplier=s.stem_multiplier)
@@ -182,7 +192,7 @@ def run_search(cfg: Config, out_dir: Optional[Path] = None, *, quiet: bool = Fal
     seed_everything(cfg.seed)
     estimator = make_estimator(cfg)
     train_loader, val_loader, info = make_loaders(cfg, device)
-    space, model = make_supernet(cfg, estimator, info["num_classes"], info["shape"][0])
+    space, model = make_supernet(cfg, estimator, info["num_classes"], info["shape"][0], info)
     model.to(device)
     w, a, t = cfg.optim.weights, cfg.optim.arch, cfg.trainer
     opts = build_optimizers(model, estimator, epochs=t.epochs, lr=w.lr, lr_min=w.lr_min, momentum=w.momentum,
@@ -261,11 +271,17 @@ def _finish(cfg: Config, out_dir: Path, space: Any, model: torch.nn.Module, sear
     t = cfg.trainer
     # the final score sees the validation images as they are: no crop/flip, fixed order
     from ..data import BatchLoader
-    plain_val = BatchLoader(val_loader.images, val_loader.labels, batch_size=cfg.data.batch_size,
-                            shuffle=False, augment=False, mean=info["mean"], std=info["std"], device=device)
+    if hasattr(val_loader, "eval_loader"):  # tabular loaders: no augmentation to switch off
+        plain_val = val_loader.eval_loader()
+    else:
+        plain_val = BatchLoader(val_loader.images, val_loader.labels, batch_size=cfg.data.batch_size,
+                                shuffle=False, augment=False, mean=info["mean"], std=info["std"], device=device)
     final = searcher.evaluate(plain_val)
     genotype = model.genotype()
     (out_dir / "genotype.yaml").write_text(yaml.safe_dump(space.genotype_to_dict(genotype), sort_keys=False))
+    # files a model keeps next to its genotype (the dnf space: rules.txt)
+    for fname, text in (model.artifacts() if hasattr(model, "artifacts") else {}).items():
+        (out_dir / fname).write_text(text)
     metrics = {"val_acc": final["acc"], "val_loss": final["loss"],
                "search_val_acc": history[-1].get("search_val_acc") if history else None,
                "train_acc": history[-1].get("train_acc") if history else None,
