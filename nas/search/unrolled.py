@@ -1,0 +1,113 @@
+"""Second-order DARTS: the architecture gradient through one virtual weight step.
+
+Liu, Simonyan, Yang, "DARTS", ICLR 2019, eq. 6-8, as ``Architect._backward_step_unrolled``::
+
+    w'  = w - ξ (μ·m + ∇_w L_train(w, α) + λ·w)          (the SGD step the optimizer would take:
+                                                           ξ its current lr, m its momentum buffer,
+                                                           μ its momentum, λ its weight decay)
+    ∇_α ≈ ∇_α L_val(w', α) - ξ [∇_α L_train(w⁺, α) - ∇_α L_train(w⁻, α)] / (2ε)
+    w±  = w ± ε ∇_{w'} L_val(w', α),   ε = 0.01 / ‖∇_{w'} L_val(w', α)‖
+
+The second term is a central finite difference of the Hessian-vector product
+``∇²_{α,w} L_train · ∇_{w'} L_val``. Two deviations from the DARTS code, both to follow the paper
+(ALGORITHMS.md §2): the finite difference is taken around ``w`` (the code perturbs ``w'``), and the
+vector is ``∇_{w'} L_val`` itself (the code adds ``λ·w'``). As in the code, nesterov and dampening
+are ignored in the virtual step.
+
+No model is rebuilt: the weights are overwritten in place under ``no_grad`` and restored exactly
+afterwards, with the buffers (BN running statistics), so the model leaves this function as it
+came in, with the architecture gradient in ``.grad`` of every architecture parameter. The two
+``w±`` passes see the same random draws (stochastic estimators: one sample for both sides of the
+difference). Under DDP the gradients computed here would still need an all-reduce.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from ..supernet.choice import Choice
+
+if TYPE_CHECKING:
+    from .loop import Searcher
+
+Batch = Tuple[Tensor, Tensor]
+FD_RADIUS = 0.01  # ε·‖∇_{w'} L_val‖ (DARTS ``r``)
+
+
+def _arch_parameters(model: nn.Module) -> List[nn.Parameter]:
+    return [p for m in model.modules() if isinstance(m, Choice) for p in m.parameters() if p.requires_grad]
+
+
+def _grads(loss: Tensor, params: Sequence[Tensor], **kw) -> List[Tensor]:
+    gs = torch.autograd.grad(loss, params, allow_unused=True, **kw)
+    return [torch.zeros_like(p) if g is None else g for p, g in zip(params, gs)]
+
+
+def _rng_devices(model: nn.Module) -> List[torch.device]:
+    return sorted({p.device for p in model.parameters() if p.device.type == "cuda"}, key=str)
+
+
+@torch.no_grad()
+def _set(params: Sequence[Tensor], values: Sequence[Tensor], direction: Optional[Sequence[Tensor]] = None,
+         scale: float = 0.0) -> None:
+    for p, v, d in zip(params, values, direction or [None] * len(params)):
+        p.copy_(v if d is None else v + scale * d)
+
+
+def virtual_step(optimizer: torch.optim.Optimizer, weights: Sequence[nn.Parameter],
+                 grads: Sequence[Tensor]) -> Tuple[List[Tensor], float]:
+    """``w - ξ(μ·m + g + λ·w)`` for every weight (detached), and ξ (the first group's lr)."""
+    group_of = {id(p): g for g in optimizer.param_groups for p in g["params"]}
+    out = []
+    for p, g in zip(weights, grads):
+        group = group_of[id(p)]
+        d = g.detach() + group.get("weight_decay", 0.0) * p.detach()
+        buf = optimizer.state.get(p, {}).get("momentum_buffer")
+        if buf is not None and group.get("momentum", 0.0):
+            d = d + group["momentum"] * buf
+        out.append(p.detach() - group["lr"] * d)
+    return out, float(optimizer.param_groups[0]["lr"])
+
+
+def unrolled_arch_backward(searcher: "Searcher", train_batch: Batch, val_batch: Batch) -> Tuple[Tensor, Tensor]:
+    """Put the second-order DARTS gradient into ``.grad`` of the architecture parameters;
+    return the validation loss and logits at ``w'`` (detached)."""
+    model = searcher.model
+    weights: List[nn.Parameter] = [p for p in searcher.weights if p.requires_grad]
+    arch = _arch_parameters(model)
+    (x, y), (xv, yv) = train_batch, val_batch
+    w0 = [p.detach().clone() for p in weights]
+    buffers = [b for b in model.buffers()]
+    b0 = [b.detach().clone() for b in buffers]
+    devices = _rng_devices(model)
+    try:
+        loss_t, _ = searcher.loss(x, y, with_penalty=False)
+        w_virtual, xi = virtual_step(searcher.opt.weights, weights, _grads(loss_t, weights))
+        del loss_t
+        _set(weights, w_virtual)
+        loss_v, logits_v = searcher.loss(xv, yv, with_penalty=True)
+        g = _grads(loss_v, arch + weights)
+        d_alpha, d_w = g[:len(arch)], g[len(arch):]
+        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t) for t in d_w]))
+        implicit = [torch.zeros_like(a) for a in arch]
+        if float(norm) > 0:
+            eps = FD_RADIUS / float(norm)
+            with torch.random.fork_rng(devices=devices):
+                rng = torch.get_rng_state(), [torch.cuda.get_rng_state(d) for d in devices]
+                sides = []
+                for sign in (1.0, -1.0):
+                    torch.set_rng_state(rng[0])
+                    for d, s in zip(devices, rng[1]):
+                        torch.cuda.set_rng_state(s, d)
+                    _set(weights, w0, d_w, sign * eps)
+                    loss_pm, _ = searcher.loss(x, y, with_penalty=False)
+                    sides.append(_grads(loss_pm, arch))
+            implicit = [(gp - gn) / (2 * eps) for gp, gn in zip(*sides)]
+        for a, da, hv in zip(arch, d_alpha, implicit):
+            a.grad = (da - xi * hv).detach()
+    finally:
+        _set(weights, w0)
+        _set(buffers, b0)
+    return loss_v.detach(), logits_v.detach()
