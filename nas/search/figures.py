@@ -77,7 +77,7 @@ def heatmap(probs: torch.Tensor, rows: Sequence[str], cols: Sequence[str], title
             d.rectangle([x, y, x + cell_w - 1, y + cell_h - 1], fill=colormap(v), outline=_GRID)
             if K > 1 and k == best:  # the candidate this edge derives to
                 d.rectangle([x + 1, y + 1, x + cell_w - 2, y + cell_h - 2], outline=(255, 0, 0), width=2)
-            label = f"{v:.2f}"
+            label = f"{v:.3f}"
             w, _ = _text_size(d, label, fs)
             d.text((x + (cell_w - w) // 2, y + 8), label, fill=_FG if v > 0.55 else (255, 255, 255), font=fs)
     return img
