@@ -227,3 +227,83 @@ def test_dnf_op_joins_a_mixed_op_and_trains_through_it():
     for p in arch_parameters(dnf, "logits"):
         assert p.grad is not None and (p.grad != 0).any()
     assert DNFOp(4, 6, 2, False, est, rules=2)(x).shape == (2, 6, 3, 3)
+
+
+# ----------------------------------------------------------------------------- the dnf space end to end
+
+def test_dnf_space_search_writes_rules_that_rebuild_the_scored_classifier(tmp_path):
+    from nas.config import load_config
+    from nas.data.tabular import TabularOptions, build_tabular_search_loaders
+    from nas.search.run import run_search
+
+    noisy = "ste" in NOISY
+    cfg = load_config("configs/dnf_synthetic.yaml", [
+        "data.dnf.features=5", "data.dnf.clauses=2", "data.dnf.width=2", "data.dnf.samples=400",
+        "space.rules=8", "trainer.epochs=3", "device=cpu",
+        f"estimator.name={'ste' if noisy else 'softmax'}", f"estimator.noise={'adaptive' if noisy else 'none'}"])
+    res = run_search(cfg, tmp_path / "run", quiet=True)
+    run = tmp_path / "run"
+    space = get_space("dnf")
+    genotype = space.genotype_from_dict(yaml.safe_load((run / "genotype.yaml").read_text()))
+    assert genotype == res.genotype
+    assert (run / "rules.txt").read_text() == genotype.text()
+    d = cfg.data
+    _, val, _ = build_tabular_search_loaders(
+        "synthetic_dnf", options=TabularOptions(features=5, clauses=2, width=2, samples=400),
+        train_portion=d.train_portion, batch_size=d.batch_size, seed=cfg.seed, device="cpu")
+    net = space.build_network(genotype)
+    acc = 100.0 * float((net(val.x).argmax(1) == val.y).float().mean())
+    assert acc == pytest.approx(res.metrics["val_acc"])
+
+
+def test_dnf_space_rejects_gates():
+    from nas.errors import ConfigError
+    with pytest.raises(ConfigError, match="space.gates"):
+        get_space("dnf").build_supernet(build_estimator("softmax"), num_classes=2, in_channels=3, gates="edge")
+
+
+# ----------------------------------------------------------------------------- tabular data
+
+def test_synthetic_dnf_labels_follow_the_rule_with_the_asked_noise_and_seed():
+    from nas.data.tabular import TabularOptions, eval_dnf, load_tabular
+    o = TabularOptions(features=8, clauses=3, width=2, noise=0.1, samples=5000)
+    tr = load_tabular("synthetic_dnf", split="train", seed=3, options=o)
+    te = load_tabular("synthetic_dnf", split="test", seed=3, options=o)
+    assert tr.x.shape == (4000, 8) and te.x.shape == (1000, 8)
+    assert len(tr.rule) == 3 and all(len({k for k, _ in c}) == 2 for c in tr.rule)
+    assert torch.equal(te.y.bool(), eval_dnf(te.x, te.rule))                 # test labels are clean
+    flipped = (tr.y.bool() != eval_dnf(tr.x, tr.rule)).float().mean().item()
+    assert flipped == pytest.approx(0.1, abs=0.02)
+    again = load_tabular("synthetic_dnf", split="train", seed=3, options=o)
+    assert torch.equal(again.x, tr.x) and torch.equal(again.y, tr.y) and again.rule == tr.rule
+    other = load_tabular("synthetic_dnf", split="train", seed=4, options=o)
+    assert not torch.equal(other.x, tr.x)
+
+
+def test_breast_cancer_is_binarised_at_train_quantiles():
+    from nas.data.tabular import TabularOptions, load_tabular
+    tr = load_tabular("breast_cancer", split="train", options=TabularOptions(quantiles=[0.5]))
+    te = load_tabular("breast_cancer", split="test", options=TabularOptions(quantiles=[0.5]))
+    assert tr.x.shape[1] == te.x.shape[1] == 30 and len(tr) + len(te) == 569
+    assert set(tr.x.unique().tolist()) <= {0.0, 1.0}
+    assert tr.x.mean(0).sub(0.5).abs().max().item() < 0.01          # a median splits train in half
+    assert tr.features[0].startswith("mean radius > ") and tr.classes == ["malignant", "benign"]
+
+
+def test_tabular_loader_resumes_the_same_order_and_bad_options_are_errors():
+    from nas.data.tabular import TabularLoader, TabularOptions, load_tabular
+    from nas.errors import ConfigError
+    x, y = torch.rand(10, 3), torch.arange(10)
+    a = TabularLoader(x, y, batch_size=4, shuffle=True, seed=1)
+    assert len(a) == 3
+    list(a)
+    state = a.state_dict()
+    first = [b[1].tolist() for b in a]
+    b = TabularLoader(x, y, batch_size=4, shuffle=True, seed=99)
+    b.load_state_dict(state)
+    assert [t[1].tolist() for t in b] == first
+    assert sorted(sum(first, [])) == list(range(10))
+    with pytest.raises(ConfigError, match="width"):
+        load_tabular("synthetic_dnf", options=TabularOptions(features=2, width=3))
+    with pytest.raises(ConfigError, match="unknown tabular dataset"):
+        load_tabular("iris")

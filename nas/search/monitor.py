@@ -219,6 +219,15 @@ def module_scalars(model: nn.Module) -> Dict[str, float]:
     return out
 
 
+# Choices with more entries than this (a DNF rule pool, per-channel L0 gates) are summarised
+# (mean entropy, mean P(open)) instead of one curve and one heatmap row per entry.
+DETAIL_MAX = 64
+
+
+def detailed(ch: Choice) -> bool:
+    return len(ch.labels) <= DETAIL_MAX
+
+
 def choice_scalars(model: nn.Module) -> Dict[str, float]:
     """Entropy, candidate probabilities and noise σ statistics of every choice."""
     out: Dict[str, float] = {}
@@ -227,7 +236,9 @@ def choice_scalars(model: nn.Module) -> Dict[str, float]:
         p = ch.probs()
         h = entropies(p)
         out[f"entropy/{tag}/mean"] = float(h.mean())
-        for e, label in enumerate(ch.labels):
+        if not detailed(ch) and p.dim() == 1:
+            out[f"probs/{tag}/mean"] = float(p.float().mean())
+        for e, label in enumerate(ch.labels if detailed(ch) else ()):
             out[f"entropy/{tag}/{label}"] = float(h[e])
             if p.dim() == 2:
                 for k, op in enumerate(ch.candidates):
@@ -247,6 +258,8 @@ def probs_layout(model: nn.Module) -> Dict[str, Dict[str, list]]:
     charts: Dict[str, Dict[str, list]] = {}
     for cname, ch in choices(model).items():
         tag = _tag(cname)
+        if not detailed(ch):
+            continue
         if ch.kind == "categorical":
             charts[f"probs/{tag}"] = {f"{tag} {label}": [re.escape(f"probs/{tag}/{label}/") + ".*"]
                                       for label in ch.labels}
@@ -282,6 +295,8 @@ class SearchSummaries:
         from .figures import cell_diagram, cell_edges, heatmap
         m = self.monitor
         for cname, ch in choices(self.model).items():
+            if not detailed(ch):
+                continue
             tag = _tag(cname)
             m.image(f"choices/{tag}", heatmap(ch.probs(), ch.labels, ch.candidates,
                                               title=f"{tag}: P(candidate | edge), epoch {step}"), step)

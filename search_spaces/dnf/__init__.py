@@ -24,7 +24,10 @@ class DNFSpace(SearchSpace):
                        rules: int = RULES, lambda_g: float = LAMBDA_G,
                        feature_names: Optional[Sequence[str]] = None,
                        class_names: Optional[Sequence[str]] = None, init_std: float = 1e-3,
-                       generator: Optional[torch.Generator] = None) -> DNFSupernet:
+                       generator: Optional[torch.Generator] = None, gates: str = "none",
+                       l0_lambda: float = 0.0) -> DNFSupernet:
+        if gates != "none":
+            raise ConfigError("space.gates: the dnf space has no edges, ops or channels to gate; use gates=none")
         if rules < 1:
             raise ConfigError(f"space.rules must be positive, got {rules}")
         if lambda_g < 0:
