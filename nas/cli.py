@@ -29,7 +29,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    args = get_args_parser().parse_args(argv)
+    args = get_args_parser().parse_intermixed_args(argv)  # options may sit between overrides
     from .search.run import load_run_config, run_search  # after parsing: --help stays fast
 
     configs = [a for a in args.items if "=" not in a]

@@ -56,6 +56,7 @@ def test_overrides_parse_values_and_nest():
     assert cfg.optim.arch.betas == (0.9, 0.99)
     assert cfg.space.ops == ["none", "nor_conv_3x3"]
     assert cfg.estimator.tau == 2.0 and isinstance(cfg.estimator.tau, float)
+    assert load_config(None, ["optim.arch.lr=1e-3"]).optim.arch.lr == 1e-3  # YAML reads 1e-3 as a string
 
 
 @pytest.mark.parametrize("override, pattern", [

@@ -22,7 +22,9 @@ def run(tmp_path, *extra, name="run"):
 
 
 def test_run_folder_has_every_file(tmp_path, capsys):
-    out = run(tmp_path)
+    out = tmp_path / "run"
+    # options may come before, between or after the overrides
+    assert main(["--out", str(out), *TINY[:3], "--quiet", *TINY[3:]]) == 0
     printed = capsys.readouterr().out
     for f in ("config.yaml", "genotype.yaml", "checkpoint.pt", "log.txt", "metrics.json"):
         assert (out / f).is_file(), f
