@@ -286,3 +286,24 @@ def test_no_terminal_or_quiet_gives_one_line_per_epoch(monkeypatch, tmp_path, qu
     assert len(logged) == 2 and all(l.endswith("genotype=x") for l in logged)
     setup_logging(None, quiet=True)
     assert not log.handlers or all(not isinstance(h, logging.FileHandler) for h in log.handlers)
+
+
+def test_search_on_a_terminal_shows_bars_with_loss_acc_and_temperature(monkeypatch, tmp_path):
+    err = FakeTTY()
+    monkeypatch.setattr(sys, "stderr", err)
+    postfixes = []
+    step = Monitor.step
+    monkeypatch.setattr(Monitor, "step", lambda self, p: (postfixes.append(dict(p)), step(self, p)))
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        run_search(load_config(None, TINY + ["trainer.epochs=2", "estimator.name=gumbel_hard"]), tmp_path / "r")
+    finally:
+        torch.set_num_threads(n)
+        setup_logging(None, quiet=True)
+    shown = err.getvalue()
+    assert "search: 100%" in shown and "2/2" in shown           # the epoch bar, left on screen
+    assert "train_loss=" in shown and "train_acc=" in shown and "tau=0.1" in shown
+    assert "epoch 1/2 train_loss" not in shown                  # no log lines on a terminal
+    assert len(postfixes) == 4 and all({"loss", "acc", "tau"} <= set(p) for p in postfixes)
+    assert [p["tau"] for p in postfixes] == [10.0, 10.0, pytest.approx(0.1), pytest.approx(0.1)]  # GDAS τ 10 -> 0.1
