@@ -1,0 +1,92 @@
+"""The retraining loop of a discrete network (DARTS ``train.py`` / NB201 training): SGD with a
+cosine learning rate, gradient clipping, auxiliary-head loss ``L + w_aux·L_aux``, drop-path
+probability ramped ``p·epoch/epochs``, Cutout on the training batches."""
+from __future__ import annotations
+
+import math
+from contextlib import nullcontext
+from typing import Callable, Dict, Iterable, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..errors import NasError
+from ..search.loop import Meter
+from .augment import cutout
+
+Batch = Tuple[Tensor, Tensor]
+
+
+def split_outputs(out) -> Tuple[Tensor, Optional[Tensor]]:
+    """A network returns ``logits`` or, in training with an auxiliary head, ``(logits, aux)``."""
+    return out if isinstance(out, tuple) else (out, None)
+
+
+class Trainer:
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer,
+                 scheduler: torch.optim.lr_scheduler.LRScheduler, train_loader: Iterable[Batch], *,
+                 epochs: int, grad_clip: float = 5.0, aux_weight: float = 0.4,
+                 drop_path_prob: float = 0.0, cutout_length: int = 0, seed: int = 0,
+                 max_steps_per_epoch: Optional[int] = None):
+        self.model, self.opt, self.sched, self.train_loader = model, optimizer, scheduler, train_loader
+        self.epochs, self.grad_clip, self.aux_weight = epochs, grad_clip, aux_weight
+        self.drop_path_prob, self.cutout_length = drop_path_prob, cutout_length
+        self.max_steps = max_steps_per_epoch
+        self.cutout_generator = torch.Generator().manual_seed(seed)
+        self.autocast: Callable[[], object] = nullcontext
+
+    def steps_per_epoch(self) -> int:
+        n = len(self.train_loader)  # type: ignore[arg-type]
+        return min(n, self.max_steps) if self.max_steps else n
+
+    def train_epoch(self, epoch: int, on_step: Optional[Callable[[int, Dict[str, float]], None]] = None
+                    ) -> Dict[str, float]:
+        self.model.train()
+        if hasattr(self.model, "drop_path_prob"):
+            self.model.drop_path_prob = self.drop_path_prob * epoch / max(self.epochs, 1)
+        meter, steps = Meter(), self.steps_per_epoch()
+        for step, (x, y) in enumerate(self.train_loader):
+            if step >= steps:
+                break
+            x = cutout(x, self.cutout_length, self.cutout_generator)
+            self.opt.zero_grad(set_to_none=True)
+            with self.autocast():
+                logits, aux = split_outputs(self.model(x))
+                loss = F.cross_entropy(logits, y)
+                if aux is not None:
+                    loss = loss + self.aux_weight * F.cross_entropy(aux, y)
+            if not math.isfinite(loss.item()):
+                raise NasError(f"loss became {loss.item()} at epoch {epoch} step {step}; lower optim.lr "
+                               f"or set trainer.grad_clip (checkpoint of the last epoch kept)")
+            loss.backward()
+            if self.grad_clip > 0:
+                nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+            self.opt.step()
+            meter.update(loss, logits, y)
+            if on_step is not None:
+                on_step(step, meter.result())
+        self.sched.step()
+        return {f"train_{k}": v for k, v in meter.result().items()}
+
+    @torch.no_grad()
+    def evaluate(self, loader: Iterable[Batch]) -> Dict[str, float]:
+        self.model.eval()
+        meter = Meter()
+        for x, y in loader:
+            with self.autocast():
+                logits, _ = split_outputs(self.model(x))
+                loss = F.cross_entropy(logits, y)
+            meter.update(loss, logits, y)
+        self.model.train()
+        return meter.result()
+
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "optim": self.opt.state_dict(),
+                "sched": self.sched.state_dict(), "cutout": self.cutout_generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optim"])
+        self.sched.load_state_dict(state["sched"])
+        self.cutout_generator.set_state(state["cutout"])

@@ -1,0 +1,47 @@
+"""Model size as the NAS papers report it: parameters and multiply-accumulates (MACs).
+
+MACs are counted by forward hooks on ``Conv2d`` (``out_elements · C_in/groups · kh · kw``) and
+``Linear`` (``out_elements · in_features``) for one image in eval mode, so an auxiliary head that
+only runs in training is not counted. This is the usual "FLOPs" of DARTS-space tables (DARTS_V2 at
+20 cells, C=36: about 530M); BN, pooling, additions and activations are left out, as there.
+"""
+from __future__ import annotations
+
+from typing import Sequence, Tuple
+
+import torch
+from torch import nn
+
+
+@torch.no_grad()
+def count_macs(model: nn.Module, input_shape: Tuple[int, ...]) -> int:
+    """MACs of one forward pass of a single input of shape ``input_shape`` (C, H, W)."""
+    total = 0
+
+    def conv_hook(m: nn.Conv2d, inp, out) -> None:
+        nonlocal total
+        kh, kw = m.kernel_size
+        total += out.numel() // out.shape[0] * (m.in_channels // m.groups) * kh * kw
+
+    def linear_hook(m: nn.Linear, inp, out) -> None:
+        nonlocal total
+        total += out.numel() // out.shape[0] * m.in_features
+
+    handles = [m.register_forward_hook(conv_hook if isinstance(m, nn.Conv2d) else linear_hook)
+               for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    was_training = model.training
+    model.eval()
+    try:
+        p = next(model.parameters())
+        model(torch.zeros((1, *input_shape), device=p.device, dtype=p.dtype))
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()
+    return total
+
+
+def count_params(model: nn.Module, exclude: Sequence[str] = ("auxiliary",)) -> int:
+    """Parameters whose qualified name contains none of ``exclude`` (DARTS counts without its
+    auxiliary head)."""
+    return sum(p.numel() for n, p in model.named_parameters() if not any(e in n for e in exclude))
