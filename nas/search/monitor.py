@@ -173,7 +173,7 @@ class Monitor:
         mets = {f"hparams/{k}": float(v) for k, v in metrics.items()
                 if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))}
         for s in hp_summary(flat, mets):
-            self.writer.file_writer.add_summary(s)
+            self.writer._get_file_writer().add_summary(s)
         self.scalars(mets, step)
 
     def flush(self) -> None:
