@@ -70,5 +70,5 @@ def main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(get_args_parser().parse_args()))
+    sys.exit(main(get_args_parser().parse_intermixed_args()))
 

@@ -32,22 +32,27 @@ def resolve_genotype(spec: str) -> Tuple[Any, Any]:
     if not spec:
         raise ConfigError("model.genotype is empty; give a genotype.yaml, a run folder, a named cell "
                           f"({', '.join(GENOTYPES)}) or a genotype string")
-    path = Path(spec).expanduser()
-    if path.is_dir():
-        path = path / "genotype.yaml"
-        if not path.is_file():
-            raise CheckpointError(f"{path.parent} has no genotype.yaml; derive one with tools/derive.py {path.parent}")
-    if path.is_file():
-        try:
-            data = yaml.safe_load(path.read_text())
-        except (yaml.YAMLError, UnicodeDecodeError) as e:
-            raise CheckpointError(f"{path} is not valid YAML ({str(e).splitlines()[0][:100]})") from None
-        return genotype_from_data(data, str(path))
     if spec in GENOTYPES or spec.startswith("Genotype("):
         space = get_space("darts")
         return space, space.genotype_from_dict({"arch": spec})
     if spec.startswith("|"):
         space = get_space("nb201")
         return space, space.genotype_from_dict({"arch": spec})
+    path = Path(spec).expanduser()
+    try:
+        is_dir, is_file = path.is_dir(), path.is_file()
+    except OSError:  # e.g. a name too long to be a path
+        is_dir = is_file = False
+    if is_dir:
+        path = path / "genotype.yaml"
+        if not path.is_file():
+            raise CheckpointError(f"{path.parent} has no genotype.yaml; derive one with tools/derive.py {path.parent}")
+        is_file = True
+    if is_file:
+        try:
+            data = yaml.safe_load(path.read_text())
+        except (yaml.YAMLError, UnicodeDecodeError) as e:
+            raise CheckpointError(f"{path} is not valid YAML ({str(e).splitlines()[0][:100]})") from None
+        return genotype_from_data(data, str(path))
     raise ConfigError(f"model.genotype: '{spec[:80]}' is not a file or folder, a named cell "
                       f"({', '.join(GENOTYPES)}), an NB201 string '|op~0|+...' nor 'Genotype(...)'")
