@@ -90,11 +90,11 @@ def test_matches_double_backward_on_a_smooth_network():
     approx = second_order_grad(searcher, train, val)       # DARTS ε = 0.01/‖∇_{w'} L_val‖
     exact = flat(exact_hypergradient(model, searcher.opt.weights, train, val))
     err = float((approx - exact).norm() / exact.norm())
-    # the implicit term matters here: ignoring it (first order at w) is far off, the finite
-    # difference of radius 0.01 is within 1e-3 of the exact value
+    # the implicit term matters here (first order at w is 5.8 % off), and the finite difference of
+    # radius 0.01 gets it to 7e-7 of the exact value
     first = first_order_grad(model, val)
-    assert float((first - exact).norm() / exact.norm()) > 0.05
-    assert err < 1e-3, err
+    assert float((first - exact).norm() / exact.norm()) > 0.02
+    assert err < 1e-5, err
 
 
 def test_matches_double_backward_on_a_darts_supernet(monkeypatch):
