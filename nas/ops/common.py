@@ -21,6 +21,12 @@ class ReLUConvBN(nn.Sequential):
             nn.BatchNorm2d(C_out, affine=affine),
         )
 
+    takes_relu_input = True  # a mixed op may hand it relu(x), shared with the node's other ops
+
+    def forward(self, x: Tensor, relu_done: bool = False) -> Tensor:
+        """``relu_done``: ``x`` is already ``relu(input)``; skip the ReLU."""
+        return self[2](self[1](x if relu_done else self[0](x)))
+
 
 class Zero(nn.Module):
     """The ``none`` op: zeros of the output shape."""

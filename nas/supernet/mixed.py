@@ -7,9 +7,65 @@ entry while only one op runs.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
+import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
+
+
+class _WeightedSum(torch.autograd.Function):
+    """``out = Σ_k w[k]·y_k`` over the candidates ``ks`` that ran (the others are exactly zero).
+
+    The same value and gradient as the autograd graph of ``Σ y_k * w[k]``, but with no temporary
+    per term: forward accumulates with ``addcmul_``; backward gives ``∂L/∂y_k = w_k·g`` and
+    ``∂L/∂w_k = <g, y_k>`` as one dot product instead of a product tensor and its sum
+    (``∂L/∂w_k = 0`` for the candidates that did not run).
+    """
+
+    @staticmethod
+    def forward(ctx, w: Tensor, ks: List[int], *ys: Tensor) -> Tensor:
+        ctx.ks = ks
+        ctx.save_for_backward(w, *ys)
+        out = ys[0] * w[ks[0]]
+        for k, y in zip(ks[1:], ys[1:]):
+            out.addcmul_(y, w[k])
+        return out
+
+    @staticmethod
+    def backward(ctx, g: Tensor):
+        w, *ys = ctx.saved_tensors
+        gw = None
+        if ctx.needs_input_grad[0]:
+            gf = g.reshape(-1)
+            gw = torch.zeros_like(w)
+            for k, y in zip(ctx.ks, ys):
+                gw[k] = torch.dot(gf, y.reshape(-1)).to(w.dtype)
+        gys = [g * w[k] if ctx.needs_input_grad[2 + i] else None for i, k in enumerate(ctx.ks)]
+        return (gw, None, *gys)
+
+
+class _SinglePath(torch.autograd.Function):
+    """``out = w[k]·y + Σ_{j≠k} w[j]`` (GDAS single path) in one kernel, with the gradient of
+    the autograd graph: ``∂L/∂y = w_k·g``, ``∂L/∂w_k = <g, y>``, ``∂L/∂w_j = Σ g`` for j ≠ k."""
+
+    @staticmethod
+    def forward(ctx, w: Tensor, k: int, y: Tensor) -> Tensor:
+        ctx.k = k
+        ctx.save_for_backward(w, y)
+        rest = w.sum() - w[k]  # zero in value
+        return torch.addcmul(rest.to(y.dtype), y, w[k])
+
+    @staticmethod
+    def backward(ctx, g: Tensor):
+        w, y = ctx.saved_tensors
+        k = ctx.k
+        gw = None
+        if ctx.needs_input_grad[0]:
+            gw = g.sum().to(w.dtype).expand(w.shape).clone()
+            gw[k] = torch.dot(g.reshape(-1), y.reshape(-1)).to(w.dtype)
+        gy = g * w[k] if ctx.needs_input_grad[2] else None
+        return gw, None, gy
 
 
 class MixedOp(nn.Module):
@@ -18,18 +74,27 @@ class MixedOp(nn.Module):
         self.ops = nn.ModuleList(ops)
         self.names = list(names)
 
-    def forward(self, x: Tensor, weights: Tensor, index: Optional[int] = None) -> Tensor:
+    def forward(self, x: Tensor, weights: Tensor, index: Optional[int] = None,
+                shared: Optional[Dict[str, Tensor]] = None) -> Tensor:
         """``weights``: ``[K]`` mixing weights of this edge; ``index``: the selected candidate
-        when the forward value of ``weights`` is one-hot (single path), else ``None``."""
+        when the forward value of ``weights`` is one-hot (single path), else ``None``.
+
+        ``shared``: a dict the caller keeps per input tensor ``x``; candidates that begin with a
+        ReLU (``takes_relu_input``, called as ``op(relu(x), True)``) then share one ``relu(x)``
+        across every edge leaving that node instead of each computing and storing its own copy.
+        """
         if index is not None:
-            rest = weights.sum() - weights[index]  # zero in value, gradient to the other entries
-            return self.ops[index](x) * weights[index] + rest
-        out = None
-        for w, op in zip(weights.unbind(0), self.ops):
-            if getattr(op, "is_zero", False):
-                continue  # zero output: no value and no gradient to w (see nas.ops.common)
-            y = op(x) * w
-            out = y if out is None else out + y
-        if out is None:  # every candidate is `none`
+            return _SinglePath.apply(weights, index, self._run(index, x, shared))
+        ks = [k for k, op in enumerate(self.ops) if not getattr(op, "is_zero", False)]
+        # a zero candidate has no value and no gradient to its w (see nas.ops.common)
+        if not ks:  # every candidate is `none`
             return self.ops[0](x) * weights.sum()
-        return out
+        return _WeightedSum.apply(weights, ks, *(self._run(k, x, shared) for k in ks))
+
+    def _run(self, k: int, x: Tensor, shared: Optional[Dict[str, Tensor]]) -> Tensor:
+        op = self.ops[k]
+        if shared is None or not getattr(op, "takes_relu_input", False):
+            return op(x)
+        if "relu" not in shared:
+            shared["relu"] = F.relu(x)
+        return op(shared["relu"], True)

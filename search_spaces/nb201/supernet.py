@@ -53,12 +53,13 @@ class SearchCell(nn.Module):
     def forward(self, x: Tensor, sample: Sample, edge_gates: Optional[Tensor] = None) -> Tensor:
         z_ch = None if self.gate is None else self.gate().view(len(EDGES), 1, self.C, 1, 1)
         nodes = [x]
+        shared = [{}]  # per node: its relu, computed once for the convs of all outgoing edges
         e = 0
         for j in range(1, NODES):
             acc = None
             for i in range(j):
                 idx = None if sample.index is None else sample.index[e]
-                y = self.edges[e](nodes[i], sample.weights[e], idx)
+                y = self.edges[e](nodes[i], sample.weights[e], idx, shared[i])
                 if edge_gates is not None:
                     y = y * edge_gates[e]
                 if z_ch is not None:
@@ -66,6 +67,7 @@ class SearchCell(nn.Module):
                 acc = y if acc is None else acc + y
                 e += 1
             nodes.append(acc)
+            shared.append({})
         return nodes[-1]
 
 
