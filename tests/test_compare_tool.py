@@ -50,7 +50,7 @@ def test_compare_runs_end_to_end(tmp_path):
                 assert cfg["estimator"]["name"] == method
         accs = [row["cifar10"] for row in rows]
         assert f"{statistics.mean(accs):.2f} ± {statistics.stdev(accs):.2f}" in report
-        assert all(f"`{row['arch']}`" in report for row in rows)
+        assert all("`" + row["arch"].replace("|", "\\|") + "`" in report for row in rows)
     # the random baseline trained at least one cell per seed within its 1-second budget
     assert all(row["cells_trained"] >= 1 for row in results["random"])
     # a finished comparison is reused, not searched again

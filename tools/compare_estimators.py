@@ -136,6 +136,11 @@ def collect(table: NB201Table, jobs: List[Job]) -> Dict[str, List[dict]]:
     return rows
 
 
+def md_cell(text: str) -> str:
+    """``|`` escaped, so that a cell string stays one cell of a markdown table."""
+    return text.replace("|", "\\|")
+
+
 def report(rows: Dict[str, List[dict]], title: str) -> str:
     lines = [f"### {title}", "",
              "| method | NB201 CIFAR-10 test acc (%) | rank (mean) | search min | seeds | derived cells (CIFAR-10 %) |",
@@ -144,7 +149,7 @@ def report(rows: Dict[str, List[dict]], title: str) -> str:
     rand_mean = statistics.mean(r["cifar10"] for r in rand) if rand else None
     for method, rs in rows.items():
         accs = [r["cifar10"] for r in rs]
-        cells = "<br>".join(f"`{r['arch']}` ({r['cifar10']:.2f})" for r in rs)
+        cells = "<br>".join(f"`{md_cell(r['arch'])}` ({r['cifar10']:.2f})" for r in rs)
         name = method if method == RANDOM or rand_mean is None else (
             f"{method} {'>' if statistics.mean(accs) > rand_mean else '≤'} random")
         if method == RANDOM:
