@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from .config import Config, apply_overrides, from_dict, load_config, to_dict
+from .config import config_from_cli
 from .errors import NasError
 
 
@@ -32,20 +32,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = get_args_parser().parse_intermixed_args(argv)  # options may sit between overrides
     from .search.run import load_run_config, run_search  # after parsing: --help stays fast
 
-    configs = [a for a in args.items if "=" not in a]
-    overrides = [a for a in args.items if "=" in a]
     out = args.out
     try:
-        if len(configs) > 1:
-            raise NasError(f"give at most one config file, got {', '.join(configs)}")
+        base = load_run_config(args.resume) if args.resume is not None else None
+        cfg = config_from_cli(args.items, resume_cfg=base)
         if args.resume is not None:
-            if configs:
-                raise NasError("--resume takes the run's own config; give only key=value overrides")
-            base = load_run_config(args.resume)
-            cfg = from_dict(Config, apply_overrides(to_dict(base), overrides))
             out = args.resume
-        else:
-            cfg = load_config(configs[0] if configs else None, overrides)
         result = run_search(cfg, out, quiet=args.quiet, resume=args.resume is not None)
     except NasError as e:
         print(f"nas-search: error: {e}", file=sys.stderr)

@@ -299,3 +299,18 @@ def load_config(path: Optional[os.PathLike] = None, overrides: Sequence[str] = (
 
 def dump_config(cfg: Any, path: os.PathLike) -> None:
     Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+def config_from_cli(items: Sequence[str], *, cls: type = Config, default: Optional[os.PathLike] = None,
+                    resume_cfg: Any = None) -> Any:
+    """The config a command line asks for: at most one YAML path among ``items`` plus its
+    ``key=value`` overrides, or, when resuming, the run's own config plus overrides only."""
+    configs = [a for a in items if "=" not in a]
+    overrides = [a for a in items if "=" in a]
+    if len(configs) > 1:
+        raise ConfigError(f"give at most one config file, got {', '.join(configs)}")
+    if resume_cfg is not None:
+        if configs:
+            raise ConfigError("--resume takes the run's own config; give only key=value overrides")
+        return from_dict(cls, apply_overrides(to_dict(resume_cfg), overrides))
+    return load_config(configs[0] if configs else default, overrides, cls=cls)

@@ -34,25 +34,19 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> int:
-    from nas.config import apply_overrides, from_dict, load_config, to_dict
+    from nas.config import config_from_cli
     from nas.retrain import RetrainConfig, run_retrain
     from nas.retrain.run import load_run_config
 
-    configs: List[str] = [a for a in args.items if "=" not in a]
-    overrides: List[str] = [a for a in args.items if "=" in a]
+    items: List[str] = list(args.items)
     if args.device is not None:
-        overrides.append(f"device={args.device}")
+        items.append(f"device={args.device}")
     out = args.out
     try:
-        if len(configs) > 1:
-            raise NasError(f"give at most one config file, got {', '.join(configs)}")
+        base = load_run_config(args.resume) if args.resume is not None else None
+        cfg = config_from_cli(items, cls=RetrainConfig, default=DEFAULT_CONFIG, resume_cfg=base)
         if args.resume is not None:
-            if configs:
-                raise NasError("--resume takes the run's own config; give only key=value overrides")
-            cfg = from_dict(RetrainConfig, apply_overrides(to_dict(load_run_config(args.resume)), overrides))
             out = args.resume
-        else:
-            cfg = load_config(configs[0] if configs else DEFAULT_CONFIG, overrides, cls=RetrainConfig)
         if args.genotype is not None:  # set as is: a '|op~0|...' string is not YAML
             cfg.model.genotype = args.genotype
         result = run_retrain(cfg, out, quiet=args.quiet, resume=args.resume is not None)
