@@ -96,6 +96,7 @@ class ArchOptimConfig:
     betas: Tuple[float, float] = (0.5, 0.999)
     weight_decay: float = 1e-3
     init_std: float = 1e-3
+    beta_decay: float = 0.0              # β-DARTS regulariser λ (λ_t = λ·epoch/epochs; 0: off; paper 50)
 
 
 @dataclass

@@ -9,9 +9,11 @@ baseline with the same wall-clock budget (the mean search time unless ``--random
 writes ``report.md`` (a markdown table: mean ± std of the CIFAR-10 test accuracy, rank, search
 minutes, derived cells) and ``results.json`` into ``--out``, and prints the table.
 
-Estimator specs: a registered name (``gumbel_hard``), or ``NAME+noise`` for adaptive noise. The
-config's ``estimator`` section applies to the estimator it names; any other estimator starts from
-its own defaults. ``--set NAME:key=value`` adds an override for one estimator only. A finished run
+Estimator specs: a registered name (``gumbel_hard``), or ``NAME+noise`` for adaptive noise,
+optionally labelled ``LABEL=SPEC`` to compare variants of one estimator (``fast=softmax`` with
+``--set fast:optim.arch.lr=1e-3``). The config's ``estimator`` section applies to the estimator it
+names; any other estimator starts from its own defaults. ``--set NAME:key=value`` adds an override
+for the specs whose label, spec or estimator name is NAME. A finished run
 (its ``metrics.json`` exists) is reused, so an interrupted comparison continues where it stopped.
 """
 from __future__ import annotations
@@ -78,7 +80,13 @@ def parse_spec(spec: str) -> Dict[str, str]:
     return {"estimator.name": name, **({"estimator.noise": "adaptive"} if extra else {})}
 
 
-def estimator_overrides(spec: str, config_estimator: Dict, sets: Sequence[str]) -> List[str]:
+def split_label(entry: str) -> tuple:
+    """``"LABEL=SPEC"`` -> (LABEL, SPEC); a bare ``"SPEC"`` is its own label."""
+    label, sep, spec = entry.partition("=")
+    return (label.strip(), spec.strip()) if sep else (entry.strip(), entry.strip())
+
+
+def estimator_overrides(spec: str, config_estimator: Dict, sets: Sequence[str], label: str = "") -> List[str]:
     """Overrides that switch the config to ``spec``: keep the config's estimator section only for the
     estimator it names (its temperatures etc. may not exist for another one)."""
     base = parse_spec(spec)
@@ -90,7 +98,7 @@ def estimator_overrides(spec: str, config_estimator: Dict, sets: Sequence[str]) 
         name, sep, kv = s.partition(":")
         if not sep or "=" not in kv:
             raise NasError(f"--set '{s}': expected NAME:key=value")
-        if name == spec or name == base["estimator.name"]:
+        if name in (spec, label, base["estimator.name"]):
             out.append(kv)
     return out
 
@@ -166,7 +174,7 @@ def main(args: argparse.Namespace) -> int:
         table = NB201Table.load(args.table)  # fail before hours of searching, not after
         cfg_data = load_yaml(args.config)
         cfg_path = str(Path(args.config).resolve()) if Path(args.config).is_file() else args.config
-        specs = [s.strip() for s in args.estimators.split(",") if s.strip()]
+        specs = [split_label(s) for s in args.estimators.split(",") if s.strip()]
         try:
             seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
         except ValueError:
@@ -174,16 +182,18 @@ def main(args: argparse.Namespace) -> int:
         if not specs or not seeds:
             raise NasError("give at least one estimator and one seed")
         from nas.estimators import ESTIMATORS
-        for spec in specs:  # a typo fails now, not after the first searches
+        for _, spec in specs:  # a typo fails now, not after the first searches
             ESTIMATORS.get(parse_spec(spec)["estimator.name"], "--estimators")
+        if len({label for label, _ in specs}) < len(specs):
+            raise NasError("--estimators: each entry needs its own label (LABEL=SPEC for variants)")
         out = args.out or REPO / "runs" / f"compare-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
         common = list(args.overrides) + ([f"device={args.device}"] if args.device else [])
         threads = args.threads or max(1, (os.cpu_count() or 1) // max(args.jobs, 1))
-        jobs = [Job(spec, seed, out / spec / f"seed{seed}",
+        jobs = [Job(label, seed, out / label / f"seed{seed}",
                     [sys.executable, "-m", "nas", cfg_path, *common,
-                     *estimator_overrides(spec, cfg_data.get("estimator", {}), args.set),
-                     f"seed={seed}", "--out", str(out / spec / f"seed{seed}"), "--quiet"])
-                for spec in specs for seed in seeds]
+                     *estimator_overrides(spec, cfg_data.get("estimator", {}), args.set, label),
+                     f"seed={seed}", "--out", str(out / label / f"seed{seed}"), "--quiet"])
+                for label, spec in specs for seed in seeds]
         t0 = time.time()
         run_all(jobs, args.jobs, threads)
         rows = collect(table, jobs)

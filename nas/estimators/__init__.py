@@ -8,6 +8,7 @@ from ..errors import ConfigError
 from ..registry import Registry
 from .base import BINARY, CATEGORICAL, Estimator, Sample
 from .bop import Bop, BopEstimator
+from .dirichlet import Dirichlet
 from .gumbel import Gumbel, GumbelHard
 from .noise import AdaptiveNoise
 from .schedules import Schedule
@@ -23,6 +24,7 @@ ESTIMATORS.register("gumbel", Gumbel)
 ESTIMATORS.register("gumbel_hard", GumbelHard)
 ESTIMATORS.register("ste", STE)
 ESTIMATORS.register("bop", BopEstimator)
+ESTIMATORS.register("dirichlet", Dirichlet)
 
 NOISES = ("none", "adaptive")
 

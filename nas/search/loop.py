@@ -27,6 +27,15 @@ def regularization(model: nn.Module) -> Optional[Tensor]:
     return sum(terms[1:], terms[0]) if terms else None
 
 
+def beta_decay_penalty(logits: Iterable[Tensor]) -> Optional[Tensor]:
+    """β-DARTS's Beta-Decay regulariser (Ye et al., CVPR 2022, eq. 9): the mean over the categorical
+    choices (rows of every 2-D logit tensor) of ``logsumexp(α_row)``. Its gradient is ``softmax(α)``,
+    so it pulls the largest logits down hardest and keeps α from running away to one candidate
+    (the skip connection of a collapsing DARTS). Binary gates (1-D logits) are left out."""
+    rows = [torch.logsumexp(a, dim=-1) for a in logits if a.dim() == 2]
+    return torch.cat(rows).mean() if rows else None
+
+
 class Meter:
     """Running sums of loss and accuracy over an epoch."""
 
@@ -48,7 +57,8 @@ class Searcher:
     def __init__(self, model: nn.Module, estimator: Estimator, optimizers: Optimizers,
                  train_loader: Iterable[Batch], val_loader: Iterable[Batch], *, epochs: int,
                  mode: str = "alternating", order: int = 1, warmup_epochs: int = 0,
-                 grad_clip: float = 5.0, max_steps_per_epoch: Optional[int] = None):
+                 grad_clip: float = 5.0, max_steps_per_epoch: Optional[int] = None,
+                 beta_decay: float = 0.0):
         if mode not in ("alternating", "joint"):
             raise NasError(f"optim.mode: unknown mode '{mode}'; allowed: alternating, joint")
         if order == 2 and mode != "alternating":
@@ -58,6 +68,8 @@ class Searcher:
         self.epochs, self.mode, self.order = epochs, mode, order
         self.warmup_epochs, self.grad_clip = warmup_epochs, grad_clip
         self.max_steps = max_steps_per_epoch
+        # β-DARTS weight λ_t = λ·epoch/epochs (their NB201 code: 50·epoch/100), set per epoch
+        self.beta_decay, self.beta_weight = beta_decay, 0.0
         self.weights = weight_parameters(model)
         self.autocast: Callable[[], object] = nullcontext
 
@@ -70,6 +82,10 @@ class Searcher:
             pen = regularization(self.model)
             if pen is not None:
                 loss = loss + pen
+            if self.beta_weight > 0:
+                beta = beta_decay_penalty(self.opt.arch_params.get("logits", []))
+                if beta is not None:
+                    loss = loss + self.beta_weight * beta
         return loss, logits
 
     def weight_step(self, x: Tensor, y: Tensor) -> Tuple[Tensor, Tensor]:
@@ -119,6 +135,7 @@ class Searcher:
                     ) -> Dict[str, float]:
         self.model.train()
         update_arch = epoch >= self.warmup_epochs
+        self.beta_weight = self.beta_decay * epoch / max(self.epochs, 1)
         train_m, val_m = Meter(), Meter()
         steps = self.steps_per_epoch()
         val_iter = iter(self.val_loader) if self.mode == "alternating" else None
