@@ -73,3 +73,25 @@ def test_compare_rejects_bad_input_in_one_line(tmp_path):
     assert r.returncode == 2 and r.stderr.count("\n") == 1
     assert "unknown estimator 'nope'" in r.stderr
     assert not (tmp_path / "o").exists()  # nothing was searched
+
+
+def test_labelled_variants_get_their_own_overrides():
+    sys.path.insert(0, str(REPO / "tools"))
+    import compare_estimators as ce
+    assert ce.split_label("fast=softmax") == ("fast", "softmax")
+    assert ce.split_label("ste+noise") == ("ste+noise", "ste+noise")
+    sets = ["fast:optim.arch.lr=1e-3", "softmax:trainer.epochs=2", "dir:optim.arch.lr=3e-3"]
+    fast = ce.estimator_overrides("softmax", {"name": "softmax"}, sets, "fast")
+    plain = ce.estimator_overrides("softmax", {"name": "softmax"}, sets, "softmax")
+    assert "optim.arch.lr=1e-3" in fast and "trainer.epochs=2" in fast
+    assert "optim.arch.lr=1e-3" not in plain and "trainer.epochs=2" in plain
+    assert "optim.arch.lr=3e-3" not in fast + plain
+    noisy = ce.estimator_overrides("ste+noise", {"name": "softmax"}, sets, "sn")
+    assert noisy[0] == 'estimator={"name": "ste"}' and "estimator.noise=adaptive" in noisy
+
+
+def test_compare_rejects_duplicate_labels(tmp_path):
+    r = subprocess.run([sys.executable, "tools/compare_estimators.py", "--config", "quickstart",
+                        "--estimators", "a=softmax,a=gumbel", "--seeds", "0", "--out", str(tmp_path / "o"),
+                        *TINY], cwd=REPO, capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "its own label" in r.stderr

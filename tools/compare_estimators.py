@@ -56,7 +56,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="key=value", help="overrides for every search")
     p.add_argument("--config", required=True, help="search config (YAML path or name in configs/)")
     p.add_argument("--estimators", default="softmax,gumbel,gumbel_hard",
-                   help="comma-separated estimator specs (NAME or NAME+noise)")
+                   help="comma-separated estimator specs (NAME, NAME+noise, or LABEL=SPEC for a variant)")
     p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
     p.add_argument("--set", action="append", default=[], metavar="NAME:key=value",
                    help="an override for one estimator only (repeatable)")

@@ -1,11 +1,14 @@
 """Derive the discrete architecture from a search's checkpoint.
 
     python tools/derive.py RUN_DIR | checkpoint.pt [--top-k K] [--out genotype.yaml] [--device cpu]
+    python tools/derive.py RUN_DIR --method perturbation [--batches 40] [--tune-steps 0]
 
 rebuilds the supernet from the checkpoint's own config, loads its architecture parameters and
 estimator state, applies the space's derive rule (NB201: the estimator's decision per edge;
 DARTS: per node the K strongest non-``none`` incoming edges by ``Choice.probs()``, K=2 as in the
 paper), writes ``genotype.yaml`` (default: into the run folder) and prints the genotype.
+``--method perturbation`` selects each NB201 edge's op by how much removing it costs the supernet's
+validation accuracy (DARTS-PT, ``nas/supernet/perturbation.py``), on the run's own data.
 """
 from __future__ import annotations
 
@@ -29,10 +32,17 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None,
                    help="where to write the genotype (default: genotype.yaml beside the checkpoint)")
     p.add_argument("--device", default="cpu", help="device to rebuild the supernet on (default cpu)")
+    p.add_argument("--method", choices=("argmax", "perturbation"), default="argmax",
+                   help="argmax of α per edge (default), or DARTS-PT's perturbation-based selection "
+                        "measured on validation batches of the run's data (nb201)")
+    p.add_argument("--batches", type=int, default=40, help="perturbation: validation batches per measurement")
+    p.add_argument("--tune-steps", type=int, default=0, help="perturbation: weight steps after each edge decision")
+    p.add_argument("--seed", type=int, default=0, help="perturbation: seed of the edge order")
     return p
 
 
-def derive(source: Path, top_k: Optional[int] = None, device: str = "cpu") -> Tuple[Any, Any]:
+def derive(source: Path, top_k: Optional[int] = None, device: str = "cpu", method: str = "argmax",
+           batches: int = 40, tune_steps: int = 0, seed: int = 0) -> Tuple[Any, Any]:
     """``(space, genotype)`` of the search checkpoint at ``source`` (a run folder or a file)."""
     import torch
 
@@ -67,12 +77,49 @@ def derive(source: Path, top_k: Optional[int] = None, device: str = "cpu") -> Tu
         return space, model.genotype(top_k=k)
     if top_k is not None:
         raise ConfigError(f"--top-k applies to the darts space; a {space.name} cell has one op per edge")
+    if method == "perturbation":
+        if space.name != "nb201":
+            raise ConfigError(f"--method perturbation supports the nb201 space, not {space.name}")
+        return space, perturbation_genotype(model, cfg, torch.device(device), batches, tune_steps, seed)
     return space, model.genotype()
+
+
+def perturbation_genotype(model: Any, cfg: Any, device: Any, n_batches: int, tune_steps: int, seed: int) -> Any:
+    """DARTS-PT selection (``nas.supernet.perturbation``) on un-augmented batches of the run's
+    architecture split, then the supernet's own genotype with those decisions."""
+    import dataclasses
+    import itertools
+
+    import torch
+
+    from nas.search.run import make_loaders
+    from nas.supernet.choice import weight_parameters
+    from nas.supernet.perturbation import select_by_perturbation, sgd_tuner
+
+    if n_batches < 1 or tune_steps < 0:
+        raise ConfigError("--batches must be >= 1 and --tune-steps >= 0")
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, augment=False))
+    train_loader, val_loader, _ = make_loaders(cfg, device)
+    val = list(itertools.islice(iter(val_loader), n_batches))
+    tune = None
+    if tune_steps:
+        train = list(itertools.islice(iter(train_loader), tune_steps))
+        tune = sgd_tuner(train, tune_steps, cfg.optim.weights.lr_min, weight_parameters)
+    chosen = select_by_perturbation(model, "arch.cell", val, seed=seed, tune=tune,
+                                    log=lambda m: print(m, file=sys.stderr))
+    choice = model.arch["cell"]
+    derive_before = choice.derive
+    choice.derive = lambda: torch.tensor(chosen)  # the supernet's genotype() with these decisions
+    try:
+        return model.genotype()
+    finally:
+        choice.derive = derive_before
 
 
 def main(args: argparse.Namespace) -> int:
     try:
-        space, genotype = derive(args.source, args.top_k, args.device)
+        space, genotype = derive(args.source, args.top_k, args.device, args.method, args.batches,
+                                 args.tune_steps, args.seed)
         out = args.out or (args.source if args.source.is_dir() else args.source.parent) / "genotype.yaml"
         out.write_text(yaml.safe_dump(space.genotype_to_dict(genotype), sort_keys=False))
     except NasError as e:

@@ -70,6 +70,11 @@ class Searcher:
         self.max_steps = max_steps_per_epoch
         # β-DARTS weight λ_t = λ·epoch/epochs (their NB201 code: 50·epoch/100), set per epoch
         self.beta_decay, self.beta_weight = beta_decay, 0.0
+        if beta_decay < 0:
+            raise NasError(f"optim.arch.beta_decay must be >= 0 (0 turns it off), got {beta_decay}")
+        if beta_decay > 0 and not any(a.dim() == 2 for a in optimizers.arch_params.get("logits", [])):
+            raise NasError(f"optim.arch.beta_decay regularises categorical logits; estimator "
+                           f"'{estimator.name}' has none here: set optim.arch.beta_decay=0")
         self.weights = weight_parameters(model)
         self.autocast: Callable[[], object] = nullcontext
 
