@@ -37,12 +37,15 @@ def get_args_parser() -> argparse.ArgumentParser:
                         "measured on validation batches of the run's data (nb201)")
     p.add_argument("--batches", type=int, default=40, help="perturbation: validation batches per measurement")
     p.add_argument("--tune-steps", type=int, default=0, help="perturbation: weight steps after each edge decision")
+    p.add_argument("--tune-lr", type=float, default=None,
+                   help="perturbation: SGD lr of those steps (default: the run's optim.weights.lr_min)")
     p.add_argument("--seed", type=int, default=0, help="perturbation: seed of the edge order")
     return p
 
 
 def derive(source: Path, top_k: Optional[int] = None, device: str = "cpu", method: str = "argmax",
-           batches: int = 40, tune_steps: int = 0, seed: int = 0) -> Tuple[Any, Any]:
+           batches: int = 40, tune_steps: int = 0, seed: int = 0, tune_lr: Optional[float] = None
+           ) -> Tuple[Any, Any]:
     """``(space, genotype)`` of the search checkpoint at ``source`` (a run folder or a file)."""
     import torch
 
@@ -80,11 +83,12 @@ def derive(source: Path, top_k: Optional[int] = None, device: str = "cpu", metho
     if method == "perturbation":
         if space.name != "nb201":
             raise ConfigError(f"--method perturbation supports the nb201 space, not {space.name}")
-        return space, perturbation_genotype(model, cfg, torch.device(device), batches, tune_steps, seed)
+        return space, perturbation_genotype(model, cfg, torch.device(device), batches, tune_steps, seed, tune_lr)
     return space, model.genotype()
 
 
-def perturbation_genotype(model: Any, cfg: Any, device: Any, n_batches: int, tune_steps: int, seed: int) -> Any:
+def perturbation_genotype(model: Any, cfg: Any, device: Any, n_batches: int, tune_steps: int, seed: int,
+                          tune_lr: Optional[float] = None) -> Any:
     """DARTS-PT selection (``nas.supernet.perturbation``) on un-augmented batches of the run's
     architecture split, then the supernet's own genotype with those decisions."""
     import dataclasses
@@ -104,7 +108,8 @@ def perturbation_genotype(model: Any, cfg: Any, device: Any, n_batches: int, tun
     tune = None
     if tune_steps:
         train = list(itertools.islice(iter(train_loader), tune_steps))
-        tune = sgd_tuner(train, tune_steps, cfg.optim.weights.lr_min, weight_parameters)
+        tune = sgd_tuner(train, tune_steps, cfg.optim.weights.lr_min if tune_lr is None else tune_lr,
+                         weight_parameters)
     chosen = select_by_perturbation(model, "arch.cell", val, seed=seed, tune=tune,
                                     log=lambda m: print(m, file=sys.stderr))
     choice = model.arch["cell"]
@@ -119,7 +124,7 @@ def perturbation_genotype(model: Any, cfg: Any, device: Any, n_batches: int, tun
 def main(args: argparse.Namespace) -> int:
     try:
         space, genotype = derive(args.source, args.top_k, args.device, args.method, args.batches,
-                                 args.tune_steps, args.seed)
+                                 args.tune_steps, args.seed, args.tune_lr)
         out = args.out or (args.source if args.source.is_dir() else args.source.parent) / "genotype.yaml"
         out.write_text(yaml.safe_dump(space.genotype_to_dict(genotype), sort_keys=False))
     except NasError as e:

@@ -42,9 +42,12 @@ class Dirichlet(LogitEstimator):
         alpha = params["alpha"]
         if not training:
             return Sample(self.mean(alpha, kind))
+        # validate_args=False: β > 0 by construction, and the check costs a device sync per forward
+        # (with it on, an H100 search step took 266 ms against softmax's 166 ms; not re-measured)
         if kind == CATEGORICAL:
-            return Sample(torch.distributions.Dirichlet(concentration(alpha)).rsample())
-        return Sample(torch.distributions.Beta(concentration(alpha), concentration(-alpha)).rsample())
+            return Sample(torch.distributions.Dirichlet(concentration(alpha), validate_args=False).rsample())
+        return Sample(torch.distributions.Beta(concentration(alpha), concentration(-alpha),
+                                               validate_args=False).rsample())
 
     @staticmethod
     def mean(alpha: Tensor, kind: str) -> Tensor:
