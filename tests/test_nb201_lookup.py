@@ -87,3 +87,17 @@ def test_cli_prints_accuracies_and_rank(tmp_path):
     r = subprocess.run([sys.executable, "tools/nb201_lookup.py", B, "--table", str(table)], cwd=REPO,
                        capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "nb201_lookup: error:" in r.stderr
+
+
+def test_disconnected_cells_are_exactly_the_ones_the_benchmark_lists_at_chance(real_table):
+    """``NB201Genotype.is_connected`` (used to warn about a collapsed search) agrees with the
+    ground truth: a cell outputs zeros, and scores 10% on CIFAR-10, iff no path avoids ``none``."""
+    from search_spaces.nb201 import all_genotypes
+    assert not NB201Genotype.from_string(A).is_connected()
+    assert not NB201Genotype.from_string(B).is_connected()  # 1<-0 open, but nothing leaves node 1
+    assert NB201Genotype.from_string("|none~0|+|none~0|none~1|+|skip_connect~0|none~1|none~2|").is_connected()
+    assert NB201Genotype.from_string(OPTIMUM).is_connected()
+    chance = {str(g) for g in all_genotypes() if real_table.score(g).acc["cifar10"] < 10.5}
+    disconnected = {str(g) for g in all_genotypes() if not g.is_connected()}
+    assert len(disconnected) == 341
+    assert disconnected == chance

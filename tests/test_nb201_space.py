@@ -187,3 +187,12 @@ def test_discrete_cell_matches_supernet_with_one_hot_weights():
 
 def test_registry_lists_spaces():
     assert "nb201" in SPACES.names()
+
+
+def test_collapse_warning_names_a_disconnected_cell_only():
+    from nas.search.run import collapse_warning
+    dead = NB201Genotype.from_string("|nor_conv_3x3~0|+|none~0|none~1|+|none~0|none~1|none~2|")
+    msg = collapse_warning(dead)
+    assert msg.startswith("warning:") and str(dead) in msg and "\n" not in msg
+    assert collapse_warning(NB201Genotype(("skip_connect",) * 6)) is None
+    assert collapse_warning(object()) is None  # spaces without the notion (DARTS) never warn

@@ -96,6 +96,15 @@ class SearchResult:
     metrics: Dict[str, Any]
 
 
+def collapse_warning(genotype: Any) -> Optional[str]:
+    """A one-line warning when the derived cell cannot pass its input to its output."""
+    if getattr(genotype, "is_connected", lambda: True)():
+        return None
+    return (f"warning: the derived cell {genotype} has no path from its input to its output (each path "
+            f"crosses a 'none' edge), so it outputs zeros: the search collapsed (docs/RESULTS.md); "
+            f"try tools/derive.py RUN --method perturbation, estimator.noise=adaptive, or another seed")
+
+
 def default_out_dir(name: str) -> Path:
     return Path("runs") / f"{name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
@@ -290,6 +299,9 @@ def _finish(cfg: Config, out_dir: Path, space: Any, model: torch.nn.Module, sear
                "history": history}
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     log.info(f"done in {seconds:.1f}s: val_acc={final['acc']:.2f} genotype={genotype}")
+    warning = collapse_warning(genotype)
+    if warning:
+        log.warning(warning)
     return SearchResult(out_dir, genotype, str(genotype), metrics)
 
 

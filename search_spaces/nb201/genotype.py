@@ -69,6 +69,15 @@ class NB201Genotype:
     def to_dict(self) -> dict:
         return {"space": "nb201", "arch": str(self)}
 
+    def is_connected(self) -> bool:
+        """Whether some path of non-``none`` edges leads from the input node 0 to the output node
+        3; a cell without one outputs zeros whatever its input (NB201 lists such cells at 10%)."""
+        reached = {0}
+        for (j, i), op in zip(EDGES, self.ops):  # EDGES go to increasing nodes: one pass suffices
+            if op != "none" and i in reached:
+                reached.add(j)
+        return NODES - 1 in reached
+
 
 def all_genotypes() -> Iterator[NB201Genotype]:
     """All 5^6 = 15,625 cells, in lexicographic order of op indices."""
