@@ -28,7 +28,7 @@ def regularization(model: nn.Module) -> Optional[Tensor]:
 
 
 def beta_decay_penalty(logits: Iterable[Tensor]) -> Optional[Tensor]:
-    """β-DARTS's Beta-Decay regulariser (Ye et al., CVPR 2022, eq. 9): the mean over the categorical
+    """β-DARTS's Beta-Decay regulariser (Ye et al., CVPR 2022): the mean over the categorical
     choices (rows of every 2-D logit tensor) of ``logsumexp(α_row)``. Its gradient is ``softmax(α)``,
     so it pulls the largest logits down hardest and keeps α from running away to one candidate
     (the skip connection of a collapsing DARTS). Binary gates (1-D logits) are left out."""
