@@ -30,7 +30,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = get_args_parser().parse_intermixed_args(argv)  # options may sit between overrides
-    from .search.run import collapse_warning, load_run_config, run_search  # after parsing: --help stays fast
+    from .search.run import load_run_config, run_search  # after parsing: --help stays fast
 
     out = args.out
     try:
@@ -48,9 +48,8 @@ def main(argv: Optional[List[str]] = None) -> int:
               f"(continue with: nas-search --resume {where})", file=sys.stderr)
         return 130
     print(f"genotype: {result.genotype_str}")
-    warning = collapse_warning(result.genotype)
-    if warning:
-        print(warning, file=sys.stderr)
+    if result.warning:
+        print(result.warning, file=sys.stderr)
     print(f"run folder: {result.out_dir}")
     return 0
 

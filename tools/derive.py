@@ -113,12 +113,11 @@ def perturbation_genotype(model: Any, cfg: Any, device: Any, n_batches: int, tun
     chosen = select_by_perturbation(model, "arch.cell", val, seed=seed, tune=tune,
                                     log=lambda m: print(m, file=sys.stderr))
     choice = model.arch["cell"]
-    derive_before = choice.derive
     choice.derive = lambda: torch.tensor(chosen)  # the supernet's genotype() with these decisions
     try:
         return model.genotype()
     finally:
-        choice.derive = derive_before
+        del choice.derive  # the class's method again
 
 
 def main(args: argparse.Namespace) -> int:

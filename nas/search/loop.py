@@ -72,7 +72,7 @@ class Searcher:
         self.beta_decay, self.beta_weight = beta_decay, 0.0
         if beta_decay < 0:
             raise NasError(f"optim.arch.beta_decay must be >= 0 (0 turns it off), got {beta_decay}")
-        if beta_decay > 0 and not any(a.dim() == 2 for a in optimizers.arch_params.get("logits", [])):
+        if beta_decay > 0 and beta_decay_penalty(optimizers.arch_params.get("logits", [])) is None:
             raise NasError(f"optim.arch.beta_decay regularises categorical logits; estimator "
                            f"'{estimator.name}' has none here: set optim.arch.beta_decay=0")
         self.weights = weight_parameters(model)

@@ -94,6 +94,7 @@ class SearchResult:
     genotype: Any
     genotype_str: str
     metrics: Dict[str, Any]
+    warning: Optional[str] = None  # see collapse_warning
 
 
 def collapse_warning(genotype: Any) -> Optional[str]:
@@ -302,7 +303,7 @@ def _finish(cfg: Config, out_dir: Path, space: Any, model: torch.nn.Module, sear
     warning = collapse_warning(genotype)
     if warning:
         log.warning(warning)
-    return SearchResult(out_dir, genotype, str(genotype), metrics)
+    return SearchResult(out_dir, genotype, str(genotype), metrics, warning)
 
 
 def load_run_config(out_dir: Path) -> Config:
