@@ -67,6 +67,21 @@ def test_darts_top_k(runs, tmp_path):
     assert net.eval()(torch.randn(1, 3, 8, 8)).shape == (1, 10)
 
 
+def test_derive_exclude_overrides_the_run(runs, tmp_path, capsys):
+    run = runs["nb201"]
+    alpha = torch.load(run / "checkpoint.pt", weights_only=False)["model"]["arch.cell.alpha"]
+    assert derive_cli(run, "--exclude", "none,skip_connect", "--out", tmp_path / "x.yaml") == 0
+    ops = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
+    expect = [ops[2 + int(k)] for k in alpha[:, 2:].argmax(1)]
+    got = yaml.safe_load((tmp_path / "x.yaml").read_text())["arch"]
+    assert got == "|{}~0|+|{}~0|{}~1|+|{}~0|{}~1|{}~2|".format(*expect)
+    assert derive_cli(run, "--exclude", "conv", "--out", tmp_path / "y.yaml") == 2
+    err = capsys.readouterr().err.strip()
+    assert "'conv' is not a candidate op" in err and "\n" not in err
+    assert derive_cli(runs["darts"], "--exclude", "none", "--out", tmp_path / "z.yaml") == 2
+    assert "applies to the nb201 space" in capsys.readouterr().err
+
+
 def test_derive_errors_are_one_line(runs, tmp_path, capsys):
     assert derive_cli(runs["nb201"], "--top-k", "1", "--out", tmp_path / "x.yaml") == 2
     assert "--top-k applies to the darts space" in capsys.readouterr().err

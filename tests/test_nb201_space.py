@@ -143,6 +143,39 @@ def test_derive_is_argmax_per_edge():
     assert model.genotype() == NB201Genotype(tuple(OPS[k] for k in picks))
 
 
+def test_derive_exclude_takes_the_best_allowed_op():
+    gen = torch.Generator().manual_seed(0)
+    model = get_space("nb201").build_supernet(build_estimator("softmax"), num_classes=3, C=4, N=1,
+                                              generator=gen, derive_exclude=["none"])
+    # rows led by none fall to their best other op (row 4: ties go to the first, skip_connect)
+    a = torch.tensor([[3.0, 0.0, 1.0, 2.0, 0.5],
+                      [3.0, 2.9, 1.0, 2.0, 0.5],
+                      [0.0, 0.0, 2.0, 1.0, 0.5],
+                      [0.1, 0.0, 0.0, 0.0, 0.0],
+                      [5.0, 0.0, 0.0, 0.0, 4.0],
+                      [0.0, 0.0, 0.0, 1.0, 0.0]])
+    with torch.no_grad():
+        model.arch["cell"].alpha.copy_(a)
+    assert model.genotype() == NB201Genotype(("nor_conv_3x3", "skip_connect", "nor_conv_1x1",
+                                              "skip_connect", "avg_pool_3x3", "nor_conv_3x3"))
+    # without the exclusion the same α derive to the plain argmax
+    plain = tiny("softmax")
+    with torch.no_grad():
+        plain.arch["cell"].alpha.copy_(a)
+    assert plain.genotype() == NB201Genotype(("none", "none", "nor_conv_1x1", "none", "none", "nor_conv_3x3"))
+
+
+def test_derive_exclude_bad_values_are_one_line_errors():
+    build = get_space("nb201").build_supernet
+    with pytest.raises(ConfigError, match="'conv' is not a candidate op"):
+        build(build_estimator("softmax"), num_classes=3, C=4, N=1, derive_exclude=["conv"])
+    with pytest.raises(ConfigError, match="leaves no candidate"):
+        build(build_estimator("softmax"), num_classes=3, C=4, N=1, derive_exclude=list(OPS))
+    # bop has no logits to rank the other candidates by
+    with pytest.raises(ConfigError, match="needs an estimator with logits"):
+        build(build_estimator("bop"), num_classes=3, C=4, N=1, derive_exclude=["none"])
+
+
 @pytest.mark.parametrize("arch", [
     "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|",
     "|none~0|+|none~0|none~1|+|none~0|none~1|none~2|",

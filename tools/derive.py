@@ -1,12 +1,13 @@
 """Derive the discrete architecture from a search's checkpoint.
 
     python tools/derive.py RUN_DIR | checkpoint.pt [--top-k K] [--out genotype.yaml] [--device cpu]
+    python tools/derive.py RUN_DIR --exclude none     # NB201: never pick these ops (DARTS §2.4)
     python tools/derive.py RUN_DIR --method perturbation [--batches 40] [--tune-steps 0]
 
 rebuilds the supernet from the checkpoint's own config, loads its architecture parameters and
 estimator state, applies the space's derive rule (NB201: the estimator's decision per edge;
 DARTS: per node the K strongest non-``none`` incoming edges by ``Choice.probs()``, K=2 as in the
-paper), writes ``genotype.yaml`` (default: into the run folder) and prints the genotype.
+paper; ``--exclude`` overrides the run's ``space.derive_exclude``), writes ``genotype.yaml`` (default: into the run folder) and prints the genotype.
 ``--method perturbation`` selects each NB201 edge's op by how much removing it costs the supernet's
 validation accuracy (DARTS-PT, ``nas/supernet/perturbation.py``), on the run's own data.
 """
@@ -40,12 +41,15 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--tune-lr", type=float, default=None,
                    help="perturbation: SGD lr of those steps (default: the run's optim.weights.lr_min)")
     p.add_argument("--seed", type=int, default=0, help="perturbation: seed of the edge order")
+    p.add_argument("--exclude", default=None, metavar="OPS",
+                   help="nb201 argmax: comma-separated ops derive never picks, e.g. 'none' as DARTS does "
+                        "(overrides the run's space.derive_exclude; '' picks among all)")
     return p
 
 
 def derive(source: Path, top_k: Optional[int] = None, device: str = "cpu", method: str = "argmax",
-           batches: int = 40, tune_steps: int = 0, seed: int = 0, tune_lr: Optional[float] = None
-           ) -> Tuple[Any, Any]:
+           batches: int = 40, tune_steps: int = 0, seed: int = 0, tune_lr: Optional[float] = None,
+           exclude: Optional[str] = None) -> Tuple[Any, Any]:
     """``(space, genotype)`` of the search checkpoint at ``source`` (a run folder or a file)."""
     import torch
 
@@ -60,6 +64,10 @@ def derive(source: Path, top_k: Optional[int] = None, device: str = "cpu", metho
         cfg = from_dict(Config, ckpt["config"])
     except (NasError, TypeError, AttributeError) as e:
         raise CheckpointError(f"checkpoint {source} holds a config this nas cannot read ({e})") from None
+    if exclude is not None:
+        if method != "argmax":
+            raise ConfigError("--exclude applies to --method argmax")
+        cfg.space.derive_exclude = [op.strip() for op in exclude.split(",") if op.strip()]
     state = ckpt["model"]
     try:
         num_classes, in_channels = state["classifier.weight"].shape[0], state["stem.0.weight"].shape[1]
@@ -123,7 +131,7 @@ def perturbation_genotype(model: Any, cfg: Any, device: Any, n_batches: int, tun
 def main(args: argparse.Namespace) -> int:
     try:
         space, genotype = derive(args.source, args.top_k, args.device, args.method, args.batches,
-                                 args.tune_steps, args.seed, args.tune_lr)
+                                 args.tune_steps, args.seed, args.tune_lr, args.exclude)
         out = args.out or (args.source if args.source.is_dir() else args.source.parent) / "genotype.yaml"
         out.write_text(yaml.safe_dump(space.genotype_to_dict(genotype), sort_keys=False))
     except NasError as e:

@@ -12,6 +12,12 @@ Optional L0 hard-concrete gates (Louizos et al. 2018, :mod:`nas.blocks.l0`), ``g
 Derive drops what is closed at test time: a closed edge (edge gates; channel gates: every channel
 of that edge closed in every cell) becomes ``none``; with op gates the edge takes the estimator's
 choice among its open candidates, ``none`` when all are closed.
+
+``derive_exclude`` names ops that derive never picks: an edge whose decision is one of them takes
+the most probable allowed candidate instead. DARTS (Liu et al. 2019, §2.4) leaves ``none`` out of
+its derive because its weight is not identifiable: raising the zero op's logit only rescales the
+edge's output, which the following BN undoes. The NB201 paper's own derive (argmax over all five
+ops) is the default; excluding ``none`` is a documented deviation that a config opts into.
 """
 from __future__ import annotations
 
@@ -75,16 +81,26 @@ class NB201Supernet(Skeleton):
     def __init__(self, estimator: Estimator, *, num_classes: int, C: int = 16, N: int = 5,
                  ops: Optional[Sequence[str]] = None, affine: bool = False, in_channels: int = 3,
                  init_std: float = 1e-3, generator: Optional[torch.Generator] = None,
-                 gates: str = "none", l0_lambda: float = 1e-4):
+                 gates: str = "none", l0_lambda: float = 1e-4, derive_exclude: Sequence[str] = ()):
         if gates not in GATES:
             raise ConfigError(f"space.gates: unknown gates '{gates}'; allowed: {', '.join(GATES)}")
         self.op_names = list(ops) if ops else list(OPS)
+        unknown = [op for op in derive_exclude if op not in self.op_names]
+        if unknown:
+            raise ConfigError(f"space.derive_exclude: '{unknown[0]}' is not a candidate op here; "
+                              f"candidates: {', '.join(self.op_names)}")
+        self.derive_allowed = torch.tensor([op not in derive_exclude for op in self.op_names])
+        if not self.derive_allowed.any():
+            raise ConfigError("space.derive_exclude leaves no candidate to derive; keep at least one op")
         self.gates = gates
         super().__init__(lambda c: SearchCell(c, self.op_names, affine, gates == "channel", l0_lambda),
                          C, N, num_classes, in_channels)
         self.arch = nn.ModuleDict({
             "cell": Choice(estimator, len(EDGES), self.op_names, init_std=init_std,
                            generator=generator, labels=EDGE_NAMES)})
+        if not self.derive_allowed.all() and "logits" not in self.arch["cell"].roles.values():
+            raise ConfigError(f"space.derive_exclude needs an estimator with logits to rank the other "
+                              f"candidates; '{estimator.name}' has none: remove space.derive_exclude")
         if gates == "edge":
             self.arch["gates"] = HardConcreteGate(len(EDGES), l0_lambda, labels=EDGE_NAMES, generator=generator)
         elif gates == "op":
@@ -106,18 +122,19 @@ class NB201Supernet(Skeleton):
 
     def genotype(self) -> NB201Genotype:
         """Derive: the estimator's decision per edge (argmax of α for the relaxations), without
-        what the L0 gates closed (see the module docstring)."""
+        the ops of ``derive_exclude`` and what the L0 gates closed (see the module docstring)."""
         idx = self.arch["cell"].derive().tolist()
-        ops = [self.op_names[k] for k in idx]
+        allowed = self.derive_allowed.expand(len(EDGES), -1).clone()
+        if self.gates == "op":
+            allowed &= self.arch["gates"].open().view(len(EDGES), len(self.op_names)).cpu()
+        ops = []
+        for e, k in enumerate(idx):
+            if not allowed[e, k] and allowed[e].any():
+                p = self.arch["cell"].probs()[e].float().cpu().masked_fill(~allowed[e], float("-inf"))
+                k = int(p.argmax())
+            ops.append(self.op_names[k] if allowed[e, k] else "none")
         if self.gates == "edge":
             ops = [op if is_open else "none" for op, is_open in zip(ops, self.arch["gates"].open().tolist())]
-        elif self.gates == "op":
-            open_ = self.arch["gates"].open().view(len(EDGES), len(self.op_names)).cpu()
-            probs = self.arch["cell"].probs().float().cpu()
-            for e in range(len(EDGES)):
-                if not open_[e, idx[e]]:
-                    p = probs[e].masked_fill(~open_[e], float("-inf"))
-                    ops[e] = self.op_names[int(p.argmax())] if open_[e].any() else "none"
         elif self.gates == "channel":
             cells = [c for c in self.cells if isinstance(c, SearchCell)]
             closed = torch.stack([c.closed_edges() for c in cells]).all(0).tolist()
