@@ -293,7 +293,7 @@ def test_search_on_a_terminal_shows_bars_with_loss_acc_and_temperature(monkeypat
     monkeypatch.setattr(sys, "stderr", err)
     postfixes = []
     step = Monitor.step
-    monkeypatch.setattr(Monitor, "step", lambda self, p: (postfixes.append(dict(p)), step(self, p)))
+    monkeypatch.setattr(Monitor, "step", lambda self, p: (postfixes.append(dict(p())), step(self, p)))
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -307,3 +307,33 @@ def test_search_on_a_terminal_shows_bars_with_loss_acc_and_temperature(monkeypat
     assert "epoch 1/2 train_loss" not in shown                  # no log lines on a terminal
     assert len(postfixes) == 4 and all({"loss", "acc", "tau"} <= set(p) for p in postfixes)
     assert [p["tau"] for p in postfixes] == [10.0, 10.0, pytest.approx(0.1), pytest.approx(0.1)]  # GDAS τ 10 -> 0.1
+
+
+def test_a_callable_postfix_is_read_only_when_the_bar_redraws(monkeypatch, tmp_path):
+    """Step values that live on an accelerator are read (a device sync) at most 4 times a second."""
+    monkeypatch.setattr(sys, "stderr", FakeTTY())
+    setup_logging(tmp_path / "log.txt", quiet=False)
+    clock = [100.0]
+    monkeypatch.setattr("nas.search.monitor.time.monotonic", lambda: clock[0])
+    mon = Monitor(None, epochs=1)
+    mon.start(0)
+    mon.start_epoch(0, steps=10)
+    reads = []
+
+    def values():
+        reads.append(clock[0])
+        return {"loss": float(len(reads))}
+
+    for _ in range(5):  # the same instant: read once
+        mon.step(values)
+    clock[0] += 0.3
+    mon.step(values)
+    assert reads == [100.0, 100.3] and mon.step_bar.n == 6 and mon.step_bar.postfix == "loss=2"
+    mon.close()
+    setup_logging(None, quiet=True)
+    # without bars (quiet, or no terminal) nothing is read at all
+    quiet = Monitor(None, epochs=1, quiet=True)
+    quiet.start(0)
+    quiet.start_epoch(0, steps=3)
+    quiet.step(values)
+    assert len(reads) == 2

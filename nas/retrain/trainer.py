@@ -3,7 +3,6 @@ cosine learning rate, gradient clipping, auxiliary-head loss ``L + w_aux·L_aux`
 probability ramped ``p·epoch/epochs``, Cutout on the training batches."""
 from __future__ import annotations
 
-import math
 from contextlib import nullcontext
 from typing import Callable, Dict, Iterable, Optional, Tuple
 
@@ -12,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import NasError
-from ..search.loop import Meter
+from ..search.loop import Meter, check_finite
 from .augment import cutout
 
 Batch = Tuple[Tensor, Tensor]
@@ -40,7 +39,7 @@ class Trainer:
         n = len(self.train_loader)  # type: ignore[arg-type]
         return min(n, self.max_steps) if self.max_steps else n
 
-    def train_epoch(self, epoch: int, on_step: Optional[Callable[[int, Dict[str, float]], None]] = None
+    def train_epoch(self, epoch: int, on_step: Optional[Callable[[int, Callable[[], Dict[str, float]]], None]] = None
                     ) -> Dict[str, float]:
         self.model.train()
         if hasattr(self.model, "drop_path_prob"):
@@ -56,16 +55,14 @@ class Trainer:
                 loss = F.cross_entropy(logits, y)
                 if aux is not None:
                     loss = loss + self.aux_weight * F.cross_entropy(aux, y)
-            if not math.isfinite(loss.item()):
-                raise NasError(f"loss became {loss.item()} at epoch {epoch} step {step}; lower optim.lr "
-                               f"or set trainer.grad_clip (checkpoint of the last epoch kept)")
+            meter.update(loss, logits, y)
+            check_finite(loss, meter, epoch, step, step == steps - 1, "lower optim.lr or set trainer.grad_clip")
             loss.backward()
             if self.grad_clip > 0:
                 nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
             self.opt.step()
-            meter.update(loss, logits, y)
             if on_step is not None:
-                on_step(step, meter.result())
+                on_step(step, meter.result)
         self.sched.step()
         return {f"train_{k}": v for k, v in meter.result().items()}
 

@@ -37,20 +37,47 @@ def beta_decay_penalty(logits: Iterable[Tensor]) -> Optional[Tensor]:
 
 
 class Meter:
-    """Running sums of loss and accuracy over an epoch."""
+    """Running sums of loss and accuracy over an epoch. The sums stay on the batches' device, so a
+    step never waits for the accelerator; :meth:`result` syncs once."""
 
     def __init__(self) -> None:
-        self.loss = self.correct = self.n = 0.0
+        self._loss: Optional[Tensor] = None
+        self._correct: Optional[Tensor] = None
+        self.n = 0
 
     def update(self, loss: Tensor, logits: Tensor, y: Tensor) -> None:
         b = y.shape[0]
-        self.loss += loss.detach().item() * b
-        self.correct += (logits.detach().argmax(1) == y).sum().item()
+        total = loss.detach().float() * b
+        correct = (logits.detach().argmax(1) == y).sum()
+        self._loss = total if self._loss is None else self._loss + total
+        self._correct = correct if self._correct is None else self._correct + correct
         self.n += b
 
     def result(self) -> Dict[str, float]:
         n = max(self.n, 1)
-        return {"loss": self.loss / n, "acc": 100.0 * self.correct / n}
+        loss = 0.0 if self._loss is None else float(self._loss)
+        correct = 0 if self._correct is None else int(self._correct)
+        return {"loss": loss / n, "acc": 100.0 * correct / n}
+
+
+# A non-finite loss is checked at every step on the CPU (free) and every SYNC_EVERY steps on an
+# accelerator, where each check is a device sync that stalls the launch queue.
+SYNC_EVERY = 50
+
+
+def check_finite(loss: Tensor, meter: Meter, epoch: int, step: int, last: bool, fix: str) -> None:
+    """Raise a one-line :class:`NasError` once the loss is NaN/inf; ``meter`` holds the running sum
+    that a non-finite loss poisons, so a deferred check still catches every step since the last."""
+    if loss.device.type == "cpu":
+        value = loss.detach().float()
+    elif (step + 1) % SYNC_EVERY == 0 or last:
+        value = meter._loss if meter._loss is not None else loss.detach().float()
+    else:
+        return
+    if not math.isfinite(float(value)):
+        where = f"step {step}" if loss.device.type == "cpu" else f"one of the steps up to {step}"
+        raise NasError(f"loss became {float(value)} at epoch {epoch} {where}; {fix} "
+                       f"(checkpoint of the last epoch kept)")
 
 
 class Searcher:
@@ -136,7 +163,7 @@ class Searcher:
         n = len(self.train_loader)  # type: ignore[arg-type]
         return min(n, self.max_steps) if self.max_steps else n
 
-    def train_epoch(self, epoch: int, on_step: Optional[Callable[[int, Dict[str, float]], None]] = None
+    def train_epoch(self, epoch: int, on_step: Optional[Callable[[int, Callable[[], Dict[str, float]]], None]] = None
                     ) -> Dict[str, float]:
         self.model.train()
         update_arch = epoch >= self.warmup_epochs
@@ -162,11 +189,10 @@ class Searcher:
                         xv, yv = next(val_iter)
                     vloss, vlogits = self.arch_step(xv, yv, (x, y))
                     val_m.update(vloss, vlogits, yv)
-            if not math.isfinite(loss.item()):
-                raise NasError(f"loss became {loss.item()} at epoch {epoch} step {step}; lower "
-                               f"optim.weights.lr or set trainer.grad_clip (checkpoint of the last epoch kept)")
+            check_finite(loss, train_m, epoch, step, step == steps - 1,
+                         "lower optim.weights.lr or set trainer.grad_clip")
             if on_step is not None:
-                on_step(step, {"loss": train_m.result()["loss"], "acc": train_m.result()["acc"]})
+                on_step(step, train_m.result)
         self.opt.weights_sched.step()
         out = {f"train_{k}": v for k, v in train_m.result().items()}
         if val_m.n:

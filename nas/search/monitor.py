@@ -23,8 +23,9 @@ import logging
 import math
 import re
 import sys
+import time
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Union
+from typing import Any, Callable, Dict, Mapping, Optional, Union
 
 import torch
 from torch import nn
@@ -93,6 +94,7 @@ class Monitor:
         self.desc = desc
         self.epoch_bar = None
         self.step_bar = None
+        self._postfix_at = float("-inf")
 
     # ---------------------------------------------------------------- progress
     def start(self, first_epoch: int) -> None:
@@ -107,12 +109,19 @@ class Monitor:
             self.step_bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{self.epochs}", unit="step",
                                  leave=False, dynamic_ncols=True, file=sys.stderr)
 
-    def step(self, postfix: Mapping[str, float]) -> None:
-        """One optimisation step; ``postfix`` (e.g. loss, acc, tau) is shown on the step bar."""
-        if self.step_bar is not None:
-            self.step_bar.set_postfix({k.split("/")[-1]: f"{v:.3g}" for k, v in postfix.items()},
+    def step(self, postfix: Union[Mapping[str, float], Callable[[], Mapping[str, float]]]) -> None:
+        """One optimisation step; ``postfix`` (e.g. loss, acc, tau) is shown on the step bar. A
+        callable is evaluated only when the bar is redrawn (at most 4 times a second), so that
+        reading values off an accelerator does not sync every step."""
+        if self.step_bar is None:
+            return
+        now = time.monotonic()
+        if not callable(postfix) or now - self._postfix_at >= 0.25:
+            values = postfix() if callable(postfix) else postfix
+            self.step_bar.set_postfix({k.split("/")[-1]: f"{v:.3g}" for k, v in values.items()},
                                       refresh=False)
-            self.step_bar.update(1)
+            self._postfix_at = now
+        self.step_bar.update(1)
 
     def end_epoch(self, epoch: int, metrics: Mapping[str, float],
                   scalars: Optional[Mapping[str, float]] = None, note: str = "") -> None:

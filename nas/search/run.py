@@ -257,7 +257,7 @@ def run_search(cfg: Config, out_dir: Optional[Path] = None, *, quiet: bool = Fal
         for epoch in range(start_epoch, end_epoch):
             monitor.start_epoch(epoch, searcher.steps_per_epoch())
             metrics = searcher.train_epoch(epoch, on_step=lambda s, m: monitor.step(
-                {**m, **{k: v for k, v in estimator.scalars().items()}}))
+                lambda: {**m(), **estimator.scalars()}))
             history.append({"epoch": epoch + 1, **metrics})
             scalars = {f"estimator/{k}": v for k, v in estimator.scalars().items()}
             scalars.update({f"lr/{k}": v for k, v in opts.lrs().items()})
