@@ -115,6 +115,7 @@ class TrainerConfig:
     grad_clip: float = 5.0
     ckpt_every: int = 1
     max_steps_per_epoch: Optional[int] = None  # cap for smoke runs
+    bn_batches: int = 50           # train batches that recompute BN statistics before the final val_acc (0: off)
 
 
 @dataclass

@@ -3,6 +3,7 @@ train, derive, and keep everything in a run folder (config, checkpoint, genotype
 log, metrics). This is the only place that turns config dataclasses into library objects."""
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import random
@@ -19,6 +20,7 @@ from ..config import Config, dump_config, from_dict, to_dict
 from ..errors import CheckpointError, ConfigError, NasError
 from ..estimators import build_estimator
 from ..estimators.base import Estimator
+from ..supernet.bn import recalibrate_bn
 from .checkpoint import load_checkpoint, remove_stale_temps, save_atomic
 from .loop import Searcher
 from .monitor import Monitor, SearchSummaries, log, setup_logging
@@ -185,6 +187,9 @@ def run_search(cfg: Config, out_dir: Optional[Path] = None, *, quiet: bool = Fal
     exactly. Such a session writes no ``genotype.yaml``/``metrics.json`` and returns the
     current genotype with ``metrics["finished"] = False``.
     """
+    if cfg.trainer.bn_batches < 0:
+        raise ConfigError(f"trainer.bn_batches must be >= 0 (0 turns the BN recalibration off), "
+                          f"got {cfg.trainer.bn_batches}")
     out_dir = Path(out_dir) if out_dir is not None else default_out_dir(cfg.name)
     ckpt_path = out_dir / "checkpoint.pt"
     ckpt = None
@@ -272,25 +277,31 @@ def run_search(cfg: Config, out_dir: Optional[Path] = None, *, quiet: bool = Fal
             return SearchResult(out_dir, genotype, str(genotype),
                                 {"finished": False, "epochs_done": end_epoch, "history": history})
         seconds = time.time() - t0
-        final = _finish(cfg, out_dir, space, model, searcher, val_loader, info, device, history, seconds)
+        final = _finish(cfg, out_dir, space, model, searcher, train_loader, val_loader, info, device,
+                        history, seconds)
         monitor.hparams(to_dict(cfg), {k: v for k, v in final.metrics.items() if k != "epochs"}, t.epochs)
     finally:
         monitor.close()
     return final
 
 
-def _finish(cfg: Config, out_dir: Path, space: Any, model: torch.nn.Module, searcher: Searcher,
-            val_loader: Any, info: Dict[str, Any], device: torch.device, history: list,
-            seconds: float) -> SearchResult:
-    t = cfg.trainer
-    # the final score sees the validation images as they are: no crop/flip, fixed order
+def _plain(loader: Any, cfg: Config, info: Dict[str, Any], device: torch.device) -> Any:
+    """The loader's images as they are: no crop/flip, fixed order."""
     from ..data import BatchLoader
-    if hasattr(val_loader, "eval_loader"):  # tabular loaders: no augmentation to switch off
-        plain_val = val_loader.eval_loader()
-    else:
-        plain_val = BatchLoader(val_loader.images, val_loader.labels, batch_size=cfg.data.batch_size,
-                                shuffle=False, augment=False, mean=info["mean"], std=info["std"], device=device)
-    final = searcher.evaluate(plain_val)
+    if hasattr(loader, "eval_loader"):  # tabular loaders: no augmentation to switch off
+        return loader.eval_loader()
+    return BatchLoader(loader.images, loader.labels, batch_size=cfg.data.batch_size,
+                       shuffle=False, augment=False, mean=info["mean"], std=info["std"], device=device)
+
+
+def _finish(cfg: Config, out_dir: Path, space: Any, model: torch.nn.Module, searcher: Searcher,
+            train_loader: Any, val_loader: Any, info: Dict[str, Any], device: torch.device,
+            history: list, seconds: float) -> SearchResult:
+    t = cfg.trainer
+    if t.bn_batches:
+        # after the last checkpoint: the checkpoint keeps the statistics the search left
+        recalibrate_bn(model, itertools.islice(iter(_plain(train_loader, cfg, info, device)), t.bn_batches))
+    final = searcher.evaluate(_plain(val_loader, cfg, info, device))
     genotype = model.genotype()
     (out_dir / "genotype.yaml").write_text(yaml.safe_dump(space.genotype_to_dict(genotype), sort_keys=False))
     # files a model keeps next to its genotype (the dnf space: rules.txt)

@@ -1,0 +1,84 @@
+"""BN recalibration of a supernet before its final eval-mode score (nas/supernet/bn.py)."""
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from nas.cli import main
+from nas.estimators import build_estimator
+from nas.supernet import Choice, recalibrate_bn
+from search_spaces import get_space
+from search_spaces.nb201 import OPS
+
+
+def gdas_supernet():
+    torch.manual_seed(0)
+    model = get_space("nb201").build_supernet(build_estimator("gumbel_hard"), num_classes=3, C=4, N=1,
+                                              generator=torch.Generator().manual_seed(0))
+    # eval mode takes argmax α: nor_conv_3x3 on every edge
+    with torch.no_grad():
+        model.arch["cell"].alpha.zero_()
+        model.arch["cell"].alpha[:, OPS.index("nor_conv_3x3")] = 1.0
+    return model
+
+
+def test_statistics_are_the_average_over_the_batches_of_the_eval_path():
+    model = gdas_supernet()
+    model.train()
+    for _ in range(5):  # sampled paths fill the running statistics with a mix
+        model(torch.randn(8, 3, 8, 8) * 3 + 1)
+    edge0 = model.cells[0].edges[0]
+    on_path = edge0.ops[OPS.index("nor_conv_3x3")][-1]
+    off_path = edge0.ops[OPS.index("nor_conv_1x1")][-1]
+    assert isinstance(on_path, nn.BatchNorm2d) and isinstance(off_path, nn.BatchNorm2d)
+    off_before = {k: v.clone() for k, v in off_path.state_dict().items()}
+    seen = []
+    hook = on_path.register_forward_hook(lambda m, inp, out: seen.append(inp[0].detach().clone()))
+    batches = [(torch.randn(6, 3, 8, 8), torch.zeros(6, dtype=torch.long)) for _ in range(3)]
+    assert recalibrate_bn(model, batches) == 3
+    hook.remove()
+    assert len(seen) == 3  # the 3x3 conv of edge 0 ran once per batch: the eval (argmax) path
+    mean = torch.stack([x.mean((0, 2, 3)) for x in seen]).mean(0)
+    var = torch.stack([x.var((0, 2, 3), unbiased=True) for x in seen]).mean(0)
+    assert torch.allclose(on_path.running_mean, mean, atol=1e-6)
+    assert torch.allclose(on_path.running_var, var, atol=1e-5)
+    assert int(on_path.num_batches_tracked) == 3 and on_path.momentum == 0.1
+    # a BN the eval path does not reach keeps what it had
+    for k, v in off_path.state_dict().items():
+        assert torch.equal(v, off_before[k]), k
+    assert not model.training and not any(m.training for m in model.modules())
+
+
+def test_no_batches_changes_nothing():
+    model = gdas_supernet()
+    model.train()
+    model(torch.randn(4, 3, 8, 8))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    assert recalibrate_bn(model, []) == 0
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert all(isinstance(c, Choice) and not c.training for c in model.modules() if isinstance(c, Choice))
+
+
+TINY = ["space.C=4", "space.N=1", "data.subset=256", "data.resize=8", "data.batch_size=32",
+        "trainer.epochs=2", "trainer.max_steps_per_epoch=4", "estimator.name=gumbel_hard"]
+
+
+def test_search_scores_with_recalibrated_statistics_and_keeps_the_checkpoint_as_trained(tmp_path):
+    runs = {}
+    for n in (0, 3):
+        out = tmp_path / f"bn{n}"
+        assert main([*TINY, f"trainer.bn_batches={n}", "--out", str(out), "--quiet"]) == 0
+        runs[n] = out
+    m0, m3 = (json.loads((runs[n] / "metrics.json").read_text()) for n in (0, 3))
+    assert m0["genotype"] == m3["genotype"] and m0["history"] == m3["history"]  # the search is the same
+    assert m0["val_loss"] != m3["val_loss"]  # only the final score's BN statistics differ
+    c0, c3 = (torch.load(runs[n] / "checkpoint.pt", weights_only=False)["model"] for n in (0, 3))
+    assert all(torch.equal(c0[k], c3[k]) for k in c0)  # the checkpoint holds the search's own statistics
+
+
+def test_negative_bn_batches_is_refused_before_the_search(tmp_path, capsys):
+    assert main([*TINY, "trainer.bn_batches=-1", "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "trainer.bn_batches must be >= 0" in err and "\n" not in err
+    assert not (tmp_path / "o").exists()
