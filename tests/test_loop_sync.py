@@ -67,3 +67,37 @@ def test_a_diverging_search_stops_with_a_one_line_error(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "\n" not in err, err
     assert "loss became" in err and "lower optim.weights.lr or set trainer.grad_clip" in err
+
+
+@pytest.mark.parametrize("name", ["softmax", "ste+noise", "bop"])
+def test_first_order_arch_step_computes_only_architecture_gradients(name):
+    """The arch step asks autograd for the architecture's gradients alone; they equal those of a
+    full backward, and no weight gradient is computed."""
+    from nas.estimators import build_estimator
+    from nas.search.loop import Searcher
+    from nas.search.optim import build_optimizers
+    from nas.supernet import arch_parameters, weight_parameters
+    from search_spaces import get_space
+
+    base, _, noise = name.partition("+")
+    est = build_estimator(base, **({"noise": "adaptive"} if noise else {}))
+    torch.manual_seed(0)
+    model = get_space("nb201").build_supernet(est, num_classes=3, C=4, N=1,
+                                              generator=torch.Generator().manual_seed(0))
+    x, y = torch.randn(8, 3, 8, 8), torch.randint(0, 3, (8,))
+    opt = build_optimizers(model, est, epochs=1, arch_lr=0.0, arch_weight_decay=0.0)
+    searcher = Searcher(model, est, opt, [], [], epochs=1, grad_clip=0)
+    arch = [p for ps in opt.arch_params.values() for p in ps]
+    assert arch
+    # the reference: a full backward from the same sample
+    torch.manual_seed(1)
+    model.zero_grad(set_to_none=True)
+    searcher.loss(x, y, with_penalty=True)[0].backward()
+    expected = [p.grad.clone() for p in arch]
+    assert all(w.grad is not None for w in weight_parameters(model) if w.requires_grad and w.dim() > 1)
+    torch.manual_seed(1)
+    opt.arch = opt.discrete = None  # keep the parameters where they are; look at the gradients
+    searcher.arch_step(x, y, (x, y))
+    for p, g in zip(arch, expected):
+        assert torch.allclose(p.grad, g, atol=1e-6, rtol=1e-5)
+    assert all(w.grad is None for w in weight_parameters(model))

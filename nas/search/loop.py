@@ -143,7 +143,12 @@ class Searcher:
             loss, logits = unrolled_arch_backward(self, train_batch, (x, y))
         else:
             loss, logits = self.loss(x, y, with_penalty=True)
-            loss.backward()
+            # only the architecture's gradients: autograd then skips every weight-gradient
+            # kernel (a conv's grad_weight is about a third of its backward)
+            params = [p for group in self.opt.arch_params.values() for p in group if p.requires_grad]
+            if params:
+                for p, g in zip(params, torch.autograd.grad(loss, params, allow_unused=True)):
+                    p.grad = g
         self.arch_update()
         return loss, logits
 
