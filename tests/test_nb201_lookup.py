@@ -101,3 +101,15 @@ def test_disconnected_cells_are_exactly_the_ones_the_benchmark_lists_at_chance(r
     disconnected = {str(g) for g in all_genotypes() if not g.is_connected()}
     assert len(disconnected) == 341
     assert disconnected == chance
+
+
+def test_output_into_a_closed_pipe_ends_quietly(tmp_path):
+    """`nb201_lookup.py CELL | head -1`: the reader is gone before the tool writes; the tool ends as
+    a Unix tool does (SIGPIPE), with no BrokenPipeError traceback."""
+    table = write_table(tmp_path / "t.csv", [(A, 10, 1, 2), (C, 90.123, 3, 2)])
+    proc = subprocess.Popen([sys.executable, "tools/nb201_lookup.py", C, "--table", str(table)], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # nobody reads
+    err = proc.stderr.read().decode()
+    proc.wait(timeout=60)
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err

@@ -224,4 +224,6 @@ def main(args: argparse.Namespace) -> List[Dict[str, Any]]:
 
 
 if __name__ == "__main__":
+    from nas.utils.pipes import exit_quietly_on_closed_pipe
+    exit_quietly_on_closed_pipe()
     main(get_args_parser().parse_args())

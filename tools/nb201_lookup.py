@@ -48,4 +48,6 @@ def main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
+    from nas.utils.pipes import exit_quietly_on_closed_pipe
+    exit_quietly_on_closed_pipe()
     sys.exit(main(get_args_parser().parse_args()))

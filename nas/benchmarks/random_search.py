@@ -160,4 +160,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
+    from nas.utils.pipes import exit_quietly_on_closed_pipe
+    exit_quietly_on_closed_pipe()
     sys.exit(main())
