@@ -56,7 +56,6 @@ class SpaceConfig:
     multiplier: int = 4            # DARTS: nodes concatenated into the cell output
     stem_multiplier: int = 3       # DARTS
     ops: Optional[List[str]] = None  # candidate subset (default: the space's full op list)
-    derive_exclude: List[str] = field(default_factory=list)  # NB201: ops never chosen by derive (DARTS §2.4: none)
     affine: bool = False           # BN affine in the supernet (the papers use False)
     gates: Literal["none", "edge", "op", "channel"] = "none"  # L0 hard-concrete gates
     l0_lambda: float = 1e-4
@@ -80,6 +79,7 @@ class EstimatorConfig:
     threshold: Optional[float] = None    # Bop flip threshold
     threshold_end: Optional[float] = None  # Bop flip threshold at the end of the schedule
     single_path: Optional[bool] = None   # run only the selected op when the forward is one-hot
+    derive_exclude: List[str] = field(default_factory=list)  # NB201: ops derive never picks (DARTS §2.4: none)
 
 
 @dataclass

@@ -99,6 +99,10 @@ def test_imagefolder_run_on_a_tiny_folder(tmp_path):
     (["data.dataset=imagefolder", "data.root=/nonexistent/folder"], "/nonexistent/folder"),
     (["data.dataset=cifar10", "data.root=/nonexistent/c10"], "data.root"),
     (["does/not/exist.yaml"], "not found"),
+    (["estimator.name=bop", "estimator.derive_exclude=[none]"], "needs an estimator with logits"),
+    (["space.name=darts", "estimator.derive_exclude=[none]"], "applies to the nb201 space"),
+    (["estimator.derive_exclude=[conv]"], "'conv' is not a candidate op"),
+    (["trainer.bn_batches=-2"], "trainer.bn_batches must be >= 0"),
 ])
 def test_cli_errors_are_one_line_exit_2(tmp_path, args, pattern):
     proc = subprocess.run([sys.executable, "-m", "nas", *args, "--out", str(tmp_path / "o"), "--quiet"],

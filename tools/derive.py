@@ -7,7 +7,7 @@
 rebuilds the supernet from the checkpoint's own config, loads its architecture parameters and
 estimator state, applies the space's derive rule (NB201: the estimator's decision per edge;
 DARTS: per node the K strongest non-``none`` incoming edges by ``Choice.probs()``, K=2 as in the
-paper; ``--exclude`` overrides the run's ``space.derive_exclude``), writes ``genotype.yaml`` (default: into the run folder) and prints the genotype.
+paper; ``--exclude`` overrides the run's ``estimator.derive_exclude``), writes ``genotype.yaml`` (default: into the run folder) and prints the genotype.
 ``--method perturbation`` selects each NB201 edge's op by how much removing it costs the supernet's
 validation accuracy (DARTS-PT, ``nas/supernet/perturbation.py``), on the run's own data.
 """
@@ -43,7 +43,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="perturbation: seed of the edge order")
     p.add_argument("--exclude", default=None, metavar="OPS",
                    help="nb201 argmax: comma-separated ops derive never picks, e.g. 'none' as DARTS does "
-                        "(overrides the run's space.derive_exclude; '' picks among all)")
+                        "(overrides the run's estimator.derive_exclude; '' picks among all)")
     return p
 
 
@@ -67,7 +67,7 @@ def derive(source: Path, top_k: Optional[int] = None, device: str = "cpu", metho
     if exclude is not None:
         if method != "argmax":
             raise ConfigError("--exclude applies to --method argmax")
-        cfg.space.derive_exclude = [op.strip() for op in exclude.split(",") if op.strip()]
+        cfg.estimator.derive_exclude = [op.strip() for op in exclude.split(",") if op.strip()]
     state = ckpt["model"]
     try:
         num_classes, in_channels = state["classifier.weight"].shape[0], state["stem.0.weight"].shape[1]

@@ -79,12 +79,12 @@ def make_supernet(cfg: Config, estimator: Estimator, num_classes: int, in_channe
         kwargs = dict(rules=s.rules, lambda_g=s.lambda_g, feature_names=(info or {}).get("features"),
                       class_names=(info or {}).get("classes"))
     elif space.name == "nb201":
-        kwargs.update(N=s.N, derive_exclude=s.derive_exclude)
+        kwargs.update(N=s.N, derive_exclude=cfg.estimator.derive_exclude)
     else:
         kwargs.update(layers=s.layers, steps=s.steps, multiplier=s.multiplier, stem_multiplier=s.stem_multiplier)
-    if s.derive_exclude and space.name != "nb201":
-        raise ConfigError(f"space.derive_exclude applies to the nb201 space; the {space.name} space has its "
-                          f"own derive rule (darts already leaves 'none' out): remove the key")
+    if cfg.estimator.derive_exclude and space.name != "nb201":
+        raise ConfigError(f"estimator.derive_exclude applies to the nb201 space; the {space.name} space has "
+                          f"its own derive rule (darts already leaves 'none' out): remove the key")
     if s.gates != "none":
         kwargs.update(gates=s.gates, l0_lambda=s.l0_lambda)
     gen = torch.Generator().manual_seed(cfg.seed)

@@ -17,7 +17,9 @@ choice among its open candidates, ``none`` when all are closed.
 the most probable allowed candidate instead. DARTS (Liu et al. 2019, §2.4) leaves ``none`` out of
 its derive because its weight is not identifiable: raising the zero op's logit only rescales the
 edge's output, which the following BN undoes. The NB201 paper's own derive (argmax over all five
-ops) is the default; excluding ``none`` is a documented deviation that a config opts into.
+ops) is the default; excluding ``none`` is a documented deviation that a config opts into. The
+key sits in the estimator's config section because the reason is the relaxation's: with one-hot
+forward values (GDAS, STE, Bop) the zero op's weight is not a mere scale.
 """
 from __future__ import annotations
 
@@ -87,11 +89,11 @@ class NB201Supernet(Skeleton):
         self.op_names = list(ops) if ops else list(OPS)
         unknown = [op for op in derive_exclude if op not in self.op_names]
         if unknown:
-            raise ConfigError(f"space.derive_exclude: '{unknown[0]}' is not a candidate op here; "
+            raise ConfigError(f"estimator.derive_exclude: '{unknown[0]}' is not a candidate op here; "
                               f"candidates: {', '.join(self.op_names)}")
         self.derive_allowed = torch.tensor([op not in derive_exclude for op in self.op_names])
         if not self.derive_allowed.any():
-            raise ConfigError("space.derive_exclude leaves no candidate to derive; keep at least one op")
+            raise ConfigError("estimator.derive_exclude leaves no candidate to derive; keep at least one op")
         self.gates = gates
         super().__init__(lambda c: SearchCell(c, self.op_names, affine, gates == "channel", l0_lambda),
                          C, N, num_classes, in_channels)
@@ -99,8 +101,8 @@ class NB201Supernet(Skeleton):
             "cell": Choice(estimator, len(EDGES), self.op_names, init_std=init_std,
                            generator=generator, labels=EDGE_NAMES)})
         if not self.derive_allowed.all() and "logits" not in self.arch["cell"].roles.values():
-            raise ConfigError(f"space.derive_exclude needs an estimator with logits to rank the other "
-                              f"candidates; '{estimator.name}' has none: remove space.derive_exclude")
+            raise ConfigError(f"estimator.derive_exclude needs an estimator with logits to rank the other "
+                              f"candidates; '{estimator.name}' has none: remove estimator.derive_exclude")
         if gates == "edge":
             self.arch["gates"] = HardConcreteGate(len(EDGES), l0_lambda, labels=EDGE_NAMES, generator=generator)
         elif gates == "op":
