@@ -18,12 +18,14 @@ def test_bench_speed_tiny_table():
     r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
     rows = {m.group(1): m.groups()[1:] for m in re.finditer(
-        r"^\| (\S+) \| (\d+) \| ([\d.]+) \| ([\d.]+)x \| (\d+) \|$", r.stdout, re.M)}
+        r"^\| (\S+) \| (\d+) \| ([\d.]+) \| ([\d.]+)x \| (\d+) \| (\d+) \| (\d+) \|$", r.stdout, re.M)}
     assert list(rows) == ["softmax", "gumbel_hard", "ste:single_path"]
     assert rows["softmax"][2] == "1.00"
-    for ms, ips, _, mem in rows.values():
+    for ms, ips, _, mem, w_ms, a_ms in rows.values():
         # images/s is batch / seconds per step: 4 images / (ms / 1000)
         assert float(ips) == pytest.approx(4000 / float(ms), rel=0.2) and int(mem) > 0
+        # the two halves timed alone add up to about one step (coarse: ms are rounded, machine shared)
+        assert 0.3 * float(ms) - 2 <= int(w_ms) + int(a_ms) <= 3 * float(ms) + 2
     assert "C=4 N=1 8x8 batch 4" in r.stdout
 
 

@@ -111,8 +111,24 @@ def measure(spec: str, args: argparse.Namespace) -> Dict[str, float]:
         peak = torch.cuda.max_memory_allocated(device) / 2**20
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # each half on its own, in extra steps (the syncs between them would skew the total above):
+    # the median over the steps of each phase's wall time
+    phases: Dict[str, list] = {"weight": [], "arch": []}
+    for _ in range(args.steps):
+        (x, y), (xv, yv) = batches
+        for name, fn in (("weight", lambda: searcher.weight_step(x, y)),
+                         ("arch", lambda: searcher.arch_step(xv, yv, (x, y)))):
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            t = time.perf_counter()
+            fn()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            phases[name].append(time.perf_counter() - t)
+    med = {k: 1000 * sorted(v)[len(v) // 2] for k, v in phases.items()}
     return {"ms_per_step": 1000 * dt, "images_per_s": args.batch / dt, "peak_mib": peak,
-            "rss_before_mib": rss0, "threads": torch.get_num_threads()}
+            "rss_before_mib": rss0, "threads": torch.get_num_threads(),
+            "weight_ms": med["weight"], "arch_ms": med["arch"]}
 
 
 def run_one(spec: str, args: argparse.Namespace) -> Dict[str, float]:
@@ -133,11 +149,13 @@ def table(rows: Dict[str, Dict[str, float]], args: argparse.Namespace) -> str:
     mem = "peak GPU MiB" if args.device.startswith("cuda") else "peak RSS MiB"
     out = [f"C={args.C} N={args.N} {args.resolution}x{args.resolution} batch {args.batch}, device {args.device}, "
            f"{next(iter(rows.values()))['threads']} thread(s), {args.steps} timed steps "
-           f"(one step = weight step + arch step)", "",
-           f"| estimator | ms / step | images / s | vs softmax | {mem} |", "| --- | --- | --- | --- | --- |"]
+           f"(one step = weight step + arch step; the two halves timed alone in as many extra steps)", "",
+           f"| estimator | ms / step | images / s | vs softmax | {mem} | weight step ms | arch step ms |",
+           "| --- | --- | --- | --- | --- | --- | --- |"]
     for spec, r in rows.items():
         speed = f"{base['ms_per_step'] / r['ms_per_step']:.2f}x" if base else "–"
-        out.append(f"| {spec} | {r['ms_per_step']:.0f} | {r['images_per_s']:.1f} | {speed} | {r['peak_mib']:.0f} |")
+        out.append(f"| {spec} | {r['ms_per_step']:.0f} | {r['images_per_s']:.1f} | {speed} | {r['peak_mib']:.0f} "
+                   f"| {r['weight_ms']:.0f} | {r['arch_ms']:.0f} |")
     return "\n".join(out)
 
 
