@@ -20,7 +20,7 @@ def test_meter_sums_match_a_hand_computation():
     r = m.result()
     assert r["loss"] == pytest.approx((2.0 * 2 + 0.5 * 4) / 6)
     assert r["acc"] == pytest.approx(100.0 * 4 / 6)
-    assert isinstance(m._loss, torch.Tensor)  # kept as a tensor between results
+    assert isinstance(m.loss_sum(), torch.Tensor)  # kept as a tensor between results
 
 
 class AcceleratorLoss:

@@ -53,6 +53,10 @@ class Meter:
         self._correct = correct if self._correct is None else self._correct + correct
         self.n += b
 
+    def loss_sum(self) -> Optional[Tensor]:
+        """The running loss sum on the device (None before the first update), not synced."""
+        return self._loss
+
     def result(self) -> Dict[str, float]:
         n = max(self.n, 1)
         loss = 0.0 if self._loss is None else float(self._loss)
@@ -71,7 +75,8 @@ def check_finite(loss: Tensor, meter: Meter, epoch: int, step: int, last: bool, 
     if loss.device.type == "cpu":
         value = loss.detach().float()
     elif (step + 1) % SYNC_EVERY == 0 or last:
-        value = meter._loss if meter._loss is not None else loss.detach().float()
+        total = meter.loss_sum()
+        value = total if total is not None else loss.detach().float()
     else:
         return
     if not math.isfinite(float(value)):

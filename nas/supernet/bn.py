@@ -15,13 +15,12 @@ from typing import Iterable, Tuple
 import torch
 from torch import Tensor, nn
 
-from .choice import Choice
 
 
 @torch.no_grad()
 def recalibrate_bn(model: nn.Module, batches: Iterable[Tuple[Tensor, Tensor]]) -> int:
     """Recompute the running statistics of every tracking BN of ``model`` on ``batches``, running
-    BN in train mode and everything else (the choices above all) in eval mode. A BN that no batch
+    BN in train mode and everything else (the choices above all: their eval-mode decision) in eval mode. A BN that no batch
     reaches (an op off the eval-mode path) keeps its old statistics. Returns the number of batches;
     the model is left in eval mode."""
     bns = [m for m in model.modules()
@@ -34,7 +33,6 @@ def recalibrate_bn(model: nn.Module, batches: Iterable[Tuple[Tensor, Tensor]]) -
         bn.reset_running_stats()
         bn.momentum = None  # cumulative average over the batches
         bn.train()
-    assert not any(c.training for c in model.modules() if isinstance(c, Choice))
     n = 0
     try:
         for x, _ in batches:
