@@ -136,6 +136,14 @@ def test_gumbel_hard_is_exactly_one_hot_and_grads_through_soft_sample():
     assert torch.allclose(a.grad, a2.grad)  # ĥ = onehot - h.detach() + h: the gradient of h
 
 
+def test_gumbel_with_non_finite_logits_is_an_error_not_an_endless_loop():
+    from nas.errors import NasError
+    for name in ("gumbel", "gumbel_hard"):
+        est = build_estimator(name, tau=1.0)
+        with pytest.raises(NasError, match="stayed non-finite after 10 draws .*finite: False.*lower optim.arch.lr"):
+            est.sample({"alpha": torch.tensor([[0.0, float("nan"), 1.0]])}, CATEGORICAL, True)
+
+
 def test_gumbel_resamples_when_the_sample_overflows(monkeypatch):
     import nas.estimators.gumbel as g
     est = build_estimator("gumbel", tau=1.0)

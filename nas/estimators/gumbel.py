@@ -19,10 +19,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..errors import NasError
 from .base import CATEGORICAL, LogitEstimator, Sample, hard_value, straight_through
 from .schedules import Schedule
 
 _EPS = 1e-6  # keeps U away from 0 and 1 so that log(-log U) is finite
+RESAMPLES = 10  # draws before a non-finite sample is an error instead of an endless loop
 
 
 def gumbel_noise(like: Tensor) -> Tensor:
@@ -49,7 +51,7 @@ class Gumbel(LogitEstimator):
 
     def soft_sample(self, alpha: Tensor, kind: str) -> Tensor:
         tau = self.values["tau"]
-        while True:
+        for _ in range(RESAMPLES):
             if kind == CATEGORICAL:
                 h = F.softmax((F.log_softmax(alpha, dim=-1) + gumbel_noise(alpha)) / tau, dim=-1)
             else:
@@ -57,6 +59,10 @@ class Gumbel(LogitEstimator):
             # GDAS resamples when a tiny τ overflows the softmax.
             if torch.isfinite(h).all():
                 return h
+        # fresh noise cannot help: the logits themselves are not finite (a diverged arch step)
+        raise NasError(f"the Gumbel sample stayed non-finite after {RESAMPLES} draws (architecture logits "
+                       f"finite: {bool(torch.isfinite(alpha).all())}, tau={tau:g}); lower optim.arch.lr "
+                       f"or raise estimator.tau_end")
 
     def sample(self, params: Dict[str, Tensor], kind: str, training: bool) -> Sample:
         alpha = params["alpha"]
