@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 from ..errors import CheckpointError
 
@@ -69,24 +69,19 @@ def change(later: Rows, earlier: Rows) -> Rows:
 
 
 def nb201_string(edge_ops: Sequence[str], edges: Sequence[str]) -> str:
-    """The NB201 cell string of ops given for edges named ``j<-i``."""
+    """The NB201 cell string of ops given for edges named as in ``EDGE_NAMES`` (any order)."""
+    from search_spaces.nb201 import EDGE_NAMES, NB201Genotype
     by_edge = dict(zip(edges, edge_ops))
-    nodes = []
-    for j in (1, 2, 3):
-        nodes.append("|" + "|".join(f"{by_edge[f'{j}<-{i}']}~{i}" for i in range(j)) + "|")
-    return "+".join(nodes)
+    return str(NB201Genotype(tuple(by_edge[name] for name in EDGE_NAMES)))
 
 
-def trajectory(run_dir: Path, exclude: Sequence[str] = (), since: Optional[Sequence[int]] = None
-               ) -> List[Tuple[str, str]]:
-    """``[(rule, cell string)]``: ``epoch t`` for every logged epoch, then ``change t-k`` (the argmax
-    of ``α_T - α_k``) for every earlier epoch k (or those in ``since``)."""
+def trajectory(run_dir: Path, exclude: Sequence[str] = ()) -> List[Tuple[str, str]]:
+    """``[(rule, cell string)]``: ``epoch t`` for every logged epoch, then ``change T-k`` (the argmax
+    of ``α_T - α_k``) for every earlier epoch k."""
     logp, edges, ops = read_log_probs(run_dir)
     epochs = sorted(logp)
     last = epochs[-1]
     rows = [(f"epoch {t}", nb201_string(argmax_ops(logp[t], ops, exclude), edges)) for t in epochs]
-    for k in epochs[:-1]:
-        if since is None or k in since:
-            rows.append((f"change {last}-{k}",
-                         nb201_string(argmax_ops(change(logp[last], logp[k]), ops, exclude), edges)))
+    rows += [(f"change {last}-{k}", nb201_string(argmax_ops(change(logp[last], logp[k]), ops, exclude), edges))
+             for k in epochs[:-1]]
     return rows

@@ -16,13 +16,12 @@ import torch
 from torch import Tensor, nn
 
 
-
 @torch.no_grad()
 def recalibrate_bn(model: nn.Module, batches: Iterable[Tuple[Tensor, Tensor]]) -> int:
     """Recompute the running statistics of every tracking BN of ``model`` on ``batches``, running
-    BN in train mode and everything else (the choices above all: their eval-mode decision) in eval mode. A BN that no batch
-    reaches (an op off the eval-mode path) keeps its old statistics. Returns the number of batches;
-    the model is left in eval mode."""
+    BN in train mode and everything else (the choices above all: their eval-mode decision) in eval
+    mode. A BN that no batch reaches (an op off the eval-mode path) keeps its old statistics.
+    Returns the number of batches; the model is left in eval mode."""
     bns = [m for m in model.modules()
            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
     if not bns:

@@ -130,10 +130,12 @@ class NB201Supernet(Skeleton):
         if self.gates == "op":
             allowed &= self.arch["gates"].open().view(len(EDGES), len(self.op_names)).cpu()
         ops = []
+        probs = None
         for e, k in enumerate(idx):
             if not allowed[e, k] and allowed[e].any():
-                p = self.arch["cell"].probs()[e].float().cpu().masked_fill(~allowed[e], float("-inf"))
-                k = int(p.argmax())
+                if probs is None:
+                    probs = self.arch["cell"].probs().float().cpu()
+                k = int(probs[e].masked_fill(~allowed[e], float("-inf")).argmax())
             ops.append(self.op_names[k] if allowed[e, k] else "none")
         if self.gates == "edge":
             ops = [op if is_open else "none" for op, is_open in zip(ops, self.arch["gates"].open().tolist())]
