@@ -90,7 +90,7 @@ class Searcher:
                  train_loader: Iterable[Batch], val_loader: Iterable[Batch], *, epochs: int,
                  mode: str = "alternating", order: int = 1, warmup_epochs: int = 0,
                  grad_clip: float = 5.0, max_steps_per_epoch: Optional[int] = None,
-                 beta_decay: float = 0.0):
+                 beta_decay: float = 0.0, aux_skip: float = 0.0):
         if mode not in ("alternating", "joint"):
             raise NasError(f"optim.mode: unknown mode '{mode}'; allowed: alternating, joint")
         if order == 2 and mode != "alternating":
@@ -107,6 +107,12 @@ class Searcher:
         if beta_decay > 0 and beta_decay_penalty(optimizers.arch_params.get("logits", [])) is None:
             raise NasError(f"optim.arch.beta_decay regularises categorical logits; estimator "
                            f"'{estimator.name}' has none here: set optim.arch.beta_decay=0")
+        if aux_skip < 0:
+            raise NasError(f"optim.aux_skip must be >= 0 (0 turns it off), got {aux_skip}")
+        if aux_skip > 0 and not hasattr(model, "aux_skip"):
+            raise NasError(f"optim.aux_skip: this supernet ({type(model).__name__}) has no auxiliary "
+                           f"skip (the nb201 space has); set optim.aux_skip=0")
+        self.aux_skip = aux_skip
         self.weights = weight_parameters(model)
         self.autocast: Callable[[], object] = nullcontext
 
@@ -168,6 +174,12 @@ class Searcher:
             self.arch_update()
         return loss, logits
 
+    def set_aux_skip(self, epochs_done: float) -> None:
+        """DARTS-'s auxiliary skip weight ``β = β0·(1 - t/T)`` after ``t`` of ``T`` epochs, applied
+        per step (the paper decays β linearly from 1 to 0 over the search; β0 = 1 there)."""
+        if self.aux_skip > 0:
+            self.model.aux_skip = self.aux_skip * max(0.0, 1.0 - epochs_done / max(self.epochs, 1))
+
     # ------------------------------------------------------------------ epochs
     def steps_per_epoch(self) -> int:
         n = len(self.train_loader)  # type: ignore[arg-type]
@@ -185,6 +197,7 @@ class Searcher:
             if step >= steps:
                 break
             self.estimator.set_progress(epoch, self.epochs, step, steps)
+            self.set_aux_skip(epoch + step / steps)
             if self.mode == "joint":
                 loss, logits = self.joint_step(x, y, update_arch)
                 train_m.update(loss, logits, y)
@@ -204,6 +217,7 @@ class Searcher:
             if on_step is not None:
                 on_step(step, train_m.result)
         self.opt.weights_sched.step()
+        self.set_aux_skip(epoch + 1)  # 0 after the last epoch: derive and final scores see the plain supernet
         out = {f"train_{k}": v for k, v in train_m.result().items()}
         if val_m.n:
             out.update({f"search_val_{k}": v for k, v in val_m.result().items()})

@@ -13,6 +13,12 @@ Derive drops what is closed at test time: a closed edge (edge gates; channel gat
 of that edge closed in every cell) becomes ``none``; with op gates the edge takes the estimator's
 choice among its open candidates, ``none`` when all are closed.
 
+``aux_skip`` (DARTS-, Chu et al., ICLR 2021): every edge adds ``β·x`` to its mixed output,
+``out_ij = Σ_k p_k·o_k(x_i) + β·x_i``. The search loop sets β, decaying it to 0 by the end of the
+search (:class:`nas.search.loop.Searcher`), so the derived cell is judged without it. The
+auxiliary identity carries the gradient flow that otherwise makes the skip candidate win early,
+so α_skip only grows where a skip helps the cell itself. 0 (the default) is the plain supernet.
+
 ``derive_exclude`` names ops that derive never picks: an edge whose decision is one of them takes
 the most probable allowed candidate instead. DARTS (Liu et al. 2019, §2.4) leaves ``none`` out of
 its derive because its weight is not identifiable: raising the zero op's logit only rescales the
@@ -58,7 +64,8 @@ class SearchCell(nn.Module):
             return torch.zeros(len(EDGES), dtype=torch.bool)
         return ~self.gate.open().view(len(EDGES), self.C).any(1).cpu()
 
-    def forward(self, x: Tensor, sample: Sample, edge_gates: Optional[Tensor] = None) -> Tensor:
+    def forward(self, x: Tensor, sample: Sample, edge_gates: Optional[Tensor] = None,
+                aux_skip: float = 0.0) -> Tensor:
         z_ch = None if self.gate is None else self.gate().view(len(EDGES), 1, self.C, 1, 1)
         nodes = [x]
         shared = [{}]  # per node: its relu, computed once for the convs of all outgoing edges
@@ -72,6 +79,8 @@ class SearchCell(nn.Module):
                     y = y * edge_gates[e]
                 if z_ch is not None:
                     y = y * z_ch[e]
+                if aux_skip:
+                    y = y + aux_skip * nodes[i]
                 acc = y if acc is None else acc + y
                 e += 1
             nodes.append(acc)
@@ -95,6 +104,7 @@ class NB201Supernet(Skeleton):
         if not self.derive_allowed.any():
             raise ConfigError("estimator.derive_exclude leaves no candidate to derive; keep at least one op")
         self.gates = gates
+        self.aux_skip = 0.0  # DARTS-'s β, set by the search loop (see the module docstring)
         super().__init__(lambda c: SearchCell(c, self.op_names, affine, gates == "channel", l0_lambda),
                          C, N, num_classes, in_channels)
         self.arch = nn.ModuleDict({
@@ -119,7 +129,7 @@ class NB201Supernet(Skeleton):
             sample = Sample(sample.weights * z, sample.index)
         x = self.stem(x)
         for cell in self.cells:
-            x = cell(x) if isinstance(cell, ResBlock) else cell(x, sample, edge_gates)
+            x = cell(x) if isinstance(cell, ResBlock) else cell(x, sample, edge_gates, self.aux_skip)
         return self.head(x)
 
     def genotype(self) -> NB201Genotype:

@@ -1,0 +1,105 @@
+"""DARTS-'s auxiliary skip (Chu et al., ICLR 2021) on the NB201 supernet: the cell's value by
+hand, the linear decay of β per step in the search loop, and one-line errors."""
+import pytest
+import torch
+
+from nas.config import Config, apply_overrides, from_dict, to_dict
+from nas.errors import NasError
+from nas.estimators import build_estimator
+from nas.estimators.base import Sample
+from nas.search.loop import Searcher
+from nas.search.optim import build_optimizers
+from search_spaces.darts.supernet import DartsSupernet
+from search_spaces.nb201.supernet import NB201Supernet, SearchCell
+
+
+def test_cell_adds_beta_times_the_input_on_every_edge_by_hand():
+    # with `none` as the only candidate each edge is just β·x_i, so
+    # n1 = βx, n2 = βx + βn1, n3 = βx + βn1 + βn2 = (β + 2β² + β³)·x
+    cell = SearchCell(4, ["none"])
+    x = torch.randn(2, 4, 5, 5)
+    sample = Sample(torch.ones(6, 1), None)
+    b = 0.3
+    assert torch.allclose(cell(x, sample, aux_skip=b), (b + 2 * b**2 + b**3) * x)
+    assert torch.equal(cell(x, sample), torch.zeros_like(x))
+
+
+def test_supernet_with_beta_equals_the_plain_cell_plus_the_auxiliary_paths():
+    torch.manual_seed(0)
+    est = build_estimator("softmax")
+    net = NB201Supernet(est, num_classes=3, C=4, N=1, ops=["skip_connect", "nor_conv_1x1"],
+                        generator=torch.Generator().manual_seed(0)).eval()
+    cell = net.cells[0]
+    x = torch.randn(2, 4, 6, 6)
+    sample = net.arch["cell"]()
+    plain = cell(x, sample)
+    # the cell recomputed by hand: mixed candidates plus 0.5·x_i on every edge
+    with torch.no_grad():
+        w = sample.weights
+        nodes = [x]
+        e = 0
+        for j in range(1, 4):
+            acc = 0
+            for i in range(j):
+                acc = acc + w[e, 0] * nodes[i] + w[e, 1] * cell.edges[e].ops[1](nodes[i]) + 0.5 * nodes[i]
+                e += 1
+            nodes.append(acc)
+    assert torch.allclose(cell(x, sample, aux_skip=0.5), nodes[-1], atol=1e-6)
+    assert not torch.allclose(plain, nodes[-1])
+    # the supernet forwards its own β into its search cells
+    inp = torch.randn(2, 3, 8, 8)
+    a = net(inp)
+    net.aux_skip = 0.5
+    assert not torch.allclose(net(inp), a)
+    net.aux_skip = 0.0
+    assert torch.equal(net(inp), a)
+
+
+class _Recorder(torch.nn.Module):
+    """A model with an ``aux_skip`` attribute that records the value each forward sees."""
+
+    def __init__(self, estimator):
+        super().__init__()
+        from nas.supernet.choice import Choice
+        self.choice = Choice(estimator, 1, ["a", "b"], generator=torch.Generator().manual_seed(0))
+        self.lin = torch.nn.Linear(4, 4)
+        self.aux_skip = 0.0
+        self.seen = []
+
+    def forward(self, x):
+        if self.training:
+            self.seen.append(self.aux_skip)
+        w = self.choice().weights[0]
+        return w[0] * self.lin(x)[:, :2] + w[1] * self.lin(x)[:, 2:]
+
+
+def test_beta_decays_linearly_per_step_and_is_zero_after_the_search():
+    est = build_estimator("softmax")
+    model = _Recorder(est)
+    opts = build_optimizers(model, est, epochs=2)
+    batches = [(torch.randn(8, 4), torch.randint(0, 2, (8,))) for _ in range(4)]
+    s = Searcher(model, est, opts, batches, batches, epochs=2, aux_skip=1.0)
+    for epoch in range(2):
+        s.train_epoch(epoch)
+    # alternating: a weight step and an arch step per training step, both at the step's β
+    want = [1.0 - (e * 4 + k) / 8 for e in range(2) for k in range(4)]
+    assert model.seen == pytest.approx([b for b in want for _ in range(2)])
+    assert model.aux_skip == 0.0
+    # β0 scales the schedule
+    model2 = _Recorder(est)
+    s2 = Searcher(model2, est, build_optimizers(model2, est, epochs=2), batches, batches, epochs=2, aux_skip=0.5)
+    s2.train_epoch(0)
+    assert model2.seen[::2] == pytest.approx([0.5 * b for b in want[:4]])
+    assert model2.aux_skip == pytest.approx(0.25)  # the end of epoch 1 of 2
+
+
+def test_aux_skip_bad_settings_are_one_line_errors():
+    est = build_estimator("softmax")
+    model = _Recorder(est)
+    with pytest.raises(NasError, match="aux_skip must be >= 0"):
+        Searcher(model, est, build_optimizers(model, est, epochs=1), [], [], epochs=1, aux_skip=-1.0)
+    darts = DartsSupernet(est, num_classes=3, C=4, layers=2, steps=2, multiplier=2, stem_multiplier=1)
+    with pytest.raises(NasError, match="has no auxiliary skip.*set optim.aux_skip=0"):
+        Searcher(darts, est, build_optimizers(darts, est, epochs=1), [], [], epochs=1, aux_skip=1.0)
+    cfg = from_dict(Config, apply_overrides(to_dict(Config()), ["optim.aux_skip=1"]))
+    assert cfg.optim.aux_skip == 1.0
