@@ -105,7 +105,8 @@ class OptimConfig:
     mode: Literal["alternating", "joint"] = "alternating"
     order: Literal[1, 2] = 1
     warmup_epochs: int = 0               # weight-only epochs before arch updates start
-    aux_skip: float = 0.0                # DARTS- auxiliary skip β0 on every edge, linear to 0 (0: off)
+    aux_skip: float = 0.0                # DARTS- auxiliary skip β0 on every edge (0: off)
+    aux_skip_end: float = 0.0            # its β at the end of the search, reached linearly (DARTS-: 0)
     weights: WeightOptimConfig = field(default_factory=WeightOptimConfig)
     arch: ArchOptimConfig = field(default_factory=ArchOptimConfig)
 

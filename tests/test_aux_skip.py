@@ -91,13 +91,25 @@ def test_beta_decays_linearly_per_step_and_is_zero_after_the_search():
     s2.train_epoch(0)
     assert model2.seen[::2] == pytest.approx([0.5 * b for b in want[:4]])
     assert model2.aux_skip == pytest.approx(0.25)  # the end of epoch 1 of 2
+    # β_end: linear from β0 to β_end, and β_end after the search; β_end = β0 keeps β constant
+    for b0, b_end in ((1.0, 0.5), (0.7, 0.7), (0.0, 0.4)):
+        m = _Recorder(est)
+        s3 = Searcher(m, est, build_optimizers(m, est, epochs=2), batches, batches, epochs=2,
+                      aux_skip=b0, aux_skip_end=b_end)
+        for epoch in range(2):
+            s3.train_epoch(epoch)
+        steps = [(e * 4 + k) / 8 for e in range(2) for k in range(4)]
+        assert m.seen[::2] == pytest.approx([b0 + (b_end - b0) * t for t in steps])
+        assert m.aux_skip == pytest.approx(b_end)
 
 
 def test_aux_skip_bad_settings_are_one_line_errors():
     est = build_estimator("softmax")
     model = _Recorder(est)
-    with pytest.raises(NasError, match="aux_skip must be >= 0"):
+    with pytest.raises(NasError, match="aux_skip_end must be >= 0"):
         Searcher(model, est, build_optimizers(model, est, epochs=1), [], [], epochs=1, aux_skip=-1.0)
+    with pytest.raises(NasError, match="aux_skip_end must be >= 0"):
+        Searcher(model, est, build_optimizers(model, est, epochs=1), [], [], epochs=1, aux_skip_end=-1.0)
     darts = DartsSupernet(est, num_classes=3, C=4, layers=2, steps=2, multiplier=2, stem_multiplier=1)
     with pytest.raises(NasError, match="has no auxiliary skip.*set optim.aux_skip=0"):
         Searcher(darts, est, build_optimizers(darts, est, epochs=1), [], [], epochs=1, aux_skip=1.0)

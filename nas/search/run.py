@@ -219,7 +219,8 @@ def run_search(cfg: Config, out_dir: Optional[Path] = None, *, quiet: bool = Fal
     searcher = Searcher(model, estimator, opts, train_loader, val_loader, epochs=t.epochs,
                         mode=cfg.optim.mode, order=cfg.optim.order, warmup_epochs=cfg.optim.warmup_epochs,
                         grad_clip=t.grad_clip, max_steps_per_epoch=t.max_steps_per_epoch,
-                        beta_decay=a.beta_decay, aux_skip=cfg.optim.aux_skip)
+                        beta_decay=a.beta_decay, aux_skip=cfg.optim.aux_skip,
+                        aux_skip_end=cfg.optim.aux_skip_end)
 
     start_epoch, history, elapsed = 0, [], 0.0
     if ckpt is not None:
