@@ -115,3 +115,38 @@ def test_aux_skip_bad_settings_are_one_line_errors():
         Searcher(darts, est, build_optimizers(darts, est, epochs=1), [], [], epochs=1, aux_skip=1.0)
     cfg = from_dict(Config, apply_overrides(to_dict(Config()), ["optim.aux_skip=1"]))
     assert cfg.optim.aux_skip == 1.0
+
+
+def _load_supernet(run):
+    import importlib.util
+    from pathlib import Path
+    spec = importlib.util.spec_from_file_location(
+        "derive", Path(__file__).resolve().parents[1] / "tools" / "derive.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.load_supernet(run)
+
+
+def test_aux_skip_search_resumes_bitwise_and_derive_restores_beta(tmp_path):
+    from nas.config import load_config
+    from nas.search.checkpoint import load_checkpoint
+    from nas.search.run import run_search
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        cfg = load_config(None, ["trainer.max_steps_per_epoch=2", "space.C=4", "space.N=1", "data.resize=8",
+                                 "data.batch_size=16", "data.subset=120", "device=cpu", "trainer.epochs=4",
+                                 "optim.aux_skip=1", "optim.aux_skip_end=0.5"])
+        full = run_search(cfg, tmp_path / "full", quiet=True)
+        run_search(cfg, tmp_path / "split", quiet=True, stop_after=2)
+        _, _, half = _load_supernet(tmp_path / "split")
+        assert half.aux_skip == pytest.approx(0.75)  # after 2 of 4 epochs
+        resumed = run_search(cfg, tmp_path / "split", quiet=True, resume=True)
+    finally:
+        torch.set_num_threads(n)
+    a, b = load_checkpoint(tmp_path / "full"), load_checkpoint(tmp_path / "split")
+    for k, v in a["model"].items():
+        assert torch.equal(v, b["model"][k]), k
+    assert resumed.genotype_str == full.genotype_str
+    _, _, model = _load_supernet(tmp_path / "full")
+    assert model.aux_skip == pytest.approx(0.5)

@@ -47,14 +47,14 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
-def derive(source: Path, top_k: Optional[int] = None, device: str = "cpu", method: str = "argmax",
-           batches: int = 40, tune_steps: int = 0, seed: int = 0, tune_lr: Optional[float] = None,
-           exclude: Optional[str] = None) -> Tuple[Any, Any]:
-    """``(space, genotype)`` of the search checkpoint at ``source`` (a run folder or a file)."""
+def load_supernet(source: Path, device: str = "cpu", exclude: Optional[str] = None) -> Tuple[Any, Any, Any]:
+    """``(config, space, supernet)`` of the search checkpoint at ``source`` (a run folder or a
+    file), with its architecture, estimator state and auxiliary-skip β as the search left them."""
     import torch
 
     from nas.config import Config, from_dict
     from nas.search.checkpoint import load_checkpoint
+    from nas.search.loop import aux_skip_at
     from nas.search.run import make_estimator, make_supernet
 
     ckpt = load_checkpoint(source)
@@ -65,8 +65,6 @@ def derive(source: Path, top_k: Optional[int] = None, device: str = "cpu", metho
     except (NasError, TypeError, AttributeError) as e:
         raise CheckpointError(f"checkpoint {source} holds a config this nas cannot read ({e})") from None
     if exclude is not None:
-        if method != "argmax":
-            raise ConfigError("--exclude applies to --method argmax")
         cfg.estimator.derive_exclude = [op.strip() for op in exclude.split(",") if op.strip()]
     state = ckpt["model"]
     try:
@@ -81,6 +79,21 @@ def derive(source: Path, top_k: Optional[int] = None, device: str = "cpu", metho
     except (RuntimeError, KeyError, ValueError) as e:
         raise CheckpointError(f"checkpoint {source} does not match its config ({str(e).splitlines()[0][:100]})") from None
     model.to(torch.device(device))
+    if hasattr(model, "aux_skip"):  # a plain attribute, so not in the state: recomputed from the progress
+        model.aux_skip = aux_skip_at(cfg.optim.aux_skip, cfg.optim.aux_skip_end, ckpt.get("epoch", 0),
+                                     cfg.trainer.epochs)
+    return cfg, space, model
+
+
+def derive(source: Path, top_k: Optional[int] = None, device: str = "cpu", method: str = "argmax",
+           batches: int = 40, tune_steps: int = 0, seed: int = 0, tune_lr: Optional[float] = None,
+           exclude: Optional[str] = None) -> Tuple[Any, Any]:
+    """``(space, genotype)`` of the search checkpoint at ``source`` (a run folder or a file)."""
+    import torch
+
+    if exclude is not None and method != "argmax":
+        raise ConfigError("--exclude applies to --method argmax")
+    cfg, space, model = load_supernet(source, device, exclude)
     if space.name == "darts":
         k = 2 if top_k is None else top_k
         if k < 1:

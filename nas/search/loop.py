@@ -36,6 +36,11 @@ def beta_decay_penalty(logits: Iterable[Tensor]) -> Optional[Tensor]:
     return torch.cat(rows).mean() if rows else None
 
 
+def aux_skip_at(beta0: float, beta_end: float, epochs_done: float, epochs: int) -> float:
+    """β of the auxiliary skip after ``epochs_done`` of ``epochs``: linear from β0 to β_end."""
+    return beta0 + (beta_end - beta0) * min(1.0, epochs_done / max(epochs, 1))
+
+
 class Meter:
     """Running sums of loss and accuracy over an epoch. The sums stay on the batches' device, so a
     step never waits for the accelerator; :meth:`result` syncs once."""
@@ -181,8 +186,7 @@ class Searcher:
         β_end = 0); ``β_end = β0`` keeps it constant, this project's variant (docs/RESULTS.md:
         on the CPU proxy the decay itself drives α to the skip connections that replace it)."""
         if self.aux_skip > 0 or self.aux_skip_end > 0:
-            t = min(1.0, epochs_done / max(self.epochs, 1))
-            self.model.aux_skip = self.aux_skip + (self.aux_skip_end - self.aux_skip) * t
+            self.model.aux_skip = aux_skip_at(self.aux_skip, self.aux_skip_end, epochs_done, self.epochs)
 
     # ------------------------------------------------------------------ epochs
     def steps_per_epoch(self) -> int:
