@@ -150,3 +150,16 @@ def test_aux_skip_search_resumes_bitwise_and_derive_restores_beta(tmp_path):
     assert resumed.genotype_str == full.genotype_str
     _, _, model = _load_supernet(tmp_path / "full")
     assert model.aux_skip == pytest.approx(0.5)
+
+
+def test_a_cell_with_none_derived_beside_the_auxiliary_skip_is_warned_about():
+    from nas.config import load_config
+    from nas.search.run import aux_none_warning
+    from search_spaces.nb201 import NB201Genotype
+    with_none = NB201Genotype(("nor_conv_3x3", "none", "nor_conv_3x3", "skip_connect", "none", "nor_conv_1x1"))
+    without = NB201Genotype(("nor_conv_3x3",) * 6)
+    aux = load_config(None, ["optim.aux_skip=1", "optim.aux_skip_end=1"])
+    msg = aux_none_warning(aux, with_none)
+    assert msg and "--exclude none" in msg and "\n" not in msg
+    assert aux_none_warning(aux, without) is None
+    assert aux_none_warning(load_config(None, []), with_none) is None

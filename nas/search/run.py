@@ -111,6 +111,17 @@ def collapse_warning(genotype: Any) -> Optional[str]:
             f"try tools/derive.py RUN --method perturbation, estimator.noise=adaptive, or another seed")
 
 
+def aux_none_warning(cfg: Config, genotype: Any) -> Optional[str]:
+    """A one-line warning when a search with the auxiliary skip derives ``none``: in that supernet
+    the edge computed ``β·x`` (an identity path), not zero, so the cell lost a path it was judged with."""
+    ops = getattr(genotype, "ops", ())
+    if not (cfg.optim.aux_skip or cfg.optim.aux_skip_end) or "none" not in ops:
+        return None
+    return (f"warning: the derived cell {genotype} has 'none' edges, which beside the auxiliary skip "
+            f"(optim.aux_skip) were identity paths in the supernet; derive without them: "
+            f"tools/derive.py RUN --exclude none (estimator.derive_exclude=[none] for the next search)")
+
+
 def default_out_dir(name: str) -> Path:
     return Path("runs") / f"{name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
@@ -315,7 +326,7 @@ def _finish(cfg: Config, out_dir: Path, space: Any, model: torch.nn.Module, sear
                "history": history}
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     log.info(f"done in {seconds:.1f}s: val_acc={final['acc']:.2f} genotype={genotype}")
-    warning = collapse_warning(genotype)
+    warning = collapse_warning(genotype) or aux_none_warning(cfg, genotype)
     if warning:
         log.warning(warning)
     return SearchResult(out_dir, genotype, str(genotype), metrics, warning)
