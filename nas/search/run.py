@@ -79,7 +79,8 @@ def make_supernet(cfg: Config, estimator: Estimator, num_classes: int, in_channe
         kwargs = dict(rules=s.rules, lambda_g=s.lambda_g, feature_names=(info or {}).get("features"),
                       class_names=(info or {}).get("classes"))
     elif space.name == "nb201":
-        kwargs.update(N=s.N, derive_exclude=cfg.estimator.derive_exclude)
+        kwargs.update(N=s.N, derive_exclude=cfg.estimator.derive_exclude,
+                      aux_skip=bool(cfg.optim.aux_skip or cfg.optim.aux_skip_end))
     else:
         kwargs.update(layers=s.layers, steps=s.steps, multiplier=s.multiplier, stem_multiplier=s.stem_multiplier)
     if cfg.estimator.derive_exclude and space.name != "nb201":

@@ -18,6 +18,8 @@ choice among its open candidates, ``none`` when all are closed.
 (:class:`nas.search.loop.Searcher`); DARTS- decays it linearly to 0 over the search. The
 auxiliary identity carries the gradient flow that otherwise makes the skip candidate win early,
 so α_skip only grows where a skip helps the cell itself. 0 (the default) is the plain supernet.
+A supernet built for it (``aux_skip=True``) never derives ``none`` when its estimator has logits:
+beside the auxiliary skip a ``none`` edge computed ``β·x``, an identity path, not a zero edge.
 
 ``derive_exclude`` names ops that derive never picks: an edge whose decision is one of them takes
 the most probable allowed candidate instead. DARTS (Liu et al. 2019, §2.4) leaves ``none`` out of
@@ -92,7 +94,8 @@ class NB201Supernet(Skeleton):
     def __init__(self, estimator: Estimator, *, num_classes: int, C: int = 16, N: int = 5,
                  ops: Optional[Sequence[str]] = None, affine: bool = False, in_channels: int = 3,
                  init_std: float = 1e-3, generator: Optional[torch.Generator] = None,
-                 gates: str = "none", l0_lambda: float = 1e-4, derive_exclude: Sequence[str] = ()):
+                 gates: str = "none", l0_lambda: float = 1e-4, derive_exclude: Sequence[str] = (),
+                 aux_skip: bool = False):
         if gates not in GATES:
             raise ConfigError(f"space.gates: unknown gates '{gates}'; allowed: {', '.join(GATES)}")
         self.op_names = list(ops) if ops else list(OPS)
@@ -110,7 +113,15 @@ class NB201Supernet(Skeleton):
         self.arch = nn.ModuleDict({
             "cell": Choice(estimator, len(EDGES), self.op_names, init_std=init_std,
                            generator=generator, labels=EDGE_NAMES)})
-        if not self.derive_allowed.all() and "logits" not in self.arch["cell"].roles.values():
+        has_logits = "logits" in self.arch["cell"].roles.values()
+        if aux_skip and has_logits and "none" in self.op_names:
+            # beside the auxiliary skip a `none` edge computed β·x, an identity path: deriving it
+            # as a zero edge would cut a path the cell was judged with (module docstring)
+            self.derive_allowed[self.op_names.index("none")] = False
+            if not self.derive_allowed.any():
+                raise ConfigError("space.ops: with optim.aux_skip derive never picks 'none'; "
+                                  "give at least one other op")
+        if not self.derive_allowed.all() and not has_logits:
             raise ConfigError(f"estimator.derive_exclude needs an estimator with logits to rank the other "
                               f"candidates; '{estimator.name}' has none: remove estimator.derive_exclude")
         if gates == "edge":
