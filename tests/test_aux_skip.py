@@ -158,11 +158,14 @@ def test_a_cell_with_none_derived_beside_the_auxiliary_skip_is_warned_about():
     from search_spaces.nb201 import NB201Genotype
     with_none = NB201Genotype(("nor_conv_3x3", "none", "nor_conv_3x3", "skip_connect", "none", "nor_conv_1x1"))
     without = NB201Genotype(("nor_conv_3x3",) * 6)
-    aux = load_config(None, ["optim.aux_skip=1", "optim.aux_skip_end=1"])
+    aux = load_config(None, ["optim.aux_skip=1", "optim.aux_skip_end=1", "estimator.name=bop"])
     msg = aux_none_warning(aux, with_none)
-    assert msg and "--exclude none" in msg and "\n" not in msg
+    assert msg and "identity paths" in msg and "'bop' has no logits" in msg and "\n" not in msg
     assert aux_none_warning(aux, without) is None
     assert aux_none_warning(load_config(None, []), with_none) is None
+    # edges closed by L0 gates are real zeros
+    gated = load_config(None, ["optim.aux_skip=1", "space.gates=edge"])
+    assert aux_none_warning(gated, with_none) is None
 
 
 def test_a_supernet_built_for_the_auxiliary_skip_never_derives_none():

@@ -113,14 +113,15 @@ def collapse_warning(genotype: Any) -> Optional[str]:
 
 
 def aux_none_warning(cfg: Config, genotype: Any) -> Optional[str]:
-    """A one-line warning when a search with the auxiliary skip derives ``none``: in that supernet
-    the edge computed ``β·x`` (an identity path), not zero, so the cell lost a path it was judged with."""
+    """A one-line warning when a search with the auxiliary skip derives ``none`` (only an estimator
+    without logits can: the supernet leaves ``none`` out otherwise): in that supernet the edge
+    computed ``β·x``, an identity path, not zero. Edges that L0 gates closed are real zeros."""
     ops = getattr(genotype, "ops", ())
-    if not (cfg.optim.aux_skip or cfg.optim.aux_skip_end) or "none" not in ops:
+    if not (cfg.optim.aux_skip or cfg.optim.aux_skip_end) or cfg.space.gates != "none" or "none" not in ops:
         return None
     return (f"warning: the derived cell {genotype} has 'none' edges, which beside the auxiliary skip "
-            f"(optim.aux_skip) were identity paths in the supernet; derive without them: "
-            f"tools/derive.py RUN --exclude none (estimator.derive_exclude=[none] for the next search)")
+            f"(optim.aux_skip) were identity paths in the supernet, not zero edges; '{cfg.estimator.name}' "
+            f"has no logits to rank the other ops: read them as skip_connect, or search with optim.aux_skip=0")
 
 
 def default_out_dir(name: str) -> Path:
