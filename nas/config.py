@@ -110,6 +110,10 @@ class OptimConfig:
     weights: WeightOptimConfig = field(default_factory=WeightOptimConfig)
     arch: ArchOptimConfig = field(default_factory=ArchOptimConfig)
 
+    @property
+    def uses_aux_skip(self) -> bool:
+        return bool(self.aux_skip or self.aux_skip_end)
+
 
 @dataclass
 class TrainerConfig:

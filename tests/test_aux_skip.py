@@ -173,7 +173,7 @@ def test_a_supernet_built_for_the_auxiliary_skip_never_derives_none():
     alpha = torch.tensor([[3.0, 1.0, 0.0, 2.0, 0.0]] * 3 + [[3.0, 0.0, 1.0, 0.0, 2.0]] * 3)
 
     def derive(estimator, aux):
-        net = NB201Supernet(build_estimator(estimator), num_classes=3, C=4, N=1, aux_skip=aux)
+        net = NB201Supernet(build_estimator(estimator), num_classes=3, C=4, N=1, with_aux_skip=aux)
         with torch.no_grad():
             for p in net.arch["cell"].params().values():
                 if p.shape == alpha.shape and p.dtype.is_floating_point:
@@ -184,6 +184,6 @@ def test_a_supernet_built_for_the_auxiliary_skip_never_derives_none():
     assert derive("softmax", False) == ("none",) * 6
     assert derive("softmax", True) == ("nor_conv_3x3",) * 3 + ("avg_pool_3x3",) * 3
     with pytest.raises(NasError, match="derive never picks 'none'"):
-        NB201Supernet(build_estimator("softmax"), num_classes=3, C=4, N=1, ops=["none"], aux_skip=True)
+        NB201Supernet(build_estimator("softmax"), num_classes=3, C=4, N=1, ops=["none"], with_aux_skip=True)
     # bop has no logits to rank the others: its discrete state stands (run.py warns instead)
-    NB201Supernet(build_estimator("bop"), num_classes=3, C=4, N=1, aux_skip=True)
+    NB201Supernet(build_estimator("bop"), num_classes=3, C=4, N=1, with_aux_skip=True)

@@ -115,10 +115,11 @@ class Searcher:
         if aux_skip < 0 or aux_skip_end < 0:
             raise NasError(f"optim.aux_skip and optim.aux_skip_end must be >= 0 (0 turns it off), "
                            f"got {aux_skip} and {aux_skip_end}")
-        if (aux_skip > 0 or aux_skip_end > 0) and not hasattr(model, "aux_skip"):
+        self.aux_skip, self.aux_skip_end = aux_skip, aux_skip_end
+        self.aux_on = aux_skip > 0 or aux_skip_end > 0
+        if self.aux_on and not hasattr(model, "aux_skip"):
             raise NasError(f"optim.aux_skip: this supernet ({type(model).__name__}) has no auxiliary "
                            f"skip (the nb201 space has); set optim.aux_skip=0")
-        self.aux_skip, self.aux_skip_end = aux_skip, aux_skip_end
         self.weights = weight_parameters(model)
         self.autocast: Callable[[], object] = nullcontext
 
@@ -185,7 +186,7 @@ class Searcher:
         applied per step. The paper decays β linearly from 1 to 0 over the search (β0 = 1,
         β_end = 0); ``β_end = β0`` keeps it constant, this project's variant (docs/RESULTS.md:
         on the CPU proxy the decay itself drives α to the skip connections that replace it)."""
-        if self.aux_skip > 0 or self.aux_skip_end > 0:
+        if self.aux_on:
             self.model.aux_skip = aux_skip_at(self.aux_skip, self.aux_skip_end, epochs_done, self.epochs)
 
     # ------------------------------------------------------------------ epochs

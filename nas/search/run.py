@@ -80,7 +80,7 @@ def make_supernet(cfg: Config, estimator: Estimator, num_classes: int, in_channe
                       class_names=(info or {}).get("classes"))
     elif space.name == "nb201":
         kwargs.update(N=s.N, derive_exclude=cfg.estimator.derive_exclude,
-                      aux_skip=bool(cfg.optim.aux_skip or cfg.optim.aux_skip_end))
+                      with_aux_skip=cfg.optim.uses_aux_skip)
     else:
         kwargs.update(layers=s.layers, steps=s.steps, multiplier=s.multiplier, stem_multiplier=s.stem_multiplier)
     if cfg.estimator.derive_exclude and space.name != "nb201":
@@ -117,7 +117,7 @@ def aux_none_warning(cfg: Config, genotype: Any) -> Optional[str]:
     without logits can: the supernet leaves ``none`` out otherwise): in that supernet the edge
     computed ``β·x``, an identity path, not zero. Edges that L0 gates closed are real zeros."""
     ops = getattr(genotype, "ops", ())
-    if not (cfg.optim.aux_skip or cfg.optim.aux_skip_end) or cfg.space.gates != "none" or "none" not in ops:
+    if not cfg.optim.uses_aux_skip or cfg.space.gates != "none" or "none" not in ops:
         return None
     return (f"warning: the derived cell {genotype} has 'none' edges, which beside the auxiliary skip "
             f"(optim.aux_skip) were identity paths in the supernet, not zero edges; '{cfg.estimator.name}' "

@@ -18,7 +18,7 @@ choice among its open candidates, ``none`` when all are closed.
 (:class:`nas.search.loop.Searcher`); DARTS- decays it linearly to 0 over the search. The
 auxiliary identity carries the gradient flow that otherwise makes the skip candidate win early,
 so α_skip only grows where a skip helps the cell itself. 0 (the default) is the plain supernet.
-A supernet built for it (``aux_skip=True``) never derives ``none`` when its estimator has logits:
+A supernet built for it (``with_aux_skip=True``) never derives ``none`` when its estimator has logits:
 beside the auxiliary skip a ``none`` edge computed ``β·x``, an identity path, not a zero edge.
 
 ``derive_exclude`` names ops that derive never picks: an edge whose decision is one of them takes
@@ -95,7 +95,7 @@ class NB201Supernet(Skeleton):
                  ops: Optional[Sequence[str]] = None, affine: bool = False, in_channels: int = 3,
                  init_std: float = 1e-3, generator: Optional[torch.Generator] = None,
                  gates: str = "none", l0_lambda: float = 1e-4, derive_exclude: Sequence[str] = (),
-                 aux_skip: bool = False):
+                 with_aux_skip: bool = False):
         if gates not in GATES:
             raise ConfigError(f"space.gates: unknown gates '{gates}'; allowed: {', '.join(GATES)}")
         self.op_names = list(ops) if ops else list(OPS)
@@ -114,7 +114,7 @@ class NB201Supernet(Skeleton):
             "cell": Choice(estimator, len(EDGES), self.op_names, init_std=init_std,
                            generator=generator, labels=EDGE_NAMES)})
         has_logits = "logits" in self.arch["cell"].roles.values()
-        if aux_skip and has_logits and "none" in self.op_names:
+        if with_aux_skip and has_logits and "none" in self.op_names:
             # beside the auxiliary skip a `none` edge computed β·x, an identity path: deriving it
             # as a zero edge would cut a path the cell was judged with (module docstring)
             self.derive_allowed[self.op_names.index("none")] = False
