@@ -80,6 +80,7 @@ class EstimatorConfig:
     threshold_end: Optional[float] = None  # Bop flip threshold at the end of the schedule
     single_path: Optional[bool] = None   # run only the selected op when the forward is one-hot
     derive_exclude: List[str] = field(default_factory=list)  # NB201: ops derive never picks (DARTS §2.4: none)
+    derive_max_skip: Optional[int] = None  # most skip_connect edges derive keeps (P-DARTS §3.3; None: no limit)
 
 
 @dataclass

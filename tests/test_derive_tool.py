@@ -82,6 +82,33 @@ def test_derive_exclude_overrides_the_run(runs, tmp_path, capsys):
     assert "applies to the nb201 space" in capsys.readouterr().err
 
 
+def test_derive_max_skip_overrides_the_run(runs, tmp_path, capsys):
+    run = runs["nb201"]
+    alpha = torch.load(run / "checkpoint.pt", weights_only=False)["model"]["arch.cell.alpha"]
+    # α moved by the tiny search, then set so that skip leads every edge: the run's own derive
+    # gives six skips, --max-skip 0 the runner-up of every edge
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=False)
+    a = alpha.clone()
+    a[:, 1] = a.max(1).values + 1.0
+    ckpt["model"]["arch.cell.alpha"] = a
+    torch.save(ckpt, tmp_path / "checkpoint.pt")
+    assert derive_cli(tmp_path / "checkpoint.pt", "--out", tmp_path / "x.yaml") == 0
+    assert yaml.safe_load((tmp_path / "x.yaml").read_text())["arch"].count("skip_connect") == 6
+    assert derive_cli(tmp_path / "checkpoint.pt", "--max-skip", "0", "--out", tmp_path / "y.yaml") == 0
+    ops = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
+    rest = a.clone()
+    rest[:, 1] = float("-inf")
+    expect = [ops[int(k)] for k in rest.argmax(1)]
+    got = yaml.safe_load((tmp_path / "y.yaml").read_text())["arch"]
+    assert got == "|{}~0|+|{}~0|{}~1|+|{}~0|{}~1|{}~2|".format(*expect)
+    assert derive_cli(tmp_path / "checkpoint.pt", "--max-skip", "none", "--out", tmp_path / "z.yaml") == 0
+    assert yaml.safe_load((tmp_path / "z.yaml").read_text())["arch"].count("skip_connect") == 6
+    capsys.readouterr()
+    assert derive_cli(run, "--max-skip", "two", "--out", tmp_path / "w.yaml") == 2
+    err = capsys.readouterr().err.strip()
+    assert "--max-skip takes a whole number or 'none'" in err and "\n" not in err
+
+
 def test_derive_errors_are_one_line(runs, tmp_path, capsys):
     assert derive_cli(runs["nb201"], "--top-k", "1", "--out", tmp_path / "x.yaml") == 2
     assert "--top-k applies to the darts space" in capsys.readouterr().err

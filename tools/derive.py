@@ -2,12 +2,15 @@
 
     python tools/derive.py RUN_DIR | checkpoint.pt [--top-k K] [--out genotype.yaml] [--device cpu]
     python tools/derive.py RUN_DIR --exclude none     # NB201: never pick these ops (DARTS §2.4)
+    python tools/derive.py RUN_DIR --max-skip 1       # at most 1 skip_connect edge (P-DARTS §3.3)
     python tools/derive.py RUN_DIR --method perturbation [--batches 40] [--tune-steps 0]
 
 rebuilds the supernet from the checkpoint's own config, loads its architecture parameters and
 estimator state, applies the space's derive rule (NB201: the estimator's decision per edge;
 DARTS: per node the K strongest non-``none`` incoming edges by ``Choice.probs()``, K=2 as in the
-paper; ``--exclude`` overrides the run's ``estimator.derive_exclude``), writes ``genotype.yaml`` (default: into the run folder) and prints the genotype.
+paper; ``--exclude`` overrides the run's ``estimator.derive_exclude``, ``--max-skip`` its
+``estimator.derive_max_skip``), writes ``genotype.yaml`` (default: into the run folder) and prints
+the genotype.
 ``--method perturbation`` selects each NB201 edge's op by how much removing it costs the supernet's
 validation accuracy (DARTS-PT, ``nas/supernet/perturbation.py``), on the run's own data.
 """
@@ -44,12 +47,29 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--exclude", default=None, metavar="OPS",
                    help="nb201 argmax: comma-separated ops derive never picks, e.g. 'none' as DARTS does "
                         "(overrides the run's estimator.derive_exclude; '' picks among all)")
+    p.add_argument("--max-skip", default=None, metavar="M",
+                   help="most skip_connect edges the derived cell keeps, P-DARTS's limit (darts: in the "
+                        "normal cell); overrides the run's estimator.derive_max_skip; 'none' for no limit")
     return p
 
 
-def load_supernet(source: Path, device: str = "cpu", exclude: Optional[str] = None) -> Tuple[Any, Any, Any]:
+def parse_max_skip(value: Optional[str]) -> Any:
+    """``--max-skip``: ``None`` keeps the run's own limit, ``'none'`` removes it, else an int."""
+    if value is None:
+        return ...
+    if value.strip().lower() in ("none", "null", ""):
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise ConfigError(f"--max-skip takes a whole number or 'none', got '{value}'") from None
+
+
+def load_supernet(source: Path, device: str = "cpu", exclude: Optional[str] = None,
+                  max_skip: Any = ...) -> Tuple[Any, Any, Any]:
     """``(config, space, supernet)`` of the search checkpoint at ``source`` (a run folder or a
-    file), with its architecture, estimator state and auxiliary-skip β as the search left them."""
+    file), with its architecture, estimator state and auxiliary-skip β as the search left them.
+    ``exclude`` and ``max_skip`` (``...``: the run's own) override the run's derive keys."""
     import torch
 
     from nas.config import Config, from_dict
@@ -66,6 +86,8 @@ def load_supernet(source: Path, device: str = "cpu", exclude: Optional[str] = No
         raise CheckpointError(f"checkpoint {source} holds a config this nas cannot read ({e})") from None
     if exclude is not None:
         cfg.estimator.derive_exclude = [op.strip() for op in exclude.split(",") if op.strip()]
+    if max_skip is not ...:
+        cfg.estimator.derive_max_skip = max_skip
     state = ckpt["model"]
     try:
         num_classes, in_channels = state["classifier.weight"].shape[0], state["stem.0.weight"].shape[1]
@@ -87,13 +109,15 @@ def load_supernet(source: Path, device: str = "cpu", exclude: Optional[str] = No
 
 def derive(source: Path, top_k: Optional[int] = None, device: str = "cpu", method: str = "argmax",
            batches: int = 40, tune_steps: int = 0, seed: int = 0, tune_lr: Optional[float] = None,
-           exclude: Optional[str] = None) -> Tuple[Any, Any]:
+           exclude: Optional[str] = None, max_skip: Any = ...) -> Tuple[Any, Any]:
     """``(space, genotype)`` of the search checkpoint at ``source`` (a run folder or a file)."""
     import torch
 
     if exclude is not None and method != "argmax":
         raise ConfigError("--exclude applies to --method argmax")
-    cfg, space, model = load_supernet(source, device, exclude)
+    if max_skip is not ... and method != "argmax":
+        raise ConfigError("--max-skip applies to --method argmax")
+    cfg, space, model = load_supernet(source, device, exclude, max_skip)
     if space.name == "darts":
         k = 2 if top_k is None else top_k
         if k < 1:
@@ -144,7 +168,8 @@ def perturbation_genotype(model: Any, cfg: Any, device: Any, n_batches: int, tun
 def main(args: argparse.Namespace) -> int:
     try:
         space, genotype = derive(args.source, args.top_k, args.device, args.method, args.batches,
-                                 args.tune_steps, args.seed, args.tune_lr, args.exclude)
+                                 args.tune_steps, args.seed, args.tune_lr, args.exclude,
+                                 parse_max_skip(args.max_skip))
         out = args.out or (args.source if args.source.is_dir() else args.source.parent) / "genotype.yaml"
         out.write_text(yaml.safe_dump(space.genotype_to_dict(genotype), sort_keys=False))
     except NasError as e:

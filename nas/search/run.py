@@ -80,12 +80,16 @@ def make_supernet(cfg: Config, estimator: Estimator, num_classes: int, in_channe
                       class_names=(info or {}).get("classes"))
     elif space.name == "nb201":
         kwargs.update(N=s.N, derive_exclude=cfg.estimator.derive_exclude,
-                      with_aux_skip=cfg.optim.uses_aux_skip)
+                      with_aux_skip=cfg.optim.uses_aux_skip, derive_max_skip=cfg.estimator.derive_max_skip)
     else:
-        kwargs.update(layers=s.layers, steps=s.steps, multiplier=s.multiplier, stem_multiplier=s.stem_multiplier)
+        kwargs.update(layers=s.layers, steps=s.steps, multiplier=s.multiplier, stem_multiplier=s.stem_multiplier,
+                      derive_max_skip=cfg.estimator.derive_max_skip)
     if cfg.estimator.derive_exclude and space.name != "nb201":
         raise ConfigError(f"estimator.derive_exclude applies to the nb201 space; the {space.name} space has "
                           f"its own derive rule (darts already leaves 'none' out): remove the key")
+    if cfg.estimator.derive_max_skip is not None and space.name not in ("nb201", "darts"):
+        raise ConfigError(f"estimator.derive_max_skip applies to the nb201 and darts spaces; the {space.name} "
+                          f"space has no skip connections to limit: remove the key")
     if s.gates != "none":
         kwargs.update(gates=s.gates, l0_lambda=s.l0_lambda)
     gen = torch.Generator().manual_seed(cfg.seed)

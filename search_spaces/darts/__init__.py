@@ -24,7 +24,8 @@ class DartsSpace(SearchSpace):
                        steps: int = 4, multiplier: int = 4, stem_multiplier: int = 3,
                        ops: Optional[Sequence[str]] = None, affine: bool = False, in_channels: int = 3,
                        init_std: float = 1e-3, generator: Optional[torch.Generator] = None,
-                       gates: str = "none", l0_lambda: float = 0.0) -> DartsSupernet:
+                       gates: str = "none", l0_lambda: float = 0.0,
+                       derive_max_skip: Optional[int] = None) -> DartsSupernet:
         ops = self.check_ops(ops) if ops else list(PRIMITIVES)
         if all(o == "none" for o in ops):
             raise ConfigError("space.ops: the DARTS derive rule needs at least one op other than 'none'")
@@ -39,7 +40,8 @@ class DartsSpace(SearchSpace):
             raise ConfigError(f"space.C must be even in the darts space (FactorizedReduce halves it), got {C}")
         return DartsSupernet(estimator, num_classes=num_classes, C=C, layers=layers, steps=steps,
                              multiplier=multiplier, stem_multiplier=stem_multiplier, ops=ops,
-                             affine=affine, in_channels=in_channels, init_std=init_std, generator=generator)
+                             affine=affine, in_channels=in_channels, init_std=init_std, generator=generator,
+                             derive_max_skip=derive_max_skip)
 
     def build_network(self, genotype: Genotype, *, num_classes: int, C: int = 36, layers: int = 20,
                       auxiliary: bool = True, stem_multiplier: int = 3, in_channels: int = 3) -> DartsNetwork:

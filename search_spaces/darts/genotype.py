@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import ast
 from dataclasses import dataclass
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -205,6 +205,29 @@ def derive_cell(weights: torch.Tensor, op_names: Sequence[str], steps: int, top_
         edges = sorted(range(n + 2), key=lambda i: -strength[i])[:top_k]
         gene.extend((op_names[real[best[i]]], i) for i in edges)
         start += n + 2
+    return gene
+
+
+def derive_cell_max_skip(weights: torch.Tensor, op_names: Sequence[str], steps: int, top_k: int = 2,
+                         max_skip: Optional[int] = None) -> List[Pair]:
+    """:func:`derive_cell` with at most ``max_skip`` ``skip_connect`` edges (P-DARTS, Chen et al.,
+    ICCV 2019, §3.3): while the derived cell has more, the kept skip edge with the smallest skip
+    weight loses that candidate and the cell is derived again, so the edge may give way to another
+    input of its node as well as to another op. ``None`` sets no limit."""
+    w = weights.detach().float().cpu().clone()
+    gene = derive_cell(w, op_names, steps, top_k)
+    if max_skip is None or "skip_connect" not in op_names:
+        return gene
+    skip = list(op_names).index("skip_connect")
+    # the row of each gene entry: node n keeps min(top_k, n+2) edges, its rows start after n's inputs
+    rows = [sum(m + 2 for m in range(n)) for n in range(steps) for _ in range(min(top_k, n + 2))]
+    while sum(op == "skip_connect" for op, _ in gene) > max_skip:
+        kept = [rows[i] + src for i, (op, src) in enumerate(gene)
+                if op == "skip_connect" and w[rows[i] + src, skip] > float("-inf")]
+        if not kept:  # only skip-only edges left: nothing else to give way to
+            break
+        w[min(kept, key=lambda e: (float(w[e, skip]), -e)), skip] = float("-inf")
+        gene = derive_cell(w, op_names, steps, top_k)
     return gene
 
 

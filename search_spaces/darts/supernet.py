@@ -18,11 +18,12 @@ from typing import List, Optional, Sequence
 import torch
 from torch import Tensor, nn
 
+from nas.errors import ConfigError
 from nas.estimators.base import Estimator, Sample
 from nas.ops import FactorizedReduce, ReLUConvBN
 from nas.supernet import Choice, MixedOp
 
-from .genotype import Genotype, derive_cell
+from .genotype import Genotype, derive_cell, derive_cell_max_skip
 from .ops import PRIMITIVES, SUPERNET_OPS
 
 
@@ -68,9 +69,11 @@ class DartsSupernet(nn.Module):
     def __init__(self, estimator: Estimator, *, num_classes: int, C: int = 16, layers: int = 8,
                  steps: int = 4, multiplier: int = 4, stem_multiplier: int = 3,
                  ops: Optional[Sequence[str]] = None, affine: bool = False, in_channels: int = 3,
-                 init_std: float = 1e-3, generator: Optional[torch.Generator] = None):
+                 init_std: float = 1e-3, generator: Optional[torch.Generator] = None,
+                 derive_max_skip: Optional[int] = None):
         super().__init__()
         self.op_names = list(ops) if ops else list(PRIMITIVES)
+        self.derive_max_skip = derive_max_skip
         self.steps, self.multiplier = steps, multiplier
         C_curr = stem_multiplier * C
         self.stem = nn.Sequential(nn.Conv2d(in_channels, C_curr, 3, padding=1, bias=False),
@@ -93,6 +96,13 @@ class DartsSupernet(nn.Module):
             name: Choice(estimator, len(labels), self.op_names, init_std=init_std, generator=generator,
                          labels=labels)
             for name in ("normal", "reduce")})
+        if derive_max_skip is not None:
+            if derive_max_skip < 0:
+                raise ConfigError(f"estimator.derive_max_skip must be 0 or more (or null for no limit), "
+                                  f"got {derive_max_skip}")
+            if "logits" not in self.arch["normal"].roles.values():
+                raise ConfigError(f"estimator.derive_max_skip needs an estimator with logits to rank the skip "
+                                  f"edges; '{estimator.name}' has none: remove estimator.derive_max_skip")
 
     def forward(self, x: Tensor) -> Tensor:
         samples = {name: choice() for name, choice in self.arch.items()}
@@ -103,8 +113,11 @@ class DartsSupernet(nn.Module):
 
     def genotype(self, top_k: int = 2) -> Genotype:
         """DARTS derive on each choice's probabilities (``Choice.probs()``, i.e. what the
-        estimator believes: softmax(α) for the relaxations, the one-hot state for Bop)."""
-        cells = {name: derive_cell(self.arch[name].probs(), self.op_names, self.steps, top_k)
-                 for name in ("normal", "reduce")}
+        estimator believes: softmax(α) for the relaxations, the one-hot state for Bop). With
+        ``derive_max_skip`` M the normal cell keeps at most M skip connections (P-DARTS §3.3,
+        :func:`derive_cell_max_skip`); the reduction cell, where P-DARTS sets no limit, is as is."""
+        cells = {"normal": derive_cell_max_skip(self.arch["normal"].probs(), self.op_names, self.steps,
+                                                top_k, self.derive_max_skip),
+                 "reduce": derive_cell(self.arch["reduce"].probs(), self.op_names, self.steps, top_k)}
         concat = list(range(2 + self.steps - self.multiplier, self.steps + 2))
         return Genotype(cells["normal"], concat, cells["reduce"], concat, edges_per_node=top_k)

@@ -28,6 +28,13 @@ edge's output, which the following BN undoes. The NB201 paper's own derive (argm
 ops) is the default; excluding ``none`` is a documented deviation that a config opts into. The
 key sits in the estimator's config section because the reason is the relaxation's: with one-hot
 forward values (GDAS, STE, Bop) the zero op's weight is not a mere scale.
+
+``derive_max_skip`` M (P-DARTS, Chen et al., ICCV 2019, §3.3 "search space regularization":
+"control the number of preserved skip-connects to be a constant M"): when the derived cell has
+more than M ``skip_connect`` edges, the M with the largest skip probability keep it and every
+other takes its most probable allowed candidate other than ``skip_connect``. The limit is a prior
+on the cell, applied at derive only; the search itself is unchanged. ``None`` (the default) sets
+no limit. Like ``derive_exclude`` it needs the estimator's logits to rank the candidates.
 """
 from __future__ import annotations
 
@@ -95,7 +102,7 @@ class NB201Supernet(Skeleton):
                  ops: Optional[Sequence[str]] = None, affine: bool = False, in_channels: int = 3,
                  init_std: float = 1e-3, generator: Optional[torch.Generator] = None,
                  gates: str = "none", l0_lambda: float = 1e-4, derive_exclude: Sequence[str] = (),
-                 with_aux_skip: bool = False):
+                 with_aux_skip: bool = False, derive_max_skip: Optional[int] = None):
         if gates not in GATES:
             raise ConfigError(f"space.gates: unknown gates '{gates}'; allowed: {', '.join(GATES)}")
         self.op_names = list(ops) if ops else list(OPS)
@@ -106,6 +113,10 @@ class NB201Supernet(Skeleton):
         self.derive_allowed = torch.tensor([op not in derive_exclude for op in self.op_names])
         if not self.derive_allowed.any():
             raise ConfigError("estimator.derive_exclude leaves no candidate to derive; keep at least one op")
+        if derive_max_skip is not None and derive_max_skip < 0:
+            raise ConfigError(f"estimator.derive_max_skip must be 0 or more (or null for no limit), "
+                              f"got {derive_max_skip}")
+        self.derive_max_skip = derive_max_skip
         self.gates = gates
         self.aux_skip = 0.0  # DARTS-'s β, set by the search loop (see the module docstring)
         super().__init__(lambda c: SearchCell(c, self.op_names, affine, gates == "channel", l0_lambda),
@@ -124,6 +135,9 @@ class NB201Supernet(Skeleton):
         if not self.derive_allowed.all() and not has_logits:
             raise ConfigError(f"estimator.derive_exclude needs an estimator with logits to rank the other "
                               f"candidates; '{estimator.name}' has none: remove estimator.derive_exclude")
+        if derive_max_skip is not None and not has_logits:
+            raise ConfigError(f"estimator.derive_max_skip needs an estimator with logits to rank the skip "
+                              f"edges; '{estimator.name}' has none: remove estimator.derive_max_skip")
         if gates == "edge":
             self.arch["gates"] = HardConcreteGate(len(EDGES), l0_lambda, labels=EDGE_NAMES, generator=generator)
         elif gates == "op":
@@ -145,7 +159,8 @@ class NB201Supernet(Skeleton):
 
     def genotype(self) -> NB201Genotype:
         """Derive: the estimator's decision per edge (argmax of α for the relaxations), without
-        the ops of ``derive_exclude`` and what the L0 gates closed (see the module docstring)."""
+        the ops of ``derive_exclude`` and what the L0 gates closed, with at most
+        ``derive_max_skip`` skip connections (see the module docstring)."""
         idx = self.arch["cell"].derive().tolist()
         allowed = self.derive_allowed.expand(len(EDGES), -1).clone()
         if self.gates == "op":
@@ -164,4 +179,20 @@ class NB201Supernet(Skeleton):
             cells = [c for c in self.cells if isinstance(c, SearchCell)]
             closed = torch.stack([c.closed_edges() for c in cells]).all(0).tolist()
             ops = ["none" if shut else op for op, shut in zip(ops, closed)]
+        if self.derive_max_skip is not None and ops.count("skip_connect") > self.derive_max_skip:
+            ops = self._limit_skips(ops, allowed)
         return NB201Genotype(tuple(ops))
+
+    def _limit_skips(self, ops: list, allowed: Tensor) -> list:
+        """P-DARTS's limit on the derived cell: the ``derive_max_skip`` skip edges with the largest
+        skip probability keep it (ties: the earlier edge), the others their next allowed choice."""
+        probs = self.arch["cell"].probs().float().cpu()
+        skip = self.op_names.index("skip_connect")
+        edges = [e for e, op in enumerate(ops) if op == "skip_connect"]
+        ranked = sorted(edges, key=lambda e: (-float(probs[e, skip]), e))
+        for e in ranked[self.derive_max_skip:]:
+            others = allowed[e].clone()
+            others[skip] = False
+            ops[e] = (self.op_names[int(probs[e].masked_fill(~others, float("-inf")).argmax())]
+                      if others.any() else "none")
+        return ops

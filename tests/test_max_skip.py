@@ -1,0 +1,135 @@
+"""P-DARTS's limit on the skip connections a derived cell keeps (Chen et al., ICCV 2019, §3.3),
+``estimator.derive_max_skip``: NB201 and DARTS cells by hand, the config key and one-line errors."""
+import pytest
+import torch
+
+from nas.config import Config, apply_overrides, from_dict, to_dict
+from nas.errors import ConfigError
+from nas.estimators import build_estimator
+from nas.search.run import make_estimator, make_supernet
+from search_spaces import get_space
+from search_spaces.darts.genotype import derive_cell, derive_cell_max_skip
+from search_spaces.nb201 import NB201Genotype
+
+# NB201 op order: none, skip_connect, nor_conv_1x1, nor_conv_3x3, avg_pool_3x3
+ALPHA = torch.tensor([[0.0, 2.0, 1.0, 1.5, 0.0],   # skip p-rank 3 of 4, next: conv3x3
+                      [0.0, 3.0, 1.0, 0.5, 0.0],   # skip, the strongest (largest skip probability)
+                      [0.0, 0.0, 2.0, 1.0, 0.0],   # conv1x1
+                      [0.0, 2.5, 0.0, 0.0, 1.0],   # skip, second; next: avg_pool
+                      [0.0, 1.2, 1.1, 0.0, 0.0],   # skip, the weakest; next: conv1x1
+                      [4.0, 0.0, 0.0, 1.0, 0.0]])  # none
+
+
+def nb201(max_skip, estimator="softmax", **kw):
+    net = get_space("nb201").build_supernet(build_estimator(estimator), num_classes=3, C=4, N=1,
+                                            generator=torch.Generator().manual_seed(0),
+                                            derive_max_skip=max_skip, **kw)
+    if estimator != "bop":
+        with torch.no_grad():
+            net.arch["cell"].alpha.copy_(ALPHA)
+    return net
+
+
+def cell(*ops):
+    return NB201Genotype(tuple(ops))
+
+
+def test_nb201_keeps_the_most_probable_skips_and_gives_the_rest_their_next_op():
+    # skip probabilities by hand: row 1 e^3/(e^3+e+e^.5+2) = .76, row 3 .68, row 0 .45, row 4 .36
+    p = torch.softmax(ALPHA, -1)[:, 1]
+    assert torch.allclose(p[[1, 3, 0, 4]], torch.tensor([0.759, 0.681, 0.445, 0.356]), atol=1e-3)
+    plain = cell("skip_connect", "skip_connect", "nor_conv_1x1", "skip_connect", "skip_connect", "none")
+    assert nb201(None).genotype() == plain
+    assert nb201(4).genotype() == plain                 # at the limit: unchanged
+    assert nb201(2).genotype() == cell("nor_conv_3x3", "skip_connect", "nor_conv_1x1",
+                                       "skip_connect", "nor_conv_1x1", "none")
+    assert nb201(1).genotype() == cell("nor_conv_3x3", "skip_connect", "nor_conv_1x1",
+                                       "avg_pool_3x3", "nor_conv_1x1", "none")
+    assert nb201(0).genotype() == cell("nor_conv_3x3", "nor_conv_1x1", "nor_conv_1x1",
+                                       "avg_pool_3x3", "nor_conv_1x1", "none")
+
+
+def test_nb201_limit_respects_derive_exclude():
+    # allowed: skip, conv1x1, conv3x3. Row 3 without skip ties conv1x1 and conv3x3 at 0 (the first
+    # listed wins); row 5, led by the excluded none, takes conv3x3
+    net = nb201(0, derive_exclude=["none", "avg_pool_3x3"])
+    assert net.genotype() == cell("nor_conv_3x3", "nor_conv_1x1", "nor_conv_1x1",
+                                  "nor_conv_1x1", "nor_conv_1x1", "nor_conv_3x3")
+
+
+def test_nb201_limit_errors_are_one_line():
+    with pytest.raises(ConfigError, match="must be 0 or more"):
+        nb201(-1)
+    with pytest.raises(ConfigError, match="needs an estimator with logits"):
+        nb201(1, estimator="bop")
+
+
+def darts_weights(ops, rows):
+    """``[14, K]`` weights: every edge ``none``-led except the given ``{edge: {op: w}}``."""
+    w = torch.zeros(14, len(ops))
+    w[:, 0] = 1.0
+    for e, entries in rows.items():
+        for op, v in entries.items():
+            w[e, ops.index(op)] = v
+    return w
+
+
+def test_darts_drops_the_weakest_skip_and_derives_again():
+    ops = ["none", "skip_connect", "sep_conv_3x3"]
+    # edge rows: node 2: 0,1; node 3: 2,3,4; node 4: 5..8; node 5: 9..13
+    w = darts_weights(ops, {
+        0: {"skip_connect": 0.9}, 1: {"sep_conv_3x3": 0.8},                           # node 2
+        2: {"skip_connect": 0.5}, 3: {"sep_conv_3x3": 0.6}, 4: {"sep_conv_3x3": 0.3},  # node 3
+        5: {"skip_connect": 0.7, "sep_conv_3x3": 0.2}, 6: {"sep_conv_3x3": 0.65},      # node 4
+        7: {"sep_conv_3x3": 0.1},
+        9: {"sep_conv_3x3": 0.4}, 10: {"sep_conv_3x3": 0.35}})                        # node 5
+    plain = [("skip_connect", 0), ("sep_conv_3x3", 1), ("sep_conv_3x3", 1), ("skip_connect", 0),
+             ("skip_connect", 0), ("sep_conv_3x3", 1), ("sep_conv_3x3", 0), ("sep_conv_3x3", 1)]
+    assert derive_cell(w, ops, 4) == plain
+    assert derive_cell_max_skip(w, ops, 4, max_skip=None) == plain
+    assert derive_cell_max_skip(w, ops, 4, max_skip=3) == plain
+    # M=2: the weakest skip (edge 2, 3<-0, 0.5) goes; node 3 then keeps 3<-1 and 3<-2 (0.3)
+    assert derive_cell_max_skip(w, ops, 4, max_skip=2) == [
+        ("skip_connect", 0), ("sep_conv_3x3", 1), ("sep_conv_3x3", 1), ("sep_conv_3x3", 2),
+        ("skip_connect", 0), ("sep_conv_3x3", 1), ("sep_conv_3x3", 0), ("sep_conv_3x3", 1)]
+    # M=1: then 4<-0 (0.7) goes too; its sep_conv (0.2) stays ahead of 4<-2 (0.1)
+    assert derive_cell_max_skip(w, ops, 4, max_skip=1) == [
+        ("skip_connect", 0), ("sep_conv_3x3", 1), ("sep_conv_3x3", 1), ("sep_conv_3x3", 2),
+        ("sep_conv_3x3", 1), ("sep_conv_3x3", 0), ("sep_conv_3x3", 0), ("sep_conv_3x3", 1)]
+    assert sum(op == "skip_connect" for op, _ in derive_cell_max_skip(w, ops, 4, max_skip=0)) == 0
+
+
+def test_darts_supernet_limits_the_normal_cell_only():
+    ops = ["none", "skip_connect", "sep_conv_3x3"]
+    net = get_space("darts").build_supernet(build_estimator("softmax"), num_classes=3, C=4, layers=3,
+                                            ops=ops, derive_max_skip=0)
+    with torch.no_grad():
+        for name in ("normal", "reduce"):
+            net.arch[name].alpha.zero_()
+            net.arch[name].alpha[:, 1] = 1.0  # skip leads every edge of both cells
+    g = net.genotype()
+    assert all(op == "sep_conv_3x3" for op, _ in g.normal)
+    assert all(op == "skip_connect" for op, _ in g.reduce)
+    with pytest.raises(ConfigError, match="needs an estimator with logits"):
+        get_space("darts").build_supernet(build_estimator("bop"), num_classes=3, C=4, layers=3,
+                                          derive_max_skip=1)
+
+
+def configure(*overrides):
+    return from_dict(Config, apply_overrides(to_dict(Config()), overrides))
+
+
+@pytest.mark.parametrize("space,extra", [("nb201", ["space.N=1"]), ("darts", ["space.layers=3"])])
+def test_config_key_reaches_the_supernet(space, extra):
+    cfg = configure(f"space.name={space}", "space.C=4", *extra, "estimator.derive_max_skip=1")
+    assert cfg.estimator.derive_max_skip == 1
+    _, model = make_supernet(cfg, make_estimator(cfg), 3, 3)
+    assert model.derive_max_skip == 1
+    cfg = configure(f"space.name={space}", "space.C=4", *extra, "estimator.derive_max_skip=null")
+    assert make_supernet(cfg, make_estimator(cfg), 3, 3)[1].derive_max_skip is None
+
+
+def test_config_key_is_refused_where_there_is_nothing_to_limit():
+    cfg = configure("space.name=dnf", "data.dataset=synthetic_dnf", "estimator.derive_max_skip=1")
+    with pytest.raises(ConfigError, match="applies to the nb201 and darts spaces"):
+        make_supernet(cfg, make_estimator(cfg), 2, 10)
