@@ -90,6 +90,20 @@ def test_labelled_variants_get_their_own_overrides():
     assert noisy[0] == 'estimator={"name": "ste"}' and "estimator.noise=adaptive" in noisy
 
 
+def test_the_skip_limit_carries_over_to_estimators_with_logits():
+    sys.path.insert(0, str(REPO / "tools"))
+    import compare_estimators as ce
+    section = {"name": "softmax", "derive_exclude": ["none"], "derive_max_skip": 1}
+    assert ce.estimator_overrides("gumbel_hard", section, [])[0] == \
+        'estimator={"name": "gumbel_hard", "derive_max_skip": 1}'
+    assert ce.estimator_overrides("ste+noise", section, [])[0] == 'estimator={"name": "ste", "derive_max_skip": 1}'
+    # bop keeps a discrete state, no logits to rank the skip edges by
+    assert ce.estimator_overrides("bop", section, [])[0] == 'estimator={"name": "bop"}'
+    assert ce.estimator_overrides("gumbel", {"name": "softmax"}, [])[0] == 'estimator={"name": "gumbel"}'
+    # the estimator the config names keeps its whole section
+    assert not any(o.startswith("estimator=") for o in ce.estimator_overrides("softmax", section, []))
+
+
 def test_compare_rejects_duplicate_labels(tmp_path):
     r = subprocess.run([sys.executable, "tools/compare_estimators.py", "--config", "quickstart",
                         "--estimators", "a=softmax,a=gumbel", "--seeds", "0", "--out", str(tmp_path / "o"),

@@ -12,7 +12,9 @@ minutes, derived cells) and ``results.json`` into ``--out``, and prints the tabl
 Estimator specs: a registered name (``gumbel_hard``), or ``NAME+noise`` for adaptive noise,
 optionally labelled ``LABEL=SPEC`` to compare variants of one estimator (``fast=softmax`` with
 ``--set fast:optim.arch.lr=1e-3``). The config's ``estimator`` section applies to the estimator it
-names; any other estimator starts from its own defaults. ``--set NAME:key=value`` adds an override
+names; any other estimator starts from its own defaults, except ``derive_max_skip`` (P-DARTS's
+limit on the derived cell, a prior on the cell rather than a setting of one relaxation), which
+carries over to every estimator with logits. ``--set NAME:key=value`` adds an override
 for the specs whose label, spec or estimator name is NAME. A finished run
 (its ``metrics.json`` exists) is reused, so an interrupted comparison continues where it stopped.
 """
@@ -86,13 +88,24 @@ def split_label(entry: str) -> tuple:
     return (label.strip(), spec.strip()) if sep else (entry.strip(), entry.strip())
 
 
+def has_logits(name: str) -> bool:
+    """Whether estimator ``name`` keeps real logits (what derive keys rank candidates by)."""
+    from nas.estimators import build_estimator
+    roles = {role for _, role in build_estimator(name).create((1, 2), "categorical").values()}
+    return "logits" in roles
+
+
 def estimator_overrides(spec: str, config_estimator: Dict, sets: Sequence[str], label: str = "") -> List[str]:
     """Overrides that switch the config to ``spec``: keep the config's estimator section only for the
-    estimator it names (its temperatures etc. may not exist for another one)."""
+    estimator it names (its temperatures etc. may not exist for another one); its
+    ``derive_max_skip`` goes to every estimator with logits."""
     base = parse_spec(spec)
     out = []
     if base["estimator.name"] != config_estimator.get("name"):
-        out.append("estimator=" + json.dumps({"name": base["estimator.name"]}))
+        section = {"name": base["estimator.name"]}
+        if config_estimator.get("derive_max_skip") is not None and has_logits(base["estimator.name"]):
+            section["derive_max_skip"] = config_estimator["derive_max_skip"]
+        out.append("estimator=" + json.dumps(section))
     out += [f"{k}={v}" for k, v in base.items()]
     for s in sets:
         name, sep, kv = s.partition(":")
