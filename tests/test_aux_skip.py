@@ -187,3 +187,45 @@ def test_a_supernet_built_for_the_auxiliary_skip_never_derives_none():
         NB201Supernet(build_estimator("softmax"), num_classes=3, C=4, N=1, ops=["none"], with_aux_skip=True)
     # bop has no logits to rank the others: its discrete state stands (run.py warns instead)
     NB201Supernet(build_estimator("bop"), num_classes=3, C=4, N=1, with_aux_skip=True)
+
+
+def test_darts_cell_adds_beta_times_the_space_skip_by_hand():
+    from search_spaces.darts.supernet import SearchCell as DartsCell
+    from nas.ops import FactorizedReduce
+    torch.manual_seed(0)
+    s0, s1 = torch.randn(2, 6, 8, 8), torch.randn(2, 6, 8, 8)
+    sample = Sample(torch.ones(5, 1), None)
+    b = 0.4
+    # normal cell, `none` only: n2 = β(h0+h1), n3 = β(h0+h1+n2) = β(1+β)(h0+h1)
+    cell = DartsCell(2, 2, 6, 6, 4, reduction=False, reduction_prev=False, op_names=["none"],
+                     with_aux_skip=True).eval()
+    h = cell.preprocess0(s0) + cell.preprocess1(s1)
+    out = cell(s0, s1, sample, aux_skip=b)
+    assert torch.allclose(out, torch.cat([b * h, b * (1 + b) * h], 1), atol=1e-6)
+    assert all(isinstance(m, torch.nn.Identity) for m in cell.aux)
+    # reduction cell: the edges from the two inputs skip through their own FactorizedReduce
+    red = DartsCell(2, 2, 6, 6, 4, reduction=True, reduction_prev=False, op_names=["none"],
+                    with_aux_skip=True).eval()
+    assert [type(m) for m in red.aux] == [FactorizedReduce] * 2 + [FactorizedReduce] * 2 + [torch.nn.Identity]
+    h0, h1 = red.preprocess0(s0), red.preprocess1(s1)
+    n2 = b * (red.aux[0](h0) + red.aux[1](h1))
+    n3 = b * (red.aux[2](h0) + red.aux[3](h1) + n2)
+    got = red(s0, s1, sample, aux_skip=b)
+    assert got.shape == (2, 8, 4, 4) and torch.allclose(got, torch.cat([n2, n3], 1), atol=1e-6)
+    assert torch.equal(red(s0, s1, sample), torch.zeros_like(got))
+    # a plain supernet holds no auxiliary weights
+    assert DartsCell(2, 2, 6, 6, 4, True, False, ["none"]).aux is None
+
+
+def test_darts_search_with_the_auxiliary_skip_runs_and_derive_restores_beta(tmp_path):
+    from nas.config import load_config
+    from nas.search.run import run_search
+    cfg = load_config(None, ["space.name=darts", "space.layers=3", "space.C=4", "trainer.max_steps_per_epoch=2",
+                             "data.resize=8", "data.batch_size=16", "data.subset=120", "device=cpu",
+                             "trainer.epochs=2", "optim.aux_skip=1", "optim.aux_skip_end=0.5",
+                             "estimator.derive_max_skip=2"])
+    result = run_search(cfg, tmp_path / "run", quiet=True)
+    assert sum(op == "skip_connect" for op, _ in result.genotype.normal) <= 2
+    _, _, model = _load_supernet(tmp_path / "run")
+    assert model.aux_skip == pytest.approx(0.5)
+    assert any(k.startswith("cells.") and ".aux." in k for k in model.state_dict())

@@ -119,7 +119,7 @@ class Searcher:
         self.aux_on = aux_skip > 0 or aux_skip_end > 0
         if self.aux_on and not hasattr(model, "aux_skip"):
             raise NasError(f"optim.aux_skip: this supernet ({type(model).__name__}) has no auxiliary "
-                           f"skip (the nb201 space has); set optim.aux_skip=0")
+                           f"skip (the nb201 and darts spaces have); set optim.aux_skip=0")
         self.weights = weight_parameters(model)
         self.autocast: Callable[[], object] = nullcontext
 

@@ -25,7 +25,7 @@ class DartsSpace(SearchSpace):
                        ops: Optional[Sequence[str]] = None, affine: bool = False, in_channels: int = 3,
                        init_std: float = 1e-3, generator: Optional[torch.Generator] = None,
                        gates: str = "none", l0_lambda: float = 0.0,
-                       derive_max_skip: Optional[int] = None) -> DartsSupernet:
+                       derive_max_skip: Optional[int] = None, with_aux_skip: bool = False) -> DartsSupernet:
         ops = self.check_ops(ops) if ops else list(PRIMITIVES)
         if all(o == "none" for o in ops):
             raise ConfigError("space.ops: the DARTS derive rule needs at least one op other than 'none'")
@@ -41,7 +41,7 @@ class DartsSpace(SearchSpace):
         return DartsSupernet(estimator, num_classes=num_classes, C=C, layers=layers, steps=steps,
                              multiplier=multiplier, stem_multiplier=stem_multiplier, ops=ops,
                              affine=affine, in_channels=in_channels, init_std=init_std, generator=generator,
-                             derive_max_skip=derive_max_skip)
+                             derive_max_skip=derive_max_skip, with_aux_skip=with_aux_skip)
 
     def build_network(self, genotype: Genotype, *, num_classes: int, C: int = 36, layers: int = 20,
                       auxiliary: bool = True, stem_multiplier: int = 3, in_channels: int = 3) -> DartsNetwork:

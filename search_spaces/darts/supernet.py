@@ -10,6 +10,12 @@ BN (``SUPERNET_OPS``).
 Two :class:`Choice` s of shape ``[E, K]`` (``E = Σ_{n<steps} (n+2)``, 14 for 4 steps),
 ``arch.normal`` and ``arch.reduce``, are each sampled once per forward pass and shared by all
 cells of their type.
+
+``with_aux_skip`` (DARTS-, Chu et al., ICLR 2021): every edge adds ``β·skip(h)`` to its mixed
+output, where ``skip`` is the identity, or on the stride-2 edges of a reduction cell a
+FactorizedReduce without affine (as in the authors' code; it has weights, trained with the
+others). The search loop sets β (``aux_skip``) per step. Built only on request, so a plain
+supernet's state holds no auxiliary weights.
 """
 from __future__ import annotations
 
@@ -38,7 +44,8 @@ def reduction_layers(layers: int) -> List[int]:
 
 class SearchCell(nn.Module):
     def __init__(self, steps: int, multiplier: int, C_pp: int, C_p: int, C: int, reduction: bool,
-                 reduction_prev: bool, op_names: Sequence[str], affine: bool = False):
+                 reduction_prev: bool, op_names: Sequence[str], affine: bool = False,
+                 with_aux_skip: bool = False):
         super().__init__()
         self.reduction, self.steps, self.multiplier = reduction, steps, multiplier
         self.preprocess0 = (FactorizedReduce(C_pp, C, affine=affine) if reduction_prev
@@ -50,8 +57,11 @@ class SearchCell(nn.Module):
                 stride = 2 if reduction and i < 2 else 1
                 self.edges.append(MixedOp([SUPERNET_OPS[name](C, C, stride, affine) for name in op_names],
                                           op_names))
+        self.aux = (nn.ModuleList(FactorizedReduce(C, C, affine=False) if reduction and i < 2 else nn.Identity()
+                                  for n in range(steps) for i in range(n + 2))
+                    if with_aux_skip else None)
 
-    def forward(self, s0: Tensor, s1: Tensor, sample: Sample) -> Tensor:
+    def forward(self, s0: Tensor, s1: Tensor, sample: Sample, aux_skip: float = 0.0) -> Tensor:
         states = [self.preprocess0(s0), self.preprocess1(s1)]
         e = 0
         for _ in range(self.steps):
@@ -59,6 +69,8 @@ class SearchCell(nn.Module):
             for h in list(states):
                 idx = None if sample.index is None else sample.index[e]
                 y = self.edges[e](h, sample.weights[e], idx)
+                if aux_skip:
+                    y = y + aux_skip * self.aux[e](h)
                 acc = y if acc is None else acc + y
                 e += 1
             states.append(acc)
@@ -70,7 +82,7 @@ class DartsSupernet(nn.Module):
                  steps: int = 4, multiplier: int = 4, stem_multiplier: int = 3,
                  ops: Optional[Sequence[str]] = None, affine: bool = False, in_channels: int = 3,
                  init_std: float = 1e-3, generator: Optional[torch.Generator] = None,
-                 derive_max_skip: Optional[int] = None):
+                 derive_max_skip: Optional[int] = None, with_aux_skip: bool = False):
         super().__init__()
         self.op_names = list(ops) if ops else list(PRIMITIVES)
         self.derive_max_skip = derive_max_skip
@@ -86,7 +98,7 @@ class DartsSupernet(nn.Module):
             if reduction:
                 C_curr *= 2
             self.cells.append(SearchCell(steps, multiplier, C_pp, C_p, C_curr, reduction, reduction_prev,
-                                         self.op_names, affine))
+                                         self.op_names, affine, with_aux_skip))
             reduction_prev = reduction
             C_pp, C_p = C_p, multiplier * C_curr
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
@@ -96,6 +108,8 @@ class DartsSupernet(nn.Module):
             name: Choice(estimator, len(labels), self.op_names, init_std=init_std, generator=generator,
                          labels=labels)
             for name in ("normal", "reduce")})
+        if with_aux_skip:
+            self.aux_skip = 0.0  # DARTS-'s β, set by the search loop (see the module docstring)
         if derive_max_skip is not None:
             if derive_max_skip < 0:
                 raise ConfigError(f"estimator.derive_max_skip must be 0 or more (or null for no limit), "
@@ -106,9 +120,10 @@ class DartsSupernet(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         samples = {name: choice() for name, choice in self.arch.items()}
+        beta = getattr(self, "aux_skip", 0.0)
         s0 = s1 = self.stem(x)
         for cell in self.cells:
-            s0, s1 = s1, cell(s0, s1, samples["reduce" if cell.reduction else "normal"])
+            s0, s1 = s1, cell(s0, s1, samples["reduce" if cell.reduction else "normal"], beta)
         return self.classifier(self.global_pooling(s1).flatten(1))
 
     def genotype(self, top_k: int = 2) -> Genotype:
