@@ -60,8 +60,12 @@ def test_nb201_limit_respects_derive_exclude():
 def test_nb201_limit_errors_are_one_line():
     with pytest.raises(ConfigError, match="must be 0 or more"):
         nb201(-1)
-    with pytest.raises(ConfigError, match="needs an estimator with logits"):
+    with pytest.raises(ConfigError, match="needs an estimator with logits.*set estimator.derive_max_skip=null$"):
         nb201(1, estimator="bop")
+    # both derive keys at once: one message naming both fixes
+    with pytest.raises(ConfigError, match="derive_exclude and estimator.derive_max_skip need an estimator "
+                                          ".*set estimator.derive_exclude=\\[\\] estimator.derive_max_skip=null$"):
+        nb201(1, estimator="bop", derive_exclude=["none"])
 
 
 def darts_weights(ops, rows):

@@ -132,12 +132,13 @@ class NB201Supernet(Skeleton):
             if not self.derive_allowed.any():
                 raise ConfigError("space.ops: with optim.aux_skip derive never picks 'none'; "
                                   "give at least one other op")
-        if not self.derive_allowed.all() and not has_logits:
-            raise ConfigError(f"estimator.derive_exclude needs an estimator with logits to rank the other "
-                              f"candidates; '{estimator.name}' has none: remove estimator.derive_exclude")
-        if derive_max_skip is not None and not has_logits:
-            raise ConfigError(f"estimator.derive_max_skip needs an estimator with logits to rank the skip "
-                              f"edges; '{estimator.name}' has none: remove estimator.derive_max_skip")
+        ranked = [key for key, given in (("estimator.derive_exclude=[]", not self.derive_allowed.all()),
+                                         ("estimator.derive_max_skip=null", derive_max_skip is not None))
+                  if given]
+        if ranked and not has_logits:
+            keys = " and ".join(k.split("=")[0] for k in ranked)
+            raise ConfigError(f"{keys} {'need' if len(ranked) > 1 else 'needs'} an estimator with logits to "
+                              f"rank the candidates; '{estimator.name}' has none: set {' '.join(ranked)}")
         if gates == "edge":
             self.arch["gates"] = HardConcreteGate(len(EDGES), l0_lambda, labels=EDGE_NAMES, generator=generator)
         elif gates == "op":
