@@ -6,11 +6,28 @@ its op table (candidate ops), its supernet (mixed choices, built with an estimat
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 from torch import nn
 
-from nas.errors import CheckpointError
+from nas.errors import CheckpointError, ConfigError
+
+
+def check_max_skip(value: Optional[int]) -> Optional[int]:
+    """``estimator.derive_max_skip`` as a supernet takes it: ``None`` (no limit) or 0 or more."""
+    if value is not None and value < 0:
+        raise ConfigError(f"estimator.derive_max_skip must be 0 or more (or null for no limit), got {value}")
+    return value
+
+
+def refuse_without_logits(choice: Any, estimator_name: str, settings: Sequence[str]) -> None:
+    """One error naming the derive ``settings`` (``key=value that turns it off``) given to an
+    estimator whose ``choice`` has no logits to rank the candidates by."""
+    if not settings or "logits" in choice.roles.values():
+        return
+    keys = " and ".join(s.split("=")[0] for s in settings)
+    raise ConfigError(f"{keys} {'need' if len(settings) > 1 else 'needs'} an estimator with logits to "
+                      f"rank the candidates; '{estimator_name}' has none: set {' '.join(settings)}")
 
 
 class SearchSpace:
@@ -30,7 +47,6 @@ class SearchSpace:
         raise NotImplementedError
 
     def check_ops(self, ops: Sequence[str], key: str = "space.ops") -> list:
-        from nas.errors import ConfigError
         unknown = [o for o in ops if o not in self.ops]
         if unknown:
             raise ConfigError(f"{key}: unknown op '{unknown[0]}' for space '{self.name}'; "

@@ -24,11 +24,11 @@ from typing import List, Optional, Sequence
 import torch
 from torch import Tensor, nn
 
-from nas.errors import ConfigError
 from nas.estimators.base import Estimator, Sample
 from nas.ops import FactorizedReduce, ReLUConvBN
 from nas.supernet import Choice, MixedOp
 
+from ..base import check_max_skip, refuse_without_logits
 from .genotype import Genotype, derive_cell, derive_cell_max_skip
 from .ops import PRIMITIVES, SUPERNET_OPS
 
@@ -52,14 +52,14 @@ class SearchCell(nn.Module):
                             else ReLUConvBN(C_pp, C, 1, 1, 0, affine=affine))
         self.preprocess1 = ReLUConvBN(C_p, C, 1, 1, 0, affine=affine)
         self.edges = nn.ModuleList()
+        self.aux = nn.ModuleList() if with_aux_skip else None
         for n in range(steps):
             for i in range(n + 2):
                 stride = 2 if reduction and i < 2 else 1
                 self.edges.append(MixedOp([SUPERNET_OPS[name](C, C, stride, affine) for name in op_names],
                                           op_names))
-        self.aux = (nn.ModuleList(FactorizedReduce(C, C, affine=False) if reduction and i < 2 else nn.Identity()
-                                  for n in range(steps) for i in range(n + 2))
-                    if with_aux_skip else None)
+                if with_aux_skip:
+                    self.aux.append(FactorizedReduce(C, C, affine=False) if stride == 2 else nn.Identity())
 
     def forward(self, s0: Tensor, s1: Tensor, sample: Sample, aux_skip: float = 0.0) -> Tensor:
         states = [self.preprocess0(s0), self.preprocess1(s1)]
@@ -85,7 +85,7 @@ class DartsSupernet(nn.Module):
                  derive_max_skip: Optional[int] = None, with_aux_skip: bool = False):
         super().__init__()
         self.op_names = list(ops) if ops else list(PRIMITIVES)
-        self.derive_max_skip = derive_max_skip
+        self.derive_max_skip = check_max_skip(derive_max_skip)
         self.steps, self.multiplier = steps, multiplier
         C_curr = stem_multiplier * C
         self.stem = nn.Sequential(nn.Conv2d(in_channels, C_curr, 3, padding=1, bias=False),
@@ -110,13 +110,8 @@ class DartsSupernet(nn.Module):
             for name in ("normal", "reduce")})
         if with_aux_skip:
             self.aux_skip = 0.0  # DARTS-'s β, set by the search loop (see the module docstring)
-        if derive_max_skip is not None:
-            if derive_max_skip < 0:
-                raise ConfigError(f"estimator.derive_max_skip must be 0 or more (or null for no limit), "
-                                  f"got {derive_max_skip}")
-            if "logits" not in self.arch["normal"].roles.values():
-                raise ConfigError(f"estimator.derive_max_skip needs an estimator with logits to rank the skip "
-                                  f"edges; '{estimator.name}' has none: remove estimator.derive_max_skip")
+        refuse_without_logits(self.arch["normal"], estimator.name,
+                              ["estimator.derive_max_skip=null"] if derive_max_skip is not None else [])
 
     def forward(self, x: Tensor) -> Tensor:
         samples = {name: choice() for name, choice in self.arch.items()}

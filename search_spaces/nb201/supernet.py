@@ -48,6 +48,7 @@ from nas.errors import ConfigError
 from nas.estimators.base import Estimator, Sample
 from nas.supernet import Choice, MixedOp
 
+from ..base import check_max_skip, refuse_without_logits
 from .genotype import EDGE_NAMES, EDGES, NB201Genotype, NODES
 from .ops import OPS
 from .skeleton import ResBlock, Skeleton
@@ -113,10 +114,7 @@ class NB201Supernet(Skeleton):
         self.derive_allowed = torch.tensor([op not in derive_exclude for op in self.op_names])
         if not self.derive_allowed.any():
             raise ConfigError("estimator.derive_exclude leaves no candidate to derive; keep at least one op")
-        if derive_max_skip is not None and derive_max_skip < 0:
-            raise ConfigError(f"estimator.derive_max_skip must be 0 or more (or null for no limit), "
-                              f"got {derive_max_skip}")
-        self.derive_max_skip = derive_max_skip
+        self.derive_max_skip = check_max_skip(derive_max_skip)
         self.gates = gates
         self.aux_skip = 0.0  # DARTS-'s β, set by the search loop (see the module docstring)
         super().__init__(lambda c: SearchCell(c, self.op_names, affine, gates == "channel", l0_lambda),
@@ -132,13 +130,10 @@ class NB201Supernet(Skeleton):
             if not self.derive_allowed.any():
                 raise ConfigError("space.ops: with optim.aux_skip derive never picks 'none'; "
                                   "give at least one other op")
-        ranked = [key for key, given in (("estimator.derive_exclude=[]", not self.derive_allowed.all()),
-                                         ("estimator.derive_max_skip=null", derive_max_skip is not None))
-                  if given]
-        if ranked and not has_logits:
-            keys = " and ".join(k.split("=")[0] for k in ranked)
-            raise ConfigError(f"{keys} {'need' if len(ranked) > 1 else 'needs'} an estimator with logits to "
-                              f"rank the candidates; '{estimator.name}' has none: set {' '.join(ranked)}")
+        refuse_without_logits(self.arch["cell"], estimator.name,
+                              [key for key, given in (("estimator.derive_exclude=[]", not self.derive_allowed.all()),
+                                                      ("estimator.derive_max_skip=null", derive_max_skip is not None))
+                               if given])
         if gates == "edge":
             self.arch["gates"] = HardConcreteGate(len(EDGES), l0_lambda, labels=EDGE_NAMES, generator=generator)
         elif gates == "op":
