@@ -32,6 +32,18 @@ class DNFDataConfig:
 
 
 @dataclass
+class MazeDataConfig:
+    """The digit maze (``data.dataset=maze``, searched by ``space.name=program``; nas/data/maze.py)."""
+    width: int = 5
+    height: int = 3
+    count: int = 15                # the move counter's modulus
+    max_moves: int = 14            # longest path (the 3-line program needs 3·14 + 1 = 43 of 45 steps)
+    decay: float = 0.7             # P(L moves) ∝ decay^L for L = 0..max_moves (1: uniform)
+    train: int = 2000              # mazes of train-split digit images (split by data.train_portion)
+    test: int = 1000               # mazes of test-split digit images (the final end-to-end scores)
+
+
+@dataclass
 class DataConfig:
     dataset: str = "digits"
     root: Optional[str] = None
@@ -43,7 +55,16 @@ class DataConfig:
     workers: int = 0
     augment: bool = True
     dnf: DNFDataConfig = field(default_factory=DNFDataConfig)
+    maze: MazeDataConfig = field(default_factory=MazeDataConfig)
     quantiles: List[float] = field(default_factory=lambda: [0.25, 0.5, 0.75])  # tabular binarisation
+
+
+@dataclass
+class ProgramSpaceConfig:
+    """The ``program`` space (search_spaces/program): its template's size and its LOOK network."""
+    lines: int = 3                 # learnable program lines
+    steps: int = 45                # unrolled execution steps
+    look_hidden: int = 32          # hidden units of the LOOK MLP (64 -> hidden -> 5)
 
 
 @dataclass
@@ -61,6 +82,7 @@ class SpaceConfig:
     l0_lambda: float = 1e-4
     rules: int = 64                # DNF: conjunctions per tower (N)
     lambda_g: float = 1e-4         # DNF: sparsity weight λ_g
+    program: ProgramSpaceConfig = field(default_factory=ProgramSpaceConfig)
 
 
 @dataclass

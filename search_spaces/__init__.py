@@ -5,11 +5,13 @@ from .base import SearchSpace
 from .darts import DartsSpace
 from .dnf import DNFSpace
 from .nb201 import NB201Space
+from .program import ProgramSpace
 
 SPACES = Registry("search space")
 SPACES.register("nb201", NB201Space)
 SPACES.register("darts", DartsSpace)
 SPACES.register("dnf", DNFSpace)
+SPACES.register("program", ProgramSpace)
 
 
 def get_space(name: str) -> SearchSpace:

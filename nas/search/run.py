@@ -59,6 +59,10 @@ def make_loaders(cfg: Config, device: torch.device):
     from ..data import build_search_loaders
     from ..data.tabular import TABULAR, TabularOptions, build_tabular_search_loaders
     d = cfg.data
+    if d.dataset == "maze":
+        from ..data.maze import MazeOptions, build_maze_search_loaders
+        return build_maze_search_loaders(options=MazeOptions(**to_dict(d.maze)), train_portion=d.train_portion,
+                                         batch_size=d.batch_size, seed=cfg.seed, device=device)
     if d.dataset in TABULAR:
         opts = TabularOptions(features=d.dnf.features, clauses=d.dnf.clauses, width=d.dnf.width,
                               noise=d.dnf.noise, samples=d.dnf.samples, quantiles=d.quantiles)
@@ -78,12 +82,20 @@ def make_supernet(cfg: Config, estimator: Estimator, num_classes: int, in_channe
     if space.name == "dnf":  # a rule learner over tabular features: none of the cell keys apply
         kwargs = dict(rules=s.rules, lambda_g=s.lambda_g, feature_names=(info or {}).get("features"),
                       class_names=(info or {}).get("classes"))
+    elif space.name == "program":  # a program template over the maze: none of the cell keys apply
+        if "maze" not in (info or {}):
+            raise ConfigError("space.name=program learns a program for the digit maze; set data.dataset=maze")
+        maze, p = info["maze"], s.program
+        kwargs = dict(lines=p.lines, steps=p.steps, look_hidden=p.look_hidden, width=maze.width,
+                      height=maze.height, count=maze.count)
     elif space.name == "nb201":
         kwargs.update(N=s.N, derive_exclude=cfg.estimator.derive_exclude,
                       with_aux_skip=cfg.optim.uses_aux_skip, derive_max_skip=cfg.estimator.derive_max_skip)
     else:
         kwargs.update(layers=s.layers, steps=s.steps, multiplier=s.multiplier, stem_multiplier=s.stem_multiplier,
                       derive_max_skip=cfg.estimator.derive_max_skip, with_aux_skip=cfg.optim.uses_aux_skip)
+    if "maze" in (info or {}) and space.name != "program":
+        raise ConfigError(f"data.dataset=maze is the task of space.name=program, not of the {space.name} space")
     if cfg.estimator.derive_exclude and space.name != "nb201":
         raise ConfigError(f"estimator.derive_exclude applies to the nb201 space; the {space.name} space has "
                           f"its own derive rule (darts already leaves 'none' out): remove the key")
@@ -330,8 +342,13 @@ def _finish(cfg: Config, out_dir: Path, space: Any, model: torch.nn.Module, sear
                "train_acc": history[-1].get("train_acc") if history else None,
                "search_seconds": round(seconds, 2), "epochs": t.epochs, "genotype": str(genotype),
                "history": history}
+    # scores a model computes on held-out data itself (the program space: end-to-end test
+    # accuracy on the test mazes, and its derived program with a perfect LOOK)
+    extra = model.extra_metrics(info) if hasattr(model, "extra_metrics") else {}
+    metrics.update(extra)
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    log.info(f"done in {seconds:.1f}s: val_acc={final['acc']:.2f} genotype={genotype}")
+    log.info(f"done in {seconds:.1f}s: val_acc={final['acc']:.2f} genotype={genotype}"
+             + "".join(f" {k}={v:.4g}" if isinstance(v, float) else f" {k}={v}" for k, v in extra.items()))
     warning = collapse_warning(genotype) or aux_none_warning(cfg, genotype)
     if warning:
         log.warning(warning)
