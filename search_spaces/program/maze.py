@@ -33,7 +33,7 @@ from .genotype import ProgramGenotype
 
 INSTRUCTIONS = ("INC", "DEC", "MOVE", "LOOK")
 LINES, STEPS, LOOK_HIDDEN = 3, 45, 32
-PROB_EPS = 1e-4  # p̃ = (p + ε)/(1 + Kε): a wrong one-hot output keeps a finite loss and a gradient
+PROB_EPS = 1e-2  # p̃ = (p + ε)/(1 + Kε): a wrong one-hot output keeps a finite loss and a gradient
 CHUNK = 512      # mazes per batch in the final scores
 
 
