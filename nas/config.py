@@ -64,7 +64,7 @@ class ProgramSpaceConfig:
     """The ``program`` space (search_spaces/program): its template's size and its LOOK network."""
     lines: int = 3                 # learnable program lines
     steps: int = 45                # unrolled execution steps
-    look_hidden: int = 32          # hidden units of the LOOK MLP (64 -> hidden -> 5)
+    look_hidden: int = 32          # hidden units of the LOOK network (search_spaces/program/maze.py)
 
 
 @dataclass

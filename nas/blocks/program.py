@@ -217,6 +217,16 @@ def execute(template: Template, W: Tensor, G: Tensor, init: Mapping[str, Tensor]
                        function_tables(functions, context, W.dtype, training, tables))
 
 
+LOG_EPS = 1e-2  # see log_probs
+
+
+def log_probs(p: Tensor, eps: float = LOG_EPS) -> Tensor:
+    """``log p̃`` of a register's distribution ``p [..., K]``, ``p̃ = (p + ε)/(1 + Kε)``: normalised,
+    and a wrong one-hot output keeps a finite loss and a gradient (a clamp would give none), so a
+    hard program still learns. ε bounds the loss of a hopeless output at ``log((1 + Kε)/ε)``."""
+    return ((p + eps) / (1 + p.shape[-1] * eps)).log()
+
+
 def program_text(instrs: Sequence[str], gotos: Sequence[int], sep: str = " / ") -> str:
     """``0: LOOK; goto 1 / 1: MOVE; goto 2 / …`` (``sep="\\n"``: one line per program line)."""
     return sep.join(f"{i}: {ins}; goto {g}" for i, (ins, g) in enumerate(zip(instrs, gotos)))

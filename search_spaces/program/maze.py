@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nas.blocks.program import FixedProgram, Instruction, ProgramBlock, Template, one_hot, table
+from nas.blocks.program import FixedProgram, Instruction, ProgramBlock, Template, log_probs, one_hot, table
 from nas.data.maze import DIRECTIONS, DX, DY, MazeInput, MazeSet
 from nas.estimators.base import Estimator
 
@@ -33,7 +33,6 @@ from .genotype import ProgramGenotype
 
 INSTRUCTIONS = ("INC", "DEC", "MOVE", "LOOK")
 LINES, STEPS, LOOK_HIDDEN = 3, 45, 32
-PROB_EPS = 1e-2  # p̃ = (p + ε)/(1 + Kε): a wrong one-hot output keeps a finite loss and a gradient
 CHUNK = 512      # mazes per batch in the final scores
 
 
@@ -55,25 +54,28 @@ def maze_template(width: int, height: int, count: int, lines: int = LINES, steps
 
 
 class LookNet(nn.Module):
-    """``LOOK``: an MLP ``64 → hidden → 5`` on each cell's 8×8 image; ``forward(MazeInput) ->
-    logits [B, W, H, 5]`` indexed by the instruction's input registers (X, Y)."""
+    """``LOOK``: a small convnet on each cell's 8×8 image (3×3 conv to 8 channels, ReLU, 2×2 max
+    pool, ``128 → hidden → 5``); ``forward(MazeInput) -> logits [B, W, H, 5]`` indexed by the
+    instruction's input registers (X, Y). (An MLP ``64 → 32 → 5`` read about one more test image
+    wrongly and, on 2 of 6 seeds with the correct program fixed, never left "always halt".)"""
+
+    CHANNELS = 8
 
     def __init__(self, hidden: int = LOOK_HIDDEN):
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(64, hidden), nn.ReLU(), nn.Linear(hidden, DIRECTIONS))
+        self.conv = nn.Conv2d(1, self.CHANNELS, 3, padding=1)
+        self.head = nn.Sequential(nn.Linear(self.CHANNELS * 16, hidden), nn.ReLU(), nn.Linear(hidden, DIRECTIONS))
 
     def forward(self, x: MazeInput) -> Tensor:
-        return self.net(x.images).transpose(1, 2)                          # [B, H, W, 5] -> [B, W, H, 5]
-
-
-def squash(p: Tensor, eps: float = PROB_EPS) -> Tensor:
-    return (p + eps) / (1 + p.shape[-1] * eps)
+        B, H, W, _ = x.images.shape
+        z = F.max_pool2d(F.relu(self.conv(x.images.reshape(B * H * W, 1, 8, 8))), 2)   # [BHW, 8, 4, 4]
+        return self.head(z.flatten(1)).view(B, H, W, DIRECTIONS).transpose(1, 2)       # [B, W, H, 5]
 
 
 def joint_log_probs(state: Dict[str, Tensor]) -> Tensor:
     """``log p̃_X[x] + log p̃_Y[y] + log p̃_reg[c]`` as ``[B, W·H·count]`` in the order of the
-    maze targets ``(x·H + y)·count + c``; each factor squashed (:func:`squash`) and normalised."""
-    lx, ly, lc = (squash(state[r]).log() for r in ("X", "Y", "reg"))
+    maze targets ``(x·H + y)·count + c``, each factor smoothed by :func:`~nas.blocks.program.log_probs`."""
+    lx, ly, lc = (log_probs(state[r]) for r in ("X", "Y", "reg"))
     return (lx[:, :, None, None] + ly[:, None, :, None] + lc[:, None, None, :]).flatten(1)
 
 
