@@ -32,7 +32,6 @@ Loader batches: ``x = MazeInput(images float [B, H, W, 64] in [0, 1], start long
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Tuple
 
@@ -40,6 +39,7 @@ import torch
 
 from ..errors import ConfigError
 from .loader import split_indices
+from .tabular import TabularLoader
 
 DIRECTIONS = 5                    # 0 halt, 1 right, 2 up, 3 left, 4 down
 DX = (0, 1, 0, -1, 0)
@@ -181,25 +181,16 @@ def generate(split: str, seed: int, options: MazeOptions) -> MazeSet:
     return MazeSet(images, digits, start, final, moves, o)
 
 
-class MazeLoader:
+class MazeLoader(TabularLoader):
     """Iterates ``(MazeInput, y)`` on ``device`` with its own generator (see ``BatchLoader``)."""
 
     def __init__(self, data: MazeSet, idx: Optional[torch.Tensor] = None, *, batch_size: int,
                  shuffle: bool, seed: int = 0, device: Any = "cpu"):
-        if batch_size < 1:
-            raise ConfigError(f"data.batch_size must be positive, got {batch_size}")
         idx = torch.arange(len(data)) if idx is None else idx
+        super().__init__(data.images[idx], data.targets()[idx], batch_size=batch_size, shuffle=shuffle,
+                         seed=seed, device=device)
         self.data, self.idx = data, idx
-        self.device = torch.device(device)
-        self.images = data.images[idx].to(self.device)
         self.start = data.start[idx].to(self.device)
-        self.y = data.targets()[idx].to(self.device)
-        self.batch_size, self.shuffle = batch_size, shuffle
-        self.generator = torch.Generator().manual_seed(seed)
-        self.epoch = 0
-
-    def __len__(self) -> int:
-        return math.ceil(self.y.shape[0] / self.batch_size)
 
     def __iter__(self) -> Iterator[Tuple[MazeInput, torch.Tensor]]:
         n = self.y.shape[0]
@@ -208,18 +199,11 @@ class MazeLoader:
         self.epoch += 1
         for i in range(len(self)):
             b = order[i * self.batch_size:(i + 1) * self.batch_size]
-            yield MazeInput(self.images[b], self.start[b]), self.y[b]
+            yield MazeInput(self.x[b], self.start[b]), self.y[b]
 
     def eval_loader(self) -> "MazeLoader":
         """The same mazes in a fixed order (for final scores)."""
         return MazeLoader(self.data, self.idx, batch_size=self.batch_size, shuffle=False, device=self.device)
-
-    def state_dict(self) -> Dict[str, Any]:
-        return {"epoch": self.epoch, "generator": self.generator.get_state()}
-
-    def load_state_dict(self, state: Dict[str, Any]) -> None:
-        self.generator.set_state(state["generator"])
-        self.epoch = int(state["epoch"])
 
 
 def build_maze_search_loaders(*, options: MazeOptions, train_portion: float, batch_size: int,
