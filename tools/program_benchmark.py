@@ -101,20 +101,24 @@ def _mean_std(xs: Sequence[float]) -> str:
 
 
 def table(results: List[Dict[str, Any]], specs: List[str], target: float) -> str:
+    """One row per spec; a run that stopped with an error (e.g. a non-finite loss) counts as
+    neither correct nor solved, and is named in the last column."""
     head = (f"| estimator | seeds | correct program | solved (correct, test acc ≥ {target:g} %) | "
-            "test acc % | LOOK acc % | s/run (max) |\n| --- | --- | --- | --- | --- | --- | --- |\n")
+            "test acc % | LOOK acc % | s/run (max) | errors |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n")
     lines = []
     for spec in specs:
-        rs = [r for r in results if r["spec"] == spec and "error" not in r]
-        errs = [r for r in results if r["spec"] == spec and "error" in r]
-        if errs and not rs:
-            lines.append(f"| {spec} | – | unavailable: {errs[0]['error']} | | | | |")
+        rs = [r for r in results if r["spec"] == spec]
+        ok = [r for r in rs if "error" not in r]
+        errs = sorted({r["error"].split(";")[0] for r in rs if "error" in r})
+        if not ok:
+            lines.append(f"| {spec} | {len(rs)} | 0/{len(rs)} | 0/{len(rs)} | – | – | – | {'; '.join(errs)} |")
             continue
-        solved = sum(r["correct"] and r["test_acc"] >= target for r in rs)
-        secs = [r["seconds"] for r in rs]
-        lines.append(f"| {spec} | {len(rs)} | {sum(r['correct'] for r in rs)}/{len(rs)} | {solved}/{len(rs)} | "
-                     f"{_mean_std([r['test_acc'] for r in rs])} | {_mean_std([r['look_acc'] for r in rs])} | "
-                     f"{statistics.mean(secs):.0f} ({max(secs):.0f}) |")
+        solved = sum(r["correct"] and r["test_acc"] >= target for r in ok)
+        secs = [r["seconds"] for r in ok]
+        lines.append(f"| {spec} | {len(rs)} | {sum(r['correct'] for r in ok)}/{len(rs)} | {solved}/{len(rs)} | "
+                     f"{_mean_std([r['test_acc'] for r in ok])} | {_mean_std([r['look_acc'] for r in ok])} | "
+                     f"{statistics.mean(secs):.0f} ({max(secs):.0f}) | "
+                     f"{f'{len(rs) - len(ok)}: ' + '; '.join(errs) if errs else ''} |")
     return head + "\n".join(lines) + "\n"
 
 
