@@ -7,7 +7,7 @@ import torch
 import yaml
 
 from nas.cli import main as nas_search
-from nas.retrain import resolve_genotype
+from nas.retrainer import resolve_genotype
 from search_spaces.darts import Genotype
 
 REPO = Path(__file__).resolve().parents[1]
@@ -116,7 +116,7 @@ def test_derive_errors_are_one_line(runs, tmp_path, capsys):
     bad.write_bytes(b"not a checkpoint")
     assert derive_cli(bad) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("derive: error: checkpoint") and "\n" not in err
+    assert err.startswith("nas-derive: error: checkpoint") and "\n" not in err
     assert derive_cli(tmp_path / "missing") == 2
     assert "not found" in capsys.readouterr().err
     assert derive_cli(runs["darts"], "--top-k", "0", "--out", tmp_path / "y.yaml") == 2

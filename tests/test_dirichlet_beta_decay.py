@@ -10,8 +10,8 @@ from nas.errors import NasError
 from nas.estimators import build_estimator
 from nas.estimators.base import BINARY, CATEGORICAL
 from nas.estimators.dirichlet import concentration
-from nas.search.loop import Searcher, beta_decay_penalty
-from nas.search.optim import build_optimizers
+from nas.searcher.loop import Searcher, beta_decay_penalty
+from nas.searcher.optim import build_optimizers
 from nas.supernet.choice import Choice
 
 

@@ -234,7 +234,7 @@ def test_dnf_op_joins_a_mixed_op_and_trains_through_it():
 def test_dnf_space_search_writes_rules_that_rebuild_the_scored_classifier(tmp_path):
     from nas.config import load_config
     from nas.data.tabular import TabularOptions, build_tabular_search_loaders
-    from nas.search.run import run_search
+    from nas.searcher.run import run_search
 
     noisy = "ste" in NOISY
     cfg = load_config("configs/dnf_synthetic.yaml", [

@@ -15,10 +15,11 @@ from torch import nn
 
 from nas.config import load_config
 from nas.estimators.base import Estimator, Sample
-from nas.search.checkpoint import load_checkpoint
-from nas.search.figures import _PALETTE, cell_diagram, cell_edges, colormap, heatmap, to_chw_uint8
-from nas.search.monitor import Monitor, SearchSummaries, entropies, log, setup_logging
-from nas.search.run import run_search
+from nas.engine.checkpoint import load_checkpoint
+from nas.searcher.figures import _PALETTE, cell_diagram, cell_edges, colormap, heatmap, to_chw_uint8
+from nas.engine.monitor import Monitor, log, setup_logging
+from nas.searcher.summaries import SearchSummaries, entropies
+from nas.searcher.run import run_search
 from nas.supernet import Choice
 from search_spaces.nb201 import EDGE_NAMES, OPS, NB201Genotype
 
@@ -314,7 +315,7 @@ def test_a_callable_postfix_is_read_only_when_the_bar_redraws(monkeypatch, tmp_p
     monkeypatch.setattr(sys, "stderr", FakeTTY())
     setup_logging(tmp_path / "log.txt", quiet=False)
     clock = [100.0]
-    monkeypatch.setattr("nas.search.monitor.time.monotonic", lambda: clock[0])
+    monkeypatch.setattr("nas.engine.monitor.time.monotonic", lambda: clock[0])
     mon = Monitor(None, epochs=1)
     mon.start(0)
     mon.start_epoch(0, steps=10)

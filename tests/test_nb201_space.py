@@ -223,7 +223,7 @@ def test_registry_lists_spaces():
 
 
 def test_collapse_warning_names_a_disconnected_cell_only():
-    from nas.search.run import collapse_warning
+    from nas.searcher.run import collapse_warning
     dead = NB201Genotype.from_string("|nor_conv_3x3~0|+|none~0|none~1|+|none~0|none~1|none~2|")
     msg = collapse_warning(dead)
     assert msg.startswith("warning:") and str(dead) in msg and "\n" not in msg

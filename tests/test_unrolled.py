@@ -5,11 +5,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-import nas.search.unrolled as unrolled
+import nas.searcher.unrolled as unrolled
 from nas.cli import main
 from nas.estimators import build_estimator
-from nas.search.loop import Searcher
-from nas.search.optim import build_optimizers
+from nas.searcher.loop import Searcher
+from nas.searcher.optim import build_optimizers
 from nas.supernet import Choice, MixedOp
 from nas.supernet.choice import arch_parameters
 from search_spaces import get_space

@@ -39,8 +39,8 @@ from nas.data.tabular import (TabularLoader, TabularOptions, TabularSet, dnf_str
                               load_tabular)
 from nas.errors import NasError  # noqa: E402
 from nas.estimators import build_estimator  # noqa: E402
-from nas.search.loop import Searcher, regularization  # noqa: E402
-from nas.search.optim import build_optimizers  # noqa: E402
+from nas.searcher.loop import Searcher, regularization  # noqa: E402
+from nas.searcher.optim import build_optimizers  # noqa: E402
 from nas.supernet import arch_parameters  # noqa: E402
 from search_spaces.dnf import DNFSpace  # noqa: E402
 

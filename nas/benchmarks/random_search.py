@@ -77,7 +77,7 @@ def random_search(cfg: Config, budget_seconds: float, *, epochs_per_cell: int = 
     from search_spaces import get_space
 
     from ..data import BatchLoader
-    from ..search.run import make_loaders, resolve_device, seed_everything
+    from ..searcher.run import make_loaders, resolve_device, seed_everything
 
     if cfg.space.name != "nb201":
         raise NasError(f"random search samples NB201 cells; space '{cfg.space.name}' is not supported")

@@ -15,7 +15,7 @@ choice among its open candidates, ``none`` when all are closed.
 
 ``aux_skip`` (DARTS-, Chu et al., ICLR 2021): every edge adds ``β·x`` to its mixed output,
 ``out_ij = Σ_k p_k·o_k(x_i) + β·x_i``. The search loop sets β per step
-(:class:`nas.search.loop.Searcher`); DARTS- decays it linearly to 0 over the search. The
+(:class:`nas.searcher.loop.Searcher`); DARTS- decays it linearly to 0 over the search. The
 auxiliary identity carries the gradient flow that otherwise makes the skip candidate win early,
 so α_skip only grows where a skip helps the cell itself. 0 (the default) is the plain supernet.
 A supernet built for it (``with_aux_skip=True``) never derives ``none`` when its estimator has logits:

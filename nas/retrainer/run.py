@@ -16,9 +16,9 @@ import yaml
 
 from ..config import dump_config, from_dict, to_dict
 from ..errors import CheckpointError, ConfigError, NasError
-from ..search.checkpoint import load_checkpoint, save_atomic
-from ..search.monitor import Monitor, flatten, log, setup_logging
-from ..search.run import _rng_state, _set_rng_state, replan_epochs, resolve_device, seed_everything
+from ..engine.checkpoint import load_checkpoint, save_atomic
+from ..engine.monitor import Monitor, flatten, log, setup_logging
+from ..engine.runtime import replan_epochs, resolve_device, rng_state, seed_everything, set_rng_state
 from ..utils import count_macs, count_params
 from .config import RetrainConfig
 from .genotypes import genotype_from_data, resolve_genotype
@@ -116,7 +116,7 @@ def run_retrain(cfg: RetrainConfig, out_dir: Optional[Path] = None, *, quiet: bo
         try:
             trainer.load_state_dict(ckpt)
             train_loader.load_state_dict(ckpt["loaders"]["train"])
-            _set_rng_state(ckpt["rng"], device)
+            set_rng_state(ckpt["rng"], device)
         except (RuntimeError, KeyError, ValueError, TypeError) as e:
             raise CheckpointError(f"checkpoint {ckpt_path} does not match its config "
                                   f"({str(e).splitlines()[0][:100] if str(e) else type(e).__name__}); "
@@ -128,7 +128,7 @@ def run_retrain(cfg: RetrainConfig, out_dir: Optional[Path] = None, *, quiet: bo
     def checkpoint(epoch_done: int, seconds: float) -> None:
         save_atomic({"version": CKPT_VERSION, "kind": "retrain", "epoch": epoch_done, "config": to_dict(cfg),
                      **trainer.state_dict(), "loaders": {"train": train_loader.state_dict()},
-                     "rng": _rng_state(device), "genotype": space.genotype_to_dict(genotype),
+                     "rng": rng_state(device), "genotype": space.genotype_to_dict(genotype),
                      "history": history, "seconds": seconds}, ckpt_path)
 
     log.info(f"retrain {cfg.name}: space={space.name} genotype={genotype} params={params_m:.3f}M "

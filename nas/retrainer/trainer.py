@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import NasError
-from ..search.loop import Meter, check_finite
+from ..engine.meter import Meter, check_finite
 from .augment import cutout
 
 Batch = Tuple[Tensor, Tensor]

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import math
-import random
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,30 +19,14 @@ from ..errors import CheckpointError, ConfigError, NasError
 from ..estimators import build_estimator
 from ..estimators.base import Estimator
 from ..supernet.bn import recalibrate_bn
-from .checkpoint import load_checkpoint, remove_stale_temps, save_atomic
+from ..engine.checkpoint import load_checkpoint, remove_stale_temps, save_atomic
+from ..engine.monitor import Monitor, log, setup_logging
+from ..engine.runtime import replan_epochs, resolve_device, rng_state, seed_everything, set_rng_state
 from .loop import Searcher
-from .monitor import Monitor, SearchSummaries, log, setup_logging
 from .optim import build_optimizers
+from .summaries import SearchSummaries
 
 CKPT_VERSION = 1
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device: 'cuda' was asked for but no CUDA GPU is visible; use device=cpu or device=auto")
-    return torch.device(name)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    torch.manual_seed(seed)
-    try:
-        import numpy as np
-        np.random.seed(seed % 2**32)
-    except ImportError:  # numpy is optional for the search itself
-        pass
 
 
 def make_estimator(cfg: Config) -> Estimator:
@@ -141,7 +123,7 @@ RESUMABLE_CHANGES = ("name", "device", "data.root", "data.download", "data.worke
 
 def check_resume_config(cfg: Config, ckpt: Dict[str, Any], ckpt_path: Path) -> None:
     """A one-line CheckpointError when ``cfg`` would not continue the search in ``ckpt``."""
-    from .monitor import flatten
+    from ..engine.monitor import flatten
     try:
         saved = flatten(to_dict(from_dict(Config, ckpt["config"])))
     except (NasError, TypeError, AttributeError) as e:
@@ -156,43 +138,6 @@ def check_resume_config(cfg: Config, ckpt: Dict[str, Any], ckpt_path: Path) -> N
     if cfg.trainer.epochs < ckpt["epoch"]:
         raise CheckpointError(f"checkpoint {ckpt_path} is at epoch {ckpt['epoch']}; trainer.epochs="
                               f"{cfg.trainer.epochs} would end before it")
-
-
-def replan_epochs(sched: torch.optim.lr_scheduler.LRScheduler, epochs: int) -> None:
-    """Resume with a different ``trainer.epochs`` (extend or shorten a search): the cosine
-    learning rate continues on the curve planned for the new total from the epoch reached,
-    ``lr = lr_min + (lr0 - lr_min)(1 + cos(π·t/T))/2`` with ``T`` the new total, and the
-    estimator's schedules follow the new total through ``set_progress``. The epochs already run
-    keep the old plan, so such a run equals a run planned for the new total only if its
-    schedules are constant; resuming with the same total is exact (bitwise on CPU)."""
-    if not isinstance(sched, torch.optim.lr_scheduler.CosineAnnealingLR) or sched.T_max == max(epochs, 1):
-        return
-    sched.T_max = max(epochs, 1)
-    t = min(sched.last_epoch, sched.T_max)
-    for group, base in zip(sched.optimizer.param_groups, sched.base_lrs):
-        group["lr"] = sched.eta_min + (base - sched.eta_min) * (1 + math.cos(math.pi * t / sched.T_max)) / 2
-    sched._last_lr = [g["lr"] for g in sched.optimizer.param_groups]
-
-
-def _rng_state(device: torch.device) -> Dict[str, Any]:
-    state: Dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate(),
-                             "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
-    try:
-        import numpy as np
-        state["numpy"] = np.random.get_state()
-    except ImportError:
-        pass
-    return state
-
-
-def _set_rng_state(state: Dict[str, Any], device: torch.device) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate(state["python"])
-    if device.type == "cuda" and state.get("cuda") is not None:
-        torch.cuda.set_rng_state(state["cuda"], device)
-    if state.get("numpy") is not None:
-        import numpy as np
-        np.random.set_state(state["numpy"])
 
 
 def run_search(cfg: Config, out_dir: Optional[Path] = None, *, quiet: bool = False,
@@ -249,7 +194,7 @@ def run_search(cfg: Config, out_dir: Optional[Path] = None, *, quiet: bool = Fal
         try:
             train_loader.load_state_dict(ckpt["loaders"]["train"])
             val_loader.load_state_dict(ckpt["loaders"]["val"])
-            _set_rng_state(ckpt["rng"], device)
+            set_rng_state(ckpt["rng"], device)
         except (RuntimeError, KeyError, ValueError, TypeError) as e:
             raise CheckpointError(f"checkpoint {ckpt_path} has no usable data-order/RNG state "
                                   f"({type(e).__name__}: {str(e).splitlines()[0][:80] if str(e) else ''}); "
@@ -263,7 +208,7 @@ def run_search(cfg: Config, out_dir: Optional[Path] = None, *, quiet: bool = Fal
             "version": CKPT_VERSION, "epoch": epoch_done, "config": to_dict(cfg),
             "model": model.state_dict(), "optim": opts.state_dict(), "estimator": estimator.state_dict(),
             "loaders": {"train": train_loader.state_dict(), "val": val_loader.state_dict()},
-            "rng": _rng_state(device),
+            "rng": rng_state(device),
             "genotype": space.genotype_to_dict(model.genotype()), "history": history, "seconds": seconds,
         }, ckpt_path)
 

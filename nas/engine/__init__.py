@@ -1,0 +1,2 @@
+"""The machinery search and retrain share: device and seeding, RNG state, atomic checkpoints,
+progress and TensorBoard, meters and the finite-loss check."""
