@@ -25,6 +25,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="a run folder, a genotype.yaml or an NB201 cell string")
     p.add_argument("--table", type=Path, default=None,
                    help=f"CSV with columns arch,{','.join(DATASETS)} (default {DEFAULT_TABLE})")
+    p.add_argument("--partial-table", action="store_true",
+                   help="accept a table of a subset of the cells (ranks among those); default: all 15,625 required")
     p.add_argument("--device", default="cpu", help="unused (a table lookup); kept for a uniform tool interface")
     return p
 
@@ -36,7 +38,7 @@ def format_score(table: NB201Table, arch) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    table = NB201Table.load(args.table)
+    table = NB201Table.load(args.table, partial=args.partial_table)
     for a in args.archs:
         print(format_score(table, a))
     return 0

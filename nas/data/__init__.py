@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any, Dict, Optional, Tuple
 
 from ..errors import DataError
-from .datasets import DATASETS, ImageSet, load_dataset
+from .datasets import DATASETS, ImageSet, load_dataset, require_classes
 from .loader import BatchLoader, split_indices
 
 __all__ = ["ImageSet", "load_dataset", "split_indices", "BatchLoader", "DATASETS",
@@ -33,6 +33,7 @@ def build_search_loaders(dataset: str, *, root: Optional[str], download: bool,
     """(weight-training loader, architecture-validation loader, info), both from the train split."""
     data = load_dataset(dataset, root=root, download=download, resize=resize, subset=subset,
                         split="train", seed=seed, workers=workers)
+    require_classes(data.labels, data.classes, dataset)
     train_idx, val_idx = split_indices(len(data), train_portion, seed)
     common = dict(batch_size=batch_size, shuffle=True, augment=augment, mean=data.mean,
                   std=data.std, device=device)
@@ -53,6 +54,7 @@ def build_eval_loaders(dataset: str, *, root: Optional[str], download: bool,
     """
     train = load_dataset(dataset, root=root, download=download, resize=resize, subset=subset,
                          split="train", seed=seed, workers=workers)
+    require_classes(train.labels, train.classes, dataset)
     test = load_dataset(dataset, root=root, download=download, resize=resize, subset=test_subset,
                         split="test", seed=seed, workers=workers)
     if test.shape != train.shape or test.classes != train.classes:

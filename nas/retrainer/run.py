@@ -5,6 +5,7 @@ and multiply-accumulates in millions)."""
 from __future__ import annotations
 
 import json
+import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -14,11 +15,14 @@ from typing import Any, Dict, Optional
 import torch
 import yaml
 
-from ..config import dump_config, from_dict, to_dict
+from ..bounds import check_config
+from ..config import from_dict, to_dict
 from ..errors import CheckpointError, ConfigError, NasError
 from ..engine.checkpoint import load_checkpoint, save_atomic
-from ..engine.monitor import Monitor, flatten, log, setup_logging
+from ..engine.monitor import Monitor, flatten, log
+from ..engine.run_folder import RunFolder, load_run_config_data, run_in
 from ..engine.runtime import replan_epochs, resolve_device, rng_state, seed_everything, set_rng_state
+from ..engine.shapes import check_input_fits
 from ..utils import count_macs, count_params
 from .config import RetrainConfig
 from .genotypes import genotype_from_data, resolve_genotype
@@ -67,27 +71,48 @@ def _check_resume(cfg: RetrainConfig, ckpt: Dict[str, Any], path: Path) -> None:
 
 
 def run_retrain(cfg: RetrainConfig, out_dir: Optional[Path] = None, *, quiet: bool = False,
-                resume: bool = False) -> RetrainResult:
+                resume: bool = False, resume_from: Optional[Path] = None) -> RetrainResult:
     """Train ``cfg.model.genotype`` from scratch; with ``resume``, continue the run in ``out_dir``
-    (its genotype is the one stored in the checkpoint)."""
+    (its genotype is the one stored in the checkpoint); with ``resume_from``, continue that run in
+    a copy at ``out_dir``. The folder is owned as :func:`nas.searcher.run.run_search` owns its own."""
+    check_config(cfg)
+    if resume_from is not None:
+        resume = True
+        out_dir = Path(out_dir) if out_dir is not None else Path(resume_from)
     out_dir = Path(out_dir) if out_dir is not None else Path("runs") / (
         f"{cfg.name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}")
-    ckpt_path = out_dir / "checkpoint.pt"
+    if not resume:
+        resolve_genotype(cfg.model.genotype)  # a wrong genotype leaves no folder behind
+    folder = RunFolder.claim(out_dir, "retrain", resume=resume, copy_from=resume_from)
+    return run_in(folder, quiet, lambda: _retrain(cfg, folder, quiet, resume))
+
+
+def loss_causes(cfg: RetrainConfig) -> str:
+    """The settings that most often make a retraining's loss explode, with their values."""
+    o = cfg.optim
+    causes = [f"a learning rate too high (optim.lr={o.lr:g}" +
+              (f", optim.lr_min={o.lr_min:g})" if o.lr_min > o.lr / 10 else ")")]
+    if cfg.trainer.grad_clip == 0:
+        causes.append("no gradient clipping (trainer.grad_clip=0)")
+    return ", ".join(causes)
+
+
+def _retrain(cfg: RetrainConfig, folder: RunFolder, quiet: bool, resume: bool) -> RetrainResult:
+    out_dir = folder.path
+    ckpt_path = folder.file("checkpoint.pt")
+    folder.epochs = cfg.trainer.epochs
     ckpt = None
     if resume:
         ckpt = load_checkpoint(ckpt_path, required=("model", "epoch", "config", "genotype"))
         if ckpt.get("version") != CKPT_VERSION or ckpt.get("kind") != "retrain":
             raise CheckpointError(f"checkpoint {ckpt_path} is not a retrain checkpoint of version {CKPT_VERSION}")
         _check_resume(cfg, ckpt, ckpt_path)
+        folder.saved_epoch = ckpt["epoch"]
         space, genotype = genotype_from_data(ckpt["genotype"], str(ckpt_path))
     else:
-        if ckpt_path.exists():
-            raise NasError(f"{out_dir} already holds a run; continue it with --resume {out_dir} or choose another --out")
         space, genotype = resolve_genotype(cfg.model.genotype)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    setup_logging(out_dir / "log.txt", quiet)
-    dump_config(cfg, out_dir / "config.yaml")
-    (out_dir / "genotype.yaml").write_text(yaml.safe_dump(space.genotype_to_dict(genotype), sort_keys=False))
+    folder.write_config(to_dict(cfg))
+    folder.write_text("genotype.yaml", yaml.safe_dump(space.genotype_to_dict(genotype), sort_keys=False))
 
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
@@ -100,6 +125,7 @@ def run_retrain(cfg: RetrainConfig, out_dir: Optional[Path] = None, *, quiet: bo
         batch_size=d.batch_size, workers=d.workers, seed=cfg.seed, device=device, augment=d.augment,
         test_subset=d.test_subset)
     model = make_network(cfg, space, genotype, info["num_classes"], info["shape"][0])
+    check_input_fits(model, info["shape"], f"{space.name} network")
     params_m = count_params(model) / 1e6
     macs_m = count_macs(model, tuple(info["shape"])) / 1e6
     model.to(device)
@@ -109,7 +135,8 @@ def run_retrain(cfg: RetrainConfig, out_dir: Optional[Path] = None, *, quiet: bo
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(t.epochs, 1), eta_min=o.lr_min)
     trainer = Trainer(model, optimizer, sched, train_loader, epochs=t.epochs, grad_clip=t.grad_clip,
                       aux_weight=cfg.model.auxiliary_weight, drop_path_prob=cfg.model.drop_path_prob,
-                      cutout_length=d.cutout, seed=cfg.seed, max_steps_per_epoch=t.max_steps_per_epoch)
+                      cutout_length=d.cutout, seed=cfg.seed, max_steps_per_epoch=t.max_steps_per_epoch,
+                      loss_causes=loss_causes(cfg))
 
     start_epoch, history, elapsed = 0, [], 0.0
     if ckpt is not None:
@@ -130,15 +157,17 @@ def run_retrain(cfg: RetrainConfig, out_dir: Optional[Path] = None, *, quiet: bo
                      **trainer.state_dict(), "loaders": {"train": train_loader.state_dict()},
                      "rng": rng_state(device), "genotype": space.genotype_to_dict(genotype),
                      "history": history, "seconds": seconds}, ckpt_path)
+        folder.saved_epoch = epoch_done
 
     log.info(f"retrain {cfg.name}: space={space.name} genotype={genotype} params={params_m:.3f}M "
              f"macs={macs_m:.1f}M device={device} train={info['n_train']} test={info['n_test']} out={out_dir}")
     monitor = Monitor(out_dir / "tb", epochs=t.epochs, quiet=quiet, desc="retrain",
-                      purge_step=start_epoch + 1 if ckpt is not None else None)
+                      purge_step=start_epoch + 1 if ckpt is not None or folder.reused else None)
     monitor.start(start_epoch)
     t0 = time.time() - elapsed
     try:
         for epoch in range(start_epoch, t.epochs):
+            folder.epoch = epoch + 1
             monitor.start_epoch(epoch, trainer.steps_per_epoch())
             metrics = trainer.train_epoch(epoch, on_step=lambda s, m: monitor.step(m))
             if t.eval_every > 0 and (epoch + 1) % t.eval_every == 0 and epoch + 1 < t.epochs:
@@ -146,8 +175,9 @@ def run_retrain(cfg: RetrainConfig, out_dir: Optional[Path] = None, *, quiet: bo
             history.append({"epoch": epoch + 1, **metrics})
             monitor.end_epoch(epoch, metrics, {"lr/weights": optimizer.param_groups[0]["lr"],
                                                "drop_path_prob": getattr(model, "drop_path_prob", 0.0)})
-            if (epoch + 1) % max(t.ckpt_every, 1) == 0 or epoch + 1 == t.epochs:
+            if (epoch + 1) % t.ckpt_every == 0 or epoch + 1 == t.epochs:
                 checkpoint(epoch + 1, time.time() - t0)
+        folder.epoch = None
         seconds = time.time() - t0
         final = trainer.evaluate(test_loader)
         monitor.scalars({"test/loss": final["loss"], "test/acc": final["acc"]}, t.epochs)
@@ -156,17 +186,22 @@ def run_retrain(cfg: RetrainConfig, out_dir: Optional[Path] = None, *, quiet: bo
                    "params_m": round(params_m, 6), "macs_m": round(macs_m, 3),
                    "train_seconds": round(seconds, 2), "epochs": t.epochs, "space": space.name,
                    "genotype": str(genotype), "history": history}
-        (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        folder.write_text("metrics.json", json.dumps(metrics, indent=2))
         monitor.hparams(to_dict(cfg), {k: metrics[k] for k in ("test_acc", "test_loss", "params_m", "macs_m")},
                         t.epochs)
         log.info(f"done in {seconds:.1f}s: test_acc={final['acc']:.2f} params={params_m:.3f}M macs={macs_m:.1f}M")
+        failed = monitor.close()
+        if failed is not None:
+            raise failed
     finally:
         monitor.close()
     return RetrainResult(out_dir, genotype, metrics)
 
 
 def load_run_config(out_dir: Path) -> RetrainConfig:
-    path = Path(out_dir) / "config.yaml"
-    if not path.is_file():
-        raise CheckpointError(f"{out_dir} is not a retrain run folder (no config.yaml)")
-    return from_dict(RetrainConfig, yaml.safe_load(path.read_text()) or {})
+    """The resolved config of an existing retrain run (for --resume): its config.yaml, or the
+    checkpoint's copy when that file is damaged."""
+    data, warning = load_run_config_data(Path(out_dir), "retrain")
+    if warning:
+        print(f"nas-retrain: warning: {warning}", file=sys.stderr)
+    return from_dict(RetrainConfig, data)

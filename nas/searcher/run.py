@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -14,14 +15,17 @@ from typing import Any, Dict, Optional
 import torch
 import yaml
 
-from ..config import Config, dump_config, from_dict, to_dict
+from ..bounds import check_config
+from ..config import Config, from_dict, to_dict
 from ..errors import CheckpointError, ConfigError, NasError
 from ..estimators import build_estimator
 from ..estimators.base import Estimator
 from ..supernet.bn import recalibrate_bn
-from ..engine.checkpoint import load_checkpoint, remove_stale_temps, save_atomic
-from ..engine.monitor import Monitor, log, setup_logging
+from ..engine.checkpoint import load_checkpoint, save_atomic
+from ..engine.monitor import Monitor, log
+from ..engine.run_folder import RunFolder, load_run_config_data, run_in
 from ..engine.runtime import replan_epochs, resolve_device, rng_state, seed_everything, set_rng_state
+from ..engine.shapes import check_input_fits
 from .loop import Searcher
 from .optim import build_optimizers
 from .summaries import SearchSummaries
@@ -140,39 +144,66 @@ def check_resume_config(cfg: Config, ckpt: Dict[str, Any], ckpt_path: Path) -> N
                               f"{cfg.trainer.epochs} would end before it")
 
 
+def loss_causes(cfg: Config) -> str:
+    """The settings that most often make a search's loss explode, with their values."""
+    w, a, e = cfg.optim.weights, cfg.optim.arch, cfg.estimator
+    causes = [f"a weight learning rate too high (optim.weights.lr={w.lr:g}"
+              + (f", optim.weights.lr_min={w.lr_min:g})" if w.lr_min > w.lr / 10 else ")"),
+              f"an architecture learning rate too high (optim.arch.lr={a.lr:g})"]
+    if e.tau is not None or e.tau_end is not None:
+        causes.append(f"a temperature too low (estimator.tau={e.tau}, estimator.tau_end={e.tau_end})")
+    if cfg.trainer.grad_clip == 0:
+        causes.append("no gradient clipping (trainer.grad_clip=0)")
+    return ", ".join(causes)
+
+
 def run_search(cfg: Config, out_dir: Optional[Path] = None, *, quiet: bool = False,
-               resume: bool = False, stop_after: Optional[int] = None) -> SearchResult:
+               resume: bool = False, stop_after: Optional[int] = None,
+               resume_from: Optional[Path] = None) -> SearchResult:
     """Search with ``cfg``; with ``resume``, continue the run in ``out_dir`` from its checkpoint.
+
+    ``resume_from``: continue that run folder's checkpoint in a copy at ``out_dir`` (the source is
+    left as it was). The run folder is locked for the run's life (:mod:`nas.engine.run_folder`);
+    whatever ends the run is written to its log.txt, and a signal leaves an
+    :class:`~nas.engine.signals.Interrupted` whose note names the checkpoint to resume.
 
     ``stop_after``: end this session once that many epochs (in total) are done, with a
     checkpoint, as an interruption would (time-sliced jobs); a later ``resume`` continues it
     exactly. Such a session writes no ``genotype.yaml``/``metrics.json`` and returns the
     current genotype with ``metrics["finished"] = False``.
     """
-    if cfg.trainer.bn_batches < 0:
-        raise ConfigError(f"trainer.bn_batches must be >= 0 (0 turns the BN recalibration off), "
-                          f"got {cfg.trainer.bn_batches}")
+    check_config(cfg)  # a config built in Python gets the checks a loaded one had
+    if resume_from is not None:
+        resume = True
+        out_dir = Path(out_dir) if out_dir is not None else Path(resume_from)
     out_dir = Path(out_dir) if out_dir is not None else default_out_dir(cfg.name)
-    ckpt_path = out_dir / "checkpoint.pt"
+    folder = RunFolder.claim(out_dir, "search", resume=resume, copy_from=resume_from)
+    return run_in(folder, quiet, lambda: _search(cfg, folder, quiet, resume, stop_after))
+
+
+def _search(cfg: Config, folder: RunFolder, quiet: bool, resume: bool,
+            stop_after: Optional[int]) -> SearchResult:
+    out_dir = folder.path
+    ckpt_path = folder.file("checkpoint.pt")
+    folder.epochs = cfg.trainer.epochs
     ckpt = None
     if resume:
-        remove_stale_temps(ckpt_path)  # a kill during save_atomic; the checkpoint itself is whole
         ckpt = load_checkpoint(ckpt_path)
         if ckpt.get("version") != CKPT_VERSION:
             raise CheckpointError(f"checkpoint {ckpt_path} has version {ckpt.get('version')}, this nas "
                                   f"reads version {CKPT_VERSION}; start a new run")
         check_resume_config(cfg, ckpt, ckpt_path)
-    elif ckpt_path.exists():
-        raise NasError(f"{out_dir} already holds a run; continue it with --resume {out_dir} or choose another --out")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    setup_logging(out_dir / "log.txt", quiet)
-    dump_config(cfg, out_dir / "config.yaml")
+        folder.saved_epoch = ckpt["epoch"]
+    elif folder.reused:
+        log.info(f"{out_dir} held a run that stopped before its first checkpoint: starting it again")
+    folder.write_config(to_dict(cfg))
 
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
     estimator = make_estimator(cfg)
     train_loader, val_loader, info = make_loaders(cfg, device)
     space, model = make_supernet(cfg, estimator, info["num_classes"], info["shape"][0], info)
+    check_input_fits(model, info["shape"], f"{space.name} supernet (space.C={cfg.space.C})")
     model.to(device)
     w, a, t = cfg.optim.weights, cfg.optim.arch, cfg.trainer
     opts = build_optimizers(model, estimator, epochs=t.epochs, lr=w.lr, lr_min=w.lr_min, momentum=w.momentum,
@@ -182,7 +213,7 @@ def run_search(cfg: Config, out_dir: Optional[Path] = None, *, quiet: bool = Fal
                         mode=cfg.optim.mode, order=cfg.optim.order, warmup_epochs=cfg.optim.warmup_epochs,
                         grad_clip=t.grad_clip, max_steps_per_epoch=t.max_steps_per_epoch,
                         beta_decay=a.beta_decay, aux_skip=cfg.optim.aux_skip,
-                        aux_skip_end=cfg.optim.aux_skip_end)
+                        aux_skip_end=cfg.optim.aux_skip_end, loss_causes=loss_causes(cfg))
 
     start_epoch, history, elapsed = 0, [], 0.0
     if ckpt is not None:
@@ -208,21 +239,24 @@ def run_search(cfg: Config, out_dir: Optional[Path] = None, *, quiet: bool = Fal
             "version": CKPT_VERSION, "epoch": epoch_done, "config": to_dict(cfg),
             "model": model.state_dict(), "optim": opts.state_dict(), "estimator": estimator.state_dict(),
             "loaders": {"train": train_loader.state_dict(), "val": val_loader.state_dict()},
-            "rng": rng_state(device),
+            "rng": rng_state(device), "loss_guard": searcher.guard.state_dict(),
             "genotype": space.genotype_to_dict(model.genotype()), "history": history, "seconds": seconds,
         }, ckpt_path)
+        folder.saved_epoch = epoch_done
 
     log.info(f"search {cfg.name}: space={cfg.space.name} estimator={estimator!r} device={device} "
              f"train={info['n_train']} val={info['n_val']} out={out_dir}")
     # a resumed run rewrites the TensorBoard steps after its checkpoint: drop the interrupted ones
+    # (and a run started again in its folder drops all of the earlier start's)
     monitor = Monitor(out_dir / "tb", epochs=t.epochs, quiet=quiet,
-                      purge_step=start_epoch + 1 if ckpt is not None else None)
+                      purge_step=start_epoch + 1 if ckpt is not None or folder.reused else None)
     summaries = SearchSummaries(monitor, model)
     end_epoch = t.epochs if stop_after is None else max(start_epoch, min(t.epochs, stop_after))
     monitor.start(start_epoch)
     t0 = time.time() - elapsed
     try:
         for epoch in range(start_epoch, end_epoch):
+            folder.epoch = epoch + 1
             monitor.start_epoch(epoch, searcher.steps_per_epoch())
             metrics = searcher.train_epoch(epoch, on_step=lambda s, m: monitor.step(
                 lambda: {**m(), **estimator.scalars()}))
@@ -232,17 +266,21 @@ def run_search(cfg: Config, out_dir: Optional[Path] = None, *, quiet: bool = Fal
             genotype = model.genotype()
             monitor.end_epoch(epoch, metrics, scalars, note=f"genotype={genotype}")
             summaries.write(epoch + 1, genotype)
-            if (epoch + 1) % max(t.ckpt_every, 1) == 0 or epoch + 1 in (t.epochs, end_epoch):
+            if (epoch + 1) % t.ckpt_every == 0 or epoch + 1 in (t.epochs, end_epoch):
                 checkpoint(epoch + 1, time.time() - t0)
+        folder.epoch = None
         if end_epoch < t.epochs:
             log.info(f"stopped after epoch {end_epoch} of {t.epochs}; continue with --resume {out_dir}")
             genotype = model.genotype()
             return SearchResult(out_dir, genotype, str(genotype),
                                 {"finished": False, "epochs_done": end_epoch, "history": history})
         seconds = time.time() - t0
-        final = _finish(cfg, out_dir, space, model, searcher, train_loader, val_loader, info, device,
+        final = _finish(cfg, folder, space, model, searcher, train_loader, val_loader, info, device,
                         history, seconds)
         monitor.hparams(to_dict(cfg), {k: v for k, v in final.metrics.items() if k != "epochs"}, t.epochs)
+        failed = monitor.close()
+        if failed is not None:
+            raise failed
     finally:
         monitor.close()
     return final
@@ -257,25 +295,25 @@ def _plain(loader: Any, cfg: Config, info: Dict[str, Any], device: torch.device)
                        shuffle=False, augment=False, mean=info["mean"], std=info["std"], device=device)
 
 
-def _finish(cfg: Config, out_dir: Path, space: Any, model: torch.nn.Module, searcher: Searcher,
+def _finish(cfg: Config, folder: RunFolder, space: Any, model: torch.nn.Module, searcher: Searcher,
             train_loader: Any, val_loader: Any, info: Dict[str, Any], device: torch.device,
             history: list, seconds: float) -> SearchResult:
-    t = cfg.trainer
+    t, out_dir = cfg.trainer, folder.path
     if t.bn_batches:
         # after the last checkpoint: the checkpoint keeps the statistics the search left
         recalibrate_bn(model, itertools.islice(iter(_plain(train_loader, cfg, info, device)), t.bn_batches))
     final = searcher.evaluate(_plain(val_loader, cfg, info, device))
     genotype = model.genotype()
-    (out_dir / "genotype.yaml").write_text(yaml.safe_dump(space.genotype_to_dict(genotype), sort_keys=False))
+    folder.write_text("genotype.yaml", yaml.safe_dump(space.genotype_to_dict(genotype), sort_keys=False))
     # files a model keeps next to its genotype (the dnf space: rules.txt)
     for fname, text in (model.artifacts() if hasattr(model, "artifacts") else {}).items():
-        (out_dir / fname).write_text(text)
+        folder.write_text(fname, text)
     metrics = {"val_acc": final["acc"], "val_loss": final["loss"],
                "search_val_acc": history[-1].get("search_val_acc") if history else None,
                "train_acc": history[-1].get("train_acc") if history else None,
                "search_seconds": round(seconds, 2), "epochs": t.epochs, "genotype": str(genotype),
                "history": history}
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    folder.write_text("metrics.json", json.dumps(metrics, indent=2))
     log.info(f"done in {seconds:.1f}s: val_acc={final['acc']:.2f} genotype={genotype}")
     warning = collapse_warning(genotype) or aux_none_warning(cfg, genotype)
     if warning:
@@ -284,8 +322,9 @@ def _finish(cfg: Config, out_dir: Path, space: Any, model: torch.nn.Module, sear
 
 
 def load_run_config(out_dir: Path) -> Config:
-    """The resolved config of an existing run (for --resume)."""
-    ckpt_cfg = out_dir / "config.yaml"
-    if not ckpt_cfg.is_file():
-        raise CheckpointError(f"{out_dir} is not a run folder (no config.yaml); give the folder nas-search wrote")
-    return from_dict(Config, yaml.safe_load(ckpt_cfg.read_text()) or {})
+    """The resolved config of an existing search run (for --resume): its config.yaml, or the
+    checkpoint's copy when that file is damaged (a warning is logged when the run starts)."""
+    data, warning = load_run_config_data(Path(out_dir), "search")
+    if warning:
+        print(f"nas-search: warning: {warning}", file=sys.stderr)
+    return from_dict(Config, data)
