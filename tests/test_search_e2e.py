@@ -102,7 +102,7 @@ def test_imagefolder_run_on_a_tiny_folder(tmp_path):
     (["estimator.name=bop", "estimator.derive_exclude=[none]"], "needs an estimator with logits"),
     (["space.name=darts", "estimator.derive_exclude=[none]"], "applies to the nb201 space"),
     (["estimator.derive_exclude=[conv]"], "'conv' is not a candidate op"),
-    (["trainer.bn_batches=-2"], "trainer.bn_batches must be >= 0"),
+    (["trainer.bn_batches=-2"], "trainer.bn_batches=-2 is out of range; allowed: >= 0"),
 ])
 def test_cli_errors_are_one_line_exit_2(tmp_path, args, pattern):
     proc = subprocess.run([sys.executable, "-m", "nas", *args, "--out", str(tmp_path / "o"), "--quiet"],

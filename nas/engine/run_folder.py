@@ -34,7 +34,7 @@ _HEADER_RE = re.compile(r"# (nas-search|nas-retrain) run config")
 # files a run writes before its first checkpoint; results (metrics.json) end that state
 START_FILES = {"search": {"config.yaml", "log.txt", "tb"},
                "retrain": {"config.yaml", "log.txt", "tb", "genotype.yaml"}}
-_TEMP_RE = re.compile(r".+\.[A-Za-z0-9_]{8}\.tmp")  # tempfile.mkstemp names of write_atomic
+_TEMP_RE = re.compile(r".+\.[A-Za-z0-9_]+\.tmp")  # <file>.<random>.tmp: write_atomic's temporaries
 
 
 def _entries(path: Path) -> List[str]:
@@ -247,11 +247,12 @@ def check_resumable(path: Path, kind: str) -> None:
     if found is not None and found != kind:
         raise CheckpointError(f"{path} is a {PROGS[found]} run; continue it with {PROGS[found]} --resume {path}")
     if not (path / CHECKPOINT).is_file():
-        if found == kind:
+        if found == kind and set(_entries(path)) <= START_FILES[kind]:
             raise CheckpointError(f"{path} has no checkpoint yet (the run stopped before its first one; see "
                                   f"{path / 'log.txt'}), so there is nothing to resume; start it again "
                                   f"with --out {path}")
-        raise CheckpointError(f"{path} is not a {prog} run folder (no {CHECKPOINT}); give the folder {prog} wrote")
+        raise CheckpointError(f"checkpoint {path / CHECKPOINT} not found; give the run folder {prog} wrote, "
+                              f"with its {CHECKPOINT}")
 
 
 def load_run_config_data(path: Path, kind: str) -> Tuple[Dict[str, Any], Optional[str]]:
