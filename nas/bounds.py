@@ -92,21 +92,22 @@ def _numbers(value: Any) -> Iterator[Tuple[str, Any]]:
 
 def check_fields(obj: Any, prefix: str = "") -> None:
     """One-line :class:`ConfigError` for the first field of dataclass ``obj`` (not its nested
-    sections) outside its declared range or pattern, or holding a non-finite float."""
-    for f in dataclasses.fields(obj):
-        value = getattr(obj, f.name)
+    sections) holding a non-finite float, else for the first outside its range or pattern
+    (finiteness first: a range bounded by a sibling key reads that key's value)."""
+    leaves = [(f, getattr(obj, f.name)) for f in dataclasses.fields(obj)]
+    leaves = [(f, v) for f, v in leaves if v is not None and not dataclasses.is_dataclass(v)]
+    for f, value in leaves:
+        for suffix, v in _numbers(value):
+            if isinstance(v, float) and not math.isfinite(v):
+                rng = f.metadata.get("range")
+                allowed = rng.describe(obj, prefix) if rng is not None else "any finite number"
+                raise ConfigError(f"{prefix}{f.name}{suffix}={v!r} is not a finite number; allowed: {allowed}")
+    for f, value in leaves:
         key = f"{prefix}{f.name}"
-        if value is None or dataclasses.is_dataclass(value):
-            continue
         rng: Optional[Range] = f.metadata.get("range")
         for suffix, v in _numbers(value):
-            if isinstance(v, bool) or not isinstance(v, (int, float)):
-                continue
-            allowed = rng.describe(obj, prefix) if rng is not None else "any finite number"
-            if isinstance(v, float) and not math.isfinite(v):
-                raise ConfigError(f"{key}{suffix}={v!r} is not a finite number; allowed: {allowed}")
-            if rng is not None and not rng.holds(v, obj):
-                raise ConfigError(f"{key}{suffix}={v!r} is out of range; allowed: {allowed}")
+            if rng is not None and not isinstance(v, bool) and isinstance(v, (int, float)) and not rng.holds(v, obj):
+                raise ConfigError(f"{key}{suffix}={v!r} is out of range; allowed: {rng.describe(obj, prefix)}")
         pattern = f.metadata.get("pattern")
         if pattern is not None and isinstance(value, str) and not pattern[0].fullmatch(value):
             raise ConfigError(f"{key}={value!r} is not allowed; {pattern[1]}")
