@@ -92,16 +92,25 @@ class RunFolder:
         """Take ``path`` for a new run, or (``resume``) for continuing the run in it; with
         ``copy_from`` (a different run folder) first copy that run into ``path``."""
         folder = cls(Path(path), kind)
-        if copy_from is not None and Path(copy_from).resolve() != folder.path.resolve():
-            check_resumable(Path(copy_from), kind)
-            folder._claim_new(copy_of=Path(copy_from))
-            return folder
-        if resume:
-            check_resumable(folder.path, kind)
-            folder._lock()
-        else:
-            folder._claim_new()
-        folder._remove_temps()
+        try:
+            if copy_from is not None and Path(copy_from).resolve() != folder.path.resolve():
+                check_resumable(Path(copy_from), kind, locked=False)
+                folder._claim_new(copy_of=Path(copy_from))
+                return folder
+            if resume:
+                if folder.path.is_dir():
+                    folder._lock()  # first: "in use by another run" says more than what it holds now
+                try:
+                    check_resumable(folder.path, kind)
+                except BaseException:
+                    folder.release()
+                    raise
+            else:
+                folder._claim_new()
+            folder._remove_temps()
+        except OSError as e:  # e.g. a name too long to even test whether it exists
+            folder.release()
+            raise storage_error(e, e.filename or folder.path, "use the run folder") from None
         return folder
 
     def _claim_new(self, copy_of: Optional[Path] = None) -> None:
@@ -143,6 +152,7 @@ class RunFolder:
         src = RunFolder(source, self.kind)
         src._lock()  # no run may write into the source while it is copied
         try:
+            check_resumable(source, self.kind)
             for name in _entries(source):
                 s, d = source / name, self.path / name
                 if _TEMP_RE.fullmatch(name):
@@ -234,19 +244,42 @@ class RunFolder:
         return (f"no checkpoint was written yet, so there is nothing to resume; start again with "
                 f"--out {self.path}")
 
+    @property
+    def started(self) -> bool:
+        """Training began in this session or before it (a checkpoint exists)."""
+        return self.epoch is not None or self.saved_epoch is not None
+
     def where(self) -> str:
         return f" in epoch {self.epoch} of {self.epochs}" if self.epoch is not None else ""
 
 
-def check_resumable(path: Path, kind: str) -> None:
-    """One-line CheckpointError unless ``path`` holds a ``kind`` run with a checkpoint."""
+def in_use(path: Path) -> Optional[str]:
+    """The pid of the run that holds ``path``'s lock now, or None (call it before claiming)."""
+    if fcntl is None:
+        return None
+    try:
+        fd = os.open(path / LOCK, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return None
+    except OSError:
+        return os.read(fd, 32).decode("ascii", "replace").strip() or "?"
+    finally:
+        os.close(fd)  # also drops the shared lock
+
+
+def check_resumable(path: Path, kind: str, locked: bool = True) -> None:
+    """One-line CheckpointError unless ``path`` holds a ``kind`` run with a checkpoint
+    (``locked=False``: only that it is a folder of the right kind, before it is locked)."""
     prog = PROGS[kind]
     if not path.is_dir():
         raise CheckpointError(f"--resume {path}: no such run folder; give the folder {prog} wrote")
     found = folder_kind(path)
     if found is not None and found != kind:
         raise CheckpointError(f"{path} is a {PROGS[found]} run; continue it with {PROGS[found]} --resume {path}")
-    if not (path / CHECKPOINT).is_file():
+    if locked and not (path / CHECKPOINT).is_file():
         if found == kind and set(_entries(path)) <= START_FILES[kind]:
             raise CheckpointError(f"{path} has no checkpoint yet (the run stopped before its first one; see "
                                   f"{path / 'log.txt'}), so there is nothing to resume; start it again "
@@ -262,6 +295,9 @@ def load_run_config_data(path: Path, kind: str) -> Tuple[Dict[str, Any], Optiona
     from ..config import parse_yaml
     from .checkpoint import load_checkpoint
     path = Path(path)
+    pid = in_use(path)
+    if pid is not None:
+        raise NasError(f"{path} is in use by another run (pid {pid}); wait for it to end before resuming it")
     check_resumable(path, kind)
     cfg = path / "config.yaml"
     try:
@@ -299,16 +335,13 @@ def run_in(folder: RunFolder, quiet: bool, body: Callable[[], T]) -> T:
         stop.note = f"interrupted by {stop.name}{folder.where()}; {folder.state_note()}"
         log.warning(stop.note)
         raise stop from None
-    except TrainingError as e:
-        err = TrainingError(f"{e}; {folder.state_note()}")
+    except (NasError, OSError) as e:
+        err = storage_error(e, e.filename or folder.path) if isinstance(e, OSError) else e
+        if isinstance(err, (TrainingError, StorageError)) and folder.started:
+            err = type(err)(f"{err}; {folder.state_note()}")  # it failed mid-run: say what is kept
         log.error(f"error: {err}")
-        raise err from None
-    except NasError as e:
-        log.error(f"error: {e}")
-        raise
-    except OSError as e:
-        err = storage_error(e, e.filename or folder.path)
-        log.error(f"error: {err}")
+        if err is e:
+            raise
         raise err from None
     finally:
         folder.release()
