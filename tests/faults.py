@@ -44,10 +44,13 @@ def no_leftovers(folder: Path) -> None:
     assert ".lock" not in names, names
 
 
-def child(argv, prelude: str = "", cwd=REPO, env=None) -> subprocess.Popen:
-    """``nas-search ARGV --quiet`` in a child process; ``prelude`` (Python) runs first, e.g. to
-    slow down or break something inside it."""
-    code = textwrap.dedent(prelude) + "\nimport sys\nfrom nas.cli import main\nsys.exit(main(sys.argv[1:]))\n"
+COMMANDS = {"search": "from nas.cli import main", "retrain": "from nas.commands.retrain import cli as main"}
+
+
+def child(argv, prelude: str = "", cwd=REPO, env=None, command: str = "search") -> subprocess.Popen:
+    """``nas-search ARGV --quiet`` (or ``nas-retrain``) in a child process; ``prelude`` (Python)
+    runs first, e.g. to slow down or break something inside it."""
+    code = textwrap.dedent(prelude) + f"\nimport sys\n{COMMANDS[command]}\nsys.exit(main(sys.argv[1:]))\n"
     full_env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO), **(env or {}))
     return subprocess.Popen([sys.executable, "-c", code, *argv, "--quiet"], cwd=cwd, env=full_env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -49,6 +49,12 @@ class _LogFile(logging.FileHandler):
         if not getattr(self, "failed", False):
             super().emit(record)
 
+    def close(self) -> None:
+        try:
+            super().close()
+        except OSError:  # the last flush of a full disk
+            self.failed = True
+
 
 def setup_logging(log_file: Optional[Path], quiet: bool) -> None:
     """``nas`` log records go to ``log_file`` (appended: a resumed run continues the same file)."""
