@@ -106,3 +106,27 @@ def test_the_divergence_reference_survives_a_resume(tmp_path):
     assert 1.5 < start < 3.5  # about ln 10 for a fresh network on ten classes
     assert search("--resume", str(out), "trainer.epochs=2") == 0
     assert load_checkpoint(out)["loss_guard"]["start"] == start
+
+
+@pytest.mark.parametrize("override, key", [
+    ("estimator.tau=-1", "estimator.tau"), ("space.N=0", "space.N"), ("space.N=-1", "space.N"),
+    ("trainer.max_steps_per_epoch=-1", "trainer.max_steps_per_epoch"), ("optim.warmup_epochs=-2", "optim.warmup_epochs"),
+    ("trainer.ckpt_every=0", "trainer.ckpt_every"), ("trainer.grad_clip=-1", "trainer.grad_clip"),
+    ("optim.weights.momentum=5", "optim.weights.momentum"), ("space.C=0", "space.C"), ("space.C=-4", "space.C"),
+    ("seed=18446744073709551617", "seed"), ("optim.arch.betas=[2,3]", "optim.arch.betas"),
+    ("optim.weights.weight_decay=-1", "optim.weights.weight_decay"), ("optim.arch.lr=.nan", "optim.arch.lr"),
+    ("optim.weights.lr_min=1", "optim.weights.lr_min"), ("optim.weights.lr=-1", "optim.weights.lr"),
+    ("trainer.epochs=0", "trainer.epochs"), ("trainer.epochs=-1", "trainer.epochs"), ("name=" + "n" * 300, "name"),
+])
+def test_the_values_that_were_accepted_are_refused_before_the_run(tmp_path, capsys, override, key):
+    """Issue 20's list of values that ran to exit 0 (or a traceback): one line naming the key,
+    and no run folder."""
+    line = one_line(capsys, search(*TINY, override, "--out", str(tmp_path / "o")))
+    assert f"error: {key}" in line and ("out of range" in line or "not a finite number" in line or "not allowed" in line)
+    assert not (tmp_path / "o").exists()
+
+
+def test_an_image_size_the_network_cannot_take_is_one_line(tmp_path, capsys):
+    line = one_line(capsys, search(*TINY, "data.resize=1", "--out", str(tmp_path / "o")))
+    assert "data.resize: 1x1 images do not fit the nb201 supernet (space.C=4)" in line
+    assert not (tmp_path / "o" / "checkpoint.pt").exists()
