@@ -160,3 +160,23 @@ def test_resume_of_a_run_without_a_checkpoint_says_there_is_none(tmp_path, capsy
     one_line(capsys, search(*TINY, "data.dataset=nope", "--out", str(out)))
     line = one_line(capsys, search("--resume", str(out)))
     assert f"{out} has no checkpoint yet" in line and f"start it again with --out {out}" in line
+
+
+def test_a_copy_cut_short_by_a_full_disk_leaves_the_target_empty(done, tmp_path, capsys, monkeypatch):
+    import errno
+    import os
+    import shutil
+    before = files(done)
+    real = shutil.copy2
+
+    def copy2(src, dst, *a, **kw):
+        if str(src).endswith("checkpoint.pt"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(src, dst, *a, **kw)
+
+    monkeypatch.setattr(shutil, "copy2", copy2)
+    copy = tmp_path / "copy"
+    line = one_line(capsys, search("--resume", str(done), "--out", str(copy)))
+    monkeypatch.undo()
+    assert f"cannot copy the run into {copy / 'checkpoint.pt'}: No space left on device (ENOSPC)" in line
+    assert list(copy.iterdir()) == [] and files(done) == before

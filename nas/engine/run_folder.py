@@ -29,7 +29,8 @@ except ImportError:  # not POSIX: runs are not locked
 LOCK = ".lock"
 CHECKPOINT = "checkpoint.pt"
 PROGS = {"search": "nas-search", "retrain": "nas-retrain"}
-HEADER = "# {prog} run config: the resolved config of this run, kept by nas (edits are not read back)\n"
+HEADER = ("# {prog} run config: the resolved config of this run; --resume reads it (or, when it is "
+          "damaged, the checkpoint's copy)\n")
 _HEADER_RE = re.compile(r"# (nas-search|nas-retrain) run config")
 # files a run writes before its first checkpoint; results (metrics.json) end that state
 START_FILES = {"search": {"config.yaml", "log.txt", "tb"},
@@ -151,12 +152,14 @@ class RunFolder:
     def _copy(self, source: Path) -> None:
         src = RunFolder(source, self.kind)
         src._lock()  # no run may write into the source while it is copied
+        copied: List[Path] = []
         try:
             check_resumable(source, self.kind)
             for name in _entries(source):
                 s, d = source / name, self.path / name
                 if _TEMP_RE.fullmatch(name):
                     continue
+                copied.append(d)
                 try:
                     if s.is_dir():
                         shutil.copytree(s, d)
@@ -167,6 +170,10 @@ class RunFolder:
                 except shutil.Error as e:
                     raise StorageError(f"cannot copy {s} into {d} ({str(e)[:200]}); check the free "
                                        f"space and permissions of --out") from None
+        except BaseException:
+            for d in copied:  # --out was empty: leave it so, not half a copy
+                shutil.rmtree(d, ignore_errors=True) if d.is_dir() else d.unlink(missing_ok=True)
+            raise
         finally:
             src.release()
         self.copied_from = source
