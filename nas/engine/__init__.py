@@ -1,2 +1,3 @@
 """The machinery search and retrain share: device and seeding, RNG state, atomic checkpoints,
-progress and TensorBoard, meters and the finite-loss check."""
+progress and TensorBoard, meters and the loss guard, run folders (ownership, lock, what a stop
+leaves), signals, and whether a network takes the data's images."""
