@@ -1,5 +1,7 @@
-"""Atomic checkpoints: written to a temporary file in the same folder, then renamed over the old
-one, so a crash mid-write never leaves a truncated ``checkpoint.pt``."""
+"""Atomic checkpoints and run-folder files: written to a temporary file in the same folder, then
+renamed over the old one, so a crash, a signal or a full disk mid-write never leaves a truncated
+``checkpoint.pt`` (temporaries a SIGKILL leaves are removed when the run folder is next claimed,
+:mod:`nas.engine.run_folder`)."""
 from __future__ import annotations
 
 import os
@@ -80,15 +82,6 @@ def save_atomic(obj: Any, path: os.PathLike) -> None:
 def write_text_atomic(path: os.PathLike, text: str) -> None:
     """``path.write_text(text)`` (UTF-8) through :func:`write_atomic`."""
     write_atomic(path, lambda f: f.write(text.encode("utf-8")))
-
-
-def remove_stale_temps(path: os.PathLike) -> list:
-    """Delete temporary files a killed :func:`save_atomic` left beside ``path``; their names."""
-    path = Path(path)
-    stale = sorted(path.parent.glob(path.name + ".*.tmp")) if path.parent.is_dir() else []
-    for p in stale:
-        p.unlink(missing_ok=True)
-    return [p.name for p in stale]
 
 
 def load_checkpoint(path: os.PathLike, required: tuple = ("model", "epoch", "config")) -> Dict[str, Any]:
