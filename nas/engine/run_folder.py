@@ -67,6 +67,11 @@ def folder_kind(path: Path) -> Optional[str]:
     return None
 
 
+def _own(names: List[str]) -> set:
+    """The names without the temporaries of writes a kill cut short (removed once claimed)."""
+    return {n for n in names if not _TEMP_RE.fullmatch(n)}
+
+
 def _listing(names: List[str], n: int = 4) -> str:
     return ", ".join(names[:n]) + (f" and {len(names) - n} more" if len(names) > n else "")
 
@@ -140,7 +145,7 @@ class RunFolder:
                     raise NasError(f"{path} holds a {PROGS[kind]} run; choose another --out")
                 raise NasError(f"{path} already holds a run; continue it with --resume {path} "
                                f"or choose another --out")
-            if kind == self.kind and set(names) <= START_FILES[self.kind]:
+            if kind == self.kind and _own(names) <= START_FILES[self.kind]:
                 self.reused = True  # a run that stopped before its first checkpoint: nothing to lose
                 return
             raise NasError(f"{path} is not empty ({_listing(names)}) and holds no {self.prog} run to "
@@ -287,7 +292,7 @@ def check_resumable(path: Path, kind: str, locked: bool = True) -> None:
     if found is not None and found != kind:
         raise CheckpointError(f"{path} is a {PROGS[found]} run; continue it with {PROGS[found]} --resume {path}")
     if locked and not (path / CHECKPOINT).is_file():
-        if found == kind and set(_entries(path)) <= START_FILES[kind]:
+        if found == kind and _own(_entries(path)) <= START_FILES[kind]:
             raise CheckpointError(f"{path} has no checkpoint yet (the run stopped before its first one; see "
                                   f"{path / 'log.txt'}), so there is nothing to resume; start it again "
                                   f"with --out {path}")
