@@ -22,6 +22,7 @@ from nas.searcher.summaries import SearchSummaries, entropies
 from nas.searcher.run import run_search
 from nas.supernet import Choice
 from search_spaces.nb201 import EDGE_NAMES, OPS, NB201Genotype
+from search_spaces.base import Supernet
 
 event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
 
@@ -152,7 +153,7 @@ class Gates(nn.Module):
         return {"penalty": 0.25, "open": 3}
 
 
-class Toy(nn.Module):
+class Toy(Supernet):
     def __init__(self):
         super().__init__()
         est = Flat()

@@ -13,7 +13,7 @@ search has. Tags of a search (TensorBoard step = epochs done):
 * ``noise/<choice>/{mean,min,max}`` — σ of the ``"noise"``-role parameters (adaptive noise);
 * ``discrete/<choice>/changed`` — entries of ``"discrete"``-role parameters (Bop state) that
   differ from the previous epoch: the net flips of the epoch;
-* ``<module>/<key>`` for every submodule with a ``scalars() -> dict`` (L0 gates: penalty, open gates);
+* ``<module>/<key>``: the supernet's ``scalars()`` (L0 gates: penalty, open gates);
 * images ``choices/<choice>`` (edges × candidates heatmap) and ``cell/<cell>`` (derived cell
   diagram); text ``genotype``; at the end an hparams summary (config → final metrics).
 """
