@@ -85,8 +85,8 @@ def test_a_non_finite_loss_names_the_temperature_and_the_kept_checkpoint(tmp_pat
     out = tmp_path / "o"
     real = Searcher.weight_step
 
-    def weight_step(self, x, y):
-        loss, logits = real(self, x, y)
+    def weight_step(self, x, y, update_arch=False):
+        loss, logits = real(self, x, y, update_arch)
         return (loss * float("nan"), logits) if self.opt.weights_sched.last_epoch >= 1 else (loss, logits)
 
     monkeypatch.setattr(Searcher, "weight_step", weight_step)

@@ -89,6 +89,46 @@ def test_a_signal_in_the_middle_of_a_checkpoint_write_keeps_the_previous_one(tmp
     no_leftovers(out)
 
 
+def _deliver(sig):
+    """Send ``sig`` to this process and let its Python handler run."""
+    os.kill(os.getpid(), sig)
+    for _ in range(10000):  # the handler runs between bytecodes
+        pass
+
+
+def test_a_signal_inside_a_deferred_block_ends_the_run_when_the_block_ends():
+    from nas.engine.signals import Interrupted, deferred, raise_on_signals
+    done = []
+    with raise_on_signals():
+        with pytest.raises(Interrupted) as stop:
+            with deferred():
+                _deliver(signal.SIGTERM)
+                done.append("rest of the block")
+    assert done == ["rest of the block"] and stop.value.exit_code == 143
+
+
+def test_a_signal_during_a_tensorboard_write_waits_for_it(tmp_path):
+    """Raised inside TensorBoard's event queue (threading.Condition.notify), a signal lost the
+    writer thread's wake-up, and closing the writer hung until its next flush (two minutes)."""
+    from nas.engine.monitor import Monitor
+    from nas.engine.signals import Interrupted, raise_on_signals
+    monitor = Monitor(tmp_path / "tb", epochs=1, quiet=True)
+    real, written = monitor.writer.add_scalar, []
+
+    def add_scalar(tag, *args, **kwargs):
+        _deliver(signal.SIGINT)
+        real(tag, *args, **kwargs)
+        written.append(tag)
+
+    monitor.writer.add_scalar = add_scalar
+    with raise_on_signals():
+        with pytest.raises(Interrupted):
+            monitor.scalars({"train/loss": 1.0, "train/acc": 50.0}, 1)
+    assert written == ["train/loss"]  # the call in progress ended; the next one never began
+    t0 = time.time()
+    assert monitor.close() is None and time.time() - t0 < 10
+
+
 def test_a_retrain_ends_the_same_way(tmp_path):
     out = tmp_path / "r"
     proc = child(["retrain_nb201_digits", "trainer.epochs=200", "model.C=4", "data.subset=64",

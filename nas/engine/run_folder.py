@@ -1,5 +1,11 @@
-"""A run folder belongs to one run: what ``nas-search`` and ``nas-retrain`` may do with ``--out``
-and ``--resume``, so that no run ever overwrites another's files or a user's own.
+"""The folder of one run, a search or a retraining, and its checkpoint: what ``nas-search`` and
+``nas-retrain`` do the same way with ``--out`` and ``--resume``, so that no run ever overwrites
+another's files or a user's own, and a resumed run continues exactly.
+
+A run folder holds ``config.yaml`` (the resolved config), ``log.txt``, ``tb/`` and
+``checkpoint.pt``, written atomically after every ``trainer.ckpt_every`` epochs with everything an
+exact resume needs: the run's state (model, optimizers, ...), the loaders' data order and every RNG
+state, under a ``kind`` and a version.
 
 * A new run takes a folder that does not exist or is empty, or one that a run of the same kind
   left before its first checkpoint (its ``config.yaml`` carries this module's header and there
@@ -7,7 +13,9 @@ and ``--resume``, so that no run ever overwrites another's files or a user's own
 * An advisory lock (``fcntl.flock`` on ``.lock``) is held for the run's life: a second writer,
   new or resuming, gets a one-line error instead of mixing its files with the first's.
 * ``--resume A`` continues A in place; ``--resume A --out B`` continues a copy of A in B and
-  leaves A as it was.
+  leaves A as it was. The checkpoint must be of the command's kind and version, and the resumed
+  config must be the run's own: only the keys its command lists as resumable may change (where
+  the data lives, the device, the number of epochs, ...).
 * ``config.yaml`` is written atomically with a header naming the command; when it is damaged,
   ``--resume`` takes the config stored in the checkpoint.
 """
@@ -16,16 +24,29 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import sys
+from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple, TypeVar
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, TypeVar
 
+import torch
+import yaml
+
+from ..config import from_dict, parse_yaml, to_dict
 from ..errors import CheckpointError, NasError, StorageError, TrainingError, storage_error
+from .checkpoint import load_checkpoint, save_atomic, write_text_atomic
+from .monitor import flatten, log, setup_logging
+from .runtime import replan_epochs, rng_state, set_rng_state
+from .signals import as_interrupted
 
 try:
     import fcntl
 except ImportError:  # not POSIX: runs are not locked
     fcntl = None  # type: ignore[assignment]
 
+CKPT_VERSION = 1
+# What a checkpoint without a "kind" is: search checkpoints before kinds were written.
+DEFAULT_KIND = "search"
 LOCK = ".lock"
 CHECKPOINT = "checkpoint.pt"
 PROGS = {"search": "nas-search", "retrain": "nas-retrain"}
@@ -36,6 +57,11 @@ _HEADER_RE = re.compile(r"# (nas-search|nas-retrain) run config")
 START_FILES = {"search": {"config.yaml", "log.txt", "tb"},
                "retrain": {"config.yaml", "log.txt", "tb", "genotype.yaml"}}
 _TEMP_RE = re.compile(r".+\.[A-Za-z0-9_]+\.tmp")  # <file>.<random>.tmp: write_atomic's temporaries
+REQUIRED = ("model", "epoch", "config")  # the keys every checkpoint has
+
+
+def default_out_dir(name: str) -> Path:
+    return Path("runs") / f"{name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
 
 def _entries(path: Path) -> List[str]:
@@ -58,7 +84,6 @@ def folder_kind(path: Path) -> Optional[str]:
     if m:
         return {v: k for k, v in PROGS.items()}[m.group(1)]
     if (path / CHECKPOINT).is_file() and cfg.is_file():
-        from ..config import parse_yaml
         try:
             data = parse_yaml(cfg.read_text(encoding="utf-8"), cfg)
         except (NasError, OSError, UnicodeDecodeError):
@@ -76,28 +101,74 @@ def _listing(names: List[str], n: int = 4) -> str:
     return ", ".join(names[:n]) + (f" and {len(names) - n} more" if len(names) > n else "")
 
 
-class RunFolder:
-    """The folder of one run, locked from :meth:`claim` until :meth:`release`."""
+def _first_line(e: BaseException, width: int = 100) -> str:
+    return str(e).splitlines()[0][:width] if str(e) else type(e).__name__
 
-    def __init__(self, path: Path, kind: str):
+
+def check_resume_config(cfg: Any, ckpt: Dict[str, Any], ckpt_path: Path, resumable: Sequence[str]) -> None:
+    """A one-line CheckpointError when ``cfg`` would not continue the run in ``ckpt``: a key
+    outside ``resumable`` differs from the checkpoint's config, or the run would end before
+    the checkpoint's epoch."""
+    try:
+        saved = flatten(to_dict(from_dict(type(cfg), ckpt["config"])))
+    except (NasError, TypeError, AttributeError) as e:
+        raise CheckpointError(f"checkpoint {ckpt_path} holds a config this nas cannot read ({e}); "
+                              f"start a new run") from None
+    now = flatten(to_dict(cfg))
+    for key in sorted(set(saved) | set(now)):
+        if key not in resumable and saved.get(key) != now.get(key):
+            raise CheckpointError(f"checkpoint {ckpt_path} was written with {key}={saved.get(key)!r}, "
+                                  f"the resumed config has {key}={now.get(key)!r}; resume with the run's "
+                                  f"own config (only {', '.join(resumable)} may change) or start a new run")
+    if cfg.trainer.epochs < ckpt["epoch"]:
+        raise CheckpointError(f"checkpoint {ckpt_path} is at epoch {ckpt['epoch']}; trainer.epochs="
+                              f"{cfg.trainer.epochs} would end before it")
+
+
+T = TypeVar("T")
+
+
+class RunFolder:
+    """The folder of one run of ``cfg``, locked from :meth:`claim` until :meth:`release`.
+
+    :meth:`run` runs the command's body with ``log.txt`` open; the body calls :meth:`start`
+    first (which, on resume, reads and checks the checkpoint before anything is built), then
+    :meth:`restore`, :meth:`save` after the epochs :meth:`checkpoint_due` names, and
+    :meth:`write_text` for its results.
+    """
+
+    def __init__(self, path: Path, kind: str, cfg: Any = None, *, resumable: Sequence[str] = (),
+                 required: Tuple[str, ...] = REQUIRED):
         self.path = Path(path)
         self.kind = kind
         self.prog = PROGS[kind]
+        self.cfg, self.resumable, self.required = cfg, tuple(resumable), required
+        self.ckpt_path = self.path / CHECKPOINT
+        self.resuming = False     # claimed to continue the run in it (in place or in a copy)
+        self.ckpt: Optional[Dict[str, Any]] = None  # the checkpoint resumed from, once started
         self.reused = False       # a new run took a folder a run left before its first checkpoint
         self.copied_from: Optional[Path] = None
         self._fd: Optional[int] = None
-        # progress, for the note an interruption or a failure leaves (set by the run)
-        self.epoch: Optional[int] = None        # the epoch being trained, from 1
+        # progress, for the note an interruption or a failure leaves
+        self.epoch: Optional[int] = None        # the epoch being trained, from 1 (set by the run)
         self.epochs: Optional[int] = None
         self.saved_epoch: Optional[int] = None  # epochs done in the last checkpoint written
 
     # ------------------------------------------------------------------ claiming
     @classmethod
-    def claim(cls, path: os.PathLike, kind: str, *, resume: bool = False,
-              copy_from: Optional[os.PathLike] = None) -> "RunFolder":
-        """Take ``path`` for a new run, or (``resume``) for continuing the run in it; with
-        ``copy_from`` (a different run folder) first copy that run into ``path``."""
-        folder = cls(Path(path), kind)
+    def claim(cls, path: Optional[os.PathLike], cfg: Any, *, kind: str, resumable: Sequence[str],
+              resume: bool = False, copy_from: Optional[os.PathLike] = None,
+              required: Tuple[str, ...] = REQUIRED) -> "RunFolder":
+        """Take ``path`` for a new run of ``cfg``, or (``resume``) for continuing the run in it;
+        with ``copy_from`` (a run folder; implies ``resume``) continue that run, in place when
+        ``path`` is None or the same folder, else in a copy made at ``path``. A new run's
+        ``path`` defaults to ``runs/<name>-<timestamp>``."""
+        if copy_from is not None:
+            resume = True
+            path = path if path is not None else copy_from
+        folder = cls(Path(path) if path is not None else default_out_dir(cfg.name), kind, cfg,
+                     resumable=resumable, required=required)
+        folder.resuming = resume
         try:
             if copy_from is not None and Path(copy_from).resolve() != folder.path.resolve():
                 check_resumable(Path(copy_from), kind, locked=False)
@@ -234,16 +305,101 @@ class RunFolder:
             (self.path / n).unlink(missing_ok=True)
         return stale
 
+    # ------------------------------------------------------------------ the run
+    def run(self, quiet: bool, body: Callable[[], T]) -> T:
+        """``body()`` with log.txt open and the lock released at the end. Whatever ends the run
+        reaches log.txt as one line: a user error, an I/O error (as a StorageError), a failed
+        optimisation (with what the run leaves behind), or a signal (an :class:`Interrupted`
+        whose ``note`` names the checkpoint to resume, or says there is none)."""
+        try:
+            setup_logging(self.file("log.txt"), quiet)
+            if self.copied_from is not None:
+                log.info(f"continuing a copy of {self.copied_from} (left as it was)")
+            return body()
+        except KeyboardInterrupt as e:
+            stop = as_interrupted(e)
+            stop.note = f"interrupted by {stop.name}{self.where()}; {self.state_note()}"
+            log.warning(stop.note)
+            raise stop from None
+        except (NasError, OSError) as e:
+            err = storage_error(e, e.filename or self.path) if isinstance(e, OSError) else e
+            if isinstance(err, (TrainingError, StorageError)) and self.started:
+                err = type(err)(f"{err}; {self.state_note()}")  # it failed mid-run: say what is kept
+            log.error(f"error: {err}")
+            if err is e:
+                raise
+            raise err from None
+        finally:
+            self.release()
+
+    def start(self) -> None:
+        """The run's first step (inside :meth:`run`): on resume, read the checkpoint and check it
+        (its ``kind`` and version, the ``required`` keys, the config against ``resumable``)
+        before anything is built; then write ``config.yaml``."""
+        self.epochs = self.cfg.trainer.epochs
+        if self.resuming:
+            ckpt = load_checkpoint(self.ckpt_path, required=self.required)
+            found = (ckpt.get("kind", DEFAULT_KIND), ckpt.get("version"))
+            if found != (self.kind, CKPT_VERSION):
+                raise CheckpointError(f"checkpoint {self.ckpt_path} is a {found[0]} checkpoint of version "
+                                      f"{found[1]}; {self.prog} resumes {self.kind} checkpoints of version "
+                                      f"{CKPT_VERSION}: start a new run")
+            check_resume_config(self.cfg, ckpt, self.ckpt_path, self.resumable)
+            self.ckpt, self.saved_epoch = ckpt, ckpt["epoch"]
+        elif self.reused:
+            log.info(f"{self.path} held a run that stopped before its first checkpoint: starting it again")
+        self.write_config(to_dict(self.cfg))
+
+    @property
+    def resumed(self) -> bool:
+        return self.ckpt is not None
+
+    def restore(self, load_state: Callable[[Dict[str, Any]], None], loaders: Dict[str, Any],
+                device: torch.device, sched: Any) -> Tuple[int, list, float]:
+        """Put the checkpoint's state back: ``load_state(ckpt)`` (model, optimizers, ...), the
+        loaders' data order, the RNG states; re-plan ``sched`` for the config's epochs. Returns
+        ``(epochs done, history, seconds)``; ``(0, [], 0.0)`` for a new run."""
+        if self.ckpt is None:
+            return 0, [], 0.0
+        ckpt, path = self.ckpt, self.ckpt_path
+        try:
+            load_state(ckpt)
+        except (RuntimeError, KeyError, ValueError, TypeError) as e:
+            raise CheckpointError(f"checkpoint {path} does not match its config ({_first_line(e)}); "
+                                  f"start a new run") from None
+        try:
+            for name, loader in loaders.items():
+                loader.load_state_dict(ckpt["loaders"][name])
+            set_rng_state(ckpt["rng"], device)
+        except (RuntimeError, KeyError, ValueError, TypeError) as e:
+            raise CheckpointError(f"checkpoint {path} has no usable data-order/RNG state "
+                                  f"({type(e).__name__}: {_first_line(e, 80)}); start a new run") from None
+        replan_epochs(sched, self.cfg.trainer.epochs)
+        return ckpt["epoch"], ckpt.get("history", []), ckpt.get("seconds", 0.0)
+
+    def save(self, epoch_done: int, seconds: float, history: list, state: Dict[str, Any],
+             loaders: Dict[str, Any], device: torch.device) -> None:
+        """Write the checkpoint after ``epoch_done`` epochs: ``state`` (model, optimizers, genotype,
+        ...) plus the config, the loaders' data order and the RNG states."""
+        save_atomic({"version": CKPT_VERSION, "kind": self.kind, "epoch": epoch_done,
+                     "config": to_dict(self.cfg), **state,
+                     "loaders": {name: loader.state_dict() for name, loader in loaders.items()},
+                     "rng": rng_state(device), "history": history, "seconds": seconds}, self.ckpt_path)
+        self.saved_epoch = epoch_done
+
+    def checkpoint_due(self, epoch_done: int, end_epoch: Optional[int] = None) -> bool:
+        """After every ``trainer.ckpt_every`` epochs, at the last epoch and where a session ends."""
+        t = self.cfg.trainer
+        return epoch_done % t.ckpt_every == 0 or epoch_done in (t.epochs, end_epoch)
+
     # ------------------------------------------------------------------ files
     def file(self, name: str) -> Path:
         return self.path / name
 
     def write_text(self, name: str, text: str) -> None:
-        from .checkpoint import write_text_atomic
         write_text_atomic(self.path / name, text)
 
     def write_config(self, data: Dict[str, Any]) -> None:
-        import yaml
         self.write_text("config.yaml", HEADER.format(prog=self.prog) + yaml.safe_dump(data, sort_keys=False))
 
     # ------------------------------------------------------------------ what a stop leaves
@@ -300,12 +456,10 @@ def check_resumable(path: Path, kind: str, locked: bool = True) -> None:
                               f"with its {CHECKPOINT}")
 
 
-def load_run_config_data(path: Path, kind: str) -> Tuple[Dict[str, Any], Optional[str]]:
-    """``(plain config, warning)`` of the run in ``path``: its config.yaml or, when that file is
-    missing or damaged, the copy inside its checkpoint (which every checkpoint carries), with a
-    warning that says so."""
-    from ..config import parse_yaml
-    from .checkpoint import load_checkpoint
+def load_run_config(path: os.PathLike, cls: type, kind: str) -> Any:
+    """The resolved config of the ``kind`` run in ``path``, as a ``cls`` (for ``--resume``): its
+    config.yaml or, when that file is missing or damaged, the copy inside its checkpoint (which
+    every checkpoint carries), with a warning on stderr that says so."""
     path = Path(path)
     pid = in_use(path)
     if pid is not None:
@@ -314,46 +468,16 @@ def load_run_config_data(path: Path, kind: str) -> Tuple[Dict[str, Any], Optiona
     cfg = path / "config.yaml"
     try:
         data = parse_yaml(cfg.read_text(encoding="utf-8"), cfg)
-        if isinstance(data, dict):
-            return data, None
-        why = f"holds a {type(data).__name__}, not a config"
+        why = None if isinstance(data, dict) else f"holds a {type(data).__name__}, not a config"
     except NasError as e:
         why = str(e).replace(f"{cfg}", "").strip(" :")
     except (OSError, UnicodeDecodeError) as e:
         why = getattr(e, "strerror", None) or type(e).__name__
+    if why is None:
+        return from_dict(cls, data)
     ckpt = load_checkpoint(path / CHECKPOINT)
     if not isinstance(ckpt.get("config"), dict):
         raise CheckpointError(f"{cfg} is damaged ({why}) and {path / CHECKPOINT} holds no config; start a new run")
-    return ckpt["config"], f"{cfg} is damaged ({why}); resuming with the config stored in the checkpoint"
-
-
-T = TypeVar("T")
-
-
-def run_in(folder: RunFolder, quiet: bool, body: Callable[[], T]) -> T:
-    """``body()`` with ``folder``'s log.txt open and its lock released at the end. Whatever ends
-    the run reaches log.txt as one line: a user error, an I/O error (as a StorageError), a failed
-    optimisation (with what the run leaves behind), or a signal (an :class:`Interrupted` whose
-    ``note`` names the checkpoint to resume, or says there is none)."""
-    from .monitor import log, setup_logging
-    from .signals import as_interrupted
-    try:
-        setup_logging(folder.file("log.txt"), quiet)
-        if folder.copied_from is not None:
-            log.info(f"continuing a copy of {folder.copied_from} (left as it was)")
-        return body()
-    except KeyboardInterrupt as e:
-        stop = as_interrupted(e)
-        stop.note = f"interrupted by {stop.name}{folder.where()}; {folder.state_note()}"
-        log.warning(stop.note)
-        raise stop from None
-    except (NasError, OSError) as e:
-        err = storage_error(e, e.filename or folder.path) if isinstance(e, OSError) else e
-        if isinstance(err, (TrainingError, StorageError)) and folder.started:
-            err = type(err)(f"{err}; {folder.state_note()}")  # it failed mid-run: say what is kept
-        log.error(f"error: {err}")
-        if err is e:
-            raise
-        raise err from None
-    finally:
-        folder.release()
+    print(f"{PROGS[kind]}: warning: {cfg} is damaged ({why}); resuming with the config stored in the "
+          f"checkpoint", file=sys.stderr)
+    return from_dict(cls, ckpt["config"])

@@ -48,7 +48,7 @@ from nas.errors import ConfigError
 from nas.estimators.base import Estimator, Sample
 from nas.supernet import Choice, MixedOp
 
-from ..base import check_max_skip, refuse_without_logits
+from ..base import Supernet, check_max_skip, refuse_without_logits
 from .genotype import EDGE_NAMES, EDGES, NB201Genotype, NODES
 from .ops import OPS
 from .skeleton import ResBlock, Skeleton
@@ -98,7 +98,7 @@ class SearchCell(nn.Module):
         return nodes[-1]
 
 
-class NB201Supernet(Skeleton):
+class NB201Supernet(Supernet, Skeleton):
     def __init__(self, estimator: Estimator, *, num_classes: int, C: int = 16, N: int = 5,
                  ops: Optional[Sequence[str]] = None, affine: bool = False, in_channels: int = 3,
                  init_std: float = 1e-3, generator: Optional[torch.Generator] = None,
