@@ -6,7 +6,7 @@ its op table (candidate ops), its supernet (mixed choices, built with an estimat
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from torch import nn
 
@@ -44,6 +44,32 @@ class SearchSpace:
         raise NotImplementedError
 
     def genotype_to_dict(self, genotype: Any) -> Dict[str, Any]:
+        raise NotImplementedError
+
+    # ---------------------------------------------------------------- cost model (nas.cost)
+    # A space with a cost model sets ``cost_ops`` (its discrete op table) and implements the
+    # methods below; see nas/cost/table.py for how they combine.
+
+    def trained_network(self, C: Optional[int] = None, N: Optional[int] = None,
+                        layers: Optional[int] = None) -> Dict[str, Any]:
+        """``build_network`` keywords of the network a search's cell will be trained in (the
+        ``cost.C``/``cost.N``/``cost.layers`` keys; ``None``: the space's evaluation defaults)."""
+        raise ConfigError(f"space '{self.name}' has no cost model; the cost keys apply to nb201 and darts")
+
+    def cost_edges(self, *, resolution: int, **network: Any) -> Dict[str, list]:
+        """Per choice name, the :class:`nas.cost.EdgeShape` of every edge of every cell."""
+        raise NotImplementedError
+
+    def cost_reference(self) -> Any:
+        """A genotype whose network measures the skeleton (any valid one)."""
+        raise NotImplementedError
+
+    def selected_edges(self, genotype: Any) -> Dict[str, List[Tuple[int, str]]]:
+        """Per choice name, the (edge, op) pairs ``genotype`` keeps."""
+        raise NotImplementedError
+
+    def derivable(self, model: nn.Module) -> Dict[str, Any]:
+        """Per choice name, a bool ``[K]`` or ``[E, K]`` of the candidates derive may pick."""
         raise NotImplementedError
 
     def check_ops(self, ops: Sequence[str], key: str = "space.ops") -> list:

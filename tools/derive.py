@@ -88,6 +88,9 @@ def load_supernet(source: Path, device: str = "cpu", exclude: Optional[str] = No
         cfg.estimator.derive_exclude = [op.strip() for op in exclude.split(",") if op.strip()]
     if max_skip is not ...:
         cfg.estimator.derive_max_skip = max_skip
+    kept = (source if source.is_dir() else source.parent) / "latency.json"
+    if cfg.cost.metric == "latency" and kept.is_file():  # the table the run was searched with
+        cfg.cost.latency_table = str(kept)
     state = ckpt["model"]
     try:
         num_classes, in_channels = state["classifier.weight"].shape[0], state["stem.0.weight"].shape[1]
@@ -109,8 +112,19 @@ def load_supernet(source: Path, device: str = "cpu", exclude: Optional[str] = No
 
 def derive(source: Path, top_k: Optional[int] = None, device: str = "cpu", method: str = "argmax",
            batches: int = 40, tune_steps: int = 0, seed: int = 0, tune_lr: Optional[float] = None,
-           exclude: Optional[str] = None, max_skip: Any = ...) -> Tuple[Any, Any]:
-    """``(space, genotype)`` of the search checkpoint at ``source`` (a run folder or a file)."""
+           exclude: Optional[str] = None, max_skip: Any = ..., log: Any = None) -> Tuple[Any, Any]:
+    """``(space, genotype)`` of the search checkpoint at ``source`` (a run folder or a file);
+    ``log`` (e.g. ``print``) receives the derived network's cost against the run's budget."""
+    space, genotype, model = _derive(source, top_k, device, method, batches, tune_steps, seed, tune_lr,
+                                     exclude, max_skip)
+    if log is not None and getattr(model, "cost", None) is not None:
+        from nas.cost import cost_report
+        log(cost_report(model.cost, genotype))
+    return space, genotype
+
+
+def _derive(source: Path, top_k: Optional[int], device: str, method: str, batches: int, tune_steps: int,
+            seed: int, tune_lr: Optional[float], exclude: Optional[str], max_skip: Any) -> Tuple[Any, Any, Any]:
     import torch
 
     if exclude is not None and method != "argmax":
@@ -122,14 +136,14 @@ def derive(source: Path, top_k: Optional[int] = None, device: str = "cpu", metho
         k = 2 if top_k is None else top_k
         if k < 1:
             raise ConfigError(f"--top-k must be at least 1, got {k}")
-        return space, model.genotype(top_k=k)
+        return space, model.genotype(top_k=k), model
     if top_k is not None:
         raise ConfigError(f"--top-k applies to the darts space; a {space.name} cell has one op per edge")
     if method == "perturbation":
         if space.name != "nb201":
             raise ConfigError(f"--method perturbation supports the nb201 space, not {space.name}")
-        return space, perturbation_genotype(model, cfg, torch.device(device), batches, tune_steps, seed, tune_lr)
-    return space, model.genotype()
+        return space, perturbation_genotype(model, cfg, torch.device(device), batches, tune_steps, seed, tune_lr), model
+    return space, model.genotype(), model
 
 
 def perturbation_genotype(model: Any, cfg: Any, device: Any, n_batches: int, tune_steps: int, seed: int,
@@ -169,7 +183,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         space, genotype = derive(args.source, args.top_k, args.device, args.method, args.batches,
                                  args.tune_steps, args.seed, args.tune_lr, args.exclude,
-                                 parse_max_skip(args.max_skip))
+                                 parse_max_skip(args.max_skip), log=print)
         out = args.out or (args.source if args.source.is_dir() else args.source.parent) / "genotype.yaml"
         out.write_text(yaml.safe_dump(space.genotype_to_dict(genotype), sort_keys=False))
     except NasError as e:

@@ -17,6 +17,7 @@ import torch
 import yaml
 
 from ..config import Config, dump_config, from_dict, to_dict
+from ..cost import cost_report
 from ..errors import CheckpointError, ConfigError, NasError
 from ..estimators import build_estimator
 from ..estimators.base import Estimator
@@ -95,7 +96,28 @@ def make_supernet(cfg: Config, estimator: Estimator, num_classes: int, in_channe
     gen = torch.Generator().manual_seed(cfg.seed)
     model = space.build_supernet(estimator, num_classes=num_classes, in_channels=in_channels,
                                  init_std=cfg.optim.arch.init_std, generator=gen, **kwargs)
+    if space.name != "dnf":  # the cell spaces: the cost of the network the cell will be trained in
+        make_budget(cfg, space, model, num_classes, in_channels)
     return space, model
+
+
+def make_budget(cfg: Config, space: Any, model: torch.nn.Module, num_classes: int, in_channels: int):
+    """Attach the ``cost:`` section's :class:`~nas.cost.Budget` to ``model`` (``model.cost``)."""
+    from ..cost import LatencyTable, attach_budget
+    c = cfg.cost
+    if c.resolution < 1 or c.batch_size < 1:
+        raise ConfigError(f"cost.resolution and cost.batch_size must be positive, got {c.resolution} and {c.batch_size}")
+    latency = None
+    if c.metric == "latency":
+        if not c.latency_table:
+            raise ConfigError("cost.metric=latency needs cost.latency_table: measure one with "
+                              "tools/profile_latency.py CONFIG --out latency.json")
+        latency = LatencyTable.load(c.latency_table)
+    cell = {"steps": cfg.space.steps, "multiplier": cfg.space.multiplier} if space.name == "darts" else {}
+    return attach_budget(model, space, metric=c.metric, target=c.target, weight=c.weight, form=c.form,
+                         hard=c.hard, num_classes=c.classes or num_classes, in_channels=in_channels,
+                         resolution=c.resolution, network=space.trained_network(c.C, c.N, c.layers),
+                         cell=cell, latency=latency, batch_size=c.batch_size)
 
 
 @dataclass
@@ -229,6 +251,8 @@ def run_search(cfg: Config, out_dir: Optional[Path] = None, *, quiet: bool = Fal
     train_loader, val_loader, info = make_loaders(cfg, device)
     space, model = make_supernet(cfg, estimator, info["num_classes"], info["shape"][0], info)
     model.to(device)
+    if cfg.cost.metric == "latency" and getattr(model, "cost", None) is not None:
+        model.cost.table_source.save(out_dir / "latency.json")  # the run keeps the table it was searched with
     w, a, t = cfg.optim.weights, cfg.optim.arch, cfg.trainer
     opts = build_optimizers(model, estimator, epochs=t.epochs, lr=w.lr, lr_min=w.lr_min, momentum=w.momentum,
                             nesterov=w.nesterov, weight_decay=w.weight_decay, arch_lr=a.lr, arch_betas=a.betas,
@@ -325,7 +349,11 @@ def _finish(cfg: Config, out_dir: Path, space: Any, model: torch.nn.Module, sear
     # files a model keeps next to its genotype (the dnf space: rules.txt)
     for fname, text in (model.artifacts() if hasattr(model, "artifacts") else {}).items():
         (out_dir / fname).write_text(text)
-    metrics = {"val_acc": final["acc"], "val_loss": final["loss"],
+    budget = getattr(model, "cost", None)
+    cost = {} if budget is None else {f"cost_{budget.table.metric}": round(budget.exact(genotype), 6)}
+    if budget is not None:
+        log.info(cost_report(budget, genotype))
+    metrics = {"val_acc": final["acc"], "val_loss": final["loss"], **cost,
                "search_val_acc": history[-1].get("search_val_acc") if history else None,
                "train_acc": history[-1].get("train_acc") if history else None,
                "search_seconds": round(seconds, 2), "epochs": t.epochs, "genotype": str(genotype),

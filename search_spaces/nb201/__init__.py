@@ -1,16 +1,18 @@
 """NAS-Bench-201 (Dong & Yang, ICLR 2020): 5 ops on the 6 edges of a 4-node cell."""
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from nas.errors import CheckpointError
+from nas.cost.table import EdgeShape
+from nas.errors import CheckpointError, ConfigError
 from nas.estimators.base import Estimator
 
 from ..base import SearchSpace
 from .genotype import EDGE_NAMES, EDGES, OPS, NB201Genotype, all_genotypes
 from .network import NB201Network
+from .ops import OPS as OPS_TABLE
 from .supernet import NB201Supernet
 
 
@@ -33,6 +35,33 @@ class NB201Space(SearchSpace):
     def build_network(self, genotype: NB201Genotype, *, num_classes: int, C: int = 16, N: int = 5,
                       in_channels: int = 3) -> NB201Network:
         return NB201Network(genotype, num_classes=num_classes, C=C, N=N, in_channels=in_channels)
+
+    # ---------------------------------------------------------------- cost model (nas.cost)
+    cost_ops = OPS_TABLE
+
+    def trained_network(self, C: Optional[int] = None, N: Optional[int] = None,
+                        layers: Optional[int] = None) -> Dict[str, Any]:
+        """The benchmark's network by default: C=16, N=5 (NAS-Bench-201 §2.1)."""
+        if layers is not None:
+            raise ConfigError("cost.layers applies to the darts space; an nb201 network has cost.C and cost.N")
+        return {"C": 16 if C is None else C, "N": 5 if N is None else N}
+
+    def cost_edges(self, *, resolution: int, C: int = 16, N: int = 5) -> Dict[str, List[EdgeShape]]:
+        rows, H = [], resolution
+        for stage, c in enumerate((C, 2 * C, 4 * C)):
+            if stage:
+                H = (H + 1) // 2  # the ResBlock's stride-2 3x3 conv (padding 1)
+            rows += [EdgeShape(e, c, c, 1, H, H) for _ in range(N) for e in range(len(EDGES))]
+        return {"arch.cell": rows}
+
+    def cost_reference(self) -> NB201Genotype:
+        return NB201Genotype(("none",) * len(EDGES))
+
+    def selected_edges(self, genotype: NB201Genotype) -> Dict[str, List[Tuple[int, str]]]:
+        return {"arch.cell": list(enumerate(genotype.ops))}
+
+    def derivable(self, model: NB201Supernet) -> Dict[str, torch.Tensor]:
+        return {"arch.cell": model.derive_allowed}
 
     def genotype_from_dict(self, data: Dict[str, Any]) -> NB201Genotype:
         if not isinstance(data, dict) or not isinstance(data.get("arch"), str):
