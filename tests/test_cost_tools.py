@@ -137,3 +137,29 @@ def test_random_search_draws_only_cells_within_the_budget():
     assert fits(NB201Genotype(("nor_conv_1x1", "nor_conv_1x1", "none", "none", "none", "none")))  # 15.65
     assert not fits(NB201Genotype(("nor_conv_3x3", "none", "none", "none", "none", "none")))      # 43.17
     assert within_budget(load_config(None, []), get_space("nb201"), 10, 3)(NB201Genotype(("nor_conv_3x3",) * 6))
+
+
+def test_cost_benchmark_prints_the_table_and_writes_the_plot(tmp_path):
+    rows = [("|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|", 94.0),
+            ("|nor_conv_3x3~0|+|none~0|none~1|+|none~0|none~1|skip_connect~2|", 90.0),
+            ("|nor_conv_1x1~0|+|none~0|none~1|+|none~0|none~1|skip_connect~2|", 85.0)]
+    path = tmp_path / "t.csv"
+    path.write_text("arch,cifar10,cifar100,imagenet16_120\n" + "".join(f"{a},{x},1,1\n" for a, x in rows))
+    runs = []
+    for i, (arch, method) in enumerate([(rows[1][0], "softmax"), (rows[2][0], "softmax"), (rows[2][0], "random")]):
+        run = tmp_path / f"run{i}"
+        run.mkdir()
+        (run / "config.yaml").write_text(f"estimator: {{name: softmax}}\ncost: {{metric: macs, target: 50}}\n")
+        (run / "genotype.yaml").write_text(f"space: nb201\narch: '{arch}'\n")
+        (run / "metrics.json").write_text(json.dumps({"search_seconds": 10 + i, **({"method": "random"} if method == "random" else {})}))
+        runs.append(str(run))
+    png = tmp_path / "front.png"
+    done = subprocess.run([sys.executable, str(REPO / "tools/cost_benchmark.py"), *runs, "--table", str(path),
+                           "--png", str(png)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "macs budget 50: front 90.00" in out
+    assert "| softmax | 2 | 87.50 ± 3.54 | 85.00 |" in out and "| yes | -2.50 | 10 |" in out
+    assert "| random | 1 | 85.00 | 85.00 |" in out
+    from PIL import Image
+    assert Image.open(png).size == (900, 600)
