@@ -180,10 +180,11 @@ def perturbation_genotype(model: Any, cfg: Any, device: Any, n_batches: int, tun
 
 
 def main(args: argparse.Namespace) -> int:
+    notes: list = []  # the cost line, printed after the genotype
     try:
         space, genotype = derive(args.source, args.top_k, args.device, args.method, args.batches,
                                  args.tune_steps, args.seed, args.tune_lr, args.exclude,
-                                 parse_max_skip(args.max_skip), log=print)
+                                 parse_max_skip(args.max_skip), log=notes.append)
         out = args.out or (args.source if args.source.is_dir() else args.source.parent) / "genotype.yaml"
         out.write_text(yaml.safe_dump(space.genotype_to_dict(genotype), sort_keys=False))
     except NasError as e:
@@ -193,6 +194,8 @@ def main(args: argparse.Namespace) -> int:
         print(f"derive: error: cannot write the genotype ({e})", file=sys.stderr)
         return 2
     print(genotype)
+    for line in notes:
+        print(line)
     print(f"written to {out}")
     return 0
 
