@@ -133,6 +133,7 @@ class CostConfig:
     weight: float = 1.0                  # λ of the penalty on the architecture loss
     form: Literal["hinge", "log"] = "hinge"  # λ·max(0, E/T-1) or FBNet's λ·log(E/T)
     hard: Optional[bool] = None          # derive never exceeds the target (None: true when target is set)
+    estimate: Literal["expected", "derived"] = "expected"  # E under the distribution, or the argmax cell's (straight through)
     C: Optional[int] = None              # the trained network (None: nb201 16, darts 36)
     N: Optional[int] = None              # nb201 cells per stage (None: 5)
     layers: Optional[int] = None         # darts cells (None: 20)

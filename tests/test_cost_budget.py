@@ -206,3 +206,18 @@ def test_darts_hard_derive_stays_within_the_target():
     g = model.genotype()
     assert budget.exact(g) <= 0.7 * top < top
     assert float(budget.expected().detach()) > budget.table.fixed
+
+
+def test_derived_estimate_is_the_argmax_cells_cost_with_the_distributions_gradient():
+    model, budget = supernet(derive_exclude=["none"])
+    alpha = model.arch["cell"].alpha
+    with torch.no_grad():
+        alpha.copy_(torch.randn(6, 5, generator=torch.Generator().manual_seed(2)))
+    (g_exp,) = torch.autograd.grad(budget.expected(), alpha)
+    budget.estimate = "derived"
+    e = budget.expected()
+    assert float(e.detach()) == pytest.approx(budget.exact(model.genotype()), rel=1e-6)
+    (g_der,) = torch.autograd.grad(e, alpha)
+    assert torch.allclose(g_der, g_exp)
+    with pytest.raises(ConfigError, match="cost.estimate: unknown estimate 'mean'"):
+        Budget(model, budget.table, {"arch.cell": torch.ones(5, dtype=torch.bool)}, budget.selected, estimate="mean")

@@ -19,6 +19,11 @@ Penalty with target T and weight λ, added to the architecture loss:
 * ``log``: ``λ · log(E/T)`` — FBNet's and MnasNet's multiplicative cost term ``(E/T)^λ`` in log
   space: it keeps pulling the cost down below the target, more gently the further below.
 
+``estimate: derived`` replaces E by the cost of the cell the distribution's argmax would derive,
+straight through (value: that cell's cost; gradient: E's). A near-uniform distribution (DARTS's
+softmax after a short search) has an E far from any cell it derives: the penalty then either
+never acts or pushes every expensive candidate below the cheap ones (docs/RESULTS.md).
+
 With ``hard`` the derived cell never costs more than T: when the estimator's decision does, derive
 takes the most probable cell that fits (``most_probable_within``; DARTS: a greedy descent, see
 ``DartsSupernet.genotype``).
@@ -33,12 +38,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ConfigError
+from ..estimators.base import straight_through
 from ..supernet.choice import choices
 from .feasible import most_probable_within
 from .measure import UNITS
 from .table import CostTable
 
 FORMS = ("hinge", "log")
+ESTIMATES = ("expected", "derived")
 
 
 class Budget(nn.Module):
@@ -50,10 +57,13 @@ class Budget(nn.Module):
     def __init__(self, model: nn.Module, table: CostTable, allowed: Dict[str, Tensor],
                  selected: Callable[[Any], Dict[str, Sequence[Tuple[int, str]]]], *,
                  target: Optional[float] = None, weight: float = 1.0, form: str = "hinge",
-                 hard: Optional[bool] = None):
+                 hard: Optional[bool] = None, estimate: str = "expected"):
         super().__init__()
         if form not in FORMS:
             raise ConfigError(f"cost.form: unknown form '{form}'; allowed: {', '.join(FORMS)}")
+        if estimate not in ESTIMATES:
+            raise ConfigError(f"cost.estimate: unknown estimate '{estimate}'; allowed: {', '.join(ESTIMATES)}")
+        self.estimate = estimate
         if target is not None and target <= 0:
             raise ConfigError(f"cost.target must be positive ({UNITS[table.metric]}), got {target}")
         if weight < 0:
@@ -96,6 +106,9 @@ class Budget(nn.Module):
             keep = getattr(model, "cost_open_probs", lambda n: None)(name)
             if keep is not None:
                 q = q * keep
+            if self.estimate == "derived":  # the argmax cell's cost, the distribution's gradient
+                hard = F.one_hot(q.detach().argmax(-1), q.shape[-1]).to(q.dtype)
+                q = straight_through(hard * (q.detach().sum(-1, keepdim=True) > 0), q)
             term = (q * self._dev("cost", name, q)).sum()
             total = term if total is None else total + term
         return total + self.table.fixed
@@ -145,6 +158,7 @@ def cost_report(budget: Budget, genotype: Any) -> str:
 
 def attach_budget(model: nn.Module, space: Any, *, metric: str, target: Optional[float], weight: float,
                   form: str, hard: Optional[bool], num_classes: int, in_channels: int, resolution: int,
+                  estimate: str = "expected",
                   network: Dict[str, Any], cell: Optional[Dict[str, Any]] = None, latency: Any = None,
                   batch_size: int = 1) -> Budget:
     """Build ``space``'s cost table for its trained network and attach a :class:`Budget` to
@@ -154,7 +168,7 @@ def attach_budget(model: nn.Module, space: Any, *, metric: str, target: Optional
                              resolution=resolution, network=network, cell=cell, latency=latency,
                              batch_size=batch_size)
     budget = Budget(model, table, space.derivable(model), space.selected_edges, target=target,
-                    weight=weight, form=form, hard=hard)
+                    weight=weight, form=form, hard=hard, estimate=estimate)
     budget.table_source = latency  # the latency table, kept with the run
     model.cost = budget
     return budget

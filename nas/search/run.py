@@ -115,7 +115,7 @@ def make_budget(cfg: Config, space: Any, model: torch.nn.Module, num_classes: in
         latency = LatencyTable.load(c.latency_table)
     cell = {"steps": cfg.space.steps, "multiplier": cfg.space.multiplier} if space.name == "darts" else {}
     return attach_budget(model, space, metric=c.metric, target=c.target, weight=c.weight, form=c.form,
-                         hard=c.hard, num_classes=c.classes or num_classes, in_channels=in_channels,
+                         hard=c.hard, estimate=c.estimate, num_classes=c.classes or num_classes, in_channels=in_channels,
                          resolution=c.resolution, network=space.trained_network(c.C, c.N, c.layers),
                          cell=cell, latency=latency, batch_size=c.batch_size)
 
