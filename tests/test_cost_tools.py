@@ -42,6 +42,12 @@ def test_nb201_search_under_a_budget_stays_within_it_and_logs_the_cost(tmp_path)
     assert len(s["cost/expected"]) == 2 and s["cost/target"] == [30.0, 30.0]
     assert s["cost/derived"][-1] == pytest.approx(m["cost_macs"], abs=1e-4)
     assert "cost: " in (out / "log.txt").read_text()
+    # derive again within another budget, and in parameters
+    for extra, pattern in ((["--cost", "target=12"], "M MACs (target 12, within)"),
+                           (["--cost", "metric=params", "--cost", "target=0.1"], "M params (target 0.1, within)")):
+        done = subprocess.run([sys.executable, str(REPO / "tools/derive.py"), str(out), *extra, "--out",
+                               str(tmp_path / "g.yaml")], capture_output=True, text=True, cwd=tmp_path)
+        assert done.returncode == 0 and pattern in done.stdout, done.stdout + done.stderr
 
 
 def test_darts_search_takes_the_same_keys(tmp_path):

@@ -4,6 +4,7 @@
     python tools/derive.py RUN_DIR --exclude none     # NB201: never pick these ops (DARTS §2.4)
     python tools/derive.py RUN_DIR --max-skip 1       # at most 1 skip_connect edge (P-DARTS §3.3)
     python tools/derive.py RUN_DIR --method perturbation [--batches 40] [--tune-steps 0]
+    python tools/derive.py RUN_DIR --cost target=55 [--cost metric=params]   # within another budget
 
 rebuilds the supernet from the checkpoint's own config, loads its architecture parameters and
 estimator state, applies the space's derive rule (NB201: the estimator's decision per edge;
@@ -19,7 +20,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any, Optional, Tuple
+from typing import Any, Optional, Sequence, Tuple
 
 import yaml
 
@@ -50,6 +51,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-skip", default=None, metavar="M",
                    help="most skip_connect edges the derived cell keeps, P-DARTS's limit (darts: in the "
                         "normal cell); overrides the run's estimator.derive_max_skip; 'none' for no limit")
+    p.add_argument("--cost", action="append", default=[], metavar="KEY=VALUE",
+                   help="override the run's cost section for derive, e.g. --cost target=55 --cost metric=params: "
+                        "the most probable cell within that budget (cost.hard)")
     return p
 
 
@@ -66,7 +70,7 @@ def parse_max_skip(value: Optional[str]) -> Any:
 
 
 def load_supernet(source: Path, device: str = "cpu", exclude: Optional[str] = None,
-                  max_skip: Any = ...) -> Tuple[Any, Any, Any]:
+                  max_skip: Any = ..., cost: Sequence[str] = ()) -> Tuple[Any, Any, Any]:
     """``(config, space, supernet)`` of the search checkpoint at ``source`` (a run folder or a
     file), with its architecture, estimator state and auxiliary-skip β as the search left them.
     ``exclude`` and ``max_skip`` (``...``: the run's own) override the run's derive keys."""
@@ -88,6 +92,9 @@ def load_supernet(source: Path, device: str = "cpu", exclude: Optional[str] = No
         cfg.estimator.derive_exclude = [op.strip() for op in exclude.split(",") if op.strip()]
     if max_skip is not ...:
         cfg.estimator.derive_max_skip = max_skip
+    if cost:
+        from nas.config import apply_overrides, to_dict
+        cfg = from_dict(Config, apply_overrides(to_dict(cfg), [f"cost.{kv}" for kv in cost]))
     kept = (source if source.is_dir() else source.parent) / "latency.json"
     if cfg.cost.metric == "latency" and kept.is_file():  # the table the run was searched with
         cfg.cost.latency_table = str(kept)
@@ -112,11 +119,12 @@ def load_supernet(source: Path, device: str = "cpu", exclude: Optional[str] = No
 
 def derive(source: Path, top_k: Optional[int] = None, device: str = "cpu", method: str = "argmax",
            batches: int = 40, tune_steps: int = 0, seed: int = 0, tune_lr: Optional[float] = None,
-           exclude: Optional[str] = None, max_skip: Any = ..., log: Any = None) -> Tuple[Any, Any]:
+           exclude: Optional[str] = None, max_skip: Any = ..., log: Any = None,
+           cost: Sequence[str] = ()) -> Tuple[Any, Any]:
     """``(space, genotype)`` of the search checkpoint at ``source`` (a run folder or a file);
     ``log`` (e.g. ``print``) receives the derived network's cost against the run's budget."""
     space, genotype, model = _derive(source, top_k, device, method, batches, tune_steps, seed, tune_lr,
-                                     exclude, max_skip)
+                                     exclude, max_skip, cost)
     if log is not None and getattr(model, "cost", None) is not None:
         from nas.cost import cost_report
         log(cost_report(model.cost, genotype))
@@ -124,14 +132,15 @@ def derive(source: Path, top_k: Optional[int] = None, device: str = "cpu", metho
 
 
 def _derive(source: Path, top_k: Optional[int], device: str, method: str, batches: int, tune_steps: int,
-            seed: int, tune_lr: Optional[float], exclude: Optional[str], max_skip: Any) -> Tuple[Any, Any, Any]:
+            seed: int, tune_lr: Optional[float], exclude: Optional[str], max_skip: Any,
+            cost: Sequence[str] = ()) -> Tuple[Any, Any, Any]:
     import torch
 
     if exclude is not None and method != "argmax":
         raise ConfigError("--exclude applies to --method argmax")
     if max_skip is not ... and method != "argmax":
         raise ConfigError("--max-skip applies to --method argmax")
-    cfg, space, model = load_supernet(source, device, exclude, max_skip)
+    cfg, space, model = load_supernet(source, device, exclude, max_skip, cost)
     if space.name == "darts":
         k = 2 if top_k is None else top_k
         if k < 1:
@@ -184,7 +193,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         space, genotype = derive(args.source, args.top_k, args.device, args.method, args.batches,
                                  args.tune_steps, args.seed, args.tune_lr, args.exclude,
-                                 parse_max_skip(args.max_skip), log=notes.append)
+                                 parse_max_skip(args.max_skip), log=notes.append, cost=args.cost)
         out = args.out or (args.source if args.source.is_dir() else args.source.parent) / "genotype.yaml"
         out.write_text(yaml.safe_dump(space.genotype_to_dict(genotype), sort_keys=False))
     except NasError as e:
