@@ -165,7 +165,7 @@ def test_cost_benchmark_prints_the_table_and_writes_the_plot(tmp_path):
     assert done.returncode == 0, done.stderr
     out = done.stdout
     assert "macs budget 50: front 90.00" in out
-    assert "| softmax | 2 | 87.50 ± 3.54 | 85.00 |" in out and "| yes | -2.50 | 10 |" in out
+    assert "| softmax hinge 1 | 2 | 87.50 ± 3.54 | 85.00 |" in out and "| yes | -2.50 | 10 |" in out
     assert "| random | 1 | 85.00 | 85.00 |" in out
     from PIL import Image
     assert Image.open(png).size == (900, 600)

@@ -39,9 +39,20 @@ def read_run(run: Path) -> dict:
     metrics = json.loads((run / "metrics.json").read_text())
     arch = yaml.safe_load((run / "genotype.yaml").read_text())["arch"]
     cost = cfg.get("cost") or {}
-    method = "random" if metrics.get("method") == "random" else cfg["estimator"]["name"]
+    method = "random" if metrics.get("method") == "random" else label(cfg)
     return dict(run=run, arch=arch, method=method, metric=cost.get("metric", "macs"), target=cost.get("target"),
                 seconds=metrics.get("search_seconds"))
+
+
+def label(cfg: dict) -> str:
+    """The estimator and how its budget entered the search: ``softmax hinge 1`` (penalty weight),
+    ``softmax w=0`` (derive within the budget only), ``... derived`` (cost.estimate)."""
+    cost = cfg.get("cost") or {}
+    weight = cost.get("weight", 1.0)
+    name = cfg["estimator"]["name"] + ("+noise" if cfg["estimator"].get("noise") == "adaptive" else "")
+    if not weight:
+        return f"{name} w=0"
+    return f"{name} {cost.get('form', 'hinge')} {weight:g}" + (" derived" if cost.get("estimate") == "derived" else "")
 
 
 def fmt(xs) -> str:
