@@ -30,7 +30,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = get_args_parser().parse_intermixed_args(argv)  # options may sit between overrides
-    from .search.run import load_run_config, run_search  # after parsing: --help stays fast
+    from .searcher.run import load_run_config, run_search  # after parsing: --help stays fast
 
     out = args.out
     try:

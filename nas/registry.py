@@ -11,6 +11,11 @@ from .errors import ConfigError
 
 
 class Registry:
+    """Names of one kind of extension (``kind``: "search space", "estimator", "dataset") mapped to
+    their constructors: :meth:`register` adds one (a name twice is a ``ValueError``), :meth:`get`
+    looks one up (an unknown name is a one-line ``ConfigError`` listing the known ones, prefixed
+    by the config ``key`` it came from), :meth:`names` lists them sorted."""
+
     def __init__(self, kind: str):
         self.kind = kind
         self._items: Dict[str, Any] = {}

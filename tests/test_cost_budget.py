@@ -9,7 +9,6 @@ import torch
 from nas.cost import Budget, attach_budget, most_probable_within
 from nas.errors import ConfigError
 from nas.estimators import ESTIMATORS, build_estimator
-from nas.search.loop import regularization
 from search_spaces import get_space
 from search_spaces.nb201 import OPS, NB201Genotype
 
@@ -65,7 +64,7 @@ def test_every_estimator_gives_a_differentiable_expected_cost(name):
     e = budget.expected()
     assert torch.isfinite(e) and float(e) >= budget.table.fixed
     # the penalty's gradient reaches the architecture parameters that the arch step updates
-    pen = regularization(model)
+    pen = model.penalty()
     params = [p for n, p in model.arch["cell"].named_parameters()]
     grads = torch.autograd.grad(pen, params, allow_unused=True)
     assert any(g is not None and float(g.abs().sum()) > 0 for g in grads), name

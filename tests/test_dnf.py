@@ -234,7 +234,7 @@ def test_dnf_op_joins_a_mixed_op_and_trains_through_it():
 def test_dnf_space_search_writes_rules_that_rebuild_the_scored_classifier(tmp_path):
     from nas.config import load_config
     from nas.data.tabular import TabularOptions, build_tabular_search_loaders
-    from nas.search.run import run_search
+    from nas.searcher.run import run_search
 
     noisy = "ste" in NOISY
     cfg = load_config("configs/dnf_synthetic.yaml", [
@@ -247,6 +247,8 @@ def test_dnf_space_search_writes_rules_that_rebuild_the_scored_classifier(tmp_pa
     genotype = space.genotype_from_dict(yaml.safe_load((run / "genotype.yaml").read_text()))
     assert genotype == res.genotype
     assert (run / "rules.txt").read_text() == genotype.text()
+    from nas.searcher.derive import derive
+    assert derive(run)[1] == genotype  # the checkpoint keeps the feature and class names
     d = cfg.data
     _, val, _ = build_tabular_search_loaders(
         "synthetic_dnf", options=TabularOptions(features=5, clauses=2, width=2, samples=400),

@@ -8,7 +8,7 @@ import torch
 
 from nas.cli import main
 from nas.errors import NasError
-from nas.search.loop import SYNC_EVERY, Meter, check_finite
+from nas.engine.meter import SYNC_EVERY, Meter, check_finite
 
 
 def test_meter_sums_match_a_hand_computation():
@@ -74,8 +74,8 @@ def test_first_order_arch_step_computes_only_architecture_gradients(name):
     """The arch step asks autograd for the architecture's gradients alone; they equal those of a
     full backward, and no weight gradient is computed."""
     from nas.estimators import build_estimator
-    from nas.search.loop import Searcher
-    from nas.search.optim import build_optimizers
+    from nas.searcher.loop import Searcher
+    from nas.searcher.optim import build_optimizers
     from nas.supernet import arch_parameters, weight_parameters
     from search_spaces import get_space
 

@@ -86,7 +86,7 @@ def test_cli_prints_accuracies_and_rank(tmp_path):
     assert "CIFAR-10 90.12% (rank 1/2)" in r.stdout and "ImageNet16-120 2.00% (rank 1/2)" in r.stdout
     r = subprocess.run([sys.executable, "tools/nb201_lookup.py", B, "--table", str(table)], cwd=REPO,
                        capture_output=True, text=True)
-    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "nb201_lookup: error:" in r.stderr
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "nas-lookup: error:" in r.stderr
 
 
 def test_disconnected_cells_are_exactly_the_ones_the_benchmark_lists_at_chance(real_table):

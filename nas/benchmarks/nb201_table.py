@@ -3,7 +3,10 @@
 Dong & Yang, "NAS-Bench-201", ICLR 2020. The official benchmark API needs gigabytes of RAM; the
 search only has to be scored, so this reads a flat table instead.
 
-Table format (``../shared/data/nb201_accuracy.csv`` by default; any copy with these columns works)::
+The package ships the table (``nas/benchmarks/data/nb201_accuracy.csv.gz``: the published
+CIFAR-10, CIFAR-100 and ImageNet16-120 test accuracies of all 15,625 cells, averaged over the
+benchmark's seeds), so a lookup works after a plain install; ``--table PATH`` or the
+``NAS_NB201_TABLE`` environment variable point to another copy. Format (CSV, gzip allowed)::
 
     arch,cifar10,cifar100,imagenet16_120
     |nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|,94.37,...
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import bisect
 import csv
+import gzip
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,8 +31,7 @@ import yaml
 
 from ..errors import CheckpointError, DataError, NasError
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_TABLE = REPO_ROOT.parent / "shared" / "data" / "nb201_accuracy.csv"
+DEFAULT_TABLE = Path(__file__).resolve().parent / "data" / "nb201_accuracy.csv.gz"
 DATASETS: Tuple[str, ...] = ("cifar10", "cifar100", "imagenet16_120")
 TABLE_ENV = "NAS_NB201_TABLE"  # overrides the default path when set
 
@@ -100,7 +103,8 @@ class NB201Table:
             raise DataError(f"NB201 table {path} not found; pass --table PATH (a CSV with columns "
                             f"arch,{','.join(DATASETS)}) or set {TABLE_ENV}")
         rows: Dict[str, Tuple[float, ...]] = {}
-        with open(path, newline="") as f:
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rt", newline="") as f:
             reader = csv.DictReader(f)
             missing = [c for c in ("arch",) + DATASETS if c not in (reader.fieldnames or [])]
             if missing:

@@ -103,7 +103,7 @@ class Budget(nn.Module):
             w = ch.expected_weights()
             q = w * self._dev("allowed", name, w)
             q = q / q.sum(-1, keepdim=True).clamp_min(1e-12)
-            keep = getattr(model, "cost_open_probs", lambda n: None)(name)
+            keep = model.cost_open_probs(name)
             if keep is not None:
                 q = q * keep
             if self.estimate == "derived":  # the argmax cell's cost, the distribution's gradient

@@ -6,7 +6,7 @@ from typing import Dict, List, Sequence, Tuple
 
 from PIL import Image, ImageDraw
 
-from ..search.figures import _PALETTE, font
+from ..searcher.figures import _PALETTE, font
 
 Point = Tuple[float, float]
 

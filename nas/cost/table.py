@@ -90,7 +90,7 @@ def build_cost_table(space: Any, metric: str, *, num_classes: int, in_channels: 
     cell = cell or {}
     if metric not in METRICS:
         raise ConfigError(f"cost.metric: unknown metric '{metric}'; allowed: {', '.join(METRICS)}")
-    if not hasattr(space, "cost_ops"):
+    if not space.has_cost_model:
         raise ConfigError(f"space '{space.name}' has no cost model; the cost keys apply to nb201 and darts")
     ops = list(space.ops)
     shapes = space.cost_edges(resolution=resolution, **network, **cell)

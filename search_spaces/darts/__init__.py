@@ -10,7 +10,7 @@ from nas.cost.table import EdgeShape
 from nas.errors import ConfigError
 from nas.estimators.base import Estimator
 
-from ..base import SearchSpace
+from ..base import SearchSpace, refuse_estimator_key
 from .genotype import GENOTYPES, Genotype, derive_cell, named_genotype
 from .network import DartsNetwork
 from .ops import OPS, PRIMITIVES, SUPERNET_OPS
@@ -20,6 +20,18 @@ from .supernet import DartsSupernet, edge_names, reduction_layers
 class DartsSpace(SearchSpace):
     name = "darts"
     ops = PRIMITIVES
+    config_keys = ("C", "layers", "steps", "multiplier", "stem_multiplier", "ops", "affine")
+    derive_options = ("top_k",)
+    tiny_supernet = {"C": 2, "layers": 3, "steps": 2, "multiplier": 2, "stem_multiplier": 1}
+    tiny_network = {"C": 2, "layers": 3, "stem_multiplier": 1, "auxiliary": True}
+
+    def supernet_kwargs(self, cfg: Any, info: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+        refuse_estimator_key(cfg.estimator.derive_exclude, "estimator.derive_exclude", "the nb201 space",
+                             f"the {self.name} space has its own derive rule (darts already leaves 'none' out)")
+        s = cfg.space
+        return dict(C=s.C, layers=s.layers, steps=s.steps, multiplier=s.multiplier,
+                    stem_multiplier=s.stem_multiplier, ops=s.ops, affine=s.affine,
+                    derive_max_skip=cfg.estimator.derive_max_skip, with_aux_skip=cfg.optim.uses_aux_skip)
 
     def build_supernet(self, estimator: Estimator, *, num_classes: int, C: int = 16, layers: int = 8,
                        steps: int = 4, multiplier: int = 4, stem_multiplier: int = 3,
@@ -49,6 +61,11 @@ class DartsSpace(SearchSpace):
         return DartsNetwork(genotype, num_classes=num_classes, C=C, layers=layers, auxiliary=auxiliary,
                             stem_multiplier=stem_multiplier, in_channels=in_channels)
 
+    def network_kwargs(self, model_cfg: Any) -> Dict[str, Any]:
+        m = model_cfg
+        return dict(C=36 if m.C is None else m.C, layers=m.layers, auxiliary=m.auxiliary,  # DARTS's CIFAR C
+                    stem_multiplier=m.stem_multiplier)
+
     # ---------------------------------------------------------------- cost model (nas.cost)
     cost_ops = OPS
 
@@ -59,6 +76,9 @@ class DartsSpace(SearchSpace):
         if N is not None:
             raise ConfigError("cost.N applies to the nb201 space; a darts network has cost.C and cost.layers")
         return {"C": 36 if C is None else C, "layers": 20 if layers is None else layers, "auxiliary": False}
+
+    def cost_cell(self, cfg: Any) -> Dict[str, Any]:
+        return {"steps": cfg.space.steps, "multiplier": cfg.space.multiplier}
 
     def cost_edges(self, *, resolution: int, C: int = 36, layers: int = 20, auxiliary: bool = False,
                    stem_multiplier: int = 3, steps: int = 4, multiplier: int = 4,

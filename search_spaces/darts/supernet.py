@@ -29,18 +29,15 @@ from nas.estimators.base import Estimator, Sample
 from nas.ops import FactorizedReduce, ReLUConvBN
 from nas.supernet import Choice, MixedOp
 
-from ..base import check_max_skip, refuse_without_logits
+from ..base import Supernet, check_max_skip, refuse_without_logits
 from .genotype import Genotype, derive_cell, derive_cell_max_skip
 from .ops import PRIMITIVES, SUPERNET_OPS
+from .skeleton import reduction_layers, stack_cells  # noqa: F401  (reduction_layers: re-exported)
 
 
 def edge_names(steps: int) -> List[str]:
     """``"2<-0", "2<-1", "3<-0", ...``: node ``n+2`` reads from nodes ``0 .. n+1``."""
     return [f"{n + 2}<-{i}" for n in range(steps) for i in range(n + 2)]
-
-
-def reduction_layers(layers: int) -> List[int]:
-    return [layers // 3, 2 * layers // 3]
 
 
 class SearchCell(nn.Module):
@@ -78,7 +75,7 @@ class SearchCell(nn.Module):
         return torch.cat(states[-self.multiplier:], dim=1)
 
 
-class DartsSupernet(nn.Module):
+class DartsSupernet(Supernet):
     def __init__(self, estimator: Estimator, *, num_classes: int, C: int = 16, layers: int = 8,
                  steps: int = 4, multiplier: int = 4, stem_multiplier: int = 3,
                  ops: Optional[Sequence[str]] = None, affine: bool = False, in_channels: int = 3,
@@ -88,22 +85,13 @@ class DartsSupernet(nn.Module):
         self.op_names = list(ops) if ops else list(PRIMITIVES)
         self.derive_max_skip = check_max_skip(derive_max_skip)
         self.steps, self.multiplier = steps, multiplier
-        C_curr = stem_multiplier * C
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, C_curr, 3, padding=1, bias=False),
-                                  nn.BatchNorm2d(C_curr))
-        C_pp, C_p, C_curr = C_curr, C_curr, C
-        self.cells = nn.ModuleList()
-        reduction_prev = False
-        for i in range(layers):
-            reduction = i in reduction_layers(layers)
-            if reduction:
-                C_curr *= 2
-            self.cells.append(SearchCell(steps, multiplier, C_pp, C_p, C_curr, reduction, reduction_prev,
-                                         self.op_names, affine, with_aux_skip))
-            reduction_prev = reduction
-            C_pp, C_p = C_p, multiplier * C_curr
+        self.stem, self.cells, widths = stack_cells(
+            lambda C_pp, C_p, C_cell, reduction, reduction_prev: SearchCell(
+                steps, multiplier, C_pp, C_p, C_cell, reduction, reduction_prev, self.op_names, affine,
+                with_aux_skip),
+            C=C, layers=layers, stem_multiplier=stem_multiplier, in_channels=in_channels)
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Linear(C_p, num_classes)
+        self.classifier = nn.Linear(widths[-1], num_classes)
         labels = edge_names(steps)
         self.arch = nn.ModuleDict({
             name: Choice(estimator, len(labels), self.op_names, init_std=init_std, generator=generator,
@@ -116,7 +104,7 @@ class DartsSupernet(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         samples = {name: choice() for name, choice in self.arch.items()}
-        beta = getattr(self, "aux_skip", 0.0)
+        beta = self.aux_skip or 0.0
         s0 = s1 = self.stem(x)
         for cell in self.cells:
             s0, s1 = s1, cell(s0, s1, samples["reduce" if cell.reduction else "normal"], beta)
@@ -131,7 +119,7 @@ class DartsSupernet(nn.Module):
         :meth:`_within_budget`."""
         probs = {name: self.arch[name].probs().detach().float().cpu() for name in ("normal", "reduce")}
         genotype = self._derive(probs, top_k)
-        budget = getattr(self, "cost", None)
+        budget = self.budget()
         if budget is not None and budget.over(genotype):
             genotype = self._within_budget(budget, probs, top_k, genotype)
         return genotype

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from ..base import Network
 from .genotype import NB201Genotype, NODES
 from .ops import OPS
 from .skeleton import Skeleton
@@ -25,7 +26,7 @@ class InferCell(nn.Module):
         return nodes[-1]
 
 
-class NB201Network(Skeleton):
+class NB201Network(Network, Skeleton):
     def __init__(self, genotype: NB201Genotype, *, num_classes: int, C: int = 16, N: int = 5,
                  in_channels: int = 3):
         super().__init__(lambda c: InferCell(genotype, c), C, N, num_classes, in_channels)

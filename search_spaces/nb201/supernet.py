@@ -15,7 +15,7 @@ choice among its open candidates, ``none`` when all are closed.
 
 ``aux_skip`` (DARTS-, Chu et al., ICLR 2021): every edge adds ``β·x`` to its mixed output,
 ``out_ij = Σ_k p_k·o_k(x_i) + β·x_i``. The search loop sets β per step
-(:class:`nas.search.loop.Searcher`); DARTS- decays it linearly to 0 over the search. The
+(:class:`nas.searcher.loop.Searcher`); DARTS- decays it linearly to 0 over the search. The
 auxiliary identity carries the gradient flow that otherwise makes the skip candidate win early,
 so α_skip only grows where a skip helps the cell itself. 0 (the default) is the plain supernet.
 A supernet built for it (``with_aux_skip=True``) never derives ``none`` when its estimator has logits:
@@ -48,7 +48,7 @@ from nas.errors import ConfigError
 from nas.estimators.base import Estimator, Sample
 from nas.supernet import Choice, MixedOp
 
-from ..base import check_max_skip, refuse_without_logits
+from ..base import Supernet, check_max_skip, refuse_without_logits
 from .genotype import EDGE_NAMES, EDGES, NB201Genotype, NODES
 from .ops import OPS
 from .skeleton import ResBlock, Skeleton
@@ -98,7 +98,7 @@ class SearchCell(nn.Module):
         return nodes[-1]
 
 
-class NB201Supernet(Skeleton):
+class NB201Supernet(Supernet, Skeleton):
     def __init__(self, estimator: Estimator, *, num_classes: int, C: int = 16, N: int = 5,
                  ops: Optional[Sequence[str]] = None, affine: bool = False, in_channels: int = 3,
                  init_std: float = 1e-3, generator: Optional[torch.Generator] = None,
@@ -177,7 +177,7 @@ class NB201Supernet(Skeleton):
             ops = ["none" if shut else op for op, shut in zip(ops, closed)]
         if self.derive_max_skip is not None and ops.count("skip_connect") > self.derive_max_skip:
             ops = self._limit_skips(ops, allowed)
-        budget = getattr(self, "cost", None)  # nas.cost.Budget, attached for a cost budget
+        budget = self.budget()  # nas.cost.Budget, attached for a cost budget
         if budget is not None and budget.over(NB201Genotype(tuple(ops))):
             ops = self._within_budget(budget, ops, allowed)
         return NB201Genotype(tuple(ops))

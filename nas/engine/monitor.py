@@ -13,7 +13,7 @@ search has. Tags of a search (TensorBoard step = epochs done):
 * ``noise/<choice>/{mean,min,max}`` — σ of the ``"noise"``-role parameters (adaptive noise);
 * ``discrete/<choice>/changed`` — entries of ``"discrete"``-role parameters (Bop state) that
   differ from the previous epoch: the net flips of the epoch;
-* ``<module>/<key>`` for every submodule with a ``scalars() -> dict`` (L0 gates: penalty, open gates);
+* ``<module>/<key>``: the supernet's ``scalars()`` (L0 gates: penalty, open gates);
 * images ``choices/<choice>`` (edges × candidates heatmap) and ``cell/<cell>`` (derived cell
   diagram); text ``genotype``; at the end an hparams summary (config → final metrics).
 """
@@ -21,16 +21,13 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, Mapping, Optional, Union
 
 import torch
-from torch import nn
 
-from ..supernet.choice import Choice, choices
 
 log = logging.getLogger("nas")
 
@@ -53,21 +50,6 @@ def setup_logging(log_file: Optional[Path], quiet: bool) -> None:
         fh.setFormatter(fmt)
         log.addHandler(fh)
     log.propagate = False
-
-
-def entropies(p: torch.Tensor) -> torch.Tensor:
-    """Entropy (nats) of each row of a categorical distribution ``[E, K]``, or of each Bernoulli gate ``[E]``."""
-    p = p.detach().float()
-    q = p.clamp_min(1e-12)
-    if p.dim() == 1:
-        r = (1 - p).clamp_min(1e-12)
-        return -(p * q.log() + (1 - p) * r.log())
-    return -(p * q.log()).sum(-1)
-
-
-def choice_entropy(p: torch.Tensor) -> float:
-    """Mean entropy (nats) over the rows of a categorical distribution, or of Bernoulli gates."""
-    return float(entropies(p).mean())
 
 
 def _fmt(v: Any) -> str:
@@ -157,7 +139,6 @@ class Monitor:
         """A PIL image or a ``[3, H, W]`` uint8 tensor."""
         if self.writer is None:
             return
-        from .figures import to_chw_uint8
         t = img if isinstance(img, torch.Tensor) else to_chw_uint8(img)
         self.writer.add_image(tag, t, step, dataformats="CHW")
 
@@ -199,6 +180,13 @@ class Monitor:
             self.writer = None
 
 
+def to_chw_uint8(img: "Image.Image") -> torch.Tensor:  # noqa: F821
+    """A PIL RGB image as a ``[3, H, W]`` uint8 tensor (TensorBoard's default image layout)."""
+    w, h = img.size
+    t = torch.frombuffer(bytearray(img.convert("RGB").tobytes()), dtype=torch.uint8)
+    return t.view(h, w, 3).permute(2, 0, 1).contiguous()
+
+
 def flatten(d: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
     """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``."""
     out: Dict[str, Any] = {}
@@ -212,110 +200,3 @@ def flatten(d: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
 
 # --------------------------------------------------------------------------- search summaries
 
-def _tag(name: str) -> str:
-    return name[len("arch."):] if name.startswith("arch.") else name
-
-
-def module_scalars(model: nn.Module) -> Dict[str, float]:
-    """``<module>/<key>`` for every submodule defining ``scalars() -> dict`` (L0 gates: penalty,
-    open gates). Choices are covered by :func:`choice_scalars`."""
-    out: Dict[str, float] = {}
-    for name, m in model.named_modules():
-        fn = getattr(m, "scalars", None)
-        if callable(fn) and not isinstance(m, Choice):
-            for k, v in fn().items():
-                out[f"{name or 'model'}/{k}"] = float(v)
-    return out
-
-
-# Choices with more entries than this (a DNF rule pool, per-channel L0 gates) are summarised
-# (mean entropy, mean P(open)) instead of one curve and one heatmap row per entry.
-DETAIL_MAX = 64
-
-
-def detailed(ch: Choice) -> bool:
-    return len(ch.labels) <= DETAIL_MAX
-
-
-def choice_scalars(model: nn.Module) -> Dict[str, float]:
-    """Entropy, candidate probabilities and noise σ statistics of every choice."""
-    out: Dict[str, float] = {}
-    for cname, ch in choices(model).items():
-        tag = _tag(cname)
-        p = ch.probs()
-        h = entropies(p)
-        out[f"entropy/{tag}/mean"] = float(h.mean())
-        if not detailed(ch) and p.dim() == 1:
-            out[f"probs/{tag}/mean"] = float(p.float().mean())
-        for e, label in enumerate(ch.labels if detailed(ch) else ()):
-            out[f"entropy/{tag}/{label}"] = float(h[e])
-            if p.dim() == 2:
-                for k, op in enumerate(ch.candidates):
-                    out[f"probs/{tag}/{label}/{op}"] = float(p[e, k])
-            else:
-                out[f"probs/{tag}/{label}"] = float(p[e])
-        sigma = [t.detach().float().flatten() for t in ch.parameters_by_role("noise")]
-        if sigma:
-            s = torch.cat(sigma)
-            out.update({f"noise/{tag}/mean": float(s.mean()), f"noise/{tag}/min": float(s.min()),
-                        f"noise/{tag}/max": float(s.max())})
-    return out
-
-
-def probs_layout(model: nn.Module) -> Dict[str, Dict[str, list]]:
-    """One Custom Scalars chart per edge with a curve per candidate."""
-    charts: Dict[str, Dict[str, list]] = {}
-    for cname, ch in choices(model).items():
-        tag = _tag(cname)
-        if not detailed(ch):
-            continue
-        if ch.kind == "categorical":
-            charts[f"probs/{tag}"] = {f"{tag} {label}": [re.escape(f"probs/{tag}/{label}/") + ".*"]
-                                      for label in ch.labels}
-        else:
-            charts[f"probs/{tag}"] = {f"{tag} gates": [re.escape(f"probs/{tag}/") + ".*"]}
-    return charts
-
-
-class SearchSummaries:
-    """Writes the per-epoch search pictures and statistics to a :class:`Monitor`; remembers the
-    discrete state of the previous epoch to count Bop flips."""
-
-    def __init__(self, monitor: Monitor, model: nn.Module, space: Any = None):
-        self.monitor, self.model, self.space = monitor, model, space
-        self.prev = self._discrete()
-        monitor.layout(probs_layout(model))
-
-    def _discrete(self) -> Dict[str, torch.Tensor]:
-        return {_tag(n): torch.cat([t.detach().flatten().cpu().clone() for t in ch.parameters_by_role("discrete")])
-                for n, ch in choices(self.model).items() if any(True for _ in ch.parameters_by_role("discrete"))}
-
-    def scalars(self) -> Dict[str, float]:
-        out = choice_scalars(self.model)
-        out.update(module_scalars(self.model))
-        now = self._discrete()
-        for tag, v in now.items():
-            if tag in self.prev:
-                out[f"discrete/{tag}/changed"] = float((v != self.prev[tag]).sum())
-        self.prev = now
-        return out
-
-    def images(self, genotype: Any, step: int) -> None:
-        from .figures import cell_diagram, cell_edges, heatmap
-        m = self.monitor
-        for cname, ch in choices(self.model).items():
-            if not detailed(ch):
-                continue
-            tag = _tag(cname)
-            m.image(f"choices/{tag}", heatmap(ch.probs(), ch.labels, ch.candidates,
-                                              title=f"{tag}: P(candidate | edge), epoch {step}"), step)
-        if genotype is not None:
-            for cell, edges in cell_edges(genotype).items():
-                m.image(f"cell/{cell}", cell_diagram(edges, title=f"derived {cell} cell, epoch {step}"), step)
-            m.text("genotype", str(genotype), step)
-
-    def write(self, step: int, genotype: Any) -> None:
-        """Everything of one epoch at TensorBoard step ``step`` (= epochs done)."""
-        self.monitor.scalars(self.scalars(), step)
-        self.images(genotype, step)
-        self.monitor.flush()

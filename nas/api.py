@@ -1,0 +1,116 @@
+"""The public Python API: what the commands do, as functions (timm's ``create_model`` /
+``list_models`` are the model for this surface).
+
+>>> import nas
+>>> cfg = nas.load_config("quickstart", "trainer.epochs=2")
+>>> result = nas.search(cfg)                 # a run folder under runs/, like nas-search
+>>> net = nas.build_network("nb201", result.genotype, num_classes=10, C=8, N=1)
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, List, Optional, Sequence, Union
+
+from .config import Config, apply_overrides, from_dict, load_yaml
+from .errors import ConfigError
+
+ConfigLike = Union[str, os.PathLike, Config, Any]
+
+
+def load_config(name_or_path: Optional[Union[str, os.PathLike]] = None, *overrides: str) -> Any:
+    """A validated config from a shipped config's name (``"quickstart"``, ``"nb201_cifar10_cpu"``,
+    ``"retrain_nb201_digits"``) or a YAML path, plus ``key=value`` overrides. A config with a
+    ``model`` section is a retrain config (:class:`~nas.retrainer.RetrainConfig`), any other a
+    search config (:class:`~nas.config.Config`). ``None``: the quickstart."""
+    from .config import CONFIG_DIR
+    from .retrainer.config import RetrainConfig
+    data = apply_overrides(load_yaml(name_or_path if name_or_path is not None else CONFIG_DIR / "quickstart.yaml"),
+                           overrides)
+    return from_dict(RetrainConfig if "model" in data else Config, data)
+
+
+def _config(config: Optional[ConfigLike], cls: type) -> Any:
+    if config is None or isinstance(config, (str, os.PathLike)):
+        config = load_config(config)
+    if not isinstance(config, cls):
+        raise ConfigError(f"expected a {cls.__name__} (nas.load_config of a "
+                          f"{'search' if cls is Config else 'retrain'} config), got {type(config).__name__}")
+    return config
+
+
+def search(config: Optional[ConfigLike] = None, out_dir: Optional[Union[str, os.PathLike]] = None, *,
+           quiet: bool = True, resume: bool = False) -> Any:
+    """Run a search (``nas-search``); returns a :class:`~nas.searcher.run.SearchResult` with
+    ``genotype``, ``out_dir`` and ``metrics``. ``config``: a :class:`Config`, a name or a path."""
+    from .searcher.run import run_search
+    cfg = _config(config, Config)
+    return run_search(cfg, Path(out_dir) if out_dir is not None else None, quiet=quiet, resume=resume)
+
+
+def derive(run_dir: Union[str, os.PathLike], *, top_k: Optional[int] = None, method: str = "argmax",
+           exclude: Optional[str] = None, max_skip: Any = ..., device: str = "cpu",
+           write: bool = False, cost: Sequence[str] = ()) -> Any:
+    """The genotype of a search run folder or checkpoint (``nas-derive``): argmax per edge with the
+    run's derive keys (``exclude``/``max_skip`` override them) or ``method="perturbation"``
+    (DARTS-PT). ``cost``: ``KEY=VALUE`` overrides of the run's ``cost:`` section, e.g.
+    ``["target=55"]`` (the most probable cell within that budget). ``write=True`` also writes
+    ``genotype.yaml`` into the run folder."""
+    import yaml
+
+    from .searcher.derive import derive as _derive
+    source = Path(run_dir)
+    space, genotype = _derive(source, top_k, device, method, exclude=exclude, max_skip=max_skip, cost=cost)
+    if write:
+        folder = source if source.is_dir() else source.parent
+        (folder / "genotype.yaml").write_text(yaml.safe_dump(space.genotype_to_dict(genotype), sort_keys=False))
+    return genotype
+
+
+def retrain(config: Optional[ConfigLike] = None, genotype: Any = None,
+            out_dir: Optional[Union[str, os.PathLike]] = None, *, quiet: bool = True, resume: bool = False) -> Any:
+    """Train a genotype from scratch (``nas-retrain``); returns a
+    :class:`~nas.retrainer.RetrainResult` (``metrics["test_acc"]``, ``params_m``, ``macs_m``).
+    ``genotype``: a genotype object, a run folder, a ``genotype.yaml``, a named cell or a
+    genotype string; ``None`` keeps the config's ``model.genotype``."""
+    from .retrainer import RetrainConfig, run_retrain
+    cfg = _config(config if config is not None else "retrain_nb201_digits", RetrainConfig)
+    if genotype is not None:
+        cfg.model.genotype = str(genotype)  # objects print as the strings resolve_genotype parses
+    return run_retrain(cfg, Path(out_dir) if out_dir is not None else None, quiet=quiet, resume=resume)
+
+
+def build_network(space: str, genotype: Any, **kwargs: Any) -> Any:
+    """The discrete network of ``genotype`` in ``space`` as a plain ``nn.Module`` for your own
+    training code, e.g. ``build_network("nb201", "|nor_conv_3x3~0|+...", num_classes=10)``
+    (keywords: the space's ``build_network``, e.g. NB201 ``C``, ``N``, ``in_channels``; DARTS
+    ``C``, ``layers``, ``auxiliary``). ``genotype``: a genotype object, its string, a named cell,
+    a ``genotype.yaml`` or a run folder."""
+    from search_spaces import get_space
+
+    from .retrainer.genotypes import resolve_genotype
+    sp = get_space(space)
+    if isinstance(genotype, (str, os.PathLike)):
+        found, genotype = resolve_genotype(str(genotype))
+        if found.name != sp.name:
+            raise ConfigError(f"genotype of space '{found.name}' given to build_network('{sp.name}', ...)")
+    kwargs.setdefault("num_classes", 10)
+    return sp.build_network(genotype, **kwargs)
+
+
+def list_spaces() -> List[str]:
+    """Names of the registered search spaces (``space.name``)."""
+    from search_spaces import SPACES
+    return SPACES.names()
+
+
+def list_ops(space: str) -> List[str]:
+    """Candidate ops of a search space (``space.ops`` may name any subset)."""
+    from search_spaces import get_space
+    return list(get_space(space).ops)
+
+
+def list_estimators() -> List[str]:
+    """Names of the registered estimators (``estimator.name``)."""
+    from .estimators import ESTIMATORS
+    return ESTIMATORS.names()
