@@ -1,12 +1,13 @@
 """What a search space provides to the rest of the tool.
 
 A space is a registry entry (``search_spaces.SPACES``) with four jobs, kept apart as in DARTS:
-its op table (candidate ops), its supernet (mixed choices, built with an estimator), its genotype
-(plain data, YAML round trip) and the discrete network built only from a genotype.
+its default candidates (names in the one op registry, :mod:`nas.ops.registry`), its supernet
+(mixed choices, built with an estimator), its genotype (plain data, YAML round trip) and the
+discrete network built only from a genotype.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, Iterable, Optional, Sequence, Tuple
 
 from torch import nn
 
@@ -47,14 +48,29 @@ class SearchSpace:
         raise NotImplementedError
 
     def check_ops(self, ops: Sequence[str], key: str = "space.ops") -> list:
-        unknown = [o for o in ops if o not in self.ops]
-        if unknown:
-            raise ConfigError(f"{key}: unknown op '{unknown[0]}' for space '{self.name}'; "
-                              f"known: {', '.join(self.ops)}")
-        if len(set(ops)) != len(ops) or not ops:
-            raise ConfigError(f"{key}: give a non-empty list of distinct ops from {', '.join(self.ops)}")
-        return list(ops)
+        """A candidate list: distinct names of registered ops (:mod:`nas.ops.registry`); the
+        space's own ``ops`` are only its default."""
+        from nas.ops.registry import check_ops
+        return check_ops(ops, key)
 
 
 def bad_genotype(msg: str) -> CheckpointError:
     return CheckpointError(f"genotype: {msg}")
+
+
+def check_genotype_ops(ops: Iterable[str], where: str = "") -> None:
+    """A one-line :class:`CheckpointError` for a genotype op that is no registered op (a typo, or
+    a user's op whose module is not imported)."""
+    from nas.ops import OPS
+    for op in ops:
+        if op not in OPS:
+            at = f"{where}: " if where else ""
+            raise bad_genotype(f"{at}unknown op '{op}'; known: {', '.join(OPS.names())} ({OPS.hint})")
+
+
+def describe_ops(found: Iterable[Tuple[str, nn.Module]]) -> str:
+    """The text of ``learned_ops.txt``: for every ``(where, op module)`` whose op defines
+    ``describe()`` (what it learned of its own: DNF rules, open L0 channels), a header line and
+    the description; empty when none does."""
+    parts = [f"{where}:\n{op.describe()}\n" for where, op in found if callable(getattr(op, "describe", None))]
+    return "\n".join(parts)

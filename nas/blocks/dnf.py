@@ -21,7 +21,7 @@ evaluated is exactly the rule set the genotype prints.
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -110,7 +110,11 @@ class DNFOp(nn.Module):
     the pixels first, as a strided 1x1 conv does.
 
     Memory: the conjunction tensor is ``[B·H·W, C_out, 2·C_in, rules]``; keep ``rules`` small
-    (default 8) inside a cell. Build it for an op table with :func:`dnf_op`.
+    (default 8) inside a cell. It is the registered op ``dnf_1x1`` (:mod:`nas.ops.builtin`), and
+    :func:`dnf_op` binds it to an estimator for a hand-made op table.
+
+    :meth:`rules` reads the learned op: output channel ``t`` is 1 where its rule over the input
+    predicates ``in_k`` (channel k positive: ``sigmoid(x_k) > 1/2``) holds, on binary predicates.
     """
 
     def __init__(self, C_in: int, C_out: int, stride: int, affine: bool, estimator: Estimator, *,
@@ -130,6 +134,19 @@ class DNFOp(nn.Module):
         y, _ = self.block(c)                                              # [B·H·W, C_out]
         y = y.view(B, H, W, -1).permute(0, 3, 1, 2)
         return self.bn(y)
+
+    def rules(self) -> List[str]:
+        """One line per output channel: ``IF (in3 AND NOT in7) OR (in1) THEN out 0``, the derived
+        binary W and S simplified as in :mod:`nas.blocks.rules`."""
+        from .rules import clauses_of, literal_name, rule_text
+        W, S = (t.cpu() for t in self.block.derived())
+        inputs = [f"in{k}" for k in range(self.block.K)]
+        return [rule_text([[literal_name(lit, inputs) for lit in cl] for cl in clauses_of(W[t], S[t])], str(t), "out")
+                for t in range(self.block.T)]
+
+    def describe(self) -> str:
+        """The learned rules, for the run folder's ``learned_ops.txt``."""
+        return "\n".join(self.rules())
 
 
 def dnf_op(estimator: Estimator, rules: int = 8, lambda_g: float = LAMBDA_G):

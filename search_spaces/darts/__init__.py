@@ -1,18 +1,19 @@
 """The DARTS search space (Liu et al., ICLR 2019): 8 ops on the 14 edges of normal and reduction
-cells with 2 input and 4 intermediate nodes."""
+cells with 2 input and 4 intermediate nodes (by default; ``space.ops`` may name any registered op)."""
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, Mapping, Optional, Sequence
 
 import torch
 
 from nas.errors import ConfigError
 from nas.estimators.base import Estimator
+from nas.ops import check_op_args
 
 from ..base import SearchSpace
 from .genotype import GENOTYPES, Genotype, derive_cell, named_genotype
 from .network import DartsNetwork
-from .ops import OPS, PRIMITIVES, SUPERNET_OPS
+from .ops import PRIMITIVES
 from .supernet import DartsSupernet, edge_names
 
 
@@ -24,13 +25,13 @@ class DartsSpace(SearchSpace):
                        steps: int = 4, multiplier: int = 4, stem_multiplier: int = 3,
                        ops: Optional[Sequence[str]] = None, affine: bool = False, in_channels: int = 3,
                        init_std: float = 1e-3, generator: Optional[torch.Generator] = None,
-                       gates: str = "none", l0_lambda: float = 0.0,
-                       derive_max_skip: Optional[int] = None, with_aux_skip: bool = False) -> DartsSupernet:
+                       gates: str = "none", l0_lambda: float = 1e-4,
+                       derive_max_skip: Optional[int] = None, with_aux_skip: bool = False,
+                       gate_estimator: Optional[Estimator] = None,
+                       op_args: Optional[Mapping[str, Mapping[str, Any]]] = None) -> DartsSupernet:
         ops = self.check_ops(ops) if ops else list(PRIMITIVES)
         if all(o == "none" for o in ops):
             raise ConfigError("space.ops: the DARTS derive rule needs at least one op other than 'none'")
-        if gates != "none":
-            raise ConfigError(f"space.gates={gates} is not available in the darts space; use space.gates=none")
         for key, v in (("layers", layers), ("steps", steps), ("C", C), ("stem_multiplier", stem_multiplier)):
             if v < 1:
                 raise ConfigError(f"space.{key} must be positive, got {v}")
@@ -41,12 +42,15 @@ class DartsSpace(SearchSpace):
         return DartsSupernet(estimator, num_classes=num_classes, C=C, layers=layers, steps=steps,
                              multiplier=multiplier, stem_multiplier=stem_multiplier, ops=ops,
                              affine=affine, in_channels=in_channels, init_std=init_std, generator=generator,
-                             derive_max_skip=derive_max_skip, with_aux_skip=with_aux_skip)
+                             derive_max_skip=derive_max_skip, with_aux_skip=with_aux_skip, gates=gates,
+                             l0_lambda=l0_lambda, gate_estimator=gate_estimator, op_args=check_op_args(op_args or {}))
 
     def build_network(self, genotype: Genotype, *, num_classes: int, C: int = 36, layers: int = 20,
-                      auxiliary: bool = True, stem_multiplier: int = 3, in_channels: int = 3) -> DartsNetwork:
+                      auxiliary: bool = True, stem_multiplier: int = 3, in_channels: int = 3,
+                      op_args: Optional[Mapping[str, Mapping[str, Any]]] = None) -> DartsNetwork:
         return DartsNetwork(genotype, num_classes=num_classes, C=C, layers=layers, auxiliary=auxiliary,
-                            stem_multiplier=stem_multiplier, in_channels=in_channels)
+                            stem_multiplier=stem_multiplier, in_channels=in_channels,
+                            op_args=check_op_args(op_args or {}, "op_args"))
 
     def genotype_from_dict(self, data: Dict[str, Any]) -> Genotype:
         return Genotype.from_dict(data)
@@ -56,4 +60,4 @@ class DartsSpace(SearchSpace):
 
 
 __all__ = ["DartsSpace", "DartsSupernet", "DartsNetwork", "Genotype", "GENOTYPES", "named_genotype",
-           "derive_cell", "edge_names", "OPS", "SUPERNET_OPS", "PRIMITIVES"]
+           "derive_cell", "edge_names", "PRIMITIVES"]

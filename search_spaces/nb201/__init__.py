@@ -1,12 +1,14 @@
-"""NAS-Bench-201 (Dong & Yang, ICLR 2020): 5 ops on the 6 edges of a 4-node cell."""
+"""NAS-Bench-201 (Dong & Yang, ICLR 2020): 5 ops on the 6 edges of a 4-node cell (by default;
+``space.ops`` may name any registered op)."""
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, Mapping, Optional, Sequence
 
 import torch
 
 from nas.errors import CheckpointError
 from nas.estimators.base import Estimator
+from nas.ops import check_op_args
 
 from ..base import SearchSpace
 from .genotype import EDGE_NAMES, EDGES, OPS, NB201Genotype, all_genotypes
@@ -23,16 +25,21 @@ class NB201Space(SearchSpace):
                        in_channels: int = 3, init_std: float = 1e-3,
                        generator: Optional[torch.Generator] = None, gates: str = "none",
                        l0_lambda: float = 1e-4, derive_exclude: Sequence[str] = (),
-                       with_aux_skip: bool = False, derive_max_skip: Optional[int] = None) -> NB201Supernet:
+                       with_aux_skip: bool = False, derive_max_skip: Optional[int] = None,
+                       gate_estimator: Optional[Estimator] = None,
+                       op_args: Optional[Mapping[str, Mapping[str, Any]]] = None) -> NB201Supernet:
         ops = self.check_ops(ops) if ops else list(OPS)
         return NB201Supernet(estimator, num_classes=num_classes, C=C, N=N, ops=ops, affine=affine,
                              in_channels=in_channels, init_std=init_std, generator=generator,
                              gates=gates, l0_lambda=l0_lambda, derive_exclude=derive_exclude,
-                             with_aux_skip=with_aux_skip, derive_max_skip=derive_max_skip)
+                             with_aux_skip=with_aux_skip, derive_max_skip=derive_max_skip,
+                             gate_estimator=gate_estimator, op_args=check_op_args(op_args or {}))
 
     def build_network(self, genotype: NB201Genotype, *, num_classes: int, C: int = 16, N: int = 5,
-                      in_channels: int = 3) -> NB201Network:
-        return NB201Network(genotype, num_classes=num_classes, C=C, N=N, in_channels=in_channels)
+                      in_channels: int = 3, op_args: Optional[Mapping[str, Mapping[str, Any]]] = None
+                      ) -> NB201Network:
+        return NB201Network(genotype, num_classes=num_classes, C=C, N=N, in_channels=in_channels,
+                            op_args=check_op_args(op_args or {}, "op_args"))
 
     def genotype_from_dict(self, data: Dict[str, Any]) -> NB201Genotype:
         if not isinstance(data, dict) or not isinstance(data.get("arch"), str):
