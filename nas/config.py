@@ -64,10 +64,13 @@ class SpaceConfig:
     stem_multiplier: int = 3       # DARTS
     ops: Optional[List[str]] = None  # candidate subset (default: the space's full op list)
     affine: bool = False           # BN affine in the supernet (the papers use False)
-    gates: Literal["none", "edge", "op", "channel"] = "none"  # L0 hard-concrete gates
+    gates: Literal["none", "edge", "op", "channel"] = "none"  # L0 gates (nb201, darts)
     l0_lambda: float = 1e-4
-    rules: int = 64                # DNF: conjunctions per tower (N)
-    lambda_g: float = 1e-4         # DNF: sparsity weight λ_g
+    gate_estimator: Literal["hard_concrete", "search"] = "hard_concrete"  # who learns L0 gates
+    rules: int = 64                # DNF space: conjunctions per tower (N)
+    lambda_g: float = 1e-4         # DNF space: sparsity weight λ_g
+    op_args: Dict[str, Dict[str, Any]] = field(default_factory=dict)  # options per op, e.g. {dnf_1x1: {rules: 8}}
+    args: Dict[str, Any] = field(default_factory=dict)  # a user space's own build_supernet keywords
 
 
 @dataclass
@@ -135,6 +138,7 @@ class TrainerConfig:
 @dataclass
 class Config:
     name: str = "search"
+    imports: List[str] = field(default_factory=list)  # user modules / .py files imported before anything is built
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     data: DataConfig = field(default_factory=DataConfig)
@@ -221,6 +225,8 @@ def _type_name(tp: Any) -> str:
         return f"a list of {_type_name(typing.get_args(tp)[0])}"
     if origin in (tuple, Tuple):
         return "a list of " + str(len(typing.get_args(tp))) + " numbers"
+    if origin in (dict, Dict):
+        return "a mapping"
     return getattr(tp, "__name__", str(tp))
 
 
@@ -247,6 +253,10 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
         if not isinstance(value, (list, tuple)):
             raise bad
         return [_convert(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin in (dict, Dict):
+        if not isinstance(value, dict):
+            raise bad
+        return {str(k): _convert(v, args[1], f"{key}.{k}") for k, v in value.items()}
     if origin in (tuple, Tuple):
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
             raise bad

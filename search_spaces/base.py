@@ -7,7 +7,7 @@ discrete network built only from a genotype.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Iterable, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, Optional, Sequence
 
 from torch import nn
 
@@ -67,10 +67,3 @@ def check_genotype_ops(ops: Iterable[str], where: str = "") -> None:
             at = f"{where}: " if where else ""
             raise bad_genotype(f"{at}unknown op '{op}'; known: {', '.join(OPS.names())} ({OPS.hint})")
 
-
-def describe_ops(found: Iterable[Tuple[str, nn.Module]]) -> str:
-    """The text of ``learned_ops.txt``: for every ``(where, op module)`` whose op defines
-    ``describe()`` (what it learned of its own: DNF rules, open L0 channels), a header line and
-    the description; empty when none does."""
-    parts = [f"{where}:\n{op.describe()}\n" for where, op in found if callable(getattr(op, "describe", None))]
-    return "\n".join(parts)

@@ -18,7 +18,7 @@ a builder without ``**`` is handed only the keys it names.
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable, Dict, Mapping, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, Mapping, Sequence, Tuple
 
 from torch import nn
 
@@ -95,3 +95,11 @@ def check_ops(ops: Sequence[str], key: str = "space.ops") -> list:
     if len(set(ops)) != len(ops) or not ops:
         raise ConfigError(f"{key}: give a non-empty list of distinct op names")
     return list(ops)
+
+
+def describe_ops(found: Iterable[Tuple[str, nn.Module]]) -> str:
+    """The text of a run's ``learned_ops.txt``: for every ``(where, module)`` whose module defines
+    ``describe()`` (what an op learned of its own: DNF rules, open L0 channels), a header line and
+    the description; empty when none does."""
+    parts = [f"{where}:\n{m.describe()}\n" for where, m in found if callable(getattr(m, "describe", None))]
+    return "\n".join(parts)

@@ -6,7 +6,7 @@ unknown keys rejected): :func:`nas.config.load_config` with ``cls=RetrainConfig`
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Optional
+from typing import Any, Dict, List, Literal, Optional
 
 
 @dataclass
@@ -33,6 +33,8 @@ class ModelConfig:
     auxiliary: bool = False     # DARTS: auxiliary head after the cell at 2/3 depth
     auxiliary_weight: float = 0.4
     drop_path_prob: float = 0.0  # DARTS: ramped linearly from 0 over the epochs
+    op_args: Dict[str, Dict[str, Any]] = field(default_factory=dict)  # op options over the genotype's own
+    args: Dict[str, Any] = field(default_factory=dict)  # a user space's own build_network keywords
 
 
 @dataclass
@@ -56,6 +58,7 @@ class RetrainTrainerConfig:
 @dataclass
 class RetrainConfig:
     name: str = "retrain"
+    imports: List[str] = field(default_factory=list)  # user modules / .py files imported before anything is built
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     data: RetrainDataConfig = field(default_factory=RetrainDataConfig)

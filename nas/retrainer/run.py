@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Dict, Optional
@@ -19,9 +19,11 @@ from ..errors import CheckpointError, ConfigError, NasError
 from ..engine.checkpoint import load_checkpoint, save_atomic
 from ..engine.monitor import Monitor, flatten, log, setup_logging
 from ..engine.runtime import replan_epochs, resolve_device, rng_state, seed_everything, set_rng_state
+from ..ops.registry import describe_ops
+from ..plugins import genotype_record, import_user_modules
 from ..utils import count_macs, count_params
-from .config import RetrainConfig
-from .genotypes import genotype_from_data, resolve_genotype
+from .config import ModelConfig, RetrainConfig
+from .genotypes import record_from_data, resolve_record
 from .trainer import Trainer
 
 CKPT_VERSION = 1
@@ -37,18 +39,42 @@ class RetrainResult:
     metrics: Dict[str, Any]
 
 
-def make_network(cfg: RetrainConfig, space: Any, genotype: Any, num_classes: int, in_channels: int
-                 ) -> torch.nn.Module:
+def make_network(cfg: RetrainConfig, space: Any, genotype: Any, num_classes: int, in_channels: int,
+                 op_args: Optional[Dict[str, Dict[str, Any]]] = None) -> torch.nn.Module:
+    """The discrete network of ``genotype``; ``op_args``: the options its ops were searched with
+    (the genotype.yaml's), under ``model.op_args``."""
     m = cfg.model
+    op_args = {**(op_args or {}), **m.op_args}
     C = m.C if m.C is not None else DEFAULT_C.get(space.name, 16)
     if space.name == "nb201":
         unused = [k for k, v in (("model.auxiliary", m.auxiliary), ("model.drop_path_prob", m.drop_path_prob))
                   if v]
         if unused:
             raise ConfigError(f"{unused[0]} is a DARTS-network setting; the nb201 network has none (set it off)")
-        return space.build_network(genotype, num_classes=num_classes, C=C, N=m.N, in_channels=in_channels)
-    return space.build_network(genotype, num_classes=num_classes, C=C, layers=m.layers, auxiliary=m.auxiliary,
-                               stem_multiplier=m.stem_multiplier, in_channels=in_channels)
+        return space.build_network(genotype, num_classes=num_classes, C=C, N=m.N, in_channels=in_channels,
+                                   op_args=op_args)
+    if space.name == "darts":
+        return space.build_network(genotype, num_classes=num_classes, C=C, layers=m.layers, auxiliary=m.auxiliary,
+                                   stem_multiplier=m.stem_multiplier, in_channels=in_channels, op_args=op_args)
+    # a user's space: its build_network gets the model.* keys it names, model.args and op_args
+    from ..plugins import accepted_kwargs
+    skip = ("genotype", "args", "op_args", "auxiliary_weight", "drop_path_prob")
+    values = {f.name: getattr(m, f.name) for f in fields(ModelConfig) if f.name not in skip}
+    defaults = {f.name: getattr(ModelConfig(), f.name) for f in fields(ModelConfig)}
+    kwargs = accepted_kwargs(space.build_network, f"the {space.name} network", values, defaults, m.args, "model.args")
+    if kwargs.get("C") is None:
+        kwargs.pop("C", None)  # the space's own default width
+    kwargs.update(accepted_kwargs(space.build_network, "", {"in_channels": in_channels, "op_args": op_args}))
+    return space.build_network(genotype, num_classes=num_classes, **kwargs)
+
+
+def _param_groups(model: torch.nn.Module, weight_decay: float) -> list:
+    """The network's weights with ``weight_decay``; the parameters of its ops' own discrete
+    choices (DNF rule logits, L0 gates) without: decay would pull their logits to the undecided 0."""
+    from ..supernet.choice import arch_parameters, weight_parameters
+    own = [p for role in ("logits", "discrete", "noise") for p in arch_parameters(model, role)]
+    groups = [{"params": weight_parameters(model), "weight_decay": weight_decay}]
+    return groups + ([{"params": own, "weight_decay": 0.0}] if own else [])
 
 
 def _check_resume(cfg: RetrainConfig, ckpt: Dict[str, Any], path: Path) -> None:
@@ -74,20 +100,23 @@ def run_retrain(cfg: RetrainConfig, out_dir: Optional[Path] = None, *, quiet: bo
         f"{cfg.name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}")
     ckpt_path = out_dir / "checkpoint.pt"
     ckpt = None
+    cfg = replace(cfg, imports=import_user_modules(cfg.imports))  # user registrations first
     if resume:
         ckpt = load_checkpoint(ckpt_path, required=("model", "epoch", "config", "genotype"))
         if ckpt.get("version") != CKPT_VERSION or ckpt.get("kind") != "retrain":
             raise CheckpointError(f"checkpoint {ckpt_path} is not a retrain checkpoint of version {CKPT_VERSION}")
         _check_resume(cfg, ckpt, ckpt_path)
-        space, genotype = genotype_from_data(ckpt["genotype"], str(ckpt_path))
+        space, genotype, extras = record_from_data(ckpt["genotype"], str(ckpt_path))
     else:
         if ckpt_path.exists():
             raise NasError(f"{out_dir} already holds a run; continue it with --resume {out_dir} or choose another --out")
-        space, genotype = resolve_genotype(cfg.model.genotype)
+        space, genotype, extras = resolve_record(cfg.model.genotype)
+    imports = list(dict.fromkeys(cfg.imports + extras["imports"]))
+    record = genotype_record(space, genotype, imports, {**extras["op_args"], **cfg.model.op_args})
     out_dir.mkdir(parents=True, exist_ok=True)
     setup_logging(out_dir / "log.txt", quiet)
     dump_config(cfg, out_dir / "config.yaml")
-    (out_dir / "genotype.yaml").write_text(yaml.safe_dump(space.genotype_to_dict(genotype), sort_keys=False))
+    (out_dir / "genotype.yaml").write_text(yaml.safe_dump(record, sort_keys=False))
 
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
@@ -99,13 +128,13 @@ def run_retrain(cfg: RetrainConfig, out_dir: Optional[Path] = None, *, quiet: bo
         d.dataset, root=d.root, download=d.download, resize=d.resize, subset=d.subset,
         batch_size=d.batch_size, workers=d.workers, seed=cfg.seed, device=device, augment=d.augment,
         test_subset=d.test_subset)
-    model = make_network(cfg, space, genotype, info["num_classes"], info["shape"][0])
+    model = make_network(cfg, space, genotype, info["num_classes"], info["shape"][0], extras["op_args"])
     params_m = count_params(model) / 1e6
     macs_m = count_macs(model, tuple(info["shape"])) / 1e6
     model.to(device)
     o, t = cfg.optim, cfg.trainer
-    optimizer = torch.optim.SGD(model.parameters(), lr=o.lr, momentum=o.momentum,
-                                nesterov=o.nesterov and o.momentum > 0, weight_decay=o.weight_decay)
+    optimizer = torch.optim.SGD(_param_groups(model, o.weight_decay), lr=o.lr, momentum=o.momentum,
+                                nesterov=o.nesterov and o.momentum > 0)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(t.epochs, 1), eta_min=o.lr_min)
     trainer = Trainer(model, optimizer, sched, train_loader, epochs=t.epochs, grad_clip=t.grad_clip,
                       aux_weight=cfg.model.auxiliary_weight, drop_path_prob=cfg.model.drop_path_prob,
@@ -128,7 +157,7 @@ def run_retrain(cfg: RetrainConfig, out_dir: Optional[Path] = None, *, quiet: bo
     def checkpoint(epoch_done: int, seconds: float) -> None:
         save_atomic({"version": CKPT_VERSION, "kind": "retrain", "epoch": epoch_done, "config": to_dict(cfg),
                      **trainer.state_dict(), "loaders": {"train": train_loader.state_dict()},
-                     "rng": rng_state(device), "genotype": space.genotype_to_dict(genotype),
+                     "rng": rng_state(device), "genotype": record,
                      "history": history, "seconds": seconds}, ckpt_path)
 
     log.info(f"retrain {cfg.name}: space={space.name} genotype={genotype} params={params_m:.3f}M "
@@ -157,6 +186,9 @@ def run_retrain(cfg: RetrainConfig, out_dir: Optional[Path] = None, *, quiet: bo
                    "train_seconds": round(seconds, 2), "epochs": t.epochs, "space": space.name,
                    "genotype": str(genotype), "history": history}
         (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        learned = describe_ops(model.named_modules())
+        if learned:  # the retrained DNF rules and open L0 channels, as the search writes them
+            (out_dir / "learned_ops.txt").write_text(learned)
         monitor.hparams(to_dict(cfg), {k: metrics[k] for k in ("test_acc", "test_loss", "params_m", "macs_m")},
                         t.epochs)
         log.info(f"done in {seconds:.1f}s: test_acc={final['acc']:.2f} params={params_m:.3f}M macs={macs_m:.1f}M")

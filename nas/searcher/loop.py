@@ -16,15 +16,10 @@ from ..errors import NasError
 from ..estimators.base import Estimator
 from ..supernet.choice import weight_parameters
 from ..engine.meter import Meter, check_finite
+from ..engine.penalty import regularization  # noqa: F401  (also the loop's public name for it)
 from .optim import Optimizers
 
 Batch = Tuple[Tensor, Tensor]
-
-
-def regularization(model: nn.Module) -> Optional[Tensor]:
-    """Sum of ``penalty()`` over modules that define one (L0 gates, DNF sparsity)."""
-    terms = [m.penalty() for m in model.modules() if m is not model and hasattr(m, "penalty")]
-    return sum(terms[1:], terms[0]) if terms else None
 
 
 def beta_decay_penalty(logits: Iterable[Tensor]) -> Optional[Tensor]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Dict, Optional
@@ -18,6 +18,8 @@ from ..config import Config, dump_config, from_dict, to_dict
 from ..errors import CheckpointError, ConfigError, NasError
 from ..estimators import build_estimator
 from ..estimators.base import Estimator
+from ..ops.registry import check_op_args
+from ..plugins import genotype_record, import_user_modules
 from ..supernet.bn import recalibrate_bn
 from ..engine.checkpoint import load_checkpoint, remove_stale_temps, save_atomic
 from ..engine.monitor import Monitor, log, setup_logging
@@ -56,28 +58,72 @@ def make_supernet(cfg: Config, estimator: Estimator, num_classes: int, in_channe
     from search_spaces import get_space
     space = get_space(cfg.space.name)
     s = cfg.space
-    kwargs: Dict[str, Any] = dict(C=s.C, ops=s.ops, affine=s.affine)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    # L0 gates learned by hard concrete (Louizos et al.) or by the run's estimator
+    gate_estimator = estimator if s.gate_estimator == "search" else None
+    kwargs: Dict[str, Any] = dict(C=s.C, ops=s.ops, affine=s.affine, op_args=s.op_args, gate_estimator=gate_estimator)
     if space.name == "dnf":  # a rule learner over tabular features: none of the cell keys apply
+        if s.op_args or s.args:
+            raise ConfigError("space.op_args and space.args do not apply to the dnf space (it has no candidate ops)")
         kwargs = dict(rules=s.rules, lambda_g=s.lambda_g, feature_names=(info or {}).get("features"),
                       class_names=(info or {}).get("classes"))
     elif space.name == "nb201":
         kwargs.update(N=s.N, derive_exclude=cfg.estimator.derive_exclude,
                       with_aux_skip=cfg.optim.uses_aux_skip, derive_max_skip=cfg.estimator.derive_max_skip)
-    else:
+    elif space.name == "darts":
         kwargs.update(layers=s.layers, steps=s.steps, multiplier=s.multiplier, stem_multiplier=s.stem_multiplier,
                       derive_max_skip=cfg.estimator.derive_max_skip, with_aux_skip=cfg.optim.uses_aux_skip)
+    else:
+        return space, _user_supernet(cfg, space, estimator, num_classes, in_channels, gen, gate_estimator)
+    if s.args:
+        raise ConfigError(f"space.args passes keywords to a user space; the {space.name} space has its own "
+                          f"keys: remove space.args")
     if cfg.estimator.derive_exclude and space.name != "nb201":
         raise ConfigError(f"estimator.derive_exclude applies to the nb201 space; the {space.name} space has "
                           f"its own derive rule (darts already leaves 'none' out): remove the key")
     if cfg.estimator.derive_max_skip is not None and space.name not in ("nb201", "darts"):
         raise ConfigError(f"estimator.derive_max_skip applies to the nb201 and darts spaces; the {space.name} "
                           f"space has no skip connections to limit: remove the key")
-    if s.gates != "none":
+    if s.gates != "none" or space.name != "dnf":
         kwargs.update(gates=s.gates, l0_lambda=s.l0_lambda)
-    gen = torch.Generator().manual_seed(cfg.seed)
     model = space.build_supernet(estimator, num_classes=num_classes, in_channels=in_channels,
                                  init_std=cfg.optim.arch.init_std, generator=gen, **kwargs)
     return space, model
+
+
+def _user_supernet(cfg: Config, space: Any, estimator: Estimator, num_classes: int, in_channels: int,
+                   generator: torch.Generator, gate_estimator: Optional[Estimator]) -> torch.nn.Module:
+    """A registered user space's supernet: its ``build_supernet`` gets the ``space.*`` keys it
+    names (one it does not name must keep its default), ``space.args``, the data's
+    ``num_classes``/``in_channels`` and the run's ``init_std``, ``generator`` and gate estimator."""
+    from dataclasses import fields
+
+    from ..config import SpaceConfig
+    from ..plugins import accepted_kwargs
+    e = cfg.estimator
+    for key, given in (("estimator.derive_exclude", e.derive_exclude), ("estimator.derive_max_skip", e.derive_max_skip)):
+        if given:
+            raise ConfigError(f"{key} applies to the nb201 and darts spaces, not to '{space.name}': remove the key")
+    s = cfg.space
+    values = {f.name: getattr(s, f.name) for f in fields(SpaceConfig) if f.name not in ("name", "args", "gate_estimator")}
+    values["op_args"] = check_op_args(s.op_args)
+    defaults = {f.name: getattr(SpaceConfig(), f.name) for f in fields(SpaceConfig)}
+    kwargs = accepted_kwargs(space.build_supernet, f"space '{space.name}'", values, defaults, s.args, "space.args")
+    context = dict(in_channels=in_channels, init_std=cfg.optim.arch.init_std, generator=generator,
+                   gate_estimator=gate_estimator)
+    kwargs.update(accepted_kwargs(space.build_supernet, f"space '{space.name}'", context))
+    return space.build_supernet(estimator, num_classes=num_classes, **kwargs)
+
+
+def run_op_args(cfg: Config, ops: Any) -> Dict[str, Dict[str, Any]]:
+    """The options the run's ops were built with, for its genotype.yaml: ``space.op_args``, plus
+    ``space.l0_lambda`` for the candidates that take one (the L0-gated ops)."""
+    from ..ops.registry import OPS, op_options
+    out = {op: dict(v) for op, v in cfg.space.op_args.items()}
+    for op in ops or ():
+        if op in OPS and "l0_lambda" in op_options(op) and "l0_lambda" not in out.get(op, {}):
+            out.setdefault(op, {})["l0_lambda"] = cfg.space.l0_lambda
+    return out
 
 
 @dataclass
@@ -152,6 +198,8 @@ def run_search(cfg: Config, out_dir: Optional[Path] = None, *, quiet: bool = Fal
     if cfg.trainer.bn_batches < 0:
         raise ConfigError(f"trainer.bn_batches must be >= 0 (0 turns the BN recalibration off), "
                           f"got {cfg.trainer.bn_batches}")
+    # user registrations first; the run keeps the paths absolute, so derive/resume find them again
+    cfg = replace(cfg, imports=import_user_modules(cfg.imports))
     out_dir = Path(out_dir) if out_dir is not None else default_out_dir(cfg.name)
     ckpt_path = out_dir / "checkpoint.pt"
     ckpt = None
@@ -208,7 +256,7 @@ def run_search(cfg: Config, out_dir: Optional[Path] = None, *, quiet: bool = Fal
             "version": CKPT_VERSION, "epoch": epoch_done, "config": to_dict(cfg),
             "model": model.state_dict(), "optim": opts.state_dict(), "estimator": estimator.state_dict(),
             "loaders": {"train": train_loader.state_dict(), "val": val_loader.state_dict()},
-            "rng": rng_state(device),
+            "rng": rng_state(device), "data": {"num_classes": info["num_classes"], "in_channels": info["shape"][0]},
             "genotype": space.genotype_to_dict(model.genotype()), "history": history, "seconds": seconds,
         }, ckpt_path)
 
@@ -266,10 +314,7 @@ def _finish(cfg: Config, out_dir: Path, space: Any, model: torch.nn.Module, sear
         recalibrate_bn(model, itertools.islice(iter(_plain(train_loader, cfg, info, device)), t.bn_batches))
     final = searcher.evaluate(_plain(val_loader, cfg, info, device))
     genotype = model.genotype()
-    (out_dir / "genotype.yaml").write_text(yaml.safe_dump(space.genotype_to_dict(genotype), sort_keys=False))
-    # files a model keeps next to its genotype (the dnf space: rules.txt)
-    for fname, text in (model.artifacts() if hasattr(model, "artifacts") else {}).items():
-        (out_dir / fname).write_text(text)
+    write_genotype(out_dir / "genotype.yaml", cfg, space, model, genotype)
     metrics = {"val_acc": final["acc"], "val_loss": final["loss"],
                "search_val_acc": history[-1].get("search_val_acc") if history else None,
                "train_acc": history[-1].get("train_acc") if history else None,
@@ -281,6 +326,16 @@ def _finish(cfg: Config, out_dir: Path, space: Any, model: torch.nn.Module, sear
     if warning:
         log.warning(warning)
     return SearchResult(out_dir, genotype, str(genotype), metrics, warning)
+
+
+def write_genotype(path: Path, cfg: Config, space: Any, model: torch.nn.Module, genotype: Any) -> None:
+    """``genotype.yaml`` with the run's imports and op options (:func:`nas.plugins.genotype_record`),
+    and beside it the files the model keeps with its genotype (``artifacts(genotype)``: the dnf
+    space's ``rules.txt``, the ``learned_ops.txt`` of DNF and L0-gated candidates)."""
+    record = genotype_record(space, genotype, cfg.imports, run_op_args(cfg, cfg.space.ops or space.ops))
+    path.write_text(yaml.safe_dump(record, sort_keys=False))
+    for fname, text in (model.artifacts(genotype) if hasattr(model, "artifacts") else {}).items():
+        (path.parent / fname).write_text(text)
 
 
 def load_run_config(out_dir: Path) -> Config:

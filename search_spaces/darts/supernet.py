@@ -41,10 +41,10 @@ from nas.blocks.l0 import make_gate
 from nas.errors import ConfigError
 from nas.estimators.base import Estimator, Sample
 from nas.ops import FactorizedReduce, ReLUConvBN, build_op
-from nas.ops.registry import op_context
+from nas.ops.registry import describe_ops, op_context
 from nas.supernet import Choice, MixedOp
 
-from ..base import check_max_skip, describe_ops, refuse_without_logits
+from ..base import check_max_skip, refuse_without_logits
 from .genotype import Genotype, derive_cell, derive_cell_max_skip
 from .ops import PRIMITIVES
 
@@ -202,10 +202,10 @@ class DartsSupernet(nn.Module):
         concat = list(range(2 + self.steps - self.multiplier, self.steps + 2))
         return Genotype(cells["normal"], concat, cells["reduce"], concat, edges_per_node=top_k)
 
-    def artifacts(self) -> Dict[str, str]:
+    def artifacts(self, genotype: Optional[Genotype] = None) -> Dict[str, str]:
         """``learned_ops.txt``: what the derived cells' ops learned of their own in every cell
         (DNF rules per output channel, open channels of L0-gated ops), when they have any."""
-        genotype = self.genotype()
+        genotype = genotype if genotype is not None else self.genotype()
         labels = edge_names(self.steps)
         found = []
         for i, cell in enumerate(self.cells):

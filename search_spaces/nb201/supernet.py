@@ -47,10 +47,10 @@ from nas.blocks.l0 import make_gate
 from nas.errors import ConfigError
 from nas.estimators.base import Estimator, Sample
 from nas.ops import build_op
-from nas.ops.registry import op_context
+from nas.ops.registry import describe_ops, op_context
 from nas.supernet import Choice, MixedOp
 
-from ..base import check_max_skip, describe_ops, refuse_without_logits
+from ..base import check_max_skip, refuse_without_logits
 from .genotype import EDGE_NAMES, EDGES, OPS, NB201Genotype, NODES
 from .skeleton import ResBlock, Skeleton
 
@@ -204,10 +204,10 @@ class NB201Supernet(Skeleton):
                       if others.any() else "none")
         return ops
 
-    def artifacts(self) -> Dict[str, str]:
+    def artifacts(self, genotype: Optional[NB201Genotype] = None) -> Dict[str, str]:
         """``learned_ops.txt``: what the derived cell's ops learned of their own in every cell
         (DNF rules per output channel, open channels of L0-gated ops), when they have any."""
-        genotype = self.genotype()
+        genotype = genotype if genotype is not None else self.genotype()
         found = [(f"cells.{i} edge {EDGE_NAMES[e]} {op}", cell.edges[e].ops[self.op_names.index(op)])
                  for i, cell in enumerate(self.cells) if isinstance(cell, SearchCell)
                  for e, op in enumerate(genotype.ops) if op in self.op_names]
