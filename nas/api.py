@@ -16,6 +16,7 @@ from .config import Config, apply_overrides, from_dict, load_yaml
 from .errors import ConfigError
 
 ConfigLike = Union[str, os.PathLike, Config, Any]
+API_DATASET = "<python>"  # data.dataset of a run given a dataset object (no command can load it)
 
 
 def load_config(name_or_path: Optional[Union[str, os.PathLike]] = None, *overrides: str) -> Any:
@@ -40,12 +41,20 @@ def _config(config: Optional[ConfigLike], cls: type) -> Any:
 
 
 def search(config: Optional[ConfigLike] = None, out_dir: Optional[Union[str, os.PathLike]] = None, *,
-           quiet: bool = True, resume: bool = False) -> Any:
+           quiet: bool = True, resume: bool = False, dataset: Any = None) -> Any:
     """Run a search (``nas-search``); returns a :class:`~nas.searcher.run.SearchResult` with
-    ``genotype``, ``out_dir`` and ``metrics``. ``config``: a :class:`Config`, a name or a path."""
+    ``genotype``, ``out_dir`` and ``metrics``. ``config``: a :class:`Config`, a name or a path.
+    ``dataset``: any torchvision-style dataset (``len``, ``ds[i] -> (image, label)``) to search on
+    instead of ``data.dataset``: its train split, held in memory or, with ``data.stream=true``,
+    read batch by batch (pass it again to resume)."""
+    import dataclasses
+
     from .searcher.run import run_search
     cfg = _config(config, Config)
-    return run_search(cfg, Path(out_dir) if out_dir is not None else None, quiet=quiet, resume=resume)
+    if dataset is not None:  # the run folder records that the data came from Python
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, dataset=API_DATASET))
+    return run_search(cfg, Path(out_dir) if out_dir is not None else None, quiet=quiet, resume=resume,
+                      dataset=dataset)
 
 
 def derive(run_dir: Union[str, os.PathLike], *, top_k: Optional[int] = None, method: str = "argmax",
@@ -62,16 +71,23 @@ def derive(run_dir: Union[str, os.PathLike], *, top_k: Optional[int] = None, met
 
 
 def retrain(config: Optional[ConfigLike] = None, genotype: Any = None,
-            out_dir: Optional[Union[str, os.PathLike]] = None, *, quiet: bool = True, resume: bool = False) -> Any:
+            out_dir: Optional[Union[str, os.PathLike]] = None, *, quiet: bool = True, resume: bool = False,
+            dataset: Any = None) -> Any:
     """Train a genotype from scratch (``nas-retrain``); returns a
     :class:`~nas.retrainer.RetrainResult` (``metrics["test_acc"]``, ``params_m``, ``macs_m``).
     ``genotype``: a genotype object, a run folder, a ``genotype.yaml``, a named cell or a
-    genotype string; ``None`` keeps the config's ``model.genotype``."""
+    genotype string; ``None`` keeps the config's ``model.genotype``. ``dataset``:
+    ``{"train": ds, "test": ds}`` torchvision-style datasets instead of ``data.dataset``."""
+    import dataclasses
+
     from .retrainer import RetrainConfig, run_retrain
     cfg = _config(config if config is not None else "retrain_nb201_digits", RetrainConfig)
     if genotype is not None:
         cfg.model.genotype = str(genotype)  # objects print as the strings resolve_genotype parses
-    return run_retrain(cfg, Path(out_dir) if out_dir is not None else None, quiet=quiet, resume=resume)
+    if dataset is not None:
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, dataset=API_DATASET))
+    return run_retrain(cfg, Path(out_dir) if out_dir is not None else None, quiet=quiet, resume=resume,
+                       dataset=dataset)
 
 
 def build_network(space: str, genotype: Any, **kwargs: Any) -> Any:

@@ -48,6 +48,7 @@ class DataConfig:
     train_portion: float = 0.5
     batch_size: int = 64
     workers: int = 0
+    stream: bool = False           # read images batch by batch (DataLoader, data.workers) instead of in memory
     augment: bool = True
     dnf: DNFDataConfig = field(default_factory=DNFDataConfig)
     quantiles: List[float] = field(default_factory=lambda: [0.25, 0.5, 0.75])  # tabular binarisation

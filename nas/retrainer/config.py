@@ -19,6 +19,7 @@ class RetrainDataConfig:
     test_subset: Optional[int] = None   # test images (default: the whole test split)
     batch_size: int = 96
     workers: int = 0
+    stream: bool = False                # read images batch by batch instead of holding them in memory
     augment: bool = True                # random crop + horizontal flip
     cutout: int = 0                     # side of the Cutout square (DARTS: 16); 0 = off
 

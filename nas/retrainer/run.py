@@ -93,9 +93,10 @@ def _check_resume(cfg: RetrainConfig, ckpt: Dict[str, Any], path: Path) -> None:
 
 
 def run_retrain(cfg: RetrainConfig, out_dir: Optional[Path] = None, *, quiet: bool = False,
-                resume: bool = False) -> RetrainResult:
+                resume: bool = False, dataset: Any = None) -> RetrainResult:
     """Train ``cfg.model.genotype`` from scratch; with ``resume``, continue the run in ``out_dir``
-    (its genotype is the one stored in the checkpoint)."""
+    (its genotype is the one stored in the checkpoint). ``dataset``: ``{"train": ..., "test": ...}``
+    dataset objects instead of ``data.dataset`` (see ``nas.retrain``)."""
     out_dir = Path(out_dir) if out_dir is not None else Path("runs") / (
         f"{cfg.name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}")
     ckpt_path = out_dir / "checkpoint.pt"
@@ -127,7 +128,7 @@ def run_retrain(cfg: RetrainConfig, out_dir: Optional[Path] = None, *, quiet: bo
     train_loader, test_loader, info = build_eval_loaders(
         d.dataset, root=d.root, download=d.download, resize=d.resize, subset=d.subset,
         batch_size=d.batch_size, workers=d.workers, seed=cfg.seed, device=device, augment=d.augment,
-        test_subset=d.test_subset)
+        test_subset=d.test_subset, stream=d.stream, given=dataset)
     model = make_network(cfg, space, genotype, info["num_classes"], info["shape"][0], extras["op_args"])
     params_m = count_params(model) / 1e6
     macs_m = count_macs(model, tuple(info["shape"])) / 1e6

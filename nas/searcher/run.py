@@ -39,7 +39,7 @@ def make_estimator(cfg: Config) -> Estimator:
                            gamma_end=e.gamma_end, threshold_end=e.threshold_end)
 
 
-def make_loaders(cfg: Config, device: torch.device):
+def make_loaders(cfg: Config, device: torch.device, dataset: Any = None):
     from ..data import build_search_loaders
     from ..data.tabular import TABULAR, TabularOptions, build_tabular_search_loaders
     d = cfg.data
@@ -50,7 +50,8 @@ def make_loaders(cfg: Config, device: torch.device):
                                             batch_size=d.batch_size, seed=cfg.seed, device=device)
     return build_search_loaders(d.dataset, root=d.root, download=d.download, resize=d.resize,
                                 subset=d.subset, train_portion=d.train_portion, batch_size=d.batch_size,
-                                workers=d.workers, seed=cfg.seed, device=device, augment=d.augment)
+                                workers=d.workers, seed=cfg.seed, device=device, augment=d.augment,
+                                stream=d.stream, given=dataset)
 
 
 def make_supernet(cfg: Config, estimator: Estimator, num_classes: int, in_channels: int,
@@ -187,8 +188,9 @@ def check_resume_config(cfg: Config, ckpt: Dict[str, Any], ckpt_path: Path) -> N
 
 
 def run_search(cfg: Config, out_dir: Optional[Path] = None, *, quiet: bool = False,
-               resume: bool = False, stop_after: Optional[int] = None) -> SearchResult:
+               resume: bool = False, stop_after: Optional[int] = None, dataset: Any = None) -> SearchResult:
     """Search with ``cfg``; with ``resume``, continue the run in ``out_dir`` from its checkpoint.
+    ``dataset``: a dataset object to search on instead of ``data.dataset`` (see ``nas.search``).
 
     ``stop_after``: end this session once that many epochs (in total) are done, with a
     checkpoint, as an interruption would (time-sliced jobs); a later ``resume`` continues it
@@ -219,7 +221,7 @@ def run_search(cfg: Config, out_dir: Optional[Path] = None, *, quiet: bool = Fal
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
     estimator = make_estimator(cfg)
-    train_loader, val_loader, info = make_loaders(cfg, device)
+    train_loader, val_loader, info = make_loaders(cfg, device, dataset)
     space, model = make_supernet(cfg, estimator, info["num_classes"], info["shape"][0], info)
     model.to(device)
     w, a, t = cfg.optim.weights, cfg.optim.arch, cfg.trainer
@@ -298,11 +300,7 @@ def run_search(cfg: Config, out_dir: Optional[Path] = None, *, quiet: bool = Fal
 
 def _plain(loader: Any, cfg: Config, info: Dict[str, Any], device: torch.device) -> Any:
     """The loader's images as they are: no crop/flip, fixed order."""
-    from ..data import BatchLoader
-    if hasattr(loader, "eval_loader"):  # tabular loaders: no augmentation to switch off
-        return loader.eval_loader()
-    return BatchLoader(loader.images, loader.labels, batch_size=cfg.data.batch_size,
-                       shuffle=False, augment=False, mean=info["mean"], std=info["std"], device=device)
+    return loader.eval_loader()
 
 
 def _finish(cfg: Config, out_dir: Path, space: Any, model: torch.nn.Module, searcher: Searcher,
