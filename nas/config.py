@@ -187,6 +187,11 @@ def load_yaml(path: os.PathLike, _seen: Optional[set] = None) -> Dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a config must be a mapping of keys, got {type(data).__name__}")
     bases = data.pop("_base_", None)
+    if isinstance(data.get("imports"), list):
+        # a .py file beside the config (or below its folder) is found from any working directory
+        data["imports"] = [str((path.parent / i).absolute()) if isinstance(i, str) and i.endswith(".py")
+                           and not Path(i).is_absolute() and (path.parent / i).is_file() else i
+                           for i in data["imports"]]
     merged: Dict[str, Any] = {}
     for b in ([bases] if isinstance(bases, str) else bases or []):
         merged = _merge(merged, load_yaml(_resolve_base(b, path.parent), seen))
