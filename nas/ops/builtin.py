@@ -34,8 +34,12 @@ def none(C_in: int, C_out: int, stride: int, affine: bool, **_: Any) -> nn.Modul
 
 @register_op("skip_connect")
 def skip_connect(C_in: int, C_out: int, stride: int, affine: bool, **_: Any) -> nn.Module:
-    # the identity where the shapes allow it (always in NB201 cells), else DARTS's FactorizedReduce
-    return Identity() if stride == 1 and C_in == C_out else FactorizedReduce(C_in, C_out, affine=affine)
+    # the identity where the shapes allow it (always in NB201 cells), DARTS's FactorizedReduce where
+    # it strides, and NB201's Conv1x1-BN where only the width changes
+    if stride == 1:
+        return Identity() if C_in == C_out else nn.Sequential(nn.Conv2d(C_in, C_out, 1, bias=False),
+                                                              nn.BatchNorm2d(C_out, affine=affine))
+    return FactorizedReduce(C_in, C_out, affine=affine)
 
 
 @register_op("nor_conv_1x1")
