@@ -273,3 +273,25 @@ def test_search_with_dnf_and_gated_candidates_end_to_end(tmp_path):
     net = get_space("darts").build_network(res.genotype, num_classes=10, C=4, layers=3, auxiliary=False,
                                            op_args=record["op_args"])
     assert net(torch.randn(2, 3, 8, 8)).shape == (2, 10)
+
+
+def test_log_and_product_conjunctions_agree_on_binary_rule_pools_only():
+    from nas.blocks.dnf import dnf_forward, dnf_forward_log, literals
+    # one literal c = 0.25 with weight 0.5: linear 1 - 0.5·0.75 = 0.625, geometric 0.25^0.5 = 0.5
+    c, W, S = torch.tensor([[0.25]]), torch.tensor([[[0.5], [0.0]]]), torch.tensor([[1.0]])
+    assert dnf_forward(literals(c), W, S)[0].item() == pytest.approx(0.625)
+    assert dnf_forward_log(literals(c).log(), W, S)[0].item() == pytest.approx(0.5)
+    gen = torch.Generator().manual_seed(3)
+    c, W, S = torch.rand(40, 4, generator=gen), (torch.rand(2, 8, 3, generator=gen) > 0.6).float(), torch.ones(2, 3)
+    assert torch.allclose(dnf_forward(literals(c), W, S)[0], dnf_forward_log(literals(c).log(), W, S)[0], atol=1e-6)
+    # the op: with the STE's binary forward both forms compute the same, in training and in eval
+    x = torch.randn(2, 3, 5, 5)
+    outs = {}
+    for form in ("log", "product"):
+        torch.manual_seed(0)
+        op = DNFOp(3, 4, 2, False, build_estimator("ste"), rules=3, form=form,
+                   generator=torch.Generator().manual_seed(0))
+        outs[form] = (op(x), op.eval()(x))
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(outs["log"], outs["product"]))
+    with pytest.raises(ValueError, match="form must be one of log, product"):
+        DNFOp(3, 4, 1, False, build_estimator("ste"), form="sum")
