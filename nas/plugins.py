@@ -16,7 +16,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
-from .errors import ConfigError, NasError
+from .errors import CheckpointError, ConfigError, NasError
 
 # keys a genotype.yaml may carry besides the genotype itself
 RECORD_KEYS = ("imports", "op_args")
@@ -97,7 +97,12 @@ def split_record(data: Any) -> Tuple[Any, Dict[str, Any]]:
     """``(genotype data, {"imports": [...], "op_args": {...}})`` of a genotype.yaml's mapping."""
     if not isinstance(data, dict):
         return data, {"imports": [], "op_args": {}}
-    extras = {"imports": list(data.get("imports") or []), "op_args": dict(data.get("op_args") or {})}
+    imports, op_args = data.get("imports") or [], data.get("op_args") or {}
+    if not isinstance(imports, list) or not all(isinstance(i, str) for i in imports):
+        raise CheckpointError(f"genotype.yaml: 'imports' must be a list of module names or .py paths, got {imports!r}")
+    if not isinstance(op_args, dict) or not all(isinstance(v, dict) for v in op_args.values()):
+        raise CheckpointError(f"genotype.yaml: 'op_args' must map op names to options, got {op_args!r}")
+    extras = {"imports": list(imports), "op_args": {k: dict(v) for k, v in op_args.items()}}
     return {k: v for k, v in data.items() if k not in RECORD_KEYS}, extras
 
 

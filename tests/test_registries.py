@@ -253,3 +253,13 @@ def test_lookup_answers_a_cell_with_a_non_benchmark_op_in_one_line(tmp_path):
     (tmp_path / "g.yaml").write_text(yaml.safe_dump({"space": "nb201", "arch": cell.replace("dnf_1x1", "my_op")}))
     r = cli("nas.commands.lookup", str(tmp_path / "g.yaml"), cwd=tmp_path)
     assert r.returncode == 2 and "not in NAS-Bench-201: op my_op" in r.stderr and r.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("extra, msg", [({"imports": "ops.py"}, "'imports' must be a list"),
+                                         ({"op_args": {"dnf_1x1": 3}}, "'op_args' must map op names")])
+def test_a_malformed_genotype_record_is_one_line(extra, msg, tmp_path):
+    from nas.retrainer.genotypes import resolve_record
+    path = tmp_path / "g.yaml"
+    path.write_text(yaml.safe_dump({"space": "nb201", "arch": str(NB201Genotype(("none",) * 6)), **extra}))
+    with pytest.raises(CheckpointError, match=msg):
+        resolve_record(str(path))
