@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 import nas
-from nas.blocks.l0 import make_gate
+from nas.blocks.l0 import gate_estimator_for, make_gate
 from nas.errors import CheckpointError, ConfigError
 from nas.ops import build_op
 from nas.supernet import Choice, MixedOp
@@ -154,12 +154,14 @@ class MobileChainSpace(SearchSpace):
 
     def build_supernet(self, estimator: Any, *, num_classes: int, C: int = 16, N: int = 2,
                        ops: Optional[Sequence[str]] = None, in_channels: int = 3, l0_lambda: float = 1e-4,
-                       gate_estimator: Any = None, init_std: float = 1e-3,
+                       gate_estimator: Any = "hard_concrete", init_std: float = 1e-3,
                        generator: Optional[torch.Generator] = None) -> ChainSupernet:
         if C < 1 or N < 1:
             raise ConfigError(f"space.C and space.N must be positive, got {C} and {N}")
+        # space.gate_estimator: hard concrete (None) or the search's estimator learns the widths
         return ChainSupernet(estimator, num_classes=num_classes, C=C, N=N, ops=self.check_ops(ops or self.ops),
-                             in_channels=in_channels, l0_lambda=l0_lambda, gate_estimator=gate_estimator,
+                             in_channels=in_channels, l0_lambda=l0_lambda,
+                             gate_estimator=gate_estimator_for(gate_estimator, estimator),
                              init_std=init_std, generator=generator)
 
     def build_network(self, genotype: ChainGenotype, *, num_classes: int, in_channels: int = 3,

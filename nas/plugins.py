@@ -107,7 +107,7 @@ def split_record(data: Any) -> Tuple[Any, Dict[str, Any]]:
 
 
 def accepted_kwargs(fn: Any, what: str, values: Mapping[str, Any], defaults: Optional[Mapping[str, Any]] = None,
-                    extra: Mapping[str, Any] = {}, extra_key: str = "") -> Dict[str, Any]:
+                    extra: Mapping[str, Any] = {}, extra_key: str = "", prefix: str = "") -> Dict[str, Any]:
     """Keywords for a user space's ``build_supernet``/``build_network``: the config ``values`` it
     names, plus every ``extra`` (``space.args``/``model.args``). A value set away from its
     ``defaults`` that ``fn`` does not take, or an ``extra`` it does not take, is a one-line error;
@@ -119,7 +119,8 @@ def accepted_kwargs(fn: Any, what: str, values: Mapping[str, Any], defaults: Opt
     out = {k: v for k, v in values.items() if k in named}
     for k, v in values.items():
         if defaults is not None and k not in named and v != defaults.get(k) and not takes_any:
-            raise ConfigError(f"{k} is not used by {what}; it takes: {', '.join(named[1:]) or 'no options'}")
+            raise ConfigError(f"{prefix}{k}={v!r} is not used by {what} (it takes {', '.join(named[1:]) or 'no options'}); "
+                              f"remove it or set {prefix}{k}={defaults.get(k)!r}")
     for k, v in extra.items():
         if k not in named and not takes_any:
             raise ConfigError(f"{extra_key}.{k} is not a keyword of {what}; it takes: {', '.join(named[1:])}")

@@ -47,6 +47,41 @@ class SearchSpace:
     def genotype_to_dict(self, genotype: Any) -> Dict[str, Any]:
         raise NotImplementedError
 
+    def supernet_kwargs(self, cfg: Any, info: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+        """The ``build_supernet`` keywords a search config asks for, besides the estimator, the
+        data's sizes, ``init_std`` and ``generator``. The default (a user's space): the
+        ``space.*`` keys ``build_supernet`` names — one it does not name must keep its default —
+        and every key of ``space.args``."""
+        from dataclasses import fields
+
+        from nas.config import SpaceConfig
+        from nas.plugins import accepted_kwargs
+        for key, given in (("estimator.derive_exclude", cfg.estimator.derive_exclude),
+                           ("estimator.derive_max_skip", cfg.estimator.derive_max_skip)):
+            if given:
+                raise ConfigError(f"{key} applies to the nb201 and darts spaces, not to '{self.name}': remove the key")
+        values = {f.name: getattr(cfg.space, f.name) for f in fields(SpaceConfig) if f.name not in ("name", "args")}
+        defaults = {f.name: getattr(SpaceConfig(), f.name) for f in fields(SpaceConfig)}
+        return accepted_kwargs(self.build_supernet, f"space '{self.name}'", values, defaults,
+                               cfg.space.args, "space.args", prefix="space.")
+
+    def network_kwargs(self, model_cfg: Any) -> Dict[str, Any]:
+        """The ``build_network`` keywords a retrain config's ``model`` section asks for, besides the
+        data's sizes and the searched ``op_args``. The default (a user's space): the ``model.*``
+        keys ``build_network`` names (one it does not name must keep its default; ``C: null``
+        leaves the space's own width) and every key of ``model.args``."""
+        from dataclasses import fields
+
+        from nas.plugins import accepted_kwargs
+        from nas.retrainer.config import ModelConfig
+        skip = ("genotype", "args", "op_args", "auxiliary_weight", "drop_path_prob")
+        values = {f.name: getattr(model_cfg, f.name) for f in fields(ModelConfig) if f.name not in skip}
+        if values.get("C") is None:
+            values.pop("C")
+        defaults = {f.name: getattr(ModelConfig(), f.name) for f in fields(ModelConfig)}
+        return accepted_kwargs(self.build_network, f"the {self.name} network", values, defaults,
+                               model_cfg.args, "model.args", prefix="model.")
+
     def check_ops(self, ops: Sequence[str], key: str = "space.ops") -> list:
         """A candidate list: distinct names of registered ops (:mod:`nas.ops.registry`); the
         space's own ``ops`` are only its default."""

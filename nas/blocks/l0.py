@@ -27,11 +27,12 @@ vector, and its relaxation for the relaxed estimators. :func:`make_gate` builds 
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
 
+from ..errors import ConfigError
 from ..estimators.base import BINARY, Estimator, Sample
 from ..supernet.choice import Choice
 
@@ -219,6 +220,22 @@ class EstimatorGate(nn.Module):
 
     def extra_repr(self) -> str:
         return f"n={self.n}, l0_lambda={self.l0_lambda}"
+
+
+GATE_ESTIMATORS = ("hard_concrete", "search")
+
+
+def gate_estimator_for(choice: Union[str, Estimator, None], estimator: Estimator) -> Optional[Estimator]:
+    """The estimator of a supernet's L0 gates from ``space.gate_estimator``: ``"hard_concrete"``
+    (or None) -> None, i.e. :class:`HardConcreteGate`; ``"search"`` -> the run's ``estimator``;
+    an :class:`Estimator` as it is."""
+    if choice is None or choice == "hard_concrete":
+        return None
+    if choice == "search":
+        return estimator
+    if isinstance(choice, Estimator):
+        return choice
+    raise ConfigError(f"space.gate_estimator: unknown '{choice}'; allowed: {', '.join(GATE_ESTIMATORS)}")
 
 
 def make_gate(n: int, l0_lambda: float = 1e-4, estimator: Optional[Estimator] = None, *,

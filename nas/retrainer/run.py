@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Dict, Optional
@@ -22,7 +22,7 @@ from ..engine.runtime import replan_epochs, resolve_device, rng_state, seed_ever
 from ..ops.registry import describe_ops
 from ..plugins import genotype_record, import_user_modules
 from ..utils import count_macs, count_params
-from .config import ModelConfig, RetrainConfig
+from .config import RetrainConfig
 from .genotypes import record_from_data, resolve_record
 from .trainer import Trainer
 
@@ -56,16 +56,10 @@ def make_network(cfg: RetrainConfig, space: Any, genotype: Any, num_classes: int
     if space.name == "darts":
         return space.build_network(genotype, num_classes=num_classes, C=C, layers=m.layers, auxiliary=m.auxiliary,
                                    stem_multiplier=m.stem_multiplier, in_channels=in_channels, op_args=op_args)
-    # a user's space: its build_network gets the model.* keys it names, model.args and op_args
+    # a user's space maps the model section itself (SearchSpace.network_kwargs)
     from ..plugins import accepted_kwargs
-    skip = ("genotype", "args", "op_args", "auxiliary_weight", "drop_path_prob")
-    values = {f.name: getattr(m, f.name) for f in fields(ModelConfig) if f.name not in skip}
-    defaults = {f.name: getattr(ModelConfig(), f.name) for f in fields(ModelConfig)}
-    kwargs = accepted_kwargs(space.build_network, f"the {space.name} network", values, defaults, m.args, "model.args")
-    if kwargs.get("C") is None:
-        kwargs.pop("C", None)  # the space's own default width
-    kwargs.update(accepted_kwargs(space.build_network, "", {"in_channels": in_channels, "op_args": op_args}))
-    return space.build_network(genotype, num_classes=num_classes, **kwargs)
+    context = accepted_kwargs(space.build_network, "", {"in_channels": in_channels, "op_args": op_args})
+    return space.build_network(genotype, num_classes=num_classes, **context, **space.network_kwargs(m))
 
 
 def _param_groups(model: torch.nn.Module, weight_decay: float) -> list:

@@ -18,7 +18,6 @@ from ..config import Config, dump_config, from_dict, to_dict
 from ..errors import CheckpointError, ConfigError, NasError
 from ..estimators import build_estimator
 from ..estimators.base import Estimator
-from ..ops.registry import check_op_args
 from ..plugins import genotype_record, import_user_modules
 from ..supernet.bn import recalibrate_bn
 from ..engine.checkpoint import load_checkpoint, remove_stale_temps, save_atomic
@@ -60,12 +59,11 @@ def make_supernet(cfg: Config, estimator: Estimator, num_classes: int, in_channe
     space = get_space(cfg.space.name)
     s = cfg.space
     gen = torch.Generator().manual_seed(cfg.seed)
-    # L0 gates learned by hard concrete (Louizos et al.) or by the run's estimator
-    gate_estimator = estimator if s.gate_estimator == "search" else None
-    kwargs: Dict[str, Any] = dict(C=s.C, ops=s.ops, affine=s.affine, op_args=s.op_args, gate_estimator=gate_estimator)
+    kwargs: Dict[str, Any] = dict(C=s.C, ops=s.ops, affine=s.affine, op_args=s.op_args, gate_estimator=s.gate_estimator)
     if space.name == "dnf":  # a rule learner over tabular features: none of the cell keys apply
-        if s.op_args or s.args:
-            raise ConfigError("space.op_args and space.args do not apply to the dnf space (it has no candidate ops)")
+        if s.op_args or s.args or s.gate_estimator != "hard_concrete":
+            raise ConfigError("space.op_args, space.args and space.gate_estimator do not apply to the dnf space "
+                              "(it has no candidate ops or gates): remove them")
         kwargs = dict(rules=s.rules, lambda_g=s.lambda_g, feature_names=(info or {}).get("features"),
                       class_names=(info or {}).get("classes"))
     elif space.name == "nb201":
@@ -74,8 +72,12 @@ def make_supernet(cfg: Config, estimator: Estimator, num_classes: int, in_channe
     elif space.name == "darts":
         kwargs.update(layers=s.layers, steps=s.steps, multiplier=s.multiplier, stem_multiplier=s.stem_multiplier,
                       derive_max_skip=cfg.estimator.derive_max_skip, with_aux_skip=cfg.optim.uses_aux_skip)
-    else:
-        return space, _user_supernet(cfg, space, estimator, num_classes, in_channels, gen, gate_estimator)
+    else:  # a user's space: the space maps its config section (SearchSpace.supernet_kwargs)
+        from ..plugins import accepted_kwargs
+        context = accepted_kwargs(space.build_supernet, "", dict(
+            in_channels=in_channels, init_std=cfg.optim.arch.init_std, generator=gen))
+        return space, space.build_supernet(estimator, num_classes=num_classes, **context,
+                                           **space.supernet_kwargs(cfg, info))
     if s.args:
         raise ConfigError(f"space.args passes keywords to a user space; the {space.name} space has its own "
                           f"keys: remove space.args")
@@ -90,30 +92,6 @@ def make_supernet(cfg: Config, estimator: Estimator, num_classes: int, in_channe
     model = space.build_supernet(estimator, num_classes=num_classes, in_channels=in_channels,
                                  init_std=cfg.optim.arch.init_std, generator=gen, **kwargs)
     return space, model
-
-
-def _user_supernet(cfg: Config, space: Any, estimator: Estimator, num_classes: int, in_channels: int,
-                   generator: torch.Generator, gate_estimator: Optional[Estimator]) -> torch.nn.Module:
-    """A registered user space's supernet: its ``build_supernet`` gets the ``space.*`` keys it
-    names (one it does not name must keep its default), ``space.args``, the data's
-    ``num_classes``/``in_channels`` and the run's ``init_std``, ``generator`` and gate estimator."""
-    from dataclasses import fields
-
-    from ..config import SpaceConfig
-    from ..plugins import accepted_kwargs
-    e = cfg.estimator
-    for key, given in (("estimator.derive_exclude", e.derive_exclude), ("estimator.derive_max_skip", e.derive_max_skip)):
-        if given:
-            raise ConfigError(f"{key} applies to the nb201 and darts spaces, not to '{space.name}': remove the key")
-    s = cfg.space
-    values = {f.name: getattr(s, f.name) for f in fields(SpaceConfig) if f.name not in ("name", "args", "gate_estimator")}
-    values["op_args"] = check_op_args(s.op_args)
-    defaults = {f.name: getattr(SpaceConfig(), f.name) for f in fields(SpaceConfig)}
-    kwargs = accepted_kwargs(space.build_supernet, f"space '{space.name}'", values, defaults, s.args, "space.args")
-    context = dict(in_channels=in_channels, init_std=cfg.optim.arch.init_std, generator=generator,
-                   gate_estimator=gate_estimator)
-    kwargs.update(accepted_kwargs(space.build_supernet, f"space '{space.name}'", context))
-    return space.build_supernet(estimator, num_classes=num_classes, **kwargs)
 
 
 def run_op_args(cfg: Config, ops: Any) -> Dict[str, Dict[str, Any]]:

@@ -2,11 +2,12 @@
 cells with 2 input and 4 intermediate nodes (by default; ``space.ops`` may name any registered op)."""
 from __future__ import annotations
 
-from typing import Any, Dict, Mapping, Optional, Sequence
+from typing import Any, Dict, Mapping, Optional, Sequence, Union
 
 import torch
 
 from nas.errors import ConfigError
+from nas.blocks.l0 import gate_estimator_for
 from nas.estimators.base import Estimator
 from nas.ops import check_op_args
 
@@ -27,7 +28,7 @@ class DartsSpace(SearchSpace):
                        init_std: float = 1e-3, generator: Optional[torch.Generator] = None,
                        gates: str = "none", l0_lambda: float = 1e-4,
                        derive_max_skip: Optional[int] = None, with_aux_skip: bool = False,
-                       gate_estimator: Optional[Estimator] = None,
+                       gate_estimator: Union[str, Estimator, None] = "hard_concrete",
                        op_args: Optional[Mapping[str, Mapping[str, Any]]] = None) -> DartsSupernet:
         ops = self.check_ops(ops) if ops else list(PRIMITIVES)
         if all(o == "none" for o in ops):
@@ -43,7 +44,8 @@ class DartsSpace(SearchSpace):
                              multiplier=multiplier, stem_multiplier=stem_multiplier, ops=ops,
                              affine=affine, in_channels=in_channels, init_std=init_std, generator=generator,
                              derive_max_skip=derive_max_skip, with_aux_skip=with_aux_skip, gates=gates,
-                             l0_lambda=l0_lambda, gate_estimator=gate_estimator, op_args=check_op_args(op_args or {}))
+                             l0_lambda=l0_lambda, gate_estimator=gate_estimator_for(gate_estimator, estimator),
+                             op_args=check_op_args(op_args or {}))
 
     def build_network(self, genotype: Genotype, *, num_classes: int, C: int = 36, layers: int = 20,
                       auxiliary: bool = True, stem_multiplier: int = 3, in_channels: int = 3,

@@ -2,11 +2,12 @@
 ``space.ops`` may name any registered op)."""
 from __future__ import annotations
 
-from typing import Any, Dict, Mapping, Optional, Sequence
+from typing import Any, Dict, Mapping, Optional, Sequence, Union
 
 import torch
 
 from nas.errors import CheckpointError
+from nas.blocks.l0 import gate_estimator_for
 from nas.estimators.base import Estimator
 from nas.ops import check_op_args
 
@@ -26,14 +27,15 @@ class NB201Space(SearchSpace):
                        generator: Optional[torch.Generator] = None, gates: str = "none",
                        l0_lambda: float = 1e-4, derive_exclude: Sequence[str] = (),
                        with_aux_skip: bool = False, derive_max_skip: Optional[int] = None,
-                       gate_estimator: Optional[Estimator] = None,
+                       gate_estimator: Union[str, Estimator, None] = "hard_concrete",
                        op_args: Optional[Mapping[str, Mapping[str, Any]]] = None) -> NB201Supernet:
         ops = self.check_ops(ops) if ops else list(OPS)
         return NB201Supernet(estimator, num_classes=num_classes, C=C, N=N, ops=ops, affine=affine,
                              in_channels=in_channels, init_std=init_std, generator=generator,
                              gates=gates, l0_lambda=l0_lambda, derive_exclude=derive_exclude,
                              with_aux_skip=with_aux_skip, derive_max_skip=derive_max_skip,
-                             gate_estimator=gate_estimator, op_args=check_op_args(op_args or {}))
+                             gate_estimator=gate_estimator_for(gate_estimator, estimator),
+                             op_args=check_op_args(op_args or {}))
 
     def build_network(self, genotype: NB201Genotype, *, num_classes: int, C: int = 16, N: int = 5,
                       in_channels: int = 3, op_args: Optional[Mapping[str, Mapping[str, Any]]] = None
