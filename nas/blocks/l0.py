@@ -222,6 +222,7 @@ class EstimatorGate(nn.Module):
         return f"n={self.n}, l0_lambda={self.l0_lambda}"
 
 
+GATES = ("none", "edge", "op", "channel")   # where a cell space puts its gates (space.gates)
 GATE_ESTIMATORS = ("hard_concrete", "search")
 
 

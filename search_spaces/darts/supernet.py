@@ -32,12 +32,12 @@ has fewer than ``top_k`` open inputs.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Mapping, Optional, Sequence, List
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
 
-from nas.blocks.l0 import make_gate
+from nas.blocks.l0 import GATES, make_gate
 from nas.errors import ConfigError
 from nas.estimators.base import Estimator, Sample
 from nas.ops import FactorizedReduce, ReLUConvBN, build_op
@@ -48,7 +48,6 @@ from ..base import check_max_skip, refuse_without_logits
 from .genotype import Genotype, derive_cell, derive_cell_max_skip
 from .ops import PRIMITIVES
 
-GATES = ("none", "edge", "op", "channel")
 CELLS = ("normal", "reduce")
 
 

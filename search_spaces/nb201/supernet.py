@@ -43,7 +43,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence
 import torch
 from torch import Tensor, nn
 
-from nas.blocks.l0 import make_gate
+from nas.blocks.l0 import GATES, make_gate
 from nas.errors import ConfigError
 from nas.estimators.base import Estimator, Sample
 from nas.ops import build_op
@@ -54,8 +54,6 @@ from ..base import check_max_skip, refuse_without_logits
 from .genotype import EDGE_NAMES, EDGES, OPS, NB201Genotype, NODES
 from .skeleton import ResBlock, Skeleton
 
-
-GATES = ("none", "edge", "op", "channel")
 
 
 class SearchCell(nn.Module):
