@@ -184,6 +184,7 @@ def test_bad_imports_are_one_line(item, msg, tmp_path, monkeypatch):
         import_user_modules(["broken.py"])
 
 
+@pytest.mark.slow
 def test_user_op_search_derive_resume_retrain_and_tensorboard(tmp_path):
     """A user's op reaches every command through imports:, recorded in the run folder."""
     ops = write_ops(tmp_path)
