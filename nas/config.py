@@ -48,6 +48,7 @@ class DataConfig:
     train_portion: float = 0.5
     batch_size: int = 64
     workers: int = 0
+    stream: bool = False           # read images batch by batch (DataLoader, data.workers) instead of in memory
     augment: bool = True
     dnf: DNFDataConfig = field(default_factory=DNFDataConfig)
     quantiles: List[float] = field(default_factory=lambda: [0.25, 0.5, 0.75])  # tabular binarisation
@@ -64,10 +65,13 @@ class SpaceConfig:
     stem_multiplier: int = 3       # DARTS
     ops: Optional[List[str]] = None  # candidate subset (default: the space's full op list)
     affine: bool = False           # BN affine in the supernet (the papers use False)
-    gates: Literal["none", "edge", "op", "channel"] = "none"  # L0 hard-concrete gates
+    gates: Literal["none", "edge", "op", "channel"] = "none"  # L0 gates (nb201, darts)
     l0_lambda: float = 1e-4
-    rules: int = 64                # DNF: conjunctions per tower (N)
-    lambda_g: float = 1e-4         # DNF: sparsity weight λ_g
+    gate_estimator: Literal["hard_concrete", "search"] = "hard_concrete"  # who learns L0 gates
+    rules: int = 64                # DNF space: conjunctions per tower (N)
+    lambda_g: float = 1e-4         # DNF space: sparsity weight λ_g
+    op_args: Dict[str, Dict[str, Any]] = field(default_factory=dict)  # options per op, e.g. {dnf_1x1: {rules: 8}}
+    args: Dict[str, Any] = field(default_factory=dict)  # a user space's own build_supernet keywords
 
 
 @dataclass
@@ -153,6 +157,7 @@ class CostConfig:
 @dataclass
 class Config:
     name: str = "search"
+    imports: List[str] = field(default_factory=list)  # user modules / .py files imported before anything is built
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     data: DataConfig = field(default_factory=DataConfig)
@@ -201,6 +206,11 @@ def load_yaml(path: os.PathLike, _seen: Optional[set] = None) -> Dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a config must be a mapping of keys, got {type(data).__name__}")
     bases = data.pop("_base_", None)
+    if isinstance(data.get("imports"), list):
+        # a .py file beside the config (or below its folder) is found from any working directory
+        data["imports"] = [str((path.parent / i).absolute()) if isinstance(i, str) and i.endswith(".py")
+                           and not Path(i).is_absolute() and (path.parent / i).is_file() else i
+                           for i in data["imports"]]
     merged: Dict[str, Any] = {}
     for b in ([bases] if isinstance(bases, str) else bases or []):
         merged = _merge(merged, load_yaml(_resolve_base(b, path.parent), seen))
@@ -240,6 +250,8 @@ def _type_name(tp: Any) -> str:
         return f"a list of {_type_name(typing.get_args(tp)[0])}"
     if origin in (tuple, Tuple):
         return "a list of " + str(len(typing.get_args(tp))) + " numbers"
+    if origin in (dict, Dict):
+        return "a mapping"
     return getattr(tp, "__name__", str(tp))
 
 
@@ -266,6 +278,10 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
         if not isinstance(value, (list, tuple)):
             raise bad
         return [_convert(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin in (dict, Dict):
+        if not isinstance(value, dict):
+            raise bad
+        return {str(k): _convert(v, args[1], f"{key}.{k}") for k, v in value.items()}
     if origin in (tuple, Tuple):
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
             raise bad

@@ -42,15 +42,27 @@ def default_table_path() -> Path:
     return Path(os.environ.get(TABLE_ENV) or DEFAULT_TABLE)
 
 
+def benchmark_cell(arch: str):
+    """The :class:`NB201Genotype` of a cell string whose ops are all the benchmark's; one line
+    naming the first other op (``dnf_1x1``, a user's op, a typo) otherwise."""
+    from search_spaces.nb201 import OPS, NB201Genotype
+    from search_spaces.nb201.genotype import parse_ops
+
+    other = [op for op in parse_ops(arch) if op not in OPS]
+    if other:
+        raise DataError(f"not in NAS-Bench-201: op {other[0]} (the benchmark's cells use {', '.join(OPS)})")
+    return NB201Genotype.from_string(arch)
+
+
 def resolve_arch(arch: ArchLike):
     """An :class:`NB201Genotype` from a genotype, a cell string, a ``genotype.yaml`` or a run folder."""
     from search_spaces.nb201 import NB201Genotype
 
     if isinstance(arch, NB201Genotype):
-        return arch
+        return benchmark_cell(str(arch))
     text = str(arch).strip()
     if text.startswith("|"):
-        return NB201Genotype.from_string(text)
+        return benchmark_cell(text)
     path = Path(text)
     if path.is_dir():
         if not (path / "genotype.yaml").is_file():
@@ -64,13 +76,13 @@ def resolve_arch(arch: ArchLike):
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError:
         raise CheckpointError(f"{path}: not valid YAML; expected 'arch: |op~0|+|...|'") from None
+    if isinstance(data, dict) and data.get("space", "nb201") != "nb201":
+        raise CheckpointError(f"{path}: genotype of space '{data.get('space')}', not nb201; "
+                              f"the NAS-Bench-201 table only scores nb201 cells")
     if not isinstance(data, dict) or not isinstance(data.get("arch"), str):
         raise CheckpointError(f"{path}: expected a mapping with key 'arch' holding an NB201 cell "
                               f"string (is this a NAS-Bench-201 search?)")
-    if data.get("space", "nb201") != "nb201":
-        raise CheckpointError(f"{path}: genotype of space '{data.get('space')}', not nb201; "
-                              f"the NAS-Bench-201 table only scores nb201 cells")
-    return NB201Genotype.from_string(data["arch"])
+    return benchmark_cell(data["arch"])
 
 
 @dataclass(frozen=True)

@@ -77,7 +77,6 @@ def random_search(cfg: Config, budget_seconds: float, *, epochs_per_cell: int = 
     """Random search over ``cfg.space`` on ``cfg.data`` within ``budget_seconds`` of wall clock."""
     from search_spaces import get_space
 
-    from ..data import BatchLoader
     from ..engine.runtime import resolve_device, seed_everything
     from ..searcher.run import make_loaders
 
@@ -86,12 +85,13 @@ def random_search(cfg: Config, budget_seconds: float, *, epochs_per_cell: int = 
     from search_spaces.nb201 import OPS, NB201Genotype
     from search_spaces.nb201.genotype import EDGES
 
+    from ..plugins import import_user_modules
+    import_user_modules(cfg.imports)  # the user's ops of space.ops
     t0 = time.time()
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
     train_loader, val_loader, info = make_loaders(cfg, device)
-    plain_val = BatchLoader(val_loader.images, val_loader.labels, batch_size=cfg.data.batch_size,
-                            shuffle=False, augment=False, mean=info["mean"], std=info["std"], device=device)
+    plain_val = val_loader.eval_loader()
     space = get_space("nb201")
     ops = cfg.space.ops or list(OPS)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -109,7 +109,8 @@ def random_search(cfg: Config, budget_seconds: float, *, epochs_per_cell: int = 
         else:
             raise NasError(f"no cell within cost.target={cfg.cost.target:g} in {MAX_DRAWS} random draws; raise it")
         model = space.build_network(genotype, num_classes=info["num_classes"], C=cfg.space.C,
-                                    N=cfg.space.N, in_channels=info["shape"][0]).to(device)
+                                    N=cfg.space.N, in_channels=info["shape"][0],
+                                    op_args=cfg.space.op_args).to(device)
         acc = train_and_score(model, train_loader, plain_val, epochs=epochs_per_cell, lr=w.lr,
                               lr_min=w.lr_min, momentum=w.momentum, nesterov=w.nesterov,
                               weight_decay=w.weight_decay, grad_clip=cfg.trainer.grad_clip,

@@ -6,7 +6,7 @@ unknown keys rejected): :func:`nas.config.load_config` with ``cls=RetrainConfig`
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Optional
+from typing import Any, Dict, List, Literal, Optional
 
 
 @dataclass
@@ -19,6 +19,7 @@ class RetrainDataConfig:
     test_subset: Optional[int] = None   # test images (default: the whole test split)
     batch_size: int = 96
     workers: int = 0
+    stream: bool = False                # read images batch by batch instead of holding them in memory
     augment: bool = True                # random crop + horizontal flip
     cutout: int = 0                     # side of the Cutout square (DARTS: 16); 0 = off
 
@@ -33,6 +34,8 @@ class ModelConfig:
     auxiliary: bool = False     # DARTS: auxiliary head after the cell at 2/3 depth
     auxiliary_weight: float = 0.4
     drop_path_prob: float = 0.0  # DARTS: ramped linearly from 0 over the epochs
+    op_args: Dict[str, Dict[str, Any]] = field(default_factory=dict)  # op options over the genotype's own
+    args: Dict[str, Any] = field(default_factory=dict)  # a user space's own build_network keywords
 
 
 @dataclass
@@ -56,6 +59,7 @@ class RetrainTrainerConfig:
 @dataclass
 class RetrainConfig:
     name: str = "retrain"
+    imports: List[str] = field(default_factory=list)  # user modules / .py files imported before anything is built
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     data: RetrainDataConfig = field(default_factory=RetrainDataConfig)

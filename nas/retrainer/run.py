@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Dict, Optional
 
@@ -18,9 +18,11 @@ from ..errors import ConfigError
 from ..engine.monitor import Monitor, log
 from ..engine.run_folder import RunFolder, load_run_config as _load_run_config
 from ..engine.runtime import resolve_device, seed_everything
+from ..ops.registry import describe_ops
+from ..plugins import accepted_kwargs, genotype_record, import_user_modules
 from ..utils import count_macs, count_params
 from .config import RetrainConfig
-from .genotypes import genotype_from_data, resolve_genotype
+from .genotypes import record_from_data, resolve_record
 from .trainer import Trainer
 
 RESUMABLE_CHANGES = ("name", "device", "data.root", "data.download", "data.workers",
@@ -34,27 +36,43 @@ class RetrainResult:
     metrics: Dict[str, Any]
 
 
-def make_network(cfg: RetrainConfig, space: Any, genotype: Any, num_classes: int, in_channels: int
-                 ) -> torch.nn.Module:
+def make_network(cfg: RetrainConfig, space: Any, genotype: Any, num_classes: int, in_channels: int,
+                 op_args: Optional[Dict[str, Dict[str, Any]]] = None) -> torch.nn.Module:
     """The discrete network of ``genotype``: the space maps the ``model`` section to its
-    keywords (:meth:`~search_spaces.base.SearchSpace.network_kwargs`)."""
-    return space.build_network(genotype, num_classes=num_classes, in_channels=in_channels,
-                               **space.network_kwargs(cfg.model))
+    keywords (:meth:`~search_spaces.base.SearchSpace.network_kwargs`); ``op_args``: the options
+    its ops were searched with (the genotype.yaml's), under ``model.op_args``."""
+    op_args = {**(op_args or {}), **cfg.model.op_args}
+    # a user's space may leave out what it does not use
+    context = accepted_kwargs(space.build_network, "", {"in_channels": in_channels, "op_args": op_args})
+    return space.build_network(genotype, num_classes=num_classes, **context, **space.network_kwargs(cfg.model))
+
+
+def _param_groups(model: torch.nn.Module, weight_decay: float) -> list:
+    """The network's weights with ``weight_decay``; the parameters of its ops' own discrete
+    choices (DNF rule logits, L0 gates) without: decay would pull their logits to the undecided 0."""
+    from ..supernet.choice import arch_parameters, weight_parameters
+    own = [p for role in ("logits", "discrete", "noise") for p in arch_parameters(model, role)]
+    groups = [{"params": weight_parameters(model), "weight_decay": weight_decay}]
+    return groups + ([{"params": own, "weight_decay": 0.0}] if own else [])
 
 
 def run_retrain(cfg: RetrainConfig, out_dir: Optional[Path] = None, *, quiet: bool = False,
-                resume: bool = False) -> RetrainResult:
+                resume: bool = False, dataset: Any = None) -> RetrainResult:
     """Train ``cfg.model.genotype`` from scratch; with ``resume``, continue the run in ``out_dir``
-    (its genotype is the one stored in the checkpoint)."""
+    (its genotype is the one stored in the checkpoint). ``dataset``: ``{"train": ..., "test": ...}``
+    dataset objects instead of ``data.dataset`` (see ``nas.retrain``)."""
+    cfg = replace(cfg, imports=import_user_modules(cfg.imports))  # user registrations first
     folder = RunFolder(out_dir, cfg, kind="retrain", resumable=RESUMABLE_CHANGES, resume=resume,
                        required=("model", "epoch", "config", "genotype"))
     out_dir = folder.path
     if folder.resumed:
-        space, genotype = genotype_from_data(folder.ckpt["genotype"], str(folder.ckpt_path))
+        space, genotype, extras = record_from_data(folder.ckpt["genotype"], str(folder.ckpt_path))
     else:
-        space, genotype = resolve_genotype(cfg.model.genotype)
+        space, genotype, extras = resolve_record(cfg.model.genotype)
+    imports = list(dict.fromkeys(cfg.imports + extras["imports"]))
+    record = genotype_record(space, genotype, imports, {**extras["op_args"], **cfg.model.op_args})
     folder.open(quiet)
-    (out_dir / "genotype.yaml").write_text(yaml.safe_dump(space.genotype_to_dict(genotype), sort_keys=False))
+    (out_dir / "genotype.yaml").write_text(yaml.safe_dump(record, sort_keys=False))
 
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
@@ -65,14 +83,14 @@ def run_retrain(cfg: RetrainConfig, out_dir: Optional[Path] = None, *, quiet: bo
     train_loader, test_loader, info = build_eval_loaders(
         d.dataset, root=d.root, download=d.download, resize=d.resize, subset=d.subset,
         batch_size=d.batch_size, workers=d.workers, seed=cfg.seed, device=device, augment=d.augment,
-        test_subset=d.test_subset)
-    model = make_network(cfg, space, genotype, info["num_classes"], info["shape"][0])
+        test_subset=d.test_subset, stream=d.stream, given=dataset)
+    model = make_network(cfg, space, genotype, info["num_classes"], info["shape"][0], extras["op_args"])
     params_m = count_params(model) / 1e6
     macs_m = count_macs(model, tuple(info["shape"])) / 1e6
     model.to(device)
     o, t = cfg.optim, cfg.trainer
-    optimizer = torch.optim.SGD(model.parameters(), lr=o.lr, momentum=o.momentum,
-                                nesterov=o.nesterov and o.momentum > 0, weight_decay=o.weight_decay)
+    optimizer = torch.optim.SGD(_param_groups(model, o.weight_decay), lr=o.lr, momentum=o.momentum,
+                                nesterov=o.nesterov and o.momentum > 0)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(t.epochs, 1), eta_min=o.lr_min)
     trainer = Trainer(model, optimizer, sched, train_loader, epochs=t.epochs, grad_clip=t.grad_clip,
                       aux_weight=cfg.model.auxiliary_weight, drop_path_prob=cfg.model.drop_path_prob,
@@ -84,8 +102,7 @@ def run_retrain(cfg: RetrainConfig, out_dir: Optional[Path] = None, *, quiet: bo
         log.info(f"resumed from {folder.ckpt_path} after epoch {start_epoch}")
 
     def checkpoint(epoch_done: int, seconds: float) -> None:
-        folder.save(epoch_done, seconds, history,
-                    {**trainer.state_dict(), "genotype": space.genotype_to_dict(genotype)}, loaders, device)
+        folder.save(epoch_done, seconds, history, {**trainer.state_dict(), "genotype": record}, loaders, device)
 
     log.info(f"retrain {cfg.name}: space={space.name} genotype={genotype} params={params_m:.3f}M "
              f"macs={macs_m:.1f}M device={device} train={info['n_train']} test={info['n_test']} out={out_dir}")
@@ -113,6 +130,9 @@ def run_retrain(cfg: RetrainConfig, out_dir: Optional[Path] = None, *, quiet: bo
                    "train_seconds": round(seconds, 2), "epochs": t.epochs, "space": space.name,
                    "genotype": str(genotype), "history": history}
         (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        learned = describe_ops(model.named_modules())
+        if learned:  # the retrained DNF rules and open L0 channels, as the search writes them
+            (out_dir / "learned_ops.txt").write_text(learned)
         monitor.hparams(to_dict(cfg), {k: metrics[k] for k in ("test_acc", "test_loss", "params_m", "macs_m")},
                         t.epochs)
         log.info(f"done in {seconds:.1f}s: test_acc={final['acc']:.2f} params={params_m:.3f}M macs={macs_m:.1f}M")

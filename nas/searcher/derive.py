@@ -21,6 +21,7 @@ def load_supernet(source: Path, device: str = "cpu", exclude: Optional[str] = No
 
     from ..config import Config, from_dict
     from ..engine.checkpoint import load_checkpoint
+    from ..plugins import import_user_modules
     from .loop import aux_skip_at
     from .run import make_estimator, make_supernet
 
@@ -35,6 +36,7 @@ def load_supernet(source: Path, device: str = "cpu", exclude: Optional[str] = No
         cfg.estimator.derive_exclude = [op.strip() for op in exclude.split(",") if op.strip()]
     if max_skip is not ...:
         cfg.estimator.derive_max_skip = max_skip
+    import_user_modules(cfg.imports)  # the run's own ops, spaces, estimators
     if cost:
         from ..config import apply_overrides, to_dict
         cfg = from_dict(Config, apply_overrides(to_dict(cfg), [f"cost.{kv}" for kv in cost]))
@@ -64,13 +66,21 @@ def load_supernet(source: Path, device: str = "cpu", exclude: Optional[str] = No
 
 def derive(source: Path, top_k: Optional[int] = None, device: str = "cpu", method: str = "argmax",
            batches: int = 40, tune_steps: int = 0, seed: int = 0, tune_lr: Optional[float] = None,
-           exclude: Optional[str] = None, max_skip: Any = ..., log: Optional[Callable[[str], Any]] = None,
-           cost: Sequence[str] = ()) -> Tuple[Any, Any]:
+           exclude: Optional[str] = None, max_skip: Any = ..., write: Optional[Path] = None,
+           log: Optional[Callable[[str], Any]] = None, cost: Sequence[str] = ()) -> Tuple[Any, Any]:
     """``(space, genotype)`` of the search checkpoint at ``source`` (a run folder or a file);
-    ``cost``: ``KEY=VALUE`` overrides of the run's ``cost:`` section; ``log`` (e.g. ``print``)
-    receives the derived network's cost against the budget, when the run has a cost model."""
-    space, genotype, model = _derive(source, top_k, device, method, batches, tune_steps, seed, tune_lr,
-                                     exclude, max_skip, cost)
+    ``write``: a genotype.yaml path to write it to, with the run's imports and op options and the
+    files the supernet keeps beside it (``learned_ops.txt``, ``rules.txt``); ``cost``:
+    ``KEY=VALUE`` overrides of the run's ``cost:`` section; ``log`` (e.g. ``print``) receives the
+    derived network's cost against the budget, when the run has a cost model."""
+    cfg, space, model, genotype = _derive(source, top_k, device, method, batches, tune_steps, seed, tune_lr,
+                                          exclude, max_skip, cost)
+    if write is not None:
+        from .run import write_genotype
+        try:
+            write_genotype(Path(write), cfg, space, model, genotype)
+        except OSError as e:
+            raise NasError(f"cannot write the genotype to {write} ({e.strerror or e}); give a writable --out") from None
     budget = model.budget()
     if log is not None and budget is not None:
         from ..cost import cost_report
@@ -80,8 +90,8 @@ def derive(source: Path, top_k: Optional[int] = None, device: str = "cpu", metho
 
 def _derive(source: Path, top_k: Optional[int], device: str, method: str, batches: int, tune_steps: int,
             seed: int, tune_lr: Optional[float], exclude: Optional[str], max_skip: Any,
-            cost: Sequence[str]) -> Tuple[Any, Any, Any]:
-    """``(space, genotype, supernet)``: :func:`derive`'s work."""
+            cost: Sequence[str]) -> Tuple[Any, Any, Any, Any]:
+    """``(config, space, supernet, genotype)``: :func:`derive`'s work."""
     import torch
 
     if exclude is not None and method != "argmax":
@@ -99,9 +109,9 @@ def _derive(source: Path, top_k: Optional[int], device: str, method: str, batche
     if method == "perturbation":
         if space.perturbation_choice is None:
             raise ConfigError(f"--method perturbation does not support the {space.name} space")
-        return space, perturbation_genotype(model, space.perturbation_choice, cfg, torch.device(device), batches,
-                                            tune_steps, seed, tune_lr), model
-    return space, model.genotype(**options), model
+        return cfg, space, model, perturbation_genotype(model, space.perturbation_choice, cfg, torch.device(device),
+                                                        batches, tune_steps, seed, tune_lr)
+    return cfg, space, model, model.genotype(**options)
 
 
 def perturbation_genotype(model: Any, choice_name: str, cfg: Any, device: Any, n_batches: int, tune_steps: int,
@@ -110,6 +120,7 @@ def perturbation_genotype(model: Any, choice_name: str, cfg: Any, device: Any, n
     architecture split, then the supernet's own genotype with those decisions."""
     import dataclasses
     import itertools
+    import sys
 
     import torch
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -18,6 +18,7 @@ from ..cost import cost_report
 from ..errors import ConfigError
 from ..estimators import build_estimator
 from ..estimators.base import Estimator
+from ..plugins import accepted_kwargs, genotype_record, import_user_modules
 from ..supernet.bn import recalibrate_bn
 from ..engine.monitor import Monitor, log
 from ..engine.run_folder import RunFolder, load_run_config as _load_run_config
@@ -47,7 +48,7 @@ def datasets_of(kind: str) -> List[str]:
     return TABULAR.names() if kind == "tabular" else DATASETS.names()
 
 
-def make_loaders(cfg: Config, device: torch.device):
+def make_loaders(cfg: Config, device: torch.device, dataset: Any = None):
     from ..data import build_search_loaders
     from ..data.tabular import TabularOptions, build_tabular_search_loaders
     d = cfg.data
@@ -58,7 +59,8 @@ def make_loaders(cfg: Config, device: torch.device):
                                             batch_size=d.batch_size, seed=cfg.seed, device=device)
     return build_search_loaders(d.dataset, root=d.root, download=d.download, resize=d.resize,
                                 subset=d.subset, train_portion=d.train_portion, batch_size=d.batch_size,
-                                workers=d.workers, seed=cfg.seed, device=device, augment=d.augment)
+                                workers=d.workers, seed=cfg.seed, device=device, augment=d.augment,
+                                stream=d.stream, given=dataset)
 
 
 def check_space(cfg: Config) -> None:
@@ -77,15 +79,27 @@ def make_supernet(cfg: Config, estimator: Estimator, num_classes: int, in_channe
     from search_spaces import get_space
     space = get_space(cfg.space.name)
     gen = torch.Generator().manual_seed(cfg.seed)
-    model = space.build_supernet(estimator, num_classes=num_classes, in_channels=in_channels,
-                                 init_std=cfg.optim.arch.init_std, generator=gen,
-                                 **space.supernet_kwargs(cfg, info))
+    # a user's space may leave out what it does not use of the run's sizes and initialisation
+    context = accepted_kwargs(space.build_supernet, "", dict(in_channels=in_channels, init_std=cfg.optim.arch.init_std,
+                                                             generator=gen))
+    model = space.build_supernet(estimator, num_classes=num_classes, **context, **space.supernet_kwargs(cfg, info))
     if space.has_cost_model:  # the cost of the network the cell will be trained in
         make_budget(cfg, space, model, num_classes, in_channels)
     elif cfg.cost != CostConfig():
         raise ConfigError(f"the {space.name} space has no cost model; the cost: keys apply to spaces with one "
                           f"(nb201, darts): remove the cost section")
     return space, model
+
+
+def run_op_args(cfg: Config, ops: Any) -> Dict[str, Dict[str, Any]]:
+    """The options the run's ops were built with, for its genotype.yaml: ``space.op_args``, plus
+    ``space.l0_lambda`` for the candidates that take one (the L0-gated ops)."""
+    from ..ops.registry import OPS, op_options
+    out = {op: dict(v) for op, v in cfg.space.op_args.items()}
+    for op in ops or ():
+        if op in OPS and "l0_lambda" in op_options(op) and "l0_lambda" not in out.get(op, {}):
+            out.setdefault(op, {})["l0_lambda"] = cfg.space.l0_lambda
+    return out
 
 
 def make_budget(cfg: Config, space: Any, model: torch.nn.Module, num_classes: int, in_channels: int):
@@ -144,8 +158,9 @@ RESUMABLE_CHANGES = ("name", "device", "data.root", "data.download", "data.worke
 
 
 def run_search(cfg: Config, out_dir: Optional[Path] = None, *, quiet: bool = False,
-               resume: bool = False, stop_after: Optional[int] = None) -> SearchResult:
+               resume: bool = False, stop_after: Optional[int] = None, dataset: Any = None) -> SearchResult:
     """Search with ``cfg``; with ``resume``, continue the run in ``out_dir`` from its checkpoint.
+    ``dataset``: a dataset object to search on instead of ``data.dataset`` (see ``nas.search``).
 
     ``stop_after``: end this session once that many epochs (in total) are done, with a
     checkpoint, as an interruption would (time-sliced jobs); a later ``resume`` continues it
@@ -155,6 +170,8 @@ def run_search(cfg: Config, out_dir: Optional[Path] = None, *, quiet: bool = Fal
     if cfg.trainer.bn_batches < 0:
         raise ConfigError(f"trainer.bn_batches must be >= 0 (0 turns the BN recalibration off), "
                           f"got {cfg.trainer.bn_batches}")
+    # user registrations first; the run keeps the paths absolute, so derive/resume find them again
+    cfg = replace(cfg, imports=import_user_modules(cfg.imports))
     if not resume:
         check_space(cfg)
     folder = RunFolder(out_dir, cfg, kind="search", resumable=RESUMABLE_CHANGES, resume=resume)
@@ -164,7 +181,7 @@ def run_search(cfg: Config, out_dir: Optional[Path] = None, *, quiet: bool = Fal
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
     estimator = make_estimator(cfg)
-    train_loader, val_loader, info = make_loaders(cfg, device)
+    train_loader, val_loader, info = make_loaders(cfg, device, dataset)
     space, model = make_supernet(cfg, estimator, info["num_classes"], info["shape"][0], info)
     model.to(device)
     if cfg.cost.metric == "latency" and model.budget() is not None:
@@ -230,11 +247,7 @@ def run_search(cfg: Config, out_dir: Optional[Path] = None, *, quiet: bool = Fal
 
 def _plain(loader: Any, cfg: Config, info: Dict[str, Any], device: torch.device) -> Any:
     """The loader's images as they are: no crop/flip, fixed order."""
-    from ..data import BatchLoader
-    if hasattr(loader, "eval_loader"):  # tabular loaders: no augmentation to switch off
-        return loader.eval_loader()
-    return BatchLoader(loader.images, loader.labels, batch_size=cfg.data.batch_size,
-                       shuffle=False, augment=False, mean=info["mean"], std=info["std"], device=device)
+    return loader.eval_loader()
 
 
 def _finish(cfg: Config, out_dir: Path, space: Any, model: torch.nn.Module, searcher: Searcher,
@@ -246,10 +259,7 @@ def _finish(cfg: Config, out_dir: Path, space: Any, model: torch.nn.Module, sear
         recalibrate_bn(model, itertools.islice(iter(_plain(train_loader, cfg, info, device)), t.bn_batches))
     final = searcher.evaluate(_plain(val_loader, cfg, info, device))
     genotype = model.genotype()
-    (out_dir / "genotype.yaml").write_text(yaml.safe_dump(space.genotype_to_dict(genotype), sort_keys=False))
-    # files a model keeps next to its genotype (the dnf space: rules.txt)
-    for fname, text in model.artifacts().items():
-        (out_dir / fname).write_text(text)
+    write_genotype(out_dir / "genotype.yaml", cfg, space, model, genotype)
     budget = model.budget()
     cost = {} if budget is None else {f"cost_{budget.table.metric}": round(budget.exact(genotype), 6)}
     if budget is not None:
@@ -265,6 +275,16 @@ def _finish(cfg: Config, out_dir: Path, space: Any, model: torch.nn.Module, sear
     if warning:
         log.warning(warning)
     return SearchResult(out_dir, genotype, str(genotype), metrics, warning)
+
+
+def write_genotype(path: Path, cfg: Config, space: Any, model: torch.nn.Module, genotype: Any) -> None:
+    """``genotype.yaml`` with the run's imports and op options (:func:`nas.plugins.genotype_record`),
+    and beside it the files the model keeps with its genotype (``artifacts(genotype)``: the dnf
+    space's ``rules.txt``, the ``learned_ops.txt`` of DNF and L0-gated candidates)."""
+    record = genotype_record(space, genotype, cfg.imports, run_op_args(cfg, cfg.space.ops or space.ops))
+    path.write_text(yaml.safe_dump(record, sort_keys=False))
+    for fname, text in model.artifacts(genotype).items():
+        (path.parent / fname).write_text(text)
 
 
 def load_run_config(out_dir: Path) -> Config:

@@ -1,25 +1,27 @@
-"""NAS-Bench-201 (Dong & Yang, ICLR 2020): 5 ops on the 6 edges of a 4-node cell."""
+"""NAS-Bench-201 (Dong & Yang, ICLR 2020): 5 ops on the 6 edges of a 4-node cell (by default;
+``space.ops`` may name any registered op)."""
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 
+from nas.blocks.l0 import gate_estimator_for
 from nas.cost.table import EdgeShape
 from nas.errors import CheckpointError, ConfigError
 from nas.estimators.base import Estimator
+from nas.ops import check_op_args
 
-from ..base import SearchSpace
+from ..base import RegisteredOps, SearchSpace
 from .genotype import EDGE_NAMES, EDGES, OPS, NB201Genotype, all_genotypes
 from .network import NB201Network
-from .ops import OPS as OPS_TABLE
-from .supernet import NB201Supernet
 
+from .supernet import NB201Supernet
 
 class NB201Space(SearchSpace):
     name = "nb201"
     ops = OPS
-    config_keys = ("C", "N", "ops", "affine", "gates", "l0_lambda")
+    config_keys = ("C", "N", "ops", "affine", "gates", "l0_lambda", "gate_estimator", "op_args")
     perturbation_choice = "arch.cell"
     tiny_supernet = {"C": 4, "N": 1}
     tiny_network = {"C": 4, "N": 1}
@@ -29,9 +31,10 @@ class NB201Space(SearchSpace):
         kwargs: Dict[str, Any] = dict(C=s.C, N=s.N, ops=s.ops, affine=s.affine,
                                       derive_exclude=cfg.estimator.derive_exclude,
                                       with_aux_skip=cfg.optim.uses_aux_skip,
-                                      derive_max_skip=cfg.estimator.derive_max_skip)
-        if s.gates != "none":
-            kwargs.update(gates=s.gates, l0_lambda=s.l0_lambda)
+                                      derive_max_skip=cfg.estimator.derive_max_skip,
+                                      # l0_lambda also weighs the gates of the l0_* candidates
+                                      gates=s.gates, l0_lambda=s.l0_lambda, gate_estimator=s.gate_estimator,
+                                      op_args=s.op_args)
         return kwargs
 
     def build_supernet(self, estimator: Estimator, *, num_classes: int, C: int = 16, N: int = 5,
@@ -39,16 +42,22 @@ class NB201Space(SearchSpace):
                        in_channels: int = 3, init_std: float = 1e-3,
                        generator: Optional[torch.Generator] = None, gates: str = "none",
                        l0_lambda: float = 1e-4, derive_exclude: Sequence[str] = (),
-                       with_aux_skip: bool = False, derive_max_skip: Optional[int] = None) -> NB201Supernet:
+                       with_aux_skip: bool = False, derive_max_skip: Optional[int] = None,
+                       gate_estimator: Union[str, Estimator, None] = "hard_concrete",
+                       op_args: Optional[Mapping[str, Mapping[str, Any]]] = None) -> NB201Supernet:
         ops = self.check_ops(ops) if ops else list(OPS)
         return NB201Supernet(estimator, num_classes=num_classes, C=C, N=N, ops=ops, affine=affine,
                              in_channels=in_channels, init_std=init_std, generator=generator,
                              gates=gates, l0_lambda=l0_lambda, derive_exclude=derive_exclude,
-                             with_aux_skip=with_aux_skip, derive_max_skip=derive_max_skip)
+                             with_aux_skip=with_aux_skip, derive_max_skip=derive_max_skip,
+                             gate_estimator=gate_estimator_for(gate_estimator, estimator),
+                             op_args=check_op_args(op_args or {}))
 
     def build_network(self, genotype: NB201Genotype, *, num_classes: int, C: int = 16, N: int = 5,
-                      in_channels: int = 3) -> NB201Network:
-        return NB201Network(genotype, num_classes=num_classes, C=C, N=N, in_channels=in_channels)
+                      in_channels: int = 3, op_args: Optional[Mapping[str, Mapping[str, Any]]] = None
+                      ) -> NB201Network:
+        return NB201Network(genotype, num_classes=num_classes, C=C, N=N, in_channels=in_channels,
+                            op_args=check_op_args(op_args or {}, "op_args"))
 
     def network_kwargs(self, model_cfg: Any) -> Dict[str, Any]:
         m = model_cfg
@@ -58,7 +67,7 @@ class NB201Space(SearchSpace):
         return dict(C=16 if m.C is None else m.C, N=m.N)  # the benchmark's C
 
     # ---------------------------------------------------------------- cost model (nas.cost)
-    cost_ops = OPS_TABLE
+    cost_ops = RegisteredOps()
 
     def trained_network(self, C: Optional[int] = None, N: Optional[int] = None,
                         layers: Optional[int] = None) -> Dict[str, Any]:
@@ -95,7 +104,6 @@ class NB201Space(SearchSpace):
 
     def is_connected(self, genotype: NB201Genotype) -> bool:
         return genotype.is_connected()
-
 
 __all__ = ["NB201Space", "NB201Genotype", "NB201Supernet", "NB201Network", "OPS", "EDGES",
            "EDGE_NAMES", "all_genotypes"]

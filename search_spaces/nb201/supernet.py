@@ -38,34 +38,37 @@ no limit. Like ``derive_exclude`` it needs the estimator's logits to rank the ca
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Any, Dict, Mapping, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
 
-from nas.blocks.l0 import HardConcreteGate, expected_l0
+from nas.blocks.l0 import GATES, expected_l0, make_gate
 from nas.errors import ConfigError
 from nas.estimators.base import Estimator, Sample
+from nas.ops import build_op
+from nas.ops.registry import describe_ops, op_context
 from nas.supernet import Choice, MixedOp
 
 from ..base import Supernet, check_max_skip, refuse_without_logits
-from .genotype import EDGE_NAMES, EDGES, NB201Genotype, NODES
-from .ops import OPS
+from .genotype import EDGE_NAMES, EDGES, OPS, NB201Genotype, NODES
 from .skeleton import ResBlock, Skeleton
 
-
-GATES = ("none", "edge", "op", "channel")
 
 
 class SearchCell(nn.Module):
     def __init__(self, C: int, op_names: Sequence[str], affine: bool = False,
-                 channel_gates: bool = False, l0_lambda: float = 1e-4):
+                 channel_gates: bool = False, l0_lambda: float = 1e-4,
+                 gate_estimator: Optional[Estimator] = None, op_args: Mapping[str, Mapping[str, Any]] = {},
+                 context: Optional[Dict[str, Any]] = None):
         super().__init__()
         self.C = C
+        context = dict(context or {}, gate_estimator=gate_estimator, l0_lambda=l0_lambda)
         self.edges = nn.ModuleList(
-            MixedOp([OPS[name](C, C, 1, affine) for name in op_names], op_names) for _ in EDGES)
-        self.gate = (HardConcreteGate(len(EDGES) * C, l0_lambda,
-                                      labels=[f"{edge}/{c}" for edge in EDGE_NAMES for c in range(C)])
+            MixedOp([build_op(name, C, C, 1, affine, **op_context(name, op_args, **context)) for name in op_names],
+                    op_names) for _ in EDGES)
+        self.gate = (make_gate(len(EDGES) * C, l0_lambda, gate_estimator,
+                               labels=[f"{edge}/{c}" for edge in EDGE_NAMES for c in range(C)])
                      if channel_gates else None)
 
     def closed_edges(self) -> Tensor:
@@ -103,7 +106,8 @@ class NB201Supernet(Supernet, Skeleton):
                  ops: Optional[Sequence[str]] = None, affine: bool = False, in_channels: int = 3,
                  init_std: float = 1e-3, generator: Optional[torch.Generator] = None,
                  gates: str = "none", l0_lambda: float = 1e-4, derive_exclude: Sequence[str] = (),
-                 with_aux_skip: bool = False, derive_max_skip: Optional[int] = None):
+                 with_aux_skip: bool = False, derive_max_skip: Optional[int] = None,
+                 gate_estimator: Optional[Estimator] = None, op_args: Mapping[str, Mapping[str, Any]] = {}):
         if gates not in GATES:
             raise ConfigError(f"space.gates: unknown gates '{gates}'; allowed: {', '.join(GATES)}")
         self.op_names = list(ops) if ops else list(OPS)
@@ -117,7 +121,10 @@ class NB201Supernet(Supernet, Skeleton):
         self.derive_max_skip = check_max_skip(derive_max_skip)
         self.gates = gates
         self.aux_skip = 0.0  # DARTS-'s β, set by the search loop (see the module docstring)
-        super().__init__(lambda c: SearchCell(c, self.op_names, affine, gates == "channel", l0_lambda),
+        # ops with discrete parameters of their own (dnf_1x1) learn them with the run's estimator
+        context = dict(estimator=estimator, generator=generator)
+        super().__init__(lambda c: SearchCell(c, self.op_names, affine, gates == "channel", l0_lambda,
+                                              gate_estimator, op_args, context),
                          C, N, num_classes, in_channels)
         self.arch = nn.ModuleDict({
             "cell": Choice(estimator, len(EDGES), self.op_names, init_std=init_std,
@@ -135,10 +142,12 @@ class NB201Supernet(Supernet, Skeleton):
                                                       ("estimator.derive_max_skip=null", derive_max_skip is not None))
                                if given])
         if gates == "edge":
-            self.arch["gates"] = HardConcreteGate(len(EDGES), l0_lambda, labels=EDGE_NAMES, generator=generator)
+            self.arch["gates"] = make_gate(len(EDGES), l0_lambda, gate_estimator, labels=EDGE_NAMES,
+                                           generator=generator)
         elif gates == "op":
             labels = [f"{edge}/{op}" for edge in EDGE_NAMES for op in self.op_names]
-            self.arch["gates"] = HardConcreteGate(len(labels), l0_lambda, labels=labels, generator=generator)
+            self.arch["gates"] = make_gate(len(labels), l0_lambda, gate_estimator, labels=labels,
+                                           generator=generator)
 
     def forward(self, x: Tensor) -> Tensor:
         sample = self.arch["cell"]()
@@ -228,3 +237,13 @@ class NB201Supernet(Supernet, Skeleton):
             ops[e] = (self.op_names[int(probs[e].masked_fill(~others, float("-inf")).argmax())]
                       if others.any() else "none")
         return ops
+
+    def artifacts(self, genotype: Optional[NB201Genotype] = None) -> Dict[str, str]:
+        """``learned_ops.txt``: what the derived cell's ops learned of their own in every cell
+        (DNF rules per output channel, open channels of L0-gated ops), when they have any."""
+        genotype = genotype if genotype is not None else self.genotype()
+        found = [(f"cells.{i} edge {EDGE_NAMES[e]} {op}", cell.edges[e].ops[self.op_names.index(op)])
+                 for i, cell in enumerate(self.cells) if isinstance(cell, SearchCell)
+                 for e, op in enumerate(genotype.ops) if op in self.op_names]
+        text = describe_ops(found)
+        return {"learned_ops.txt": text} if text else {}
