@@ -115,3 +115,18 @@ def test_trained_network_keys_and_spaces_without_a_cost_model():
         get_space("darts").trained_network(N=3)
     with pytest.raises(ConfigError, match="no cost model"):
         get_space("dnf").trained_network()
+
+
+def test_a_search_of_a_space_without_a_cost_model_refuses_the_cost_section():
+    from nas.config import Config, CostConfig
+    from nas.errors import ConfigError
+    from nas.estimators import build_estimator
+    from nas.searcher.run import make_supernet
+    cfg = Config()
+    cfg.space.name = "dnf"
+    assert not get_space("dnf").has_cost_model and get_space("nb201").has_cost_model
+    _, model = make_supernet(cfg, build_estimator("softmax"), 2, 4)  # no cost section: no budget
+    assert model.budget() is None
+    cfg.cost = CostConfig(target=50.0)
+    with pytest.raises(ConfigError, match="dnf space has no cost model"):
+        make_supernet(cfg, build_estimator("softmax"), 2, 4)
