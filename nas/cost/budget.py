@@ -166,7 +166,7 @@ def attach_budget(model: nn.Module, space: Any, *, metric: str, target: Optional
     from .table import build_cost_table
     table = build_cost_table(space, metric, num_classes=num_classes, in_channels=in_channels,
                              resolution=resolution, network=network, cell=cell, latency=latency,
-                             batch_size=batch_size)
+                             batch_size=batch_size, ops=model.op_names)
     budget = Budget(model, table, space.derivable(model), space.selected_edges, target=target,
                     weight=weight, form=form, hard=hard, estimate=estimate)
     budget.table_source = latency  # the latency table, kept with the run

@@ -82,17 +82,21 @@ Measure = Callable[[str, EdgeShape], float]
 
 def build_cost_table(space: Any, metric: str, *, num_classes: int, in_channels: int, resolution: int,
                      network: Dict[str, Any], cell: Optional[Dict[str, Any]] = None, latency: Any = None,
-                     batch_size: int = 1) -> CostTable:
+                     batch_size: int = 1, ops: Optional[Sequence[str]] = None) -> CostTable:
     """The :class:`CostTable` of ``space``'s network ``space.build_network(g, **network)`` on
     ``resolution``² inputs with ``num_classes`` outputs; ``cell``: the searched cell's structure
     where the space has one (DARTS: ``steps``, ``multiplier``). ``latency``: a
-    :class:`~nas.cost.latency.LatencyTable` (metric ``latency``), read at ``batch_size``."""
+    :class:`~nas.cost.latency.LatencyTable` (metric ``latency``), read at ``batch_size``.
+    ``ops``: the candidates of the run's supernet (``space.ops`` may name any registered op;
+    default: the space's own)."""
     cell = cell or {}
     if metric not in METRICS:
         raise ConfigError(f"cost.metric: unknown metric '{metric}'; allowed: {', '.join(METRICS)}")
     if not space.has_cost_model:
         raise ConfigError(f"space '{space.name}' has no cost model; the cost keys apply to nb201 and darts")
-    ops = list(space.ops)
+    ref = space.cost_reference(**cell)  # the skeleton is measured with this cell
+    ref_ops = [op for pairs in space.selected_edges(ref).values() for _, op in pairs]
+    ops = list(dict.fromkeys([*(ops if ops is not None else space.ops), *ref_ops]))
     shapes = space.cost_edges(resolution=resolution, **network, **cell)
     cache: Dict[Tuple[str, EdgeShape], float] = {}
 
@@ -117,7 +121,6 @@ def build_cost_table(space: Any, metric: str, *, num_classes: int, in_channels: 
             for k, op in enumerate(ops):
                 t[r.edge, k] += op_cost(op, r)
         edges[choice], share[choice] = t, sh
-    ref = space.cost_reference(**cell)
     if metric == "latency":
         whole = latency.network(network_key(space.name, ref, network, resolution, num_classes, in_channels),
                                 batch_size)
