@@ -49,6 +49,7 @@ class DataConfig:
     train_portion: float = ranged(0.5, gt=0, lt=1)
     batch_size: int = ranged(64, ge=1)
     workers: int = ranged(0, ge=0)
+    stream: bool = False           # read images batch by batch (DataLoader, data.workers) instead of in memory
     augment: bool = True
     dnf: DNFDataConfig = field(default_factory=DNFDataConfig)
     quantiles: List[float] = ranged([0.25, 0.5, 0.75], gt=0, lt=1)  # tabular binarisation
@@ -65,10 +66,13 @@ class SpaceConfig:
     stem_multiplier: int = ranged(3, ge=1)       # DARTS
     ops: Optional[List[str]] = None  # candidate subset (default: the space's full op list)
     affine: bool = False           # BN affine in the supernet (the papers use False)
-    gates: Literal["none", "edge", "op", "channel"] = "none"  # L0 hard-concrete gates
+    gates: Literal["none", "edge", "op", "channel"] = "none"  # L0 gates (nb201, darts)
     l0_lambda: float = ranged(1e-4, ge=0)
-    rules: int = ranged(64, ge=1)                # DNF: conjunctions per tower (N)
-    lambda_g: float = ranged(1e-4, ge=0)         # DNF: sparsity weight λ_g
+    gate_estimator: Literal["hard_concrete", "search"] = "hard_concrete"  # who learns L0 gates
+    rules: int = ranged(64, ge=1)                # DNF space: conjunctions per tower (N)
+    lambda_g: float = ranged(1e-4, ge=0)         # DNF space: sparsity weight λ_g
+    op_args: Dict[str, Dict[str, Any]] = field(default_factory=dict)  # options per op, e.g. {dnf_1x1: {rules: 8}}
+    args: Dict[str, Any] = field(default_factory=dict)  # a user space's own build_supernet keywords
 
 
 @dataclass
@@ -134,8 +138,27 @@ class TrainerConfig:
 
 
 @dataclass
+class CostConfig:
+    """A hardware budget (nas/cost): the expected cost of the network that will be trained."""
+    metric: Literal["macs", "params", "latency"] = "macs"
+    target: Optional[float] = ranged(None, gt=0)  # millions of MACs or params, or ms (None: report the cost only)
+    weight: float = ranged(1.0, ge=0)             # λ of the penalty on the architecture loss
+    form: Literal["hinge", "log"] = "hinge"  # λ·max(0, E/T-1) or FBNet's λ·log(E/T)
+    hard: Optional[bool] = None          # derive never exceeds the target (None: true when target is set)
+    estimate: Literal["expected", "derived"] = "expected"  # E under the distribution, or the argmax cell's (straight through)
+    C: Optional[int] = ranged(None, ge=1)         # the trained network (None: nb201 16, darts 36)
+    N: Optional[int] = ranged(None, ge=1)         # nb201 cells per stage (None: 5)
+    layers: Optional[int] = ranged(None, ge=1)    # darts cells (None: 20)
+    resolution: int = ranged(32, ge=1)            # input side of the trained network
+    classes: Optional[int] = ranged(None, ge=1)   # its outputs (None: the dataset's classes)
+    latency_table: Optional[str] = None  # metric latency: a table from tools/profile_latency.py
+    batch_size: int = ranged(1, ge=1)             # metric latency: the batch size of the table's entries read
+
+
+@dataclass
 class Config:
     name: str = matching("search", RUN_NAME, RUN_NAME_HINT)
+    imports: List[str] = field(default_factory=list)  # user modules / .py files imported before anything is built
     seed: int = ranged(0, ge=0, lt=MAX_SEED)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     data: DataConfig = field(default_factory=DataConfig)
@@ -143,6 +166,7 @@ class Config:
     estimator: EstimatorConfig = field(default_factory=EstimatorConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    cost: CostConfig = field(default_factory=CostConfig)
 
 
 # --------------------------------------------------------------------------- YAML and overrides
@@ -182,6 +206,11 @@ def load_yaml(path: os.PathLike, _seen: Optional[set] = None) -> Dict[str, Any]:
         bases = [bases]
     if bases is not None and not (isinstance(bases, list) and all(isinstance(b, str) and b for b in bases)):
         raise ConfigError(f"{path}: _base_ must be a config name or path, or a list of them, got {bases!r}")
+    if isinstance(data.get("imports"), list):
+        # a .py file beside the config (or below its folder) is found from any working directory
+        data["imports"] = [str((path.parent / i).absolute()) if isinstance(i, str) and i.endswith(".py")
+                           and not Path(i).is_absolute() and (path.parent / i).is_file() else i
+                           for i in data["imports"]]
     merged: Dict[str, Any] = {}
     for b in bases or []:
         merged = _merge(merged, load_yaml(_resolve_base(b, path.parent), seen))
@@ -263,6 +292,8 @@ def _type_name(tp: Any) -> str:
         return f"a list of {_type_name(typing.get_args(tp)[0])}"
     if origin in (tuple, Tuple):
         return "a list of " + str(len(typing.get_args(tp))) + " numbers"
+    if origin in (dict, Dict):
+        return "a mapping"
     return getattr(tp, "__name__", str(tp))
 
 
@@ -289,6 +320,10 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
         if not isinstance(value, (list, tuple)):
             raise bad
         return [_convert(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin in (dict, Dict):
+        if not isinstance(value, dict):
+            raise bad
+        return {str(k): _convert(v, args[1], f"{key}.{k}") for k, v in value.items()}
     if origin in (tuple, Tuple):
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
             raise bad

@@ -7,12 +7,29 @@ import textwrap
 import time
 from pathlib import Path
 
+import torch.nn.functional as F
+from torch import nn
+
+import nas
 from nas.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 # quickstart with C=4, 300 images and one epoch: a second or two
 TINY = ["space.C=4", "data.subset=300", "trainer.epochs=1"]
 RUN_FILES = {"checkpoint.pt", "config.yaml", "genotype.yaml", "log.txt", "metrics.json", "tb"}
+# a candidate op that cannot take feature maps under 3x3, for a supernet that cannot take small
+# images (the built-in ops and skeletons take any size: they halve odd sides)
+NEEDS_3X3 = "space.ops=[test_needs_3x3]"
+
+
+class _Needs3x3(nn.Module):
+    def forward(self, x):
+        return F.pad(F.avg_pool2d(x, 3, stride=1), (1, 1, 1, 1))  # a 3x3 window without padding
+
+
+@nas.register_op("test_needs_3x3")
+def _needs_3x3(C_in, C_out, stride, affine, **_):
+    return _Needs3x3()
 
 
 def one_line(capsys, code, expect_code=2, prog="nas-search"):

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from faults import NEEDS_3X3
 from nas.bounds import Range, undeclared_numeric_fields, walk_fields
 from nas.cli import main as search_main
 from nas.commands import retrain as retrain_command
@@ -30,6 +31,12 @@ BAD_TEXT = {
     "estimator.name": ("no_such_estimator", ()),
     "estimator.derive_exclude": ("[no_such_op]", ()),
     "model.genotype": ("no_such_genotype", ()),
+    "imports": ("[no_such_module_nas_fuzz]", ()),
+    "space.op_args": ("{no_such_op: {rules: 8}}", ()),
+    "space.args": ("{no_such_keyword: 1}", ()),
+    "model.op_args": ("{no_such_op: {rules: 8}}", ()),
+    "model.args": ("{no_such_keyword: 1}", ()),
+    "cost.latency_table": ("/nonexistent/nas-fuzz.json", ("cost.metric=latency",)),
 }
 # keys whose every value of the right type is allowed (switches)
 ANY_VALUE = bool
@@ -57,6 +64,8 @@ def wrong_type(tp) -> str:
         return "[1]"
     if origin is list or t is str:
         return "{a: 1}"
+    if origin is dict:
+        return "[1]"
     raise AssertionError(f"no wrong-type value for {tp}")
 
 
@@ -173,11 +182,15 @@ def test_ranges_hold_for_configs_built_in_python(tmp_path):
 
 
 def test_the_image_size_must_fit_the_network(tmp_path, capsys):
-    code, err = run_cli("search", ["data.resize=1", "space.C=4"], tmp_path / "o", capsys)
+    """With an op that needs 3x3 feature maps, the nb201 supernet needs 9x9 images (9 -> 5 -> 3)."""
+    code, err = run_cli("search", [NEEDS_3X3, "data.resize=1", "space.C=4"], tmp_path / "o", capsys)
     assert code == 2 and len(err.splitlines()) == 1, err
-    assert "data.resize: 1x1 images do not fit the nb201 supernet" in err and "sizes near it that fit: 3, 4" in err
-    code, err = run_cli("search", ["data.resize=5", "space.C=4"], tmp_path / "o2", capsys)
-    assert code == 2 and "data.resize: 5x5 images" in err, err
+    assert "data.resize: 1x1 images do not fit the nb201 supernet" in err and "sizes near it that fit: 9, 10, 11" in err
+    code, err = run_cli("search", [NEEDS_3X3, "data.resize=8", "space.C=4"], tmp_path / "o2", capsys)
+    assert code == 2 and "data.resize: 8x8 images" in err, err
+    code, err = run_cli("search", [NEEDS_3X3, "data.resize=9", "space.C=4", "trainer.epochs=1",
+                                   "data.subset=100"], tmp_path / "o3", capsys)
+    assert code == 0, err
 
 
 def test_through_the_installed_command_too(tmp_path):

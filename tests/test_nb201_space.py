@@ -51,9 +51,9 @@ def test_bad_strings_are_one_line_errors(bad):
 def test_unknown_space_and_op_errors():
     with pytest.raises(ConfigError, match="unknown search space 'nb301'; known: .*nb201"):
         get_space("nb301")
-    with pytest.raises(ConfigError, match="space.ops: unknown op 'sep_conv_3x3'"):
+    with pytest.raises(ConfigError, match="space.ops: unknown op 'sep_conv_9x9'"):
         get_space("nb201").build_supernet(build_estimator("softmax"), num_classes=3, C=4, N=1,
-                                          ops=["none", "sep_conv_3x3"])
+                                          ops=["none", "sep_conv_9x9"])
     with pytest.raises(ConfigError, match="unknown estimator 'darts'; known: .*softmax"):
         build_estimator("darts")
 

@@ -44,15 +44,27 @@ def default_table_path() -> Path:
     return Path(os.environ.get(TABLE_ENV) or DEFAULT_TABLE)
 
 
+def benchmark_cell(arch: str):
+    """The :class:`NB201Genotype` of a cell string whose ops are all the benchmark's; one line
+    naming the first other op (``dnf_1x1``, a user's op, a typo) otherwise."""
+    from search_spaces.nb201 import OPS, NB201Genotype
+    from search_spaces.nb201.genotype import parse_ops
+
+    other = [op for op in parse_ops(arch) if op not in OPS]
+    if other:
+        raise DataError(f"not in NAS-Bench-201: op {other[0]} (the benchmark's cells use {', '.join(OPS)})")
+    return NB201Genotype.from_string(arch)
+
+
 def resolve_arch(arch: ArchLike):
     """An :class:`NB201Genotype` from a genotype, a cell string, a ``genotype.yaml`` or a run folder."""
     from search_spaces.nb201 import NB201Genotype
 
     if isinstance(arch, NB201Genotype):
-        return arch
+        return benchmark_cell(str(arch))
     text = str(arch).strip()
     if text.startswith("|"):
-        return NB201Genotype.from_string(text)
+        return benchmark_cell(text)
     path = Path(text)
     if path.is_dir():
         if not (path / "genotype.yaml").is_file():
@@ -69,13 +81,13 @@ def resolve_arch(arch: ArchLike):
                               f"'arch: |op~0|+|...|'") from None
     except OSError as e:
         raise storage_error(e, path, "read") from None
+    if isinstance(data, dict) and data.get("space", "nb201") != "nb201":
+        raise CheckpointError(f"{path}: genotype of space '{data.get('space')}', not nb201; "
+                              f"the NAS-Bench-201 table only scores nb201 cells")
     if not isinstance(data, dict) or not isinstance(data.get("arch"), str):
         raise CheckpointError(f"{path}: expected a mapping with key 'arch' holding an NB201 cell "
                               f"string (is this a NAS-Bench-201 search?)")
-    if data.get("space", "nb201") != "nb201":
-        raise CheckpointError(f"{path}: genotype of space '{data.get('space')}', not nb201; "
-                              f"the NAS-Bench-201 table only scores nb201 cells")
-    return NB201Genotype.from_string(data["arch"])
+    return benchmark_cell(data["arch"])
 
 
 @dataclass(frozen=True)
@@ -173,8 +185,52 @@ class NB201Table:
         s = self._sorted[DATASETS.index(self._check(dataset))]
         return sum(s) / len(s)
 
+    def best_within(self, budget: float, costs: Dict[str, float],
+                    dataset: str = "cifar10") -> Optional[Tuple[str, float, float]]:
+        """``(arch, accuracy, cost)`` of the most accurate cell of the table whose cost (``costs``:
+        :func:`cell_costs`) is at most ``budget``; ``None`` if none is. Ties: the cheaper cell."""
+        i = DATASETS.index(self._check(dataset))
+        fits = [a for a in self.rows if costs[a] <= budget * (1 + 1e-12)]
+        if not fits:
+            return None
+        arch = max(fits, key=lambda a: (self.rows[a][i], -costs[a]))
+        return arch, self.rows[arch][i], costs[arch]
+
+    def front(self, costs: Dict[str, float], dataset: str = "cifar10") -> List[Tuple[float, str, float]]:
+        """The Pareto front ``[(cost, arch, accuracy)]`` by increasing cost: every cell more
+        accurate than all cells that cost no more."""
+        i = DATASETS.index(self._check(dataset))
+        out: List[Tuple[float, str, float]] = []
+        for a in sorted(self.rows, key=lambda a: (costs[a], -self.rows[a][i])):
+            if not out or self.rows[a][i] > out[-1][2]:
+                out.append((costs[a], a, self.rows[a][i]))
+        return out
+
+    def format_budget(self, budget: float, metric: str = "macs", dataset: str = "cifar10") -> str:
+        """The best cell within ``budget`` million ``metric`` of the benchmark network, as text."""
+        best = self.best_within(budget, cell_costs(metric), dataset)
+        unit = {"macs": "M MACs (NB201's MFLOPs)", "params": "M params"}[metric]
+        if best is None:
+            return f"no cell of the table costs at most {budget:g} {unit}"
+        arch, acc, cost = best
+        return f"best cell within {budget:g} {unit}: {arch}\n  {dataset} {acc:.2f}%, cost {cost:.5f}"
+
     @staticmethod
     def _check(dataset: str) -> str:
         if dataset not in DATASETS:
             raise NasError(f"unknown NB201 dataset '{dataset}'; known: {', '.join(DATASETS)}")
         return dataset
+
+
+def cell_costs(metric: str = "macs", *, C: int = 16, N: int = 5, resolution: int = 32,
+               num_classes: int = 10) -> Dict[str, float]:
+    """The cost of every NB201 cell's network (default: the benchmark's CIFAR-10 network, whose
+    MACs are the table's FLOPs: 7.78305 to 220.11969 M; see :mod:`nas.cost`), by cell string."""
+    from search_spaces import get_space
+    from search_spaces.nb201 import all_genotypes
+
+    from ..cost import build_cost_table
+    space = get_space("nb201")
+    table = build_cost_table(space, metric, num_classes=num_classes, in_channels=3, resolution=resolution,
+                             network=space.trained_network(C, N))
+    return {str(g): table.exact(space.selected_edges(g)) for g in all_genotypes()}

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import inspect
 import multiprocessing
 import os
 import shutil
@@ -22,7 +23,7 @@ import tarfile
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 from urllib.error import URLError
 
 import numpy as np
@@ -65,23 +66,38 @@ def cache_dir() -> Path:
 
 def load_dataset(name: str, *, root: Optional[str] = None, download: bool = False,
                  resize: Optional[int] = None, subset: Optional[int] = None, split: str = "train",
-                 seed: int = 0, workers: int = 0) -> ImageSet:
-    """Load one split of a registered dataset; ``subset`` keeps that many images, class-balanced."""
+                 seed: int = 0, workers: int = 0, stream: bool = False) -> Any:
+    """Load one split of a registered dataset; ``subset`` keeps that many images, class-balanced.
+
+    An entry returns an :class:`ImageSet`, or any torchvision-style dataset, which is then decoded
+    into one (or, with ``stream``, read batch by batch: :mod:`nas.data.stream`). ``stream`` is
+    passed on to the entries that take it (``imagefolder``)."""
     if split not in ("train", "test"):
         raise ConfigError(f"data split must be 'train' or 'test', got '{split}'")
     if resize is not None and resize < 1:
         raise ConfigError(f"data.resize must be a positive image size or null, got {resize}")
     if subset is not None and subset < 1:
         raise ConfigError(f"data.subset must be a positive number of images or null, got {subset}")
+    from .stream import dataset_source
     fn = DATASETS.get(name, "data.dataset")
-    return fn(root=root, download=download, resize=resize, subset=subset, split=split,
-              seed=seed, workers=workers)
+    kw = dict(root=root, download=download, resize=resize, subset=subset, split=split, seed=seed, workers=workers)
+    params = inspect.signature(fn).parameters
+    if "stream" in params or any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        kw["stream"] = stream
+    out = fn(**kw)
+    if isinstance(out, ImageSet):
+        return out
+    return dataset_source(out, stream=stream, resize=resize, subset=subset, seed=seed, workers=workers)
 
 
-def require_classes(labels: torch.Tensor, classes: Sequence[str], dataset: str) -> None:
+def require_classes(labels: Optional[torch.Tensor], classes: Sequence[str], dataset: str) -> None:
     """A one-line DataError unless the labels hold at least two classes: with one, every loss is
-    0 and every accuracy 100 %, and a search would "derive" its random initialisation."""
-    present = torch.unique(labels).numel() if labels.numel() else 0
+    0 and every accuracy 100 %, and a search would "derive" its random initialisation. Without
+    ``labels`` (a streamed dataset that does not list them) the ``classes`` found count."""
+    if labels is None:
+        present = len(classes)
+    else:
+        present = torch.unique(labels).numel() if labels.numel() else 0
     if present < 2:
         names = ", ".join(map(str, classes[:3])) or "none"
         raise DataError(f"data.dataset={dataset}: its training data holds {present} class"
@@ -379,8 +395,24 @@ def _cache_save(path: Path, obj: dict) -> None:
         pass  # the cache only saves time: a read-only or full disk must not fail the run
 
 
-def load_imagefolder(*, root, download, resize, subset, split, seed, workers) -> ImageSet:
-    """Decode a folder of class subfolders once; later calls load the cached uint8 tensor."""
+class FolderImages(torch.utils.data.Dataset):
+    """An image folder read on demand (``data.stream: true``): ``(RGB PIL image, label)``."""
+
+    def __init__(self, paths: List[str], labels: torch.Tensor, classes: List[str]):
+        self.paths, self.targets, self.classes = paths, labels.tolist(), classes
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> Tuple[Any, int]:
+        from PIL import Image
+        with Image.open(self.paths[i]) as im:
+            return im.convert("RGB"), self.targets[i]
+
+
+def load_imagefolder(*, root, download, resize, subset, split, seed, workers, stream: bool = False) -> Any:
+    """Decode a folder of class subfolders once; later calls load the cached uint8 tensor. With
+    ``stream`` nothing is decoded here: the folder's images are read as batches need them."""
     if root is None:
         raise DataError(f"data.dataset=imagefolder needs a folder: {_IF_HINT}")
     path = Path(root).expanduser().absolute()
@@ -392,6 +424,9 @@ def load_imagefolder(*, root, download, resize, subset, split, seed, workers) ->
         path = _unwrap(_extract(path))
     folder = _split_dir(path, split)
     class_dirs = _class_dirs(folder)
+    if stream:
+        paths, labels = _list_images(class_dirs)
+        return FolderImages(paths, labels, [d.name for d in class_dirs])
     # directory mtimes change when files are added, removed or renamed (not on in-place edits)
     mtimes = [d.stat().st_mtime_ns for d in [folder, *class_dirs]]
     # v2: 16-bit grayscale is scaled to 8 bits (v1 caches hold it clipped to 255)

@@ -54,7 +54,7 @@ HEADER = ("# {prog} run config: the resolved config of this run; --resume reads 
           "damaged, the checkpoint's copy)\n")
 _HEADER_RE = re.compile(r"# (nas-search|nas-retrain) run config")
 # files a run writes before its first checkpoint; results (metrics.json) end that state
-START_FILES = {"search": {"config.yaml", "log.txt", "tb"},
+START_FILES = {"search": {"config.yaml", "log.txt", "tb", "latency.json"},
                "retrain": {"config.yaml", "log.txt", "tb", "genotype.yaml"}}
 _TEMP_RE = re.compile(r".+\.[A-Za-z0-9_]+\.tmp")  # <file>.<random>.tmp: write_atomic's temporaries
 REQUIRED = ("model", "epoch", "config")  # the keys every checkpoint has

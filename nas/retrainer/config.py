@@ -6,7 +6,7 @@ unknown keys rejected): :func:`nas.config.load_config` with ``cls=RetrainConfig`
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Optional
+from typing import Any, Dict, List, Literal, Optional
 
 from ..bounds import MAX_SEED, RUN_NAME, RUN_NAME_HINT, ranged, matching
 
@@ -21,6 +21,7 @@ class RetrainDataConfig:
     test_subset: Optional[int] = ranged(None, ge=1)  # test images (default: the whole test split)
     batch_size: int = ranged(96, ge=1)
     workers: int = ranged(0, ge=0)
+    stream: bool = False                # read images batch by batch instead of holding them in memory
     augment: bool = True                # random crop + horizontal flip
     cutout: int = ranged(0, ge=0)       # side of the Cutout square (DARTS: 16); 0 = off
 
@@ -35,6 +36,8 @@ class ModelConfig:
     auxiliary: bool = False     # DARTS: auxiliary head after the cell at 2/3 depth
     auxiliary_weight: float = ranged(0.4, ge=0)
     drop_path_prob: float = ranged(0.0, ge=0, lt=1)  # DARTS: ramped linearly from 0 over the epochs
+    op_args: Dict[str, Dict[str, Any]] = field(default_factory=dict)  # op options over the genotype's own
+    args: Dict[str, Any] = field(default_factory=dict)  # a user space's own build_network keywords
 
 
 @dataclass
@@ -58,6 +61,7 @@ class RetrainTrainerConfig:
 @dataclass
 class RetrainConfig:
     name: str = matching("retrain", RUN_NAME, RUN_NAME_HINT)
+    imports: List[str] = field(default_factory=list)  # user modules / .py files imported before anything is built
     seed: int = ranged(0, ge=0, lt=MAX_SEED)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     data: RetrainDataConfig = field(default_factory=RetrainDataConfig)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Dict, Optional
 
@@ -20,9 +20,11 @@ from ..engine.monitor import Monitor, log
 from ..engine.run_folder import RunFolder, load_run_config as _load_run_config
 from ..engine.runtime import resolve_device, seed_everything
 from ..engine.shapes import check_input_fits
+from ..ops.registry import check_op_args, describe_ops
+from ..plugins import accepted_kwargs, genotype_record, import_user_modules
 from ..utils import count_macs, count_params
 from .config import RetrainConfig
-from .genotypes import genotype_from_data, resolve_genotype
+from .genotypes import record_from_data, resolve_record
 from .trainer import Trainer
 
 RESUMABLE_CHANGES = ("name", "device", "data.root", "data.download", "data.workers",
@@ -36,26 +38,40 @@ class RetrainResult:
     metrics: Dict[str, Any]
 
 
-def make_network(cfg: RetrainConfig, space: Any, genotype: Any, num_classes: int, in_channels: int
-                 ) -> torch.nn.Module:
+def make_network(cfg: RetrainConfig, space: Any, genotype: Any, num_classes: int, in_channels: int,
+                 op_args: Optional[Dict[str, Dict[str, Any]]] = None) -> torch.nn.Module:
     """The discrete network of ``genotype``: the space maps the ``model`` section to its
-    keywords (:meth:`~search_spaces.base.SearchSpace.network_kwargs`)."""
-    return space.build_network(genotype, num_classes=num_classes, in_channels=in_channels,
-                               **space.network_kwargs(cfg.model))
+    keywords (:meth:`~search_spaces.base.SearchSpace.network_kwargs`); ``op_args``: the options
+    its ops were searched with (the genotype.yaml's), under ``model.op_args``."""
+    op_args = {**(op_args or {}), **check_op_args(cfg.model.op_args, "model.op_args")}
+    # a user's space may leave out what it does not use
+    context = accepted_kwargs(space.build_network, "", {"in_channels": in_channels, "op_args": op_args})
+    return space.build_network(genotype, num_classes=num_classes, **context, **space.network_kwargs(cfg.model))
+
+
+def _param_groups(model: torch.nn.Module, weight_decay: float) -> list:
+    """The network's weights with ``weight_decay``; the parameters of its ops' own discrete
+    choices (DNF rule logits, L0 gates) without: decay would pull their logits to the undecided 0."""
+    from ..supernet.choice import arch_parameters, weight_parameters
+    own = [p for role in ("logits", "discrete", "noise") for p in arch_parameters(model, role)]
+    groups = [{"params": weight_parameters(model), "weight_decay": weight_decay}]
+    return groups + ([{"params": own, "weight_decay": 0.0}] if own else [])
 
 
 def run_retrain(cfg: RetrainConfig, out_dir: Optional[Path] = None, *, quiet: bool = False,
-                resume: bool = False, resume_from: Optional[Path] = None) -> RetrainResult:
+                resume: bool = False, dataset: Any = None, resume_from: Optional[Path] = None) -> RetrainResult:
     """Train ``cfg.model.genotype`` from scratch; with ``resume``, continue the run in ``out_dir``
     (its genotype is the one stored in the checkpoint); with ``resume_from``, continue that run in
     a copy at ``out_dir``. The folder is owned as :func:`nas.searcher.run.run_search` owns its own
-    (:class:`~nas.engine.run_folder.RunFolder`)."""
+    (:class:`~nas.engine.run_folder.RunFolder`). ``dataset``: ``{"train": ..., "test": ...}``
+    dataset objects instead of ``data.dataset`` (see ``nas.retrain``)."""
     check_config(cfg)
-    if not resume and resume_from is None:
-        resolve_genotype(cfg.model.genotype)  # a wrong genotype leaves no folder behind
+    cfg = replace(cfg, imports=import_user_modules(cfg.imports))  # user registrations first
+    # a new run's genotype is read before the folder is claimed: a wrong one leaves no folder behind
+    resolved = None if resume or resume_from is not None else resolve_record(cfg.model.genotype)
     folder = RunFolder.claim(out_dir, cfg, kind="retrain", resumable=RESUMABLE_CHANGES, resume=resume,
                              copy_from=resume_from, required=("model", "epoch", "config", "genotype"))
-    return folder.run(quiet, lambda: _retrain(cfg, folder, quiet))
+    return folder.run(quiet, lambda: _retrain(cfg, folder, quiet, resolved, dataset))
 
 
 def loss_causes(cfg: RetrainConfig) -> str:
@@ -68,14 +84,16 @@ def loss_causes(cfg: RetrainConfig) -> str:
     return ", ".join(causes)
 
 
-def _retrain(cfg: RetrainConfig, folder: RunFolder, quiet: bool) -> RetrainResult:
+def _retrain(cfg: RetrainConfig, folder: RunFolder, quiet: bool, resolved: Any, dataset: Any) -> RetrainResult:
     folder.start()
     out_dir = folder.path
     if folder.resumed:
-        space, genotype = genotype_from_data(folder.ckpt["genotype"], str(folder.ckpt_path))
+        space, genotype, extras = record_from_data(folder.ckpt["genotype"], str(folder.ckpt_path))
     else:
-        space, genotype = resolve_genotype(cfg.model.genotype)
-    folder.write_text("genotype.yaml", yaml.safe_dump(space.genotype_to_dict(genotype), sort_keys=False))
+        space, genotype, extras = resolved
+    imports = list(dict.fromkeys(cfg.imports + extras["imports"]))
+    record = genotype_record(space, genotype, imports, {**extras["op_args"], **cfg.model.op_args})
+    folder.write_text("genotype.yaml", yaml.safe_dump(record, sort_keys=False))
 
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
@@ -86,15 +104,15 @@ def _retrain(cfg: RetrainConfig, folder: RunFolder, quiet: bool) -> RetrainResul
     train_loader, test_loader, info = build_eval_loaders(
         d.dataset, root=d.root, download=d.download, resize=d.resize, subset=d.subset,
         batch_size=d.batch_size, workers=d.workers, seed=cfg.seed, device=device, augment=d.augment,
-        test_subset=d.test_subset)
-    model = make_network(cfg, space, genotype, info["num_classes"], info["shape"][0])
+        test_subset=d.test_subset, stream=d.stream, given=dataset)
+    model = make_network(cfg, space, genotype, info["num_classes"], info["shape"][0], extras["op_args"])
     check_input_fits(model, info["shape"], f"{space.name} network")
     params_m = count_params(model) / 1e6
     macs_m = count_macs(model, tuple(info["shape"])) / 1e6
     model.to(device)
     o, t = cfg.optim, cfg.trainer
-    optimizer = torch.optim.SGD(model.parameters(), lr=o.lr, momentum=o.momentum,
-                                nesterov=o.nesterov and o.momentum > 0, weight_decay=o.weight_decay)
+    optimizer = torch.optim.SGD(_param_groups(model, o.weight_decay), lr=o.lr, momentum=o.momentum,
+                                nesterov=o.nesterov and o.momentum > 0)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(t.epochs, 1), eta_min=o.lr_min)
     trainer = Trainer(model, optimizer, sched, train_loader, epochs=t.epochs, grad_clip=t.grad_clip,
                       aux_weight=cfg.model.auxiliary_weight, drop_path_prob=cfg.model.drop_path_prob,
@@ -107,8 +125,7 @@ def _retrain(cfg: RetrainConfig, folder: RunFolder, quiet: bool) -> RetrainResul
         log.info(f"resumed from {folder.ckpt_path} after epoch {start_epoch}")
 
     def checkpoint(epoch_done: int, seconds: float) -> None:
-        folder.save(epoch_done, seconds, history,
-                    {**trainer.state_dict(), "genotype": space.genotype_to_dict(genotype)}, loaders, device)
+        folder.save(epoch_done, seconds, history, {**trainer.state_dict(), "genotype": record}, loaders, device)
 
     log.info(f"retrain {cfg.name}: space={space.name} genotype={genotype} params={params_m:.3f}M "
              f"macs={macs_m:.1f}M device={device} train={info['n_train']} test={info['n_test']} out={out_dir}")
@@ -138,6 +155,9 @@ def _retrain(cfg: RetrainConfig, folder: RunFolder, quiet: bool) -> RetrainResul
                    "train_seconds": round(seconds, 2), "epochs": t.epochs, "space": space.name,
                    "genotype": str(genotype), "history": history}
         folder.write_text("metrics.json", json.dumps(metrics, indent=2))
+        learned = describe_ops(model.named_modules())
+        if learned:  # the retrained DNF rules and open L0 channels, as the search writes them
+            folder.write_text("learned_ops.txt", learned)
         monitor.hparams(to_dict(cfg), {k: metrics[k] for k in ("test_acc", "test_loss", "params_m", "macs_m")},
                         t.epochs)
         log.info(f"done in {seconds:.1f}s: test_acc={final['acc']:.2f} params={params_m:.3f}M macs={macs_m:.1f}M")

@@ -1,6 +1,7 @@
 """The retraining loop of a discrete network (DARTS ``train.py`` / NB201 training): SGD with a
 cosine learning rate, gradient clipping, auxiliary-head loss ``L + w_aux·L_aux``, drop-path
-probability ramped ``p·epoch/epochs``, Cutout on the training batches."""
+probability ramped ``p·epoch/epochs``, Cutout on the training batches. Ops with discrete
+parameters of their own (DNF rule pools, L0 gates) add their ``penalty()`` to the loss."""
 from __future__ import annotations
 
 from contextlib import nullcontext
@@ -9,6 +10,8 @@ from typing import Callable, Dict, Iterable, Optional, Tuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from search_spaces.base import module_penalty
 
 from ..errors import NasError
 from ..engine.meter import LossGuard, Meter, steps_in_epoch
@@ -56,6 +59,9 @@ class Trainer:
                 loss = F.cross_entropy(logits, y)
                 if aux is not None:
                     loss = loss + self.aux_weight * F.cross_entropy(aux, y)
+            pen = module_penalty(self.model)
+            if pen is not None:
+                loss = loss + pen
             meter.update(loss, logits, y)
             self.guard.check(loss, meter, epoch, step, step == steps - 1)
             loss.backward()

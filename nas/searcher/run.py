@@ -6,7 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -14,10 +14,14 @@ import torch
 import yaml
 
 from ..bounds import check_config
-from ..config import Config, to_dict
+from ..config import Config, CostConfig, to_dict
+from ..cost import cost_report
+from ..errors import ConfigError
 from ..estimators import build_estimator
 from ..estimators.base import Estimator
+from ..plugins import accepted_kwargs, genotype_record, import_user_modules
 from ..supernet.bn import recalibrate_bn
+from ..engine.checkpoint import write_text_atomic
 from ..engine.monitor import Monitor, log
 from ..engine.run_folder import RunFolder, load_run_config as _load_run_config
 from ..engine.runtime import resolve_device, seed_everything
@@ -47,7 +51,7 @@ def datasets_of(kind: str) -> List[str]:
     return TABULAR.names() if kind == "tabular" else DATASETS.names()
 
 
-def make_loaders(cfg: Config, device: torch.device):
+def make_loaders(cfg: Config, device: torch.device, dataset: Any = None):
     from ..data import build_search_loaders
     from ..data.tabular import TabularOptions, build_tabular_search_loaders
     d = cfg.data
@@ -58,7 +62,8 @@ def make_loaders(cfg: Config, device: torch.device):
                                             batch_size=d.batch_size, seed=cfg.seed, device=device)
     return build_search_loaders(d.dataset, root=d.root, download=d.download, resize=d.resize,
                                 subset=d.subset, train_portion=d.train_portion, batch_size=d.batch_size,
-                                workers=d.workers, seed=cfg.seed, device=device, augment=d.augment)
+                                workers=d.workers, seed=cfg.seed, device=device, augment=d.augment,
+                                stream=d.stream, given=dataset)
 
 
 def check_space(cfg: Config) -> None:
@@ -77,10 +82,43 @@ def make_supernet(cfg: Config, estimator: Estimator, num_classes: int, in_channe
     from search_spaces import get_space
     space = get_space(cfg.space.name)
     gen = torch.Generator().manual_seed(cfg.seed)
-    model = space.build_supernet(estimator, num_classes=num_classes, in_channels=in_channels,
-                                 init_std=cfg.optim.arch.init_std, generator=gen,
-                                 **space.supernet_kwargs(cfg, info))
+    # a user's space may leave out what it does not use of the run's sizes and initialisation
+    context = accepted_kwargs(space.build_supernet, "", dict(in_channels=in_channels, init_std=cfg.optim.arch.init_std,
+                                                             generator=gen))
+    model = space.build_supernet(estimator, num_classes=num_classes, **context, **space.supernet_kwargs(cfg, info))
+    if space.has_cost_model:  # the cost of the network the cell will be trained in
+        make_budget(cfg, space, model, num_classes, in_channels)
+    elif cfg.cost != CostConfig():
+        raise ConfigError(f"the {space.name} space has no cost model; the cost: keys apply to spaces with one "
+                          f"(nb201, darts): remove the cost section")
     return space, model
+
+
+def run_op_args(cfg: Config, ops: Any) -> Dict[str, Dict[str, Any]]:
+    """The options the run's ops were built with, for its genotype.yaml: ``space.op_args``, plus
+    ``space.l0_lambda`` for the candidates that take one (the L0-gated ops)."""
+    from ..ops.registry import OPS, op_options
+    out = {op: dict(v) for op, v in cfg.space.op_args.items()}
+    for op in ops or ():
+        if op in OPS and "l0_lambda" in op_options(op) and "l0_lambda" not in out.get(op, {}):
+            out.setdefault(op, {})["l0_lambda"] = cfg.space.l0_lambda
+    return out
+
+
+def make_budget(cfg: Config, space: Any, model: torch.nn.Module, num_classes: int, in_channels: int):
+    """Attach the ``cost:`` section's :class:`~nas.cost.Budget` to ``model`` (``model.cost``)."""
+    from ..cost import LatencyTable, attach_budget
+    c = cfg.cost  # its ranges are checked with the config (nas.bounds)
+    latency = None
+    if c.metric == "latency":
+        if not c.latency_table:
+            raise ConfigError("cost.metric=latency needs cost.latency_table: measure one with "
+                              "tools/profile_latency.py CONFIG --out latency.json")
+        latency = LatencyTable.load(c.latency_table)
+    return attach_budget(model, space, metric=c.metric, target=c.target, weight=c.weight, form=c.form,
+                         hard=c.hard, estimate=c.estimate, num_classes=c.classes or num_classes, in_channels=in_channels,
+                         resolution=c.resolution, network=space.trained_network(c.C, c.N, c.layers),
+                         cell=space.cost_cell(cfg), latency=latency, batch_size=c.batch_size)
 
 
 @dataclass
@@ -134,9 +172,10 @@ def loss_causes(cfg: Config) -> str:
 
 
 def run_search(cfg: Config, out_dir: Optional[Path] = None, *, quiet: bool = False,
-               resume: bool = False, stop_after: Optional[int] = None,
+               resume: bool = False, stop_after: Optional[int] = None, dataset: Any = None,
                resume_from: Optional[Path] = None) -> SearchResult:
     """Search with ``cfg``; with ``resume``, continue the run in ``out_dir`` from its checkpoint.
+    ``dataset``: a dataset object to search on instead of ``data.dataset`` (see ``nas.search``).
 
     ``resume_from``: continue that run folder's checkpoint in a copy at ``out_dir`` (the source is
     left as it was). The run folder is locked for the run's life (:mod:`nas.engine.run_folder`);
@@ -149,24 +188,29 @@ def run_search(cfg: Config, out_dir: Optional[Path] = None, *, quiet: bool = Fal
     current genotype with ``metrics["finished"] = False``.
     """
     check_config(cfg)  # a config built in Python gets the checks a loaded one had
+    # user registrations first; the run keeps the paths absolute, so derive/resume find them again
+    cfg = replace(cfg, imports=import_user_modules(cfg.imports))
     if not resume and resume_from is None:
         check_space(cfg)  # before claiming: a config its space refuses leaves no folder behind
     folder = RunFolder.claim(out_dir, cfg, kind="search", resumable=RESUMABLE_CHANGES, resume=resume,
                              copy_from=resume_from)
-    return folder.run(quiet, lambda: _search(cfg, folder, quiet, stop_after))
+    return folder.run(quiet, lambda: _search(cfg, folder, quiet, stop_after, dataset))
 
 
-def _search(cfg: Config, folder: RunFolder, quiet: bool, stop_after: Optional[int]) -> SearchResult:
+def _search(cfg: Config, folder: RunFolder, quiet: bool, stop_after: Optional[int],
+            dataset: Any) -> SearchResult:
     folder.start()
     out_dir = folder.path
 
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
     estimator = make_estimator(cfg)
-    train_loader, val_loader, info = make_loaders(cfg, device)
+    train_loader, val_loader, info = make_loaders(cfg, device, dataset)
     space, model = make_supernet(cfg, estimator, info["num_classes"], info["shape"][0], info)
     check_input_fits(model, info["shape"], f"{space.name} supernet (space.C={cfg.space.C})")
     model.to(device)
+    if cfg.cost.metric == "latency" and model.budget() is not None:
+        model.budget().table_source.save(out_dir / "latency.json")  # the run keeps the table it was searched with
     w, a, t = cfg.optim.weights, cfg.optim.arch, cfg.trainer
     opts = build_optimizers(model, estimator, epochs=t.epochs, lr=w.lr, lr_min=w.lr_min, momentum=w.momentum,
                             nesterov=w.nesterov, weight_decay=w.weight_decay, arch_lr=a.lr, arch_betas=a.betas,
@@ -234,11 +278,7 @@ def _search(cfg: Config, folder: RunFolder, quiet: bool, stop_after: Optional[in
 
 def _plain(loader: Any, cfg: Config, info: Dict[str, Any], device: torch.device) -> Any:
     """The loader's images as they are: no crop/flip, fixed order."""
-    from ..data import BatchLoader
-    if hasattr(loader, "eval_loader"):  # tabular loaders: no augmentation to switch off
-        return loader.eval_loader()
-    return BatchLoader(loader.images, loader.labels, batch_size=cfg.data.batch_size,
-                       shuffle=False, augment=False, mean=info["mean"], std=info["std"], device=device)
+    return loader.eval_loader()
 
 
 def _finish(cfg: Config, folder: RunFolder, space: Any, model: torch.nn.Module, searcher: Searcher,
@@ -250,11 +290,12 @@ def _finish(cfg: Config, folder: RunFolder, space: Any, model: torch.nn.Module, 
         recalibrate_bn(model, itertools.islice(iter(_plain(train_loader, cfg, info, device)), t.bn_batches))
     final = searcher.evaluate(_plain(val_loader, cfg, info, device))
     genotype = model.genotype()
-    folder.write_text("genotype.yaml", yaml.safe_dump(space.genotype_to_dict(genotype), sort_keys=False))
-    # files a model keeps next to its genotype (the dnf space: rules.txt)
-    for fname, text in model.artifacts().items():
-        folder.write_text(fname, text)
-    metrics = {"val_acc": final["acc"], "val_loss": final["loss"],
+    write_genotype(out_dir / "genotype.yaml", cfg, space, model, genotype)
+    budget = model.budget()
+    cost = {} if budget is None else {f"cost_{budget.table.metric}": round(budget.exact(genotype), 6)}
+    if budget is not None:
+        log.info(cost_report(budget, genotype))
+    metrics = {"val_acc": final["acc"], "val_loss": final["loss"], **cost,
                "search_val_acc": history[-1].get("search_val_acc") if history else None,
                "train_acc": history[-1].get("train_acc") if history else None,
                "search_seconds": round(seconds, 2), "epochs": t.epochs, "genotype": str(genotype),
@@ -265,6 +306,16 @@ def _finish(cfg: Config, folder: RunFolder, space: Any, model: torch.nn.Module, 
     if warning:
         log.warning(warning)
     return SearchResult(out_dir, genotype, str(genotype), metrics, warning)
+
+
+def write_genotype(path: Path, cfg: Config, space: Any, model: torch.nn.Module, genotype: Any) -> None:
+    """``genotype.yaml`` with the run's imports and op options (:func:`nas.plugins.genotype_record`),
+    and beside it the files the model keeps with its genotype (``artifacts(genotype)``: the dnf
+    space's ``rules.txt``, the ``learned_ops.txt`` of DNF and L0-gated candidates)."""
+    record = genotype_record(space, genotype, cfg.imports, run_op_args(cfg, cfg.space.ops or space.ops))
+    write_text_atomic(path, yaml.safe_dump(record, sort_keys=False))
+    for fname, text in model.artifacts(genotype).items():
+        write_text_atomic(path.parent / fname, text)
 
 
 def load_run_config(out_dir: Path) -> Config:

@@ -8,23 +8,23 @@ DARTS ramps it linearly over the epochs) zeroes whole samples of every non-ident
 """
 from __future__ import annotations
 
-from typing import Tuple, Union
+from typing import Any, Mapping, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nas.ops import FactorizedReduce, Identity, ReLUConvBN
+from nas.ops import FactorizedReduce, Identity, ReLUConvBN, build_op
 
 from ..base import Network
 from .genotype import Genotype
-from .ops import OPS, drop_path
+from .ops import drop_path
 from .skeleton import stack_cells
 
 
 class EvalCell(nn.Module):
     def __init__(self, genotype: Genotype, C_pp: int, C_p: int, C: int, reduction: bool,
-                 reduction_prev: bool):
+                 reduction_prev: bool, op_args: Mapping[str, Mapping[str, Any]] = {}):
         super().__init__()
         self.reduction = reduction
         self.preprocess0 = FactorizedReduce(C_pp, C) if reduction_prev else ReLUConvBN(C_pp, C, 1, 1, 0)
@@ -32,7 +32,7 @@ class EvalCell(nn.Module):
         cell = "reduce" if reduction else "normal"
         self.nodes = genotype.nodes(cell)
         self.concat = list(getattr(genotype, f"{cell}_concat"))
-        self.ops = nn.ModuleList(OPS[op](C, C, 2 if reduction and src < 2 else 1, True)
+        self.ops = nn.ModuleList(build_op(op, C, C, 2 if reduction and src < 2 else 1, True, **op_args.get(op, {}))
                                  for node in self.nodes for op, src in node)
         self.multiplier = len(self.concat)
 
@@ -76,13 +76,14 @@ class AuxiliaryHead(nn.Module):
 
 class DartsNetwork(Network):
     def __init__(self, genotype: Genotype, *, num_classes: int, C: int = 36, layers: int = 20,
-                 auxiliary: bool = True, stem_multiplier: int = 3, in_channels: int = 3):
+                 auxiliary: bool = True, stem_multiplier: int = 3, in_channels: int = 3,
+                 op_args: Mapping[str, Mapping[str, Any]] = {}):
         super().__init__()
         self.genotype = genotype
         self.drop_path_prob = 0.0
         self.stem, self.cells, widths = stack_cells(
             lambda C_pp, C_p, C_cell, reduction, reduction_prev: EvalCell(
-                genotype, C_pp, C_p, C_cell, reduction, reduction_prev),
+                genotype, C_pp, C_p, C_cell, reduction, reduction_prev, op_args),
             C=C, layers=layers, stem_multiplier=stem_multiplier, in_channels=in_channels)
         # the auxiliary head reads the output of the cell at 2/3 depth
         self.auxiliary_head = AuxiliaryHead(widths[2 * layers // 3], num_classes) if auxiliary else None

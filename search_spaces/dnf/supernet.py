@@ -41,6 +41,6 @@ class DNFSupernet(Supernet):
                       for t, label in enumerate(labels))
         return DNFGenotype(tuple(self.features), tuple(self.classes), rules)
 
-    def artifacts(self) -> Dict[str, str]:
+    def artifacts(self, genotype: Optional[DNFGenotype] = None) -> Dict[str, str]:
         """Files a run folder keeps next to genotype.yaml."""
-        return {"rules.txt": self.genotype().text()}
+        return {"rules.txt": (genotype if genotype is not None else self.genotype()).text()}
