@@ -248,6 +248,8 @@ def test_dnf_space_search_writes_rules_that_rebuild_the_scored_classifier(tmp_pa
     genotype = space.genotype_from_dict(yaml.safe_load((run / "genotype.yaml").read_text()))
     assert genotype == res.genotype
     assert (run / "rules.txt").read_text() == genotype.text()
+    from nas.searcher.derive import derive
+    assert derive(run)[1] == genotype  # the checkpoint keeps the feature and class names
     d = cfg.data
     _, val, _ = build_tabular_search_loaders(
         "synthetic_dnf", options=TabularOptions(features=5, clauses=2, width=2, samples=400),

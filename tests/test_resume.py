@@ -18,7 +18,8 @@ from nas.config import load_config
 from nas.errors import CheckpointError
 from nas.estimators import ESTIMATORS
 from nas.engine.checkpoint import load_checkpoint, save_atomic
-from nas.searcher.run import replan_epochs, run_search
+from nas.engine.runtime import replan_epochs
+from nas.searcher.run import run_search
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["trainer.max_steps_per_epoch=2", "space.C=4", "space.N=1", "data.resize=8",

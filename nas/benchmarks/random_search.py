@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from ..config import Config, dump_config, load_config
+from ..config import Config, config_from_cli, dump_config
 from ..errors import NasError
 
 
@@ -76,7 +76,8 @@ def random_search(cfg: Config, budget_seconds: float, *, epochs_per_cell: int = 
     """Random search over ``cfg.space`` on ``cfg.data`` within ``budget_seconds`` of wall clock."""
     from search_spaces import get_space
 
-    from ..searcher.run import make_loaders, resolve_device, seed_everything
+    from ..engine.runtime import resolve_device, seed_everything
+    from ..searcher.run import make_loaders
 
     if cfg.space.name != "nb201":
         raise NasError(f"random search samples NB201 cells; space '{cfg.space.name}' is not supported")
@@ -140,23 +141,18 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = get_args_parser().parse_args(argv)
-    configs = [a for a in args.items if "=" not in a]
-    overrides = [a for a in args.items if "=" in a]
-    try:
-        if len(configs) > 1:
-            raise NasError(f"give at most one config file, got {', '.join(configs)}")
-        cfg = load_config(configs[0] if configs else None, overrides)
-        res = random_search(cfg, args.budget, epochs_per_cell=args.epochs_per_cell,
-                            max_cells=args.max_cells, out_dir=args.out,
-                            log=(lambda s: None) if args.quiet else print)
-    except NasError as e:
-        print(f"random_search: error: {e}", file=sys.stderr)
-        return 2
+def run(args: argparse.Namespace) -> int:
+    cfg = config_from_cli(args.items)
+    res = random_search(cfg, args.budget, epochs_per_cell=args.epochs_per_cell, max_cells=args.max_cells,
+                        out_dir=args.out, log=(lambda s: None) if args.quiet else print)
     print(f"genotype: {res.best}")
     print(f"run folder: {args.out}")
     return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    from ..commands import guarded
+    return guarded("random_search", run, get_args_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
-"""Epoch meters and the finite-loss check shared by the search loop and the retrain trainer."""
+"""Epoch meters, the steps of an epoch and the finite-loss check shared by the search loop and
+the retrain trainer."""
 from __future__ import annotations
 
 import math
-from typing import Dict, Optional
+from typing import Any, Dict, Optional
 
 from torch import Tensor
 
@@ -35,6 +36,12 @@ class Meter:
         loss = 0.0 if self._loss is None else float(self._loss)
         correct = 0 if self._correct is None else int(self._correct)
         return {"loss": loss / n, "acc": 100.0 * correct / n}
+
+
+def steps_in_epoch(loader: Any, max_steps: Optional[int]) -> int:
+    """The batches of ``loader`` an epoch runs: all, or at most ``max_steps`` (smoke runs)."""
+    n = len(loader)
+    return min(n, max_steps) if max_steps else n
 
 
 # A non-finite loss is checked at every step on the CPU (free) and every SYNC_EVERY steps on an

@@ -13,7 +13,7 @@ search has. Tags of a search (TensorBoard step = epochs done):
 * ``noise/<choice>/{mean,min,max}`` — σ of the ``"noise"``-role parameters (adaptive noise);
 * ``discrete/<choice>/changed`` — entries of ``"discrete"``-role parameters (Bop state) that
   differ from the previous epoch: the net flips of the epoch;
-* ``<module>/<key>`` for every submodule with a ``scalars() -> dict`` (L0 gates: penalty, open gates);
+* ``<module>/<key>``: the supernet's ``scalars()`` (L0 gates: penalty, open gates);
 * images ``choices/<choice>`` (edges × candidates heatmap) and ``cell/<cell>`` (derived cell
   diagram); text ``genotype``; at the end an hparams summary (config → final metrics).
 """
@@ -139,7 +139,6 @@ class Monitor:
         """A PIL image or a ``[3, H, W]`` uint8 tensor."""
         if self.writer is None:
             return
-        from ..searcher.figures import to_chw_uint8
         t = img if isinstance(img, torch.Tensor) else to_chw_uint8(img)
         self.writer.add_image(tag, t, step, dataformats="CHW")
 
@@ -179,6 +178,13 @@ class Monitor:
         if self.writer is not None:
             self.writer.close()
             self.writer = None
+
+
+def to_chw_uint8(img: "Image.Image") -> torch.Tensor:  # noqa: F821
+    """A PIL RGB image as a ``[3, H, W]`` uint8 tensor (TensorBoard's default image layout)."""
+    w, h = img.size
+    t = torch.frombuffer(bytearray(img.convert("RGB").tobytes()), dtype=torch.uint8)
+    return t.view(h, w, 3).permute(2, 0, 1).contiguous()
 
 
 def flatten(d: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:

@@ -11,9 +11,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from search_spaces.base import module_penalty
+
 from ..errors import NasError
-from ..engine.meter import Meter, check_finite
-from ..engine.penalty import regularization
+from ..engine.meter import Meter, check_finite, steps_in_epoch
 from .augment import cutout
 
 Batch = Tuple[Tensor, Tensor]
@@ -38,14 +39,13 @@ class Trainer:
         self.autocast: Callable[[], object] = nullcontext
 
     def steps_per_epoch(self) -> int:
-        n = len(self.train_loader)  # type: ignore[arg-type]
-        return min(n, self.max_steps) if self.max_steps else n
+        return steps_in_epoch(self.train_loader, self.max_steps)
 
     def train_epoch(self, epoch: int, on_step: Optional[Callable[[int, Callable[[], Dict[str, float]]], None]] = None
                     ) -> Dict[str, float]:
         self.model.train()
-        if hasattr(self.model, "drop_path_prob"):
-            self.model.drop_path_prob = self.drop_path_prob * epoch / max(self.epochs, 1)
+        # read by networks with drop-path (search_spaces.base.Network), unread by the others
+        self.model.drop_path_prob = self.drop_path_prob * epoch / max(self.epochs, 1)
         meter, steps = Meter(), self.steps_per_epoch()
         for step, (x, y) in enumerate(self.train_loader):
             if step >= steps:
@@ -57,7 +57,7 @@ class Trainer:
                 loss = F.cross_entropy(logits, y)
                 if aux is not None:
                     loss = loss + self.aux_weight * F.cross_entropy(aux, y)
-            pen = regularization(self.model)
+            pen = module_penalty(self.model)
             if pen is not None:
                 loss = loss + pen
             meter.update(loss, logits, y)

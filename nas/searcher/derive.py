@@ -35,21 +35,21 @@ def load_supernet(source: Path, device: str = "cpu", exclude: Optional[str] = No
         cfg.estimator.derive_max_skip = max_skip
     import_user_modules(cfg.imports)  # the run's own ops, spaces, estimators
     state = ckpt["model"]
-    try:
-        data = ckpt.get("data") or {}
-        num_classes, in_channels = (data["num_classes"], data["in_channels"]) if data else \
-            (state["classifier.weight"].shape[0], state["stem.0.weight"].shape[1])  # checkpoints before "data"
-    except (KeyError, AttributeError, IndexError):
-        raise CheckpointError(f"checkpoint {source} has no supernet stem/classifier weights") from None
+    data = ckpt.get("data")
+    if data is None:  # checkpoints before the data sizes were kept: read them off the weights
+        try:
+            data = {"num_classes": state["classifier.weight"].shape[0], "in_channels": state["stem.0.weight"].shape[1]}
+        except (KeyError, AttributeError, IndexError):
+            raise CheckpointError(f"checkpoint {source} has no data sizes nor supernet stem/classifier weights") from None
     estimator = make_estimator(cfg)
-    space, model = make_supernet(cfg, estimator, num_classes, in_channels)
+    space, model = make_supernet(cfg, estimator, data["num_classes"], data["in_channels"], data)
     try:
         model.load_state_dict(state)
         estimator.load_state_dict(ckpt.get("estimator", {}))
     except (RuntimeError, KeyError, ValueError) as e:
         raise CheckpointError(f"checkpoint {source} does not match its config ({str(e).splitlines()[0][:100]})") from None
     model.to(torch.device(device))
-    if hasattr(model, "aux_skip"):  # a plain attribute, so not in the state: recomputed from the progress
+    if model.has_aux_skip:  # a plain attribute, so not in the state: recomputed from the progress
         model.aux_skip = aux_skip_at(cfg.optim.aux_skip, cfg.optim.aux_skip_end, ckpt.get("epoch", 0),
                                      cfg.trainer.epochs)
     return cfg, space, model
@@ -81,23 +81,23 @@ def _derive(source: Path, top_k: Optional[int], device: str, method: str, batche
     if max_skip is not ... and method != "argmax":
         raise ConfigError("--max-skip applies to --method argmax")
     cfg, space, model = load_supernet(source, device, exclude, max_skip)
-    if space.name == "darts":
-        k = 2 if top_k is None else top_k
-        if k < 1:
-            raise ConfigError(f"--top-k must be at least 1, got {k}")
-        return cfg, space, model, model.genotype(top_k=k)
-    if top_k is not None:
-        raise ConfigError(f"--top-k applies to the darts space; a {space.name} cell has one op per edge")
+    options = {} if top_k is None else {"top_k": top_k}
+    if top_k is not None and "top_k" not in space.derive_options:
+        from search_spaces import SPACES, get_space
+        where = " and ".join(f"the {n} space" for n in SPACES.names() if "top_k" in get_space(n).derive_options)
+        raise ConfigError(f"--top-k applies to {where}; a {space.name} cell has one op per edge")
+    if top_k is not None and top_k < 1:
+        raise ConfigError(f"--top-k must be at least 1, got {top_k}")
     if method == "perturbation":
-        if space.name != "nb201":
-            raise ConfigError(f"--method perturbation supports the nb201 space, not {space.name}")
-        return cfg, space, model, perturbation_genotype(model, cfg, torch.device(device), batches, tune_steps,
-                                                        seed, tune_lr)
-    return cfg, space, model, model.genotype()
+        if space.perturbation_choice is None:
+            raise ConfigError(f"--method perturbation does not support the {space.name} space")
+        return cfg, space, model, perturbation_genotype(model, space.perturbation_choice, cfg, torch.device(device),
+                                                        batches, tune_steps, seed, tune_lr)
+    return cfg, space, model, model.genotype(**options)
 
 
-def perturbation_genotype(model: Any, cfg: Any, device: Any, n_batches: int, tune_steps: int, seed: int,
-                          tune_lr: Optional[float] = None) -> Any:
+def perturbation_genotype(model: Any, choice_name: str, cfg: Any, device: Any, n_batches: int, tune_steps: int,
+                          seed: int, tune_lr: Optional[float] = None) -> Any:
     """DARTS-PT selection (``nas.supernet.perturbation``) on un-augmented batches of the run's
     architecture split, then the supernet's own genotype with those decisions."""
     import dataclasses
@@ -120,9 +120,9 @@ def perturbation_genotype(model: Any, cfg: Any, device: Any, n_batches: int, tun
         train = list(itertools.islice(iter(train_loader), tune_steps))
         tune = sgd_tuner(train, tune_steps, cfg.optim.weights.lr_min if tune_lr is None else tune_lr,
                          weight_parameters)
-    chosen = select_by_perturbation(model, "arch.cell", val, seed=seed, tune=tune,
+    chosen = select_by_perturbation(model, choice_name, val, seed=seed, tune=tune,
                                     log=lambda m: print(m, file=sys.stderr))
-    choice = model.arch["cell"]
+    choice = model.choices()[choice_name]
     choice.derive = lambda: torch.tensor(chosen)  # the supernet's genotype() with these decisions
     try:
         return model.genotype()

@@ -7,27 +7,24 @@ import itertools
 import json
 import time
 from dataclasses import dataclass, replace
-from datetime import datetime
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import torch
 import yaml
 
-from ..config import Config, dump_config, from_dict, to_dict
-from ..errors import CheckpointError, ConfigError, NasError
+from ..config import Config, to_dict
+from ..errors import ConfigError
 from ..estimators import build_estimator
 from ..estimators.base import Estimator
 from ..plugins import genotype_record, import_user_modules
 from ..supernet.bn import recalibrate_bn
-from ..engine.checkpoint import load_checkpoint, remove_stale_temps, save_atomic
-from ..engine.monitor import Monitor, log, setup_logging
-from ..engine.runtime import replan_epochs, resolve_device, rng_state, seed_everything, set_rng_state
+from ..engine.monitor import Monitor, log
+from ..engine.run_folder import RunFolder, load_run_config as _load_run_config
+from ..engine.runtime import resolve_device, seed_everything
 from .loop import Searcher
 from .optim import build_optimizers
 from .summaries import SearchSummaries
-
-CKPT_VERSION = 1
 
 
 def make_estimator(cfg: Config) -> Estimator:
@@ -38,11 +35,23 @@ def make_estimator(cfg: Config) -> Estimator:
                            gamma_end=e.gamma_end, threshold_end=e.threshold_end)
 
 
+def data_kind(dataset: str) -> str:
+    """``"tabular"`` for a tabular dataset (binary features), ``"image"`` for the others."""
+    from ..data.tabular import TABULAR
+    return "tabular" if dataset in TABULAR else "image"
+
+
+def datasets_of(kind: str) -> List[str]:
+    from ..data import DATASETS
+    from ..data.tabular import TABULAR
+    return TABULAR.names() if kind == "tabular" else DATASETS.names()
+
+
 def make_loaders(cfg: Config, device: torch.device, dataset: Any = None):
     from ..data import build_search_loaders
-    from ..data.tabular import TABULAR, TabularOptions, build_tabular_search_loaders
+    from ..data.tabular import TabularOptions, build_tabular_search_loaders
     d = cfg.data
-    if d.dataset in TABULAR:
+    if data_kind(d.dataset) == "tabular":
         opts = TabularOptions(features=d.dnf.features, clauses=d.dnf.clauses, width=d.dnf.width,
                               noise=d.dnf.noise, samples=d.dnf.samples, quantiles=d.quantiles)
         return build_tabular_search_loaders(d.dataset, options=opts, train_portion=d.train_portion,
@@ -53,44 +62,25 @@ def make_loaders(cfg: Config, device: torch.device, dataset: Any = None):
                                 stream=d.stream, given=dataset)
 
 
-def make_supernet(cfg: Config, estimator: Estimator, num_classes: int, in_channels: int,
-                  info: Optional[Dict[str, Any]] = None):
+def check_space(cfg: Config) -> None:
+    """One-line errors for a config its space would misread: ``space.*`` keys the space does not
+    use, data of another kind (see :meth:`search_spaces.base.SearchSpace.check_config`)."""
     from search_spaces import get_space
     space = get_space(cfg.space.name)
-    s = cfg.space
+    kind = data_kind(cfg.data.dataset)
+    space.check_config(cfg, kind, datasets_of(space.data_kind))
+
+
+def make_supernet(cfg: Config, estimator: Estimator, num_classes: int, in_channels: int,
+                  info: Optional[Dict[str, Any]] = None):
+    """``(space, supernet)`` of ``cfg``: the space maps its config section to the supernet's
+    keywords (:meth:`~search_spaces.base.SearchSpace.supernet_kwargs`)."""
+    from search_spaces import get_space
+    space = get_space(cfg.space.name)
     gen = torch.Generator().manual_seed(cfg.seed)
-    kwargs: Dict[str, Any] = dict(C=s.C, ops=s.ops, affine=s.affine, op_args=s.op_args, gate_estimator=s.gate_estimator)
-    if space.name == "dnf":  # a rule learner over tabular features: none of the cell keys apply
-        if s.op_args or s.args or s.gate_estimator != "hard_concrete":
-            raise ConfigError("space.op_args, space.args and space.gate_estimator do not apply to the dnf space "
-                              "(it has no candidate ops or gates): remove them")
-        kwargs = dict(rules=s.rules, lambda_g=s.lambda_g, feature_names=(info or {}).get("features"),
-                      class_names=(info or {}).get("classes"))
-    elif space.name == "nb201":
-        kwargs.update(N=s.N, derive_exclude=cfg.estimator.derive_exclude,
-                      with_aux_skip=cfg.optim.uses_aux_skip, derive_max_skip=cfg.estimator.derive_max_skip)
-    elif space.name == "darts":
-        kwargs.update(layers=s.layers, steps=s.steps, multiplier=s.multiplier, stem_multiplier=s.stem_multiplier,
-                      derive_max_skip=cfg.estimator.derive_max_skip, with_aux_skip=cfg.optim.uses_aux_skip)
-    else:  # a user's space: the space maps its config section (SearchSpace.supernet_kwargs)
-        from ..plugins import accepted_kwargs
-        context = accepted_kwargs(space.build_supernet, "", dict(
-            in_channels=in_channels, init_std=cfg.optim.arch.init_std, generator=gen))
-        return space, space.build_supernet(estimator, num_classes=num_classes, **context,
-                                           **space.supernet_kwargs(cfg, info))
-    if s.args:
-        raise ConfigError(f"space.args passes keywords to a user space; the {space.name} space has its own "
-                          f"keys: remove space.args")
-    if cfg.estimator.derive_exclude and space.name != "nb201":
-        raise ConfigError(f"estimator.derive_exclude applies to the nb201 space; the {space.name} space has "
-                          f"its own derive rule (darts already leaves 'none' out): remove the key")
-    if cfg.estimator.derive_max_skip is not None and space.name not in ("nb201", "darts"):
-        raise ConfigError(f"estimator.derive_max_skip applies to the nb201 and darts spaces; the {space.name} "
-                          f"space has no skip connections to limit: remove the key")
-    if s.gates != "none" or space.name != "dnf":
-        kwargs.update(gates=s.gates, l0_lambda=s.l0_lambda)
     model = space.build_supernet(estimator, num_classes=num_classes, in_channels=in_channels,
-                                 init_std=cfg.optim.arch.init_std, generator=gen, **kwargs)
+                                 init_std=cfg.optim.arch.init_std, generator=gen,
+                                 **space.supernet_kwargs(cfg, info))
     return space, model
 
 
@@ -114,9 +104,9 @@ class SearchResult:
     warning: Optional[str] = None  # see collapse_warning
 
 
-def collapse_warning(genotype: Any) -> Optional[str]:
+def collapse_warning(space: Any, genotype: Any) -> Optional[str]:
     """A one-line warning when the derived cell cannot pass its input to its output."""
-    if getattr(genotype, "is_connected", lambda: True)():
+    if space.is_connected(genotype):
         return None
     return (f"warning: the derived cell {genotype} has no path from its input to its output (each path "
             f"crosses a 'none' edge), so it outputs zeros: the search collapsed (docs/RESULTS.md); "
@@ -135,34 +125,11 @@ def aux_none_warning(cfg: Config, genotype: Any) -> Optional[str]:
             f"has no logits to rank the other ops: read them as skip_connect, or search with optim.aux_skip=0")
 
 
-def default_out_dir(name: str) -> Path:
-    return Path("runs") / f"{name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
-
-
 # Keys that may differ between a checkpoint and the config that resumes it: where the data lives,
 # how it is decoded, where it runs, how often to checkpoint, and how many epochs in total
 # (see :func:`replan_epochs`). Anything else would continue a different search from this state.
 RESUMABLE_CHANGES = ("name", "device", "data.root", "data.download", "data.workers",
                      "trainer.epochs", "trainer.ckpt_every")
-
-
-def check_resume_config(cfg: Config, ckpt: Dict[str, Any], ckpt_path: Path) -> None:
-    """A one-line CheckpointError when ``cfg`` would not continue the search in ``ckpt``."""
-    from ..engine.monitor import flatten
-    try:
-        saved = flatten(to_dict(from_dict(Config, ckpt["config"])))
-    except (NasError, TypeError, AttributeError) as e:
-        raise CheckpointError(f"checkpoint {ckpt_path} holds a config this nas cannot read ({e}); "
-                              f"start a new run") from None
-    now = flatten(to_dict(cfg))
-    for key in sorted(set(saved) | set(now)):
-        if key not in RESUMABLE_CHANGES and saved.get(key) != now.get(key):
-            raise CheckpointError(f"checkpoint {ckpt_path} was written with {key}={saved.get(key)!r}, "
-                                  f"the resumed config has {key}={now.get(key)!r}; resume with the run's "
-                                  f"own config (only {', '.join(RESUMABLE_CHANGES)} may change) or start a new run")
-    if cfg.trainer.epochs < ckpt["epoch"]:
-        raise CheckpointError(f"checkpoint {ckpt_path} is at epoch {ckpt['epoch']}; trainer.epochs="
-                              f"{cfg.trainer.epochs} would end before it")
 
 
 def run_search(cfg: Config, out_dir: Optional[Path] = None, *, quiet: bool = False,
@@ -180,21 +147,11 @@ def run_search(cfg: Config, out_dir: Optional[Path] = None, *, quiet: bool = Fal
                           f"got {cfg.trainer.bn_batches}")
     # user registrations first; the run keeps the paths absolute, so derive/resume find them again
     cfg = replace(cfg, imports=import_user_modules(cfg.imports))
-    out_dir = Path(out_dir) if out_dir is not None else default_out_dir(cfg.name)
-    ckpt_path = out_dir / "checkpoint.pt"
-    ckpt = None
-    if resume:
-        remove_stale_temps(ckpt_path)  # a kill during save_atomic; the checkpoint itself is whole
-        ckpt = load_checkpoint(ckpt_path)
-        if ckpt.get("version") != CKPT_VERSION:
-            raise CheckpointError(f"checkpoint {ckpt_path} has version {ckpt.get('version')}, this nas "
-                                  f"reads version {CKPT_VERSION}; start a new run")
-        check_resume_config(cfg, ckpt, ckpt_path)
-    elif ckpt_path.exists():
-        raise NasError(f"{out_dir} already holds a run; continue it with --resume {out_dir} or choose another --out")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    setup_logging(out_dir / "log.txt", quiet)
-    dump_config(cfg, out_dir / "config.yaml")
+    if not resume:
+        check_space(cfg)
+    folder = RunFolder(out_dir, cfg, kind="search", resumable=RESUMABLE_CHANGES, resume=resume)
+    out_dir = folder.path
+    folder.open(quiet)
 
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
@@ -212,39 +169,24 @@ def run_search(cfg: Config, out_dir: Optional[Path] = None, *, quiet: bool = Fal
                         beta_decay=a.beta_decay, aux_skip=cfg.optim.aux_skip,
                         aux_skip_end=cfg.optim.aux_skip_end)
 
-    start_epoch, history, elapsed = 0, [], 0.0
-    if ckpt is not None:
-        try:
-            searcher.load_state_dict(ckpt)
-        except (RuntimeError, KeyError, ValueError) as e:
-            raise CheckpointError(f"checkpoint {ckpt_path} does not match its config ({str(e).splitlines()[0][:100]}); "
-                                  f"start a new run") from None
-        try:
-            train_loader.load_state_dict(ckpt["loaders"]["train"])
-            val_loader.load_state_dict(ckpt["loaders"]["val"])
-            set_rng_state(ckpt["rng"], device)
-        except (RuntimeError, KeyError, ValueError, TypeError) as e:
-            raise CheckpointError(f"checkpoint {ckpt_path} has no usable data-order/RNG state "
-                                  f"({type(e).__name__}: {str(e).splitlines()[0][:80] if str(e) else ''}); "
-                                  f"start a new run") from None
-        replan_epochs(opts.weights_sched, t.epochs)
-        start_epoch, history, elapsed = ckpt["epoch"], ckpt.get("history", []), ckpt.get("seconds", 0.0)
-        log.info(f"resumed from {ckpt_path} after epoch {start_epoch}")
+    loaders = {"train": train_loader, "val": val_loader}
+    start_epoch, history, elapsed = folder.restore(searcher.load_state_dict, loaders, device, opts.weights_sched)
+    if folder.resumed:
+        log.info(f"resumed from {folder.ckpt_path} after epoch {start_epoch}")
+    # what derive needs to rebuild the supernet without the data
+    data = {"num_classes": info["num_classes"], "in_channels": info["shape"][0],
+            **{k: list(info[k]) if info.get(k) is not None else None for k in ("features", "classes")}}
 
     def checkpoint(epoch_done: int, seconds: float) -> None:
-        save_atomic({
-            "version": CKPT_VERSION, "epoch": epoch_done, "config": to_dict(cfg),
-            "model": model.state_dict(), "optim": opts.state_dict(), "estimator": estimator.state_dict(),
-            "loaders": {"train": train_loader.state_dict(), "val": val_loader.state_dict()},
-            "rng": rng_state(device), "data": {"num_classes": info["num_classes"], "in_channels": info["shape"][0]},
-            "genotype": space.genotype_to_dict(model.genotype()), "history": history, "seconds": seconds,
-        }, ckpt_path)
+        folder.save(epoch_done, seconds, history, {**searcher.state_dict(), "data": data,
+                                                   "genotype": space.genotype_to_dict(model.genotype())},
+                    loaders, device)
 
     log.info(f"search {cfg.name}: space={cfg.space.name} estimator={estimator!r} device={device} "
              f"train={info['n_train']} val={info['n_val']} out={out_dir}")
     # a resumed run rewrites the TensorBoard steps after its checkpoint: drop the interrupted ones
     monitor = Monitor(out_dir / "tb", epochs=t.epochs, quiet=quiet,
-                      purge_step=start_epoch + 1 if ckpt is not None else None)
+                      purge_step=start_epoch + 1 if folder.resumed else None)
     summaries = SearchSummaries(monitor, model)
     end_epoch = t.epochs if stop_after is None else max(start_epoch, min(t.epochs, stop_after))
     monitor.start(start_epoch)
@@ -260,7 +202,7 @@ def run_search(cfg: Config, out_dir: Optional[Path] = None, *, quiet: bool = Fal
             genotype = model.genotype()
             monitor.end_epoch(epoch, metrics, scalars, note=f"genotype={genotype}")
             summaries.write(epoch + 1, genotype)
-            if (epoch + 1) % max(t.ckpt_every, 1) == 0 or epoch + 1 in (t.epochs, end_epoch):
+            if folder.checkpoint_due(epoch + 1, end_epoch):
                 checkpoint(epoch + 1, time.time() - t0)
         if end_epoch < t.epochs:
             log.info(f"stopped after epoch {end_epoch} of {t.epochs}; continue with --resume {out_dir}")
@@ -298,7 +240,7 @@ def _finish(cfg: Config, out_dir: Path, space: Any, model: torch.nn.Module, sear
                "history": history}
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     log.info(f"done in {seconds:.1f}s: val_acc={final['acc']:.2f} genotype={genotype}")
-    warning = collapse_warning(genotype) or aux_none_warning(cfg, genotype)
+    warning = collapse_warning(space, genotype) or aux_none_warning(cfg, genotype)
     if warning:
         log.warning(warning)
     return SearchResult(out_dir, genotype, str(genotype), metrics, warning)
@@ -310,13 +252,10 @@ def write_genotype(path: Path, cfg: Config, space: Any, model: torch.nn.Module, 
     space's ``rules.txt``, the ``learned_ops.txt`` of DNF and L0-gated candidates)."""
     record = genotype_record(space, genotype, cfg.imports, run_op_args(cfg, cfg.space.ops or space.ops))
     path.write_text(yaml.safe_dump(record, sort_keys=False))
-    for fname, text in (model.artifacts(genotype) if hasattr(model, "artifacts") else {}).items():
+    for fname, text in model.artifacts(genotype).items():
         (path.parent / fname).write_text(text)
 
 
 def load_run_config(out_dir: Path) -> Config:
     """The resolved config of an existing run (for --resume)."""
-    ckpt_cfg = out_dir / "config.yaml"
-    if not ckpt_cfg.is_file():
-        raise CheckpointError(f"{out_dir} is not a run folder (no config.yaml); give the folder nas-search wrote")
-    return from_dict(Config, yaml.safe_load(ckpt_cfg.read_text()) or {})
+    return _load_run_config(out_dir, Config)

@@ -11,7 +11,7 @@ from nas.blocks.l0 import gate_estimator_for
 from nas.estimators.base import Estimator
 from nas.ops import check_op_args
 
-from ..base import SearchSpace
+from ..base import SearchSpace, refuse_estimator_key, refuse_model_args
 from .genotype import GENOTYPES, Genotype, derive_cell, named_genotype
 from .network import DartsNetwork
 from .ops import PRIMITIVES
@@ -21,6 +21,20 @@ from .supernet import DartsSupernet, edge_names
 class DartsSpace(SearchSpace):
     name = "darts"
     ops = PRIMITIVES
+    config_keys = ("C", "layers", "steps", "multiplier", "stem_multiplier", "ops", "affine", "gates",
+                   "l0_lambda", "gate_estimator", "op_args")
+    derive_options = ("top_k",)
+    tiny_supernet = {"C": 2, "layers": 3, "steps": 2, "multiplier": 2, "stem_multiplier": 1}
+    tiny_network = {"C": 2, "layers": 3, "stem_multiplier": 1, "auxiliary": True}
+
+    def supernet_kwargs(self, cfg: Any, info: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+        refuse_estimator_key(cfg.estimator.derive_exclude, "estimator.derive_exclude", "the nb201 space",
+                             f"the {self.name} space has its own derive rule (darts already leaves 'none' out)")
+        s = cfg.space
+        return dict(C=s.C, layers=s.layers, steps=s.steps, multiplier=s.multiplier,
+                    stem_multiplier=s.stem_multiplier, ops=s.ops, affine=s.affine, gates=s.gates,
+                    l0_lambda=s.l0_lambda, gate_estimator=s.gate_estimator, op_args=s.op_args,
+                    derive_max_skip=cfg.estimator.derive_max_skip, with_aux_skip=cfg.optim.uses_aux_skip)
 
     def build_supernet(self, estimator: Estimator, *, num_classes: int, C: int = 16, layers: int = 8,
                        steps: int = 4, multiplier: int = 4, stem_multiplier: int = 3,
@@ -53,6 +67,12 @@ class DartsSpace(SearchSpace):
         return DartsNetwork(genotype, num_classes=num_classes, C=C, layers=layers, auxiliary=auxiliary,
                             stem_multiplier=stem_multiplier, in_channels=in_channels,
                             op_args=check_op_args(op_args or {}, "op_args"))
+
+    def network_kwargs(self, model_cfg: Any) -> Dict[str, Any]:
+        m = model_cfg
+        refuse_model_args(m, self.name)
+        return dict(C=36 if m.C is None else m.C, layers=m.layers, auxiliary=m.auxiliary,  # DARTS's CIFAR C
+                    stem_multiplier=m.stem_multiplier)
 
     def genotype_from_dict(self, data: Dict[str, Any]) -> Genotype:
         return Genotype.from_dict(data)

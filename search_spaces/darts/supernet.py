@@ -44,9 +44,10 @@ from nas.ops import FactorizedReduce, ReLUConvBN, build_op
 from nas.ops.registry import describe_ops, op_context
 from nas.supernet import Choice, MixedOp
 
-from ..base import check_max_skip, refuse_without_logits
+from ..base import Supernet, check_max_skip, refuse_without_logits
 from .genotype import Genotype, derive_cell, derive_cell_max_skip
 from .ops import PRIMITIVES
+from .skeleton import reduction_layers, stack_cells  # noqa: F401  (reduction_layers: re-exported)
 
 CELLS = ("normal", "reduce")
 
@@ -54,10 +55,6 @@ CELLS = ("normal", "reduce")
 def edge_names(steps: int) -> List[str]:
     """``"2<-0", "2<-1", "3<-0", ...``: node ``n+2`` reads from nodes ``0 .. n+1``."""
     return [f"{n + 2}<-{i}" for n in range(steps) for i in range(n + 2)]
-
-
-def reduction_layers(layers: int) -> List[int]:
-    return [layers // 3, 2 * layers // 3]
 
 
 class SearchCell(nn.Module):
@@ -113,7 +110,7 @@ class SearchCell(nn.Module):
         return torch.cat(states[-self.multiplier:], dim=1)
 
 
-class DartsSupernet(nn.Module):
+class DartsSupernet(Supernet):
     def __init__(self, estimator: Estimator, *, num_classes: int, C: int = 16, layers: int = 8,
                  steps: int = 4, multiplier: int = 4, stem_multiplier: int = 3,
                  ops: Optional[Sequence[str]] = None, affine: bool = False, in_channels: int = 3,
@@ -128,25 +125,15 @@ class DartsSupernet(nn.Module):
         self.op_names = list(ops) if ops else list(PRIMITIVES)
         self.derive_max_skip = check_max_skip(derive_max_skip)
         self.steps, self.multiplier = steps, multiplier
-        C_curr = stem_multiplier * C
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, C_curr, 3, padding=1, bias=False),
-                                  nn.BatchNorm2d(C_curr))
-        C_pp, C_p, C_curr = C_curr, C_curr, C
-        self.cells = nn.ModuleList()
-        reduction_prev = False
         # ops with discrete parameters of their own (dnf_1x1) learn them with the run's estimator
         context = dict(estimator=estimator, generator=generator)
-        for i in range(layers):
-            reduction = i in reduction_layers(layers)
-            if reduction:
-                C_curr *= 2
-            self.cells.append(SearchCell(steps, multiplier, C_pp, C_p, C_curr, reduction, reduction_prev,
-                                         self.op_names, affine, with_aux_skip, gates == "channel", l0_lambda,
-                                         gate_estimator, op_args, context))
-            reduction_prev = reduction
-            C_pp, C_p = C_p, multiplier * C_curr
+        self.stem, self.cells, widths = stack_cells(
+            lambda C_pp, C_p, C_cell, reduction, reduction_prev: SearchCell(
+                steps, multiplier, C_pp, C_p, C_cell, reduction, reduction_prev, self.op_names, affine,
+                with_aux_skip, gates == "channel", l0_lambda, gate_estimator, op_args, context),
+            C=C, layers=layers, stem_multiplier=stem_multiplier, in_channels=in_channels)
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Linear(C_p, num_classes)
+        self.classifier = nn.Linear(widths[-1], num_classes)
         labels = edge_names(steps)
         self.arch = nn.ModuleDict({
             name: Choice(estimator, len(labels), self.op_names, init_std=init_std, generator=generator,
@@ -171,7 +158,7 @@ class DartsSupernet(nn.Module):
             elif self.gates == "op":
                 z = self.arch[f"{name}_gates"]().view(-1, len(self.op_names))
                 samples[name] = Sample(samples[name].weights * z, samples[name].index)
-        beta = getattr(self, "aux_skip", 0.0)
+        beta = self.aux_skip or 0.0
         s0 = s1 = self.stem(x)
         for cell in self.cells:
             kind = "reduce" if cell.reduction else "normal"

@@ -6,12 +6,12 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Union
 
 import torch
 
-from nas.errors import CheckpointError
 from nas.blocks.l0 import gate_estimator_for
+from nas.errors import CheckpointError, ConfigError
 from nas.estimators.base import Estimator
 from nas.ops import check_op_args
 
-from ..base import SearchSpace
+from ..base import SearchSpace, refuse_model_args
 from .genotype import EDGE_NAMES, EDGES, OPS, NB201Genotype, all_genotypes
 from .network import NB201Network
 from .supernet import NB201Supernet
@@ -20,6 +20,18 @@ from .supernet import NB201Supernet
 class NB201Space(SearchSpace):
     name = "nb201"
     ops = OPS
+    config_keys = ("C", "N", "ops", "affine", "gates", "l0_lambda", "gate_estimator", "op_args")
+    perturbation_choice = "arch.cell"
+    tiny_supernet = {"C": 4, "N": 1}
+    tiny_network = {"C": 4, "N": 1}
+
+    def supernet_kwargs(self, cfg: Any, info: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+        s = cfg.space
+        # l0_lambda also reaches the L0-gated candidates (l0_*), with gates or without
+        return dict(C=s.C, N=s.N, ops=s.ops, affine=s.affine, gates=s.gates, l0_lambda=s.l0_lambda,
+                    gate_estimator=s.gate_estimator, op_args=s.op_args,
+                    derive_exclude=cfg.estimator.derive_exclude, with_aux_skip=cfg.optim.uses_aux_skip,
+                    derive_max_skip=cfg.estimator.derive_max_skip)
 
     def build_supernet(self, estimator: Estimator, *, num_classes: int, C: int = 16, N: int = 5,
                        ops: Optional[Sequence[str]] = None, affine: bool = False,
@@ -43,6 +55,14 @@ class NB201Space(SearchSpace):
         return NB201Network(genotype, num_classes=num_classes, C=C, N=N, in_channels=in_channels,
                             op_args=check_op_args(op_args or {}, "op_args"))
 
+    def network_kwargs(self, model_cfg: Any) -> Dict[str, Any]:
+        m = model_cfg
+        refuse_model_args(m, self.name)
+        darts_only = [k for k, v in (("model.auxiliary", m.auxiliary), ("model.drop_path_prob", m.drop_path_prob)) if v]
+        if darts_only:
+            raise ConfigError(f"{darts_only[0]} is a DARTS-network setting; the nb201 network has none (set it off)")
+        return dict(C=16 if m.C is None else m.C, N=m.N)  # the benchmark's C
+
     def genotype_from_dict(self, data: Dict[str, Any]) -> NB201Genotype:
         if not isinstance(data, dict) or not isinstance(data.get("arch"), str):
             raise CheckpointError("genotype: an NB201 genotype.yaml needs a key 'arch' with the cell "
@@ -51,6 +71,9 @@ class NB201Space(SearchSpace):
 
     def genotype_to_dict(self, genotype: NB201Genotype) -> Dict[str, Any]:
         return genotype.to_dict()
+
+    def is_connected(self, genotype: NB201Genotype) -> bool:
+        return genotype.is_connected()
 
 
 __all__ = ["NB201Space", "NB201Genotype", "NB201Supernet", "NB201Network", "OPS", "EDGES",

@@ -8,6 +8,7 @@ from torch import Tensor, nn
 
 from nas.ops import build_op
 
+from ..base import Network
 from .genotype import NB201Genotype, NODES
 from .skeleton import Skeleton
 
@@ -29,7 +30,7 @@ class InferCell(nn.Module):
         return nodes[-1]
 
 
-class NB201Network(Skeleton):
+class NB201Network(Network, Skeleton):
     def __init__(self, genotype: NB201Genotype, *, num_classes: int, C: int = 16, N: int = 5,
                  in_channels: int = 3, op_args: Mapping[str, Mapping[str, Any]] = {}):
         super().__init__(lambda c: InferCell(genotype, c, op_args), C, N, num_classes, in_channels)

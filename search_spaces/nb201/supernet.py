@@ -50,7 +50,7 @@ from nas.ops import build_op
 from nas.ops.registry import describe_ops, op_context
 from nas.supernet import Choice, MixedOp
 
-from ..base import check_max_skip, refuse_without_logits
+from ..base import Supernet, check_max_skip, refuse_without_logits
 from .genotype import EDGE_NAMES, EDGES, OPS, NB201Genotype, NODES
 from .skeleton import ResBlock, Skeleton
 
@@ -101,7 +101,7 @@ class SearchCell(nn.Module):
         return nodes[-1]
 
 
-class NB201Supernet(Skeleton):
+class NB201Supernet(Supernet, Skeleton):
     def __init__(self, estimator: Estimator, *, num_classes: int, C: int = 16, N: int = 5,
                  ops: Optional[Sequence[str]] = None, affine: bool = False, in_channels: int = 3,
                  init_std: float = 1e-3, generator: Optional[torch.Generator] = None,
