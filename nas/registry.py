@@ -21,10 +21,10 @@ def _where(obj: Any) -> str:
 
 class Registry:
     """Names of one kind of extension (``kind``: "op", "search space", "estimator", "dataset")
-    mapped to their constructors: :meth:`register` adds one (a different definition under a taken
-    name is a ``ConfigError``), :meth:`get` looks one up (an unknown name is a one-line
-    ``ConfigError`` listing the known ones and ``hint``, prefixed by the config ``key`` it came
-    from), :meth:`names` lists them sorted."""
+    mapped to their constructors: :meth:`register` adds one (another definition under a taken
+    name is a one-line ``ConfigError``), :meth:`get` looks one up (an unknown name is a one-line
+    ``ConfigError`` listing the known ones, prefixed by the config ``key`` it came from, with the
+    ``hint`` on where a user's own entries come from), :meth:`names` lists them sorted."""
 
     def __init__(self, kind: str, hint: str = ""):
         self.kind = kind

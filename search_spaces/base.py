@@ -14,13 +14,14 @@ discrete network built only from a genotype.
 * :class:`Network` — the discrete network: a plain module, with the drop-path probability the
   retrain loop sets.
 
-A user's space (``nas.register_space``) subclasses the same three and declares its
-``config_keys`` and ``data_kind``; the default :meth:`SearchSpace.supernet_kwargs` and
-:meth:`SearchSpace.network_kwargs` then map its config sections.
+A user's space (``nas.register_space``) may declare nothing but its four jobs: the defaults of
+:meth:`SearchSpace.supernet_kwargs`, :meth:`SearchSpace.network_kwargs` and its config keys come
+from the keywords its ``build_supernet`` and ``build_network`` name.
 """
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from typing import Any, Dict, Iterable, List, Optional, Protocol, Sequence, Tuple, runtime_checkable
 
 from torch import Tensor, nn
@@ -146,9 +147,9 @@ class Supernet(nn.Module):
         return module_scalars(self)
 
     def artifacts(self, genotype: Any = None) -> Dict[str, str]:
-        """Files a run folder keeps next to ``genotype.yaml``: ``{file name: text}`` about
-        ``genotype`` (default: :meth:`genotype`) — the dnf space's ``rules.txt``, the cell
-        spaces' ``learned_ops.txt`` of DNF and L0-gated candidates."""
+        """Files a run folder keeps next to ``genotype.yaml`` (of ``genotype``, default the
+        supernet's own): ``{file name: text}`` (the dnf space: ``rules.txt``; cells with DNF or
+        L0-gated candidates: ``learned_ops.txt``)."""
         return {}
 
 
@@ -202,27 +203,27 @@ class SearchSpace:
         raise NotImplementedError
 
     def supernet_kwargs(self, cfg: Any, info: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
-        """The ``build_supernet`` keywords that a search config (:class:`nas.config.Config`) asks
-        for, besides estimator, sizes, init and generator; ``info``: the data's (feature and
-        class names). The default (a user's space): the declared ``config_keys`` of ``space.*``
-        and, when ``"args"`` is one of them, every key of ``space.args`` (each one a keyword
-        ``build_supernet`` takes); the ``estimator.derive_*`` keys are refused."""
+        """The ``build_supernet`` keywords a search config asks for, besides the estimator, the
+        data's sizes, ``init_std`` and ``generator``. The default (a user's space): the
+        ``space.*`` keys ``build_supernet`` names — one it does not name must keep its default —
+        and every key of ``space.args``."""
+        from nas.config import SpaceConfig
         from nas.plugins import accepted_kwargs
-        refuse_estimator_key(cfg.estimator.derive_exclude, "estimator.derive_exclude", "the nb201 space",
-                             f"the {self.name} space has its own derive rule")
-        refuse_estimator_key(cfg.estimator.derive_max_skip is not None, "estimator.derive_max_skip",
-                             "the nb201 and darts spaces", f"the {self.name} space derives its own way")
-        values = {k: getattr(cfg.space, k) for k in self.config_keys if k not in ("name", "args")}
-        extra = cfg.space.args if "args" in self.config_keys else {}
-        return accepted_kwargs(self.build_supernet, f"the {self.name} space", values, None, extra,
-                               "space.args", prefix="space.")
+        for key, given in (("estimator.derive_exclude", cfg.estimator.derive_exclude),
+                           ("estimator.derive_max_skip", cfg.estimator.derive_max_skip)):
+            if given:
+                raise ConfigError(f"{key} applies to the nb201 and darts spaces, not to '{self.name}': remove the key")
+        values = {f.name: getattr(cfg.space, f.name) for f in dataclasses.fields(SpaceConfig)
+                  if f.name not in ("name", "args")}
+        defaults = {f.name: getattr(SpaceConfig(), f.name) for f in dataclasses.fields(SpaceConfig)}
+        return accepted_kwargs(self.build_supernet, f"space '{self.name}'", values, defaults,
+                               cfg.space.args, "space.args", prefix="space.")
 
     def network_kwargs(self, model_cfg: Any) -> Dict[str, Any]:
-        """The ``build_network`` keywords that a retrain config's ``model`` section
-        (:class:`nas.retrainer.config.ModelConfig`) asks for, besides the data's sizes and the
-        searched ``op_args``. The default (a user's space): the ``model.*`` keys
-        ``build_network`` names (one it does not name must keep its default; ``C: null`` leaves
-        the space's own width) and every key of ``model.args``."""
+        """The ``build_network`` keywords a retrain config's ``model`` section asks for, besides the
+        data's sizes and the searched ``op_args``. The default (a user's space): the ``model.*``
+        keys ``build_network`` names (one it does not name must keep its default; ``C: null``
+        leaves the space's own width) and every key of ``model.args``."""
         from nas.plugins import accepted_kwargs
         from nas.retrainer.config import ModelConfig
         skip = ("genotype", "args", "op_args", "auxiliary_weight", "drop_path_prob")
@@ -232,6 +233,15 @@ class SearchSpace:
         defaults = {f.name: getattr(ModelConfig(), f.name) for f in dataclasses.fields(ModelConfig)}
         return accepted_kwargs(self.build_network, f"the {self.name} network", values, defaults,
                                model_cfg.args, "model.args", prefix="model.")
+
+    def used_config_keys(self) -> Tuple[str, ...]:
+        """``config_keys``, or for a space that declares none (a user's): the ``space.*`` keys its
+        ``build_supernet`` names, and ``args``."""
+        if self.config_keys:
+            return tuple(self.config_keys)
+        from nas.config import SpaceConfig
+        named = inspect.signature(self.build_supernet).parameters
+        return tuple(f.name for f in dataclasses.fields(SpaceConfig) if f.name in named) + ("args",)
 
     def is_connected(self, genotype: Any) -> bool:
         """Whether the derived cell passes its input to its output (a cell of ``none`` edges
@@ -254,8 +264,8 @@ class SearchSpace:
         default = SpaceConfig()
         for f in dataclasses.fields(SpaceConfig):
             value = getattr(cfg.space, f.name)
-            if f.name != "name" and f.name not in self.config_keys and value != getattr(default, f.name):
-                keys = ", ".join(f"space.{k}" for k in self.config_keys) or "no other keys"
+            if f.name != "name" and f.name not in self.used_config_keys() and value != getattr(default, f.name):
+                keys = ", ".join(f"space.{k}" for k in self.used_config_keys()) or "no other keys"
                 raise ConfigError(f"space.{f.name}={value!r} is not used by the {self.name} space (it takes "
                                   f"{keys}); remove it or set space.{f.name}={getattr(default, f.name)!r}")
         self.supernet_kwargs(cfg)

@@ -168,3 +168,10 @@ def test_registered_ops_and_gates_through_the_config(space_name, spec, gates, ga
     with torch.no_grad():
         out = net(x)
     assert out.shape == (BATCH, CLASSES) and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("space_name", ["nb201", "darts"])
+def test_builtin_network_refuses_model_args(space_name):
+    from nas.retrainer.config import ModelConfig
+    with pytest.raises(ConfigError, match="model.args passes keywords to a user space's network"):
+        get_space(space_name).network_kwargs(ModelConfig(args={"width": 2}))

@@ -108,12 +108,12 @@ def test_builders_get_only_the_context_they_name():
     est = build_estimator("softmax")
     build_op("test_strict_builder", 4, 4, 1, False, estimator=est, generator=None, pool_bn=True)
     assert seen["estimator"] is est
-    assert op_options("dnf_1x1") == ("rules", "lambda_g", "form") and op_options("l0_sep_conv_3x3") == ("l0_lambda",)
+    assert op_options("dnf_1x1") == ("rules", "lambda_g", "form", "density") and op_options("l0_sep_conv_3x3") == ("l0_lambda",)
     assert op_options("test_strict_builder") == ()
 
 
 @pytest.mark.parametrize("op_args, msg", [
-    ({"dnf_1x1": {"rulez": 3}}, r"space.op_args.dnf_1x1.rulez is not an option of op 'dnf_1x1'; it takes: rules, lambda_g, form"),
+    ({"dnf_1x1": {"rulez": 3}}, r"space.op_args.dnf_1x1.rulez is not an option of op 'dnf_1x1'; it takes: rules, lambda_g, form, density"),
     ({"nor_conv_3x3": {"k": 1}}, "it takes: no options"),
     ({"conv_9": {"k": 1}}, "unknown op 'conv_9'"),
     ({"dnf_1x1": 3}, "must be a mapping"),
@@ -184,6 +184,7 @@ def test_bad_imports_are_one_line(item, msg, tmp_path, monkeypatch):
         import_user_modules(["broken.py"])
 
 
+@pytest.mark.slow
 def test_user_op_search_derive_resume_retrain_and_tensorboard(tmp_path):
     """A user's op reaches every command through imports:, recorded in the run folder."""
     ops = write_ops(tmp_path)

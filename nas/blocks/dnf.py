@@ -139,19 +139,31 @@ class DNFOp(nn.Module):
     (default 8) inside a cell. It is the registered op ``dnf_1x1`` (:mod:`nas.ops.builtin`), and
     :func:`dnf_op` binds it to an estimator for a hand-made op table.
 
+    ``density``: the probability that a literal starts in a conjunction (default ``1/C_in``: two
+    of the ``2·C_in`` literals on average). The choices' own initialisation, a fair coin per
+    entry, puts a literal and its negation into almost every conjunction (all but
+    ``(3/4)^C_in`` of them): the op would start as constant FALSE, with a gradient of order
+    ``4^-C_in/2`` — dead inside a cell. A sparse pool starts from short conjunctions instead.
+
     :meth:`rules` reads the learned op: output channel ``t`` is 1 where its rule over the input
     predicates ``in_k`` (channel k positive: ``sigmoid(x_k) > 1/2``) holds, on binary predicates.
     """
 
     def __init__(self, C_in: int, C_out: int, stride: int, affine: bool, estimator: Estimator, *,
                  rules: int = 8, lambda_g: float = LAMBDA_G, init_std: float = 1e-3,
-                 generator: Optional[torch.Generator] = None, form: str = "log"):
+                 generator: Optional[torch.Generator] = None, form: str = "log",
+                 density: Optional[float] = None):
         super().__init__()
         if form not in FORMS:
             raise ValueError(f"form must be one of {', '.join(FORMS)}, got '{form}'")
+        density = 1.0 / C_in if density is None else density
+        if not 0.0 <= density <= 1.0:
+            raise ValueError(f"density must be in [0, 1], got {density}")
         self.stride, self.form = stride, form
         self.block = DNFBlock(estimator, C_in, rules=rules, towers=C_out, lambda_g=lambda_g,
                               init_std=init_std, generator=generator)
+        bits = torch.rand(C_out * 2 * C_in * rules, generator=generator) < density
+        init_binary(self.block.W, bits)
         self.bn = nn.BatchNorm2d(C_out, affine=affine)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -186,6 +198,21 @@ def dnf_op(estimator: Estimator, rules: int = 8, lambda_g: float = LAMBDA_G):
     def make(C_in: int, C_out: int, stride: int, affine: bool) -> DNFOp:
         return DNFOp(C_in, C_out, stride, affine, estimator, rules=rules, lambda_g=lambda_g)
     return make
+
+
+INIT_LOGIT = 2.0   # |logit| of an entry set by init_binary (sigmoid 0.88 / 0.12 for the relaxations)
+
+
+@torch.no_grad()
+def init_binary(choice: Choice, bits: Tensor) -> None:
+    """Start a binary choice at ``bits`` whatever its estimator: logits ``±INIT_LOGIT`` (plus the
+    small noise they were drawn with), a discrete state (Bop) equal to the bits."""
+    for name, role in choice.roles.items():
+        p = getattr(choice, name)
+        if role == "logits":
+            p.add_(torch.where(bits.view_as(p), INIT_LOGIT, -INIT_LOGIT))
+        elif role == "discrete":
+            p.copy_(bits.view_as(p).to(p.dtype))
 
 
 LOGIT_EPS = 1e-6  # ŷ is squashed into [ε, 1-ε] so that hard 0/1 outputs give finite logits

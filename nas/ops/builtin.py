@@ -87,13 +87,13 @@ def dil_conv_5x5(C_in: int, C_out: int, stride: int, affine: bool, **_: Any) -> 
 @register_op("dnf_1x1")
 def dnf_1x1(C_in: int, C_out: int, stride: int, affine: bool, *, estimator: Optional[Estimator] = None,
             generator: Optional[torch.Generator] = None, rules: int = DNF_RULES, lambda_g: float = LAMBDA_G,
-            form: str = "log", **_: Any) -> nn.Module:
+            form: str = "log", density: Optional[float] = None, **_: Any) -> nn.Module:
     """In a supernet the run's estimator learns the rule pool; the discrete network gives none
     and the op trains its rules with the STE, whose forward value stays binary. ``form``: the
     conjunction in log space or as the thesis's product (:class:`~nas.blocks.dnf.DNFOp`)."""
     from ..estimators.ste import STE
     return DNFOp(C_in, C_out, stride, affine, estimator if estimator is not None else STE(),
-                 rules=rules, lambda_g=lambda_g, generator=generator, form=form)
+                 rules=rules, lambda_g=lambda_g, generator=generator, form=form, density=density)
 
 
 def register_l0(name: str) -> str:

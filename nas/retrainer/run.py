@@ -19,7 +19,7 @@ from ..engine.monitor import Monitor, log
 from ..engine.run_folder import RunFolder, load_run_config as _load_run_config
 from ..engine.runtime import resolve_device, seed_everything
 from ..ops.registry import describe_ops
-from ..plugins import genotype_record, import_user_modules
+from ..plugins import accepted_kwargs, genotype_record, import_user_modules
 from ..utils import count_macs, count_params
 from .config import RetrainConfig
 from .genotypes import record_from_data, resolve_record
@@ -42,11 +42,9 @@ def make_network(cfg: RetrainConfig, space: Any, genotype: Any, num_classes: int
     keywords (:meth:`~search_spaces.base.SearchSpace.network_kwargs`); ``op_args``: the options
     its ops were searched with (the genotype.yaml's), under ``model.op_args``."""
     op_args = {**(op_args or {}), **cfg.model.op_args}
-    kwargs = space.network_kwargs(cfg.model)
-    if op_args:  # a user's network that takes no op options is built without them
-        from ..plugins import accepted_kwargs
-        kwargs.update(accepted_kwargs(space.build_network, "", {"op_args": op_args}))
-    return space.build_network(genotype, num_classes=num_classes, in_channels=in_channels, **kwargs)
+    # a user's space may leave out what it does not use
+    context = accepted_kwargs(space.build_network, "", {"in_channels": in_channels, "op_args": op_args})
+    return space.build_network(genotype, num_classes=num_classes, **context, **space.network_kwargs(cfg.model))
 
 
 def _param_groups(model: torch.nn.Module, weight_decay: float) -> list:

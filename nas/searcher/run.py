@@ -17,7 +17,7 @@ from ..config import Config, to_dict
 from ..errors import ConfigError
 from ..estimators import build_estimator
 from ..estimators.base import Estimator
-from ..plugins import genotype_record, import_user_modules
+from ..plugins import accepted_kwargs, genotype_record, import_user_modules
 from ..supernet.bn import recalibrate_bn
 from ..engine.monitor import Monitor, log
 from ..engine.run_folder import RunFolder, load_run_config as _load_run_config
@@ -78,9 +78,10 @@ def make_supernet(cfg: Config, estimator: Estimator, num_classes: int, in_channe
     from search_spaces import get_space
     space = get_space(cfg.space.name)
     gen = torch.Generator().manual_seed(cfg.seed)
-    model = space.build_supernet(estimator, num_classes=num_classes, in_channels=in_channels,
-                                 init_std=cfg.optim.arch.init_std, generator=gen,
-                                 **space.supernet_kwargs(cfg, info))
+    # a user's space may leave out what it does not use of the run's sizes and initialisation
+    context = accepted_kwargs(space.build_supernet, "", dict(in_channels=in_channels, init_std=cfg.optim.arch.init_std,
+                                                             generator=gen))
+    model = space.build_supernet(estimator, num_classes=num_classes, **context, **space.supernet_kwargs(cfg, info))
     return space, model
 
 

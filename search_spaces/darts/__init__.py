@@ -21,8 +21,8 @@ from .supernet import DartsSupernet, edge_names
 class DartsSpace(SearchSpace):
     name = "darts"
     ops = PRIMITIVES
-    config_keys = ("C", "layers", "steps", "multiplier", "stem_multiplier", "ops", "affine", "gates",
-                   "l0_lambda", "gate_estimator", "op_args")
+    config_keys = ("C", "layers", "steps", "multiplier", "stem_multiplier", "ops", "affine", "gates", "l0_lambda",
+                   "gate_estimator", "op_args")
     derive_options = ("top_k",)
     tiny_supernet = {"C": 2, "layers": 3, "steps": 2, "multiplier": 2, "stem_multiplier": 1}
     tiny_network = {"C": 2, "layers": 3, "stem_multiplier": 1, "auxiliary": True}
@@ -32,9 +32,9 @@ class DartsSpace(SearchSpace):
                              f"the {self.name} space has its own derive rule (darts already leaves 'none' out)")
         s = cfg.space
         return dict(C=s.C, layers=s.layers, steps=s.steps, multiplier=s.multiplier,
-                    stem_multiplier=s.stem_multiplier, ops=s.ops, affine=s.affine, gates=s.gates,
-                    l0_lambda=s.l0_lambda, gate_estimator=s.gate_estimator, op_args=s.op_args,
-                    derive_max_skip=cfg.estimator.derive_max_skip, with_aux_skip=cfg.optim.uses_aux_skip)
+                    stem_multiplier=s.stem_multiplier, ops=s.ops, affine=s.affine,
+                    derive_max_skip=cfg.estimator.derive_max_skip, with_aux_skip=cfg.optim.uses_aux_skip,
+                    gates=s.gates, l0_lambda=s.l0_lambda, gate_estimator=s.gate_estimator, op_args=s.op_args)
 
     def build_supernet(self, estimator: Estimator, *, num_classes: int, C: int = 16, layers: int = 8,
                        steps: int = 4, multiplier: int = 4, stem_multiplier: int = 3,

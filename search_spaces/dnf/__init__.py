@@ -56,8 +56,8 @@ class DNFSpace(SearchSpace):
         return DNFNetwork(genotype)
 
     def network_kwargs(self, model_cfg: Any) -> Dict[str, Any]:
-        raise ConfigError(f"the {self.name} space has no network to retrain (its genotype is the rule set "
-                          f"itself); nas-retrain takes a cell of the nb201 or darts space")
+        raise ConfigError(f"the {self.name} space has no network to retrain; nas-retrain takes a cell "
+                          f"of a space with one")
 
     def genotype_from_dict(self, data: Dict[str, Any]) -> DNFGenotype:
         return DNFGenotype.from_dict(data)

@@ -27,11 +27,14 @@ class NB201Space(SearchSpace):
 
     def supernet_kwargs(self, cfg: Any, info: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
         s = cfg.space
-        # l0_lambda also reaches the L0-gated candidates (l0_*), with gates or without
-        return dict(C=s.C, N=s.N, ops=s.ops, affine=s.affine, gates=s.gates, l0_lambda=s.l0_lambda,
-                    gate_estimator=s.gate_estimator, op_args=s.op_args,
-                    derive_exclude=cfg.estimator.derive_exclude, with_aux_skip=cfg.optim.uses_aux_skip,
-                    derive_max_skip=cfg.estimator.derive_max_skip)
+        kwargs: Dict[str, Any] = dict(C=s.C, N=s.N, ops=s.ops, affine=s.affine,
+                                      derive_exclude=cfg.estimator.derive_exclude,
+                                      with_aux_skip=cfg.optim.uses_aux_skip,
+                                      derive_max_skip=cfg.estimator.derive_max_skip,
+                                      # l0_lambda also weighs the gates of the l0_* candidates
+                                      gates=s.gates, l0_lambda=s.l0_lambda, gate_estimator=s.gate_estimator,
+                                      op_args=s.op_args)
+        return kwargs
 
     def build_supernet(self, estimator: Estimator, *, num_classes: int, C: int = 16, N: int = 5,
                        ops: Optional[Sequence[str]] = None, affine: bool = False,
