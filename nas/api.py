@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Callable, List, Optional, Union
+from typing import Any, Callable, List, Optional, Sequence, Union
 
 from .config import Config, apply_overrides, from_dict, load_yaml
 from .errors import ConfigError
@@ -59,14 +59,16 @@ def search(config: Optional[ConfigLike] = None, out_dir: Optional[Union[str, os.
 
 def derive(run_dir: Union[str, os.PathLike], *, top_k: Optional[int] = None, method: str = "argmax",
            exclude: Optional[str] = None, max_skip: Any = ..., device: str = "cpu",
-           write: bool = False) -> Any:
+           write: bool = False, cost: Sequence[str] = ()) -> Any:
     """The genotype of a search run folder or checkpoint (``nas-derive``): argmax per edge with the
     run's derive keys (``exclude``/``max_skip`` override them) or ``method="perturbation"``
-    (DARTS-PT). ``write=True`` also writes ``genotype.yaml`` into the run folder."""
+    (DARTS-PT). ``cost``: ``KEY=VALUE`` overrides of the run's ``cost:`` section, e.g.
+    ``["target=55"]`` (the most probable cell within that budget). ``write=True`` also writes
+    ``genotype.yaml`` into the run folder."""
     from .searcher.derive import derive as _derive
     source = Path(run_dir)
     out = (source if source.is_dir() else source.parent) / "genotype.yaml" if write else None
-    _, genotype = _derive(source, top_k, device, method, exclude=exclude, max_skip=max_skip, write=out)
+    _, genotype = _derive(source, top_k, device, method, exclude=exclude, max_skip=max_skip, write=out, cost=cost)
     return genotype
 
 

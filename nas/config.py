@@ -137,6 +137,24 @@ class TrainerConfig:
 
 
 @dataclass
+class CostConfig:
+    """A hardware budget (nas/cost): the expected cost of the network that will be trained."""
+    metric: Literal["macs", "params", "latency"] = "macs"
+    target: Optional[float] = None       # millions of MACs or params, or ms (None: report the cost only)
+    weight: float = 1.0                  # λ of the penalty on the architecture loss
+    form: Literal["hinge", "log"] = "hinge"  # λ·max(0, E/T-1) or FBNet's λ·log(E/T)
+    hard: Optional[bool] = None          # derive never exceeds the target (None: true when target is set)
+    estimate: Literal["expected", "derived"] = "expected"  # E under the distribution, or the argmax cell's (straight through)
+    C: Optional[int] = None              # the trained network (None: nb201 16, darts 36)
+    N: Optional[int] = None              # nb201 cells per stage (None: 5)
+    layers: Optional[int] = None         # darts cells (None: 20)
+    resolution: int = 32                 # input side of the trained network
+    classes: Optional[int] = None        # its outputs (None: the dataset's classes)
+    latency_table: Optional[str] = None  # metric latency: a table from tools/profile_latency.py
+    batch_size: int = 1                  # metric latency: the batch size of the table's entries read
+
+
+@dataclass
 class Config:
     name: str = "search"
     imports: List[str] = field(default_factory=list)  # user modules / .py files imported before anything is built
@@ -147,6 +165,7 @@ class Config:
     estimator: EstimatorConfig = field(default_factory=EstimatorConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    cost: CostConfig = field(default_factory=CostConfig)
 
 
 # --------------------------------------------------------------------------- YAML and overrides

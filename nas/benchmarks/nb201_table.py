@@ -160,8 +160,52 @@ class NB201Table:
         s = self._sorted[DATASETS.index(self._check(dataset))]
         return sum(s) / len(s)
 
+    def best_within(self, budget: float, costs: Dict[str, float],
+                    dataset: str = "cifar10") -> Optional[Tuple[str, float, float]]:
+        """``(arch, accuracy, cost)`` of the most accurate cell of the table whose cost (``costs``:
+        :func:`cell_costs`) is at most ``budget``; ``None`` if none is. Ties: the cheaper cell."""
+        i = DATASETS.index(self._check(dataset))
+        fits = [a for a in self.rows if costs[a] <= budget * (1 + 1e-12)]
+        if not fits:
+            return None
+        arch = max(fits, key=lambda a: (self.rows[a][i], -costs[a]))
+        return arch, self.rows[arch][i], costs[arch]
+
+    def front(self, costs: Dict[str, float], dataset: str = "cifar10") -> List[Tuple[float, str, float]]:
+        """The Pareto front ``[(cost, arch, accuracy)]`` by increasing cost: every cell more
+        accurate than all cells that cost no more."""
+        i = DATASETS.index(self._check(dataset))
+        out: List[Tuple[float, str, float]] = []
+        for a in sorted(self.rows, key=lambda a: (costs[a], -self.rows[a][i])):
+            if not out or self.rows[a][i] > out[-1][2]:
+                out.append((costs[a], a, self.rows[a][i]))
+        return out
+
+    def format_budget(self, budget: float, metric: str = "macs", dataset: str = "cifar10") -> str:
+        """The best cell within ``budget`` million ``metric`` of the benchmark network, as text."""
+        best = self.best_within(budget, cell_costs(metric), dataset)
+        unit = {"macs": "M MACs (NB201's MFLOPs)", "params": "M params"}[metric]
+        if best is None:
+            return f"no cell of the table costs at most {budget:g} {unit}"
+        arch, acc, cost = best
+        return f"best cell within {budget:g} {unit}: {arch}\n  {dataset} {acc:.2f}%, cost {cost:.5f}"
+
     @staticmethod
     def _check(dataset: str) -> str:
         if dataset not in DATASETS:
             raise NasError(f"unknown NB201 dataset '{dataset}'; known: {', '.join(DATASETS)}")
         return dataset
+
+
+def cell_costs(metric: str = "macs", *, C: int = 16, N: int = 5, resolution: int = 32,
+               num_classes: int = 10) -> Dict[str, float]:
+    """The cost of every NB201 cell's network (default: the benchmark's CIFAR-10 network, whose
+    MACs are the table's FLOPs: 7.78305 to 220.11969 M; see :mod:`nas.cost`), by cell string."""
+    from search_spaces import get_space
+    from search_spaces.nb201 import all_genotypes
+
+    from ..cost import build_cost_table
+    space = get_space("nb201")
+    table = build_cost_table(space, metric, num_classes=num_classes, in_channels=3, resolution=resolution,
+                             network=space.trained_network(C, N))
+    return {str(g): table.exact(space.selected_edges(g)) for g in all_genotypes()}

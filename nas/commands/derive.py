@@ -4,6 +4,7 @@
     nas-derive RUN_DIR --exclude none     # NB201: never pick these ops (DARTS §2.4)
     nas-derive RUN_DIR --max-skip 1       # at most 1 skip_connect edge (P-DARTS §3.3)
     nas-derive RUN_DIR --method perturbation [--batches 40] [--tune-steps 0]
+    nas-derive RUN_DIR --cost target=55 [--cost metric=params]   # within another budget
 
 rebuilds the supernet from the checkpoint's own config, loads its architecture parameters and
 estimator state, applies the space's derive rule (NB201: the estimator's decision per edge;
@@ -49,6 +50,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-skip", default=None, metavar="M",
                    help="most skip_connect edges the derived cell keeps, P-DARTS's limit (darts: in the "
                         "normal cell); overrides the run's estimator.derive_max_skip; 'none' for no limit")
+    p.add_argument("--cost", action="append", default=[], metavar="KEY=VALUE",
+                   help="override the run's cost section for derive, e.g. --cost target=55 --cost metric=params: "
+                        "the most probable cell within that budget (cost.hard)")
     return p
 
 
@@ -65,11 +69,14 @@ def parse_max_skip(value: Optional[str]) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
+    notes: list = []  # the cost line, printed after the genotype
     out = args.out or (args.source if args.source.is_dir() else args.source.parent) / "genotype.yaml"
     space, genotype = derive(args.source, args.top_k, args.device, args.method, args.batches,
                              args.tune_steps, args.seed, args.tune_lr, args.exclude,
-                             parse_max_skip(args.max_skip), write=out)
+                             parse_max_skip(args.max_skip), write=out, log=notes.append, cost=args.cost)
     print(genotype)
+    for line in notes:
+        print(line)
     print(f"written to {out}")
     return 0
 

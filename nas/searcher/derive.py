@@ -1,19 +1,22 @@
 """Derive a genotype from a finished (or interrupted) search: rebuild the supernet from the
 checkpoint's own config and state, then take its argmax per edge (with the run's derive keys, or
-overrides) or DARTS-PT's perturbation selection (Wang et al. 2021)."""
+overrides, and the run's cost budget or another one) or DARTS-PT's perturbation selection
+(Wang et al. 2021)."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
-from typing import Any, Optional, Tuple
+from typing import Any, Callable, Optional, Sequence, Tuple
 
 from ..errors import CheckpointError, ConfigError, NasError
 
 
 def load_supernet(source: Path, device: str = "cpu", exclude: Optional[str] = None,
-                  max_skip: Any = ...) -> Tuple[Any, Any, Any]:
+                  max_skip: Any = ..., cost: Sequence[str] = ()) -> Tuple[Any, Any, Any]:
     """``(config, space, supernet)`` of the search checkpoint at ``source`` (a run folder or a
     file), with its architecture, estimator state and auxiliary-skip β as the search left them.
-    ``exclude`` and ``max_skip`` (``...``: the run's own) override the run's derive keys."""
+    ``exclude`` and ``max_skip`` (``...``: the run's own) override the run's derive keys;
+    ``cost``: ``KEY=VALUE`` overrides of its ``cost:`` section (derive within another budget)."""
     import torch
 
     from ..config import Config, from_dict
@@ -34,6 +37,12 @@ def load_supernet(source: Path, device: str = "cpu", exclude: Optional[str] = No
     if max_skip is not ...:
         cfg.estimator.derive_max_skip = max_skip
     import_user_modules(cfg.imports)  # the run's own ops, spaces, estimators
+    if cost:
+        from ..config import apply_overrides, to_dict
+        cfg = from_dict(Config, apply_overrides(to_dict(cfg), [f"cost.{kv}" for kv in cost]))
+    kept = (source if source.is_dir() else source.parent) / "latency.json"
+    if cfg.cost.metric == "latency" and kept.is_file():  # the table the run was searched with
+        cfg.cost.latency_table = str(kept)
     state = ckpt["model"]
     data = ckpt.get("data")
     if data is None:  # checkpoints before the data sizes were kept: read them off the weights
@@ -57,30 +66,39 @@ def load_supernet(source: Path, device: str = "cpu", exclude: Optional[str] = No
 
 def derive(source: Path, top_k: Optional[int] = None, device: str = "cpu", method: str = "argmax",
            batches: int = 40, tune_steps: int = 0, seed: int = 0, tune_lr: Optional[float] = None,
-           exclude: Optional[str] = None, max_skip: Any = ..., write: Optional[Path] = None) -> Tuple[Any, Any]:
+           exclude: Optional[str] = None, max_skip: Any = ..., write: Optional[Path] = None,
+           log: Optional[Callable[[str], Any]] = None, cost: Sequence[str] = ()) -> Tuple[Any, Any]:
     """``(space, genotype)`` of the search checkpoint at ``source`` (a run folder or a file);
     ``write``: a genotype.yaml path to write it to, with the run's imports and op options and the
-    files the supernet keeps beside it (``learned_ops.txt``, ``rules.txt``)."""
+    files the supernet keeps beside it (``learned_ops.txt``, ``rules.txt``); ``cost``:
+    ``KEY=VALUE`` overrides of the run's ``cost:`` section; ``log`` (e.g. ``print``) receives the
+    derived network's cost against the budget, when the run has a cost model."""
     cfg, space, model, genotype = _derive(source, top_k, device, method, batches, tune_steps, seed, tune_lr,
-                                          exclude, max_skip)
+                                          exclude, max_skip, cost)
     if write is not None:
         from .run import write_genotype
         try:
             write_genotype(Path(write), cfg, space, model, genotype)
         except OSError as e:
             raise NasError(f"cannot write the genotype to {write} ({e.strerror or e}); give a writable --out") from None
+    budget = model.budget()
+    if log is not None and budget is not None:
+        from ..cost import cost_report
+        log(cost_report(budget, genotype))
     return space, genotype
 
 
 def _derive(source: Path, top_k: Optional[int], device: str, method: str, batches: int, tune_steps: int,
-            seed: int, tune_lr: Optional[float], exclude: Optional[str], max_skip: Any) -> Tuple[Any, Any, Any, Any]:
+            seed: int, tune_lr: Optional[float], exclude: Optional[str], max_skip: Any,
+            cost: Sequence[str]) -> Tuple[Any, Any, Any, Any]:
+    """``(config, space, supernet, genotype)``: :func:`derive`'s work."""
     import torch
 
     if exclude is not None and method != "argmax":
         raise ConfigError("--exclude applies to --method argmax")
     if max_skip is not ... and method != "argmax":
         raise ConfigError("--max-skip applies to --method argmax")
-    cfg, space, model = load_supernet(source, device, exclude, max_skip)
+    cfg, space, model = load_supernet(source, device, exclude, max_skip, cost)
     options = {} if top_k is None else {"top_k": top_k}
     if top_k is not None and "top_k" not in space.derive_options:
         from search_spaces import SPACES, get_space

@@ -13,7 +13,8 @@ from typing import Any, Dict, List, Optional
 import torch
 import yaml
 
-from ..config import Config, to_dict
+from ..config import Config, CostConfig, to_dict
+from ..cost import cost_report
 from ..errors import ConfigError
 from ..estimators import build_estimator
 from ..estimators.base import Estimator
@@ -82,6 +83,11 @@ def make_supernet(cfg: Config, estimator: Estimator, num_classes: int, in_channe
     context = accepted_kwargs(space.build_supernet, "", dict(in_channels=in_channels, init_std=cfg.optim.arch.init_std,
                                                              generator=gen))
     model = space.build_supernet(estimator, num_classes=num_classes, **context, **space.supernet_kwargs(cfg, info))
+    if space.has_cost_model:  # the cost of the network the cell will be trained in
+        make_budget(cfg, space, model, num_classes, in_channels)
+    elif cfg.cost != CostConfig():
+        raise ConfigError(f"the {space.name} space has no cost model; the cost: keys apply to spaces with one "
+                          f"(nb201, darts): remove the cost section")
     return space, model
 
 
@@ -94,6 +100,24 @@ def run_op_args(cfg: Config, ops: Any) -> Dict[str, Dict[str, Any]]:
         if op in OPS and "l0_lambda" in op_options(op) and "l0_lambda" not in out.get(op, {}):
             out.setdefault(op, {})["l0_lambda"] = cfg.space.l0_lambda
     return out
+
+
+def make_budget(cfg: Config, space: Any, model: torch.nn.Module, num_classes: int, in_channels: int):
+    """Attach the ``cost:`` section's :class:`~nas.cost.Budget` to ``model`` (``model.cost``)."""
+    from ..cost import LatencyTable, attach_budget
+    c = cfg.cost
+    if c.resolution < 1 or c.batch_size < 1:
+        raise ConfigError(f"cost.resolution and cost.batch_size must be positive, got {c.resolution} and {c.batch_size}")
+    latency = None
+    if c.metric == "latency":
+        if not c.latency_table:
+            raise ConfigError("cost.metric=latency needs cost.latency_table: measure one with "
+                              "tools/profile_latency.py CONFIG --out latency.json")
+        latency = LatencyTable.load(c.latency_table)
+    return attach_budget(model, space, metric=c.metric, target=c.target, weight=c.weight, form=c.form,
+                         hard=c.hard, estimate=c.estimate, num_classes=c.classes or num_classes, in_channels=in_channels,
+                         resolution=c.resolution, network=space.trained_network(c.C, c.N, c.layers),
+                         cell=space.cost_cell(cfg), latency=latency, batch_size=c.batch_size)
 
 
 @dataclass
@@ -160,6 +184,8 @@ def run_search(cfg: Config, out_dir: Optional[Path] = None, *, quiet: bool = Fal
     train_loader, val_loader, info = make_loaders(cfg, device, dataset)
     space, model = make_supernet(cfg, estimator, info["num_classes"], info["shape"][0], info)
     model.to(device)
+    if cfg.cost.metric == "latency" and model.budget() is not None:
+        model.budget().table_source.save(out_dir / "latency.json")  # the run keeps the table it was searched with
     w, a, t = cfg.optim.weights, cfg.optim.arch, cfg.trainer
     opts = build_optimizers(model, estimator, epochs=t.epochs, lr=w.lr, lr_min=w.lr_min, momentum=w.momentum,
                             nesterov=w.nesterov, weight_decay=w.weight_decay, arch_lr=a.lr, arch_betas=a.betas,
@@ -234,7 +260,11 @@ def _finish(cfg: Config, out_dir: Path, space: Any, model: torch.nn.Module, sear
     final = searcher.evaluate(_plain(val_loader, cfg, info, device))
     genotype = model.genotype()
     write_genotype(out_dir / "genotype.yaml", cfg, space, model, genotype)
-    metrics = {"val_acc": final["acc"], "val_loss": final["loss"],
+    budget = model.budget()
+    cost = {} if budget is None else {f"cost_{budget.table.metric}": round(budget.exact(genotype), 6)}
+    if budget is not None:
+        log.info(cost_report(budget, genotype))
+    metrics = {"val_acc": final["acc"], "val_loss": final["loss"], **cost,
                "search_val_acc": history[-1].get("search_val_acc") if history else None,
                "train_acc": history[-1].get("train_acc") if history else None,
                "search_seconds": round(seconds, 2), "epochs": t.epochs, "genotype": str(genotype),

@@ -54,6 +54,9 @@ class Choice(nn.Module):
     def derive(self) -> Tensor:
         return self.estimator.derive(self.params(), self.kind)
 
+    def expected_weights(self) -> Tensor:
+        return self.estimator.expected_weights(self.params(), self.kind)
+
     def parameters_by_role(self, role: str) -> Iterator[nn.Parameter]:
         return (getattr(self, n) for n, r in self.roles.items() if r == role)
 

@@ -32,6 +32,7 @@ has fewer than ``top_k`` open inputs.
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import torch
@@ -181,12 +182,51 @@ class DartsSupernet(Supernet):
         """DARTS derive on each choice's probabilities (``Choice.probs()``, i.e. what the
         estimator believes: softmax(α) for the relaxations, the one-hot state for Bop). With
         ``derive_max_skip`` M the normal cell keeps at most M skip connections (P-DARTS §3.3,
-        :func:`derive_cell_max_skip`); the reduction cell, where P-DARTS sets no limit, is as is."""
-        cells = {"normal": derive_cell_max_skip(self.open_weights("normal"), self.op_names, self.steps,
-                                                top_k, self.derive_max_skip),
-                 "reduce": derive_cell(self.open_weights("reduce"), self.op_names, self.steps, top_k)}
+        :func:`derive_cell_max_skip`); the reduction cell, where P-DARTS sets no limit, is as is.
+        With a hard cost budget (``model.cost``) a cell over the target is derived again by
+        :meth:`_within_budget`."""
+        probs = {name: self.open_weights(name) for name in ("normal", "reduce")}
+        genotype = self._derive(probs, top_k)
+        budget = self.budget()
+        if budget is not None and budget.over(genotype):
+            genotype = self._within_budget(budget, probs, top_k, genotype)
+        return genotype
+
+    def _derive(self, probs: Dict[str, Tensor], top_k: int) -> Genotype:
+        cells = {"normal": derive_cell_max_skip(probs["normal"], self.op_names, self.steps, top_k,
+                                                self.derive_max_skip),
+                 "reduce": derive_cell(probs["reduce"], self.op_names, self.steps, top_k)}
         concat = list(range(2 + self.steps - self.multiplier, self.steps + 2))
         return Genotype(cells["normal"], concat, cells["reduce"], concat, edges_per_node=top_k)
+
+    def _within_budget(self, budget, probs: Dict[str, Tensor], top_k: int, genotype: Genotype) -> Genotype:
+        """A greedy descent to the target: while the cell costs more, take out of the candidates
+        the kept (edge, op) whose removal saves the most cost per unit of log-probability lost
+        (Σ log p of the kept pairs), and derive again, so the edge may switch to a cheaper op or
+        give way to another input of its node. Stops at the target, or when no removal saves
+        anything (then the cheapest cell found, over the target)."""
+        def score(g: Genotype) -> float:
+            return sum(math.log(max(float(probs[c.split(".")[1]][row, self.op_names.index(op)]), 1e-30))
+                       for c, pairs in budget.selected(g).items() for row, op in pairs)
+
+        left = {name: p.clone() for name, p in probs.items()}
+        while budget.over(genotype):
+            cost, s0, best = budget.exact(genotype), score(genotype), None
+            for choice, pairs in budget.selected(genotype).items():
+                cell = choice.split(".")[1]
+                for row, op in pairs:
+                    trial = {name: p.clone() for name, p in left.items()}
+                    trial[cell][row, self.op_names.index(op)] = -1.0  # below every probability
+                    g = self._derive(trial, top_k)
+                    saved = cost - budget.exact(g)
+                    if saved > 0:
+                        rate = saved / max(s0 - score(g), 1e-12)
+                        if best is None or rate > best[0]:
+                            best = (rate, trial, g)
+            if best is None:
+                break
+            _, left, genotype = best
+        return genotype
 
     def artifacts(self, genotype: Optional[Genotype] = None) -> Dict[str, str]:
         """``learned_ops.txt``: what the derived cells' ops learned of their own in every cell

@@ -43,7 +43,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence
 import torch
 from torch import Tensor, nn
 
-from nas.blocks.l0 import GATES, make_gate
+from nas.blocks.l0 import GATES, expected_l0, make_gate
 from nas.errors import ConfigError
 from nas.estimators.base import Estimator, Sample
 from nas.ops import build_op
@@ -186,7 +186,43 @@ class NB201Supernet(Supernet, Skeleton):
             ops = ["none" if shut else op for op, shut in zip(ops, closed)]
         if self.derive_max_skip is not None and ops.count("skip_connect") > self.derive_max_skip:
             ops = self._limit_skips(ops, allowed)
+        budget = self.budget()  # nas.cost.Budget, attached for a cost budget
+        if budget is not None and budget.over(NB201Genotype(tuple(ops))):
+            ops = self._within_budget(budget, ops, allowed)
         return NB201Genotype(tuple(ops))
+
+    def _within_budget(self, budget, ops: list, allowed: Tensor) -> list:
+        """The most probable cell under the same derive rules that fits ``cost.target`` (edges
+        that gates closed stay ``none``; at most ``derive_max_skip`` skip connections)."""
+        names = list(self.op_names) + ([] if "none" in self.op_names else ["none"])
+        probs = torch.zeros(len(EDGES), len(names))
+        probs[:, :len(self.op_names)] = self.arch["cell"].probs().float().cpu()
+        mask = torch.zeros(len(EDGES), len(names), dtype=torch.bool)
+        mask[:, :len(self.op_names)] = allowed
+        closed = [op == "none" and not bool(allowed[e, self.op_names.index("none")])
+                  if "none" in self.op_names else op == "none" for e, op in enumerate(ops)]
+        for e, shut in enumerate(closed):  # a gate closed it, or nothing is allowed there
+            if shut:
+                mask[e] = False
+                mask[e, names.index("none")] = True
+        limit = None
+        if self.derive_max_skip is not None and "skip_connect" in names:
+            limit = (names.index("skip_connect"), self.derive_max_skip)
+        pick = budget.within("arch.cell", probs, mask, limit, candidates=names)
+        return ops if pick is None else [names[k] for k in pick]
+
+    def cost_open_probs(self, name: str) -> Optional[Tensor]:
+        """For :mod:`nas.cost.budget`: ``[E, K]`` or ``[E, 1]`` probability that the L0 gates
+        keep a candidate open (``P(z ≠ 0)``; channel gates: the mean over the edge's channels
+        and cells, the share of its cost that stays), ``None`` without gates."""
+        if self.gates == "none" or name != "arch.cell":
+            return None
+        if self.gates == "channel":
+            cells = [c for c in self.cells if isinstance(c, SearchCell)]
+            return torch.stack([expected_l0(c.gate.log_alpha).view(len(EDGES), -1).mean(1)
+                                for c in cells]).mean(0)[:, None]
+        p = expected_l0(self.arch["gates"].log_alpha)
+        return p[:, None] if self.gates == "edge" else p.view(len(EDGES), len(self.op_names))
 
     def _limit_skips(self, ops: list, allowed: Tensor) -> list:
         """P-DARTS's limit on the derived cell: the ``derive_max_skip`` skip edges with the largest
