@@ -150,6 +150,8 @@ def test_registered_ops_and_gates_through_the_config(space_name, spec, gates, ga
     torch.manual_seed(0)
     _, model = make_supernet(cfg, make_estimator(cfg), CLASSES, 3)
     assert [type(o).__name__ for o in model.modules() if type(o).__name__ in ("DNFOp", "ChannelGatedOp")]
+    # the cost model (reporting only: no cost.target) prices the registered candidates too
+    assert set(ops) <= set(model.cost.table.ops) and float(model.cost.expected().detach()) > 0
     x, y = batch(space)
     model.train()
     loss = F.cross_entropy(model(x), y)

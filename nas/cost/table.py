@@ -82,17 +82,19 @@ Measure = Callable[[str, EdgeShape], float]
 
 def build_cost_table(space: Any, metric: str, *, num_classes: int, in_channels: int, resolution: int,
                      network: Dict[str, Any], cell: Optional[Dict[str, Any]] = None, latency: Any = None,
-                     batch_size: int = 1) -> CostTable:
+                     batch_size: int = 1, ops: Optional[Sequence[str]] = None) -> CostTable:
     """The :class:`CostTable` of ``space``'s network ``space.build_network(g, **network)`` on
     ``resolution``² inputs with ``num_classes`` outputs; ``cell``: the searched cell's structure
     where the space has one (DARTS: ``steps``, ``multiplier``). ``latency``: a
-    :class:`~nas.cost.latency.LatencyTable` (metric ``latency``), read at ``batch_size``."""
+    :class:`~nas.cost.latency.LatencyTable` (metric ``latency``), read at ``batch_size``.
+    ``ops``: the run's candidates (``space.ops``: any registered op), costed besides the space's
+    own, which its reference network is built of."""
     cell = cell or {}
     if metric not in METRICS:
         raise ConfigError(f"cost.metric: unknown metric '{metric}'; allowed: {', '.join(METRICS)}")
     if not space.has_cost_model:
         raise ConfigError(f"space '{space.name}' has no cost model; the cost keys apply to nb201 and darts")
-    ops = list(space.ops)
+    ops = list(dict.fromkeys([*space.ops, *(ops or ())]))
     shapes = space.cost_edges(resolution=resolution, **network, **cell)
     cache: Dict[Tuple[str, EdgeShape], float] = {}
 
