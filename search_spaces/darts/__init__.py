@@ -12,7 +12,7 @@ from nas.blocks.l0 import gate_estimator_for
 from nas.estimators.base import Estimator
 from nas.ops import check_op_args
 
-from ..base import RegisteredOps, SearchSpace, refuse_estimator_key
+from ..base import RegisteredOps, SearchSpace, refuse_estimator_key, refuse_model_args
 from .genotype import GENOTYPES, Genotype, derive_cell, named_genotype
 from .network import DartsNetwork
 from .ops import PRIMITIVES
@@ -71,6 +71,7 @@ class DartsSpace(SearchSpace):
 
     def network_kwargs(self, model_cfg: Any) -> Dict[str, Any]:
         m = model_cfg
+        refuse_model_args(m, self.name)
         return dict(C=36 if m.C is None else m.C, layers=m.layers, auxiliary=m.auxiliary,  # DARTS's CIFAR C
                     stem_multiplier=m.stem_multiplier)
 

@@ -12,7 +12,7 @@ from nas.errors import CheckpointError, ConfigError
 from nas.estimators.base import Estimator
 from nas.ops import check_op_args
 
-from ..base import RegisteredOps, SearchSpace
+from ..base import RegisteredOps, SearchSpace, refuse_model_args
 from .genotype import EDGE_NAMES, EDGES, OPS, NB201Genotype, all_genotypes
 from .network import NB201Network
 
@@ -61,6 +61,7 @@ class NB201Space(SearchSpace):
 
     def network_kwargs(self, model_cfg: Any) -> Dict[str, Any]:
         m = model_cfg
+        refuse_model_args(m, self.name)
         darts_only = [k for k, v in (("model.auxiliary", m.auxiliary), ("model.drop_path_prob", m.drop_path_prob)) if v]
         if darts_only:
             raise ConfigError(f"{darts_only[0]} is a DARTS-network setting; the nb201 network has none (set it off)")
