@@ -23,7 +23,7 @@ from nas.blocks.l0 import gate_estimator_for, make_gate
 from nas.errors import CheckpointError, ConfigError
 from nas.ops import build_op
 from nas.supernet import Choice, MixedOp
-from search_spaces import SearchSpace
+from search_spaces import IMAGE, Network, SearchSpace, Supernet
 
 STAGE_WIDTHS = (1, 2, 4)   # stage widths in units of space.C; every stage after the first halves H, W
 
@@ -94,7 +94,10 @@ class ChainGenotype:
         return {"space": "mobile_chain", "stem": self.stem, "layers": [list(layer) for layer in self.layers]}
 
 
-class ChainSupernet(nn.Module):
+class ChainSupernet(Supernet):
+    """The chain with a mixed op and an L0 gate vector per layer; its penalty (the gates' L0
+    terms) and scalars come from the :class:`Supernet` defaults."""
+
     def __init__(self, estimator: Any, *, num_classes: int, C: int, N: int, ops: Sequence[str], in_channels: int,
                  l0_lambda: float, gate_estimator: Any, init_std: float, generator: Optional[torch.Generator]):
         super().__init__()
@@ -128,7 +131,7 @@ class ChainSupernet(nn.Module):
         return ChainGenotype(self.C, tuple((self.op_names[k], w, s) for k, w, s in zip(picks, widths, self.strides)))
 
 
-class ChainNetwork(nn.Module):
+class ChainNetwork(Network):
     """The discrete chain of a genotype: each layer its op at its derived width."""
 
     def __init__(self, genotype: ChainGenotype, *, num_classes: int, in_channels: int = 3,
@@ -151,6 +154,12 @@ class ChainNetwork(nn.Module):
 @nas.register_space("mobile_chain")
 class MobileChainSpace(SearchSpace):
     ops = tuple(BLOCKS)
+    data_kind = IMAGE
+    # the space.* keys it reads (the default supernet_kwargs passes them to build_supernet); any
+    # other key set away from its default is refused before a run starts
+    config_keys = ("C", "N", "ops", "l0_lambda", "gate_estimator")
+    tiny_supernet = {"C": 4, "N": 1}
+    tiny_network: Dict[str, Any] = {}
 
     def build_supernet(self, estimator: Any, *, num_classes: int, C: int = 16, N: int = 2,
                        ops: Optional[Sequence[str]] = None, in_channels: int = 3, l0_lambda: float = 1e-4,

@@ -147,9 +147,12 @@ def register_op(name: str) -> Callable[[Any], Any]:
 
 
 def register_space(name: str) -> Callable[[Any], Any]:
-    """``@nas.register_space("name")`` on a :class:`search_spaces.SearchSpace` subclass: its
-    ``build_supernet(estimator, *, num_classes, ...)`` gets the ``space.*`` keys it names plus
-    ``space.args``; ``build_network(genotype, *, num_classes, ...)`` the ``model.*`` keys plus
+    """``@nas.register_space("name")`` on a :class:`search_spaces.SearchSpace` subclass (the
+    contract of ``search_spaces/base.py``): it declares ``data_kind`` and ``config_keys`` (by
+    default the ``space.*`` keys its builder names, and ``args``); its ``build_supernet(estimator,
+    *, num_classes, ...)`` returns a :class:`search_spaces.Supernet` and gets the ``space.*`` keys
+    it names plus ``space.args``; ``build_network(genotype, *, num_classes, ...)`` returns a
+    :class:`search_spaces.Network` and gets the ``model.*`` keys it names plus
     ``model.args``; ``genotype_to_dict``/``genotype_from_dict`` give the YAML round trip."""
     from search_spaces import SPACES, SearchSpace
 

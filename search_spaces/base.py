@@ -54,18 +54,17 @@ def refuse_without_logits(choice: Any, estimator_name: str, settings: Sequence[s
                       f"rank the candidates; '{estimator_name}' has none: set {' '.join(settings)}")
 
 
+def refuse_model_args(model_cfg: Any, space_name: str) -> None:
+    """One error for ``model.args`` (a user network's own keywords) given to a built-in network."""
+    if model_cfg.args:
+        raise ConfigError(f"model.args passes keywords to a user space's network; the {space_name} network "
+                          f"has its own model.* keys: remove model.args")
+
+
 def refuse_estimator_key(given: Any, key: str, where: str, why: str) -> None:
     """One error for an ``estimator.*`` derive key that only other spaces use."""
     if given:
         raise ConfigError(f"{key} applies to {where}; {why}: remove the key")
-
-
-def refuse_model_args(space_name: str, model_cfg: Any) -> None:
-    """A one-line error for ``model.args`` given to a built-in space's network: those keys pass a
-    user space's own ``build_network`` keywords; a built-in network would ignore them."""
-    if model_cfg.args:
-        raise ConfigError(f"model.args={dict(model_cfg.args)!r} is not used by the {space_name} network (it "
-                          f"passes a user space's own build_network keywords); remove it")
 
 
 # --------------------------------------------------------------------------- the supernet

@@ -128,3 +128,52 @@ def test_space_reads_its_own_config_section_and_refuses_the_rest(space_name):
         with pytest.raises(ConfigError, match=rf"space\.{key}=.* is not used by the {space_name} space") as e:
             space.check_config(changed, space.data_kind)
         assert "\n" not in str(e.value)
+
+
+# Registered candidates with parameters of their own (a DNF rule pool, L0 channel gates) and the
+# cell spaces' L0 gates, taken through each space's own config mapping (supernet_kwargs) as a run
+# takes them: the same contract holds.
+REGISTERED = [(s, e, gates, gate_est) for s in ("nb201", "darts") for e in ("softmax", "bop")
+              for gates, gate_est in (("op", "hard_concrete"), ("channel", "search"))]
+
+
+@pytest.mark.parametrize("space_name,spec,gates,gate_estimator", REGISTERED)
+def test_registered_ops_and_gates_through_the_config(space_name, spec, gates, gate_estimator):
+    from nas.searcher.run import make_estimator, make_supernet, run_op_args
+    space = get_space(space_name)
+    ops = ["skip_connect", "dnf_1x1", "l0_nor_conv_1x1"]
+    cfg = Config()
+    cfg.space = dataclasses.replace(cfg.space, name=space_name, ops=ops, gates=gates, gate_estimator=gate_estimator,
+                                    op_args={"dnf_1x1": {"rules": 2}}, **space.tiny_supernet)
+    cfg.estimator.name = spec
+    space.check_config(cfg, space.data_kind)
+    torch.manual_seed(0)
+    _, model = make_supernet(cfg, make_estimator(cfg), CLASSES, 3)
+    assert [type(o).__name__ for o in model.modules() if type(o).__name__ in ("DNFOp", "ChannelGatedOp")]
+    # the cost model (reporting only: no cost.target) prices the registered candidates too
+    assert set(ops) <= set(model.cost.table.ops) and float(model.cost.expected().detach()) > 0
+    x, y = batch(space)
+    model.train()
+    loss = F.cross_entropy(model(x), y)
+    penalty = model.penalty()
+    assert penalty is not None and torch.isfinite(penalty)  # the L0 terms (and the DNF sparsity)
+    (loss + penalty).backward()
+    for role in ROLES:
+        for p in model.arch_parameters(role):
+            assert p.grad is not None and torch.isfinite(p.grad).all(), f"{role} parameter {tuple(p.shape)}"
+    genotype = model.genotype()
+    assert space.genotype_from_dict(yaml.safe_load(yaml.safe_dump(space.genotype_to_dict(genotype)))) == genotype
+    assert isinstance(model.artifacts(genotype), dict)
+    net = space.build_network(genotype, num_classes=CLASSES, in_channels=3,
+                              op_args=run_op_args(cfg, ops), **space.tiny_network)
+    net.eval()
+    with torch.no_grad():
+        out = net(x)
+    assert out.shape == (BATCH, CLASSES) and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("space_name", ["nb201", "darts"])
+def test_builtin_network_refuses_model_args(space_name):
+    from nas.retrainer.config import ModelConfig
+    with pytest.raises(ConfigError, match="model.args passes keywords to a user space's network"):
+        get_space(space_name).network_kwargs(ModelConfig(args={"width": 2}))

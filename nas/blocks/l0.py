@@ -132,6 +132,11 @@ class HardConcreteGate(nn.Module):
         """Bool ``[n]``: gates whose test-time value is non-zero."""
         return self.choice.derive()
 
+    def open_probs(self) -> Tensor:
+        """``[n]`` differentiable ``P(z ≠ 0)`` (the expected L0 term per gate), for a cost budget."""
+        est = self.choice.estimator
+        return expected_l0(self.log_alpha, est.beta, est.gamma, est.zeta)
+
     def scalars(self) -> Dict[str, float]:
         """For TensorBoard: the L0 penalty and how many gates are open at test time."""
         with torch.no_grad():
@@ -214,6 +219,10 @@ class EstimatorGate(nn.Module):
 
     def open(self) -> Tensor:
         return self.choice.derive()
+
+    def open_probs(self) -> Tensor:
+        """``[n]`` the estimator's expected gate value, differentiable (a cost budget's weight)."""
+        return self.choice.expected_weights()
 
     def scalars(self) -> Dict[str, float]:
         return {"l0/open": float(self.open().sum()), "l0/gates": float(self.n)}

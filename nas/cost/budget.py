@@ -160,13 +160,13 @@ def attach_budget(model: nn.Module, space: Any, *, metric: str, target: Optional
                   form: str, hard: Optional[bool], num_classes: int, in_channels: int, resolution: int,
                   estimate: str = "expected",
                   network: Dict[str, Any], cell: Optional[Dict[str, Any]] = None, latency: Any = None,
-                  batch_size: int = 1) -> Budget:
-    """Build ``space``'s cost table for its trained network and attach a :class:`Budget` to
-    ``model`` as ``model.cost``."""
+                  batch_size: int = 1, ops: Optional[Sequence[str]] = None) -> Budget:
+    """Build ``space``'s cost table for its trained network (with the candidates ``ops``, default
+    the space's own) and attach a :class:`Budget` to ``model`` as ``model.cost``."""
     from .table import build_cost_table
     table = build_cost_table(space, metric, num_classes=num_classes, in_channels=in_channels,
                              resolution=resolution, network=network, cell=cell, latency=latency,
-                             batch_size=batch_size, ops=model.op_names)
+                             batch_size=batch_size, ops=ops)
     budget = Budget(model, table, space.derivable(model), space.selected_edges, target=target,
                     weight=weight, form=form, hard=hard, estimate=estimate)
     budget.table_source = latency  # the latency table, kept with the run

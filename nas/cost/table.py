@@ -87,16 +87,14 @@ def build_cost_table(space: Any, metric: str, *, num_classes: int, in_channels: 
     ``resolution``² inputs with ``num_classes`` outputs; ``cell``: the searched cell's structure
     where the space has one (DARTS: ``steps``, ``multiplier``). ``latency``: a
     :class:`~nas.cost.latency.LatencyTable` (metric ``latency``), read at ``batch_size``.
-    ``ops``: the candidates of the run's supernet (``space.ops`` may name any registered op;
-    default: the space's own)."""
+    ``ops``: the run's candidates (``space.ops``: any registered op), costed besides the space's
+    own, which its reference network is built of."""
     cell = cell or {}
     if metric not in METRICS:
         raise ConfigError(f"cost.metric: unknown metric '{metric}'; allowed: {', '.join(METRICS)}")
     if not space.has_cost_model:
         raise ConfigError(f"space '{space.name}' has no cost model; the cost keys apply to nb201 and darts")
-    ref = space.cost_reference(**cell)  # the skeleton is measured with this cell
-    ref_ops = [op for pairs in space.selected_edges(ref).values() for _, op in pairs]
-    ops = list(dict.fromkeys([*(ops if ops is not None else space.ops), *ref_ops]))
+    ops = list(dict.fromkeys([*space.ops, *(ops or ())]))
     shapes = space.cost_edges(resolution=resolution, **network, **cell)
     cache: Dict[Tuple[str, EdgeShape], float] = {}
 
@@ -121,6 +119,7 @@ def build_cost_table(space: Any, metric: str, *, num_classes: int, in_channels: 
             for k, op in enumerate(ops):
                 t[r.edge, k] += op_cost(op, r)
         edges[choice], share[choice] = t, sh
+    ref = space.cost_reference(**cell)
     if metric == "latency":
         whole = latency.network(network_key(space.name, ref, network, resolution, num_classes, in_channels),
                                 batch_size)

@@ -71,7 +71,7 @@ class DartsSpace(SearchSpace):
 
     def network_kwargs(self, model_cfg: Any) -> Dict[str, Any]:
         m = model_cfg
-        refuse_model_args(self.name, m)
+        refuse_model_args(m, self.name)
         return dict(C=36 if m.C is None else m.C, layers=m.layers, auxiliary=m.auxiliary,  # DARTS's CIFAR C
                     stem_multiplier=m.stem_multiplier)
 

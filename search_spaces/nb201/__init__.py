@@ -61,7 +61,7 @@ class NB201Space(SearchSpace):
 
     def network_kwargs(self, model_cfg: Any) -> Dict[str, Any]:
         m = model_cfg
-        refuse_model_args(self.name, m)
+        refuse_model_args(m, self.name)
         darts_only = [k for k, v in (("model.auxiliary", m.auxiliary), ("model.drop_path_prob", m.drop_path_prob)) if v]
         if darts_only:
             raise ConfigError(f"{darts_only[0]} is a DARTS-network setting; the nb201 network has none (set it off)")

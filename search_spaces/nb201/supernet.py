@@ -43,7 +43,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence
 import torch
 from torch import Tensor, nn
 
-from nas.blocks.l0 import GATES, expected_l0, make_gate
+from nas.blocks.l0 import GATES, make_gate
 from nas.errors import ConfigError
 from nas.estimators.base import Estimator, Sample
 from nas.ops import build_op
@@ -219,9 +219,9 @@ class NB201Supernet(Supernet, Skeleton):
             return None
         if self.gates == "channel":
             cells = [c for c in self.cells if isinstance(c, SearchCell)]
-            return torch.stack([expected_l0(c.gate.log_alpha).view(len(EDGES), -1).mean(1)
+            return torch.stack([c.gate.open_probs().view(len(EDGES), -1).mean(1)
                                 for c in cells]).mean(0)[:, None]
-        p = expected_l0(self.arch["gates"].log_alpha)
+        p = self.arch["gates"].open_probs()
         return p[:, None] if self.gates == "edge" else p.view(len(EDGES), len(self.op_names))
 
     def _limit_skips(self, ops: list, allowed: Tensor) -> list:
