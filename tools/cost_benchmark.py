@@ -29,6 +29,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cost_benchmark", description=__doc__.split("\n\n")[0])
     p.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR")
     p.add_argument("--table", type=Path, default=None, help="NB201 CSV (default ../shared/data/nb201_accuracy.csv)")
+    p.add_argument("--partial-table", action="store_true",
+                   help="accept a table of a subset of the cells (fronts among those); default: all 15,625 required")
     p.add_argument("--png", type=Path, default=None, help="write the cost-accuracy picture here")
     p.add_argument("--device", default="cpu", help="unused (table lookups); a uniform tool interface")
     return p
@@ -63,7 +65,7 @@ def main(args: argparse.Namespace) -> int:
     from nas.benchmarks import NB201Table
     from nas.benchmarks.nb201_table import cell_costs
     try:
-        table = NB201Table.load(args.table)
+        table = NB201Table.load(args.table, partial=args.partial_table)
         runs = [read_run(r) for r in args.runs if (r / "metrics.json").is_file()]
         costs = {m: cell_costs(m) for m in {r["metric"] for r in runs}}
         groups = defaultdict(list)

@@ -23,17 +23,19 @@ import bisect
 import csv
 import gzip
 import os
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import yaml
 
-from ..errors import CheckpointError, DataError, NasError
+from ..errors import CheckpointError, DataError, NasError, storage_error
 
 DEFAULT_TABLE = Path(__file__).resolve().parent / "data" / "nb201_accuracy.csv.gz"
 DATASETS: Tuple[str, ...] = ("cifar10", "cifar100", "imagenet16_120")
 TABLE_ENV = "NAS_NB201_TABLE"  # overrides the default path when set
+CELLS = 5 ** 6  # 5 ops on each of the 6 edges: 15,625 cells
 
 ArchLike = Union[str, os.PathLike, "NB201Genotype"]  # noqa: F821 (resolved lazily)
 
@@ -73,9 +75,12 @@ def resolve_arch(arch: ArchLike):
         raise CheckpointError(f"'{text}' is neither a cell string '|op~0|+...', a genotype.yaml "
                               f"nor a run folder")
     try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError:
-        raise CheckpointError(f"{path}: not valid YAML; expected 'arch: |op~0|+|...|'") from None
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError):
+        raise CheckpointError(f"{path}: not a YAML text file; expected a genotype.yaml with "
+                              f"'arch: |op~0|+|...|'") from None
+    except OSError as e:
+        raise storage_error(e, path, "read") from None
     if isinstance(data, dict) and data.get("space", "nb201") != "nb201":
         raise CheckpointError(f"{path}: genotype of space '{data.get('space')}', not nb201; "
                               f"the NAS-Bench-201 table only scores nb201 cells")
@@ -107,28 +112,48 @@ class NB201Table:
         self._sorted: List[List[float]] = [sorted(v[d] for v in rows.values()) for d in range(len(DATASETS))]
 
     @classmethod
-    def load(cls, path: Optional[os.PathLike] = None) -> "NB201Table":
-        from search_spaces.nb201 import NB201Genotype
-
+    def load(cls, path: Optional[os.PathLike] = None, *, partial: bool = False) -> "NB201Table":
+        """Read a table; it must hold all :data:`CELLS` cells once each (ranks out of fewer cells
+        would look right and be wrong), unless ``partial`` (``--partial-table``): a table of a
+        subset of your own, ranked among its own cells."""
         path = Path(path) if path is not None else default_table_path()
         if not path.is_file():
             raise DataError(f"NB201 table {path} not found; pass --table PATH (a CSV with columns "
                             f"arch,{','.join(DATASETS)}) or set {TABLE_ENV}")
-        rows: Dict[str, Tuple[float, ...]] = {}
         opener = gzip.open if path.suffix == ".gz" else open
-        with opener(path, "rt", newline="") as f:
-            reader = csv.DictReader(f)
-            missing = [c for c in ("arch",) + DATASETS if c not in (reader.fieldnames or [])]
-            if missing:
-                raise DataError(f"NB201 table {path} lacks column '{missing[0]}'; expected columns "
-                                f"arch,{','.join(DATASETS)}")
-            for line, row in enumerate(reader, start=2):
-                try:
-                    arch = str(NB201Genotype.from_string(row["arch"]))
-                    rows[arch] = tuple(float(row[d]) for d in DATASETS)
-                except (NasError, ValueError, TypeError) as e:
-                    raise DataError(f"NB201 table {path} line {line}: {e}") from None
+        try:
+            with opener(path, "rt", newline="", encoding="utf-8") as f:
+                rows, lines = cls._read(f, path)
+        except (UnicodeDecodeError, gzip.BadGzipFile, EOFError, csv.Error, zlib.error) as e:
+            raise DataError(f"NB201 table {path} is not a CSV text file ({type(e).__name__}); give the "
+                            f"table as CSV (gzip allowed) with columns arch,{','.join(DATASETS)}") from None
+        except OSError as e:
+            raise storage_error(e, path, "read") from None
+        if not partial and (len(rows) != CELLS or lines != CELLS):
+            dup = f" ({lines - len(rows)} cells given twice)" if lines != len(rows) else ""
+            raise DataError(f"NB201 table {path} has {len(rows):,} distinct cells{dup}, the benchmark has "
+                            f"{CELLS:,}: ranks would be wrong; give the full table, or pass "
+                            f"--partial-table for a table of your own subset")
         return cls(rows, path)
+
+    @staticmethod
+    def _read(f: Any, path: Path) -> Tuple[Dict[str, Tuple[float, ...]], int]:
+        from search_spaces.nb201 import NB201Genotype
+
+        rows: Dict[str, Tuple[float, ...]] = {}
+        reader = csv.DictReader(f)
+        missing = [c for c in ("arch",) + DATASETS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise DataError(f"NB201 table {path} lacks column '{missing[0]}'; expected columns "
+                            f"arch,{','.join(DATASETS)}")
+        line = 1
+        for line, row in enumerate(reader, start=2):
+            try:
+                arch = str(NB201Genotype.from_string(row["arch"]))
+                rows[arch] = tuple(float(row[d]) for d in DATASETS)
+            except (NasError, ValueError, TypeError) as e:
+                raise DataError(f"NB201 table {path} line {line}: {e}") from None
+        return rows, line - 1
 
     def __len__(self) -> int:
         return len(self.rows)

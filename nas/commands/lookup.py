@@ -30,6 +30,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="a run folder, a genotype.yaml or an NB201 cell string")
     p.add_argument("--table", type=Path, default=None,
                    help=f"CSV with columns arch,{','.join(DATASETS)} (default {DEFAULT_TABLE})")
+    p.add_argument("--partial-table", action="store_true",
+                   help="accept a table of a subset of the cells (ranks among those); default: all 15,625 required")
     p.add_argument("--budget", type=float, default=None, help="print the best cell costing at most this (millions)")
     p.add_argument("--metric", choices=("macs", "params"), default="macs", help="the budget's metric")
     p.add_argument("--dataset", choices=DATASETS, default="cifar10", help="the accuracy the budget's best cell maximises")
@@ -44,7 +46,7 @@ def format_score(table: NB201Table, arch) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    table = NB201Table.load(args.table)
+    table = NB201Table.load(args.table, partial=args.partial_table)
     if not args.archs and args.budget is None:
         raise NasError("give a cell (run folder, genotype.yaml or cell string) or --budget M")
     for a in args.archs:

@@ -14,7 +14,7 @@ from typing import Any, Dict, Optional, Tuple, Union
 import torch
 
 from ..errors import DataError
-from .datasets import DATASETS, ImageSet, load_dataset
+from .datasets import DATASETS, ImageSet, load_dataset, require_classes
 from .loader import BatchLoader, StreamLoader, split_indices
 from .stream import StreamSet, dataset_source
 
@@ -65,6 +65,7 @@ def build_search_loaders(dataset: str, *, root: Optional[str], download: bool,
     memory; ``given``: a dataset object instead of the registered ``dataset``."""
     data = _load(dataset, given, "train", root=root, download=download, resize=resize, subset=subset,
                  seed=seed, workers=workers, stream=stream)
+    require_classes(data.labels, data.classes, dataset)
     train_idx, val_idx = split_indices(len(data), train_portion, seed)
     common = dict(batch_size=batch_size, shuffle=True, augment=augment, mean=data.mean,
                   std=data.std, device=device, workers=workers)
@@ -85,6 +86,7 @@ def build_eval_loaders(dataset: str, *, root: Optional[str], download: bool,
     """
     kw = dict(root=root, download=download, resize=resize, seed=seed, workers=workers, stream=stream)
     train = _load(dataset, given, "train", subset=subset, **kw)
+    require_classes(train.labels, train.classes, dataset)
     test = _load(dataset, given, "test", subset=test_subset, **kw)
     if tuple(test.shape) != tuple(train.shape) or test.classes != train.classes:
         raise DataError(f"train and test splits differ (shape {train.shape} vs {test.shape}, "

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from search_spaces.base import module_penalty
 
 from ..errors import NasError
-from ..engine.meter import Meter, check_finite, steps_in_epoch
+from ..engine.meter import LossGuard, Meter, steps_in_epoch
 from .augment import cutout
 
 Batch = Tuple[Tensor, Tensor]
@@ -30,13 +30,15 @@ class Trainer:
                  scheduler: torch.optim.lr_scheduler.LRScheduler, train_loader: Iterable[Batch], *,
                  epochs: int, grad_clip: float = 5.0, aux_weight: float = 0.4,
                  drop_path_prob: float = 0.0, cutout_length: int = 0, seed: int = 0,
-                 max_steps_per_epoch: Optional[int] = None):
+                 max_steps_per_epoch: Optional[int] = None,
+                 loss_causes: str = "a learning rate too high (optim.lr), no gradient clipping (trainer.grad_clip=0)"):
         self.model, self.opt, self.sched, self.train_loader = model, optimizer, scheduler, train_loader
         self.epochs, self.grad_clip, self.aux_weight = epochs, grad_clip, aux_weight
         self.drop_path_prob, self.cutout_length = drop_path_prob, cutout_length
         self.max_steps = max_steps_per_epoch
         self.cutout_generator = torch.Generator().manual_seed(seed)
         self.autocast: Callable[[], object] = nullcontext
+        self.guard = LossGuard(loss_causes)
 
     def steps_per_epoch(self) -> int:
         return steps_in_epoch(self.train_loader, self.max_steps)
@@ -61,7 +63,7 @@ class Trainer:
             if pen is not None:
                 loss = loss + pen
             meter.update(loss, logits, y)
-            check_finite(loss, meter, epoch, step, step == steps - 1, "lower optim.lr or set trainer.grad_clip")
+            self.guard.check(loss, meter, epoch, step, step == steps - 1)
             loss.backward()
             if self.grad_clip > 0:
                 nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
@@ -85,10 +87,12 @@ class Trainer:
 
     def state_dict(self) -> dict:
         return {"model": self.model.state_dict(), "optim": self.opt.state_dict(),
-                "sched": self.sched.state_dict(), "cutout": self.cutout_generator.get_state()}
+                "sched": self.sched.state_dict(), "cutout": self.cutout_generator.get_state(),
+                "loss_guard": self.guard.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["optim"])
         self.sched.load_state_dict(state["sched"])
         self.cutout_generator.set_state(state["cutout"])
+        self.guard.load_state_dict(state.get("loss_guard"))  # absent in checkpoints before it

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from search_spaces.base import Supernet
 
-from ..engine.meter import Meter, check_finite, steps_in_epoch
+from ..engine.meter import LossGuard, Meter, steps_in_epoch
 from ..errors import NasError
 from ..estimators.base import Estimator
 from .optim import Optimizers
@@ -53,7 +53,9 @@ class Searcher:
                  train_loader: Iterable[Batch], val_loader: Iterable[Batch], *, epochs: int,
                  mode: str = "alternating", order: int = 1, warmup_epochs: int = 0,
                  grad_clip: float = 5.0, max_steps_per_epoch: Optional[int] = None,
-                 beta_decay: float = 0.0, aux_skip: float = 0.0, aux_skip_end: float = 0.0):
+                 beta_decay: float = 0.0, aux_skip: float = 0.0, aux_skip_end: float = 0.0,
+                 loss_causes: str = "a learning rate too high (optim.weights.lr, optim.arch.lr), "
+                                    "no gradient clipping (trainer.grad_clip=0)"):
         if mode not in ("alternating", "joint"):
             raise NasError(f"optim.mode: unknown mode '{mode}'; allowed: alternating, joint")
         if order == 2 and mode != "alternating":
@@ -82,6 +84,7 @@ class Searcher:
             raise NasError(f"optim.aux_skip: this supernet ({type(model).__name__}) has no auxiliary "
                            f"skip (the nb201 and darts spaces have); set optim.aux_skip=0")
         self.weights = model.weight_parameters()
+        self.guard = LossGuard(loss_causes)
         self.autocast: Callable[[], object] = nullcontext
 
     # ------------------------------------------------------------------ steps
@@ -170,8 +173,7 @@ class Searcher:
                     xv, yv = next(val_iter)
                 vloss, vlogits = self.arch_step(xv, yv, (x, y))
                 val_m.update(vloss, vlogits, yv)
-            check_finite(loss, train_m, epoch, step, step == steps - 1,
-                         "lower optim.weights.lr or set trainer.grad_clip")
+            self.guard.check(loss, train_m, epoch, step, step == steps - 1)
             if on_step is not None:
                 on_step(step, train_m.result)
         self.opt.weights_sched.step()
@@ -196,9 +198,10 @@ class Searcher:
 
     def state_dict(self) -> dict:
         return {"model": self.model.state_dict(), "optim": self.opt.state_dict(),
-                "estimator": self.estimator.state_dict()}
+                "estimator": self.estimator.state_dict(), "loss_guard": self.guard.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["optim"])
         self.estimator.load_state_dict(state["estimator"])
+        self.guard.load_state_dict(state.get("loss_guard"))  # absent in checkpoints before it

@@ -13,6 +13,7 @@ from typing import Any, Dict, List, Optional
 import torch
 import yaml
 
+from ..bounds import check_config
 from ..config import Config, CostConfig, to_dict
 from ..cost import cost_report
 from ..errors import ConfigError
@@ -20,9 +21,11 @@ from ..estimators import build_estimator
 from ..estimators.base import Estimator
 from ..plugins import accepted_kwargs, genotype_record, import_user_modules
 from ..supernet.bn import recalibrate_bn
+from ..engine.checkpoint import write_text_atomic
 from ..engine.monitor import Monitor, log
 from ..engine.run_folder import RunFolder, load_run_config as _load_run_config
 from ..engine.runtime import resolve_device, seed_everything
+from ..engine.shapes import check_input_fits
 from .loop import Searcher
 from .optim import build_optimizers
 from .summaries import SearchSummaries
@@ -105,9 +108,7 @@ def run_op_args(cfg: Config, ops: Any) -> Dict[str, Dict[str, Any]]:
 def make_budget(cfg: Config, space: Any, model: torch.nn.Module, num_classes: int, in_channels: int):
     """Attach the ``cost:`` section's :class:`~nas.cost.Budget` to ``model`` (``model.cost``)."""
     from ..cost import LatencyTable, attach_budget
-    c = cfg.cost
-    if c.resolution < 1 or c.batch_size < 1:
-        raise ConfigError(f"cost.resolution and cost.batch_size must be positive, got {c.resolution} and {c.batch_size}")
+    c = cfg.cost  # its ranges are checked with the config (nas.bounds)
     latency = None
     if c.metric == "latency":
         if not c.latency_table:
@@ -157,32 +158,56 @@ RESUMABLE_CHANGES = ("name", "device", "data.root", "data.download", "data.worke
                      "trainer.epochs", "trainer.ckpt_every")
 
 
+def loss_causes(cfg: Config) -> str:
+    """The settings that most often make a search's loss explode, with their values."""
+    w, a, e = cfg.optim.weights, cfg.optim.arch, cfg.estimator
+    causes = [f"a weight learning rate too high (optim.weights.lr={w.lr:g}"
+              + (f", optim.weights.lr_min={w.lr_min:g})" if w.lr_min > w.lr / 10 else ")"),
+              f"an architecture learning rate too high (optim.arch.lr={a.lr:g})"]
+    if e.tau is not None or e.tau_end is not None:
+        causes.append(f"a temperature too low (estimator.tau={e.tau}, estimator.tau_end={e.tau_end})")
+    if cfg.trainer.grad_clip == 0:
+        causes.append("no gradient clipping (trainer.grad_clip=0)")
+    return ", ".join(causes)
+
+
 def run_search(cfg: Config, out_dir: Optional[Path] = None, *, quiet: bool = False,
-               resume: bool = False, stop_after: Optional[int] = None, dataset: Any = None) -> SearchResult:
+               resume: bool = False, stop_after: Optional[int] = None, dataset: Any = None,
+               resume_from: Optional[Path] = None) -> SearchResult:
     """Search with ``cfg``; with ``resume``, continue the run in ``out_dir`` from its checkpoint.
     ``dataset``: a dataset object to search on instead of ``data.dataset`` (see ``nas.search``).
+
+    ``resume_from``: continue that run folder's checkpoint in a copy at ``out_dir`` (the source is
+    left as it was). The run folder is locked for the run's life (:mod:`nas.engine.run_folder`);
+    whatever ends the run is written to its log.txt, and a signal leaves an
+    :class:`~nas.engine.signals.Interrupted` whose note names the checkpoint to resume.
 
     ``stop_after``: end this session once that many epochs (in total) are done, with a
     checkpoint, as an interruption would (time-sliced jobs); a later ``resume`` continues it
     exactly. Such a session writes no ``genotype.yaml``/``metrics.json`` and returns the
     current genotype with ``metrics["finished"] = False``.
     """
-    if cfg.trainer.bn_batches < 0:
-        raise ConfigError(f"trainer.bn_batches must be >= 0 (0 turns the BN recalibration off), "
-                          f"got {cfg.trainer.bn_batches}")
+    check_config(cfg)  # a config built in Python gets the checks a loaded one had
     # user registrations first; the run keeps the paths absolute, so derive/resume find them again
     cfg = replace(cfg, imports=import_user_modules(cfg.imports))
-    if not resume:
-        check_space(cfg)
-    folder = RunFolder(out_dir, cfg, kind="search", resumable=RESUMABLE_CHANGES, resume=resume)
+    if not resume and resume_from is None:
+        check_space(cfg)  # before claiming: a config its space refuses leaves no folder behind
+    folder = RunFolder.claim(out_dir, cfg, kind="search", resumable=RESUMABLE_CHANGES, resume=resume,
+                             copy_from=resume_from)
+    return folder.run(quiet, lambda: _search(cfg, folder, quiet, stop_after, dataset))
+
+
+def _search(cfg: Config, folder: RunFolder, quiet: bool, stop_after: Optional[int],
+            dataset: Any) -> SearchResult:
+    folder.start()
     out_dir = folder.path
-    folder.open(quiet)
 
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
     estimator = make_estimator(cfg)
     train_loader, val_loader, info = make_loaders(cfg, device, dataset)
     space, model = make_supernet(cfg, estimator, info["num_classes"], info["shape"][0], info)
+    check_input_fits(model, info["shape"], f"{space.name} supernet (space.C={cfg.space.C})")
     model.to(device)
     if cfg.cost.metric == "latency" and model.budget() is not None:
         model.budget().table_source.save(out_dir / "latency.json")  # the run keeps the table it was searched with
@@ -194,7 +219,7 @@ def run_search(cfg: Config, out_dir: Optional[Path] = None, *, quiet: bool = Fal
                         mode=cfg.optim.mode, order=cfg.optim.order, warmup_epochs=cfg.optim.warmup_epochs,
                         grad_clip=t.grad_clip, max_steps_per_epoch=t.max_steps_per_epoch,
                         beta_decay=a.beta_decay, aux_skip=cfg.optim.aux_skip,
-                        aux_skip_end=cfg.optim.aux_skip_end)
+                        aux_skip_end=cfg.optim.aux_skip_end, loss_causes=loss_causes(cfg))
 
     loaders = {"train": train_loader, "val": val_loader}
     start_epoch, history, elapsed = folder.restore(searcher.load_state_dict, loaders, device, opts.weights_sched)
@@ -212,14 +237,16 @@ def run_search(cfg: Config, out_dir: Optional[Path] = None, *, quiet: bool = Fal
     log.info(f"search {cfg.name}: space={cfg.space.name} estimator={estimator!r} device={device} "
              f"train={info['n_train']} val={info['n_val']} out={out_dir}")
     # a resumed run rewrites the TensorBoard steps after its checkpoint: drop the interrupted ones
+    # (and a run started again in its folder drops all of the earlier start's)
     monitor = Monitor(out_dir / "tb", epochs=t.epochs, quiet=quiet,
-                      purge_step=start_epoch + 1 if folder.resumed else None)
+                      purge_step=start_epoch + 1 if folder.resumed or folder.reused else None)
     summaries = SearchSummaries(monitor, model)
     end_epoch = t.epochs if stop_after is None else max(start_epoch, min(t.epochs, stop_after))
     monitor.start(start_epoch)
     t0 = time.time() - elapsed
     try:
         for epoch in range(start_epoch, end_epoch):
+            folder.epoch = epoch + 1
             monitor.start_epoch(epoch, searcher.steps_per_epoch())
             metrics = searcher.train_epoch(epoch, on_step=lambda s, m: monitor.step(
                 lambda: {**m(), **estimator.scalars()}))
@@ -231,15 +258,19 @@ def run_search(cfg: Config, out_dir: Optional[Path] = None, *, quiet: bool = Fal
             summaries.write(epoch + 1, genotype)
             if folder.checkpoint_due(epoch + 1, end_epoch):
                 checkpoint(epoch + 1, time.time() - t0)
+        folder.epoch = None
         if end_epoch < t.epochs:
             log.info(f"stopped after epoch {end_epoch} of {t.epochs}; continue with --resume {out_dir}")
             genotype = model.genotype()
             return SearchResult(out_dir, genotype, str(genotype),
                                 {"finished": False, "epochs_done": end_epoch, "history": history})
         seconds = time.time() - t0
-        final = _finish(cfg, out_dir, space, model, searcher, train_loader, val_loader, info, device,
+        final = _finish(cfg, folder, space, model, searcher, train_loader, val_loader, info, device,
                         history, seconds)
         monitor.hparams(to_dict(cfg), {k: v for k, v in final.metrics.items() if k != "epochs"}, t.epochs)
+        failed = monitor.close()
+        if failed is not None:
+            raise failed
     finally:
         monitor.close()
     return final
@@ -250,10 +281,10 @@ def _plain(loader: Any, cfg: Config, info: Dict[str, Any], device: torch.device)
     return loader.eval_loader()
 
 
-def _finish(cfg: Config, out_dir: Path, space: Any, model: torch.nn.Module, searcher: Searcher,
+def _finish(cfg: Config, folder: RunFolder, space: Any, model: torch.nn.Module, searcher: Searcher,
             train_loader: Any, val_loader: Any, info: Dict[str, Any], device: torch.device,
             history: list, seconds: float) -> SearchResult:
-    t = cfg.trainer
+    t, out_dir = cfg.trainer, folder.path
     if t.bn_batches:
         # after the last checkpoint: the checkpoint keeps the statistics the search left
         recalibrate_bn(model, itertools.islice(iter(_plain(train_loader, cfg, info, device)), t.bn_batches))
@@ -269,7 +300,7 @@ def _finish(cfg: Config, out_dir: Path, space: Any, model: torch.nn.Module, sear
                "train_acc": history[-1].get("train_acc") if history else None,
                "search_seconds": round(seconds, 2), "epochs": t.epochs, "genotype": str(genotype),
                "history": history}
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    folder.write_text("metrics.json", json.dumps(metrics, indent=2))
     log.info(f"done in {seconds:.1f}s: val_acc={final['acc']:.2f} genotype={genotype}")
     warning = collapse_warning(space, genotype) or aux_none_warning(cfg, genotype)
     if warning:
@@ -282,11 +313,12 @@ def write_genotype(path: Path, cfg: Config, space: Any, model: torch.nn.Module, 
     and beside it the files the model keeps with its genotype (``artifacts(genotype)``: the dnf
     space's ``rules.txt``, the ``learned_ops.txt`` of DNF and L0-gated candidates)."""
     record = genotype_record(space, genotype, cfg.imports, run_op_args(cfg, cfg.space.ops or space.ops))
-    path.write_text(yaml.safe_dump(record, sort_keys=False))
+    write_text_atomic(path, yaml.safe_dump(record, sort_keys=False))
     for fname, text in model.artifacts(genotype).items():
-        (path.parent / fname).write_text(text)
+        write_text_atomic(path.parent / fname, text)
 
 
 def load_run_config(out_dir: Path) -> Config:
-    """The resolved config of an existing run (for --resume)."""
-    return _load_run_config(out_dir, Config)
+    """The resolved config of an existing search run (for --resume): its config.yaml, or the
+    checkpoint's copy when that file is damaged (with a warning on stderr)."""
+    return _load_run_config(out_dir, Config, "search")
