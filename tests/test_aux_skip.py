@@ -7,10 +7,11 @@ from nas.config import Config, apply_overrides, from_dict, to_dict
 from nas.errors import NasError
 from nas.estimators import build_estimator
 from nas.estimators.base import Sample
-from nas.search.loop import Searcher
-from nas.search.optim import build_optimizers
+from nas.searcher.loop import Searcher
+from nas.searcher.optim import build_optimizers
 from search_spaces.darts.supernet import DartsSupernet
 from search_spaces.nb201.supernet import NB201Supernet, SearchCell
+from search_spaces.base import Supernet
 
 
 def test_cell_adds_beta_times_the_input_on_every_edge_by_hand():
@@ -55,7 +56,7 @@ def test_supernet_with_beta_equals_the_plain_cell_plus_the_auxiliary_paths():
     assert torch.equal(net(inp), a)
 
 
-class _Recorder(torch.nn.Module):
+class _Recorder(Supernet):
     """A model with an ``aux_skip`` attribute that records the value each forward sees."""
 
     def __init__(self, estimator):
@@ -129,8 +130,8 @@ def _load_supernet(run):
 
 def test_aux_skip_search_resumes_bitwise_and_derive_restores_beta(tmp_path):
     from nas.config import load_config
-    from nas.search.checkpoint import load_checkpoint
-    from nas.search.run import run_search
+    from nas.engine.checkpoint import load_checkpoint
+    from nas.searcher.run import run_search
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -154,7 +155,7 @@ def test_aux_skip_search_resumes_bitwise_and_derive_restores_beta(tmp_path):
 
 def test_a_cell_with_none_derived_beside_the_auxiliary_skip_is_warned_about():
     from nas.config import load_config
-    from nas.search.run import aux_none_warning
+    from nas.searcher.run import aux_none_warning
     from search_spaces.nb201 import NB201Genotype
     with_none = NB201Genotype(("nor_conv_3x3", "none", "nor_conv_3x3", "skip_connect", "none", "nor_conv_1x1"))
     without = NB201Genotype(("nor_conv_3x3",) * 6)
@@ -219,8 +220,8 @@ def test_darts_cell_adds_beta_times_the_space_skip_by_hand():
 
 def test_darts_search_with_the_auxiliary_skip_runs_and_derive_restores_beta(tmp_path):
     from nas.config import load_config
-    from nas.search.run import run_search
-    cfg = load_config(None, ["space.name=darts", "space.layers=3", "space.C=4", "trainer.max_steps_per_epoch=2",
+    from nas.searcher.run import run_search
+    cfg = load_config("darts_tiny", ["space.layers=3", "space.C=4", "trainer.max_steps_per_epoch=2",
                              "data.resize=8", "data.batch_size=16", "data.subset=120", "device=cpu",
                              "trainer.epochs=2", "optim.aux_skip=1", "optim.aux_skip_end=0.5",
                              "estimator.derive_max_skip=2"])

@@ -8,7 +8,7 @@ from torch import nn
 
 from nas.estimators import Bop, build_estimator
 from nas.estimators.base import BINARY, CATEGORICAL
-from nas.search.optim import build_optimizers
+from nas.searcher.optim import build_optimizers
 from nas.supernet import Choice
 
 

@@ -7,13 +7,13 @@ import torch
 import yaml
 
 from nas.cli import main as nas_search
-from nas.retrain import resolve_genotype
+from nas.retrainer import resolve_genotype
 from search_spaces.darts import Genotype
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["data.subset=64", "data.resize=8", "data.batch_size=16", "trainer.epochs=1",
         "trainer.max_steps_per_epoch=2", "space.C=4", "device=cpu"]
-SPACES = {"darts": ["space.name=darts", "space.layers=3", "optim.arch.lr=0.05"],
+SPACES = {"darts": ["darts_tiny", "space.layers=3", "optim.arch.lr=0.05"],
           "nb201": ["space.name=nb201", "space.N=1", "optim.arch.lr=0.05"]}
 
 
@@ -116,7 +116,7 @@ def test_derive_errors_are_one_line(runs, tmp_path, capsys):
     bad.write_bytes(b"not a checkpoint")
     assert derive_cli(bad) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("derive: error: checkpoint") and "\n" not in err
+    assert err.startswith("nas-derive: error: checkpoint") and "\n" not in err
     assert derive_cli(tmp_path / "missing") == 2
     assert "not found" in capsys.readouterr().err
     assert derive_cli(runs["darts"], "--top-k", "0", "--out", tmp_path / "y.yaml") == 2

@@ -6,7 +6,7 @@ import torch
 from nas.config import Config, apply_overrides, from_dict, to_dict
 from nas.errors import ConfigError
 from nas.estimators import build_estimator
-from nas.search.run import make_estimator, make_supernet
+from nas.searcher.run import make_estimator, make_supernet
 from search_spaces import get_space
 from search_spaces.darts.genotype import derive_cell, derive_cell_max_skip
 from search_spaces.nb201 import NB201Genotype

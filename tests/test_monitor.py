@@ -15,12 +15,14 @@ from torch import nn
 
 from nas.config import load_config
 from nas.estimators.base import Estimator, Sample
-from nas.search.checkpoint import load_checkpoint
-from nas.search.figures import _PALETTE, cell_diagram, cell_edges, colormap, heatmap, to_chw_uint8
-from nas.search.monitor import Monitor, SearchSummaries, entropies, log, setup_logging
-from nas.search.run import run_search
+from nas.engine.checkpoint import load_checkpoint
+from nas.searcher.figures import _PALETTE, cell_diagram, cell_edges, colormap, heatmap
+from nas.engine.monitor import Monitor, log, setup_logging, to_chw_uint8
+from nas.searcher.summaries import SearchSummaries, entropies
+from nas.searcher.run import run_search
 from nas.supernet import Choice
 from search_spaces.nb201 import EDGE_NAMES, OPS, NB201Genotype
+from search_spaces.base import Supernet
 
 event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
 
@@ -151,7 +153,7 @@ class Gates(nn.Module):
         return {"penalty": 0.25, "open": 3}
 
 
-class Toy(nn.Module):
+class Toy(Supernet):
     def __init__(self):
         super().__init__()
         est = Flat()
@@ -314,7 +316,7 @@ def test_a_callable_postfix_is_read_only_when_the_bar_redraws(monkeypatch, tmp_p
     monkeypatch.setattr(sys, "stderr", FakeTTY())
     setup_logging(tmp_path / "log.txt", quiet=False)
     clock = [100.0]
-    monkeypatch.setattr("nas.search.monitor.time.monotonic", lambda: clock[0])
+    monkeypatch.setattr("nas.engine.monitor.time.monotonic", lambda: clock[0])
     mon = Monitor(None, epochs=1)
     mon.start(0)
     mon.start_epoch(0, steps=10)

@@ -10,6 +10,7 @@ import torch
 import yaml
 
 from nas.config import load_config
+from nas.searcher.run import check_space, make_estimator, make_loaders, make_supernet
 from nas.data.maze import MazeInput, MazeLoader, MazeOptions, digit_pools, follow, generate
 from nas.errors import CheckpointError, ConfigError
 from nas.estimators import build_estimator
@@ -112,19 +113,32 @@ def test_config_keys_are_validated_and_spaces_and_data_must_match():
         load_config(REPO / "configs" / "program_maze.yaml", ["data.maze.widht=4"])
     with pytest.raises(ConfigError, match="space.program.lines"):
         load_config(REPO / "configs" / "program_maze.yaml", ["space.program.lines=two"])
+    with pytest.raises(ConfigError, match="data.maze.decay"):
+        load_config(REPO / "configs" / "program_maze.yaml", ["data.maze.decay=0"])
     cfg = load_config(REPO / "configs" / "program_maze.yaml", ["data.dataset=synthetic_dnf"])
-    with pytest.raises(ConfigError, match="data.dataset=maze"):
-        _build(cfg)
+    with pytest.raises(ConfigError, match=r"the program space takes maze data: choose a dataset of that kind \(maze\)"):
+        check_space(cfg)
     cfg = load_config(REPO / "configs" / "program_maze.yaml", ["space.name=dnf"])
-    with pytest.raises(ConfigError, match="space.name=program"):
-        _build(cfg)
+    with pytest.raises(ConfigError, match="data.dataset=maze is maze data.* or space.name=program"):
+        check_space(cfg)
+    cfg = load_config(REPO / "configs" / "program_maze.yaml", ["space.rules=8"])
+    with pytest.raises(ConfigError, match=r"space.rules=8 is not used by the program space \(it takes space.program\)"):
+        check_space(cfg)
+    cfg = load_config(REPO / "configs" / "quickstart.yaml", ["space.program.lines=2"])
+    with pytest.raises(ConfigError, match="space.program=.* is not used by the nb201 space"):
+        check_space(cfg)
 
 
-def _build(cfg):
-    from nas.search.run import make_estimator, make_loaders, make_supernet
-    est = make_estimator(cfg)
-    _, _, info = make_loaders(cfg, torch.device("cpu"))
-    return make_supernet(cfg, est, info["num_classes"], info["shape"][0], info)
+def test_the_search_builds_the_space_from_its_own_keys_and_the_maze():
+    cfg = load_config(REPO / "configs" / "program_maze.yaml", [*SMALL, "data.maze.width=4", "data.maze.max_moves=8", "space.program.lines=2"])
+    check_space(cfg)
+    train, _, info = make_loaders(cfg, torch.device("cpu"))
+    assert info["num_classes"] == 4 * 3 * 15 and len(info["test_set"]) == 60
+    _, model = make_supernet(cfg, make_estimator(cfg), info["num_classes"], info["shape"][0], info)
+    assert model.template.registers == {"X": 4, "Y": 3, "dir": 5, "reg": 15}
+    assert (model.template.lines, model.template.steps) == (2, 12)
+    x, y = next(iter(train))
+    assert model(x).shape == (32, 180)
 
 
 @pytest.mark.slow

@@ -11,9 +11,9 @@ import yaml
 from nas.config import load_config
 from nas.data import build_eval_loaders
 from nas.errors import CheckpointError, ConfigError
-from nas.retrain import RetrainConfig, make_network, resolve_genotype, run_retrain
-from nas.retrain.augment import cutout
-from nas.retrain.trainer import Trainer
+from nas.retrainer import RetrainConfig, make_network, resolve_genotype, run_retrain
+from nas.retrainer.augment import cutout
+from nas.retrainer.trainer import Trainer
 from nas.utils import count_params
 from search_spaces.darts import GENOTYPES
 
@@ -137,7 +137,7 @@ def test_bad_genotype_file_is_one_line_error(tmp_path, capsys, content, msg):
         resolve_genotype(str(bad))
     assert retrain_cli(*TINY, "--genotype", str(bad), "--out", str(tmp_path / "r"), "--quiet") == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("retrain: error: ") and "\n" not in err and "Traceback" not in err
+    assert err.startswith("nas-retrain: error: ") and "\n" not in err and "Traceback" not in err
     assert not (tmp_path / "r").exists()
 
 

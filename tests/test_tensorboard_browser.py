@@ -20,9 +20,9 @@ import torch.nn.functional as F
 from PIL import Image
 
 from nas.config import load_config
-from nas.search.checkpoint import load_checkpoint
-from nas.search.figures import colormap
-from nas.search.run import run_search
+from nas.engine.checkpoint import load_checkpoint
+from nas.searcher.figures import colormap
+from nas.searcher.run import run_search
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 CHROMIUM = next((shutil.which(b) for b in BROWSERS if shutil.which(b)), None)

@@ -1,53 +1,11 @@
-"""NAS-Bench-201 ground truth of a searched cell.
-
-    python tools/nb201_lookup.py RUN_DIR | genotype.yaml | '|op~0|+|op~0|op~1|+|op~0|op~1|op~2|' [...]
-
-prints the CIFAR-10 / CIFAR-100 / ImageNet16-120 test accuracy of each cell in the benchmark
-table and its rank among all cells (1 = best; tied cells share the best rank).
-"""
-from __future__ import annotations
-
-import argparse
+"""Checkout entry point of `nas-lookup` (:mod:`nas.commands.lookup`): the same command without installing."""
 import sys
 from pathlib import Path
-from typing import List, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from nas.benchmarks import DATASETS, DEFAULT_TABLE, NB201Table  # noqa: E402
-from nas.errors import NasError  # noqa: E402
-
-LABELS = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "imagenet16_120": "ImageNet16-120"}
-
-
-def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="nb201_lookup", description=__doc__.split("\n\n")[0])
-    p.add_argument("archs", nargs="+", metavar="RUN_DIR|genotype.yaml|ARCH",
-                   help="a run folder, a genotype.yaml or an NB201 cell string")
-    p.add_argument("--table", type=Path, default=None,
-                   help=f"CSV with columns arch,{','.join(DATASETS)} (default {DEFAULT_TABLE})")
-    p.add_argument("--device", default="cpu", help="unused (a table lookup); kept for a uniform tool interface")
-    return p
-
-
-def format_score(table: NB201Table, arch) -> str:
-    s = table.score(arch)
-    parts = [f"{LABELS[d]} {s.acc[d]:.2f}% (rank {s.rank[d]}/{s.n})" for d in DATASETS]
-    return f"{s.arch}\n  " + "\n  ".join(parts)
-
-
-def main(args: argparse.Namespace) -> int:
-    try:
-        table = NB201Table.load(args.table)
-        for a in args.archs:
-            print(format_score(table, a))
-    except NasError as e:
-        print(f"nb201_lookup: error: {e}", file=sys.stderr)
-        return 2
-    return 0
-
+from nas.commands.lookup import *  # noqa: E402,F401,F403  (tests and scripts reach its functions here)
+from nas.commands.lookup import cli  # noqa: E402
 
 if __name__ == "__main__":
-    from nas.utils.pipes import exit_quietly_on_closed_pipe
-    exit_quietly_on_closed_pipe()
-    sys.exit(main(get_args_parser().parse_args()))
+    sys.exit(cli())

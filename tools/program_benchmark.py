@@ -4,7 +4,7 @@
 
 TerpreT (Gaunt et al. 2016) found that gradient descent on program parameters succeeds on only a
 fraction of random restarts. For every estimator spec and seed this runs the search of
-``configs/program_maze.yaml`` (``nas-search``'s own :func:`~nas.search.run.run_search`, the seed
+``configs/program_maze.yaml`` (``nas-search``'s own :func:`~nas.searcher.run.run_search`, the seed
 fixing the mazes, the initial program and LOOK) and reads its ``metrics.json``:
 
 * **correct**: the derived program is exact on every test maze with a perfect LOOK (the true
@@ -73,7 +73,7 @@ def run_one(spec: str, seed: int, args: argparse.Namespace) -> Dict[str, Any]:
 
     from nas.config import load_config
     from nas.errors import NasError
-    from nas.search.run import run_search
+    from nas.searcher.run import run_search
 
     torch.set_num_threads(1)
     out = Path(args.out) / spec.replace("+", "_") / f"seed{seed}"

@@ -1,70 +1,11 @@
-"""Train a derived architecture from scratch and measure its test accuracy.
-
-    python tools/retrain.py [CONFIG.yaml] [key=value ...] [--genotype G] [--out DIR] [--resume RUN_DIR]
-
-G is a genotype.yaml, a nas-search run folder, a named cell (DARTS_V2, ...) or a genotype string
-(NB201 ``|op~0|+...``, DARTS ``Genotype(...)``); it sets ``model.genotype``. The run folder holds
-``config.yaml``, ``genotype.yaml``, ``checkpoint.pt``, ``tb/``, ``log.txt`` and ``metrics.json``
-(test accuracy, params and MACs in millions). Default config: configs/retrain_darts_digits.yaml.
-"""
-from __future__ import annotations
-
-import argparse
+"""Checkout entry point of `nas-retrain` (:mod:`nas.commands.retrain`): the same command without installing."""
 import sys
 from pathlib import Path
-from typing import List
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from nas.errors import NasError  # noqa: E402
-
-DEFAULT_CONFIG = "retrain_darts_digits"
-
-
-def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="retrain", description=__doc__.split("\n\n")[0])
-    p.add_argument("items", nargs="*", metavar="CONFIG.yaml | key=value",
-                   help=f"a YAML config (default configs/{DEFAULT_CONFIG}.yaml) and dotted overrides")
-    p.add_argument("--genotype", default=None, help="genotype.yaml, run folder, named cell or genotype string")
-    p.add_argument("--out", type=Path, default=None, help="run folder (default runs/<name>-<timestamp>)")
-    p.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR", help="continue a retrain run")
-    p.add_argument("--device", default=None, choices=["auto", "cpu", "cuda"], help="overrides the config's device")
-    p.add_argument("--quiet", action="store_true", help="no progress bars or epoch lines; only the result")
-    return p
-
-
-def main(args: argparse.Namespace) -> int:
-    from nas.config import config_from_cli
-    from nas.retrain import RetrainConfig, run_retrain
-    from nas.retrain.run import load_run_config
-
-    items: List[str] = list(args.items)
-    if args.device is not None:
-        items.append(f"device={args.device}")
-    out = args.out
-    try:
-        base = load_run_config(args.resume) if args.resume is not None else None
-        cfg = config_from_cli(items, cls=RetrainConfig, default=DEFAULT_CONFIG, resume_cfg=base)
-        if args.resume is not None:
-            out = args.resume
-        if args.genotype is not None:  # set as is: a '|op~0|...' string is not YAML
-            cfg.model.genotype = args.genotype
-        result = run_retrain(cfg, out, quiet=args.quiet, resume=args.resume is not None)
-    except NasError as e:
-        print(f"retrain: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"retrain: interrupted; the last checkpoint is kept in {out or 'the run folder'}", file=sys.stderr)
-        return 130
-    m = result.metrics
-    print(f"genotype: {result.genotype}")
-    print(f"test_acc: {m['test_acc']:.2f}  params: {m['params_m']:.3f}M  MACs: {m['macs_m']:.1f}M")
-    print(f"run folder: {result.out_dir}")
-    return 0
-
+from nas.commands.retrain import *  # noqa: E402,F401,F403  (tests and scripts reach its functions here)
+from nas.commands.retrain import cli  # noqa: E402
 
 if __name__ == "__main__":
-    from nas.utils.pipes import exit_quietly_on_closed_pipe
-    exit_quietly_on_closed_pipe()
-    sys.exit(main(get_args_parser().parse_intermixed_args()))
-
+    sys.exit(cli())

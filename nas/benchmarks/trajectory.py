@@ -1,7 +1,7 @@
 """The architecture's path through an NB201 search, read back from the run's TensorBoard log.
 
 Every epoch a search writes the probabilities of each edge's candidates
-(``probs/cell/<edge>/<op>``, :mod:`nas.search.monitor`). From them this module derives, per
+(``probs/cell/<edge>/<op>``, :mod:`nas.engine.monitor`). From them this module derives, per
 epoch, the cell the search would have returned had it stopped there, and the cell of the
 **change of the logits over the last epochs**: ``log p_T - log p_k`` equals ``α_T - α_k`` up to a
 constant per edge, so its argmax per edge is the op that the architecture steps of epochs k+1..T

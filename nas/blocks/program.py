@@ -27,8 +27,15 @@ proper mixtures), one step is::
     f_k  = Σ_u Π_j p_{in_j}[u_j] · table_k[u, ·]    # what instruction k writes into r
     r'   = Σ_{k not writing r} q_k · p_r + Σ_{k writing r} q_k · f_k
     ip'  = ip · G
+    s    = Σ_{k writing the halt register} q_k · f_k[halt value]   # P(this step writes the halt value)
     state ← h·state + (1-h)·state'                  # a halted machine stays as it is
-    h    ← h + (1-h)·p'_{halt register}[halt value]   # computed as 1-h ← (1-h)(1-p')
+    h    ← h + (1-h)·s                              # computed as 1-h ← (1-h)(1-s)
+
+The machine halts after a step that *writes* the halt value into the halt register (the maze: a
+LOOK that reads a halt cell), not merely after a step that leaves it there: the halt register's
+initial value (the maze's ``dir = 0``) does not stop a program whose first line does something
+else. So every line and goto of a hard program that does not halt at once still bears on the
+output, and gets a gradient.
 
 Every instruction reads the registers as they were before the step. Registers are treated as
 independent (a product of marginals), so a relaxed execution is TerpreT's mean-field
@@ -81,8 +88,8 @@ class Instruction:
 class Template:
     """A program template: registers (name -> number of values), initial values (default 0),
     instructions, ``lines`` learnable lines, ``steps`` unrolled steps and an optional halting
-    condition ``halt = (register, value)``: the machine halts after the first step that leaves
-    that register at that value."""
+    condition ``halt = (register, value)``: the machine halts after the first step whose
+    instruction writes that value into that register."""
 
     registers: Dict[str, int]
     instructions: List[Instruction]
@@ -163,9 +170,11 @@ def run_program(template: Template, W: Tensor, G: Tensor, init: Mapping[str, Ten
              for reg, (_, spec) in ins.writes.items() if isinstance(spec, Tensor)}
     writers = {reg: [k for k, ins in enumerate(template.instructions) if reg in ins.writes]
                for reg in template.registers}
+    halt_reg, halt_value = template.halt or (None, None)
     for _ in range(template.steps):
         q = ip @ W                                                            # [B, I]
         new = {}
+        stops = torch.zeros(B, 1, dtype=dtype, device=W.device)              # P(this step writes the halt value)
         for reg, ks in writers.items():
             if not ks:
                 continue
@@ -174,18 +183,19 @@ def run_program(template: Template, W: Tensor, G: Tensor, init: Mapping[str, Ten
             for k in ks:
                 inputs, spec = template.instructions[k].writes[reg]
                 tab = tables[spec] if isinstance(spec, str) else fixed[(k, reg)]
-                out = out + q[:, k:k + 1] * apply_table(tab, [state[r] for r in inputs])
+                written = q[:, k:k + 1] * apply_table(tab, [state[r] for r in inputs])
+                out = out + written
+                if reg == halt_reg:
+                    stops = stops + written[:, halt_value:halt_value + 1]
             new[reg] = normalise_rows(out)
         ip_new = normalise_rows(ip @ G)
         if run is None:
             state.update(new)
             ip = ip_new
             continue
-        reg, value = template.halt
-        stops = (new[reg] if reg in new else state[reg])[:, value:value + 1]   # P(halt value) after the step
         state.update({r: (1 - run) * state[r] + run * v for r, v in new.items()})
         ip = (1 - run) * ip + run * ip_new
-        run = run * (1 - stops)
+        run = run * (1 - stops.clamp(max=1))   # rounding may leave Σ q_k f_k[v] a hair above 1
     if run is not None:
         state["halted"] = 1 - run[:, 0]
     return state

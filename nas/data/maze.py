@@ -38,6 +38,7 @@ from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Tuple
 import torch
 
 from ..errors import ConfigError
+from ..registry import Registry
 from .loader import split_indices
 from .tabular import TabularLoader
 
@@ -46,6 +47,10 @@ DX = (0, 1, 0, -1, 0)
 DY = (0, 0, -1, 0, 1)
 _TEST_STREAM = 7_919
 _SECOND_STREAM = 1_000_003
+
+# maze generators ``fn(split, seed, options) -> MazeSet`` by ``data.dataset`` name: the data of
+# the spaces whose data kind is "maze" (search_spaces.base.MAZE)
+MAZES = Registry("maze dataset")
 
 
 @dataclass
@@ -145,6 +150,7 @@ def check_options(o: MazeOptions) -> None:
         raise ConfigError(f"data.maze: need train >= 2 and test >= 1 mazes, got train={o.train}, test={o.test}")
 
 
+@MAZES.register("maze")
 def generate(split: str, seed: int, options: MazeOptions) -> MazeSet:
     """The ``options.train`` (or ``options.test``) mazes of a split (see the module docstring)."""
     if split not in ("train", "test"):
@@ -206,17 +212,20 @@ class MazeLoader(TabularLoader):
         return MazeLoader(self.data, self.idx, batch_size=self.batch_size, shuffle=False, device=self.device)
 
 
-def build_maze_search_loaders(*, options: MazeOptions, train_portion: float, batch_size: int,
-                              seed: int, device: Any) -> Tuple[MazeLoader, MazeLoader, Dict[str, Any]]:
-    """(program-training loader, validation loader, info), both from the train mazes; ``info``
-    also holds the test mazes (``info["test_set"]``) for the final end-to-end scores."""
+def build_maze_search_loaders(name: str = "maze", *, options: MazeOptions, train_portion: float,
+                              batch_size: int, seed: int,
+                              device: Any) -> Tuple[MazeLoader, MazeLoader, Dict[str, Any]]:
+    """(program-training loader, validation loader, info) of the registered maze ``name``, both
+    from its train mazes; ``info`` also holds the test mazes (``info["test_set"]``) for the final
+    end-to-end scores."""
     o = options
-    train = generate("train", seed, o)
+    make = MAZES.get(name, "data.dataset")
+    train = make("train", seed, o)
     tr, va = split_indices(len(train), train_portion, seed)
     loaders = (MazeLoader(train, tr, batch_size=batch_size, shuffle=True, seed=seed, device=device),
                MazeLoader(train, va, batch_size=batch_size, shuffle=True, seed=seed + _SECOND_STREAM,
                           device=device))
     info = dict(num_classes=o.width * o.height * o.count, shape=(o.height, o.width), classes=None,
                 mean=None, std=None, n_train=len(tr), n_val=len(va), maze=o,
-                test_set=generate("test", seed, o))
+                test_set=make("test", seed, o))
     return loaders[0], loaders[1], info

@@ -10,21 +10,42 @@ import torch
 from nas.errors import ConfigError
 from nas.estimators.base import Estimator
 
-from ..base import SearchSpace, bad_genotype
+from ..base import MAZE, SearchSpace, bad_genotype, refuse_estimator_key
 from .genotype import ProgramGenotype
 from .maze import INSTRUCTIONS, LINES, LOOK_HIDDEN, STEPS, MazeNetwork, MazeSupernet, maze_template, scores
 
+# the smallest maze model of the contract tests (tests/test_contract.py): 3 outcomes (a 1x1 grid,
+# a counter mod 3), 3 lines and 6 steps: the tiny supernet's initial hard program then keeps
+# running, so every line and goto bears on the output (a program that loops INC alone would give
+# its gotos a true zero gradient)
+TINY = dict(width=1, height=1, count=3, steps=6, look_hidden=4)
+
 
 class ProgramSpace(SearchSpace):
+    """The maze template (:mod:`.maze`): its instructions are fixed by the template, not
+    registered ops, so ``space.ops`` does not apply; ``space.program.*`` sizes the template and
+    ``data.maze.*`` (the task) the registers."""
+
     name = "program"
-    ops = INSTRUCTIONS
+    ops = ()
+    data_kind = MAZE
+    config_keys = ("program",)
+    tiny_supernet = {**TINY, "lines": 3}
+    tiny_network = TINY
+
+    def supernet_kwargs(self, cfg: Any, info: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+        refuse_estimator_key(cfg.estimator.derive_exclude, "estimator.derive_exclude", "the nb201 space",
+                             f"the {self.name} space derives each line by argmax")
+        refuse_estimator_key(cfg.estimator.derive_max_skip is not None, "estimator.derive_max_skip",
+                             "the nb201 and darts spaces", f"the {self.name} space has no skip connections to limit")
+        p, m = cfg.space.program, cfg.data.maze
+        return dict(lines=p.lines, steps=p.steps, look_hidden=p.look_hidden, width=m.width, height=m.height,
+                    count=m.count)
 
     def build_supernet(self, estimator: Estimator, *, num_classes: int, width: int, height: int, count: int,
                        lines: int = LINES, steps: int = STEPS, look_hidden: int = LOOK_HIDDEN,
                        init_std: float = 1e-3, generator: Optional[torch.Generator] = None,
-                       gates: str = "none", **_: Any) -> MazeSupernet:
-        if gates != "none":
-            raise ConfigError("space.gates: the program space has no edges, ops or channels to gate; use gates=none")
+                       **_: Any) -> MazeSupernet:
         if lines < 1 or steps < 1 or look_hidden < 1:
             raise ConfigError(f"space.program: lines, steps and look_hidden must be positive, got "
                               f"lines={lines}, steps={steps}, look_hidden={look_hidden}")
@@ -34,9 +55,14 @@ class ProgramSpace(SearchSpace):
         return MazeSupernet(estimator, width=width, height=height, count=count, lines=lines, steps=steps,
                             look_hidden=look_hidden, init_std=init_std, generator=generator)
 
-    def build_network(self, genotype: ProgramGenotype, *, width: int = 5, height: int = 3, count: int = 15,
-                      steps: int = STEPS, look_hidden: int = LOOK_HIDDEN, **_: Any) -> MazeNetwork:
+    def build_network(self, genotype: ProgramGenotype, *, num_classes: Optional[int] = None, width: int = 5,
+                      height: int = 3, count: int = 15, steps: int = STEPS, look_hidden: int = LOOK_HIDDEN,
+                      **_: Any) -> MazeNetwork:
         return MazeNetwork(genotype, width=width, height=height, count=count, steps=steps, look_hidden=look_hidden)
+
+    def network_kwargs(self, model_cfg: Any) -> Dict[str, Any]:
+        raise ConfigError(f"the {self.name} space has no network to retrain (its LOOK is trained with the "
+                          f"program); nas-retrain takes a cell of a space with one")
 
     def genotype_from_dict(self, data: Dict[str, Any]) -> ProgramGenotype:
         g = ProgramGenotype.from_dict(data)

@@ -9,9 +9,11 @@ the start cell ``(X0, Y0)``; instructions
 * ``LOOK``: ``dir ← LOOK(image at X, Y)``, a learned function (:class:`LookNet`);
 
 ``lines`` learnable lines (default 3) and ``steps`` unrolled steps (default 45); the machine
-halts after the first step that leaves ``dir = 0`` (so a program whose first instruction is not
-LOOK halts after one step). One correct program is ``0: LOOK; goto 1 / 1: MOVE; goto 2 / 2: INC;
-goto 0``; with ``L ≤ 14`` moves it halts after ``3L + 1 ≤ 43`` steps.
+halts after a step that writes ``dir = 0``, i.e. a LOOK at a halt cell (``dir`` starts at 0,
+which does not halt it). One correct program is ``0: LOOK; goto 1 / 1: MOVE; goto 2 / 2: INC;
+goto 0``; with ``L ≤ 14`` moves it halts after ``3L + 1 ≤ 43`` steps. Six of the 1,728 programs
+are correct: LOOK, MOVE and INC in a cycle in which INC does not run before the first LOOK (a
+first MOVE stays, as ``dir = 0``).
 
 The models output log-probabilities of the joint outcome ``(X, Y, reg)`` as a product of the
 final marginals, so the search loop's cross-entropy is ``-log p_X - log p_Y - log p_reg`` and its
@@ -29,6 +31,7 @@ from nas.blocks.program import FixedProgram, Instruction, ProgramBlock, Template
 from nas.data.maze import DIRECTIONS, DX, DY, MazeInput, MazeSet
 from nas.estimators.base import Estimator
 
+from ..base import Network, Supernet
 from .genotype import ProgramGenotype
 
 INSTRUCTIONS = ("INC", "DEC", "MOVE", "LOOK")
@@ -80,7 +83,8 @@ def joint_log_probs(state: Dict[str, Tensor]) -> Tensor:
 
 
 class MazeModel(nn.Module):
-    """``forward(MazeInput) -> joint log-probabilities`` of a program block on the maze."""
+    """``forward(MazeInput) -> joint log-probabilities`` of a program block on the maze (the
+    supernet and the discrete network share it)."""
 
     block: nn.Module
 
@@ -94,9 +98,9 @@ class MazeModel(nn.Module):
         instrs, gotos = self.program()
         return ProgramGenotype(tuple(instrs), tuple(gotos))
 
-    def artifacts(self) -> Dict[str, str]:
-        """Files a run folder keeps next to genotype.yaml."""
-        return {"program.txt": self.genotype().text()}
+    def artifacts(self, genotype: Optional[ProgramGenotype] = None) -> Dict[str, str]:
+        """Files a run folder keeps next to genotype.yaml: the program as code."""
+        return {"program.txt": (genotype or self.genotype()).text()}
 
     @torch.no_grad()
     def extra_metrics(self, info: Dict[str, Any]) -> Dict[str, Any]:
@@ -104,7 +108,7 @@ class MazeModel(nn.Module):
         return scores(self, info["test_set"]) if "test_set" in info else {}
 
 
-class MazeSupernet(MazeModel):
+class MazeSupernet(MazeModel, Supernet):
     """The maze template with learnable lines (``instr``, ``goto``) and a :class:`LookNet`."""
 
     def __init__(self, estimator: Estimator, *, width: int, height: int, count: int, lines: int = LINES,
@@ -119,7 +123,7 @@ class MazeSupernet(MazeModel):
         return self.block.derived()
 
 
-class MazeNetwork(MazeModel):
+class MazeNetwork(MazeModel, Network):
     """The discrete model of a genotype: its fixed program and a fresh :class:`LookNet`."""
 
     def __init__(self, genotype: ProgramGenotype, *, width: int, height: int, count: int,

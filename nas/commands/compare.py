@@ -1,0 +1,242 @@
+"""Compare estimators by the NAS-Bench-201 ground truth of the cells their searches find.
+
+    nas-compare --config configs/nb201_cifar10_cpu.yaml \
+        --estimators softmax,gumbel,gumbel_hard,ste,bop --seeds 0,1,2 [key=value ...]
+
+For every estimator and seed it runs one search (``nas-search`` in a subprocess, so runs can go in
+parallel with ``--jobs``), looks the derived cell up in the NB201 table, and adds a random-search
+baseline with the same wall-clock budget (the mean search time unless ``--random-budget``). It
+writes ``report.md`` (a markdown table: mean ± std of the CIFAR-10 test accuracy, rank, search
+minutes, derived cells) and ``results.json`` into ``--out``, and prints the table.
+
+Estimator specs: a registered name (``gumbel_hard``), or ``NAME+noise`` for adaptive noise,
+optionally labelled ``LABEL=SPEC`` to compare variants of one estimator (``fast=softmax`` with
+``--set fast:optim.arch.lr=1e-3``). The config's ``estimator`` section applies to the estimator it
+names; any other estimator starts from its own defaults, except ``derive_max_skip`` (P-DARTS's
+limit on the derived cell, a prior on the cell rather than a setting of one relaxation), which
+carries over to every estimator with logits. ``--set NAME:key=value`` adds an override
+for the specs whose label, spec or estimator name is NAME. A finished run
+(its ``metrics.json`` exists) is reused, so an interrupted comparison continues where it stopped.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+from nas.benchmarks import DEFAULT_TABLE, NB201Table
+from nas.config import load_yaml
+from nas.commands import entry, guarded
+from nas.errors import NasError
+
+RANDOM = "random"
+REFERENCES = [("optimum", 94.37), ("all nor_conv_3x3", 93.76), ("GDAS (NB201 paper, GPU, 250 ep)", 93.61),
+              ("mean of a random cell", 87.06), ("DARTS (collapse to skip)", 54.30)]
+
+
+@dataclass
+class Job:
+    method: str
+    seed: int
+    out: Path
+    cmd: List[str]
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="nas-compare", description=__doc__.split("\n\n")[0])
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="overrides for every search")
+    p.add_argument("--config", required=True, help="search config (YAML path or name in configs/)")
+    p.add_argument("--estimators", default="softmax,gumbel,gumbel_hard",
+                   help="comma-separated estimator specs (NAME, NAME+noise, or LABEL=SPEC for a variant)")
+    p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
+    p.add_argument("--set", action="append", default=[], metavar="NAME:key=value",
+                   help="an override for one estimator only (repeatable)")
+    p.add_argument("--out", type=Path, default=None, help="folder (default runs/compare-<timestamp>)")
+    p.add_argument("--table", type=Path, default=None, help=f"NB201 table CSV (default {DEFAULT_TABLE})")
+    p.add_argument("--partial-table", action="store_true",
+                   help="accept a table of a subset of the cells (ranks among those); default: all 15,625 required")
+    p.add_argument("--no-random", action="store_true", help="skip the random-search baseline")
+    p.add_argument("--random-budget", type=float, default=None,
+                   help="seconds per random search (default: the mean search time of the estimators)")
+    p.add_argument("--random-epochs", type=int, default=1, help="training epochs per random cell")
+    p.add_argument("--jobs", type=int, default=1, help="searches run at the same time")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads per search (default: cores / jobs)")
+    p.add_argument("--device", default=None, help="device override for every search (cpu, cuda, auto)")
+    return p
+
+
+def parse_spec(spec: str) -> Dict[str, str]:
+    name, _, extra = spec.partition("+")
+    if extra not in ("", "noise"):
+        raise NasError(f"estimator spec '{spec}': use NAME or NAME+noise")
+    return {"estimator.name": name, **({"estimator.noise": "adaptive"} if extra else {})}
+
+
+def split_label(entry: str) -> tuple:
+    """``"LABEL=SPEC"`` -> (LABEL, SPEC); a bare ``"SPEC"`` is its own label."""
+    label, sep, spec = entry.partition("=")
+    return (label.strip(), spec.strip()) if sep else (entry.strip(), entry.strip())
+
+
+def has_logits(name: str) -> bool:
+    """Whether estimator ``name`` keeps real logits (what derive keys rank candidates by)."""
+    from nas.estimators import build_estimator
+    roles = {role for _, role in build_estimator(name).create((1, 2), "categorical").values()}
+    return "logits" in roles
+
+
+def estimator_overrides(spec: str, config_estimator: Dict, sets: Sequence[str], label: str = "") -> List[str]:
+    """Overrides that switch the config to ``spec``: keep the config's estimator section only for the
+    estimator it names (its temperatures etc. may not exist for another one); its
+    ``derive_max_skip`` goes to every estimator with logits."""
+    base = parse_spec(spec)
+    out = []
+    if base["estimator.name"] != config_estimator.get("name"):
+        section = {"name": base["estimator.name"]}
+        if config_estimator.get("derive_max_skip") is not None and has_logits(base["estimator.name"]):
+            section["derive_max_skip"] = config_estimator["derive_max_skip"]
+        out.append("estimator=" + json.dumps(section))
+    out += [f"{k}={v}" for k, v in base.items()]
+    for s in sets:
+        name, sep, kv = s.partition(":")
+        if not sep or "=" not in kv:
+            raise NasError(f"--set '{s}': expected NAME:key=value")
+        if name in (spec, label, base["estimator.name"]):
+            out.append(kv)
+    return out
+
+
+def run_job(job: Job, env: Dict[str, str]) -> None:
+    if (job.out / "metrics.json").is_file():
+        return  # finished earlier: reuse
+    if job.out.exists():
+        import shutil
+        shutil.rmtree(job.out)  # an interrupted run: start it again from scratch
+    job.out.parent.mkdir(parents=True, exist_ok=True)
+    with open(job.out.parent / f"{job.out.name}.log", "w") as log:
+        rc = subprocess.run(job.cmd, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
+    if rc != 0:
+        tail = (job.out.parent / f"{job.out.name}.log").read_text().strip().splitlines()[-1:]
+        raise NasError(f"{job.method} seed {job.seed} failed (exit {rc}): {tail[0] if tail else ''}")
+
+
+def run_all(jobs: List[Job], n_parallel: int, threads: int) -> None:
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    with ThreadPoolExecutor(max(n_parallel, 1)) as pool:
+        for f in [pool.submit(run_job, j, env) for j in jobs]:
+            f.result()
+
+
+def mean_std(xs: Sequence[float]) -> str:
+    if not xs:
+        return "–"
+    sd = statistics.stdev(xs) if len(xs) > 1 else 0.0
+    return f"{statistics.mean(xs):.2f} ± {sd:.2f}"
+
+
+def collect(table: NB201Table, jobs: List[Job]) -> Dict[str, List[dict]]:
+    rows: Dict[str, List[dict]] = {}
+    for j in jobs:
+        m = json.loads((j.out / "metrics.json").read_text())
+        s = table.score(j.out)
+        rows.setdefault(j.method, []).append({
+            "seed": j.seed, "arch": s.arch, "cifar10": s.acc["cifar10"], "cifar100": s.acc["cifar100"],
+            "imagenet16_120": s.acc["imagenet16_120"], "rank": s.rank["cifar10"], "n": s.n,
+            "search_seconds": m["search_seconds"], "proxy_val_acc": m.get("val_acc"),
+            "cells_trained": m.get("cells")})
+    return rows
+
+
+def md_cell(text: str) -> str:
+    """``|`` escaped, so that a cell string stays one cell of a markdown table."""
+    return text.replace("|", "\\|")
+
+
+def report(rows: Dict[str, List[dict]], title: str) -> str:
+    lines = [f"### {title}", "",
+             "| method | NB201 CIFAR-10 test acc (%) | rank (mean) | search min | seeds | derived cells (CIFAR-10 %) |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    rand = rows.get(RANDOM)
+    rand_mean = statistics.mean(r["cifar10"] for r in rand) if rand else None
+    for method, rs in rows.items():
+        accs = [r["cifar10"] for r in rs]
+        cells = "<br>".join(f"`{md_cell(r['arch'])}` ({r['cifar10']:.2f})" for r in rs)
+        name = method if method == RANDOM or rand_mean is None else (
+            f"{method} {'>' if statistics.mean(accs) > rand_mean else '≤'} random")
+        if method == RANDOM:
+            name = f"random search ({statistics.mean(r['cells_trained'] or 0 for r in rs):.0f} cells)"
+        lines.append(f"| {name} | {mean_std(accs)} | {statistics.mean(r['rank'] for r in rs):.0f} / {rs[0]['n']} "
+                     f"| {statistics.mean(r['search_seconds'] for r in rs) / 60:.1f} | "
+                     f"{','.join(str(r['seed']) for r in rs)} | {cells} |")
+    lines += ["", "Reference (NB201 CIFAR-10 test %): " + ", ".join(f"{n} {a:.2f}" for n, a in REFERENCES), ""]
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    table = NB201Table.load(args.table, partial=args.partial_table)  # fail before hours of searching, not after
+    cfg_data = load_yaml(args.config)
+    cfg_path = str(Path(args.config).resolve()) if Path(args.config).is_file() else args.config
+    specs = [split_label(s) for s in args.estimators.split(",") if s.strip()]
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError:
+        raise NasError(f"--seeds '{args.seeds}': expected comma-separated integers") from None
+    if not specs or not seeds:
+        raise NasError("give at least one estimator and one seed")
+    from nas.estimators import ESTIMATORS
+    for _, spec in specs:  # a typo fails now, not after the first searches
+        ESTIMATORS.get(parse_spec(spec)["estimator.name"], "--estimators")
+    if len({label for label, _ in specs}) < len(specs):
+        raise NasError("--estimators: each entry needs its own label (LABEL=SPEC for variants)")
+    out = args.out or Path("runs") / f"compare-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    common = list(args.overrides) + ([f"device={args.device}"] if args.device else [])
+    threads = args.threads or max(1, (os.cpu_count() or 1) // max(args.jobs, 1))
+    jobs = [Job(label, seed, out / label / f"seed{seed}",
+                [sys.executable, "-m", "nas", cfg_path, *common,
+                 *estimator_overrides(spec, cfg_data.get("estimator", {}), args.set, label),
+                 f"seed={seed}", "--out", str(out / label / f"seed{seed}"), "--quiet"])
+            for label, spec in specs for seed in seeds]
+    t0 = time.time()
+    run_all(jobs, args.jobs, threads)
+    rows = collect(table, jobs)
+    if not args.no_random:
+        budget = args.random_budget or statistics.mean(
+            r["search_seconds"] for rs in rows.values() for r in rs)
+        rjobs = [Job(RANDOM, seed, out / RANDOM / f"seed{seed}",
+                     [sys.executable, "-m", "nas.benchmarks.random_search", cfg_path, *common,
+                      f"seed={seed}", "--budget", f"{budget:.1f}", "--epochs-per-cell",
+                      str(args.random_epochs), "--out", str(out / RANDOM / f"seed{seed}"), "--quiet"])
+                 for seed in seeds]
+        run_all(rjobs, args.jobs, threads)
+        rows.update(collect(table, rjobs))
+    title = (f"{Path(args.config).name} {' '.join(args.overrides)} — seeds {args.seeds}, "
+             f"{args.jobs} parallel job(s) x {threads} thread(s), {(time.time() - t0) / 60:.0f} min total")
+    text = report(rows, title)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.md").write_text(text)
+    (out / "results.json").write_text(json.dumps(rows, indent=2))
+    print(text)
+    print(f"written: {out / 'report.md'}")
+    return 0
+
+
+def main(args: argparse.Namespace) -> int:
+    return guarded("nas-compare", run, args)
+
+
+def cli(argv=None) -> int:
+    return entry("compare", argv)
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

@@ -1,0 +1,93 @@
+"""Derive the discrete architecture from a search's checkpoint.
+
+    nas-derive RUN_DIR | checkpoint.pt [--top-k K] [--out genotype.yaml] [--device cpu]
+    nas-derive RUN_DIR --exclude none     # NB201: never pick these ops (DARTS §2.4)
+    nas-derive RUN_DIR --max-skip 1       # at most 1 skip_connect edge (P-DARTS §3.3)
+    nas-derive RUN_DIR --method perturbation [--batches 40] [--tune-steps 0]
+    nas-derive RUN_DIR --cost target=55 [--cost metric=params]   # within another budget
+
+rebuilds the supernet from the checkpoint's own config, loads its architecture parameters and
+estimator state, applies the space's derive rule (NB201: the estimator's decision per edge;
+DARTS: per node the K strongest non-``none`` incoming edges by ``Choice.probs()``, K=2 as in the
+paper; ``--exclude`` overrides the run's ``estimator.derive_exclude``, ``--max-skip`` its
+``estimator.derive_max_skip``), writes ``genotype.yaml`` (default: into the run folder) and prints
+the genotype (with the run's ``imports`` and op options, and beside it the ``learned_ops.txt`` of
+DNF and L0-gated candidates).
+``--method perturbation`` selects each NB201 edge's op by how much removing it costs the supernet's
+validation accuracy (DARTS-PT, ``nas/supernet/perturbation.py``), on the run's own data.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+from nas.commands import entry, guarded
+from nas.errors import ConfigError
+from nas.searcher.derive import derive, load_supernet, perturbation_genotype  # noqa: F401 (the tool re-exports them)
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="nas-derive", description=__doc__.split("\n\n")[0])
+    p.add_argument("source", type=Path, metavar="RUN_DIR|checkpoint.pt", help="a nas-search run folder or checkpoint")
+    p.add_argument("--top-k", type=int, default=None,
+                   help="DARTS: incoming edges kept per intermediate node (default 2, as in the paper)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="where to write the genotype (default: genotype.yaml beside the checkpoint)")
+    p.add_argument("--device", default="cpu", help="device to rebuild the supernet on (default cpu)")
+    p.add_argument("--method", choices=("argmax", "perturbation"), default="argmax",
+                   help="argmax of α per edge (default), or DARTS-PT's perturbation-based selection "
+                        "measured on validation batches of the run's data (nb201)")
+    p.add_argument("--batches", type=int, default=40, help="perturbation: validation batches per measurement")
+    p.add_argument("--tune-steps", type=int, default=0, help="perturbation: weight steps after each edge decision")
+    p.add_argument("--tune-lr", type=float, default=None,
+                   help="perturbation: SGD lr of those steps (default: the run's optim.weights.lr_min)")
+    p.add_argument("--seed", type=int, default=0, help="perturbation: seed of the edge order")
+    p.add_argument("--exclude", default=None, metavar="OPS",
+                   help="nb201 argmax: comma-separated ops derive never picks, e.g. 'none' as DARTS does "
+                        "(overrides the run's estimator.derive_exclude; '' picks among all)")
+    p.add_argument("--max-skip", default=None, metavar="M",
+                   help="most skip_connect edges the derived cell keeps, P-DARTS's limit (darts: in the "
+                        "normal cell); overrides the run's estimator.derive_max_skip; 'none' for no limit")
+    p.add_argument("--cost", action="append", default=[], metavar="KEY=VALUE",
+                   help="override the run's cost section for derive, e.g. --cost target=55 --cost metric=params: "
+                        "the most probable cell within that budget (cost.hard)")
+    return p
+
+
+def parse_max_skip(value: Optional[str]) -> Any:
+    """``--max-skip``: ``None`` keeps the run's own limit, ``'none'`` removes it, else an int."""
+    if value is None:
+        return ...
+    if value.strip().lower() in ("none", "null", ""):
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise ConfigError(f"--max-skip takes a whole number or 'none', got '{value}'") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    notes: list = []  # the cost line, printed after the genotype
+    out = args.out or (args.source if args.source.is_dir() else args.source.parent) / "genotype.yaml"
+    space, genotype = derive(args.source, args.top_k, args.device, args.method, args.batches,
+                             args.tune_steps, args.seed, args.tune_lr, args.exclude,
+                             parse_max_skip(args.max_skip), write=out, log=notes.append, cost=args.cost)
+    print(genotype)
+    for line in notes:
+        print(line)
+    print(f"written to {out}")
+    return 0
+
+
+def main(args: argparse.Namespace) -> int:
+    return guarded("nas-derive", run, args)
+
+
+def cli(argv=None) -> int:
+    return entry("derive", argv)
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

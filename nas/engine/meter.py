@@ -1,0 +1,94 @@
+"""Epoch meters, the steps of an epoch and the loss guard shared by the search loop and
+the retrain trainer."""
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, Optional
+
+from torch import Tensor
+
+from ..errors import TrainingError
+
+
+class Meter:
+    """Running sums of loss and accuracy over an epoch. The sums stay on the batches' device, so a
+    step never waits for the accelerator; :meth:`result` syncs once."""
+
+    def __init__(self) -> None:
+        self._loss: Optional[Tensor] = None
+        self._correct: Optional[Tensor] = None
+        self.n = 0
+
+    def update(self, loss: Tensor, logits: Tensor, y: Tensor) -> None:
+        b = y.shape[0]
+        total = loss.detach().float() * b
+        correct = (logits.detach().argmax(1) == y).sum()
+        self._loss = total if self._loss is None else self._loss + total
+        self._correct = correct if self._correct is None else self._correct + correct
+        self.n += b
+
+    def loss_sum(self) -> Optional[Tensor]:
+        """The running loss sum on the device (None before the first update), not synced."""
+        return self._loss
+
+    def result(self) -> Dict[str, float]:
+        n = max(self.n, 1)
+        loss = 0.0 if self._loss is None else float(self._loss)
+        correct = 0 if self._correct is None else int(self._correct)
+        return {"loss": loss / n, "acc": 100.0 * correct / n}
+
+
+def steps_in_epoch(loader: Any, max_steps: Optional[int]) -> int:
+    """The batches of ``loader`` an epoch runs: all, or at most ``max_steps`` (smoke runs)."""
+    n = len(loader)
+    return min(n, max_steps) if max_steps else n
+
+
+# The loss is checked at every step on the CPU (free) and every SYNC_EVERY steps on an
+# accelerator, where each check is a device sync that stalls the launch queue.
+SYNC_EVERY = 50
+# A run whose epoch-mean loss grows this many times beyond its first step's has diverged.
+DIVERGENCE_FACTOR = 100.0
+
+
+class LossGuard:
+    """Ends a run whose loss is no longer a number (NaN/inf) or has diverged while staying finite:
+    the running mean of the epoch's loss above ``factor`` times the loss of the run's first step
+    (at least 1: with K >= 2 classes the first loss is about ln K). The first step, not the first
+    epoch, is the reference because a run with a learning rate far too high (optim.weights.lr=300)
+    diverges within its first epoch. ``causes`` names the settings to look at, with their values;
+    the run adds what it leaves behind (:class:`~nas.errors.TrainingError`)."""
+
+    def __init__(self, causes: str, factor: float = DIVERGENCE_FACTOR):
+        self.causes = causes
+        self.factor = factor
+        self.start: Optional[float] = None
+
+    def check(self, loss: Tensor, meter: Meter, epoch: int, step: int, last: bool) -> None:
+        """After ``meter.update(loss, ...)`` of step ``step`` of ``epoch`` (both from 0)."""
+        on_cpu = loss.device.type == "cpu"
+        first = self.start is None
+        if on_cpu or first:
+            value = float(loss.detach().float())
+        elif (step + 1) % SYNC_EVERY == 0 or last:
+            total = meter.loss_sum()
+            value = float(total) / max(meter.n, 1) if total is not None else float(loss.detach().float())
+        else:
+            return
+        where = f"epoch {epoch + 1} step {step + 1}" if on_cpu or first else \
+            f"epoch {epoch + 1}, one of the steps up to {step + 1}"
+        if not math.isfinite(value):
+            raise TrainingError(f"the loss became {value} in {where}; likely causes: {self.causes}")
+        if first:
+            self.start = value
+        mean = float(meter.loss_sum()) / meter.n if on_cpu and meter.n else value
+        limit = self.factor * max(self.start, 1.0)
+        if mean > limit:
+            raise TrainingError(f"the loss diverged: {mean:.4g} in {where}, over {self.factor:g}x the "
+                                f"first step's {self.start:.4g}; likely causes: {self.causes}")
+
+    def state_dict(self) -> Dict[str, Optional[float]]:
+        return {"start": self.start}
+
+    def load_state_dict(self, state: Optional[Dict[str, Optional[float]]]) -> None:
+        self.start = (state or {}).get("start")

@@ -1,0 +1,175 @@
+"""Retrain a derived architecture from scratch with a :class:`RetrainConfig` and keep a run folder
+like ``nas-search`` does: ``config.yaml``, ``genotype.yaml``, ``checkpoint.pt`` (atomic, exact
+resume), ``tb/``, ``log.txt`` and ``metrics.json`` (test accuracy on the real test split, params
+and multiply-accumulates in millions)."""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import torch
+import yaml
+
+from ..bounds import check_config
+from ..config import to_dict
+from ..errors import ConfigError
+from ..engine.monitor import Monitor, log
+from ..engine.run_folder import RunFolder, load_run_config as _load_run_config
+from ..engine.runtime import resolve_device, seed_everything
+from ..engine.shapes import check_input_fits
+from ..ops.registry import check_op_args, describe_ops
+from ..plugins import accepted_kwargs, genotype_record, import_user_modules
+from ..utils import count_macs, count_params
+from .config import RetrainConfig
+from .genotypes import record_from_data, resolve_record
+from .trainer import Trainer
+
+RESUMABLE_CHANGES = ("name", "device", "data.root", "data.download", "data.workers",
+                     "trainer.epochs", "trainer.ckpt_every", "trainer.eval_every", "model.genotype")
+
+
+@dataclass
+class RetrainResult:
+    out_dir: Path
+    genotype: Any
+    metrics: Dict[str, Any]
+
+
+def make_network(cfg: RetrainConfig, space: Any, genotype: Any, num_classes: int, in_channels: int,
+                 op_args: Optional[Dict[str, Dict[str, Any]]] = None) -> torch.nn.Module:
+    """The discrete network of ``genotype``: the space maps the ``model`` section to its
+    keywords (:meth:`~search_spaces.base.SearchSpace.network_kwargs`); ``op_args``: the options
+    its ops were searched with (the genotype.yaml's), under ``model.op_args``."""
+    op_args = {**(op_args or {}), **check_op_args(cfg.model.op_args, "model.op_args")}
+    # a user's space may leave out what it does not use
+    context = accepted_kwargs(space.build_network, "", {"in_channels": in_channels, "op_args": op_args})
+    return space.build_network(genotype, num_classes=num_classes, **context, **space.network_kwargs(cfg.model))
+
+
+def _param_groups(model: torch.nn.Module, weight_decay: float) -> list:
+    """The network's weights with ``weight_decay``; the parameters of its ops' own discrete
+    choices (DNF rule logits, L0 gates) without: decay would pull their logits to the undecided 0."""
+    from ..supernet.choice import arch_parameters, weight_parameters
+    own = [p for role in ("logits", "discrete", "noise") for p in arch_parameters(model, role)]
+    groups = [{"params": weight_parameters(model), "weight_decay": weight_decay}]
+    return groups + ([{"params": own, "weight_decay": 0.0}] if own else [])
+
+
+def run_retrain(cfg: RetrainConfig, out_dir: Optional[Path] = None, *, quiet: bool = False,
+                resume: bool = False, dataset: Any = None, resume_from: Optional[Path] = None) -> RetrainResult:
+    """Train ``cfg.model.genotype`` from scratch; with ``resume``, continue the run in ``out_dir``
+    (its genotype is the one stored in the checkpoint); with ``resume_from``, continue that run in
+    a copy at ``out_dir``. The folder is owned as :func:`nas.searcher.run.run_search` owns its own
+    (:class:`~nas.engine.run_folder.RunFolder`). ``dataset``: ``{"train": ..., "test": ...}``
+    dataset objects instead of ``data.dataset`` (see ``nas.retrain``)."""
+    check_config(cfg)
+    cfg = replace(cfg, imports=import_user_modules(cfg.imports))  # user registrations first
+    # a new run's genotype is read before the folder is claimed: a wrong one leaves no folder behind
+    resolved = None if resume or resume_from is not None else resolve_record(cfg.model.genotype)
+    folder = RunFolder.claim(out_dir, cfg, kind="retrain", resumable=RESUMABLE_CHANGES, resume=resume,
+                             copy_from=resume_from, required=("model", "epoch", "config", "genotype"))
+    return folder.run(quiet, lambda: _retrain(cfg, folder, quiet, resolved, dataset))
+
+
+def loss_causes(cfg: RetrainConfig) -> str:
+    """The settings that most often make a retraining's loss explode, with their values."""
+    o = cfg.optim
+    causes = [f"a learning rate too high (optim.lr={o.lr:g}" +
+              (f", optim.lr_min={o.lr_min:g})" if o.lr_min > o.lr / 10 else ")")]
+    if cfg.trainer.grad_clip == 0:
+        causes.append("no gradient clipping (trainer.grad_clip=0)")
+    return ", ".join(causes)
+
+
+def _retrain(cfg: RetrainConfig, folder: RunFolder, quiet: bool, resolved: Any, dataset: Any) -> RetrainResult:
+    folder.start()
+    out_dir = folder.path
+    if folder.resumed:
+        space, genotype, extras = record_from_data(folder.ckpt["genotype"], str(folder.ckpt_path))
+    else:
+        space, genotype, extras = resolved
+    imports = list(dict.fromkeys(cfg.imports + extras["imports"]))
+    record = genotype_record(space, genotype, imports, {**extras["op_args"], **cfg.model.op_args})
+    folder.write_text("genotype.yaml", yaml.safe_dump(record, sort_keys=False))
+
+    device = resolve_device(cfg.device)
+    seed_everything(cfg.seed)
+    from ..data import build_eval_loaders
+    d = cfg.data
+    if d.cutout < 0:
+        raise ConfigError(f"data.cutout must be >= 0 (0 = off), got {d.cutout}")
+    train_loader, test_loader, info = build_eval_loaders(
+        d.dataset, root=d.root, download=d.download, resize=d.resize, subset=d.subset,
+        batch_size=d.batch_size, workers=d.workers, seed=cfg.seed, device=device, augment=d.augment,
+        test_subset=d.test_subset, stream=d.stream, given=dataset)
+    model = make_network(cfg, space, genotype, info["num_classes"], info["shape"][0], extras["op_args"])
+    check_input_fits(model, info["shape"], f"{space.name} network")
+    params_m = count_params(model) / 1e6
+    macs_m = count_macs(model, tuple(info["shape"])) / 1e6
+    model.to(device)
+    o, t = cfg.optim, cfg.trainer
+    optimizer = torch.optim.SGD(_param_groups(model, o.weight_decay), lr=o.lr, momentum=o.momentum,
+                                nesterov=o.nesterov and o.momentum > 0)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(t.epochs, 1), eta_min=o.lr_min)
+    trainer = Trainer(model, optimizer, sched, train_loader, epochs=t.epochs, grad_clip=t.grad_clip,
+                      aux_weight=cfg.model.auxiliary_weight, drop_path_prob=cfg.model.drop_path_prob,
+                      cutout_length=d.cutout, seed=cfg.seed, max_steps_per_epoch=t.max_steps_per_epoch,
+                      loss_causes=loss_causes(cfg))
+
+    loaders = {"train": train_loader}
+    start_epoch, history, elapsed = folder.restore(trainer.load_state_dict, loaders, device, sched)
+    if folder.resumed:
+        log.info(f"resumed from {folder.ckpt_path} after epoch {start_epoch}")
+
+    def checkpoint(epoch_done: int, seconds: float) -> None:
+        folder.save(epoch_done, seconds, history, {**trainer.state_dict(), "genotype": record}, loaders, device)
+
+    log.info(f"retrain {cfg.name}: space={space.name} genotype={genotype} params={params_m:.3f}M "
+             f"macs={macs_m:.1f}M device={device} train={info['n_train']} test={info['n_test']} out={out_dir}")
+    monitor = Monitor(out_dir / "tb", epochs=t.epochs, quiet=quiet, desc="retrain",
+                      purge_step=start_epoch + 1 if folder.resumed or folder.reused else None)
+    monitor.start(start_epoch)
+    t0 = time.time() - elapsed
+    try:
+        for epoch in range(start_epoch, t.epochs):
+            folder.epoch = epoch + 1
+            monitor.start_epoch(epoch, trainer.steps_per_epoch())
+            metrics = trainer.train_epoch(epoch, on_step=lambda s, m: monitor.step(m))
+            if t.eval_every > 0 and (epoch + 1) % t.eval_every == 0 and epoch + 1 < t.epochs:
+                metrics.update({f"test_{k}": v for k, v in trainer.evaluate(test_loader).items()})
+            history.append({"epoch": epoch + 1, **metrics})
+            monitor.end_epoch(epoch, metrics, {"lr/weights": optimizer.param_groups[0]["lr"],
+                                               "drop_path_prob": model.drop_path_prob})
+            if folder.checkpoint_due(epoch + 1):
+                checkpoint(epoch + 1, time.time() - t0)
+        folder.epoch = None
+        seconds = time.time() - t0
+        final = trainer.evaluate(test_loader)
+        monitor.scalars({"test/loss": final["loss"], "test/acc": final["acc"]}, t.epochs)
+        metrics = {"test_acc": final["acc"], "test_loss": final["loss"],
+                   "train_acc": history[-1]["train_acc"] if history else None,
+                   "params_m": round(params_m, 6), "macs_m": round(macs_m, 3),
+                   "train_seconds": round(seconds, 2), "epochs": t.epochs, "space": space.name,
+                   "genotype": str(genotype), "history": history}
+        folder.write_text("metrics.json", json.dumps(metrics, indent=2))
+        learned = describe_ops(model.named_modules())
+        if learned:  # the retrained DNF rules and open L0 channels, as the search writes them
+            folder.write_text("learned_ops.txt", learned)
+        monitor.hparams(to_dict(cfg), {k: metrics[k] for k in ("test_acc", "test_loss", "params_m", "macs_m")},
+                        t.epochs)
+        log.info(f"done in {seconds:.1f}s: test_acc={final['acc']:.2f} params={params_m:.3f}M macs={macs_m:.1f}M")
+        failed = monitor.close()
+        if failed is not None:
+            raise failed
+    finally:
+        monitor.close()
+    return RetrainResult(out_dir, genotype, metrics)
+
+
+def load_run_config(out_dir: Path) -> RetrainConfig:
+    """The resolved config of an existing retrain run (for --resume): its config.yaml, or the
+    checkpoint's copy when that file is damaged (with a warning on stderr)."""
+    return _load_run_config(out_dir, RetrainConfig, "retrain")
