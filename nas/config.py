@@ -74,6 +74,7 @@ class ProgramSpaceConfig:
     lines: int = ranged(3, ge=1)                 # learnable program lines
     steps: int = ranged(45, ge=1)                # unrolled execution steps
     look_hidden: int = ranged(32, ge=1)          # hidden units of the LOOK network (search_spaces/program/maze.py)
+    halt: Literal["value", "write"] = "value"    # halt after a step that leaves dir = 0 / that writes it
 
 
 @dataclass

@@ -17,11 +17,11 @@ from search_spaces.program.maze import INSTRUCTIONS, MazeSupernet, joint_log_pro
 CAT = [n for n in ESTIMATORS.names() if CATEGORICAL in ESTIMATORS.get(n).kinds]
 SPECS = [(n, "none") for n in CAT] + [(n, "adaptive") for n in CAT if ESTIMATORS.get(n).supports_noise]
 # every program of the 3-line template that is correct on all mazes (found by running all 1,728 on
-# 300 test mazes): LOOK, MOVE and INC in a cycle in which INC does not run before the first LOOK
-# (MOVE may: dir = 0 at the start, so a first MOVE stays)
+# 300 test mazes): halting on the value, LOOK first, then MOVE and INC in a cycle; halting on a
+# write, also MOVE, LOOK, INC in a cycle (dir = 0 at the start: a first MOVE stays)
 CORRECT = [(("LOOK", "MOVE", "INC"), (1, 2, 0)), (("LOOK", "INC", "MOVE"), (1, 2, 0)),
-           (("LOOK", "MOVE", "INC"), (2, 0, 1)), (("LOOK", "INC", "MOVE"), (2, 0, 1)),
-           (("MOVE", "LOOK", "INC"), (1, 2, 0)), (("MOVE", "INC", "LOOK"), (2, 0, 1))]
+           (("LOOK", "MOVE", "INC"), (2, 0, 1)), (("LOOK", "INC", "MOVE"), (2, 0, 1))]
+CORRECT_ON_WRITE = CORRECT + [(("MOVE", "LOOK", "INC"), (1, 2, 0)), (("MOVE", "INC", "LOOK"), (2, 0, 1))]
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +34,8 @@ def one_hot_program(instrs, gotos, names=INSTRUCTIONS, dtype=torch.float32):
     return W, F.one_hot(torch.tensor(gotos), len(gotos)).to(dtype)
 
 
-def run_maze(program, data, dtype=torch.float32):
-    tpl = maze_template(5, 3, 15)
+def run_maze(program, data, dtype=torch.float32, halt_on="value"):
+    tpl = maze_template(5, 3, 15, halt_on=halt_on)
     W, G = one_hot_program(*program, dtype=dtype)
     init = {"X": F.one_hot(data.start[:, 0], 5).to(dtype), "Y": F.one_hot(data.start[:, 1], 3).to(dtype),
             "dir": F.one_hot(torch.zeros_like(data.moves), 5).to(dtype),
@@ -92,25 +92,35 @@ def test_one_relaxed_step_by_hand():
     assert torch.allclose(out["s"], s0)
 
 
-def test_the_machine_halts_when_a_step_writes_the_halt_value_not_at_the_initial_dir():
-    """dir starts at 0 (the halt value): a program that never LOOKs never halts (INC and MOVE
-    alternate: 23 INCs in 45 steps, reg = 8; MOVE by dir 0 stays); INC, LOOK, MOVE halts at the
-    first LOOK of a halt cell, one INC ahead of the moves."""
+def test_halting_on_the_value_stops_a_program_that_does_not_look_first():
+    """dir starts at 0: under halt_on="value" a first line other than LOOK halts after one step."""
+    data = generate("test", 0, MazeOptions(test=20))
+    out = run_maze((("INC", "MOVE", "LOOK"), (1, 2, 0)), data)
+    assert out["reg"].argmax(1).tolist() == [1] * 20
+    assert torch.equal(out["X"].argmax(1), data.start[:, 0]) and out["halted"].min() == 1
+
+
+def test_halting_on_a_write_ignores_the_initial_dir():
+    """halt_on="write": a program that never LOOKs never halts (INC and MOVE alternate: 23 INCs in
+    45 steps, reg = 8; MOVE by dir 0 stays); INC, LOOK, MOVE halts at the first LOOK of a halt
+    cell, one INC ahead of the moves."""
     data = generate("test", 0, MazeOptions(test=40))
-    never = run_maze((("INC", "MOVE", "MOVE"), (1, 0, 0)), data)
+    never = run_maze((("INC", "MOVE", "MOVE"), (1, 0, 0)), data, halt_on="write")
     assert never["reg"].argmax(1).tolist() == [8] * 40 and never["halted"].max() == 0
     assert torch.equal(never["X"].argmax(1), data.start[:, 0])
-    out = run_maze((("INC", "LOOK", "MOVE"), (1, 2, 0)), data)
+    out = run_maze((("INC", "LOOK", "MOVE"), (1, 2, 0)), data, halt_on="write")
     assert bool(out["halted"].eq(1).all())
     assert torch.equal(out["reg"].argmax(1), (data.moves + 1) % 15)
     assert torch.equal(out["X"].argmax(1), data.final[:, 0]) and torch.equal(out["Y"].argmax(1), data.final[:, 1])
+    with pytest.raises(ValueError, match="halt_on"):
+        maze_template(5, 3, 15, halt_on="never")
 
 
 # ----------------------------------------------------------------------------- exact execution
 
-@pytest.mark.parametrize("program", CORRECT)
-def test_correct_program_with_a_perfect_look_is_exact_on_every_test_maze(program, test_mazes):
-    out = run_maze(program, test_mazes)
+@pytest.mark.parametrize("program,halt_on", [(p, "value") for p in CORRECT] + [(p, "write") for p in CORRECT_ON_WRITE])
+def test_correct_program_with_a_perfect_look_is_exact_on_every_test_maze(program, halt_on, test_mazes):
+    out = run_maze(program, test_mazes, halt_on=halt_on)
     for r in ("X", "Y", "reg", "dir"):
         assert torch.equal(out[r].max(1).values, torch.ones(len(test_mazes)))  # one-hot: a discrete run
     assert torch.equal(out["X"].argmax(1), test_mazes.final[:, 0])
@@ -193,8 +203,8 @@ def test_every_estimator_trains_the_lines_and_look(name, noise):
     est = build_estimator(name, noise=noise)
     model = MazeSupernet(est, width=5, height=3, count=15, steps=12, look_hidden=8,
                          generator=torch.Generator().manual_seed(0))
-    # a program whose every line bears on the output (under a hard program that loops INC alone,
-    # no goto matters: a true zero gradient)
+    # a program that keeps running (a first line other than LOOK halts at once, and then no goto
+    # matters: a true zero gradient of a hard program)
     set_program(model.block, ("LOOK", "MOVE", "DEC"), (1, 2, 0))
     x, y = tiny_batch()
     loss = F.cross_entropy(model(x), y)

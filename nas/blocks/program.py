@@ -27,15 +27,17 @@ proper mixtures), one step is::
     f_k  = Σ_u Π_j p_{in_j}[u_j] · table_k[u, ·]    # what instruction k writes into r
     r'   = Σ_{k not writing r} q_k · p_r + Σ_{k writing r} q_k · f_k
     ip'  = ip · G
-    s    = Σ_{k writing the halt register} q_k · f_k[halt value]   # P(this step writes the halt value)
+    s    = p'_{halt register}[halt value]              # halt_on="value" (the default)
+         = Σ_{k writing the halt register} q_k · f_k[halt value]   # halt_on="write"
     state ← h·state + (1-h)·state'                  # a halted machine stays as it is
     h    ← h + (1-h)·s                              # computed as 1-h ← (1-h)(1-s)
 
-The machine halts after a step that *writes* the halt value into the halt register (the maze: a
-LOOK that reads a halt cell), not merely after a step that leaves it there: the halt register's
-initial value (the maze's ``dir = 0``) does not stop a program whose first line does something
-else. So every line and goto of a hard program that does not halt at once still bears on the
-output, and gets a gradient.
+``halt_on="value"``: the machine halts after the first step that leaves the halt register at the
+halt value, whatever ran (the maze: ``dir`` starts at 0, so a program whose first line is not LOOK
+halts after one step). ``halt_on="write"``: after a step whose instruction *writes* that value (a
+LOOK at a halt cell); the initial value does not stop the machine, so every line and goto of a
+hard program that keeps running bears on the output. The maze learns its program more often with
+"value" (docs/RESULTS.md).
 
 Every instruction reads the registers as they were before the step. Registers are treated as
 independent (a product of marginals), so a relaxed execution is TerpreT's mean-field
@@ -62,6 +64,7 @@ from ..estimators.base import Estimator
 from ..supernet.choice import Choice
 
 TableSpec = Union[Tensor, str]   # a fixed one-hot table, or the name of a learned function
+HALT_ON = ("value", "write")     # see Template
 
 
 def table(fn: Callable[..., int], in_sizes: Sequence[int], out_size: int) -> Tensor:
@@ -88,8 +91,9 @@ class Instruction:
 class Template:
     """A program template: registers (name -> number of values), initial values (default 0),
     instructions, ``lines`` learnable lines, ``steps`` unrolled steps and an optional halting
-    condition ``halt = (register, value)``: the machine halts after the first step whose
-    instruction writes that value into that register."""
+    condition ``halt = (register, value)``: the machine halts after the first step that leaves
+    that register at that value (``halt_on="value"``) or whose instruction writes that value into
+    it (``halt_on="write"``)."""
 
     registers: Dict[str, int]
     instructions: List[Instruction]
@@ -97,11 +101,14 @@ class Template:
     steps: int
     init: Dict[str, int] = field(default_factory=dict)
     halt: Optional[Tuple[str, int]] = None
+    halt_on: str = "value"
 
     def __post_init__(self) -> None:
         if self.lines < 1 or self.steps < 1 or not self.instructions:
             raise ValueError(f"a template needs lines >= 1, steps >= 1 and instructions; got lines="
                              f"{self.lines}, steps={self.steps}, {len(self.instructions)} instructions")
+        if self.halt_on not in HALT_ON:
+            raise ValueError(f"halt_on must be one of {', '.join(HALT_ON)}, got {self.halt_on!r}")
         names = [ins.name for ins in self.instructions]
         if len(set(names)) != len(names):
             raise ValueError(f"instruction names must be distinct, got {names}")
@@ -171,10 +178,11 @@ def run_program(template: Template, W: Tensor, G: Tensor, init: Mapping[str, Ten
     writers = {reg: [k for k, ins in enumerate(template.instructions) if reg in ins.writes]
                for reg in template.registers}
     halt_reg, halt_value = template.halt or (None, None)
+    on_write = template.halt_on == "write"
     for _ in range(template.steps):
         q = ip @ W                                                            # [B, I]
         new = {}
-        stops = torch.zeros(B, 1, dtype=dtype, device=W.device)              # P(this step writes the halt value)
+        stops = torch.zeros(B, 1, dtype=dtype, device=W.device)              # P(this step halts the machine)
         for reg, ks in writers.items():
             if not ks:
                 continue
@@ -185,7 +193,7 @@ def run_program(template: Template, W: Tensor, G: Tensor, init: Mapping[str, Ten
                 tab = tables[spec] if isinstance(spec, str) else fixed[(k, reg)]
                 written = q[:, k:k + 1] * apply_table(tab, [state[r] for r in inputs])
                 out = out + written
-                if reg == halt_reg:
+                if on_write and reg == halt_reg:
                     stops = stops + written[:, halt_value:halt_value + 1]
             new[reg] = normalise_rows(out)
         ip_new = normalise_rows(ip @ G)
@@ -193,9 +201,11 @@ def run_program(template: Template, W: Tensor, G: Tensor, init: Mapping[str, Ten
             state.update(new)
             ip = ip_new
             continue
+        if not on_write:  # P(halt value) after the step
+            stops = (new[halt_reg] if halt_reg in new else state[halt_reg])[:, halt_value:halt_value + 1]
         state.update({r: (1 - run) * state[r] + run * v for r, v in new.items()})
         ip = (1 - run) * ip + run * ip_new
-        run = run * (1 - stops.clamp(max=1))   # rounding may leave Σ q_k f_k[v] a hair above 1
+        run = run * (1 - (stops.clamp(max=1) if on_write else stops))   # rounding may leave Σ q_k f_k[v] above 1
     if run is not None:
         state["halted"] = 1 - run[:, 0]
     return state
@@ -304,7 +314,7 @@ class ProgramBlock(nn.Module):
     def extra_repr(self) -> str:
         t = self.template
         return (f"registers={t.registers}, instructions={t.names}, lines={t.lines}, steps={t.steps}, "
-                f"halt={t.halt}")
+                f"halt={t.halt}, halt_on={t.halt_on}")
 
 
 class FixedProgram(nn.Module):

@@ -15,10 +15,11 @@ from .genotype import ProgramGenotype
 from .maze import INSTRUCTIONS, LINES, LOOK_HIDDEN, STEPS, MazeNetwork, MazeSupernet, maze_template, scores
 
 # the smallest maze model of the contract tests (tests/test_contract.py): 3 outcomes (a 1x1 grid,
-# a counter mod 3), 3 lines and 6 steps: the tiny supernet's initial hard program then keeps
-# running, so every line and goto bears on the output (a program that loops INC alone would give
-# its gotos a true zero gradient)
-TINY = dict(width=1, height=1, count=3, steps=6, look_hidden=4)
+# a counter mod 3), 3 lines, 6 steps, halting on a write: the tiny supernet's initial hard program
+# (INC first) then keeps running, so every line and goto bears on the output. (Under the default
+# halt_on="value" a hard program whose first line is not LOOK halts after one step, and its gotos
+# get a true zero gradient.)
+TINY = dict(width=1, height=1, count=3, steps=6, look_hidden=4, halt_on="write")
 
 
 class ProgramSpace(SearchSpace):
@@ -39,13 +40,13 @@ class ProgramSpace(SearchSpace):
         refuse_estimator_key(cfg.estimator.derive_max_skip is not None, "estimator.derive_max_skip",
                              "the nb201 and darts spaces", f"the {self.name} space has no skip connections to limit")
         p, m = cfg.space.program, cfg.data.maze
-        return dict(lines=p.lines, steps=p.steps, look_hidden=p.look_hidden, width=m.width, height=m.height,
-                    count=m.count)
+        return dict(lines=p.lines, steps=p.steps, look_hidden=p.look_hidden, halt_on=p.halt, width=m.width,
+                    height=m.height, count=m.count)
 
     def build_supernet(self, estimator: Estimator, *, num_classes: int, width: int, height: int, count: int,
                        lines: int = LINES, steps: int = STEPS, look_hidden: int = LOOK_HIDDEN,
-                       init_std: float = 1e-3, generator: Optional[torch.Generator] = None,
-                       **_: Any) -> MazeSupernet:
+                       halt_on: str = "value", init_std: float = 1e-3,
+                       generator: Optional[torch.Generator] = None, **_: Any) -> MazeSupernet:
         if lines < 1 or steps < 1 or look_hidden < 1:
             raise ConfigError(f"space.program: lines, steps and look_hidden must be positive, got "
                               f"lines={lines}, steps={steps}, look_hidden={look_hidden}")
@@ -53,12 +54,13 @@ class ProgramSpace(SearchSpace):
             raise ConfigError(f"the program space scores width·height·count = {width * height * count} "
                               f"outcomes, the data has {num_classes}; use data.dataset=maze")
         return MazeSupernet(estimator, width=width, height=height, count=count, lines=lines, steps=steps,
-                            look_hidden=look_hidden, init_std=init_std, generator=generator)
+                            look_hidden=look_hidden, halt_on=halt_on, init_std=init_std, generator=generator)
 
     def build_network(self, genotype: ProgramGenotype, *, num_classes: Optional[int] = None, width: int = 5,
                       height: int = 3, count: int = 15, steps: int = STEPS, look_hidden: int = LOOK_HIDDEN,
-                      **_: Any) -> MazeNetwork:
-        return MazeNetwork(genotype, width=width, height=height, count=count, steps=steps, look_hidden=look_hidden)
+                      halt_on: str = "value", **_: Any) -> MazeNetwork:
+        return MazeNetwork(genotype, width=width, height=height, count=count, steps=steps, look_hidden=look_hidden,
+                           halt_on=halt_on)
 
     def network_kwargs(self, model_cfg: Any) -> Dict[str, Any]:
         raise ConfigError(f"the {self.name} space has no network to retrain (its LOOK is trained with the "

@@ -8,12 +8,13 @@ the start cell ``(X0, Y0)``; instructions
   grid stays at the border);
 * ``LOOK``: ``dir ← LOOK(image at X, Y)``, a learned function (:class:`LookNet`);
 
-``lines`` learnable lines (default 3) and ``steps`` unrolled steps (default 45); the machine
-halts after a step that writes ``dir = 0``, i.e. a LOOK at a halt cell (``dir`` starts at 0,
-which does not halt it). One correct program is ``0: LOOK; goto 1 / 1: MOVE; goto 2 / 2: INC;
-goto 0``; with ``L ≤ 14`` moves it halts after ``3L + 1 ≤ 43`` steps. Six of the 1,728 programs
-are correct: LOOK, MOVE and INC in a cycle in which INC does not run before the first LOOK (a
-first MOVE stays, as ``dir = 0``).
+``lines`` learnable lines (default 3) and ``steps`` unrolled steps (default 45). ``halt_on``
+(``space.program.halt``): ``"value"`` (the default) halts after the first step that leaves
+``dir = 0``, so a program whose first line is not LOOK halts after one step (``dir`` starts at 0);
+``"write"`` halts after a step that writes ``dir = 0``, a LOOK at a halt cell. One correct program
+is ``0: LOOK; goto 1 / 1: MOVE; goto 2 / 2: INC; goto 0``; with ``L ≤ 14`` moves it halts after
+``3L + 1 ≤ 43`` steps. Four of the 1,728 programs are correct under "value" (LOOK first, then MOVE
+and INC in a cycle), six under "write" (also MOVE, LOOK, INC in a cycle: a first MOVE by dir 0 stays).
 
 The models output log-probabilities of the joint outcome ``(X, Y, reg)`` as a product of the
 final marginals, so the search loop's cross-entropy is ``-log p_X - log p_Y - log p_reg`` and its
@@ -39,7 +40,8 @@ LINES, STEPS, LOOK_HIDDEN = 3, 45, 32
 CHUNK = 512      # mazes per batch in the final scores
 
 
-def maze_template(width: int, height: int, count: int, lines: int = LINES, steps: int = STEPS) -> Template:
+def maze_template(width: int, height: int, count: int, lines: int = LINES, steps: int = STEPS,
+                  halt_on: str = "value") -> Template:
     def clamp(v: int, n: int) -> int:
         return min(max(v, 0), n - 1)
 
@@ -53,7 +55,7 @@ def maze_template(width: int, height: int, count: int, lines: int = LINES, steps
             Instruction("MOVE", {"X": (("X", "dir"), move_x), "Y": (("Y", "dir"), move_y)}),
             Instruction("LOOK", {"dir": (("X", "Y"), "look")}),
         ],
-        lines=lines, steps=steps, halt=("dir", 0))
+        lines=lines, steps=steps, halt=("dir", 0), halt_on=halt_on)
 
 
 class LookNet(nn.Module):
@@ -112,10 +114,10 @@ class MazeSupernet(MazeModel, Supernet):
     """The maze template with learnable lines (``instr``, ``goto``) and a :class:`LookNet`."""
 
     def __init__(self, estimator: Estimator, *, width: int, height: int, count: int, lines: int = LINES,
-                 steps: int = STEPS, look_hidden: int = LOOK_HIDDEN, init_std: float = 1e-3,
-                 generator: Optional[torch.Generator] = None):
+                 steps: int = STEPS, look_hidden: int = LOOK_HIDDEN, halt_on: str = "value",
+                 init_std: float = 1e-3, generator: Optional[torch.Generator] = None):
         super().__init__()
-        self.template = maze_template(width, height, count, lines, steps)
+        self.template = maze_template(width, height, count, lines, steps, halt_on)
         self.block = ProgramBlock(self.template, estimator, {"look": LookNet(look_hidden)},
                                   init_std=init_std, generator=generator)
 
@@ -127,9 +129,9 @@ class MazeNetwork(MazeModel, Network):
     """The discrete model of a genotype: its fixed program and a fresh :class:`LookNet`."""
 
     def __init__(self, genotype: ProgramGenotype, *, width: int, height: int, count: int,
-                 steps: int = STEPS, look_hidden: int = LOOK_HIDDEN):
+                 steps: int = STEPS, look_hidden: int = LOOK_HIDDEN, halt_on: str = "value"):
         super().__init__()
-        self.template = maze_template(width, height, count, len(genotype.instrs), steps)
+        self.template = maze_template(width, height, count, len(genotype.instrs), steps, halt_on)
         self.block = FixedProgram(self.template, genotype.instrs, genotype.gotos, {"look": LookNet(look_hidden)})
 
     def program(self) -> Tuple[list, list]:
