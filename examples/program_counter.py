@@ -5,7 +5,7 @@
 Registers ``x`` (the input, 0..7) and ``y`` (the output, starts at 0); instructions ``INC``
 (``y ← y + 1 mod 8``), ``DEC`` (``x ← max(x - 1, 0)``) and ``NOP``; two learnable lines (an
 instruction and a goto each: 3² · 2² = 36 programs), 14 unrolled steps, halting after the first
-step that writes ``x = 0``. The task: ``y = x`` for every input ``x = 1..7``, i.e. count x down
+step that leaves ``x = 0``. The task: ``y = x`` for every input ``x = 1..7``, i.e. count x down
 while counting y up. The one correct program is ``0: INC; goto 1 / 1: DEC; goto 0``.
 
 The learnable lines are trained by the chosen estimator through the registry
