@@ -130,6 +130,10 @@ class TrainerConfig:
     ckpt_every: int = 1
     max_steps_per_epoch: Optional[int] = None  # cap for smoke runs
     bn_batches: int = 50           # train batches that recompute BN statistics before the final val_acc (0: off)
+    amp: Literal["off", "bf16", "fp16"] = "off"   # mixed precision (fp16: with loss scaling)
+    channels_last: bool = False    # NHWC memory format for the convolutions (GPUs with tensor cores)
+    sync_bn: bool = False          # data parallel: BN statistics over the global batch, not per rank
+    dist_timeout: float = 1800.0   # data parallel: seconds a rank waits for the others before failing
 
 
 @dataclass

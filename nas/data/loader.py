@@ -5,6 +5,11 @@ the whole set is moved to the device once as uint8, and each batch is gathered, 
 (DARTS/NB201 search augmentation: zero-padded random crop + horizontal flip) and normalised with
 a few tensor ops. All randomness comes from the loader's own ``torch.Generator``, so a seed fixes
 every batch, and ``state_dict()`` lets a resumed run see exactly the same data order.
+
+Data parallel (``shard=(rank, world)``): every rank draws the epoch's order and augmentation for
+the whole set, exactly as one process would, and gathers, augments and normalises only its
+contiguous slice of each global batch (:func:`shard_bounds`); ``batch_size`` is the global batch.
+The generator state is the same on every rank and does not depend on the world size.
 """
 from __future__ import annotations
 
@@ -29,6 +34,23 @@ def split_indices(n: int, train_portion: float, seed: int) -> Tuple[torch.Tensor
     return perm[:n_train], perm[n_train:]
 
 
+def shard_bounds(n: int, rank: int, world: int) -> Tuple[int, int]:
+    """``[lo, hi)`` of ``rank``'s slice of a global batch of ``n`` items: contiguous, in rank
+    order, sizes differing by at most one (the first ``n % world`` ranks take one more)."""
+    base, extra = divmod(n, world)
+    lo = rank * base + min(rank, extra)
+    return lo, lo + base + (rank < extra)
+
+
+def sharded_len(n: int, batch_size: int, drop_last: bool, world: int, min_per_rank: int = 2) -> int:
+    """Batches per epoch. With several ranks, a last partial batch that cannot give every rank
+    ``min_per_rank`` items is left out (training: one item per rank breaks BatchNorm without
+    ``trainer.sync_bn``; evaluation keeps every item, ``min_per_rank=0``)."""
+    full, rest = divmod(n, batch_size)
+    keep_rest = rest > 0 and not drop_last and (world == 1 or rest >= min_per_rank * world)
+    return full + keep_rest
+
+
 def crop_flip(x: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor,
               pad: int) -> torch.Tensor:
     """Zero-pad by ``pad``, crop ``x``'s size at ``offsets`` ([B, 2] as (dy, dx) in [0, 2*pad])
@@ -49,7 +71,8 @@ class BatchLoader:
 
     def __init__(self, images_u8: torch.Tensor, labels: torch.Tensor, *, batch_size: int,
                  shuffle: bool, augment: bool, mean: Sequence[float], std: Sequence[float],
-                 seed: int = 0, drop_last: bool = False, device: Any = "cpu"):
+                 seed: int = 0, drop_last: bool = False, device: Any = "cpu",
+                 shard: Tuple[int, int] = (0, 1), channels_last: bool = False):
         if images_u8.dtype != torch.uint8 or images_u8.dim() != 4:
             raise ValueError(f"images must be uint8 [N, C, H, W], got {images_u8.dtype} "
                              f"{tuple(images_u8.shape)}")
@@ -60,6 +83,10 @@ class BatchLoader:
         self.labels = labels.to(self.device, torch.int64)
         self.batch_size, self.shuffle, self.augment = batch_size, shuffle, augment
         self.drop_last = drop_last
+        self.rank, self.world = shard
+        if not 0 <= self.rank < self.world:
+            raise ValueError(f"shard {shard}: rank must lie in [0, world)")
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.pad = max(1, self.images.shape[-2] // 8)  # 4 for 32x32, as in DARTS/NB201
         # normalise in 0..255 units so the uint8 batch needs no separate /255
         self._mean = 255 * torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1).to(self.device)
@@ -69,8 +96,10 @@ class BatchLoader:
         self.epoch = 0  # epochs started
 
     def __len__(self) -> int:
-        n = self.images.shape[0]
-        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+        # an evaluation loader (no shuffling) keeps a last batch too small to reach every rank
+        # (some ranks then get an empty slice); a training loader leaves it out
+        return sharded_len(self.images.shape[0], self.batch_size, self.drop_last, self.world,
+                           min_per_rank=2 if self.shuffle else 0)
 
     def __iter__(self) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
         # the whole epoch's randomness is drawn here, when the epoch starts: the generator state
@@ -86,13 +115,17 @@ class BatchLoader:
 
     def _batches(self, order: torch.Tensor, offsets: Optional[torch.Tensor],
                  flips: Optional[torch.Tensor]) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+        n = order.shape[0]
         for i in range(len(self)):
-            sl = slice(i * self.batch_size, (i + 1) * self.batch_size)
+            start = i * self.batch_size
+            lo, hi = shard_bounds(min(self.batch_size, n - start), self.rank, self.world)
+            sl = slice(start + lo, start + hi)  # this rank's slice of the global batch
             idx = order[sl]
             x = self.images[idx]
             if offsets is not None:
                 x = crop_flip(x, offsets[sl], flips[sl], self.pad)
-            yield (x.float() - self._mean) / self._std, self.labels[idx]
+            x = (x.float() - self._mean) / self._std
+            yield x.contiguous(memory_format=self.memory_format), self.labels[idx]
 
     def state_dict(self) -> Dict[str, Any]:
         """Generator state and number of epochs started: after loading it, the next ``iter()``

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import math
-from typing import Dict, Optional
+from typing import Callable, Dict, Optional
 
+import torch
 from torch import Tensor
 
 from ..errors import NasError
@@ -29,6 +30,17 @@ class Meter:
     def loss_sum(self) -> Optional[Tensor]:
         """The running loss sum on the device (None before the first update), not synced."""
         return self._loss
+
+    def all_reduce_(self, sum_over_ranks: Callable[[Tensor], Tensor]) -> "Meter":
+        """Replace the sums by their totals over the data-parallel ranks (``sum_over_ranks`` sums a
+        tensor over them in place): the epoch's loss and accuracy over the global batches."""
+        like = self._loss if self._loss is not None else torch.zeros(())
+        t = torch.stack([like.new_tensor(0.0) if self._loss is None else self._loss.double(),
+                         like.new_tensor(0.0) if self._correct is None else self._correct.double(),
+                         like.new_tensor(float(self.n))]).double()
+        sum_over_ranks(t)
+        self._loss, self._correct, self.n = t[0], t[1], int(t[2])
+        return self
 
     def result(self) -> Dict[str, float]:
         n = max(self.n, 1)

@@ -51,6 +51,10 @@ class RetrainTrainerConfig:
     ckpt_every: int = 1
     eval_every: int = 0                 # test-set evaluation every N epochs (0: only at the end)
     max_steps_per_epoch: Optional[int] = None  # cap for smoke runs
+    amp: Literal["off", "bf16", "fp16"] = "off"   # mixed precision (fp16: with loss scaling)
+    channels_last: bool = False         # NHWC memory format for the convolutions
+    sync_bn: bool = False               # data parallel: BN statistics over the global batch
+    dist_timeout: float = 1800.0        # data parallel: seconds a rank waits for the others
 
 
 @dataclass

@@ -15,6 +15,8 @@ from torch import Tensor, nn
 from ..errors import NasError
 from ..estimators.base import Estimator
 from ..supernet.choice import weight_parameters
+from ..engine.amp import GradStep
+from ..engine.distributed import World
 from ..engine.meter import Meter, check_finite
 from .optim import Optimizers
 
@@ -72,7 +74,12 @@ class Searcher:
             raise NasError(f"optim.aux_skip: this supernet ({type(model).__name__}) has no auxiliary "
                            f"skip (the nb201 and darts spaces have); set optim.aux_skip=0")
         self.weights = weight_parameters(model)
+        self.arch_trainable = [p for group in optimizers.arch_params.values() for p in group if p.requires_grad]
+        # hooks a run sets (nas.searcher.run): mixed precision, and data parallelism, where
+        # the GradSteps average every gradient over the ranks and `world` sums the meters
         self.autocast: Callable[[], object] = nullcontext
+        self.weight_grad, self.arch_grad = GradStep(), GradStep()
+        self.world = World()
 
     # ------------------------------------------------------------------ steps
     def loss(self, x: Tensor, y: Tensor, with_penalty: bool) -> Tuple[Tensor, Tensor]:
@@ -92,17 +99,12 @@ class Searcher:
     def weight_step(self, x: Tensor, y: Tensor) -> Tuple[Tensor, Tensor]:
         self.model.zero_grad(set_to_none=True)
         loss, logits = self.loss(x, y, with_penalty=False)
-        loss.backward()
-        if self.grad_clip > 0:
-            nn.utils.clip_grad_norm_(self.weights, self.grad_clip)
-        self.opt.weights.step()
+        self.weight_grad.backward(loss, self.weights, len(y))
+        self.weight_grad.step([self.opt.weights], self.weights, self.grad_clip)
         return loss, logits
 
     def arch_update(self) -> None:
-        if self.opt.arch is not None:
-            self.opt.arch.step()
-        if self.opt.discrete is not None:
-            self.opt.discrete.step()
+        self.arch_grad.step([self.opt.arch, self.opt.discrete])
         self.estimator.after_step(self.opt.arch_params)
 
     def arch_step(self, x: Tensor, y: Tensor, train_batch: Batch) -> Tuple[Tensor, Tensor]:
@@ -114,22 +116,20 @@ class Searcher:
             loss, logits = self.loss(x, y, with_penalty=True)
             # only the architecture's gradients: autograd then skips every weight-gradient
             # kernel (a conv's grad_weight is about a third of its backward)
-            params = [p for group in self.opt.arch_params.values() for p in group if p.requires_grad]
-            if params:
-                for p, g in zip(params, torch.autograd.grad(loss, params, allow_unused=True)):
-                    p.grad = g
+            self.arch_grad.grads(loss, self.arch_trainable, len(y))
         self.arch_update()
         return loss, logits
 
     def joint_step(self, x: Tensor, y: Tensor, update_arch: bool) -> Tuple[Tensor, Tensor]:
         self.model.zero_grad(set_to_none=True)
         loss, logits = self.loss(x, y, with_penalty=update_arch)
-        loss.backward()
-        if self.grad_clip > 0:
-            nn.utils.clip_grad_norm_(self.weights, self.grad_clip)
-        self.opt.weights.step()
+        arch = self.arch_trainable if update_arch else []
+        # one loss, one scale: the weight and architecture optimizers step under one scaler
+        self.weight_grad.backward(loss, self.weights + arch, len(y))
+        self.weight_grad.step([self.opt.weights] + ([self.opt.arch, self.opt.discrete] if update_arch else []),
+                              self.weights, self.grad_clip)
         if update_arch:
-            self.arch_update()
+            self.estimator.after_step(self.opt.arch_params)
         return loss, logits
 
     def set_aux_skip(self, epochs_done: float) -> None:
@@ -178,9 +178,9 @@ class Searcher:
                 on_step(step, train_m.result)
         self.opt.weights_sched.step()
         self.set_aux_skip(epoch + 1)  # after the last epoch: β_end (DARTS-: 0, the plain supernet)
-        out = {f"train_{k}": v for k, v in train_m.result().items()}
+        out = {f"train_{k}": v for k, v in self.world.reduce_meter(train_m).result().items()}
         if val_m.n:
-            out.update({f"search_val_{k}": v for k, v in val_m.result().items()})
+            out.update({f"search_val_{k}": v for k, v in self.world.reduce_meter(val_m).result().items()})
         return out
 
     @torch.no_grad()
@@ -198,9 +198,13 @@ class Searcher:
 
     def state_dict(self) -> dict:
         return {"model": self.model.state_dict(), "optim": self.opt.state_dict(),
-                "estimator": self.estimator.state_dict()}
+                "estimator": self.estimator.state_dict(),
+                "scalers": {"weights": self.weight_grad.state_dict(), "arch": self.arch_grad.state_dict()}}
 
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["optim"])
         self.estimator.load_state_dict(state["estimator"])
+        scalers = state.get("scalers") or {}
+        self.weight_grad.load_state_dict(scalers.get("weights"))
+        self.arch_grad.load_state_dict(scalers.get("arch"))

@@ -19,9 +19,12 @@ from ..errors import CheckpointError, ConfigError, NasError
 from ..estimators import build_estimator
 from ..estimators.base import Estimator
 from ..supernet.bn import recalibrate_bn
+from ..engine.amp import GradStep, Precision
 from ..engine.checkpoint import load_checkpoint, remove_stale_temps, save_atomic
+from ..engine.distributed import DistributedError, World, setup as setup_world
 from ..engine.monitor import Monitor, log, setup_logging
-from ..engine.runtime import replan_epochs, resolve_device, rng_state, seed_everything, set_rng_state
+from ..engine.runtime import replan_epochs, rng_state, seed_everything, set_rng_state
+from ..engine.sync_bn import convert_sync_bn
 from .loop import Searcher
 from .optim import build_optimizers
 from .summaries import SearchSummaries
@@ -37,18 +40,23 @@ def make_estimator(cfg: Config) -> Estimator:
                            gamma_end=e.gamma_end, threshold_end=e.threshold_end)
 
 
-def make_loaders(cfg: Config, device: torch.device):
+def make_loaders(cfg: Config, device: torch.device, world: Optional[World] = None):
+    """The search's loaders; with a data-parallel ``world``, this rank's shards of them."""
     from ..data import build_search_loaders
     from ..data.tabular import TABULAR, TabularOptions, build_tabular_search_loaders
     d = cfg.data
+    world = world or World(device=device)
     if d.dataset in TABULAR:
         opts = TabularOptions(features=d.dnf.features, clauses=d.dnf.clauses, width=d.dnf.width,
                               noise=d.dnf.noise, samples=d.dnf.samples, quantiles=d.quantiles)
         return build_tabular_search_loaders(d.dataset, options=opts, train_portion=d.train_portion,
-                                            batch_size=d.batch_size, seed=cfg.seed, device=device)
+                                            batch_size=d.batch_size, seed=cfg.seed, device=device,
+                                            shard=world.shard)
     return build_search_loaders(d.dataset, root=d.root, download=d.download, resize=d.resize,
                                 subset=d.subset, train_portion=d.train_portion, batch_size=d.batch_size,
-                                workers=d.workers, seed=cfg.seed, device=device, augment=d.augment)
+                                workers=d.workers, seed=cfg.seed, device=device, augment=d.augment,
+                                shard=world.shard, share=world.node_shared,
+                                channels_last=cfg.trainer.channels_last)
 
 
 def make_supernet(cfg: Config, estimator: Estimator, num_classes: int, in_channels: int,
@@ -118,7 +126,7 @@ def default_out_dir(name: str) -> Path:
 # how it is decoded, where it runs, how often to checkpoint, and how many epochs in total
 # (see :func:`replan_epochs`). Anything else would continue a different search from this state.
 RESUMABLE_CHANGES = ("name", "device", "data.root", "data.download", "data.workers",
-                     "trainer.epochs", "trainer.ckpt_every")
+                     "trainer.epochs", "trainer.ckpt_every", "trainer.dist_timeout", "trainer.channels_last")
 
 
 def check_resume_config(cfg: Config, ckpt: Dict[str, Any], ckpt_path: Path) -> None:
@@ -140,19 +148,8 @@ def check_resume_config(cfg: Config, ckpt: Dict[str, Any], ckpt_path: Path) -> N
                               f"{cfg.trainer.epochs} would end before it")
 
 
-def run_search(cfg: Config, out_dir: Optional[Path] = None, *, quiet: bool = False,
-               resume: bool = False, stop_after: Optional[int] = None) -> SearchResult:
-    """Search with ``cfg``; with ``resume``, continue the run in ``out_dir`` from its checkpoint.
-
-    ``stop_after``: end this session once that many epochs (in total) are done, with a
-    checkpoint, as an interruption would (time-sliced jobs); a later ``resume`` continues it
-    exactly. Such a session writes no ``genotype.yaml``/``metrics.json`` and returns the
-    current genotype with ``metrics["finished"] = False``.
-    """
-    if cfg.trainer.bn_batches < 0:
-        raise ConfigError(f"trainer.bn_batches must be >= 0 (0 turns the BN recalibration off), "
-                          f"got {cfg.trainer.bn_batches}")
-    out_dir = Path(out_dir) if out_dir is not None else default_out_dir(cfg.name)
+def _open_run_folder(cfg: Config, out_dir: Path, resume: bool, quiet: bool) -> Optional[Dict[str, Any]]:
+    """Check ``out_dir`` (a new run, or one to resume) and open its log; the checkpoint to resume."""
     ckpt_path = out_dir / "checkpoint.pt"
     ckpt = None
     if resume:
@@ -167,13 +164,42 @@ def run_search(cfg: Config, out_dir: Optional[Path] = None, *, quiet: bool = Fal
     out_dir.mkdir(parents=True, exist_ok=True)
     setup_logging(out_dir / "log.txt", quiet)
     dump_config(cfg, out_dir / "config.yaml")
+    return ckpt
 
-    device = resolve_device(cfg.device)
+
+def run_search(cfg: Config, out_dir: Optional[Path] = None, *, quiet: bool = False,
+               resume: bool = False, stop_after: Optional[int] = None) -> SearchResult:
+    """Search with ``cfg``; with ``resume``, continue the run in ``out_dir`` from its checkpoint.
+
+    ``stop_after``: end this session once that many epochs (in total) are done, with a
+    checkpoint, as an interruption would (time-sliced jobs); a later ``resume`` continues it
+    exactly. Such a session writes no ``genotype.yaml``/``metrics.json`` and returns the
+    current genotype with ``metrics["finished"] = False``.
+
+    Under ``torchrun`` it is one rank of a data-parallel search (:mod:`nas.engine.distributed`):
+    rank 0 alone reads and writes ``out_dir``; every rank returns the same result.
+    """
+    if cfg.trainer.bn_batches < 0:
+        raise ConfigError(f"trainer.bn_batches must be >= 0 (0 turns the BN recalibration off), "
+                          f"got {cfg.trainer.bn_batches}")
+    world = setup_world(cfg.device, cfg.trainer.dist_timeout)
+    # one name for every rank (a timestamp read on each could differ)
+    out_dir = Path(world.broadcast(str(out_dir if out_dir is not None else default_out_dir(cfg.name))))
+    ckpt_path = out_dir / "checkpoint.pt"
+    ckpt = world.on_main(lambda: _open_run_folder(cfg, out_dir, resume, quiet), "reading the run folder")
+    if not world.is_main:
+        setup_logging(None, True)
+
+    device = world.device
     seed_everything(cfg.seed)
     estimator = make_estimator(cfg)
-    train_loader, val_loader, info = make_loaders(cfg, device)
+    train_loader, val_loader, info = make_loaders(cfg, device, world)
     space, model = make_supernet(cfg, estimator, info["num_classes"], info["shape"][0], info)
+    if cfg.trainer.sync_bn and world.enabled:
+        model = convert_sync_bn(model, world)
     model.to(device)
+    if cfg.trainer.channels_last:
+        model.to(memory_format=torch.channels_last)
     w, a, t = cfg.optim.weights, cfg.optim.arch, cfg.trainer
     opts = build_optimizers(model, estimator, epochs=t.epochs, lr=w.lr, lr_min=w.lr_min, momentum=w.momentum,
                             nesterov=w.nesterov, weight_decay=w.weight_decay, arch_lr=a.lr, arch_betas=a.betas,
@@ -183,6 +209,13 @@ def run_search(cfg: Config, out_dir: Optional[Path] = None, *, quiet: bool = Fal
                         grad_clip=t.grad_clip, max_steps_per_epoch=t.max_steps_per_epoch,
                         beta_decay=a.beta_decay, aux_skip=cfg.optim.aux_skip,
                         aux_skip_end=cfg.optim.aux_skip_end)
+    precision = Precision(t.amp, device)
+    sync = world.average if world.enabled else None
+    searcher.autocast, searcher.world = precision.autocast, world
+    searcher.weight_grad, searcher.arch_grad = GradStep(precision.scaler(), sync), GradStep(precision.scaler(), sync)
+    # the same start on every rank, whatever each consumed while loading: weights, BN buffers, arch RNG
+    world.sync_module(model)
+    world.sync_rng()
 
     start_epoch, history, elapsed = 0, [], 0.0
     if ckpt is not None:
@@ -201,21 +234,27 @@ def run_search(cfg: Config, out_dir: Optional[Path] = None, *, quiet: bool = Fal
                                   f"start a new run") from None
         replan_epochs(opts.weights_sched, t.epochs)
         start_epoch, history, elapsed = ckpt["epoch"], ckpt.get("history", []), ckpt.get("seconds", 0.0)
-        log.info(f"resumed from {ckpt_path} after epoch {start_epoch}")
+        log.info(f"resumed from {ckpt_path} after epoch {start_epoch}"
+                 + (f" (written by {ckpt['world_size']} ranks, continued by {world.size})"
+                    if ckpt.get("world_size", 1) != world.size else ""))
 
     def checkpoint(epoch_done: int, seconds: float) -> None:
+        if not world.is_main:  # every rank holds the same state; rank 0 writes it
+            return
         save_atomic({
             "version": CKPT_VERSION, "epoch": epoch_done, "config": to_dict(cfg),
-            "model": model.state_dict(), "optim": opts.state_dict(), "estimator": estimator.state_dict(),
+            **searcher.state_dict(),  # model, optim, estimator, loss scalers
             "loaders": {"train": train_loader.state_dict(), "val": val_loader.state_dict()},
-            "rng": rng_state(device),
+            "rng": rng_state(device), "world_size": world.size,
             "genotype": space.genotype_to_dict(model.genotype()), "history": history, "seconds": seconds,
         }, ckpt_path)
 
     log.info(f"search {cfg.name}: space={cfg.space.name} estimator={estimator!r} device={device} "
-             f"train={info['n_train']} val={info['n_val']} out={out_dir}")
+             f"train={info['n_train']} val={info['n_val']} out={out_dir}"
+             + (f" ranks={world.size} sync_bn={t.sync_bn}" if world.enabled else "")
+             + (f" amp={t.amp}" if t.amp != "off" else ""))
     # a resumed run rewrites the TensorBoard steps after its checkpoint: drop the interrupted ones
-    monitor = Monitor(out_dir / "tb", epochs=t.epochs, quiet=quiet,
+    monitor = Monitor(out_dir / "tb" if world.is_main else None, epochs=t.epochs, quiet=quiet or not world.is_main,
                       purge_step=start_epoch + 1 if ckpt is not None else None)
     summaries = SearchSummaries(monitor, model)
     end_epoch = t.epochs if stop_after is None else max(start_epoch, min(t.epochs, stop_after))
@@ -227,6 +266,7 @@ def run_search(cfg: Config, out_dir: Optional[Path] = None, *, quiet: bool = Fal
             metrics = searcher.train_epoch(epoch, on_step=lambda s, m: monitor.step(
                 lambda: {**m(), **estimator.scalars()}))
             history.append({"epoch": epoch + 1, **metrics})
+            world.check_same([p for g in opts.arch_params.values() for p in g], f"the architecture after epoch {epoch + 1}")
             scalars = {f"estimator/{k}": v for k, v in estimator.scalars().items()}
             scalars.update({f"lr/{k}": v for k, v in opts.lrs().items()})
             genotype = model.genotype()
@@ -241,8 +281,11 @@ def run_search(cfg: Config, out_dir: Optional[Path] = None, *, quiet: bool = Fal
                                 {"finished": False, "epochs_done": end_epoch, "history": history})
         seconds = time.time() - t0
         final = _finish(cfg, out_dir, space, model, searcher, train_loader, val_loader, info, device,
-                        history, seconds)
+                        history, seconds, write=world.is_main)
         monitor.hparams(to_dict(cfg), {k: v for k, v in final.metrics.items() if k != "epochs"}, t.epochs)
+    except DistributedError as e:
+        raise DistributedError(f"{e}; the last checkpoint in {out_dir} is intact: continue with "
+                               f"torchrun ... -m nas --resume {out_dir}") from None
     finally:
         monitor.close()
     return final
@@ -254,28 +297,34 @@ def _plain(loader: Any, cfg: Config, info: Dict[str, Any], device: torch.device)
     if hasattr(loader, "eval_loader"):  # tabular loaders: no augmentation to switch off
         return loader.eval_loader()
     return BatchLoader(loader.images, loader.labels, batch_size=cfg.data.batch_size,
-                       shuffle=False, augment=False, mean=info["mean"], std=info["std"], device=device)
+                       shuffle=False, augment=False, mean=info["mean"], std=info["std"], device=device,
+                       channels_last=cfg.trainer.channels_last)
 
 
 def _finish(cfg: Config, out_dir: Path, space: Any, model: torch.nn.Module, searcher: Searcher,
             train_loader: Any, val_loader: Any, info: Dict[str, Any], device: torch.device,
-            history: list, seconds: float) -> SearchResult:
+            history: list, seconds: float, write: bool = True) -> SearchResult:
+    """BN recalibration, final validation and derive; on every rank of a data-parallel search
+    alike (whole batches, so that synchronised BN sees the single-process statistics), the files
+    written only where ``write``."""
     t = cfg.trainer
     if t.bn_batches:
         # after the last checkpoint: the checkpoint keeps the statistics the search left
         recalibrate_bn(model, itertools.islice(iter(_plain(train_loader, cfg, info, device)), t.bn_batches))
     final = searcher.evaluate(_plain(val_loader, cfg, info, device))
     genotype = model.genotype()
-    (out_dir / "genotype.yaml").write_text(yaml.safe_dump(space.genotype_to_dict(genotype), sort_keys=False))
-    # files a model keeps next to its genotype (the dnf space: rules.txt)
-    for fname, text in (model.artifacts() if hasattr(model, "artifacts") else {}).items():
-        (out_dir / fname).write_text(text)
+    if write:
+        (out_dir / "genotype.yaml").write_text(yaml.safe_dump(space.genotype_to_dict(genotype), sort_keys=False))
+        # files a model keeps next to its genotype (the dnf space: rules.txt)
+        for fname, text in (model.artifacts() if hasattr(model, "artifacts") else {}).items():
+            (out_dir / fname).write_text(text)
     metrics = {"val_acc": final["acc"], "val_loss": final["loss"],
                "search_val_acc": history[-1].get("search_val_acc") if history else None,
                "train_acc": history[-1].get("train_acc") if history else None,
                "search_seconds": round(seconds, 2), "epochs": t.epochs, "genotype": str(genotype),
                "history": history}
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    if write:
+        (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     log.info(f"done in {seconds:.1f}s: val_acc={final['acc']:.2f} genotype={genotype}")
     warning = collapse_warning(genotype) or aux_none_warning(cfg, genotype)
     if warning:

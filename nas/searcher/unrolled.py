@@ -18,7 +18,14 @@ No model is rebuilt: the weights are overwritten in place under ``no_grad`` and 
 afterwards, with the buffers (BN running statistics), so the model leaves this function as it
 came in, with the architecture gradient in ``.grad`` of every architecture parameter. The two
 ``w±`` passes see the same random draws (stochastic estimators: one sample for both sides of the
-difference). Under DDP the gradients computed here would still need an all-reduce.
+difference).
+
+Data parallel (:mod:`nas.engine.distributed`): the three gradients are averaged over the ranks
+where they are formed — ``∇_w L_train`` before the virtual step, ``(∇_α, ∇_{w'}) L_val`` before ε
+and ``w±``, the finite difference before it is subtracted — so every rank takes the virtual step
+of the global batch. Mixed precision (fp16): each gradient is of the scaled loss ``S·L``; the two
+that feed a weight update (``∇_w L_train``, ``∇_{w'} L_val``) are divided by S, and ``.grad`` is
+left scaled for the GradScaler, which skips the step if anything overflowed.
 """
 from __future__ import annotations
 
@@ -82,17 +89,22 @@ def unrolled_arch_backward(searcher: "Searcher", train_batch: Batch, val_batch: 
     buffers = [b for b in model.buffers()]
     b0 = [b.detach().clone() for b in buffers]
     devices = _rng_devices(model)
+    step = searcher.arch_grad
+    scale = step.scale
     try:
         loss_t, _ = searcher.loss(x, y, with_penalty=False)
-        w_virtual, xi = virtual_step(searcher.opt.weights, weights, _grads(loss_t, weights))
-        del loss_t
+        g_t = step.average(weights, _grads(step.scaled(loss_t), weights), len(y))
+        w_virtual, xi = virtual_step(searcher.opt.weights, weights, [g / scale for g in g_t] if scale != 1 else g_t)
+        del loss_t, g_t
         _set(weights, w_virtual)
         loss_v, logits_v = searcher.loss(xv, yv, with_penalty=True)
-        g = _grads(loss_v, arch + weights)
+        g = step.average(arch + weights, _grads(step.scaled(loss_v), arch + weights), len(yv))
         d_alpha, d_w = g[:len(arch)], g[len(arch):]
+        if scale != 1:
+            d_w = [t / scale for t in d_w]
         norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t) for t in d_w]))
         implicit = [torch.zeros_like(a) for a in arch]
-        if float(norm) > 0:
+        if 0 < float(norm) < float("inf"):
             eps = FD_RADIUS / float(norm)
             with torch.random.fork_rng(devices=devices):
                 rng = torch.get_rng_state(), [torch.cuda.get_rng_state(d) for d in devices]
@@ -103,8 +115,8 @@ def unrolled_arch_backward(searcher: "Searcher", train_batch: Batch, val_batch: 
                         torch.cuda.set_rng_state(s, d)
                     _set(weights, w0, d_w, sign * eps)
                     loss_pm, _ = searcher.loss(x, y, with_penalty=False)
-                    sides.append(_grads(loss_pm, arch))
-            implicit = [(gp - gn) / (2 * eps) for gp, gn in zip(*sides)]
+                    sides.append(_grads(step.scaled(loss_pm), arch))
+            implicit = step.average(arch, [(gp - gn) / (2 * eps) for gp, gn in zip(*sides)], len(y))
         for a, da, hv in zip(arch, d_alpha, implicit):
             a.grad = (da - xi * hv).detach()
     finally:
