@@ -30,8 +30,10 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = get_args_parser().parse_intermixed_args(argv)  # options may sit between overrides
+    from .engine.distributed import is_main_process, rank_tag
     from .searcher.run import load_run_config, run_search  # after parsing: --help stays fast
 
+    prog = f"nas-search{rank_tag()}"  # under torchrun every rank reports its own failure
     out = args.out
     try:
         base = load_run_config(args.resume) if args.resume is not None else None
@@ -40,13 +42,15 @@ def main(argv: Optional[List[str]] = None) -> int:
             out = args.resume
         result = run_search(cfg, out, quiet=args.quiet, resume=args.resume is not None)
     except NasError as e:
-        print(f"nas-search: error: {e}", file=sys.stderr)
+        print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         where = out or "the run folder"
-        print(f"nas-search: interrupted; the last checkpoint is kept in {where} "
+        print(f"{prog}: interrupted; the last checkpoint is kept in {where} "
               f"(continue with: nas-search --resume {where})", file=sys.stderr)
         return 130
+    if not is_main_process():
+        return 0
     print(f"genotype: {result.genotype_str}")
     if result.warning:
         print(result.warning, file=sys.stderr)

@@ -34,6 +34,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from nas.config import config_from_cli
+    from nas.engine.distributed import is_main_process, rank_tag
     from nas.retrainer import RetrainConfig, run_retrain
     from nas.retrainer.run import load_run_config
 
@@ -50,8 +51,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         result = run_retrain(cfg, out, quiet=args.quiet, resume=args.resume is not None)
     except KeyboardInterrupt:
-        print(f"nas-retrain: interrupted; the last checkpoint is kept in {out or 'the run folder'}", file=sys.stderr)
+        print(f"nas-retrain{rank_tag()}: interrupted; the last checkpoint is kept in {out or 'the run folder'}",
+              file=sys.stderr)
         return 130
+    if not is_main_process():
+        return 0
     m = result.metrics
     print(f"genotype: {result.genotype}")
     print(f"test_acc: {m['test_acc']:.2f}  params: {m['params_m']:.3f}M  MACs: {m['macs_m']:.1f}M")
@@ -60,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(args: argparse.Namespace) -> int:
-    return guarded("nas-retrain", run, args)
+    from nas.engine.distributed import rank_tag
+    return guarded(f"nas-retrain{rank_tag()}", run, args)
 
 
 def cli(argv=None) -> int:

@@ -67,7 +67,8 @@ def crop_flip(x: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor,
 
 
 class BatchLoader:
-    """Iterates ``(x float32 [B, 3, H, W] normalised, y int64 [B])`` on ``device``."""
+    """Iterates ``(x [B, 3, H, W] normalised, y int64 [B])`` on ``device``; x in torch's default
+    float dtype (float32 unless a caller set another)."""
 
     def __init__(self, images_u8: torch.Tensor, labels: torch.Tensor, *, batch_size: int,
                  shuffle: bool, augment: bool, mean: Sequence[float], std: Sequence[float],
@@ -89,8 +90,9 @@ class BatchLoader:
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.pad = max(1, self.images.shape[-2] // 8)  # 4 for 32x32, as in DARTS/NB201
         # normalise in 0..255 units so the uint8 batch needs no separate /255
-        self._mean = 255 * torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1).to(self.device)
-        self._std = 255 * torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1).to(self.device)
+        dtype = torch.get_default_dtype()
+        self._mean = 255 * torch.tensor(mean, dtype=dtype).view(1, -1, 1, 1).to(self.device)
+        self._std = 255 * torch.tensor(std, dtype=dtype).view(1, -1, 1, 1).to(self.device)
         # a CPU generator: its state is portable across devices and draws here are tiny
         self.generator = torch.Generator().manual_seed(seed)
         self.epoch = 0  # epochs started
@@ -124,7 +126,7 @@ class BatchLoader:
             x = self.images[idx]
             if offsets is not None:
                 x = crop_flip(x, offsets[sl], flips[sl], self.pad)
-            x = (x.float() - self._mean) / self._std
+            x = (x.to(self._mean.dtype) - self._mean) / self._std
             yield x.contiguous(memory_format=self.memory_format), self.labels[idx]
 
     def state_dict(self) -> Dict[str, Any]:

@@ -47,8 +47,10 @@ GradSync = Callable[[Sequence[Tensor], Sequence[Optional[Tensor]], int], List[Op
 class GradStep:
     """backward → average over ranks → unscale → clip → step → update, for one kind of step.
 
-    ``sync(params, grads, n)`` averages gradients over the ranks (``n``: this rank's batch size);
-    None in a single process.
+    ``sync(params, grads, n)`` turns gradients of ``n·loss`` (this rank's batch of ``n``) into
+    those of the global mean loss, ``Σ_r ∇(n_r·L_r) / Σ_r n_r``; None in a single process. The
+    loss is weighted *before* backward because with synchronised BN a rank's loss also depends on
+    the other ranks' images, so its gradient carries terms for theirs.
     """
 
     def __init__(self, scaler: Optional[torch.amp.GradScaler] = None, sync: Optional[GradSync] = None):
@@ -60,21 +62,22 @@ class GradStep:
         """The current loss scale S (1 when scaling is off)."""
         return float(self.scaler.get_scale()) if self.scaler.is_enabled() else 1.0
 
-    def scaled(self, loss: Tensor) -> Tensor:
-        return self.scaler.scale(loss)
+    def scaled(self, loss: Tensor, n: int) -> Tensor:
+        """``S·loss``, times ``n`` (this rank's batch size) when the gradients are synchronised."""
+        return self.scaler.scale(loss if self.sync is None else loss * n)
 
     def average(self, params: Sequence[Tensor], grads: Sequence[Optional[Tensor]], n: int) -> List[Optional[Tensor]]:
         return list(grads) if self.sync is None else self.sync(params, grads, n)
 
     def backward(self, loss: Tensor, params: Sequence[Tensor], n: int) -> None:
         """``(S·loss).backward()``, then ``.grad`` of ``params`` averaged over the ranks."""
-        self.scaled(loss).backward()
+        self.scaled(loss, n).backward()
         self.average_grads_(params, n)
 
     def grads(self, loss: Tensor, params: Sequence[Tensor], n: int) -> None:
         """``.grad`` of ``params`` only (``autograd.grad`` of ``S·loss``), averaged over the ranks."""
         if params:
-            gs = torch.autograd.grad(self.scaled(loss), params, allow_unused=True)
+            gs = torch.autograd.grad(self.scaled(loss, n), params, allow_unused=True)
             for p, g in zip(params, self.average(params, gs, n)):
                 p.grad = g
 

@@ -8,8 +8,9 @@ What keeps the ranks identical, and equal to one process with the global batch:
   generators, seeded alike on every rank, and each rank takes its contiguous slice
   (:func:`nas.data.loader.shard_bounds`);
 * every gradient (weights, α, Bop's momentum input, σ, the second-order hypergradient, penalties)
-  is replaced by the average of the ranks' gradients weighted by their share of the global batch,
-  ``g = Σ_r n_r·g_r / Σ_r n_r`` (:meth:`World.average`), one all-reduce per step and kind;
+  is that of the global batch's mean loss: each rank backpropagates ``n_r·L_r`` (its batch size
+  times its mean loss) and the all-reduce divides the sum by ``Σ_r n_r`` (:meth:`World.average`),
+  one all-reduce per step and kind;
 * torch's global generator is the *architecture* RNG: seeded alike and synchronised from rank 0
   at the start and on resume, and drawn from only by the estimators (Gumbel, Dirichlet, noise,
   hard-concrete gates), whose draws have the shape of α, not of the batch — so every rank samples
@@ -186,24 +187,26 @@ class World:
         if self.enabled:
             set_rng_state(self.broadcast(rng_state(self.device), "sharing the RNG state"), self.device)
 
-    def sync_module(self, module: torch.nn.Module) -> None:
-        """Rank 0's parameters and buffers on every rank."""
+    def sync_module(self, module: torch.nn.Module, buffers_only: bool = False) -> None:
+        """Rank 0's parameters and buffers (or only its buffers) on every rank."""
         if not self.enabled:
             return
+        tensors = list(module.buffers()) + ([] if buffers_only else list(module.parameters()))
         with self._collective("sharing the model"), torch.no_grad():
-            for t in list(module.parameters()) + list(module.buffers()):
+            for t in tensors:
                 dist.broadcast(t.data, src=0)
 
     # ---------------------------------------------------------------- gradients
     def average(self, params: Sequence[Tensor], grads: Sequence[Optional[Tensor]], n: int,
                 what: str = "gradient all-reduce") -> List[Optional[Tensor]]:
-        """``Σ_r n_r·g_r / Σ_r n_r`` per parameter, identical on every rank (``n``: this rank's
-        batch size). A gradient that is None on every rank (a parameter off the sampled path)
-        stays None; None on some ranks only means the ranks ran different paths: an error."""
+        """``Σ_r g_r / Σ_r n_r`` per parameter, identical on every rank, for gradients ``g_r`` of
+        ``n_r·L_r`` (``n``: this rank's batch size, ``L_r`` its mean loss): the gradient of the
+        global batch's mean loss. A gradient that is None on every rank (a parameter off the
+        sampled path) stays None; None on some ranks only means the ranks ran different paths."""
         if not self.enabled:
             return list(grads)
         dtype = params[0].dtype if params else torch.float32
-        parts = [g.detach().reshape(-1).to(dtype) * n if g is not None
+        parts = [g.detach().reshape(-1).to(dtype) if g is not None
                  else torch.zeros(p.numel(), dtype=dtype, device=self.device) for p, g in zip(params, grads)]
         tail = torch.tensor([float(n)] + [float(g is not None) for g in grads], dtype=dtype, device=self.device)
         flat = torch.cat(parts + [tail]) if parts else tail
@@ -259,6 +262,17 @@ class World:
 def _shm_dir() -> Path:
     shm = Path("/dev/shm")
     return shm if shm.is_dir() and os.access(shm, os.W_OK) else Path(tempfile.gettempdir())
+
+
+def rank_tag() -> str:
+    """`` [rank r/W]`` under torchrun (for messages every rank prints), else ``""``."""
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    return f" [rank {os.environ.get('RANK', '0')}/{size}]" if size > 1 else ""
+
+
+def is_main_process() -> bool:
+    """Rank 0, or not launched by torchrun: the process that prints results."""
+    return os.environ.get("RANK", "0") == "0"
 
 
 def launched() -> bool:

@@ -59,7 +59,7 @@ class SyncBatchNorm(nn.modules.batchnorm._BatchNorm):
         C, W, r = x.shape[1], self.world.size, self.world.rank
         dims = [0] + list(range(2, x.dim()))
         shape = [1, C] + [1] * (x.dim() - 2)
-        xf = x.float()
+        xf = x if x.dtype in (torch.float32, torch.float64) else x.float()  # statistics in float32 at least
         n = x.numel() // C
         if n > 0:
             mean_r = xf.mean(dims)

@@ -9,16 +9,19 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 import yaml
 
 from ..config import dump_config, from_dict, to_dict
 from ..errors import CheckpointError, ConfigError, NasError
+from ..engine.amp import GradStep, Precision
 from ..engine.checkpoint import load_checkpoint, save_atomic
+from ..engine.distributed import DistributedError, setup as setup_world
 from ..engine.monitor import Monitor, flatten, log, setup_logging
-from ..engine.runtime import replan_epochs, resolve_device, rng_state, seed_everything, set_rng_state
+from ..engine.runtime import replan_epochs, rng_state, seed_everything, set_rng_state
+from ..engine.sync_bn import convert_sync_bn
 from ..utils import count_macs, count_params
 from .config import RetrainConfig
 from .genotypes import genotype_from_data, resolve_genotype
@@ -26,7 +29,8 @@ from .trainer import Trainer
 
 CKPT_VERSION = 1
 RESUMABLE_CHANGES = ("name", "device", "data.root", "data.download", "data.workers",
-                     "trainer.epochs", "trainer.ckpt_every", "trainer.eval_every", "model.genotype")
+                     "trainer.epochs", "trainer.ckpt_every", "trainer.eval_every", "model.genotype",
+                     "trainer.dist_timeout", "trainer.channels_last")
 DEFAULT_C = {"nb201": 16, "darts": 36}
 
 
@@ -66,12 +70,9 @@ def _check_resume(cfg: RetrainConfig, ckpt: Dict[str, Any], path: Path) -> None:
                               f"{cfg.trainer.epochs} would end before it")
 
 
-def run_retrain(cfg: RetrainConfig, out_dir: Optional[Path] = None, *, quiet: bool = False,
-                resume: bool = False) -> RetrainResult:
-    """Train ``cfg.model.genotype`` from scratch; with ``resume``, continue the run in ``out_dir``
-    (its genotype is the one stored in the checkpoint)."""
-    out_dir = Path(out_dir) if out_dir is not None else Path("runs") / (
-        f"{cfg.name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}")
+def _open_run_folder(cfg: RetrainConfig, out_dir: Path, resume: bool, quiet: bool
+                     ) -> Tuple[Optional[Dict[str, Any]], Dict[str, Any]]:
+    """Check ``out_dir``, open its log, write config and genotype: (checkpoint to resume, genotype as data)."""
     ckpt_path = out_dir / "checkpoint.pt"
     ckpt = None
     if resume:
@@ -88,9 +89,28 @@ def run_retrain(cfg: RetrainConfig, out_dir: Optional[Path] = None, *, quiet: bo
     setup_logging(out_dir / "log.txt", quiet)
     dump_config(cfg, out_dir / "config.yaml")
     (out_dir / "genotype.yaml").write_text(yaml.safe_dump(space.genotype_to_dict(genotype), sort_keys=False))
+    return ckpt, space.genotype_to_dict(genotype)
 
-    device = resolve_device(cfg.device)
-    seed_everything(cfg.seed)
+
+def run_retrain(cfg: RetrainConfig, out_dir: Optional[Path] = None, *, quiet: bool = False,
+                resume: bool = False) -> RetrainResult:
+    """Train ``cfg.model.genotype`` from scratch; with ``resume``, continue the run in ``out_dir``
+    (its genotype is the one stored in the checkpoint).
+
+    Under ``torchrun`` it is one rank of a data-parallel retraining (:mod:`nas.engine.distributed`):
+    rank 0 reads and writes ``out_dir``; the data order and crop/flip are the single process's;
+    Cutout holes and drop-path masks come from per-rank streams (seed + rank)."""
+    world = setup_world(cfg.device, cfg.trainer.dist_timeout)
+    out_dir = Path(world.broadcast(str(out_dir if out_dir is not None else Path("runs") / (
+        f"{cfg.name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"))))
+    ckpt_path = out_dir / "checkpoint.pt"
+    ckpt, genotype_data = world.on_main(lambda: _open_run_folder(cfg, out_dir, resume, quiet), "reading the run folder")
+    space, genotype = genotype_from_data(genotype_data, str(out_dir / "genotype.yaml"))
+    if not world.is_main:
+        setup_logging(None, True)
+
+    device = world.device
+    seed_everything(cfg.seed + world.rank)  # drop-path masks: a stream per rank
     from ..data import build_eval_loaders
     d = cfg.data
     if d.cutout < 0:
@@ -98,18 +118,27 @@ def run_retrain(cfg: RetrainConfig, out_dir: Optional[Path] = None, *, quiet: bo
     train_loader, test_loader, info = build_eval_loaders(
         d.dataset, root=d.root, download=d.download, resize=d.resize, subset=d.subset,
         batch_size=d.batch_size, workers=d.workers, seed=cfg.seed, device=device, augment=d.augment,
-        test_subset=d.test_subset)
+        test_subset=d.test_subset, shard=world.shard, share=world.node_shared,
+        channels_last=cfg.trainer.channels_last)
     model = make_network(cfg, space, genotype, info["num_classes"], info["shape"][0])
     params_m = count_params(model) / 1e6
     macs_m = count_macs(model, tuple(info["shape"])) / 1e6
-    model.to(device)
     o, t = cfg.optim, cfg.trainer
+    if t.sync_bn and world.enabled:
+        model = convert_sync_bn(model, world)
+    model.to(device)
+    if t.channels_last:
+        model.to(memory_format=torch.channels_last)
+    world.sync_module(model)  # rank 0's initialisation everywhere
     optimizer = torch.optim.SGD(model.parameters(), lr=o.lr, momentum=o.momentum,
                                 nesterov=o.nesterov and o.momentum > 0, weight_decay=o.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(t.epochs, 1), eta_min=o.lr_min)
     trainer = Trainer(model, optimizer, sched, train_loader, epochs=t.epochs, grad_clip=t.grad_clip,
                       aux_weight=cfg.model.auxiliary_weight, drop_path_prob=cfg.model.drop_path_prob,
-                      cutout_length=d.cutout, seed=cfg.seed, max_steps_per_epoch=t.max_steps_per_epoch)
+                      cutout_length=d.cutout, seed=cfg.seed + world.rank, max_steps_per_epoch=t.max_steps_per_epoch)
+    precision = Precision(t.amp, device)
+    trainer.autocast, trainer.world = precision.autocast, world
+    trainer.grad = GradStep(precision.scaler(), world.average if world.enabled else None)
 
     start_epoch, history, elapsed = 0, [], 0.0
     if ckpt is not None:
@@ -117,6 +146,7 @@ def run_retrain(cfg: RetrainConfig, out_dir: Optional[Path] = None, *, quiet: bo
             trainer.load_state_dict(ckpt)
             train_loader.load_state_dict(ckpt["loaders"]["train"])
             set_rng_state(ckpt["rng"], device)
+            _restore_rank_streams(ckpt, trainer, world, cfg.seed)
         except (RuntimeError, KeyError, ValueError, TypeError) as e:
             raise CheckpointError(f"checkpoint {ckpt_path} does not match its config "
                                   f"({str(e).splitlines()[0][:100] if str(e) else type(e).__name__}); "
@@ -126,15 +156,22 @@ def run_retrain(cfg: RetrainConfig, out_dir: Optional[Path] = None, *, quiet: bo
         log.info(f"resumed from {ckpt_path} after epoch {start_epoch}")
 
     def checkpoint(epoch_done: int, seconds: float) -> None:
-        save_atomic({"version": CKPT_VERSION, "kind": "retrain", "epoch": epoch_done, "config": to_dict(cfg),
-                     **trainer.state_dict(), "loaders": {"train": train_loader.state_dict()},
-                     "rng": rng_state(device), "genotype": space.genotype_to_dict(genotype),
-                     "history": history, "seconds": seconds}, ckpt_path)
+        # every rank's own random streams (drop-path, Cutout), so that the same number of ranks resumes exactly
+        streams = world.gather({"rng": rng_state(device), "cutout": trainer.cutout_generator.get_state()},
+                               "collecting the ranks' random streams")
+        if world.is_main:
+            save_atomic({"version": CKPT_VERSION, "kind": "retrain", "epoch": epoch_done, "config": to_dict(cfg),
+                         **trainer.state_dict(), "loaders": {"train": train_loader.state_dict()},
+                         "rng": rng_state(device), "world_size": world.size, "rank_streams": streams,
+                         "genotype": space.genotype_to_dict(genotype), "history": history, "seconds": seconds},
+                        ckpt_path)
 
     log.info(f"retrain {cfg.name}: space={space.name} genotype={genotype} params={params_m:.3f}M "
-             f"macs={macs_m:.1f}M device={device} train={info['n_train']} test={info['n_test']} out={out_dir}")
-    monitor = Monitor(out_dir / "tb", epochs=t.epochs, quiet=quiet, desc="retrain",
-                      purge_step=start_epoch + 1 if ckpt is not None else None)
+             f"macs={macs_m:.1f}M device={device} train={info['n_train']} test={info['n_test']} out={out_dir}"
+             + (f" ranks={world.size} sync_bn={t.sync_bn}" if world.enabled else "")
+             + (f" amp={t.amp}" if t.amp != "off" else ""))
+    monitor = Monitor(out_dir / "tb" if world.is_main else None, epochs=t.epochs, quiet=quiet or not world.is_main,
+                      desc="retrain", purge_step=start_epoch + 1 if ckpt is not None else None)
     monitor.start(start_epoch)
     t0 = time.time() - elapsed
     try:
@@ -156,13 +193,31 @@ def run_retrain(cfg: RetrainConfig, out_dir: Optional[Path] = None, *, quiet: bo
                    "params_m": round(params_m, 6), "macs_m": round(macs_m, 3),
                    "train_seconds": round(seconds, 2), "epochs": t.epochs, "space": space.name,
                    "genotype": str(genotype), "history": history}
-        (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        if world.is_main:
+            (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
         monitor.hparams(to_dict(cfg), {k: metrics[k] for k in ("test_acc", "test_loss", "params_m", "macs_m")},
                         t.epochs)
         log.info(f"done in {seconds:.1f}s: test_acc={final['acc']:.2f} params={params_m:.3f}M macs={macs_m:.1f}M")
+    except DistributedError as e:
+        raise DistributedError(f"{e}; the last checkpoint in {out_dir} is intact: continue with "
+                               f"torchrun ... -m nas.commands.retrain --resume {out_dir}") from None
     finally:
         monitor.close()
     return RetrainResult(out_dir, genotype, metrics)
+
+
+def _restore_rank_streams(ckpt: Dict[str, Any], trainer: Trainer, world: Any, seed: int) -> None:
+    """This rank's drop-path and Cutout streams from the checkpoint when it was written by as many
+    ranks; with another number of ranks, rank 0 continues rank 0's and the others start streams
+    seeded by (seed + rank, epoch) — the data order is unaffected, the masks are fresh draws."""
+    streams = ckpt.get("rank_streams")
+    if streams is not None and len(streams) == world.size:
+        set_rng_state(streams[world.rank]["rng"], world.device)
+        trainer.cutout_generator.set_state(streams[world.rank]["cutout"])
+    elif world.rank > 0:
+        g = seed + world.rank + 1_000_003 * int(ckpt["epoch"])
+        torch.manual_seed(g)
+        trainer.cutout_generator.manual_seed(g)
 
 
 def load_run_config(out_dir: Path) -> RetrainConfig:

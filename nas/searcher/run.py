@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 import yaml
@@ -281,7 +281,7 @@ def run_search(cfg: Config, out_dir: Optional[Path] = None, *, quiet: bool = Fal
                                 {"finished": False, "epochs_done": end_epoch, "history": history})
         seconds = time.time() - t0
         final = _finish(cfg, out_dir, space, model, searcher, train_loader, val_loader, info, device,
-                        history, seconds, write=world.is_main)
+                        history, seconds, world)
         monitor.hparams(to_dict(cfg), {k: v for k, v in final.metrics.items() if k != "epochs"}, t.epochs)
     except DistributedError as e:
         raise DistributedError(f"{e}; the last checkpoint in {out_dir} is intact: continue with "
@@ -291,28 +291,32 @@ def run_search(cfg: Config, out_dir: Optional[Path] = None, *, quiet: bool = Fal
     return final
 
 
-def _plain(loader: Any, cfg: Config, info: Dict[str, Any], device: torch.device) -> Any:
-    """The loader's images as they are: no crop/flip, fixed order."""
+def _plain(loader: Any, cfg: Config, info: Dict[str, Any], device: torch.device,
+           shard: Tuple[int, int] = (0, 1)) -> Any:
+    """The loader's images as they are: no crop/flip, fixed order (``shard``: this rank's slices)."""
     from ..data import BatchLoader
     if hasattr(loader, "eval_loader"):  # tabular loaders: no augmentation to switch off
         return loader.eval_loader()
     return BatchLoader(loader.images, loader.labels, batch_size=cfg.data.batch_size,
                        shuffle=False, augment=False, mean=info["mean"], std=info["std"], device=device,
-                       channels_last=cfg.trainer.channels_last)
+                       channels_last=cfg.trainer.channels_last, shard=shard)
 
 
 def _finish(cfg: Config, out_dir: Path, space: Any, model: torch.nn.Module, searcher: Searcher,
             train_loader: Any, val_loader: Any, info: Dict[str, Any], device: torch.device,
-            history: list, seconds: float, write: bool = True) -> SearchResult:
-    """BN recalibration, final validation and derive; on every rank of a data-parallel search
-    alike (whole batches, so that synchronised BN sees the single-process statistics), the files
-    written only where ``write``."""
-    t = cfg.trainer
+            history: list, seconds: float, world: Optional[World] = None) -> SearchResult:
+    """BN recalibration, final validation and derive, alike on every rank of a data-parallel
+    search (rank 0 writes the files): synchronised BN recalibrates on each rank's slices of the
+    batches (the statistics of the whole batches), plain BN on the whole batches; the evaluation
+    (running statistics, no communication) runs on the whole validation set everywhere."""
+    t, world = cfg.trainer, world or World(device=device)
     if t.bn_batches:
         # after the last checkpoint: the checkpoint keeps the statistics the search left
-        recalibrate_bn(model, itertools.islice(iter(_plain(train_loader, cfg, info, device)), t.bn_batches))
+        shard = world.shard if t.sync_bn else (0, 1)
+        recalibrate_bn(model, itertools.islice(iter(_plain(train_loader, cfg, info, device, shard)), t.bn_batches))
     final = searcher.evaluate(_plain(val_loader, cfg, info, device))
     genotype = model.genotype()
+    write = world.is_main
     if write:
         (out_dir / "genotype.yaml").write_text(yaml.safe_dump(space.genotype_to_dict(genotype), sort_keys=False))
         # files a model keeps next to its genotype (the dnf space: rules.txt)

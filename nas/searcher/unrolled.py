@@ -93,12 +93,12 @@ def unrolled_arch_backward(searcher: "Searcher", train_batch: Batch, val_batch: 
     scale = step.scale
     try:
         loss_t, _ = searcher.loss(x, y, with_penalty=False)
-        g_t = step.average(weights, _grads(step.scaled(loss_t), weights), len(y))
+        g_t = step.average(weights, _grads(step.scaled(loss_t, len(y)), weights), len(y))
         w_virtual, xi = virtual_step(searcher.opt.weights, weights, [g / scale for g in g_t] if scale != 1 else g_t)
         del loss_t, g_t
         _set(weights, w_virtual)
         loss_v, logits_v = searcher.loss(xv, yv, with_penalty=True)
-        g = step.average(arch + weights, _grads(step.scaled(loss_v), arch + weights), len(yv))
+        g = step.average(arch + weights, _grads(step.scaled(loss_v, len(yv)), arch + weights), len(yv))
         d_alpha, d_w = g[:len(arch)], g[len(arch):]
         if scale != 1:
             d_w = [t / scale for t in d_w]
@@ -115,7 +115,7 @@ def unrolled_arch_backward(searcher: "Searcher", train_batch: Batch, val_batch: 
                         torch.cuda.set_rng_state(s, d)
                     _set(weights, w0, d_w, sign * eps)
                     loss_pm, _ = searcher.loss(x, y, with_penalty=False)
-                    sides.append(_grads(step.scaled(loss_pm), arch))
+                    sides.append(_grads(step.scaled(loss_pm, len(y)), arch))
             implicit = step.average(arch, [(gp - gn) / (2 * eps) for gp, gn in zip(*sides)], len(y))
         for a, da, hv in zip(arch, d_alpha, implicit):
             a.grad = (da - xi * hv).detach()
