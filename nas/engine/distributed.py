@@ -42,7 +42,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from ..errors import NasError
+from ..errors import ConfigError, NasError
 from .runtime import resolve_device, rng_state, set_rng_state
 
 if TYPE_CHECKING:
@@ -286,7 +286,7 @@ def setup(device_name: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> World:
     nobody has (gloo on CPU, nccl on CUDA; rank ``r`` uses GPU ``LOCAL_RANK``), or a plain
     single-process world."""
     if timeout_s <= 0:
-        raise NasError(f"trainer.dist_timeout must be a positive number of seconds, got {timeout_s}")
+        raise ConfigError(f"trainer.dist_timeout must be a positive number of seconds, got {timeout_s}")
     device = resolve_device(device_name)
     if not launched():
         return World(device=device)
