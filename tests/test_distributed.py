@@ -30,9 +30,9 @@ from nas.errors import ConfigError
 REPO = Path(__file__).resolve().parents[1]
 WORKER = REPO / "tests" / "dist_worker.py"
 QUICK = str(REPO / "configs" / "quickstart.yaml")
-# the quickstart (digits 16x16, NB201 C=8 N=1, batch 64), 20 search steps over 2 epochs
-TWENTY = ["device=cpu", "trainer.epochs=2", "trainer.max_steps_per_epoch=10", "trainer.sync_bn=true",
-          "trainer.bn_batches=2"]
+# the quickstart (NB201 C=8 N=1, batch 64) on the native 8x8 digits, 20 search steps over 2 epochs
+TWENTY = ["device=cpu", "data.resize=8", "trainer.epochs=2", "trainer.max_steps_per_epoch=10",
+          "trainer.sync_bn=true", "trainer.bn_batches=2"]
 TINY = ["device=cpu", "space.C=4", "space.N=1", "data.resize=8", "data.subset=192", "data.batch_size=32",
         "trainer.max_steps_per_epoch=3", "trainer.bn_batches=1"]
 
@@ -247,25 +247,36 @@ def test_two_ranks_follow_one_process(tmp_path):
 
 SAMPLED = [("gumbel_hard", []), ("bop", ["estimator.noise=adaptive"]), ("dirichlet", []),
            ("softmax", ["optim.order=2"]), ("softmax", ["space.gates=edge"]), ("gumbel", ["optim.mode=joint"]),
-           ("ste", ["estimator.noise=adaptive", "trainer.sync_bn=true"])]
+           ("ste", ["estimator.noise=adaptive"])]
+BN_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
 
 
 @pytest.mark.slow
 def test_sampled_estimators_draw_the_same_sample_on_every_rank(tmp_path):
     """After 6 steps the ranks hold bitwise the same α / Bop state and momentum / σ and Adam
-    moments, for sampled estimators, the second-order step, L0 gates and the joint mode; and each
-    equals one process (float64, 1e-9)."""
-    runs = [{"out": str(tmp_path / f"{i}"), "overrides": TINY + ["trainer.epochs=2", f"estimator.name={name}", *extra]}
+    moments, for sampled estimators, the second-order step, L0 gates and the joint mode; with
+    synchronised BN each also equals one process (float64; 1e-6, as Bop's state and its gradients
+    stay float32). Without it the ranks still agree
+    on everything but their BN running statistics (each normalises its own shard)."""
+    runs = [{"out": str(tmp_path / f"{i}"), "overrides": TINY + ["trainer.epochs=2", "trainer.sync_bn=true",
+                                                                 f"estimator.name={name}", *extra]}
             for i, (name, extra) in enumerate(SAMPLED)]
-    ok(torchrun({"float64": True, "runs": runs}, timeout=600))
+    runs.append({"out": str(tmp_path / "per-rank-bn"), "overrides": TINY + ["trainer.epochs=2",
+                                                                            "estimator.name=gumbel_hard"]})
+    ok(torchrun({"float64": True, "runs": runs}, timeout=900))
     for run, (name, extra) in zip(runs, SAMPLED):
         a, b = ranks(Path(run["out"]))
         assert_same(a, b, f"{name} {extra}")
         _, ref = single(run["overrides"], Path(run["out"] + "-one"))
         for k, v in ref["model"].items():
-            assert torch.allclose(a["model"][k], v, rtol=1e-9, atol=1e-12), (name, extra, k)
+            assert torch.allclose(a["model"][k].double(), v.double(), rtol=1e-6, atol=1e-8), (name, extra, k)
         if name == "bop":
             assert a["optim"]["discrete"]["state"], "Bop momentum missing"
+    a, b = ranks(Path(runs[-1]["out"]))
+    assert_same({k: v for k, v in a["model"].items() if not k.endswith(BN_BUFFERS)},
+                {k: v for k, v in b["model"].items() if not k.endswith(BN_BUFFERS)})
+    assert_same(a["optim"], b["optim"])
+    assert any(not torch.equal(v, b["model"][k]) for k, v in a["model"].items() if k.endswith("running_mean"))
 
 
 # ---------------------------------------------------------------------------- resume, failures, nodes
@@ -343,8 +354,9 @@ def test_retrain_on_two_ranks_follows_one_process(tmp_path):
         assert torch.allclose(a["model"][k], v, rtol=1e-9, atol=1e-12), k
     m2 = json.loads((out / "metrics.json").read_text())
     m1 = json.loads((tmp_path / "one" / "metrics.json").read_text())
+    # (the meters sum in float32)
     assert m2["test_acc"] == pytest.approx(m1["test_acc"]) and m2["history"][-1]["train_loss"] == pytest.approx(
-        m1["history"][-1]["train_loss"], rel=1e-9)
+        m1["history"][-1]["train_loss"], rel=1e-6)
 
 
 # ---------------------------------------------------------------------------- mixed precision
