@@ -30,6 +30,8 @@ from __future__ import annotations
 import atexit
 import hashlib
 import os
+import re
+import signal
 import tempfile
 import uuid
 from contextlib import contextmanager
@@ -57,8 +59,8 @@ class DistributedError(NasError):
 
 
 def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0][:160] if text else type(e).__name__
+    text = re.sub(r"^\[[^\]]*\]\s*", "", str(e).strip())  # gloo's "[.../pair.cc:545] " source prefix
+    return text.splitlines()[0].split(". ")[0][:120] if text else type(e).__name__
 
 
 @dataclass
@@ -302,11 +304,20 @@ def setup(device_name: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> World:
             raise DistributedError(f"cannot join the process group ({_first_line(e)}); start every process with "
                                    f"torchrun (see the README, 'Several GPUs and machines')") from None
         atexit.register(_leave)
+        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, _stopped)
     rank = dist.get_rank()
     # without torchrun's LOCAL_RANK nothing says which ranks share a machine: each is its own
     node = os.environ.get("GROUP_RANK", "0") if "LOCAL_RANK" in os.environ else f"r{rank}"
     return World(rank=rank, size=dist.get_world_size(), local_rank=local if "LOCAL_RANK" in os.environ else 0,
                  node=node, device=device)
+
+
+def _stopped(signum: int, frame: Any) -> None:
+    # torchrun sends SIGTERM to every rank once one has failed: say so instead of dying silently
+    raise DistributedError(f"rank {os.environ.get('RANK', '?')} of {os.environ.get('WORLD_SIZE', '?')}: stopped by "
+                           f"SIGTERM (torchrun sends it to every rank when one fails, then see that rank's message, or when it "
+                           f"is stopped itself)")
 
 
 def _leave() -> None:
