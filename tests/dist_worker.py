@@ -36,11 +36,11 @@ class RecordingSearcher(search_run.Searcher):
         super().__init__(*args, **kwargs)
         made.append(self)
 
-    def weight_step(self, x, y):
+    def weight_step(self, x, y, update_arch=False):
         RecordingSearcher.steps += 1
         if spec.get("kill_rank") == rank and RecordingSearcher.steps == spec.get("kill_at_step"):
             os.kill(os.getpid(), signal.SIGKILL)
-        return super().weight_step(x, y)
+        return super().weight_step(x, y, update_arch)
 
 
 class RecordingTrainer(retrain_run.Trainer):

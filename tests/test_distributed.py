@@ -310,7 +310,8 @@ def test_a_killed_rank_ends_the_job_with_a_message_and_the_checkpoint_intact(tmp
     r = torchrun(spec, timeout=180)
     assert r.returncode != 0 and time.time() - t0 < 150
     assert "[rank 0]" in r.stderr and "another rank stopped or was killed" in r.stderr, r.stderr[-3000:]
-    assert f"the last checkpoint in {out} is intact" in r.stderr
+    assert f"the checkpoint after epoch 1 of 3 is kept in {out}; continue with: nas-search --resume {out}" in r.stderr
+    assert "another rank stopped or was killed" in (out / "log.txt").read_text()  # rank 0 logs why it stopped
     ckpt = torch.load(out / "checkpoint.pt", weights_only=False)
     assert ckpt["epoch"] == 1 and not list(out.glob("checkpoint.pt.*.tmp"))
 

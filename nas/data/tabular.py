@@ -20,6 +20,7 @@ import torch
 
 from ..errors import ConfigError, DataError
 from ..registry import Registry
+from .datasets import require_classes
 from .loader import shard_bounds, sharded_len, split_indices
 
 TABULAR = Registry("tabular dataset")
@@ -147,7 +148,8 @@ class TabularLoader:
         self.rank, self.world = shard  # the global batch is drawn, this rank's slice taken
 
     def __len__(self) -> int:
-        return sharded_len(self.y.shape[0], self.batch_size, self.drop_last, self.world)
+        return sharded_len(self.y.shape[0], self.batch_size, self.drop_last, self.world,
+                           min_per_rank=2 if self.shuffle else 0)
 
     def __iter__(self) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
         n = self.y.shape[0]
@@ -159,9 +161,10 @@ class TabularLoader:
             lo, hi = shard_bounds(len(idx), self.rank, self.world)
             yield self.x[idx[lo:hi]], self.y[idx[lo:hi]]
 
-    def eval_loader(self) -> "TabularLoader":
-        """The same samples in a fixed order (for final scores)."""
-        return TabularLoader(self.x, self.y, batch_size=self.batch_size, shuffle=False, device=self.device)
+    def eval_loader(self, shard: Tuple[int, int] = (0, 1)) -> "TabularLoader":
+        """The same samples in a fixed order (for final scores); ``shard`` as for the loader."""
+        return TabularLoader(self.x, self.y, batch_size=self.batch_size, shuffle=False, device=self.device,
+                             shard=shard)
 
     def state_dict(self) -> Dict[str, Any]:
         return {"epoch": self.epoch, "generator": self.generator.get_state()}
@@ -182,6 +185,7 @@ def build_tabular_search_loaders(name: str, *, options: TabularOptions, train_po
     """(rule-training loader, validation loader, info), both from the train split; ``shard``:
     (rank, world) of a data-parallel search (see :class:`nas.data.BatchLoader`)."""
     data = load_tabular(name, split="train", seed=seed, options=options)
+    require_classes(data.y, data.classes, name)
     tr, va = split_indices(len(data), train_portion, seed)
     train = TabularLoader(data.x[tr], data.y[tr], batch_size=batch_size, shuffle=True, seed=seed, device=device,
                           shard=shard)
@@ -194,6 +198,7 @@ def build_tabular_eval_loaders(name: str, *, options: TabularOptions, batch_size
                                device: Any) -> Tuple[TabularLoader, TabularLoader, Dict[str, Any]]:
     """(loader on the whole train split, loader on the test split, info)."""
     train = load_tabular(name, split="train", seed=seed, options=options)
+    require_classes(train.y, train.classes, name)
     test = load_tabular(name, split="test", seed=seed, options=options)
     return (TabularLoader(train.x, train.y, batch_size=batch_size, shuffle=True, seed=seed, device=device),
             TabularLoader(test.x, test.y, batch_size=batch_size, shuffle=False, device=device),

@@ -164,6 +164,9 @@ class World:
             if error is not None:
                 raise error
             return
+        # one small all-reduce says whether any rank failed; the messages travel only then
+        if not self.all_reduce(torch.tensor([float(error is not None)], device=self.device), what).item():
+            return
         errors = self.gather(None if error is None else (type(error), str(error)), what)
         for r, e in enumerate(errors):
             if e is not None:

@@ -1,13 +1,14 @@
-"""Epoch meters and the finite-loss check shared by the search loop and the retrain trainer."""
+"""Epoch meters, the steps of an epoch and the loss guard shared by the search loop and
+the retrain trainer."""
 from __future__ import annotations
 
 import math
-from typing import Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import torch
 from torch import Tensor
 
-from ..errors import NasError
+from ..errors import TrainingError
 
 
 class Meter:
@@ -49,22 +50,77 @@ class Meter:
         return {"loss": loss / n, "acc": 100.0 * correct / n}
 
 
-# A non-finite loss is checked at every step on the CPU (free) and every SYNC_EVERY steps on an
+def steps_in_epoch(loader: Any, max_steps: Optional[int]) -> int:
+    """The batches of ``loader`` an epoch runs: all, or at most ``max_steps`` (smoke runs)."""
+    n = len(loader)
+    return min(n, max_steps) if max_steps else n
+
+
+# The loss is checked at every step on the CPU (free) and every SYNC_EVERY steps on an
 # accelerator, where each check is a device sync that stalls the launch queue.
 SYNC_EVERY = 50
+# A run whose epoch-mean loss grows this many times beyond its first step's has diverged.
+DIVERGENCE_FACTOR = 100.0
 
 
-def check_finite(loss: Tensor, meter: Meter, epoch: int, step: int, last: bool, fix: str) -> None:
-    """Raise a one-line :class:`NasError` once the loss is NaN/inf; ``meter`` holds the running sum
-    that a non-finite loss poisons, so a deferred check still catches every step since the last."""
-    if loss.device.type == "cpu":
-        value = loss.detach().float()
-    elif (step + 1) % SYNC_EVERY == 0 or last:
+class LossGuard:
+    """Ends a run whose loss is no longer a number (NaN/inf) or has diverged while staying finite:
+    the running mean of the epoch's loss above ``factor`` times the loss of the run's first step
+    (at least 1: with K >= 2 classes the first loss is about ln K). The first step, not the first
+    epoch, is the reference because a run with a learning rate far too high (optim.weights.lr=300)
+    diverges within its first epoch. ``causes`` names the settings to look at, with their values;
+    the run adds what it leaves behind (:class:`~nas.errors.TrainingError`)."""
+
+    def __init__(self, causes: str, factor: float = DIVERGENCE_FACTOR):
+        self.causes = causes
+        self.factor = factor
+        self.start: Optional[float] = None
+        # data parallel (set by the run): sums a tensor over the ranks in place. The guard then
+        # judges the global batch's loss, so every rank reaches the same verdict at the same step
+        # (a rank whose own batches went wrong never leaves the others waiting in an all-reduce)
+        self.reduce: Optional[Callable[[Tensor], Tensor]] = None
+
+    def due(self, loss: Tensor, step: int, last: bool) -> bool:
+        """Whether :meth:`check` looks at the loss at this step (else it returns at once)."""
+        return loss.device.type == "cpu" or self.start is None or (step + 1) % SYNC_EVERY == 0 or last
+
+    def check(self, loss: Tensor, meter: Meter, epoch: int, step: int, last: bool, n: int = 1) -> None:
+        """After ``meter.update(loss, ...)`` of step ``step`` of ``epoch`` (both from 0); ``n``:
+        the step's batch size (the weight of this rank's loss when data parallel)."""
+        if not self.due(loss, step, last):
+            return
+        on_cpu = loss.device.type == "cpu"
+        first = self.start is None
+        step_loss, mean = self._losses(loss, meter, n)
+        value = step_loss if on_cpu or first else mean
+        where = f"epoch {epoch + 1} step {step + 1}" if on_cpu or first else \
+            f"epoch {epoch + 1}, one of the steps up to {step + 1}"
+        if not math.isfinite(value):
+            raise TrainingError(f"the loss became {value} in {where}; likely causes: {self.causes}")
+        if first:
+            self.start = value
+        mean = mean if on_cpu and meter.n else value
+        limit = self.factor * max(self.start, 1.0)
+        if mean > limit:
+            raise TrainingError(f"the loss diverged: {mean:.4g} in {where}, over {self.factor:g}x the "
+                                f"first step's {self.start:.4g}; likely causes: {self.causes}")
+
+    def _losses(self, loss: Tensor, meter: Meter, n: int) -> Tuple[float, float]:
+        """(this step's loss, the epoch's running mean loss): over every rank's batches when
+        data parallel (one all-reduce), else this process's (one sync)."""
+        step_loss = loss.detach().float()
         total = meter.loss_sum()
-        value = total if total is not None else loss.detach().float()
-    else:
-        return
-    if not math.isfinite(float(value)):
-        where = f"step {step}" if loss.device.type == "cpu" else f"one of the steps up to {step}"
-        raise NasError(f"loss became {float(value)} at epoch {epoch} {where}; {fix} "
-                       f"(checkpoint of the last epoch kept)")
+        if self.reduce is None:
+            value = float(step_loss)
+            return value, (float(total) / meter.n if total is not None and meter.n else value)
+        t = torch.stack([step_loss.double() * n, step_loss.new_tensor(float(n), dtype=torch.float64),
+                         (total if total is not None else step_loss.new_zeros(())).double(),
+                         step_loss.new_tensor(float(meter.n), dtype=torch.float64)])
+        t = self.reduce(t).tolist()
+        return t[0] / max(t[1], 1.0), (t[2] / t[3] if t[3] else t[0] / max(t[1], 1.0))
+
+    def state_dict(self) -> Dict[str, Optional[float]]:
+        return {"start": self.start}
+
+    def load_state_dict(self, state: Optional[Dict[str, Optional[float]]]) -> None:
+        self.start = (state or {}).get("start")
