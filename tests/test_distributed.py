@@ -131,6 +131,71 @@ def test_each_rank_iterates_its_slice_of_the_single_process_batches(world):
     assert all(torch.equal(p.generator.get_state(), one.generator.get_state()) for p in parts)
 
 
+class _Images(torch.utils.data.Dataset):
+    """``n`` RGB 8x8 uint8 images with labels ``i % 4`` (a torchvision-style dataset)."""
+
+    def __init__(self, n=33):
+        self.x = torch.randint(0, 256, (n, 3, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return self.x[i], i % 4
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_streamed_and_given_data_shard_like_the_in_memory_loader(stream):
+    """A streamed (or given) data set: each rank reads only its slice of every batch, and the
+    slices concatenate to the single process's batches (training and a sharded evaluation, whose
+    short last batch leaves rank 1 an empty slice)."""
+    from nas.data import StreamLoader, build_search_loaders
+    kw = dict(root=None, download=False, resize=None, subset=None, train_portion=0.5, batch_size=8, seed=0,
+              device="cpu", workers=0, given=_Images(), stream=stream)
+    one = build_search_loaders("x", **kw)
+    parts = [build_search_loaders("x", shard=(r, 2), **kw) for r in range(2)]
+    assert isinstance(parts[0][0], StreamLoader) == stream
+    for which, kept in ((0, 2), (1, 2)):  # 16 and 17 images: a last batch of 1 cannot give each rank 2
+        whole = list(one[which])
+        sliced = [list(p[which]) for p in parts]
+        assert len(sliced[0]) == len(sliced[1]) == kept
+        for i, (x, y) in enumerate(whole[:kept]):
+            assert torch.equal(torch.cat([s[i][0] for s in sliced]), x) and len(sliced[0][i][1]) == 4
+            assert torch.equal(torch.cat([s[i][1] for s in sliced]), y)
+    ev = [p[1].eval_loader((r, 2)) for r, p in enumerate(parts)]
+    whole, sliced = list(one[1].eval_loader()), [list(e) for e in ev]
+    assert len(sliced[0]) == len(whole) == 3 and [len(b[1]) for b in sliced[1]] == [4, 4, 0]
+    for i, (x, y) in enumerate(whole):
+        assert torch.equal(torch.cat([s[i][0] for s in sliced]), x)
+        assert torch.equal(torch.cat([s[i][1] for s in sliced]), y)
+
+
+def test_the_loss_guard_judges_the_global_batch():
+    """Data parallel, the guard's verdict is over every rank's batch (an all-reduce): a NaN on
+    another rank stops this one at the same step, and the first-step reference is the global
+    batch's mean loss, the same on every rank."""
+    from nas.engine.meter import LossGuard, Meter
+    from nas.errors import TrainingError
+
+    def guard_of(other):  # this rank's guard; `other`: what the other rank contributes to the all-reduce
+        g = LossGuard("lr")
+        g.reduce = lambda t: t.add_(torch.tensor(other, dtype=t.dtype))
+        return g
+
+    logits, y = torch.zeros(3, 2), torch.zeros(3, dtype=torch.int64)
+    m = Meter()
+    m.update(torch.tensor(2.0), logits, y)
+    g = guard_of([6.0 * 1.0, 1.0, 6.0, 1.0])  # the other rank: 1 image, loss 6
+    g.check(torch.tensor(2.0), m, 0, 0, False, n=3)
+    assert g.start == pytest.approx((3 * 2.0 + 6.0) / 4)
+    g = guard_of([float("nan"), 1.0, float("nan"), 1.0])
+    with pytest.raises(TrainingError, match="the loss became nan in epoch 1 step 1"):
+        g.check(torch.tensor(2.0), m, 0, 0, False, n=3)
+    alone = LossGuard("lr")
+    alone.check(torch.tensor(2.0), m, 0, 0, False, n=3)
+    assert alone.start == 2.0
+
+
 def test_channels_last_batches_hold_the_same_values():
     images = torch.randint(0, 256, (8, 3, 8, 8), dtype=torch.uint8)
     kw = dict(batch_size=4, shuffle=False, augment=False, mean=(0.5,) * 3, std=(0.25,) * 3)
@@ -299,6 +364,28 @@ def test_resume_is_exact_with_the_same_world_size_and_works_with_another(tmp_pat
     assert main(["--resume", str(tmp_path / "other"), "--quiet"]) == 0
     assert "written by 2 ranks, continued by 1" in (tmp_path / "other" / "log.txt").read_text()
     assert torch.load(tmp_path / "other" / "checkpoint.pt", weights_only=False)["epoch"] == 3
+
+
+@pytest.mark.slow
+def test_the_command_under_torchrun_prints_once_and_resumes_in_place_and_in_a_copy(tmp_path):
+    """``torchrun -m nas``: rank 0 prints the result; ``--resume`` on 2 ranks (the other rank reads
+    config.yaml while rank 0 may already hold the folder's lock) continues in place, and with
+    ``--out`` in a copy, leaving the source as it was."""
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "nas"]
+    out, copy = tmp_path / "run", tmp_path / "copy"
+
+    def nas(*args):
+        return ok(subprocess.run(launch + [*args, "--quiet"], capture_output=True, text=True, timeout=240,
+                                 env=env(), cwd=REPO))
+
+    r = nas(*TINY, "trainer.epochs=1", "--out", str(out))
+    assert r.stdout.count("genotype:") == 1 and f"run folder: {out}" in r.stdout
+    nas("--resume", str(out), "trainer.epochs=2")
+    assert torch.load(out / "checkpoint.pt", weights_only=False)["epoch"] == 2
+    assert "resumed from" in (out / "log.txt").read_text() and not (out / ".lock").exists()
+    nas("--resume", str(out), "trainer.epochs=3", "--out", str(copy))
+    assert torch.load(out / "checkpoint.pt", weights_only=False)["epoch"] == 2
+    assert torch.load(copy / "checkpoint.pt", weights_only=False)["epoch"] == 3
 
 
 @pytest.mark.slow

@@ -4,7 +4,8 @@
                                                     # NB201 at the CPU proxy size and at full size
     python tools/bench_dist.py --device cuda --layouts 1x4 --amp off,bf16,fp16 --sizes full
                                                     # one GPU, with and without AMP (prepared GPU check)
-    python tools/bench_dist.py --memory configs/nb201_cifar10_cpu.yaml   # memory per rank, 1 and 2 ranks
+    python tools/bench_dist.py --memory configs/nb201_cifar10_cpu.yaml [key=value ...]
+                                                    # memory per rank, 1 and 2 ranks
 
 One *search step* is what the alternating search does per global batch: a weight step and an
 architecture step (first order, softmax) of the NB201 supernet through
@@ -14,9 +15,9 @@ global batch / seconds per search step (the median of the timed steps; random da
 pipeline is not measured). Each layout runs under ``torch.distributed.run`` in fresh processes.
 
 ``--memory CONFIG``: each rank builds the search's loaders from CONFIG (rank 0 of each machine
-decodes, the others map its tensors, :meth:`World.node_shared`) and reports its resident memory
-(RSS, which counts shared pages in every process) and proportional memory (PSS, which splits them
-between the processes that map them) once the loaders are built.
+decodes, the others map its tensors, :meth:`World.node_shared`), touches every page of the images
+(as an epoch would) and reports its resident memory (RSS, which counts shared pages in every
+process) and proportional memory (PSS, which splits them between the processes that map them).
 """
 from __future__ import annotations
 
@@ -49,6 +50,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--project", type=int, default=50, metavar="EPOCHS",
                    help="project a search of EPOCHS epochs over 25k weight images (NB201's split of CIFAR-10)")
     p.add_argument("--memory", default=None, metavar="CONFIG", help="report memory per rank for CONFIG's data")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="--memory: overrides of CONFIG (data.root=...)")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # internal: one layout, JSON out
     return p
 
@@ -83,10 +85,14 @@ def worker(spec: Dict) -> None:
     if spec.get("memory"):
         from nas.config import load_config
         from nas.searcher.run import make_loaders
-        cfg = load_config(spec["memory"], ["trainer.max_steps_per_epoch=1"])
+        cfg = load_config(spec["memory"], [*spec.get("overrides", []), "trainer.max_steps_per_epoch=1"])
         t0 = time.perf_counter()
-        train, val, info = make_loaders(cfg, device, world)
-        report.update(load_s=time.perf_counter() - t0, images=info["n_train"] + info["n_val"],
+        train, val, info = make_loaders(cfg, device, world=world)
+        load_s = time.perf_counter() - t0
+        for loader in (train, val):  # one byte per 4 KiB page: every page of the images resident, as after an epoch
+            if hasattr(loader, "images"):
+                int(loader.images.reshape(-1)[::4096].sum())
+        report.update(load_s=load_s, images=info["n_train"] + info["n_val"],
                       after_load=memory_mib(), batches=len(train))
         x, y = next(iter(train))
         report["local_batch"] = len(y)
@@ -166,7 +172,7 @@ def run(args: argparse.Namespace) -> int:
         print("| ranks | rank | images | load s | RSS after load | PSS after load | peak RSS |")
         print("| --- | --- | --- | --- | --- | --- | --- |")
         for procs in sorted({p for p, _ in layouts}):
-            for r in launch(procs, 1, {"device": args.device, "memory": args.memory}):
+            for r in launch(procs, 1, {"device": args.device, "memory": args.memory, "overrides": args.overrides}):
                 m = r["after_load"]
                 print(f"| {procs} | {r['rank']} | {r['images']} | {r['load_s']:.1f} | {m.get('rss', 0):.0f} | "
                       f"{m.get('pss', 0):.0f} | {m['peak_rss']:.0f} |")
