@@ -65,6 +65,8 @@ class SpaceConfig:
     ops: Optional[List[str]] = None  # candidate subset (default: the space's full op list)
     affine: bool = False           # BN affine in the supernet (the papers use False)
     gates: Literal["none", "edge", "op", "channel"] = "none"  # L0 hard-concrete gates
+    fused: bool = True             # nb201: fused cell execution (nas/supernet/fused.py; exact)
+    channels_last: bool = True     # nb201: NHWC activations (layout only; faster convs on CPU)
     l0_lambda: float = 1e-4
     rules: int = 64                # DNF: conjunctions per tower (N)
     lambda_g: float = 1e-4         # DNF: sparsity weight λ_g

@@ -3,6 +3,7 @@ checkpoint's own config and state, then take its argmax per edge (with the run's
 overrides) or DARTS-PT's perturbation selection (Wang et al. 2021)."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any, Optional, Tuple
 

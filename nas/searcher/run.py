@@ -62,7 +62,8 @@ def make_supernet(cfg: Config, estimator: Estimator, num_classes: int, in_channe
                       class_names=(info or {}).get("classes"))
     elif space.name == "nb201":
         kwargs.update(N=s.N, derive_exclude=cfg.estimator.derive_exclude,
-                      with_aux_skip=cfg.optim.uses_aux_skip, derive_max_skip=cfg.estimator.derive_max_skip)
+                      with_aux_skip=cfg.optim.uses_aux_skip, derive_max_skip=cfg.estimator.derive_max_skip,
+                      fused=s.fused, channels_last=s.channels_last)
     else:
         kwargs.update(layers=s.layers, steps=s.steps, multiplier=s.multiplier, stem_multiplier=s.stem_multiplier,
                       derive_max_skip=cfg.estimator.derive_max_skip, with_aux_skip=cfg.optim.uses_aux_skip)

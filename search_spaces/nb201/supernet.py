@@ -35,6 +35,12 @@ more than M ``skip_connect`` edges, the M with the largest skip probability keep
 other takes its most probable allowed candidate other than ``skip_connect``. The limit is a prior
 on the cell, applied at derive only; the search itself is unchanged. ``None`` (the default) sets
 no limit. Like ``derive_exclude`` it needs the estimator's logits to rank the candidates.
+
+Speed, exact in value and gradient (``fused=False``, ``channels_last=False`` turn them off):
+``fused`` runs each cell through :func:`nas.supernet.fused.run_cell` (one convolution for the
+same-shaped candidate convs of all edges leaving a node, mixing weights folded into BN, one sum
+per node), except with channel gates; ``channels_last`` hands the stem an NHWC input, so every
+activation is NHWC, where CPU convolutions run about 3x faster at C=16 (docs/RESULTS.md).
 """
 from __future__ import annotations
 
@@ -47,6 +53,7 @@ from nas.blocks.l0 import HardConcreteGate
 from nas.errors import ConfigError
 from nas.estimators.base import Estimator, Sample
 from nas.supernet import Choice, MixedOp
+from nas.supernet.fused import Plan, run_cell
 
 from ..base import check_max_skip, refuse_without_logits
 from .genotype import EDGE_NAMES, EDGES, NB201Genotype, NODES
@@ -55,13 +62,16 @@ from .skeleton import ResBlock, Skeleton
 
 
 GATES = ("none", "edge", "op", "channel")
+EDGES_FROM_TO = [(i, j) for j, i in EDGES]
 
 
 class SearchCell(nn.Module):
     def __init__(self, C: int, op_names: Sequence[str], affine: bool = False,
-                 channel_gates: bool = False, l0_lambda: float = 1e-4):
+                 channel_gates: bool = False, l0_lambda: float = 1e-4, fused: bool = True):
         super().__init__()
         self.C = C
+        self.fused = fused  # nas.supernet.fused: same values and gradients, fewer kernels
+        self._plan: Optional[Plan] = None
         self.edges = nn.ModuleList(
             MixedOp([OPS[name](C, C, 1, affine) for name in op_names], op_names) for _ in EDGES)
         self.gate = (HardConcreteGate(len(EDGES) * C, l0_lambda,
@@ -76,6 +86,10 @@ class SearchCell(nn.Module):
 
     def forward(self, x: Tensor, sample: Sample, edge_gates: Optional[Tensor] = None,
                 aux_skip: float = 0.0) -> Tensor:
+        if self.fused and self.gate is None:
+            self._plan = self._plan or Plan(self.edges)
+            return run_cell([x], EDGES_FROM_TO, self.edges, sample.weights, sample.index, edge_gates,
+                            aux_skip, self._plan)[-1]
         z_ch = None if self.gate is None else self.gate().view(len(EDGES), 1, self.C, 1, 1)
         nodes = [x]
         shared = [{}]  # per node: its relu, computed once for the convs of all outgoing edges
@@ -103,7 +117,8 @@ class NB201Supernet(Skeleton):
                  ops: Optional[Sequence[str]] = None, affine: bool = False, in_channels: int = 3,
                  init_std: float = 1e-3, generator: Optional[torch.Generator] = None,
                  gates: str = "none", l0_lambda: float = 1e-4, derive_exclude: Sequence[str] = (),
-                 with_aux_skip: bool = False, derive_max_skip: Optional[int] = None):
+                 with_aux_skip: bool = False, derive_max_skip: Optional[int] = None,
+                 fused: bool = True, channels_last: bool = True):
         if gates not in GATES:
             raise ConfigError(f"space.gates: unknown gates '{gates}'; allowed: {', '.join(GATES)}")
         self.op_names = list(ops) if ops else list(OPS)
@@ -117,7 +132,8 @@ class NB201Supernet(Skeleton):
         self.derive_max_skip = check_max_skip(derive_max_skip)
         self.gates = gates
         self.aux_skip = 0.0  # DARTS-'s β, set by the search loop (see the module docstring)
-        super().__init__(lambda c: SearchCell(c, self.op_names, affine, gates == "channel", l0_lambda),
+        self.channels_last = channels_last
+        super().__init__(lambda c: SearchCell(c, self.op_names, affine, gates == "channel", l0_lambda, fused),
                          C, N, num_classes, in_channels)
         self.arch = nn.ModuleDict({
             "cell": Choice(estimator, len(EDGES), self.op_names, init_std=init_std,
@@ -148,6 +164,8 @@ class NB201Supernet(Skeleton):
         elif self.gates == "op":
             z = self.arch["gates"]().view(len(EDGES), len(self.op_names))
             sample = Sample(sample.weights * z, sample.index)
+        if self.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
         x = self.stem(x)
         for cell in self.cells:
             x = cell(x) if isinstance(cell, ResBlock) else cell(x, sample, edge_gates, self.aux_skip)

@@ -1,0 +1,259 @@
+"""Fused execution of a cell's mixed edges, node by node: the same values and gradients as running
+every :class:`~nas.supernet.mixed.MixedOp` on its own, with fewer and larger kernels.
+
+A cell is a DAG whose node ``j`` sums its incoming edges, each a mixed op over the same
+candidates: ``x_j = Σ_{i<j} (Σ_k w_ijk·o_k(x_i) [+ r_ij]) [·s_ij] [+ β·x_i]`` (DARTS, Liu et al.
+2019, eq. 2; ``r_ij`` the GDAS single-path rest ``Σ_{k≠k*} w_ijk``, zero in value; ``s_ij`` an edge
+scale: L0 edge gates, PC-DARTS edge normalisation; ``β`` the DARTS- auxiliary skip). Every edge
+leaving node ``i`` reads the same ``x_i``, so:
+
+* **convolutions** — the ``ReLU → Conv → BN`` candidates of all out-edges of a node that have the
+  same conv shape run as one convolution of ``relu(x_i)`` with their output channels concatenated;
+  per-channel BN is unchanged by the concatenation, so one BN over the concatenated channels gives
+  each edge its own statistics (running statistics are written back to each op's BN);
+* **weights folded into BN** — ``w·BN(z) = BN(z; γ=w·γ₀, β=w·β₀)``, so the mixing weight becomes
+  the BN's per-channel scale: no separate multiply in forward, and ``∂L/∂w = Σ_c ∂L/∂γ_c``, which
+  BN's backward computes anyway, instead of a dot product over the op's output;
+* **pooling** (parameter free) runs once per node, not once per edge; the identity costs nothing;
+* **one sum per node** (:class:`_NodeSum`) takes every term of the node at once: forward writes
+  the node in one pass, backward hands ``g`` itself to the terms already scaled and computes
+  ``<g, t>`` only for the terms with a scalar weight (skip, pooling, other ops);
+* in the single-path step (``index`` given) only the selected ops run, grouped the same way.
+
+``none`` (``is_zero``) has no term: its output and the gradient to its weight, ``<g, 0>``, are zero.
+Ops the fusion does not know (any other module) run per edge as a weighted term, so a space with
+user ops stays correct. The equality to the per-edge path is tested in float64
+(``tests/test_fused.py``); ``fused=False`` on a supernet turns this path off.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..ops.common import Identity, Pool, ReLUConvBN
+
+ZERO, SKIP, CONV, POOL, OTHER = "zero", "skip", "conv", "pool", "other"
+
+
+def classify(op: nn.Module) -> Tuple[str, object]:
+    """``(kind, key)`` of a candidate op; ops with equal ``(kind, key)`` on the out-edges of one
+    node share one kernel (CONV) or one output (POOL)."""
+    if getattr(op, "is_zero", False):
+        return ZERO, None
+    if type(op) in (Identity, nn.Identity):
+        return SKIP, None
+    if type(op) is ReLUConvBN:
+        conv, bn = op[1], op[2]
+        if (type(conv) is nn.Conv2d and conv.groups == 1 and conv.bias is None and conv.padding_mode == "zeros"
+                and type(bn) is nn.BatchNorm2d):
+            return CONV, (conv.in_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
+                          bn.eps, bn.affine, bn.track_running_stats)
+    if type(op) is Pool and op.pre is None and op.bn is None:
+        return POOL, repr(op.pool)  # the repr names every argument of the pooling
+    return OTHER, None
+
+
+def _flat(t: Tensor) -> Optional[Tensor]:
+    """``t`` as a 1-D view in memory order, or ``None`` when it is not densely laid out."""
+    if t.is_contiguous():
+        return t.view(-1)
+    if t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last):
+        return t.permute(0, 2, 3, 1).reshape(-1)  # a view: NHWC is this tensor's memory order
+    return None
+
+
+def _dot(a: Tensor, b: Tensor) -> Tensor:
+    """``<a, b>`` over all elements, as one dot product when both have the same dense layout."""
+    if a.stride() == b.stride():
+        fa, fb = _flat(a), _flat(b)
+        if fa is not None and fb is not None:
+            return torch.dot(fa, fb)
+    return (a * b).sum()
+
+
+class _NodeSum(torch.autograd.Function):
+    """``out = Σ_{m<P} t_m + Σ_{m≥P} c_{m-P}·t_m + b``: the plain terms ``t_0..t_{P-1}`` arrive
+    already scaled (BN-folded convolutions), the others carry a scalar weight ``c``; ``b`` is the
+    single-path rest (or ``None``). Backward: ``∂L/∂t_m = g`` (plain) or ``c·g``, ``∂L/∂c_m = <g, t_m>``,
+    ``∂L/∂b = Σ g``; only the weighted terms are kept for backward."""
+
+    @staticmethod
+    def forward(ctx, coef: Optional[Tensor], bias: Optional[Tensor], n_plain: int, *ts: Tensor) -> Tensor:
+        plain, weighted = ts[:n_plain], ts[n_plain:]
+        ctx.n_plain = n_plain
+        ctx.has_bias = bias is not None
+        ctx.save_for_backward(coef, *weighted)
+        m = 0  # weighted terms consumed
+        # the first kernel writes the output from two terms (or a term and the bias)
+        if bias is not None and weighted:
+            out, m = torch.addcmul(bias, weighted[0], coef[0]), 1
+        elif bias is not None:
+            out = torch.add(plain[0], bias)
+            plain = plain[1:]
+        elif len(plain) >= 2:
+            out = torch.add(plain[0], plain[1])
+            plain = plain[2:]
+        elif plain and weighted:
+            out, m = torch.addcmul(plain[0], weighted[0], coef[0]), 1
+            plain = ()
+        elif plain:
+            out = plain[0].clone()
+            plain = ()
+        else:
+            out, m = weighted[0] * coef[0], 1
+        for t in plain:
+            out.add_(t)
+        for t, c in zip(weighted[m:], coef[m:] if coef is not None else ()):
+            out.addcmul_(t, c)
+        return out
+
+    @staticmethod
+    def backward(ctx, g: Tensor):
+        coef, *weighted = ctx.saved_tensors
+        need = ctx.needs_input_grad
+        gc = None
+        if need[0]:
+            gc = torch.stack([_dot(g, t).to(coef.dtype) for t in weighted])
+        gb = g.sum() if ctx.has_bias and need[1] else None
+        n = ctx.n_plain
+        gts = [g if need[3 + m] else None for m in range(n)]
+        gts += [g * coef[m] if need[3 + n + m] else None for m in range(len(weighted))]
+        return (gc, gb, None, *gts)
+
+
+def _bn_update(bns: Sequence[nn.BatchNorm2d], batch_mean: Tensor, batch_var: Tensor) -> None:
+    """Each BN's running-statistics update, as ``nn.BatchNorm2d`` does it (``momentum=None``: the
+    cumulative average), from the batch statistics of its channels."""
+    C = bns[0].num_features
+    for k, bn in enumerate(bns):
+        bn.num_batches_tracked.add_(1)
+        f = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
+        sl = slice(k * C, (k + 1) * C)
+        bn.running_mean.copy_(batch_mean[sl] * f + bn.running_mean * (1 - f))
+        bn.running_var.copy_(batch_var[sl] * f + bn.running_var * (1 - f))
+
+
+def conv_group(r: Tensor, ops: Sequence[ReLUConvBN], scale: Tensor) -> Tuple[Tensor, ...]:
+    """``scale[n]·op_n(x)`` for the ``ReLU → Conv → BN`` ops ``op_n`` of equal conv shape, from
+    ``r = relu(x)``: one convolution, one BN with the scales folded into its affine parameters."""
+    convs, bns = [op[1] for op in ops], [op[2] for op in ops]
+    c0, b0 = convs[0], bns[0]
+    weight = torch.cat([c.weight for c in convs]) if len(convs) > 1 else c0.weight
+    z = F.conv2d(r, weight, None, c0.stride, c0.padding, c0.dilation)
+    C = b0.num_features
+    gamma = scale.repeat_interleave(C)
+    beta = None
+    if b0.affine:
+        beta = gamma * torch.cat([b.bias for b in bns])
+        gamma = gamma * torch.cat([b.weight for b in bns])
+    update = b0.training and b0.track_running_stats
+    if b0.training or not b0.track_running_stats:
+        # batch statistics; with momentum 1 the scratch buffers receive exactly this batch's mean
+        # and unbiased variance, which each BN then blends with its own momentum
+        rm = z.new_zeros(z.shape[1]) if update else None
+        rv = z.new_ones(z.shape[1]) if update else None
+        y = F.batch_norm(z, rm, rv, gamma, beta, True, 1.0, b0.eps)
+        if update:
+            with torch.no_grad():
+                _bn_update(bns, rm, rv)
+    else:
+        rm = torch.cat([b.running_mean for b in bns])
+        rv = torch.cat([b.running_var for b in bns])
+        y = F.batch_norm(z, rm, rv, gamma, beta, False, 0.0, b0.eps)
+    return y.split(C, dim=1) if len(ops) > 1 else (y,)
+
+
+class Plan:
+    """Per candidate ``k`` of every edge: its kind and fusion key (static for a cell; holds no
+    module, so a deep copy or ``.to()`` of the cell leaves it valid)."""
+
+    def __init__(self, mixed: Sequence[nn.Module]):
+        self.kinds = [[classify(op) for op in m.ops] for m in mixed]
+        self.K = len(self.kinds[0])
+
+
+def run_cell(nodes: List[Tensor], edges: Sequence[Tuple[int, int]], mixed: Sequence[nn.Module],
+             weights: Tensor, index: Optional[Sequence[int]] = None, edge_scale: Optional[Tensor] = None,
+             aux_skip: float = 0.0, plan: Optional[Plan] = None) -> List[Tensor]:
+    """Compute the nodes of a cell: ``nodes`` holds its input nodes; edge ``e = (i, j)`` (``j``
+    the later node) is the mixed op ``mixed[e]`` with weights ``weights[e]`` (``[E, K]``), single
+    path on candidate ``index[e]`` when ``index`` is given. ``edge_scale`` (``[E]``) multiplies
+    each edge's mixed output, ``aux_skip`` adds ``β·x_i`` to each edge. Returns every node,
+    inputs first."""
+    plan = plan or Plan(mixed)
+    K = plan.K
+    if edge_scale is not None:
+        # (Σ_k w_k·o_k + r)·s = Σ_k (s·w_k)·o_k + r(s·w): the scale joins the weights
+        weights = weights * edge_scale.unsqueeze(1).to(weights.dtype)
+    wflat = weights.reshape(-1)
+    n_nodes = max(j for _, j in edges) + 1
+    out_edges: Dict[int, List[Tuple[int, int]]] = {}
+    for e, (i, j) in enumerate(edges):
+        out_edges.setdefault(i, []).append((e, j))
+    # per target node: terms already scaled, terms with a scalar weight, single-path rests
+    plain: Dict[int, List[Tensor]] = {j: [] for j in range(n_nodes)}
+    weighted: Dict[int, List[Tuple[Tensor, Tensor]]] = {j: [] for j in range(n_nodes)}
+    rests: Dict[int, List[Tensor]] = {j: [] for j in range(n_nodes)}
+    zeros: Dict[int, Tuple[int, int, Tensor]] = {}  # a `none` candidate into j, if j gets no term
+    rest = None
+    if index is not None:  # GDAS: r = Σ_{k≠k*} w_k, zero in value but not in gradient
+        sel = torch.as_tensor(list(index), device=weights.device).unsqueeze(1)
+        rest = weights.sum(1) - weights.gather(1, sel).squeeze(1)
+    # without a gradient to w, a candidate weighted exactly 0 contributes nothing: it need not run
+    # (with one, it must: ∂L/∂w_k = <g, o_k(x)> is not zero)
+    zero_w = (weights == 0).tolist() if not weights.requires_grad else None
+
+    out = list(nodes)
+    for i in range(n_nodes):
+        if i >= len(out):
+            if not plain[i] and not weighted[i]:  # every incoming candidate is `none`
+                e, k, x = zeros[i]
+                plain[i].append(mixed[e].ops[k](x))
+            out.append(_sum_node(plain[i], weighted[i], rests[i], wflat))
+        if i not in out_edges:
+            continue
+        x = out[i]
+        shared: Dict[str, Tensor] = {}
+        convs: Dict[object, List[Tuple[int, int, int]]] = {}
+        pools: Dict[object, Tensor] = {}
+        for e, j in out_edges[i]:
+            aux = aux_skip
+            if rest is not None:
+                rests[j].append(rest[e])
+            for k in ([index[e]] if index is not None else range(K)):
+                kind, key = plan.kinds[e][k]
+                if kind == ZERO or (zero_w is not None and zero_w[e][k]):
+                    zeros.setdefault(j, (e, k, x))
+                elif kind == CONV:
+                    convs.setdefault(key, []).append((e, k, j))
+                elif kind == SKIP:
+                    # the auxiliary skip joins the skip candidate's weight: (w + β)·x
+                    weighted[j].append((x, wflat[e * K + k] + aux if aux else wflat[e * K + k]))
+                    aux = 0.0
+                elif kind == POOL:
+                    if key not in pools:
+                        pools[key] = mixed[e].ops[k](x)
+                    weighted[j].append((pools[key], wflat[e * K + k]))
+                else:
+                    weighted[j].append((mixed[e]._run(k, x, shared), wflat[e * K + k]))
+            if aux:
+                weighted[j].append((x, wflat.new_tensor(aux)))
+        if convs:
+            if "relu" not in shared:
+                shared["relu"] = F.relu(x)
+            for members in convs.values():
+                idx = torch.tensor([e * K + k for e, k, _ in members], device=wflat.device)
+                ys = conv_group(shared["relu"], [mixed[e].ops[k] for e, k, _ in members], wflat[idx])
+                for (_, _, j), y in zip(members, ys):
+                    plain[j].append(y)
+    return out
+
+
+def _sum_node(plain: List[Tensor], weighted: List[Tuple[Tensor, Tensor]], rests: List[Tensor],
+              wflat: Tensor) -> Tensor:
+    bias = torch.stack(rests).sum() if rests else None
+    coef = torch.stack([c.to(wflat.dtype) for _, c in weighted]) if weighted else None
+    return _NodeSum.apply(coef, bias, len(plain), *plain, *(t for t, _ in weighted))
