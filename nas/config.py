@@ -67,6 +67,7 @@ class SpaceConfig:
     gates: Literal["none", "edge", "op", "channel"] = "none"  # L0 hard-concrete gates
     fused: bool = True             # nb201: fused cell execution (nas/supernet/fused.py; exact)
     channels_last: bool = True     # nb201: NHWC activations (layout only; faster convs on CPU)
+    partial_channels: int = 1      # PC-DARTS: 1/K of the channels through each mixed op (1: off)
     l0_lambda: float = 1e-4
     rules: int = 64                # DNF: conjunctions per tower (N)
     lambda_g: float = 1e-4         # DNF: sparsity weight λ_g

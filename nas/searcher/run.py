@@ -63,10 +63,11 @@ def make_supernet(cfg: Config, estimator: Estimator, num_classes: int, in_channe
     elif space.name == "nb201":
         kwargs.update(N=s.N, derive_exclude=cfg.estimator.derive_exclude,
                       with_aux_skip=cfg.optim.uses_aux_skip, derive_max_skip=cfg.estimator.derive_max_skip,
-                      fused=s.fused, channels_last=s.channels_last)
+                      fused=s.fused, channels_last=s.channels_last, partial_channels=s.partial_channels)
     else:
         kwargs.update(layers=s.layers, steps=s.steps, multiplier=s.multiplier, stem_multiplier=s.stem_multiplier,
-                      derive_max_skip=cfg.estimator.derive_max_skip, with_aux_skip=cfg.optim.uses_aux_skip)
+                      derive_max_skip=cfg.estimator.derive_max_skip, with_aux_skip=cfg.optim.uses_aux_skip,
+                      partial_channels=s.partial_channels)
     if cfg.estimator.derive_exclude and space.name != "nb201":
         raise ConfigError(f"estimator.derive_exclude applies to the nb201 space; the {space.name} space has "
                           f"its own derive rule (darts already leaves 'none' out): remove the key")

@@ -25,7 +25,8 @@ class DartsSpace(SearchSpace):
                        ops: Optional[Sequence[str]] = None, affine: bool = False, in_channels: int = 3,
                        init_std: float = 1e-3, generator: Optional[torch.Generator] = None,
                        gates: str = "none", l0_lambda: float = 0.0,
-                       derive_max_skip: Optional[int] = None, with_aux_skip: bool = False) -> DartsSupernet:
+                       derive_max_skip: Optional[int] = None, with_aux_skip: bool = False,
+                       partial_channels: int = 1) -> DartsSupernet:
         ops = self.check_ops(ops) if ops else list(PRIMITIVES)
         if all(o == "none" for o in ops):
             raise ConfigError("space.ops: the DARTS derive rule needs at least one op other than 'none'")
@@ -38,10 +39,14 @@ class DartsSpace(SearchSpace):
             raise ConfigError(f"space.multiplier must be in 1..space.steps={steps}, got {multiplier}")
         if C % 2:
             raise ConfigError(f"space.C must be even in the darts space (FactorizedReduce halves it), got {C}")
+        if partial_channels > 1 and C % partial_channels == 0 and (C // partial_channels) % 2:
+            raise ConfigError(f"space.partial_channels={partial_channels} leaves {C // partial_channels} channels "
+                              f"per mixed op; the darts space needs an even number (FactorizedReduce halves it)")
         return DartsSupernet(estimator, num_classes=num_classes, C=C, layers=layers, steps=steps,
                              multiplier=multiplier, stem_multiplier=stem_multiplier, ops=ops,
                              affine=affine, in_channels=in_channels, init_std=init_std, generator=generator,
-                             derive_max_skip=derive_max_skip, with_aux_skip=with_aux_skip)
+                             derive_max_skip=derive_max_skip, with_aux_skip=with_aux_skip,
+                             partial_channels=partial_channels)
 
     def build_network(self, genotype: Genotype, *, num_classes: int, C: int = 36, layers: int = 20,
                       auxiliary: bool = True, stem_multiplier: int = 3, in_channels: int = 3) -> DartsNetwork:

@@ -24,13 +24,13 @@ class NB201Space(SearchSpace):
                        generator: Optional[torch.Generator] = None, gates: str = "none",
                        l0_lambda: float = 1e-4, derive_exclude: Sequence[str] = (),
                        with_aux_skip: bool = False, derive_max_skip: Optional[int] = None,
-                       fused: bool = True, channels_last: bool = True) -> NB201Supernet:
+                       fused: bool = True, channels_last: bool = True, partial_channels: int = 1) -> NB201Supernet:
         ops = self.check_ops(ops) if ops else list(OPS)
         return NB201Supernet(estimator, num_classes=num_classes, C=C, N=N, ops=ops, affine=affine,
                              in_channels=in_channels, init_std=init_std, generator=generator,
                              gates=gates, l0_lambda=l0_lambda, derive_exclude=derive_exclude,
                              with_aux_skip=with_aux_skip, derive_max_skip=derive_max_skip,
-                             fused=fused, channels_last=channels_last)
+                             fused=fused, channels_last=channels_last, partial_channels=partial_channels)
 
     def build_network(self, genotype: NB201Genotype, *, num_classes: int, C: int = 16, N: int = 5,
                       in_channels: int = 3) -> NB201Network:

@@ -54,6 +54,7 @@ from nas.errors import ConfigError
 from nas.estimators.base import Estimator, Sample
 from nas.supernet import Choice, MixedOp
 from nas.supernet.fused import Plan, run_cell
+from nas.supernet.partial import EdgeNormalization, PartialMixedOp, check_partial
 
 from ..base import check_max_skip, refuse_without_logits
 from .genotype import EDGE_NAMES, EDGES, NB201Genotype, NODES
@@ -67,13 +68,16 @@ EDGES_FROM_TO = [(i, j) for j, i in EDGES]
 
 class SearchCell(nn.Module):
     def __init__(self, C: int, op_names: Sequence[str], affine: bool = False,
-                 channel_gates: bool = False, l0_lambda: float = 1e-4, fused: bool = True):
+                 channel_gates: bool = False, l0_lambda: float = 1e-4, fused: bool = True,
+                 partial_channels: int = 1):
         super().__init__()
         self.C = C
-        self.fused = fused  # nas.supernet.fused: same values and gradients, fewer kernels
+        self.fused = fused and partial_channels == 1  # nas.supernet.fused: same values and gradients
         self._plan: Optional[Plan] = None
+        K = partial_channels
         self.edges = nn.ModuleList(
-            MixedOp([OPS[name](C, C, 1, affine) for name in op_names], op_names) for _ in EDGES)
+            PartialMixedOp([OPS[name](C // K, C // K, 1, affine) for name in op_names], op_names, K) if K > 1
+            else MixedOp([OPS[name](C, C, 1, affine) for name in op_names], op_names) for _ in EDGES)
         self.gate = (HardConcreteGate(len(EDGES) * C, l0_lambda,
                                       labels=[f"{edge}/{c}" for edge in EDGE_NAMES for c in range(C)])
                      if channel_gates else None)
@@ -118,7 +122,7 @@ class NB201Supernet(Skeleton):
                  init_std: float = 1e-3, generator: Optional[torch.Generator] = None,
                  gates: str = "none", l0_lambda: float = 1e-4, derive_exclude: Sequence[str] = (),
                  with_aux_skip: bool = False, derive_max_skip: Optional[int] = None,
-                 fused: bool = True, channels_last: bool = True):
+                 fused: bool = True, channels_last: bool = True, partial_channels: int = 1):
         if gates not in GATES:
             raise ConfigError(f"space.gates: unknown gates '{gates}'; allowed: {', '.join(GATES)}")
         self.op_names = list(ops) if ops else list(OPS)
@@ -133,7 +137,8 @@ class NB201Supernet(Skeleton):
         self.gates = gates
         self.aux_skip = 0.0  # DARTS-'s β, set by the search loop (see the module docstring)
         self.channels_last = channels_last
-        super().__init__(lambda c: SearchCell(c, self.op_names, affine, gates == "channel", l0_lambda, fused),
+        K = check_partial(partial_channels, (C, 2 * C, 4 * C))
+        super().__init__(lambda c: SearchCell(c, self.op_names, affine, gates == "channel", l0_lambda, fused, K),
                          C, N, num_classes, in_channels)
         self.arch = nn.ModuleDict({
             "cell": Choice(estimator, len(EDGES), self.op_names, init_std=init_std,
@@ -150,6 +155,8 @@ class NB201Supernet(Skeleton):
                               [key for key, given in (("estimator.derive_exclude=[]", not self.derive_allowed.all()),
                                                       ("estimator.derive_max_skip=null", derive_max_skip is not None))
                                if given])
+        if K > 1:  # PC-DARTS edge normalisation (nas.supernet.partial)
+            self.arch["edges"] = EdgeNormalization(EDGES_FROM_TO, EDGE_NAMES, init_std, generator)
         if gates == "edge":
             self.arch["gates"] = HardConcreteGate(len(EDGES), l0_lambda, labels=EDGE_NAMES, generator=generator)
         elif gates == "op":
@@ -164,6 +171,9 @@ class NB201Supernet(Skeleton):
         elif self.gates == "op":
             z = self.arch["gates"]().view(len(EDGES), len(self.op_names))
             sample = Sample(sample.weights * z, sample.index)
+        if "edges" in self.arch:
+            beta = self.arch["edges"].weights()
+            edge_gates = beta if edge_gates is None else edge_gates * beta
         if self.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         x = self.stem(x)
