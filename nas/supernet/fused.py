@@ -84,6 +84,9 @@ def _flat(t: Tensor) -> Optional[Tensor]:
 
 def _dot(a: Tensor, b: Tensor) -> Tensor:
     """``<a, b>`` over all elements, as one dot product when both have the same dense layout."""
+    if a.dtype != b.dtype:  # autocast: a bf16/fp16 term against a float32 gradient
+        dtype = torch.promote_types(a.dtype, b.dtype)
+        a, b = a.to(dtype), b.to(dtype)
     if a.stride() == b.stride():
         fa, fb = _flat(a), _flat(b)
         if fa is not None and fb is not None:
@@ -121,6 +124,11 @@ class _NodeSum(torch.autograd.Function):
             plain = ()
         else:
             out, m = weighted[0] * coef[0], 1
+        dtype = ts[0].dtype
+        for t in ts[1:]:
+            dtype = torch.promote_types(dtype, t.dtype)
+        if out.dtype != dtype:  # autocast mixes half and float32 terms: accumulate in the wider
+            out = out.to(dtype)
         for t in plain:
             out.add_(t)
         for t, c in zip(weighted[m:], coef[m:] if coef is not None else ()):
@@ -171,17 +179,18 @@ def conv_group(r: Tensor, ops: Sequence[ReLUConvBN], scale: Tensor) -> Tuple[Ten
     weight = torch.cat([c.weight for c in convs]) if len(convs) > 1 else c0.weight
     z = F.conv2d(r, weight, None, c0.stride, c0.padding, c0.dilation)
     C = b0.num_features
-    gamma = scale.repeat_interleave(C)
+    stats = torch.promote_types(z.dtype, torch.float32)  # under autocast BN keeps float32 parameters
+    gamma = scale.repeat_interleave(C).to(stats)
     beta = None
     if b0.affine:
-        beta = gamma * torch.cat([b.bias for b in bns])
-        gamma = gamma * torch.cat([b.weight for b in bns])
+        beta = gamma * torch.cat([b.bias for b in bns]).to(stats)
+        gamma = gamma * torch.cat([b.weight for b in bns]).to(stats)
     update = b0.training and b0.track_running_stats
     if b0.training or not b0.track_running_stats:
         # batch statistics; with momentum 1 the scratch buffers receive exactly this batch's mean
         # and unbiased variance, which each BN then blends with its own momentum
-        rm = z.new_zeros(z.shape[1]) if update else None
-        rv = z.new_ones(z.shape[1]) if update else None
+        rm = z.new_zeros(z.shape[1], dtype=stats) if update else None
+        rv = z.new_ones(z.shape[1], dtype=stats) if update else None
         y = F.batch_norm(z, rm, rv, gamma, beta, True, 1.0, b0.eps)
         if update:
             with torch.no_grad():
@@ -262,8 +271,10 @@ def run_cell(nodes: List[Tensor], edges: Sequence[Tuple[int, int]], mixed: Seque
                     aux = 0.0
                 elif kind == POOL:
                     if key not in pools:
+                        # (not under autocast, which would run the pooling as a half-precision conv)
                         nhwc = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
-                        pools[key] = avg_pool_3x3(x) if key == AVG3 and nhwc else mixed[e].ops[k](x)
+                        dw = key == AVG3 and nhwc and not torch.is_autocast_enabled(x.device.type)
+                        pools[key] = avg_pool_3x3(x) if dw else mixed[e].ops[k](x)
                     weighted[j].append((pools[key], e * K + k, 0.0))
                 else:
                     weighted[j].append((mixed[e]._run(k, x, shared), e * K + k, 0.0))
