@@ -58,6 +58,9 @@ CASES = [
     ("softmax", {"gates": "op"}),
     ("gumbel_hard", {"gates": "edge"}),
     ("softmax", {"ops": ["none", "skip_connect", "nor_conv_3x3"]}),
+    ("softmax", {"partial_channels": 2}),  # PC-DARTS: channels split, edge normalisation β
+    ("gumbel_hard", {"partial_channels": 4}),
+    ("softmax", {"partial_channels": 2, "gates": "edge"}),
 ]
 
 
@@ -92,6 +95,14 @@ def test_aux_skip_and_eval_mode(name):
     assert_same(run(a, x, beta=0.7), run(b, x, beta=0.7))
     # eval mode: running statistics (now from one training batch) normalise, no gradient
     assert_same(run(a, x, train=False), run(b, x, train=False))
+
+
+def test_aux_skip_with_partial_channels():
+    x = torch.randn(2, 3, 8, 8, dtype=torch.double)
+    for name in ("softmax", "gumbel_hard"):
+        a = supernet(name, False, with_aux_skip=True, partial_channels=2)
+        b = supernet(name, True, with_aux_skip=True, partial_channels=2)
+        assert_same(run(a, x, beta=0.6), run(b, x, beta=0.6))
 
 
 def test_aux_skip_without_a_skip_candidate():

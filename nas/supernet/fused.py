@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..ops.common import Identity, Pool, ReLUConvBN
+from .partial import shuffle_cat
 
 ZERO, SKIP, CONV, POOL, OTHER = "zero", "skip", "conv", "pool", "other"
 
@@ -218,9 +219,15 @@ def run_cell(nodes: List[Tensor], edges: Sequence[Tuple[int, int]], mixed: Seque
     the later node) is the mixed op ``mixed[e]`` with weights ``weights[e]`` (``[E, K]``), single
     path on candidate ``index[e]`` when ``index`` is given. ``edge_scale`` (``[E]``) multiplies
     each edge's mixed output, ``aux_skip`` adds ``β·x_i`` to each edge. Returns every node,
-    inputs first."""
+    inputs first.
+
+    Partial channels (:class:`~nas.supernet.partial.PartialMixedOp`, stride 1): shuffle and
+    concatenation are permutations, so node ``j`` is ``shuffle(cat[A_j, B_j])`` with ``A_j`` the
+    node sum of the ops on the first ``C/K`` channels and ``B_j = Σ_i s_ij·x_i[C/K:]`` that of the
+    bypassed channels: one shuffle per node instead of one per edge."""
     plan = plan or Plan(mixed)
-    K = plan.K
+    K = plan.K  # candidates per edge
+    groups = getattr(mixed[0], "K", 1)  # PC-DARTS: the mixed ops see 1/groups of the channels
     if edge_scale is not None:
         # (Σ_k w_k·o_k + r)·s = Σ_k (s·w_k)·o_k + r(s·w): the scale joins the weights
         weights = weights * edge_scale.unsqueeze(1).to(weights.dtype)
@@ -234,6 +241,9 @@ def run_cell(nodes: List[Tensor], edges: Sequence[Tuple[int, int]], mixed: Seque
     plain: Dict[int, List[Tensor]] = {j: [] for j in range(n_nodes)}
     weighted: Dict[int, List[Tuple[Tensor, int, float]]] = {j: [] for j in range(n_nodes)}
     rest_edges: Dict[int, List[int]] = {j: [] for j in range(n_nodes)}
+    bypass: Dict[int, List[Tuple[Tensor, int]]] = {j: [] for j in range(n_nodes)}
+    # with partial channels the auxiliary skip adds β·x_i after the shuffle, outside A_j and B_j
+    aux_after: Dict[int, List[Tensor]] = {j: [] for j in range(n_nodes)}
     zeros: Dict[int, Tuple[int, int, Tensor]] = {}  # a `none` candidate into j, if j gets no term
     rest = None
     if index is not None:  # GDAS: r = Σ_{k≠k*} w_k, zero in value but not in gradient
@@ -249,16 +259,30 @@ def run_cell(nodes: List[Tensor], edges: Sequence[Tuple[int, int]], mixed: Seque
             if not plain[i] and not weighted[i]:  # every incoming candidate is `none`
                 e, k, x = zeros[i]
                 plain[i].append(mixed[e].ops[k](x))
-            out.append(_sum_node(plain[i], weighted[i], rest, rest_edges[i], wflat))
+            node = _sum_node(plain[i], weighted[i], rest, rest_edges[i], wflat)
+            if groups > 1:
+                node = shuffle_cat(node, _bypass_sum(bypass[i], edge_scale), groups)
+                if aux_after[i]:
+                    coef = torch.full((len(aux_after[i]),), aux_skip, dtype=node.dtype, device=node.device)
+                    node = _NodeSum.apply(coef, None, 1, node, *aux_after[i])
+            out.append(node)
         if i not in out_edges:
             continue
         x = out[i]
+        if groups > 1:
+            c = x.shape[1] // groups
+            x_full, x, x_rest = x, x[:, :c], x[:, c:]
         shared: Dict[str, Tensor] = {}
         convs: Dict[object, List[Tuple[int, int, int]]] = {}
         pools: Dict[object, Tensor] = {}
         for e, j in out_edges[i]:
             aux = aux_skip
             rest_edges[j].append(e)
+            if groups > 1:
+                bypass[j].append((x_rest, e))
+                if aux:
+                    aux_after[j].append(x_full)
+                aux = 0.0
             for k in ([index[e]] if index is not None else range(K)):
                 kind, key = plan.kinds[e][k]
                 if kind == ZERO or (zero_w is not None and zero_w[e][k]):
@@ -289,6 +313,15 @@ def run_cell(nodes: List[Tensor], edges: Sequence[Tuple[int, int]], mixed: Seque
                 for (_, _, j), y in zip(members, ys):
                     plain[j].append(y)
     return out
+
+
+def _bypass_sum(terms: List[Tuple[Tensor, int]], edge_scale: Optional[Tensor]) -> Tensor:
+    """``Σ_e s_e·x_rest`` over a node's incoming edges ``e`` (a plain sum without edge scales)."""
+    ts = [t for t, _ in terms]
+    if edge_scale is None:
+        return _NodeSum.apply(None, None, len(ts), *ts)
+    coef = edge_scale[torch.tensor([e for _, e in terms], device=edge_scale.device)].to(ts[0].dtype)
+    return _NodeSum.apply(coef, None, 0, *ts)
 
 
 def _sum_node(plain: List[Tensor], weighted: List[Tuple[Tensor, int, float]], rest: Optional[Tensor],

@@ -72,7 +72,7 @@ class SearchCell(nn.Module):
                  partial_channels: int = 1):
         super().__init__()
         self.C = C
-        self.fused = fused and partial_channels == 1  # nas.supernet.fused: same values and gradients
+        self.fused = fused  # nas.supernet.fused: same values and gradients, fewer kernels
         self._plan: Optional[Plan] = None
         K = partial_channels
         self.edges = nn.ModuleList(
