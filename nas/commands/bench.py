@@ -112,10 +112,11 @@ def time_steps(step: Callable[[], None], args: argparse.Namespace, device: torch
             "peak_mib": peak, "threads": torch.get_num_threads()}
 
 
-def conv_rate(step: Callable[[], None]) -> Dict[str, float]:
+def conv_rate(step: Callable[[], None], args: argparse.Namespace) -> Dict[str, float]:
     """The convolutions of one ``step`` (CPU): their FLOPs (forward and backward, as
     ``torch.utils.flop_counter`` counts them) and their kernels' time (profiler, self time of the
-    convolution ops), in a counted step and a profiled step."""
+    convolution ops), in a counted step and a profiled step; and, right after in the same process
+    (so under the same load), a standalone 3x3 convolution of the first stage's shape."""
     from torch.profiler import ProfilerActivity, profile
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -125,7 +126,8 @@ def conv_rate(step: Callable[[], None]) -> Dict[str, float]:
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         step()
     us = sum(e.self_cpu_time_total for e in prof.key_averages() if "conv" in e.key)
-    return {"conv_gflop": flops / 1e9, "conv_ms": us / 1000, "conv_gflops": flops / 1e3 / max(us, 1e-9)}
+    return {"conv_gflop": flops / 1e9, "conv_ms": us / 1000, "conv_gflops": flops / 1e3 / max(us, 1e-9),
+            "standalone_gflops": max(standalone_conv_rate(args.C, args.resolution, args.batch, cl) for cl in (True, False))}
 
 
 def standalone_conv_rate(C: int, resolution: int, batch: int, channels_last: bool) -> float:
@@ -174,7 +176,7 @@ def measure(spec: str, args: argparse.Namespace) -> Dict[str, float]:
     out = time_steps(step, args, device)
     if args.against_xautodl:
         if device.type == "cpu":
-            out.update(conv_rate(step))
+            out.update(conv_rate(step, args))
         return out
     # each half on its own, in extra steps (the syncs between them would skew the total above):
     # the median over the steps of each phase's wall time
@@ -249,7 +251,6 @@ def against_xautodl(args: argparse.Namespace) -> str:
                 print(f"round {r + 1}: {side} {what}: {res['images_per_s']:.1f} images/s "
                       f"(CPU {args.batch / res['cpu_ms_per_step'] * 1000:.1f}), load {load()}",
                       file=sys.stderr, flush=True)
-    conv = {cl: standalone_conv_rate(args.C, args.resolution, args.batch, cl) for cl in (True, False)}
     load_after = load()
 
     def med(rs: List[Dict[str, float]], key: str) -> float:
@@ -260,23 +261,28 @@ def against_xautodl(args: argparse.Namespace) -> str:
            f"{args.rounds} rounds x {args.steps} timed steps after {args.warmup} warm-up (one step = weight step + "
            f"arch step; each measurement in a fresh process, the two tools alternating); xautodl from "
            f"{args.against_xautodl}", f"load average (1, 5, 15 min) before: {load_before}; after: {load_after}", "",
-           "| step | nas images/s | xautodl images/s | speed-up (wall) | speed-up (CPU time) | peak RSS MiB nas / "
-           "xautodl | conv GFLOP per step | conv GFLOP/s in kernels nas / xautodl | conv GFLOP / step time nas / xautodl |",
-           "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+           "| step | nas images/s (per CPU-s) | xautodl images/s (per CPU-s) | speed-up (wall) | speed-up (CPU time) "
+           "| peak RSS MiB nas / xautodl | conv GFLOP per step nas / xautodl | conv GFLOP/s in the step's kernels "
+           "nas / xautodl | standalone conv GFLOP/s (same processes) | conv GFLOP / step wall time nas / xautodl |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, spec, model in PAIRS:
         a, b = runs[name]["nas"], runs[name]["xautodl"]
         wall = [y["ms_per_step"] / x["ms_per_step"] for x, y in zip(a, b)]
         cpu = [y["cpu_ms_per_step"] / x["cpu_ms_per_step"] for x, y in zip(a, b)]
-        out.append(f"| {name}: {spec} vs {model.upper()} | {med(a, 'images_per_s'):.1f} | {med(b, 'images_per_s'):.1f} "
+        cpu_ips = [args.batch * 1000 / med(rs, "cpu_ms_per_step") for rs in (a, b)]
+        out.append(f"| {name}: {spec} vs {model.upper()} | {med(a, 'images_per_s'):.1f} ({cpu_ips[0]:.1f}) "
+                   f"| {med(b, 'images_per_s'):.1f} ({cpu_ips[1]:.1f}) "
                    f"| {statistics.median(wall):.2f}x ({min(wall):.2f}-{max(wall):.2f}) "
                    f"| {statistics.median(cpu):.2f}x ({min(cpu):.2f}-{max(cpu):.2f}) "
                    f"| {med(a, 'peak_mib'):.0f} / {med(b, 'peak_mib'):.0f} "
                    f"| {med(a, 'conv_gflop'):.3g} / {med(b, 'conv_gflop'):.3g} "
                    f"| {med(a, 'conv_gflops'):.0f} / {med(b, 'conv_gflops'):.0f} "
+                   f"| {med(a + b, 'standalone_gflops'):.0f} "
                    f"| {1000 * med(a, 'conv_gflop') / med(a, 'ms_per_step'):.0f} / "
                    f"{1000 * med(b, 'conv_gflop') / med(b, 'ms_per_step'):.0f} |")
-    out += ["", f"standalone 3x3 convolution {args.C}->{args.C}, {args.resolution}x{args.resolution}, batch "
-                f"{args.batch}, forward + both gradients: NHWC {conv[True]:.0f} GFLOP/s, NCHW {conv[False]:.0f} GFLOP/s"]
+    out += ["", f"standalone: a 3x3 convolution {args.C}->{args.C}, {args.resolution}x{args.resolution}, batch "
+                f"{args.batch}, forward + both gradients, best of NHWC and NCHW, timed in each process right "
+                f"after its profiled step; GFLOP/s in the step's kernels: conv FLOPs / profiled conv kernel time"]
     return "\n".join(out)
 
 

@@ -74,7 +74,7 @@ def measure(model_name: str, args: argparse.Namespace) -> Dict[str, float]:
 
     out = time_steps(step, args, device)
     if device.type == "cpu":
-        out.update(conv_rate(step))
+        out.update(conv_rate(step, args))
     return out
 
 
