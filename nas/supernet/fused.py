@@ -149,7 +149,8 @@ class _NodeSum(torch.autograd.Function):
         # a weight of exactly 1 (GDAS's selected op: 1 - h + h is 1.0 in value) scales nothing:
         # g itself is then the exact gradient, and a pass over memory is saved (read on CPU only,
         # where the check costs no device synchronisation)
-        ones = (coef == 1).tolist() if coef is not None and coef.device.type == "cpu" else [False] * len(weighted)
+        check = coef is not None and coef.device.type == "cpu" and not torch.compiler.is_compiling()
+        ones = (coef == 1).tolist() if check else [False] * len(weighted)
         gts += [(g if ones[m] else g * coef[m]) if need[3 + n + m] else None for m in range(len(weighted))]
         return (gc, gb, None, *gts)
 
