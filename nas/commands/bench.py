@@ -64,6 +64,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--against-xautodl", metavar="DIR", default=None,
                    help="time xautodl's DARTS and GDAS steps (DIR/xautodl) against softmax and gumbel_hard")
     p.add_argument("--rounds", type=int, default=3, help="with --against-xautodl: alternating rounds")
+    p.add_argument("--single-path-steps", type=int, default=40,
+                   help="with --against-xautodl: timed steps of the single-path pair (its cost follows the "
+                        "sampled path, one per step for all cells, so it needs more steps to average)")
     p.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: measure one spec, print JSON
     return p
 
@@ -242,11 +245,12 @@ def against_xautodl(args: argparse.Namespace) -> str:
     check_dir(args.against_xautodl)
     load_before = load()
     runs: Dict[str, Dict[str, List[Dict[str, float]]]] = {name: {"nas": [], "xautodl": []} for name, _, _ in PAIRS}
+    single = argparse.Namespace(**{**vars(args), "steps": args.single_path_steps})
     for r in range(args.rounds):
         for name, spec, model in PAIRS:
             sides = [("nas", spec, "nas.commands.bench"), ("xautodl", model, "nas.commands.bench_xautodl")]
             for side, what, module in (sides if r % 2 == 0 else sides[::-1]):  # who goes first alternates
-                res = run_one(what, args, module)
+                res = run_one(what, single if name == "single path" else args, module)
                 runs[name][side].append(res)
                 print(f"round {r + 1}: {side} {what}: {res['images_per_s']:.1f} images/s "
                       f"(CPU {args.batch / res['cpu_ms_per_step'] * 1000:.1f}), load {load()}",
@@ -258,7 +262,8 @@ def against_xautodl(args: argparse.Namespace) -> str:
 
     threads = runs[PAIRS[0][0]]["nas"][0]["threads"]
     out = [f"C={args.C} N={args.N} {args.resolution}x{args.resolution} batch {args.batch}, {threads} thread(s), "
-           f"{args.rounds} rounds x {args.steps} timed steps after {args.warmup} warm-up (one step = weight step + "
+           f"{args.rounds} rounds x {args.steps} timed steps (single path: {args.single_path_steps}) after "
+           f"{args.warmup} warm-up (one step = weight step + "
            f"arch step; each measurement in a fresh process, the two tools alternating); xautodl from "
            f"{args.against_xautodl}", f"load average (1, 5, 15 min) before: {load_before}; after: {load_after}", "",
            "| step | nas images/s (per CPU-s) | xautodl images/s (per CPU-s) | speed-up (wall) | speed-up (CPU time) "
