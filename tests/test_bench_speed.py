@@ -83,9 +83,11 @@ def test_against_xautodl_alternates_and_prints_ratios(tmp_path):
         (d / "__init__.py").write_text("")
     (pkg / "__init__.py").write_text(FAKE_SEARCHS)
     (tmp_path / "xautodl" / "models" / "cell_operations.py").write_text(
-        "SearchSpaceNames = {'nas-bench-201': ['none', 'skip_connect', 'nor_conv_1x1', 'nor_conv_3x3', 'avg_pool_3x3']}\n")
+        "SearchSpaceNames = {'nas-bench-201': "
+        "['none', 'skip_connect', 'nor_conv_1x1', 'nor_conv_3x3', 'avg_pool_3x3']}\n")
     cmd = [sys.executable, "tools/bench_speed.py", "--C", "4", "--N", "1", "--resolution", "8", "--batch", "4",
-           "--steps", "1", "--warmup", "1", "--threads", "1", "--rounds", "2", "--single-path-steps", "1", "--against-xautodl", str(tmp_path)]
+           "--steps", "1", "--warmup", "1", "--threads", "1", "--rounds", "2", "--single-path-steps", "1",
+           "--against-xautodl", str(tmp_path)]
     r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
     order = re.findall(r"^round (\d): (nas|xautodl) (\w+):", r.stderr, re.M)

@@ -16,8 +16,8 @@ from search_spaces import get_space
 def supernet(name, fused, channels_last=False, seed=0, **kw):
     torch.manual_seed(seed)
     est = build_estimator(*name) if isinstance(name, tuple) else build_estimator(name)
-    return get_space("nb201").build_supernet(est, num_classes=3, C=4, N=1, generator=torch.Generator().manual_seed(seed),
-                                             fused=fused, channels_last=channels_last, **kw).double()
+    return get_space("nb201").build_supernet(est, num_classes=3, C=4, N=1, fused=fused, channels_last=channels_last,
+                                             generator=torch.Generator().manual_seed(seed), **kw).double()
 
 
 def run(model, x, seed=1, train=True, beta=0.0):

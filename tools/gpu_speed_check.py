@@ -161,7 +161,8 @@ def main(argv=None) -> int:
             if variant == "graph" and est != "softmax":
                 continue
             rows.append(run_child(f"{est}:{variant}", args))
-            print(f"{est} {variant}: {rows[-1].get('images_per_s', rows[-1].get('error'))}", file=sys.stderr, flush=True)
+            print(f"{est} {variant}: {rows[-1].get('images_per_s', rows[-1].get('error'))}", file=sys.stderr,
+                  flush=True)
     steps_per_epoch = math.ceil(args.train_images / args.batch)
     print(f"device {device_name}, torch {torch.__version__}; C={args.C} N={args.N} {args.resolution}x{args.resolution} "
           f"batch {args.batch}; {args.steps} timed steps after {args.warmup} (one step = weight step + arch step)\n")
@@ -170,7 +171,8 @@ def main(argv=None) -> int:
         if "error" in r:
             print(f"| {r['estimator']} | {r['variant']} | – | – | – | failed: {r['error']} |")
             continue
-        note = f"recompiles {r.get('recompiles')}, graph breaks {r.get('graph_breaks')}" if r["variant"] == "compile" else ""
+        note = (f"recompiles {r.get('recompiles')}, graph breaks {r.get('graph_breaks')}"
+                if r["variant"] == "compile" else "")
         print(f"| {r['estimator']} | {r['variant']} | {r['ms_per_step']:.1f} | {r['images_per_s']:.0f} "
               f"| {r['peak_mib']:.0f} | {note} |")
     gdas = [r for r in rows if r["estimator"] == "gumbel_hard" and "error" not in r]

@@ -34,7 +34,7 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List
 
 
 import torch
@@ -130,7 +130,8 @@ def conv_rate(step: Callable[[], None], args: argparse.Namespace) -> Dict[str, f
         step()
     us = sum(e.self_cpu_time_total for e in prof.key_averages() if "conv" in e.key)
     return {"conv_gflop": flops / 1e9, "conv_ms": us / 1000, "conv_gflops": flops / 1e3 / max(us, 1e-9),
-            "standalone_gflops": max(standalone_conv_rate(args.C, args.resolution, args.batch, cl) for cl in (True, False))}
+            "standalone_gflops": max(standalone_conv_rate(args.C, args.resolution, args.batch, channels_last)
+                                     for channels_last in (True, False))}
 
 
 def standalone_conv_rate(C: int, resolution: int, batch: int, channels_last: bool) -> float:
