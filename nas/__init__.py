@@ -1,16 +1,17 @@
 """nas: differentiable neural architecture search with pluggable estimators for discrete choices.
 
-The public API (see the README's "Python API"): :func:`load_config`, :func:`search`,
-:func:`derive`, :func:`retrain`, :func:`build_network`, :func:`list_spaces`, :func:`list_ops`,
-:func:`list_estimators`, and the error classes. The functions are imported on first use, so
-``import nas`` (and ``nas-search --help``) stays fast.
+The public API (see the README's "Python API" and "Extending nas"): :func:`load_config`,
+:func:`search`, :func:`derive`, :func:`retrain`, :func:`build_network`, :func:`list_spaces`,
+:func:`list_ops`, :func:`list_estimators`, :func:`register_op`, :func:`register_space`,
+:func:`register_estimator`, :func:`register_dataset`, and the error classes. The functions are
+imported on first use, so ``import nas`` (and ``nas-search --help``) stays fast.
 """
 from .errors import CheckpointError, ConfigError, DataError, NasError
 
 __version__ = "0.1.0"
 
 _API = ("load_config", "search", "derive", "retrain", "build_network", "list_spaces", "list_ops",
-        "list_estimators")
+        "list_estimators", "register_op", "register_space", "register_estimator", "register_dataset")
 __all__ = [*_API, "NasError", "ConfigError", "DataError", "CheckpointError", "__version__"]
 
 

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, List, Optional, Union
+from typing import Any, Callable, List, Optional, Sequence, Union
 
 from .config import Config, apply_overrides, from_dict, load_yaml
 from .errors import ConfigError
 
 ConfigLike = Union[str, os.PathLike, Config, Any]
+API_DATASET = "<python>"  # data.dataset of a run given a dataset object (no command can load it)
 
 
 def load_config(name_or_path: Optional[Union[str, os.PathLike]] = None, *overrides: str) -> Any:
@@ -40,42 +41,55 @@ def _config(config: Optional[ConfigLike], cls: type) -> Any:
 
 
 def search(config: Optional[ConfigLike] = None, out_dir: Optional[Union[str, os.PathLike]] = None, *,
-           quiet: bool = True, resume: bool = False) -> Any:
+           quiet: bool = True, resume: bool = False, dataset: Any = None) -> Any:
     """Run a search (``nas-search``); returns a :class:`~nas.searcher.run.SearchResult` with
-    ``genotype``, ``out_dir`` and ``metrics``. ``config``: a :class:`Config`, a name or a path."""
+    ``genotype``, ``out_dir`` and ``metrics``. ``config``: a :class:`Config`, a name or a path.
+    ``dataset``: any torchvision-style dataset (``len``, ``ds[i] -> (image, label)``) to search on
+    instead of ``data.dataset``: its train split, held in memory or, with ``data.stream=true``,
+    read batch by batch (pass it again to resume)."""
+    import dataclasses
+
     from .searcher.run import run_search
     cfg = _config(config, Config)
-    return run_search(cfg, Path(out_dir) if out_dir is not None else None, quiet=quiet, resume=resume)
+    if dataset is not None:  # the run folder records that the data came from Python
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, dataset=API_DATASET))
+    return run_search(cfg, Path(out_dir) if out_dir is not None else None, quiet=quiet, resume=resume,
+                      dataset=dataset)
 
 
 def derive(run_dir: Union[str, os.PathLike], *, top_k: Optional[int] = None, method: str = "argmax",
            exclude: Optional[str] = None, max_skip: Any = ..., device: str = "cpu",
-           write: bool = False) -> Any:
+           write: bool = False, cost: Sequence[str] = ()) -> Any:
     """The genotype of a search run folder or checkpoint (``nas-derive``): argmax per edge with the
     run's derive keys (``exclude``/``max_skip`` override them) or ``method="perturbation"``
-    (DARTS-PT). ``write=True`` also writes ``genotype.yaml`` into the run folder."""
-    import yaml
-
+    (DARTS-PT). ``cost``: ``KEY=VALUE`` overrides of the run's ``cost:`` section, e.g.
+    ``["target=55"]`` (the most probable cell within that budget). ``write=True`` also writes
+    ``genotype.yaml`` into the run folder."""
     from .searcher.derive import derive as _derive
     source = Path(run_dir)
-    space, genotype = _derive(source, top_k, device, method, exclude=exclude, max_skip=max_skip)
-    if write:
-        folder = source if source.is_dir() else source.parent
-        (folder / "genotype.yaml").write_text(yaml.safe_dump(space.genotype_to_dict(genotype), sort_keys=False))
+    out = (source if source.is_dir() else source.parent) / "genotype.yaml" if write else None
+    _, genotype = _derive(source, top_k, device, method, exclude=exclude, max_skip=max_skip, write=out, cost=cost)
     return genotype
 
 
 def retrain(config: Optional[ConfigLike] = None, genotype: Any = None,
-            out_dir: Optional[Union[str, os.PathLike]] = None, *, quiet: bool = True, resume: bool = False) -> Any:
+            out_dir: Optional[Union[str, os.PathLike]] = None, *, quiet: bool = True, resume: bool = False,
+            dataset: Any = None) -> Any:
     """Train a genotype from scratch (``nas-retrain``); returns a
     :class:`~nas.retrainer.RetrainResult` (``metrics["test_acc"]``, ``params_m``, ``macs_m``).
     ``genotype``: a genotype object, a run folder, a ``genotype.yaml``, a named cell or a
-    genotype string; ``None`` keeps the config's ``model.genotype``."""
+    genotype string; ``None`` keeps the config's ``model.genotype``. ``dataset``:
+    ``{"train": ds, "test": ds}`` torchvision-style datasets instead of ``data.dataset``."""
+    import dataclasses
+
     from .retrainer import RetrainConfig, run_retrain
     cfg = _config(config if config is not None else "retrain_nb201_digits", RetrainConfig)
     if genotype is not None:
         cfg.model.genotype = str(genotype)  # objects print as the strings resolve_genotype parses
-    return run_retrain(cfg, Path(out_dir) if out_dir is not None else None, quiet=quiet, resume=resume)
+    if dataset is not None:
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, dataset=API_DATASET))
+    return run_retrain(cfg, Path(out_dir) if out_dir is not None else None, quiet=quiet, resume=resume,
+                       dataset=dataset)
 
 
 def build_network(space: str, genotype: Any, **kwargs: Any) -> Any:
@@ -84,14 +98,18 @@ def build_network(space: str, genotype: Any, **kwargs: Any) -> Any:
     (keywords: the space's ``build_network``, e.g. NB201 ``C``, ``N``, ``in_channels``; DARTS
     ``C``, ``layers``, ``auxiliary``). ``genotype``: a genotype object, its string, a named cell,
     a ``genotype.yaml`` or a run folder."""
+    import inspect
+
     from search_spaces import get_space
 
-    from .retrainer.genotypes import resolve_genotype
+    from .retrainer.genotypes import resolve_record
     sp = get_space(space)
     if isinstance(genotype, (str, os.PathLike)):
-        found, genotype = resolve_genotype(str(genotype))
+        found, genotype, extras = resolve_record(str(genotype))
         if found.name != sp.name:
             raise ConfigError(f"genotype of space '{found.name}' given to build_network('{sp.name}', ...)")
+        if extras["op_args"] and "op_args" in inspect.signature(sp.build_network).parameters:
+            kwargs["op_args"] = {**extras["op_args"], **kwargs.get("op_args", {})}  # as the search built them
     kwargs.setdefault("num_classes", 10)
     return sp.build_network(genotype, **kwargs)
 
@@ -102,8 +120,12 @@ def list_spaces() -> List[str]:
     return SPACES.names()
 
 
-def list_ops(space: str) -> List[str]:
-    """Candidate ops of a search space (``space.ops`` may name any subset)."""
+def list_ops(space: Optional[str] = None) -> List[str]:
+    """The default candidates of a search space, or with no space every registered op
+    (``space.ops`` may name any of them)."""
+    if space is None:
+        from .ops import OPS
+        return OPS.names()
     from search_spaces import get_space
     return list(get_space(space).ops)
 
@@ -112,3 +134,54 @@ def list_estimators() -> List[str]:
     """Names of the registered estimators (``estimator.name``)."""
     from .estimators import ESTIMATORS
     return ESTIMATORS.names()
+
+
+# --------------------------------------------------------------------------- extending nas
+
+def register_op(name: str) -> Callable[[Any], Any]:
+    """``@nas.register_op("name")`` on a builder ``(C_in, C_out, stride, affine, **context) ->
+    nn.Module``: a candidate ``space.ops`` can name in any space (context: see
+    :mod:`nas.ops.registry`; a builder that needs none takes ``**_``)."""
+    from .ops import register_op as _register
+    return _register(name)
+
+
+def _class_registrar(fn: str, name: str, registry: Any, base: type) -> Callable[[Any], Any]:
+    """The decorator of ``fn(name)``: checks that it decorates a ``base`` subclass, names the
+    class ``name`` and registers it."""
+    def add(cls: Any) -> Any:
+        if not (isinstance(cls, type) and issubclass(cls, base)):
+            raise ConfigError(f"{fn}('{name}'): expected a{'n' if base.__name__[0] in 'AEIOU' else ''} "
+                              f"{base.__name__} subclass, got {cls!r}")
+        cls.name = name
+        return registry.register(name, cls)
+    return add
+
+
+def register_space(name: str) -> Callable[[Any], Any]:
+    """``@nas.register_space("name")`` on a :class:`search_spaces.SearchSpace` subclass (the
+    contract of ``search_spaces/base.py``): it declares ``data_kind`` and ``config_keys`` (by
+    default the ``space.*`` keys its builder names, and ``args``); its ``build_supernet(estimator,
+    *, num_classes, ...)`` returns a :class:`search_spaces.Supernet` and gets the ``space.*`` keys
+    it names plus ``space.args``; ``build_network(genotype, *, num_classes, ...)`` returns a
+    :class:`search_spaces.Network` and gets the ``model.*`` keys it names plus
+    ``model.args``; ``genotype_to_dict``/``genotype_from_dict`` give the YAML round trip."""
+    from search_spaces import SPACES, SearchSpace
+    return _class_registrar("register_space", name, SPACES, SearchSpace)
+
+
+def register_estimator(name: str) -> Callable[[Any], Any]:
+    """``@nas.register_estimator("name")`` on an :class:`nas.estimators.Estimator` subclass
+    (``create``, ``sample``, ``probs``; see ``nas/estimators/base.py``); its ``__init__``
+    keywords are the ``estimator.*`` keys it accepts."""
+    from .estimators import ESTIMATORS, Estimator
+    return _class_registrar("register_estimator", name, ESTIMATORS, Estimator)
+
+
+def register_dataset(name: str) -> Callable[[Any], Any]:
+    """``@nas.register_dataset("name")`` on ``fn(*, split, root, **_)`` returning a
+    torchvision-style dataset (``len`` and ``ds[i] -> (image, label)``) or a
+    :class:`nas.data.ImageSet`; ``data.dataset=name`` then uses it (``split``: ``"train"`` or
+    ``"test"``; further keywords: ``download``, ``resize``, ``subset``, ``seed``, ``workers``)."""
+    from .data import DATASETS
+    return DATASETS.register(name)

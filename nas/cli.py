@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from .config import config_from_cli
-from .errors import NasError
+from .commands import guarded
+from .config import check_config_file_kept, config_from_cli
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -23,35 +23,28 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="a YAML config (default configs/quickstart.yaml) and dotted overrides")
     p.add_argument("--out", type=Path, default=None, help="run folder (default runs/<name>-<timestamp>)")
     p.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR",
-                   help="continue the run in RUN_DIR from its last checkpoint")
+                   help="continue the run in RUN_DIR from its last checkpoint (with --out: continue a copy "
+                        "of it there, leaving RUN_DIR as it was)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or epoch lines; only the result")
     return p
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    args = get_args_parser().parse_intermixed_args(argv)  # options may sit between overrides
+def run(args: argparse.Namespace) -> int:
     from .searcher.run import load_run_config, run_search  # after parsing: --help stays fast
-
-    out = args.out
-    try:
-        base = load_run_config(args.resume) if args.resume is not None else None
-        cfg = config_from_cli(args.items, resume_cfg=base)
-        if args.resume is not None:
-            out = args.resume
-        result = run_search(cfg, out, quiet=args.quiet, resume=args.resume is not None)
-    except NasError as e:
-        print(f"nas-search: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        where = out or "the run folder"
-        print(f"nas-search: interrupted; the last checkpoint is kept in {where} "
-              f"(continue with: nas-search --resume {where})", file=sys.stderr)
-        return 130
+    base = load_run_config(args.resume) if args.resume is not None else None
+    cfg = config_from_cli(args.items, resume_cfg=base)
+    check_config_file_kept(args.items, args.out)
+    result = run_search(cfg, args.out, quiet=args.quiet, resume_from=args.resume)
     print(f"genotype: {result.genotype_str}")
     if result.warning:
         print(result.warning, file=sys.stderr)
     print(f"run folder: {result.out_dir}")
     return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = get_args_parser().parse_intermixed_args(argv)  # options may sit between overrides
+    return guarded("nas-search", run, args)
 
 
 if __name__ == "__main__":

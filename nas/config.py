@@ -16,6 +16,7 @@ from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple
 
 import yaml
 
+from .bounds import MAX_SEED, RUN_NAME, RUN_NAME_HINT, check_fields, matching, ranged
 from .errors import ConfigError
 
 def _config_dir() -> Path:
@@ -31,11 +32,11 @@ CONFIG_DIR = _config_dir()
 @dataclass
 class DNFDataConfig:
     """The synthetic DNF task (``data.dataset=synthetic_dnf``)."""
-    features: int = 10             # K binary features
-    clauses: int = 3               # conjunctions of the ground-truth rule
-    width: int = 3                 # literals per conjunction
-    noise: float = 0.0             # probability of flipping a train label
-    samples: int = 2000            # train + test samples
+    features: int = ranged(10, ge=1)             # K binary features
+    clauses: int = ranged(3, ge=1)               # conjunctions of the ground-truth rule
+    width: int = ranged(3, ge=1, le="features")  # literals per conjunction
+    noise: float = ranged(0.0, ge=0, le=1)       # probability of flipping a train label
+    samples: int = ranged(2000, ge=2)            # train + test samples
 
 
 @dataclass
@@ -43,81 +44,85 @@ class DataConfig:
     dataset: str = "digits"
     root: Optional[str] = None
     download: bool = False
-    resize: Optional[int] = None
-    subset: Optional[int] = None
-    train_portion: float = 0.5
-    batch_size: int = 64
-    workers: int = 0
+    resize: Optional[int] = ranged(None, ge=1)   # the network may need more: checked when it is built
+    subset: Optional[int] = ranged(None, ge=1)
+    train_portion: float = ranged(0.5, gt=0, lt=1)
+    batch_size: int = ranged(64, ge=1)
+    workers: int = ranged(0, ge=0)
+    stream: bool = False           # read images batch by batch (DataLoader, data.workers) instead of in memory
     augment: bool = True
     dnf: DNFDataConfig = field(default_factory=DNFDataConfig)
-    quantiles: List[float] = field(default_factory=lambda: [0.25, 0.5, 0.75])  # tabular binarisation
+    quantiles: List[float] = ranged([0.25, 0.5, 0.75], gt=0, lt=1)  # tabular binarisation
 
 
 @dataclass
 class SpaceConfig:
     name: str = "nb201"
-    C: int = 16
-    N: int = 5                     # NB201: cells per stage
-    layers: int = 8                # DARTS: cells in the search network
-    steps: int = 4                 # DARTS: intermediate nodes per cell
-    multiplier: int = 4            # DARTS: nodes concatenated into the cell output
-    stem_multiplier: int = 3       # DARTS
+    C: int = ranged(16, ge=1)
+    N: int = ranged(5, ge=1)                     # NB201: cells per stage
+    layers: int = ranged(8, ge=1)                # DARTS: cells in the search network
+    steps: int = ranged(4, ge=1)                 # DARTS: intermediate nodes per cell
+    multiplier: int = ranged(4, ge=1, le="steps")  # DARTS: nodes concatenated into the cell output
+    stem_multiplier: int = ranged(3, ge=1)       # DARTS
     ops: Optional[List[str]] = None  # candidate subset (default: the space's full op list)
     affine: bool = False           # BN affine in the supernet (the papers use False)
-    gates: Literal["none", "edge", "op", "channel"] = "none"  # L0 hard-concrete gates
+    gates: Literal["none", "edge", "op", "channel"] = "none"  # L0 gates (nb201, darts)
+    l0_lambda: float = ranged(1e-4, ge=0)
+    gate_estimator: Literal["hard_concrete", "search"] = "hard_concrete"  # who learns L0 gates
+    rules: int = ranged(64, ge=1)                # DNF space: conjunctions per tower (N)
+    lambda_g: float = ranged(1e-4, ge=0)         # DNF space: sparsity weight λ_g
+    op_args: Dict[str, Dict[str, Any]] = field(default_factory=dict)  # options per op, e.g. {dnf_1x1: {rules: 8}}
+    args: Dict[str, Any] = field(default_factory=dict)  # a user space's own build_supernet keywords
     fused: bool = True             # nb201: fused cell execution (nas/supernet/fused.py; exact)
     channels_last: bool = True     # nb201: NHWC activations (layout only; faster convs on CPU)
-    partial_channels: int = 1      # PC-DARTS: 1/K of the channels through each mixed op (1: off)
-    l0_lambda: float = 1e-4
-    rules: int = 64                # DNF: conjunctions per tower (N)
-    lambda_g: float = 1e-4         # DNF: sparsity weight λ_g
+    partial_channels: int = ranged(1, ge=1)  # PC-DARTS: 1/K of the channels through each mixed op (1: off)
 
 
 @dataclass
 class EstimatorConfig:
     name: str = "softmax"
-    tau: Optional[float] = None          # start temperature (None: the estimator's default)
-    tau_end: Optional[float] = None      # end temperature (None: = tau or the default)
+    tau: Optional[float] = ranged(None, gt=0)      # start temperature (None: the estimator's default)
+    tau_end: Optional[float] = ranged(None, gt=0)  # end temperature (None: = tau or the default)
     schedule: Optional[Literal["constant", "linear", "exponential", "cosine"]] = None
     per: Optional[Literal["epoch", "step"]] = None   # schedule counted per epoch (default) or step
     noise: Literal["none", "adaptive"] = "none"
-    sigma0: float = 0.2
-    sigma_max: float = 0.5
-    noise_lr: Optional[float] = None     # Adam lr of the noise temperatures (None: optim.arch.lr)
-    gamma: Optional[float] = None        # Bop momentum rate
-    gamma_end: Optional[float] = None    # Bop momentum rate at the end of the schedule
-    threshold: Optional[float] = None    # Bop flip threshold
-    threshold_end: Optional[float] = None  # Bop flip threshold at the end of the schedule
+    sigma0: float = ranged(0.2, ge=0, le="sigma_max")
+    sigma_max: float = ranged(0.5, ge=0)
+    noise_lr: Optional[float] = ranged(None, gt=0)  # Adam lr of the noise temperatures (None: optim.arch.lr)
+    gamma: Optional[float] = ranged(None, gt=0, le=1)      # Bop momentum rate
+    gamma_end: Optional[float] = ranged(None, gt=0, le=1)  # Bop momentum rate at the end of the schedule
+    threshold: Optional[float] = ranged(None, ge=0)        # Bop flip threshold
+    threshold_end: Optional[float] = ranged(None, ge=0)    # Bop flip threshold at the end of the schedule
     single_path: Optional[bool] = None   # run only the selected op when the forward is one-hot
     derive_exclude: List[str] = field(default_factory=list)  # NB201: ops derive never picks (DARTS §2.4: none)
-    derive_max_skip: Optional[int] = None  # most skip_connect edges derive keeps (P-DARTS §3.3; None: no limit)
+    derive_max_skip: Optional[int] = ranged(None, ge=0)  # most skip_connect edges derive keeps (P-DARTS §3.3; None: no limit)
 
 
 @dataclass
 class WeightOptimConfig:
-    lr: float = 0.025
-    lr_min: float = 0.001
-    momentum: float = 0.9
+    lr: float = ranged(0.025, gt=0)
+    lr_min: float = ranged(0.001, ge=0, le="lr")
+    momentum: float = ranged(0.9, ge=0, lt=1)
     nesterov: bool = True
-    weight_decay: float = 5e-4
+    weight_decay: float = ranged(5e-4, ge=0)
 
 
 @dataclass
 class ArchOptimConfig:
-    lr: float = 3e-4
-    betas: Tuple[float, float] = (0.5, 0.999)
-    weight_decay: float = 1e-3
-    init_std: float = 1e-3
-    beta_decay: float = 0.0              # β-DARTS regulariser λ (λ_t = λ·epoch/epochs; 0: off; paper 50)
+    lr: float = ranged(3e-4, gt=0)
+    betas: Tuple[float, float] = ranged((0.5, 0.999), ge=0, lt=1)
+    weight_decay: float = ranged(1e-3, ge=0)
+    init_std: float = ranged(1e-3, ge=0)
+    beta_decay: float = ranged(0.0, ge=0)             # β-DARTS regulariser λ (λ_t = λ·epoch/epochs; 0: off; paper 50)
 
 
 @dataclass
 class OptimConfig:
     mode: Literal["alternating", "joint"] = "alternating"
     order: Literal[1, 2] = 1
-    warmup_epochs: int = 0               # weight-only epochs before arch updates start
-    aux_skip: float = 0.0                # DARTS- auxiliary skip β0 on every edge (0: off)
-    aux_skip_end: float = 0.0            # its β at the end of the search, reached linearly (DARTS-: 0)
+    warmup_epochs: int = ranged(0, ge=0)  # weight-only epochs before arch updates start
+    aux_skip: float = ranged(0.0, ge=0)   # DARTS- auxiliary skip β0 on every edge (0: off)
+    aux_skip_end: float = ranged(0.0, ge=0)  # its β at the end of the search, reached linearly (DARTS-: 0)
     weights: WeightOptimConfig = field(default_factory=WeightOptimConfig)
     arch: ArchOptimConfig = field(default_factory=ArchOptimConfig)
 
@@ -128,23 +133,43 @@ class OptimConfig:
 
 @dataclass
 class TrainerConfig:
-    epochs: int = 50
-    grad_clip: float = 5.0
-    ckpt_every: int = 1
-    max_steps_per_epoch: Optional[int] = None  # cap for smoke runs
-    bn_batches: int = 50           # train batches that recompute BN statistics before the final val_acc (0: off)
+    epochs: int = ranged(50, ge=1)
+    grad_clip: float = ranged(5.0, ge=0)         # 0 = off
+    ckpt_every: int = ranged(1, ge=1)
+    max_steps_per_epoch: Optional[int] = ranged(None, ge=1)  # cap for smoke runs
+    bn_batches: int = ranged(50, ge=0)          # train batches that recompute BN statistics before the final val_acc (0: off)
+
+
+@dataclass
+class CostConfig:
+    """A hardware budget (nas/cost): the expected cost of the network that will be trained."""
+    metric: Literal["macs", "params", "latency"] = "macs"
+    target: Optional[float] = ranged(None, gt=0)  # millions of MACs or params, or ms (None: report the cost only)
+    weight: float = ranged(1.0, ge=0)             # λ of the penalty on the architecture loss
+    form: Literal["hinge", "log"] = "hinge"  # λ·max(0, E/T-1) or FBNet's λ·log(E/T)
+    hard: Optional[bool] = None          # derive never exceeds the target (None: true when target is set)
+    estimate: Literal["expected", "derived"] = "expected"  # E under the distribution, or the argmax cell's (straight through)
+    C: Optional[int] = ranged(None, ge=1)         # the trained network (None: nb201 16, darts 36)
+    N: Optional[int] = ranged(None, ge=1)         # nb201 cells per stage (None: 5)
+    layers: Optional[int] = ranged(None, ge=1)    # darts cells (None: 20)
+    resolution: int = ranged(32, ge=1)            # input side of the trained network
+    classes: Optional[int] = ranged(None, ge=1)   # its outputs (None: the dataset's classes)
+    latency_table: Optional[str] = None  # metric latency: a table from tools/profile_latency.py
+    batch_size: int = ranged(1, ge=1)             # metric latency: the batch size of the table's entries read
 
 
 @dataclass
 class Config:
-    name: str = "search"
-    seed: int = 0
+    name: str = matching("search", RUN_NAME, RUN_NAME_HINT)
+    imports: List[str] = field(default_factory=list)  # user modules / .py files imported before anything is built
+    seed: int = ranged(0, ge=0, lt=MAX_SEED)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     data: DataConfig = field(default_factory=DataConfig)
     space: SpaceConfig = field(default_factory=SpaceConfig)
     estimator: EstimatorConfig = field(default_factory=EstimatorConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    cost: CostConfig = field(default_factory=CostConfig)
 
 
 # --------------------------------------------------------------------------- YAML and overrides
@@ -176,19 +201,65 @@ def load_yaml(path: os.PathLike, _seen: Optional[set] = None) -> Dict[str, Any]:
     if path.resolve() in seen:
         raise ConfigError(f"_base_: cycle through {path}")
     seen = seen | {path.resolve()}
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        line = getattr(getattr(e, "problem_mark", None), "line", None)
-        at = f" line {line + 1}" if line is not None else ""
-        raise ConfigError(f"{path}{at}: not valid YAML ({getattr(e, 'problem', e)})") from None
+    data = parse_yaml(read_config_text(path), path) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a config must be a mapping of keys, got {type(data).__name__}")
     bases = data.pop("_base_", None)
+    if isinstance(bases, str):
+        bases = [bases]
+    if bases is not None and not (isinstance(bases, list) and all(isinstance(b, str) and b for b in bases)):
+        raise ConfigError(f"{path}: _base_ must be a config name or path, or a list of them, got {bases!r}")
+    if isinstance(data.get("imports"), list):
+        # a .py file beside the config (or below its folder) is found from any working directory
+        data["imports"] = [str((path.parent / i).absolute()) if isinstance(i, str) and i.endswith(".py")
+                           and not Path(i).is_absolute() and (path.parent / i).is_file() else i
+                           for i in data["imports"]]
     merged: Dict[str, Any] = {}
-    for b in ([bases] if isinstance(bases, str) else bases or []):
+    for b in bases or []:
         merged = _merge(merged, load_yaml(_resolve_base(b, path.parent), seen))
     return _merge(merged, data)
+
+
+def read_config_text(path: Path) -> str:
+    """The text of a config file; unreadable or non-UTF-8 files are one-line ConfigErrors."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path} is not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}); "
+                          f"give a YAML config saved as UTF-8") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read config {path} ({e.strerror or e}); check the path and its "
+                          f"permissions") from None
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that rejects a key given twice in one mapping (PyYAML keeps the last silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> Dict[Any, Any]:
+        seen: Dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                dup = key in seen
+            except TypeError:  # an unhashable key: the base class reports it
+                break
+            if dup:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key '{key}' is given twice (lines {seen[key].start_mark.line + 1} and "
+                    f"{key_node.start_mark.line + 1}); keep one", key_node.start_mark)
+            seen[key] = key_node
+        return super().construct_mapping(node, deep=deep)
+
+
+def parse_yaml(text: str, source: Any) -> Any:
+    """``yaml.safe_load`` that rejects duplicate keys; errors are one line naming ``source``."""
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" line {mark.line + 1}" if mark is not None else ""
+        why = " ".join(str(getattr(e, "problem", None) or e).split())
+        raise ConfigError(f"{source}{at}: not valid YAML ({why})") from None
 
 
 def apply_overrides(data: Dict[str, Any], overrides: Sequence[str]) -> Dict[str, Any]:
@@ -224,6 +295,8 @@ def _type_name(tp: Any) -> str:
         return f"a list of {_type_name(typing.get_args(tp)[0])}"
     if origin in (tuple, Tuple):
         return "a list of " + str(len(typing.get_args(tp))) + " numbers"
+    if origin in (dict, Dict):
+        return "a mapping"
     return getattr(tp, "__name__", str(tp))
 
 
@@ -250,6 +323,10 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
         if not isinstance(value, (list, tuple)):
             raise bad
         return [_convert(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin in (dict, Dict):
+        if not isinstance(value, dict):
+            raise bad
+        return {str(k): _convert(v, args[1], f"{key}.{k}") for k, v in value.items()}
     if origin in (tuple, Tuple):
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
             raise bad
@@ -296,7 +373,9 @@ def from_dict(cls: type, data: Dict[str, Any], prefix: str = "") -> Any:
             raise ConfigError(f"unknown config key '{prefix}{key}'{hint}; allowed under "
                               f"'{prefix.rstrip('.') or 'top level'}': {', '.join(names)}")
         kwargs[key] = _convert(value, hints[key], f"{prefix}{key}")
-    return cls(**kwargs)
+    obj = cls(**kwargs)
+    check_fields(obj, prefix)  # ranges declared next to the fields (nas.bounds)
+    return obj
 
 
 def to_dict(cfg: Any) -> Dict[str, Any]:
@@ -334,3 +413,14 @@ def config_from_cli(items: Sequence[str], *, cls: type = Config, default: Option
             raise ConfigError("--resume takes the run's own config; give only key=value overrides")
         return from_dict(cls, apply_overrides(to_dict(resume_cfg), overrides))
     return load_config(configs[0] if configs else default, overrides, cls=cls)
+
+
+def check_config_file_kept(items: Sequence[str], out: Optional[os.PathLike]) -> None:
+    """A run never writes over the config file it was started with (``--out`` its own folder)."""
+    if out is None:
+        return
+    target = (Path(out) / "config.yaml").resolve()
+    for a in items:
+        if "=" not in a and Path(a).is_file() and Path(a).resolve() == target:
+            raise ConfigError(f"--out {out} would overwrite your config {a} with the run's; "
+                              f"choose another --out")

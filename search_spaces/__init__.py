@@ -1,7 +1,7 @@
 """Search spaces, one registry entry each: ``SPACES.get(name)()`` gives a :class:`SearchSpace`."""
 from nas.registry import Registry
 
-from .base import SearchSpace
+from .base import IMAGE, TABULAR, Network, SearchSpace, Supernet
 from .darts import DartsSpace
 from .dnf import DNFSpace
 from .nb201 import NB201Space
@@ -16,4 +16,4 @@ def get_space(name: str) -> SearchSpace:
     return SPACES.get(name, "space.name")()
 
 
-__all__ = ["SPACES", "SearchSpace", "get_space"]
+__all__ = ["SPACES", "SearchSpace", "Supernet", "Network", "IMAGE", "TABULAR", "get_space"]

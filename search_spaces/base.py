@@ -1,16 +1,40 @@
-"""What a search space provides to the rest of the tool.
+"""What a search space provides to the rest of the tool, and what its supernet and its discrete
+network provide: the written contract that the search loop, the run, derive and retrain rely on.
 
 A space is a registry entry (``search_spaces.SPACES``) with four jobs, kept apart as in DARTS:
-its op table (candidate ops), its supernet (mixed choices, built with an estimator), its genotype
-(plain data, YAML round trip) and the discrete network built only from a genotype.
+its default candidates (names in the one op registry, :mod:`nas.ops.registry`), its supernet
+(mixed choices, built with an estimator), its genotype (plain data, YAML round trip) and the
+discrete network built only from a genotype.
+
+* :class:`SearchSpace` — builds supernets and networks, reads and writes genotypes, owns its
+  ``space.*`` config keys and says what kind of data it takes;
+* :class:`Supernet` — the model a search trains: ``forward(x) -> logits`` and ``genotype()``,
+  plus penalty, scalars, artifacts, the auxiliary skip β and its architecture parameters, each
+  with a default;
+* :class:`Network` — the discrete network: a plain module, with the drop-path probability the
+  retrain loop sets.
+
+A user's space (``nas.register_space``) may declare nothing but its four jobs: the defaults of
+:meth:`SearchSpace.supernet_kwargs`, :meth:`SearchSpace.network_kwargs` and its config keys come
+from the keywords its ``build_supernet`` and ``build_network`` name.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Sequence
+import dataclasses
+import functools
+import inspect
+from collections.abc import Mapping
+from typing import Any, Dict, Iterable, List, Optional, Protocol, Sequence, Tuple, runtime_checkable
 
-from torch import nn
+from torch import Tensor, nn
 
 from nas.errors import CheckpointError, ConfigError
+from nas.estimators.base import CATEGORICAL
+from nas.supernet.choice import Choice, arch_parameters, choices, weight_parameters
+
+IMAGE = "image"        # batches [B, C, H, W]
+TABULAR = "tabular"    # batches [B, K] of features in [0, 1]
+DATA_KINDS = (IMAGE, TABULAR)
 
 
 def check_max_skip(value: Optional[int]) -> Optional[int]:
@@ -30,11 +54,177 @@ def refuse_without_logits(choice: Any, estimator_name: str, settings: Sequence[s
                       f"rank the candidates; '{estimator_name}' has none: set {' '.join(settings)}")
 
 
+def refuse_model_args(model_cfg: Any, space_name: str) -> None:
+    """One error for ``model.args`` (a user network's own keywords) given to a built-in network."""
+    if model_cfg.args:
+        raise ConfigError(f"model.args passes keywords to a user space's network; the {space_name} network "
+                          f"has its own model.* keys: remove model.args")
+
+
+def refuse_estimator_key(given: Any, key: str, where: str, why: str) -> None:
+    """One error for an ``estimator.*`` derive key that only other spaces use."""
+    if given:
+        raise ConfigError(f"{key} applies to {where}; {why}: remove the key")
+
+
+# --------------------------------------------------------------------------- the supernet
+
+@runtime_checkable
+class Penalized(Protocol):
+    """A block that adds a term to the architecture loss (L0 gates, the DNF sparsity)."""
+
+    def penalty(self) -> Tensor: ...
+
+
+@runtime_checkable
+class Reporting(Protocol):
+    """A block with values worth a TensorBoard curve (L0 gates: penalty, open gates)."""
+
+    def scalars(self) -> Dict[str, float]: ...
+
+
+def module_penalty(model: nn.Module) -> Optional[Tensor]:
+    """Sum of ``penalty()`` over the :class:`Penalized` submodules of ``model`` (not ``model``
+    itself); ``None`` when there are none."""
+    terms = [m.penalty() for m in model.modules() if m is not model and isinstance(m, Penalized)]
+    return sum(terms[1:], terms[0]) if terms else None
+
+
+def module_scalars(model: nn.Module) -> Dict[str, float]:
+    """``<module>/<key>`` for every :class:`Reporting` submodule of ``model`` (not ``model`` itself;
+    choices are summarised by the search's own entropy and probability curves)."""
+    out: Dict[str, float] = {}
+    for name, m in model.named_modules():
+        if m is not model and isinstance(m, Reporting) and not isinstance(m, Choice):
+            out.update({f"{name}/{k}": float(v) for k, v in m.scalars().items()})
+    return out
+
+
+class Supernet(nn.Module):
+    """The model a search trains. A subclass implements ``forward(x) -> logits`` and
+    :meth:`genotype`; everything else has a default that fits a plain supernet.
+
+    Architecture parameters are the parameters of its :class:`~nas.supernet.Choice` modules
+    (found by type, whatever their names); every other parameter is a weight. The estimator gives
+    each architecture parameter a *role* (``"logits"``: Adam; ``"discrete"``: the estimator's
+    discrete optimizer, Bop; ``"noise"``: adaptive-noise σ), see :mod:`nas.estimators.base`.
+
+    ``aux_skip``: DARTS-'s auxiliary skip weight β (Chu et al., ICLR 2021). ``None`` (the default)
+    says that this supernet has no auxiliary skip; a supernet that has one sets a float in its
+    constructor, adds ``β·x`` on every edge in its forward, and the search loop writes β before
+    each step (:func:`nas.searcher.loop.aux_skip_at`). It is a plain attribute, not state:
+    derive recomputes it from the run's progress.
+    """
+
+    aux_skip: Optional[float] = None
+
+    def genotype(self) -> Any:
+        """The derived architecture as the space's genotype (plain data)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement genotype()")
+
+    @property
+    def has_aux_skip(self) -> bool:
+        return self.aux_skip is not None
+
+    def choices(self) -> Dict[str, Choice]:
+        """The architecture choices by qualified module name (e.g. ``"arch.cell"``)."""
+        return choices(self)
+
+    def arch_parameters(self, role: str = "logits") -> List[nn.Parameter]:
+        """The architecture parameters with the given role."""
+        return arch_parameters(self, role)
+
+    def weight_parameters(self) -> List[nn.Parameter]:
+        """Every parameter that is not an architecture parameter."""
+        return weight_parameters(self)
+
+    def penalty(self) -> Optional[Tensor]:
+        """Regularisation added to the architecture loss (and to the joint loss): by default the
+        sum of the :class:`Penalized` blocks inside; ``None`` when there is none."""
+        return module_penalty(self)
+
+    def scalars(self) -> Dict[str, float]:
+        """``{"<module>/<key>": value}`` for TensorBoard, by default from the :class:`Reporting`
+        blocks inside."""
+        return module_scalars(self)
+
+    def artifacts(self, genotype: Any = None) -> Dict[str, str]:
+        """Files a run folder keeps next to ``genotype.yaml`` (of ``genotype``, default the
+        supernet's own): ``{file name: text}`` (the dnf space: ``rules.txt``; cells with DNF or
+        L0-gated candidates: ``learned_ops.txt``)."""
+        return {}
+
+    def budget(self) -> Any:
+        """The :class:`nas.cost.Budget` a search with a ``cost:`` section attached as the submodule
+        ``cost`` (:func:`nas.cost.attach_budget`; its penalty and scalars reach the loss and
+        TensorBoard as every :class:`Penalized`/:class:`Reporting` block's do), or ``None``."""
+        return self._modules.get("cost")
+
+    def cost_open_probs(self, name: str) -> Optional[Tensor]:
+        """For the expected cost (:mod:`nas.cost.budget`): ``[E, K]`` or ``[E, 1]`` probability
+        that gates keep the candidates of choice ``name`` open; ``None`` (the default): no gates."""
+        return None
+
+
+class Network(nn.Module):
+    """The discrete network of a genotype: ``forward(x)`` gives logits, or ``(logits, aux)`` in
+    training with an auxiliary head. ``drop_path_prob`` is set by the retrain loop every epoch;
+    a network without drop-path leaves it unread."""
+
+    drop_path_prob: float = 0.0
+
+
+# --------------------------------------------------------------------------- the space
+
+class RegisteredOps(Mapping):
+    """The op registry (:mod:`nas.ops.registry`) as the discrete op table the cost model builds
+    candidates from: ``table[name](C_in, C_out, stride, affine)``, the op as a discrete network
+    has it (no estimator in its context)."""
+
+    def __getitem__(self, name: str) -> Any:
+        from nas.ops.registry import build_op
+        return functools.partial(build_op, name)
+
+    def __iter__(self):
+        from nas.ops.registry import OPS
+        return iter(OPS)
+
+    def __len__(self) -> int:
+        from nas.ops.registry import OPS
+        return len(OPS.names())
+
+
 class SearchSpace:
+    """One registry entry of ``search_spaces.SPACES``: what the tool needs from a space.
+
+    A subclass sets the class attributes and implements the four ``NotImplementedError`` methods
+    and :meth:`supernet_kwargs`.
+
+    * ``name``, ``ops``: the registry name and the candidate ops ``space.ops`` may name;
+    * ``data_kind``: ``"image"`` or ``"tabular"``, the batches its supernet takes;
+    * ``choice_kinds``: the kinds of choice its supernet has (an estimator must support them);
+    * ``config_keys``: the ``space.*`` keys it reads; any other set to a non-default value is a
+      one-line error (:meth:`check_config`);
+    * ``derive_options``: keyword arguments of its supernet's ``genotype()`` (darts: ``top_k``);
+    * ``perturbation_choice``: the choice DARTS-PT's perturbation derive selects on, if supported;
+    * ``tiny_supernet``, ``tiny_network``: the smallest ``build_supernet``/``build_network``
+      sizes for smoke runs and the contract tests (``tests/test_contract.py``);
+    * ``cost_ops``: the discrete op table the cost model (:mod:`nas.cost`) measures candidates
+      with; ``None``: the space has no cost model, and the ``cost:`` section must stay unset.
+    """
+
     name: str = ""
     ops: Sequence[str] = ()
+    data_kind: str = IMAGE
+    choice_kinds: Tuple[str, ...] = (CATEGORICAL,)
+    config_keys: Tuple[str, ...] = ()
+    derive_options: Tuple[str, ...] = ()
+    perturbation_choice: Optional[str] = None
+    tiny_supernet: Dict[str, Any] = {}
+    tiny_network: Dict[str, Any] = {}
+    cost_ops: Optional[Dict[str, Any]] = None
 
-    def build_supernet(self, estimator: Any, *, num_classes: int, **kwargs: Any) -> nn.Module:
+    def build_supernet(self, estimator: Any, *, num_classes: int, **kwargs: Any) -> Supernet:
         raise NotImplementedError
 
     def build_network(self, genotype: Any, *, num_classes: int, **kwargs: Any) -> nn.Module:
@@ -46,15 +236,127 @@ class SearchSpace:
     def genotype_to_dict(self, genotype: Any) -> Dict[str, Any]:
         raise NotImplementedError
 
+    def supernet_kwargs(self, cfg: Any, info: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+        """The ``build_supernet`` keywords a search config asks for, besides the estimator, the
+        data's sizes, ``init_std`` and ``generator``. The default (a user's space): the
+        ``space.*`` keys ``build_supernet`` names — one it does not name must keep its default —
+        and every key of ``space.args``."""
+        from nas.config import SpaceConfig
+        from nas.plugins import accepted_kwargs
+        for key, given in (("estimator.derive_exclude", cfg.estimator.derive_exclude),
+                           ("estimator.derive_max_skip", cfg.estimator.derive_max_skip)):
+            if given:
+                raise ConfigError(f"{key} applies to the nb201 and darts spaces, not to '{self.name}': remove the key")
+        values = {f.name: getattr(cfg.space, f.name) for f in dataclasses.fields(SpaceConfig)
+                  if f.name not in ("name", "args")}
+        defaults = {f.name: getattr(SpaceConfig(), f.name) for f in dataclasses.fields(SpaceConfig)}
+        return accepted_kwargs(self.build_supernet, f"space '{self.name}'", values, defaults,
+                               cfg.space.args, "space.args", prefix="space.")
+
+    def network_kwargs(self, model_cfg: Any) -> Dict[str, Any]:
+        """The ``build_network`` keywords a retrain config's ``model`` section asks for, besides the
+        data's sizes and the searched ``op_args``. The default (a user's space): the ``model.*``
+        keys ``build_network`` names (one it does not name must keep its default; ``C: null``
+        leaves the space's own width) and every key of ``model.args``."""
+        from nas.plugins import accepted_kwargs
+        from nas.retrainer.config import ModelConfig
+        skip = ("genotype", "args", "op_args", "auxiliary_weight", "drop_path_prob")
+        values = {f.name: getattr(model_cfg, f.name) for f in dataclasses.fields(ModelConfig) if f.name not in skip}
+        if values.get("C") is None:
+            values.pop("C")
+        defaults = {f.name: getattr(ModelConfig(), f.name) for f in dataclasses.fields(ModelConfig)}
+        return accepted_kwargs(self.build_network, f"the {self.name} network", values, defaults,
+                               model_cfg.args, "model.args", prefix="model.")
+
+    def used_config_keys(self) -> Tuple[str, ...]:
+        """``config_keys``, or for a space that declares none (a user's): the ``space.*`` keys its
+        ``build_supernet`` names, and ``args``."""
+        if self.config_keys:
+            return tuple(self.config_keys)
+        from nas.config import SpaceConfig
+        named = inspect.signature(self.build_supernet).parameters
+        return tuple(f.name for f in dataclasses.fields(SpaceConfig) if f.name in named) + ("args",)
+
+    def is_connected(self, genotype: Any) -> bool:
+        """Whether the derived cell passes its input to its output (a cell of ``none`` edges
+        outputs zeros); True where the space cannot collapse that way."""
+        return True
+
+    def check_config(self, cfg: Any, data_kind: str, datasets: Sequence[str] = ()) -> None:
+        """One-line errors, before anything is built, for a search config that this space would
+        misread: data of another kind (``data_kind``: what ``cfg.data.dataset`` gives;
+        ``datasets``: names of the ones this space takes, for the message), a ``space.*`` key it
+        does not use set to a non-default value, and the refusals of :meth:`supernet_kwargs`."""
+        if data_kind != self.data_kind:
+            from . import SPACES, get_space
+            fits = [n for n in SPACES.names() if get_space(n).data_kind == data_kind]
+            names = f" ({', '.join(datasets)})" if datasets else ""
+            raise ConfigError(f"data.dataset={cfg.data.dataset} is {data_kind} data; the {self.name} space "
+                              f"takes {self.data_kind} data: choose a dataset of that kind{names} or "
+                              f"space.name={' or '.join(fits) or '<a space for it>'}")
+        from nas.config import SpaceConfig
+        default = SpaceConfig()
+        for f in dataclasses.fields(SpaceConfig):
+            value = getattr(cfg.space, f.name)
+            if f.name != "name" and f.name not in self.used_config_keys() and value != getattr(default, f.name):
+                keys = ", ".join(f"space.{k}" for k in self.used_config_keys()) or "no other keys"
+                raise ConfigError(f"space.{f.name}={value!r} is not used by the {self.name} space (it takes "
+                                  f"{keys}); remove it or set space.{f.name}={getattr(default, f.name)!r}")
+        self.supernet_kwargs(cfg)
+
+    # ---------------------------------------------------------------- cost model (nas.cost)
+    # A space with a cost model sets ``cost_ops`` (its discrete op table) and implements the
+    # methods below; see nas/cost/table.py for how they combine.
+
+    @property
+    def has_cost_model(self) -> bool:
+        return self.cost_ops is not None
+
+    def cost_cell(self, cfg: Any) -> Dict[str, Any]:
+        """The searched cell's structure that a search config (:class:`nas.config.Config`) asks
+        for and the cost model needs besides the trained network's sizes (darts: ``steps``,
+        ``multiplier``); passed to :meth:`cost_edges` and :meth:`cost_reference`."""
+        return {}
+
+    def trained_network(self, C: Optional[int] = None, N: Optional[int] = None,
+                        layers: Optional[int] = None) -> Dict[str, Any]:
+        """``build_network`` keywords of the network a search's cell will be trained in (the
+        ``cost.C``/``cost.N``/``cost.layers`` keys; ``None``: the space's evaluation defaults)."""
+        raise ConfigError(f"space '{self.name}' has no cost model; the cost keys apply to nb201 and darts")
+
+    def cost_edges(self, *, resolution: int, **network: Any) -> Dict[str, list]:
+        """Per choice name, the :class:`nas.cost.EdgeShape` of every edge of every cell."""
+        raise NotImplementedError
+
+    def cost_reference(self) -> Any:
+        """A genotype whose network measures the skeleton (any valid one)."""
+        raise NotImplementedError
+
+    def selected_edges(self, genotype: Any) -> Dict[str, List[Tuple[int, str]]]:
+        """Per choice name, the (edge, op) pairs ``genotype`` keeps."""
+        raise NotImplementedError
+
+    def derivable(self, model: nn.Module) -> Dict[str, Any]:
+        """Per choice name, a bool ``[K]`` or ``[E, K]`` of the candidates derive may pick."""
+        raise NotImplementedError
+
     def check_ops(self, ops: Sequence[str], key: str = "space.ops") -> list:
-        unknown = [o for o in ops if o not in self.ops]
-        if unknown:
-            raise ConfigError(f"{key}: unknown op '{unknown[0]}' for space '{self.name}'; "
-                              f"known: {', '.join(self.ops)}")
-        if len(set(ops)) != len(ops) or not ops:
-            raise ConfigError(f"{key}: give a non-empty list of distinct ops from {', '.join(self.ops)}")
-        return list(ops)
+        """A candidate list: distinct names of registered ops (:mod:`nas.ops.registry`); the
+        space's own ``ops`` are only its default."""
+        from nas.ops.registry import check_ops
+        return check_ops(ops, key)
 
 
 def bad_genotype(msg: str) -> CheckpointError:
     return CheckpointError(f"genotype: {msg}")
+
+
+def check_genotype_ops(ops: Iterable[str], where: str = "") -> None:
+    """A one-line :class:`CheckpointError` for a genotype op that is no registered op (a typo, or
+    a user's op whose module is not imported)."""
+    from nas.ops import OPS
+    for op in ops:
+        if op not in OPS:
+            at = f"{where}: " if where else ""
+            raise bad_genotype(f"{at}unknown op '{op}'; known: {', '.join(OPS.names())} ({OPS.hint})")
+

@@ -11,6 +11,7 @@ from nas.searcher.loop import Searcher
 from nas.searcher.optim import build_optimizers
 from search_spaces.darts.supernet import DartsSupernet
 from search_spaces.nb201.supernet import NB201Supernet, SearchCell
+from search_spaces.base import Supernet
 
 
 def test_cell_adds_beta_times_the_input_on_every_edge_by_hand():
@@ -55,7 +56,7 @@ def test_supernet_with_beta_equals_the_plain_cell_plus_the_auxiliary_paths():
     assert torch.equal(net(inp), a)
 
 
-class _Recorder(torch.nn.Module):
+class _Recorder(Supernet):
     """A model with an ``aux_skip`` attribute that records the value each forward sees."""
 
     def __init__(self, estimator):
@@ -220,7 +221,7 @@ def test_darts_cell_adds_beta_times_the_space_skip_by_hand():
 def test_darts_search_with_the_auxiliary_skip_runs_and_derive_restores_beta(tmp_path):
     from nas.config import load_config
     from nas.searcher.run import run_search
-    cfg = load_config(None, ["space.name=darts", "space.layers=3", "space.C=4", "trainer.max_steps_per_epoch=2",
+    cfg = load_config("darts_tiny", ["space.layers=3", "space.C=4", "trainer.max_steps_per_epoch=2",
                              "data.resize=8", "data.batch_size=16", "data.subset=120", "device=cpu",
                              "trainer.epochs=2", "optim.aux_skip=1", "optim.aux_skip_end=0.5",
                              "estimator.derive_max_skip=2"])

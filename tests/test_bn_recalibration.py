@@ -95,5 +95,5 @@ def test_search_scores_with_recalibrated_statistics_and_keeps_the_checkpoint_as_
 def test_negative_bn_batches_is_refused_before_the_search(tmp_path, capsys):
     assert main([*TINY, "trainer.bn_batches=-1", "--out", str(tmp_path / "o"), "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
-    assert "trainer.bn_batches must be >= 0" in err and "\n" not in err
+    assert "trainer.bn_batches=-1 is out of range; allowed: >= 0" in err and "\n" not in err
     assert not (tmp_path / "o").exists()

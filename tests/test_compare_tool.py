@@ -68,7 +68,7 @@ def test_compare_rejects_bad_input_in_one_line(tmp_path):
                                     "|none~0|+|none~0|none~1|+|none~0|none~1|none~2|,10,1,1\n")
     r = subprocess.run([sys.executable, "tools/compare_estimators.py", "--config", "quickstart",
                         "--estimators", "softmax,nope", "--seeds", "0", "--out", str(tmp_path / "o"),
-                        "--table", str(tmp_path / "t.csv"), *TINY],
+                        "--table", str(tmp_path / "t.csv"), "--partial-table", *TINY],
                        cwd=REPO, capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.count("\n") == 1
     assert "unknown estimator 'nope'" in r.stderr

@@ -12,7 +12,8 @@ from nas.ops import FactorizedReduce, Identity, Pool
 from nas.supernet.choice import arch_parameters, choices
 from nas.utils import count_macs, count_params
 from search_spaces import get_space
-from search_spaces.darts import GENOTYPES, OPS, PRIMITIVES, SUPERNET_OPS, Genotype, derive_cell, edge_names
+from nas.ops import build_op
+from search_spaces.darts import GENOTYPES, PRIMITIVES, Genotype, derive_cell, edge_names
 from search_spaces.darts.ops import drop_path
 
 SPACE = get_space("darts")
@@ -31,20 +32,22 @@ def test_op_table_shapes_and_pool_bn_in_supernet_only():
     assert PRIMITIVES == ("none", "max_pool_3x3", "avg_pool_3x3", "skip_connect", "sep_conv_3x3",
                           "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5")
     x = torch.randn(2, 4, 8, 8)
-    for table in (OPS, SUPERNET_OPS):
+    for pool_bn in (False, True):  # the discrete network's ops, and the supernet's
         for name in PRIMITIVES:
             for stride, size in ((1, 8), (2, 4)):
-                assert table[name](4, 4, stride, False)(x).shape == (2, 4, size, size), (name, stride)
+                assert build_op(name, 4, 4, stride, False, pool_bn=pool_bn)(x).shape == (2, 4, size, size), (name, stride)
     for name in ("max_pool_3x3", "avg_pool_3x3"):
-        assert isinstance(SUPERNET_OPS[name](4, 4, 1, False).bn, nn.BatchNorm2d)
-        assert OPS[name](4, 4, 1, True).bn is None
-    assert isinstance(OPS["skip_connect"](4, 4, 1, True), Identity)
-    assert isinstance(OPS["skip_connect"](4, 4, 2, True), FactorizedReduce)
+        assert isinstance(build_op(name, 4, 4, 1, False, pool_bn=True).bn, nn.BatchNorm2d)
+        assert build_op(name, 4, 4, 1, True).bn is None
+    supernet = tiny_supernet(build_estimator("softmax"))
+    assert isinstance(supernet.cells[0].edges[0].ops[PRIMITIVES.index("max_pool_3x3")].bn, nn.BatchNorm2d)
+    assert isinstance(build_op("skip_connect", 4, 4, 1, True), Identity)
+    assert isinstance(build_op("skip_connect", 4, 4, 2, True), FactorizedReduce)
     # sep_conv_3x3 = two (ReLU, depthwise 3x3, 1x1, BN) blocks: 2·(9C + C²) weights (+ BN affine)
     C = 4
-    n = sum(p.numel() for p in OPS["sep_conv_3x3"](C, C, 1, False).parameters())
+    n = sum(p.numel() for p in build_op("sep_conv_3x3", C, C, 1, False).parameters())
     assert n == 2 * (9 * C + C * C)
-    n = sum(p.numel() for p in OPS["dil_conv_5x5"](C, C, 1, False).parameters())
+    n = sum(p.numel() for p in build_op("dil_conv_5x5", C, C, 1, False).parameters())
     assert n == 25 * C + C * C
 
 
@@ -214,7 +217,9 @@ def test_genotype_repr_roundtrip_and_yaml(tmp_path):
     ({"arch": "__import__('os').system('true')"}, "neither"),
     ({"arch": "NOPE"}, "neither"),
     ({"normal": [["sep_conv_3x3", 0]] * 8, "normal_concat": [2, 3, 4, 5], "reduce": [["conv_9x9", 0]] * 8,
-      "reduce_concat": [2, 3, 4, 5]}, "unknown DARTS op 'conv_9x9'"),
+      "reduce_concat": [2, 3, 4, 5]}, "unknown op 'conv_9x9'"),
+    ({"normal": [["none", 0]] * 8, "normal_concat": [2, 3, 4, 5], "reduce": [["sep_conv_3x3", 0]] * 8,
+      "reduce_concat": [2, 3, 4, 5]}, "keeps a 'none' edge"),
     ({"normal": [["sep_conv_3x3", 0], ["sep_conv_3x3", 2]] * 4, "normal_concat": [2, 3, 4, 5],
       "reduce": [["sep_conv_3x3", 0]] * 8, "reduce_concat": [2, 3, 4, 5]}, "node 2 reads from node 2"),
     ({"normal": [["sep_conv_3x3", 0]] * 8, "normal_concat": [2, 9], "reduce": [["sep_conv_3x3", 0]] * 8,

@@ -13,7 +13,7 @@ from search_spaces.darts import Genotype
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["data.subset=64", "data.resize=8", "data.batch_size=16", "trainer.epochs=1",
         "trainer.max_steps_per_epoch=2", "space.C=4", "device=cpu"]
-SPACES = {"darts": ["space.name=darts", "space.layers=3", "optim.arch.lr=0.05"],
+SPACES = {"darts": ["darts_tiny", "space.layers=3", "optim.arch.lr=0.05"],
           "nb201": ["space.name=nb201", "space.N=1", "optim.arch.lr=0.05"]}
 
 

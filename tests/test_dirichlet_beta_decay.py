@@ -13,6 +13,7 @@ from nas.estimators.dirichlet import concentration
 from nas.searcher.loop import Searcher, beta_decay_penalty
 from nas.searcher.optim import build_optimizers
 from nas.supernet.choice import Choice
+from search_spaces.base import Supernet
 
 
 def test_dirichlet_eval_weights_are_the_mean_by_hand():
@@ -68,7 +69,7 @@ def test_beta_decay_penalty_by_hand_and_its_gradient():
     assert beta_decay_penalty([gate]) is None
 
 
-class _Tiny(torch.nn.Module):
+class _Tiny(Supernet):
     """One categorical choice mixing three fixed linear maps."""
 
     def __init__(self, estimator):

@@ -214,11 +214,12 @@ def test_bad_genotype_files_are_one_line_errors():
 # ----------------------------------------------------------------------------- cell op
 
 def test_dnf_op_joins_a_mixed_op_and_trains_through_it():
-    from search_spaces.nb201.ops import OPS
+    from nas.ops import build_op
     est = build_estimator("sigmoid" if "sigmoid" in ESTIMATORS else "softmax")
-    table = {**OPS, "dnf_1x1": dnf_op(est, rules=4)}
     names = ["skip_connect", "nor_conv_1x1", "dnf_1x1"]
-    mixed = MixedOp([table[n](4, 4, 1, False) for n in names], names)
+    mixed = MixedOp([build_op(n, 4, 4, 1, False, estimator=est, rules=4) for n in names], names)
+    assert mixed.ops[2].block.N == 4 and mixed.ops[2].block.W.estimator is est
+    assert dnf_op(est, rules=4)(4, 4, 1, False).block.N == 4
     x = torch.randn(2, 4, 5, 5)
     out = mixed(x, torch.tensor([0.2, 0.3, 0.5]))
     assert out.shape == x.shape
@@ -247,6 +248,8 @@ def test_dnf_space_search_writes_rules_that_rebuild_the_scored_classifier(tmp_pa
     genotype = space.genotype_from_dict(yaml.safe_load((run / "genotype.yaml").read_text()))
     assert genotype == res.genotype
     assert (run / "rules.txt").read_text() == genotype.text()
+    from nas.searcher.derive import derive
+    assert derive(run)[1] == genotype  # the checkpoint keeps the feature and class names
     d = cfg.data
     _, val, _ = build_tabular_search_loaders(
         "synthetic_dnf", options=TabularOptions(features=5, clauses=2, width=2, samples=400),

@@ -10,7 +10,7 @@ from nas.blocks import ChannelGate, GatedEdge, GatedOp, HardConcreteGate, gate_c
 from nas.blocks.l0 import (BETA, GAMMA, LOG_ALPHA_MAX, LOG_ALPHA_MIN, ZETA, eval_gate, expected_l0,
                            hard_concrete_sample)
 from nas.estimators import build_estimator
-from nas.searcher.loop import regularization
+from search_spaces.base import module_penalty
 from nas.supernet import MixedOp, arch_parameters, choices
 from search_spaces import get_space
 from search_spaces.nb201 import OPS
@@ -104,7 +104,7 @@ def test_gates_are_architecture_parameters_with_a_penalty_and_scalars():
     s = gate.scalars()
     assert s["l0/open"] == 2 and s["l0/gates"] == 4
     assert s["l0/penalty"] == pytest.approx(gate.penalty().item())
-    assert regularization(torch.nn.Sequential(gate)).item() == pytest.approx(gate.penalty().item())
+    assert module_penalty(torch.nn.Sequential(gate)).item() == pytest.approx(gate.penalty().item())
 
 
 def test_wrappers_gate_ops_edges_and_channels():
@@ -184,7 +184,7 @@ def test_channel_gates_close_an_edge_only_when_all_its_channels_are_closed_in_ev
 def test_gated_supernet_trains_gates_through_the_penalty(gates):
     model = build(gates)
     x, y = torch.randn(2, 3, 8, 8), torch.tensor([0, 1])
-    loss = torch.nn.functional.cross_entropy(model(x), y) + regularization(model)
+    loss = torch.nn.functional.cross_entropy(model(x), y) + model.penalty()
     loss.backward()
     gate_params = [c.log_alpha for n, c in choices(model).items() if "gate" in n]
     assert gate_params and all(p.grad is not None and (p.grad != 0).any() for p in gate_params)

@@ -1,5 +1,6 @@
 """The step loops read nothing off the device per step: running sums stay on the device, and a
-non-finite loss is caught at once on the CPU and within SYNC_EVERY steps on an accelerator."""
+non-finite or diverging loss is caught at once on the CPU and within SYNC_EVERY steps on an
+accelerator (where only the run's first step is read at once, as the divergence reference)."""
 import math
 from types import SimpleNamespace
 
@@ -7,8 +8,8 @@ import pytest
 import torch
 
 from nas.cli import main
-from nas.errors import NasError
-from nas.engine.meter import SYNC_EVERY, Meter, check_finite
+from nas.errors import TrainingError
+from nas.engine.meter import DIVERGENCE_FACTOR, SYNC_EVERY, LossGuard, Meter
 
 
 def test_meter_sums_match_a_hand_computation():
@@ -37,26 +38,50 @@ class AcceleratorLoss:
         return self.value
 
 
-def test_check_finite_on_an_accelerator_waits_for_the_next_sync_step():
+def test_the_guard_on_an_accelerator_waits_for_the_next_sync_step():
+    guard = LossGuard("a learning rate too high")
+    first = AcceleratorLoss(2.0)
+    start = Meter()
+    start.update(first.value, torch.zeros(1, 2), torch.zeros(1, dtype=torch.long))
+    guard.check(first, start, 0, 0, last=False)  # the run's first step is read once: the reference
+    assert first.reads == 1 and guard.start == 2.0
     meter = Meter()
     meter.update(torch.tensor(float("nan")), torch.zeros(1, 2), torch.zeros(1, dtype=torch.long))
     loss = AcceleratorLoss(1.0)  # this step's loss is fine; an earlier one was not
-    check_finite(loss, meter, 0, 3, last=False, fix="lower the lr")
+    guard.check(loss, meter, 0, 3, last=False)
     assert loss.reads == 0
-    with pytest.raises(NasError, match=rf"^loss became nan at epoch 0 one of the steps up to {SYNC_EVERY - 1}; "
-                                       r"lower the lr \(checkpoint of the last epoch kept\)$"):
-        check_finite(loss, meter, 0, SYNC_EVERY - 1, last=False, fix="lower the lr")
-    with pytest.raises(NasError, match="up to 7"):
-        check_finite(loss, meter, 0, 7, last=True, fix="x")
+    with pytest.raises(TrainingError, match=rf"^the loss became nan in epoch 1, one of the steps up to "
+                                            rf"{SYNC_EVERY}; likely causes: a learning rate too high$"):
+        guard.check(loss, meter, 0, SYNC_EVERY - 1, last=False)
+    with pytest.raises(TrainingError, match="up to 8"):
+        guard.check(loss, meter, 0, 7, last=True)
     fine = Meter()
     fine.update(torch.tensor(1.0), torch.zeros(1, 2), torch.zeros(1, dtype=torch.long))
-    check_finite(loss, fine, 0, SYNC_EVERY - 1, last=True, fix="x")
+    guard.check(loss, fine, 0, SYNC_EVERY - 1, last=True)
 
 
-def test_check_finite_on_the_cpu_names_the_step():
-    with pytest.raises(NasError, match="^loss became inf at epoch 2 step 5; fix"):
-        check_finite(torch.tensor(math.inf), Meter(), 2, 5, last=False, fix="fix")
-    check_finite(torch.tensor(1.0), Meter(), 2, 5, last=False, fix="fix")
+def test_the_guard_on_the_cpu_names_the_step_and_the_causes():
+    with pytest.raises(TrainingError, match="^the loss became inf in epoch 3 step 6; likely causes: tau$"):
+        LossGuard("tau").check(torch.tensor(math.inf), Meter(), 2, 5, last=False)
+    LossGuard("x").check(torch.tensor(1.0), Meter(), 2, 5, last=False)
+
+
+def test_the_guard_stops_a_finite_loss_far_beyond_its_first_step():
+    guard, meter = LossGuard("lr"), Meter()
+    for step, value in enumerate([2.0, 50.0, 150.0]):  # mean 2, 26, 67.3: below 100 x 2
+        meter.update(torch.tensor(value), torch.zeros(1, 2), torch.zeros(1, dtype=torch.long))
+        guard.check(torch.tensor(value), meter, 0, step, last=False)
+    meter.update(torch.tensor(700.0), torch.zeros(1, 2), torch.zeros(1, dtype=torch.long))  # mean 225.5
+    with pytest.raises(TrainingError, match=r"^the loss diverged: 225.5 in epoch 1 step 4, over 100x the "
+                                            r"first step's 2; likely causes: lr$"):
+        guard.check(torch.tensor(700.0), meter, 0, 3, last=False)
+    assert DIVERGENCE_FACTOR == 100
+    # the reference survives a checkpoint
+    other = LossGuard("lr")
+    other.load_state_dict(guard.state_dict())
+    assert other.start == 2.0
+    other.load_state_dict(None)  # a checkpoint from before the guard: the next first step sets it
+    assert other.start is None
 
 
 def test_a_diverging_search_stops_with_a_one_line_error(tmp_path, capsys):
@@ -66,7 +91,9 @@ def test_a_diverging_search_stops_with_a_one_line_error(tmp_path, capsys):
                "trainer.grad_clip=0", "--out", str(out), "--quiet"])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "\n" not in err, err
-    assert "loss became" in err and "lower optim.weights.lr or set trainer.grad_clip" in err
+    assert "the loss became" in err and "optim.weights.lr=1e+30" in err and "trainer.grad_clip=0" in err
+    assert "no checkpoint was written yet" in err  # it failed in epoch 1: nothing to resume
+    assert "error: the loss became" in (out / "log.txt").read_text()
 
 
 @pytest.mark.parametrize("name", ["softmax", "ste+noise", "bop"])

@@ -5,14 +5,15 @@ import pytest
 import torch
 
 from nas.supernet import MixedOp
-from search_spaces.nb201.ops import OPS
+from nas.ops import build_op
+from search_spaces.nb201 import OPS
 
 NAMES = list(OPS)
 
 
 def make(C=3):
     torch.manual_seed(0)
-    m = MixedOp([OPS[n](C, C, 1, True) for n in NAMES], NAMES).double()
+    m = MixedOp([build_op(n, C, C, 1, True) for n in NAMES], NAMES).double()
     x = torch.randn(2, C, 5, 5, dtype=torch.double, requires_grad=True)
     w = torch.softmax(torch.randn(len(NAMES), dtype=torch.double), 0).requires_grad_()
     return m, x, w

@@ -16,12 +16,13 @@ from torch import nn
 from nas.config import load_config
 from nas.estimators.base import Estimator, Sample
 from nas.engine.checkpoint import load_checkpoint
-from nas.searcher.figures import _PALETTE, cell_diagram, cell_edges, colormap, heatmap, to_chw_uint8
-from nas.engine.monitor import Monitor, log, setup_logging
+from nas.searcher.figures import _PALETTE, cell_diagram, cell_edges, colormap, heatmap
+from nas.engine.monitor import Monitor, log, setup_logging, to_chw_uint8
 from nas.searcher.summaries import SearchSummaries, entropies
 from nas.searcher.run import run_search
 from nas.supernet import Choice
 from search_spaces.nb201 import EDGE_NAMES, OPS, NB201Genotype
+from search_spaces.base import Supernet
 
 event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
 
@@ -152,7 +153,7 @@ class Gates(nn.Module):
         return {"penalty": 0.25, "open": 3}
 
 
-class Toy(nn.Module):
+class Toy(Supernet):
     def __init__(self):
         super().__init__()
         est = Flat()

@@ -41,7 +41,7 @@ def test_known_cells_of_the_real_table(real_table):
 
 
 def test_ranks_count_strictly_better_cells_and_ties_share(tmp_path):
-    t = NB201Table.load(write_table(tmp_path / "t.csv", [(A, 10, 1, 2), (B, 50, 5, 2), (C, 90, 3, 2), (D, 50, 4, 1)]))
+    t = NB201Table.load(write_table(tmp_path / "t.csv", [(A, 10, 1, 2), (B, 50, 5, 2), (C, 90, 3, 2), (D, 50, 4, 1)]), partial=True)
     assert [t.score(a).rank["cifar10"] for a in (C, B, D, A)] == [1, 2, 2, 4]
     assert [t.score(a).rank["cifar100"] for a in (B, D, C, A)] == [1, 2, 3, 4]
     assert t.score(D).rank["imagenet16_120"] == 4 and t.score(A).rank["imagenet16_120"] == 1
@@ -50,7 +50,7 @@ def test_ranks_count_strictly_better_cells_and_ties_share(tmp_path):
 
 
 def test_lookup_by_genotype_yaml_run_dir_and_whitespace(tmp_path):
-    t = NB201Table.load(write_table(tmp_path / "t.csv", [(A, 10, 1, 2), (C, 90, 3, 2)]))
+    t = NB201Table.load(write_table(tmp_path / "t.csv", [(A, 10, 1, 2), (C, 90, 3, 2)]), partial=True)
     run = tmp_path / "run"
     run.mkdir()
     (run / "genotype.yaml").write_text(yaml.safe_dump(NB201Genotype.from_string(C).to_dict()))
@@ -65,8 +65,8 @@ def test_one_line_errors(tmp_path):
     with pytest.raises(DataError, match="lacks column 'cifar100'"):
         NB201Table.load(write_table(tmp_path / "bad.csv", [(A, 1, 2)], header="arch,cifar10,imagenet16_120"))
     with pytest.raises(DataError, match="line 3"):
-        NB201Table.load(write_table(tmp_path / "bad2.csv", [(A, 1, 2, 3), ("|foo~0|", 1, 2, 3)]))
-    t = NB201Table.load(write_table(tmp_path / "t.csv", [(A, 10, 1, 2)]))
+        NB201Table.load(write_table(tmp_path / "bad2.csv", [(A, 1, 2, 3), ("|foo~0|", 1, 2, 3)]), partial=True)
+    t = NB201Table.load(write_table(tmp_path / "t.csv", [(A, 10, 1, 2)]), partial=True)
     with pytest.raises(DataError, match="is not in the NB201 table"):
         t.score(B)
     with pytest.raises(CheckpointError, match="not an NB201 string"):
@@ -80,11 +80,11 @@ def test_one_line_errors(tmp_path):
 
 def test_cli_prints_accuracies_and_rank(tmp_path):
     table = write_table(tmp_path / "t.csv", [(A, 10, 1, 2), (C, 90.123, 3, 2)])
-    r = subprocess.run([sys.executable, "tools/nb201_lookup.py", C, "--table", str(table)], cwd=REPO,
+    r = subprocess.run([sys.executable, "tools/nb201_lookup.py", C, "--table", str(table), "--partial-table"], cwd=REPO,
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert "CIFAR-10 90.12% (rank 1/2)" in r.stdout and "ImageNet16-120 2.00% (rank 1/2)" in r.stdout
-    r = subprocess.run([sys.executable, "tools/nb201_lookup.py", B, "--table", str(table)], cwd=REPO,
+    r = subprocess.run([sys.executable, "tools/nb201_lookup.py", B, "--table", str(table), "--partial-table"], cwd=REPO,
                        capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "nas-lookup: error:" in r.stderr
 
@@ -107,9 +107,46 @@ def test_output_into_a_closed_pipe_ends_quietly(tmp_path):
     """`nb201_lookup.py CELL | head -1`: the reader is gone before the tool writes; the tool ends as
     a Unix tool does (SIGPIPE), with no BrokenPipeError traceback."""
     table = write_table(tmp_path / "t.csv", [(A, 10, 1, 2), (C, 90.123, 3, 2)])
-    proc = subprocess.Popen([sys.executable, "tools/nb201_lookup.py", C, "--table", str(table)], cwd=REPO,
+    proc = subprocess.Popen([sys.executable, "tools/nb201_lookup.py", C, "--table", str(table), "--partial-table"], cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     proc.stdout.close()  # nobody reads
     err = proc.stderr.read().decode()
     proc.wait(timeout=60)
     assert "Traceback" not in err and "BrokenPipeError" not in err, err
+
+
+def test_a_table_without_every_cell_once_needs_an_explicit_opt_in(tmp_path):
+    """A table cut in half would rank a cell among 7,813 cells and look right: it is refused
+    unless --partial-table says it is a subset of the user's own; so is a cell given twice."""
+    from search_spaces.nb201 import all_genotypes
+    cells = [str(g) for g in all_genotypes()]
+    assert len(cells) == 15625
+    half = write_table(tmp_path / "half.csv", [(c, 50, 1, 1) for c in cells[:7813]])
+    with pytest.raises(DataError, match=r"has 7,813 distinct cells, the benchmark has 15,625: ranks would be "
+                                        r"wrong; give the full table, or pass --partial-table"):
+        NB201Table.load(half)
+    assert len(NB201Table.load(half, partial=True)) == 7813
+    twice = write_table(tmp_path / "twice.csv", [(c, 50, 1, 1) for c in cells + cells[:1]])
+    with pytest.raises(DataError, match=r"15,625 distinct cells \(1 cells given twice\)"):
+        NB201Table.load(twice)
+    full = write_table(tmp_path / "full.csv", [(c, 50, 1, 1) for c in cells])
+    assert NB201Table.load(full).score(cells[0]).n == 15625
+    r = subprocess.run([sys.executable, "tools/nb201_lookup.py", cells[0], "--table", str(half)], cwd=REPO,
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--partial-table" in r.stderr
+
+
+def test_binary_input_to_the_lookup_is_one_line(tmp_path):
+    blob = bytes(range(256)) * 4
+    (tmp_path / "t.csv").write_bytes(blob)
+    (tmp_path / "t.csv.gz").write_bytes(blob)
+    for table in ("t.csv", "t.csv.gz"):
+        with pytest.raises(DataError, match="is not a CSV text file"):
+            NB201Table.load(tmp_path / table)
+    (tmp_path / "genotype.yaml").write_bytes(blob)
+    t = NB201Table.load(write_table(tmp_path / "ok.csv", [(A, 10, 1, 2)]), partial=True)
+    with pytest.raises(CheckpointError, match="not a YAML text file"):
+        t.score(tmp_path / "genotype.yaml")
+    r = subprocess.run([sys.executable, "tools/nb201_lookup.py", str(tmp_path / "genotype.yaml"), "--table",
+                        str(tmp_path / "t.csv")], cwd=REPO, capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr

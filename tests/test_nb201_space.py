@@ -51,9 +51,9 @@ def test_bad_strings_are_one_line_errors(bad):
 def test_unknown_space_and_op_errors():
     with pytest.raises(ConfigError, match="unknown search space 'nb301'; known: .*nb201"):
         get_space("nb301")
-    with pytest.raises(ConfigError, match="space.ops: unknown op 'sep_conv_3x3'"):
+    with pytest.raises(ConfigError, match="space.ops: unknown op 'sep_conv_9x9'"):
         get_space("nb201").build_supernet(build_estimator("softmax"), num_classes=3, C=4, N=1,
-                                          ops=["none", "sep_conv_3x3"])
+                                          ops=["none", "sep_conv_9x9"])
     with pytest.raises(ConfigError, match="unknown estimator 'darts'; known: .*softmax"):
         build_estimator("darts")
 
@@ -240,8 +240,10 @@ def test_registry_lists_spaces():
 
 def test_collapse_warning_names_a_disconnected_cell_only():
     from nas.searcher.run import collapse_warning
+    from search_spaces import get_space
+    nb201 = get_space("nb201")
     dead = NB201Genotype.from_string("|nor_conv_3x3~0|+|none~0|none~1|+|none~0|none~1|none~2|")
-    msg = collapse_warning(dead)
+    msg = collapse_warning(nb201, dead)
     assert msg.startswith("warning:") and str(dead) in msg and "\n" not in msg
-    assert collapse_warning(NB201Genotype(("skip_connect",) * 6)) is None
-    assert collapse_warning(object()) is None  # spaces without the notion (DARTS) never warn
+    assert collapse_warning(nb201, NB201Genotype(("skip_connect",) * 6)) is None
+    assert collapse_warning(get_space("darts"), object()) is None  # spaces without the notion never warn

@@ -9,9 +9,8 @@ from nas.estimators import build_estimator
 from nas.supernet import arch_parameters, choices
 from nas.supernet.partial import EdgeNormalization, PartialMixedOp, channel_shuffle, shuffle_cat
 from search_spaces import get_space
-from search_spaces.darts import SUPERNET_OPS
 from search_spaces.nb201 import OPS
-from search_spaces.nb201.ops import OPS as OP_TABLE
+from nas.ops import build_op
 
 
 def test_channel_shuffle_by_hand():
@@ -30,7 +29,7 @@ def test_channel_shuffle_by_hand():
 def test_partial_mixed_op_is_the_pc_darts_formula(index):
     torch.manual_seed(0)
     names = list(OPS)
-    op = PartialMixedOp([OP_TABLE[n](2, 2, 1, False) for n in names], names, 4).double()
+    op = PartialMixedOp([build_op(n, 2, 2, 1, False) for n in names], names, 4).double()
     x = torch.randn(3, 8, 5, 5, dtype=torch.double, requires_grad=True)
     w = torch.softmax(torch.randn(5, dtype=torch.double), 0).requires_grad_()
     out = op(x, w, index)
@@ -49,7 +48,7 @@ def test_partial_mixed_op_is_the_pc_darts_formula(index):
 def test_stride_two_edges_max_pool_the_bypass():
     torch.manual_seed(0)
     names = ["max_pool_3x3", "skip_connect", "sep_conv_3x3"]
-    op = PartialMixedOp([SUPERNET_OPS[n](2, 2, 2, False) for n in names], names, 4).eval()
+    op = PartialMixedOp([build_op(n, 2, 2, 2, False, pool_bn=True) for n in names], names, 4).eval()
     x = torch.randn(2, 8, 6, 6)
     w = torch.tensor([0.2, 0.3, 0.5])
     out = op(x, w)

@@ -18,7 +18,9 @@ from nas.config import load_config
 from nas.errors import CheckpointError
 from nas.estimators import ESTIMATORS
 from nas.engine.checkpoint import load_checkpoint, save_atomic
-from nas.searcher.run import replan_epochs, run_search
+from nas.engine.run_folder import check_resume_config
+from nas.engine.runtime import replan_epochs
+from nas.searcher.run import RESUMABLE_CHANGES, run_search
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["trainer.max_steps_per_epoch=2", "space.C=4", "space.N=1", "data.resize=8",
@@ -164,8 +166,10 @@ def test_mismatched_config_is_a_one_line_error(one_epoch_run, capsys):
         run_search(tiny("trainer.epochs=1", "space.C=8"), one_epoch_run, resume=True, quiet=True)
     cfg["space"]["C"] = 4
     (one_epoch_run / "config.yaml").write_text(yaml.safe_dump(cfg))
-    with pytest.raises(CheckpointError, match="epoch 1; trainer.epochs=0"):
-        run_search(tiny("trainer.epochs=0"), one_epoch_run, resume=True, quiet=True)
+    ckpt = load_checkpoint(one_epoch_run)
+    ckpt["epoch"] = 3  # trainer.epochs=0 is no config at all now (trainer.epochs >= 1)
+    with pytest.raises(CheckpointError, match="epoch 3; trainer.epochs=1"):
+        check_resume_config(tiny("trainer.epochs=1"), ckpt, one_epoch_run / "checkpoint.pt", RESUMABLE_CHANGES)
 
 
 def test_corrupt_checkpoints_are_one_line_errors(one_epoch_run, capsys):
@@ -183,7 +187,7 @@ def test_corrupt_checkpoints_are_one_line_errors(one_epoch_run, capsys):
     assert "does not match" in cli_error(capsys, "--resume", str(one_epoch_run))
     path.unlink()
     assert "not found" in cli_error(capsys, "--resume", str(one_epoch_run))
-    assert "not a run folder" in cli_error(capsys, "--resume", str(one_epoch_run / "nowhere"))
+    assert "no such run folder" in cli_error(capsys, "--resume", str(one_epoch_run / "nowhere"))
 
 
 def test_save_atomic_keeps_the_old_checkpoint_when_writing_fails(tmp_path):

@@ -100,9 +100,13 @@ def test_imagefolder_run_on_a_tiny_folder(tmp_path):
     (["data.dataset=cifar10", "data.root=/nonexistent/c10"], "data.root"),
     (["does/not/exist.yaml"], "not found"),
     (["estimator.name=bop", "estimator.derive_exclude=[none]"], "needs an estimator with logits"),
-    (["space.name=darts", "estimator.derive_exclude=[none]"], "applies to the nb201 space"),
+    (["darts_tiny", "estimator.derive_exclude=[none]"], "applies to the nb201 space"),
+    (["space.layers=3", "space.rules=7"], "space.layers=3 is not used by the nb201 space (it takes space.C, "),
+    (["space.name=darts"], "space.N=1 is not used by the darts space"),
+    (["data.dataset=breast_cancer"], "data.dataset=breast_cancer is tabular data; the nb201 space takes image"),
+    (["space.name=dnf"], "data.dataset=digits is image data; the dnf space takes tabular data"),
     (["estimator.derive_exclude=[conv]"], "'conv' is not a candidate op"),
-    (["trainer.bn_batches=-2"], "trainer.bn_batches must be >= 0"),
+    (["trainer.bn_batches=-2"], "trainer.bn_batches=-2 is out of range; allowed: >= 0"),
 ])
 def test_cli_errors_are_one_line_exit_2(tmp_path, args, pattern):
     proc = subprocess.run([sys.executable, "-m", "nas", *args, "--out", str(tmp_path / "o"), "--quiet"],

@@ -72,14 +72,14 @@ def test_tool_prints_every_rule_with_ground_truth_and_the_means(tmp_path, capsys
     spec = importlib.util.spec_from_file_location("alpha_trajectory", REPO / "tools" / "alpha_trajectory.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    argv = [str(tmp_path / "r1"), str(tmp_path / "r2"), "--exclude", "none", "--table", str(table)]
+    argv = [str(tmp_path / "r1"), str(tmp_path / "r2"), "--exclude", "none", "--table", str(table), "--partial-table"]
     assert mod.main(mod.get_args_parser().parse_args(argv)) == 0
     out = capsys.readouterr().out
     assert "change 2-1    94.36" in out
     # r2 did not move between epochs: its change is all zeros, ties go to the first allowed op (skip)
     assert "| change 2-1 | 2 | 74.33 ± 28.33 |" in out
     assert "| epoch 2 | 2 | 54.30 ± 0.00 |" in out
-    assert mod.main(mod.get_args_parser().parse_args([str(tmp_path / "missing"), "--table", str(table)])) == 2
+    assert mod.main(mod.get_args_parser().parse_args([str(tmp_path / "missing"), "--table", str(table), "--partial-table"])) == 2
     assert "has no TensorBoard log" in capsys.readouterr().err
 
 

@@ -28,13 +28,15 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--exclude", default="", metavar="OPS",
                    help="comma-separated ops never picked, e.g. 'none' (DARTS's derive rule)")
     p.add_argument("--table", type=Path, default=None, help=f"NB201 accuracy CSV (default {DEFAULT_TABLE})")
+    p.add_argument("--partial-table", action="store_true",
+                   help="accept a table of a subset of the cells (ranks among those); default: all 15,625 required")
     return p
 
 
 def main(args: argparse.Namespace) -> int:
     exclude = [o.strip() for o in args.exclude.split(",") if o.strip()]
     try:
-        table = NB201Table.load(args.table)
+        table = NB201Table.load(args.table, partial=args.partial_table)
         by_rule: Dict[str, List[float]] = {}
         for run in args.runs:
             print(f"{run}")

@@ -39,7 +39,7 @@ from nas.data.tabular import (TabularLoader, TabularOptions, TabularSet, dnf_str
                               load_tabular)
 from nas.errors import NasError  # noqa: E402
 from nas.estimators import build_estimator  # noqa: E402
-from nas.searcher.loop import Searcher, regularization  # noqa: E402
+from nas.searcher.loop import Searcher  # noqa: E402
 from nas.searcher.optim import build_optimizers  # noqa: E402
 from nas.supernet import arch_parameters  # noqa: E402
 from search_spaces.dnf import DNFSpace  # noqa: E402
@@ -104,7 +104,7 @@ def live_gradients(model: torch.nn.Module, data: TabularSet, device: torch.devic
     loss over the whole split, in training mode (what the optimiser sees)."""
     params = arch_parameters(model, "logits") + arch_parameters(model, "discrete")
     model.zero_grad(set_to_none=True)
-    loss = F.cross_entropy(model(data.x.to(device)), data.y.to(device)) + regularization(model)
+    loss = F.cross_entropy(model(data.x.to(device)), data.y.to(device)) + model.penalty()
     grads = torch.autograd.grad(loss, params, allow_unused=True)
     live = sum(int((g != 0).sum()) for g in grads if g is not None)
     return live / sum(p.numel() for p in params)

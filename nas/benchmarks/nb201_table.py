@@ -23,17 +23,19 @@ import bisect
 import csv
 import gzip
 import os
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import yaml
 
-from ..errors import CheckpointError, DataError, NasError
+from ..errors import CheckpointError, DataError, NasError, storage_error
 
 DEFAULT_TABLE = Path(__file__).resolve().parent / "data" / "nb201_accuracy.csv.gz"
 DATASETS: Tuple[str, ...] = ("cifar10", "cifar100", "imagenet16_120")
 TABLE_ENV = "NAS_NB201_TABLE"  # overrides the default path when set
+CELLS = 5 ** 6  # 5 ops on each of the 6 edges: 15,625 cells
 
 ArchLike = Union[str, os.PathLike, "NB201Genotype"]  # noqa: F821 (resolved lazily)
 
@@ -42,15 +44,27 @@ def default_table_path() -> Path:
     return Path(os.environ.get(TABLE_ENV) or DEFAULT_TABLE)
 
 
+def benchmark_cell(arch: str):
+    """The :class:`NB201Genotype` of a cell string whose ops are all the benchmark's; one line
+    naming the first other op (``dnf_1x1``, a user's op, a typo) otherwise."""
+    from search_spaces.nb201 import OPS, NB201Genotype
+    from search_spaces.nb201.genotype import parse_ops
+
+    other = [op for op in parse_ops(arch) if op not in OPS]
+    if other:
+        raise DataError(f"not in NAS-Bench-201: op {other[0]} (the benchmark's cells use {', '.join(OPS)})")
+    return NB201Genotype.from_string(arch)
+
+
 def resolve_arch(arch: ArchLike):
     """An :class:`NB201Genotype` from a genotype, a cell string, a ``genotype.yaml`` or a run folder."""
     from search_spaces.nb201 import NB201Genotype
 
     if isinstance(arch, NB201Genotype):
-        return arch
+        return benchmark_cell(str(arch))
     text = str(arch).strip()
     if text.startswith("|"):
-        return NB201Genotype.from_string(text)
+        return benchmark_cell(text)
     path = Path(text)
     if path.is_dir():
         if not (path / "genotype.yaml").is_file():
@@ -61,16 +75,19 @@ def resolve_arch(arch: ArchLike):
         raise CheckpointError(f"'{text}' is neither a cell string '|op~0|+...', a genotype.yaml "
                               f"nor a run folder")
     try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError:
-        raise CheckpointError(f"{path}: not valid YAML; expected 'arch: |op~0|+|...|'") from None
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError):
+        raise CheckpointError(f"{path}: not a YAML text file; expected a genotype.yaml with "
+                              f"'arch: |op~0|+|...|'") from None
+    except OSError as e:
+        raise storage_error(e, path, "read") from None
+    if isinstance(data, dict) and data.get("space", "nb201") != "nb201":
+        raise CheckpointError(f"{path}: genotype of space '{data.get('space')}', not nb201; "
+                              f"the NAS-Bench-201 table only scores nb201 cells")
     if not isinstance(data, dict) or not isinstance(data.get("arch"), str):
         raise CheckpointError(f"{path}: expected a mapping with key 'arch' holding an NB201 cell "
                               f"string (is this a NAS-Bench-201 search?)")
-    if data.get("space", "nb201") != "nb201":
-        raise CheckpointError(f"{path}: genotype of space '{data.get('space')}', not nb201; "
-                              f"the NAS-Bench-201 table only scores nb201 cells")
-    return NB201Genotype.from_string(data["arch"])
+    return benchmark_cell(data["arch"])
 
 
 @dataclass(frozen=True)
@@ -95,28 +112,48 @@ class NB201Table:
         self._sorted: List[List[float]] = [sorted(v[d] for v in rows.values()) for d in range(len(DATASETS))]
 
     @classmethod
-    def load(cls, path: Optional[os.PathLike] = None) -> "NB201Table":
-        from search_spaces.nb201 import NB201Genotype
-
+    def load(cls, path: Optional[os.PathLike] = None, *, partial: bool = False) -> "NB201Table":
+        """Read a table; it must hold all :data:`CELLS` cells once each (ranks out of fewer cells
+        would look right and be wrong), unless ``partial`` (``--partial-table``): a table of a
+        subset of your own, ranked among its own cells."""
         path = Path(path) if path is not None else default_table_path()
         if not path.is_file():
             raise DataError(f"NB201 table {path} not found; pass --table PATH (a CSV with columns "
                             f"arch,{','.join(DATASETS)}) or set {TABLE_ENV}")
-        rows: Dict[str, Tuple[float, ...]] = {}
         opener = gzip.open if path.suffix == ".gz" else open
-        with opener(path, "rt", newline="") as f:
-            reader = csv.DictReader(f)
-            missing = [c for c in ("arch",) + DATASETS if c not in (reader.fieldnames or [])]
-            if missing:
-                raise DataError(f"NB201 table {path} lacks column '{missing[0]}'; expected columns "
-                                f"arch,{','.join(DATASETS)}")
-            for line, row in enumerate(reader, start=2):
-                try:
-                    arch = str(NB201Genotype.from_string(row["arch"]))
-                    rows[arch] = tuple(float(row[d]) for d in DATASETS)
-                except (NasError, ValueError, TypeError) as e:
-                    raise DataError(f"NB201 table {path} line {line}: {e}") from None
+        try:
+            with opener(path, "rt", newline="", encoding="utf-8") as f:
+                rows, lines = cls._read(f, path)
+        except (UnicodeDecodeError, gzip.BadGzipFile, EOFError, csv.Error, zlib.error) as e:
+            raise DataError(f"NB201 table {path} is not a CSV text file ({type(e).__name__}); give the "
+                            f"table as CSV (gzip allowed) with columns arch,{','.join(DATASETS)}") from None
+        except OSError as e:
+            raise storage_error(e, path, "read") from None
+        if not partial and (len(rows) != CELLS or lines != CELLS):
+            dup = f" ({lines - len(rows)} cells given twice)" if lines != len(rows) else ""
+            raise DataError(f"NB201 table {path} has {len(rows):,} distinct cells{dup}, the benchmark has "
+                            f"{CELLS:,}: ranks would be wrong; give the full table, or pass "
+                            f"--partial-table for a table of your own subset")
         return cls(rows, path)
+
+    @staticmethod
+    def _read(f: Any, path: Path) -> Tuple[Dict[str, Tuple[float, ...]], int]:
+        from search_spaces.nb201 import NB201Genotype
+
+        rows: Dict[str, Tuple[float, ...]] = {}
+        reader = csv.DictReader(f)
+        missing = [c for c in ("arch",) + DATASETS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise DataError(f"NB201 table {path} lacks column '{missing[0]}'; expected columns "
+                            f"arch,{','.join(DATASETS)}")
+        line = 1
+        for line, row in enumerate(reader, start=2):
+            try:
+                arch = str(NB201Genotype.from_string(row["arch"]))
+                rows[arch] = tuple(float(row[d]) for d in DATASETS)
+            except (NasError, ValueError, TypeError) as e:
+                raise DataError(f"NB201 table {path} line {line}: {e}") from None
+        return rows, line - 1
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -148,8 +185,52 @@ class NB201Table:
         s = self._sorted[DATASETS.index(self._check(dataset))]
         return sum(s) / len(s)
 
+    def best_within(self, budget: float, costs: Dict[str, float],
+                    dataset: str = "cifar10") -> Optional[Tuple[str, float, float]]:
+        """``(arch, accuracy, cost)`` of the most accurate cell of the table whose cost (``costs``:
+        :func:`cell_costs`) is at most ``budget``; ``None`` if none is. Ties: the cheaper cell."""
+        i = DATASETS.index(self._check(dataset))
+        fits = [a for a in self.rows if costs[a] <= budget * (1 + 1e-12)]
+        if not fits:
+            return None
+        arch = max(fits, key=lambda a: (self.rows[a][i], -costs[a]))
+        return arch, self.rows[arch][i], costs[arch]
+
+    def front(self, costs: Dict[str, float], dataset: str = "cifar10") -> List[Tuple[float, str, float]]:
+        """The Pareto front ``[(cost, arch, accuracy)]`` by increasing cost: every cell more
+        accurate than all cells that cost no more."""
+        i = DATASETS.index(self._check(dataset))
+        out: List[Tuple[float, str, float]] = []
+        for a in sorted(self.rows, key=lambda a: (costs[a], -self.rows[a][i])):
+            if not out or self.rows[a][i] > out[-1][2]:
+                out.append((costs[a], a, self.rows[a][i]))
+        return out
+
+    def format_budget(self, budget: float, metric: str = "macs", dataset: str = "cifar10") -> str:
+        """The best cell within ``budget`` million ``metric`` of the benchmark network, as text."""
+        best = self.best_within(budget, cell_costs(metric), dataset)
+        unit = {"macs": "M MACs (NB201's MFLOPs)", "params": "M params"}[metric]
+        if best is None:
+            return f"no cell of the table costs at most {budget:g} {unit}"
+        arch, acc, cost = best
+        return f"best cell within {budget:g} {unit}: {arch}\n  {dataset} {acc:.2f}%, cost {cost:.5f}"
+
     @staticmethod
     def _check(dataset: str) -> str:
         if dataset not in DATASETS:
             raise NasError(f"unknown NB201 dataset '{dataset}'; known: {', '.join(DATASETS)}")
         return dataset
+
+
+def cell_costs(metric: str = "macs", *, C: int = 16, N: int = 5, resolution: int = 32,
+               num_classes: int = 10) -> Dict[str, float]:
+    """The cost of every NB201 cell's network (default: the benchmark's CIFAR-10 network, whose
+    MACs are the table's FLOPs: 7.78305 to 220.11969 M; see :mod:`nas.cost`), by cell string."""
+    from search_spaces import get_space
+    from search_spaces.nb201 import all_genotypes
+
+    from ..cost import build_cost_table
+    space = get_space("nb201")
+    table = build_cost_table(space, metric, num_classes=num_classes, in_channels=3, resolution=resolution,
+                             network=space.trained_network(C, N))
+    return {str(g): table.exact(space.selected_edges(g)) for g in all_genotypes()}

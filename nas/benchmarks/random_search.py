@@ -4,7 +4,8 @@ Sample cells uniformly from the search space, train each one briefly at the prox
 search (same data split, channels, cells, resolution, weight optimiser), score it by its accuracy
 on the architecture-validation split, and keep the best. New cells are started while the elapsed
 time is below the budget (the first is always trained), so the baseline gets the same wall clock
-as the search it is compared with. This is the bar every NAS method must clear.
+as the search it is compared with. This is the bar every NAS method must clear. With a
+``cost.target`` only cells whose trained network fits it are drawn (uniformly among them).
 
     python -m nas.benchmarks.random_search CONFIG.yaml [key=value ...] --budget SECONDS --out DIR
 """
@@ -16,13 +17,13 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 import yaml
 
-from ..config import Config, dump_config, load_config
+from ..config import Config, config_from_cli, dump_config
 from ..errors import NasError
 
 
@@ -76,32 +77,40 @@ def random_search(cfg: Config, budget_seconds: float, *, epochs_per_cell: int = 
     """Random search over ``cfg.space`` on ``cfg.data`` within ``budget_seconds`` of wall clock."""
     from search_spaces import get_space
 
-    from ..data import BatchLoader
-    from ..searcher.run import make_loaders, resolve_device, seed_everything
+    from ..engine.runtime import resolve_device, seed_everything
+    from ..searcher.run import make_loaders
 
     if cfg.space.name != "nb201":
         raise NasError(f"random search samples NB201 cells; space '{cfg.space.name}' is not supported")
     from search_spaces.nb201 import OPS, NB201Genotype
     from search_spaces.nb201.genotype import EDGES
 
+    from ..plugins import import_user_modules
+    import_user_modules(cfg.imports)  # the user's ops of space.ops
     t0 = time.time()
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
     train_loader, val_loader, info = make_loaders(cfg, device)
-    plain_val = BatchLoader(val_loader.images, val_loader.labels, batch_size=cfg.data.batch_size,
-                            shuffle=False, augment=False, mean=info["mean"], std=info["std"], device=device)
+    plain_val = val_loader.eval_loader()
     space = get_space("nb201")
     ops = cfg.space.ops or list(OPS)
     gen = torch.Generator().manual_seed(cfg.seed)
+    fits = within_budget(cfg, space, info["num_classes"], info["shape"][0])
     w = cfg.optim.weights
     trials: List[Trial] = []
     best: Optional[Trial] = None
     while (not trials or time.time() - t0 < budget_seconds) and (max_cells is None or len(trials) < max_cells):
         t1 = time.time()
-        idx = torch.randint(len(ops), (len(EDGES),), generator=gen).tolist()
-        genotype = NB201Genotype(tuple(ops[i] for i in idx))
+        for _ in range(MAX_DRAWS):  # uniform over the cells within the budget, by rejection
+            idx = torch.randint(len(ops), (len(EDGES),), generator=gen).tolist()
+            genotype = NB201Genotype(tuple(ops[i] for i in idx))
+            if fits(genotype):
+                break
+        else:
+            raise NasError(f"no cell within cost.target={cfg.cost.target:g} in {MAX_DRAWS} random draws; raise it")
         model = space.build_network(genotype, num_classes=info["num_classes"], C=cfg.space.C,
-                                    N=cfg.space.N, in_channels=info["shape"][0]).to(device)
+                                    N=cfg.space.N, in_channels=info["shape"][0],
+                                    op_args=cfg.space.op_args).to(device)
         acc = train_and_score(model, train_loader, plain_val, epochs=epochs_per_cell, lr=w.lr,
                               lr_min=w.lr_min, momentum=w.momentum, nesterov=w.nesterov,
                               weight_decay=w.weight_decay, grad_clip=cfg.trainer.grad_clip,
@@ -115,6 +124,22 @@ def random_search(cfg: Config, budget_seconds: float, *, epochs_per_cell: int = 
     if out_dir is not None:
         write_run(result, cfg, out_dir, budget_seconds, epochs_per_cell)
     return result
+
+
+MAX_DRAWS = 100_000
+
+
+def within_budget(cfg: Config, space: Any, num_classes: int, in_channels: int) -> Callable[[Any], bool]:
+    """Whether a cell's trained network costs at most ``cost.target`` (always, without one)."""
+    c = cfg.cost
+    if c.target is None:
+        return lambda genotype: True
+    from ..cost import LatencyTable, build_cost_table
+    table = build_cost_table(space, c.metric, num_classes=c.classes or num_classes, in_channels=in_channels,
+                             resolution=c.resolution, network=space.trained_network(c.C, c.N, c.layers),
+                             latency=LatencyTable.load(c.latency_table) if c.metric == "latency" else None,
+                             batch_size=c.batch_size)
+    return lambda genotype: table.exact(space.selected_edges(genotype)) <= c.target * (1 + 1e-9)
 
 
 def write_run(result: RandomSearchResult, cfg: Config, out_dir: Path, budget: float, epochs: int) -> None:
@@ -140,23 +165,18 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = get_args_parser().parse_args(argv)
-    configs = [a for a in args.items if "=" not in a]
-    overrides = [a for a in args.items if "=" in a]
-    try:
-        if len(configs) > 1:
-            raise NasError(f"give at most one config file, got {', '.join(configs)}")
-        cfg = load_config(configs[0] if configs else None, overrides)
-        res = random_search(cfg, args.budget, epochs_per_cell=args.epochs_per_cell,
-                            max_cells=args.max_cells, out_dir=args.out,
-                            log=(lambda s: None) if args.quiet else print)
-    except NasError as e:
-        print(f"random_search: error: {e}", file=sys.stderr)
-        return 2
+def run(args: argparse.Namespace) -> int:
+    cfg = config_from_cli(args.items)
+    res = random_search(cfg, args.budget, epochs_per_cell=args.epochs_per_cell, max_cells=args.max_cells,
+                        out_dir=args.out, log=(lambda s: None) if args.quiet else print)
     print(f"genotype: {res.best}")
     print(f"run folder: {args.out}")
     return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    from ..commands import guarded
+    return guarded("random_search", run, get_args_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

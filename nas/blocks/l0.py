@@ -17,15 +17,22 @@ The gate parameters are a binary :class:`~nas.supernet.Choice` driven by a priva
 :class:`HardConcrete` estimator, so they are architecture parameters (role ``"logits"``): the
 search's Adam trains them in the arch step, where the Searcher adds every module's ``penalty()``
 (here ``l0_lambda · L0``) to the loss. A gate is *closed* when its test-time value is exactly 0.
+
+:class:`EstimatorGate` is the same gate learned by a search estimator instead (``ste``, ``bop``,
+``+ adaptive noise``, …; ``space.gate_estimator=search``): a binary choice whose forward value
+``z`` is the estimator's, with the penalty ``l0_lambda · Σ z`` — the L0 norm of a binary gate
+vector, and its relaxation for the relaxed estimators. :func:`make_gate` builds either;
+:class:`ChannelGatedOp` puts one gate on every output channel of an op (the ``l0_*`` candidates).
 """
 from __future__ import annotations
 
 import math
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
 
+from ..errors import ConfigError
 from ..estimators.base import BINARY, Estimator, Sample
 from ..supernet.choice import Choice
 
@@ -125,6 +132,11 @@ class HardConcreteGate(nn.Module):
         """Bool ``[n]``: gates whose test-time value is non-zero."""
         return self.choice.derive()
 
+    def open_probs(self) -> Tensor:
+        """``[n]`` differentiable ``P(z ≠ 0)`` (the expected L0 term per gate), for a cost budget."""
+        est = self.choice.estimator
+        return expected_l0(self.log_alpha, est.beta, est.gamma, est.zeta)
+
     def scalars(self) -> Dict[str, float]:
         """For TensorBoard: the L0 penalty and how many gates are open at test time."""
         with torch.no_grad():
@@ -166,3 +178,103 @@ class ChannelGate(nn.Module):
 def gate_channels(op: nn.Module, C: int, l0_lambda: float = 1e-4) -> nn.Sequential:
     """``op`` followed by per-channel L0 gates on its ``C`` output channels."""
     return nn.Sequential(op, ChannelGate(C, l0_lambda))
+
+
+# A gate learned by a search estimator starts open: logits at +GATE_INIT_LOGIT (sigmoid 0.73),
+# discrete states (Bop) at 1; the initialisation a choice gets otherwise is a fair coin per gate.
+GATE_INIT_LOGIT = 1.0
+
+
+class EstimatorGate(nn.Module):
+    """``n`` binary gates learned by ``estimator``; the same interface as :class:`HardConcreteGate`.
+
+    ``penalty() = l0_lambda · Σ z`` over the forward value ``z`` of the last training pass (a
+    fresh sample if none): the number of open gates for a discrete ``z`` (STE, Bop), its
+    relaxation otherwise. Its gradient reaches the gates through the estimator like the loss's.
+    """
+
+    def __init__(self, n: int, l0_lambda: float, estimator: Estimator, *, labels: Sequence[str] = (),
+                 generator: Optional[torch.Generator] = None):
+        super().__init__()
+        self.n, self.l0_lambda = n, l0_lambda
+        self.choice = Choice(estimator, n, kind=BINARY, generator=generator, labels=labels)
+        with torch.no_grad():
+            for name, role in self.choice.roles.items():
+                if role == "logits":
+                    getattr(self.choice, name).add_(GATE_INIT_LOGIT)
+                elif role == "discrete":
+                    getattr(self.choice, name).fill_(1.0)
+        self._last: Optional[Tensor] = None
+
+    def forward(self) -> Tensor:
+        z = self.choice().weights
+        if self.training:
+            self._last = z
+        return z
+
+    def penalty(self) -> Tensor:
+        z = self._last if self._last is not None else self.choice().weights
+        self._last = None
+        return self.l0_lambda * z.sum()
+
+    def open(self) -> Tensor:
+        return self.choice.derive()
+
+    def open_probs(self) -> Tensor:
+        """``[n]`` the estimator's expected gate value, differentiable (a cost budget's weight)."""
+        return self.choice.expected_weights()
+
+    def scalars(self) -> Dict[str, float]:
+        return {"l0/open": float(self.open().sum()), "l0/gates": float(self.n)}
+
+    def extra_repr(self) -> str:
+        return f"n={self.n}, l0_lambda={self.l0_lambda}"
+
+
+GATES = ("none", "edge", "op", "channel")   # where a cell space puts its gates (space.gates)
+GATE_ESTIMATORS = ("hard_concrete", "search")
+
+
+def gate_estimator_for(choice: Union[str, Estimator, None], estimator: Estimator) -> Optional[Estimator]:
+    """The estimator of a supernet's L0 gates from ``space.gate_estimator``: ``"hard_concrete"``
+    (or None) -> None, i.e. :class:`HardConcreteGate`; ``"search"`` -> the run's ``estimator``;
+    an :class:`Estimator` as it is."""
+    if choice is None or choice == "hard_concrete":
+        return None
+    if choice == "search":
+        return estimator
+    if isinstance(choice, Estimator):
+        return choice
+    raise ConfigError(f"space.gate_estimator: unknown '{choice}'; allowed: {', '.join(GATE_ESTIMATORS)}")
+
+
+def make_gate(n: int, l0_lambda: float = 1e-4, estimator: Optional[Estimator] = None, *,
+              labels: Sequence[str] = (), generator: Optional[torch.Generator] = None) -> nn.Module:
+    """``n`` L0 gates: hard concrete (Louizos et al.) when ``estimator`` is None, else learned by it."""
+    if estimator is None:
+        return HardConcreteGate(n, l0_lambda, labels=labels, generator=generator)
+    return EstimatorGate(n, l0_lambda, estimator, labels=labels, generator=generator)
+
+
+class ChannelGatedOp(nn.Module):
+    """``op(x) · z`` with one L0 gate per output channel: a candidate whose width the search
+    learns (the ``l0_*`` ops). An op that takes a shared ``relu(x)`` still does."""
+
+    def __init__(self, op: nn.Module, C_out: int, l0_lambda: float = 1e-4,
+                 estimator: Optional[Estimator] = None, generator: Optional[torch.Generator] = None):
+        super().__init__()
+        self.op = op
+        self.gate = make_gate(C_out, l0_lambda, estimator, generator=generator)
+        self.takes_relu_input = bool(getattr(op, "takes_relu_input", False))
+
+    def forward(self, x: Tensor, relu_done: bool = False) -> Tensor:
+        y = self.op(x, True) if relu_done else self.op(x)
+        return y * self.gate().view(1, -1, *([1] * (y.dim() - 2)))
+
+    def open_channels(self) -> List[int]:
+        return torch.nonzero(self.gate.open(), as_tuple=False).flatten().tolist()
+
+    def describe(self) -> str:
+        """The channels open at test time, for the run folder's ``learned_ops.txt``."""
+        kept = self.open_channels()
+        return f"open channels {len(kept)}/{self.gate.n}: {' '.join(map(str, kept)) or '-'}"

@@ -43,15 +43,16 @@ def literal_index(text: str, features: Sequence[str]) -> int:
     return 2 * list(features).index(name) + int(neg)
 
 
-def rule_text(clauses: Sequence[Sequence[str]], label: str) -> str:
-    """``IF (a AND NOT b) OR (c) THEN class <label>`` from clauses of literal names."""
+def rule_text(clauses: Sequence[Sequence[str]], label: str, then: str = "class") -> str:
+    """``IF (a AND NOT b) OR (c) THEN class <label>`` from clauses of literal names (``then``
+    names what the rule sets: a ``class``, or an ``out`` channel of a DNF op)."""
     if not clauses:
         cond = "FALSE"
     elif any(len(c) == 0 for c in clauses):
         cond = "TRUE"
     else:
         cond = " OR ".join("(" + " AND ".join(c) + ")" for c in clauses)
-    return f"IF {cond} THEN class {label}"
+    return f"IF {cond} THEN {then} {label}"
 
 
 def clauses_to_tensors(towers: Sequence[Sequence[Clause]], K: int) -> Tuple[Tensor, Tensor]:

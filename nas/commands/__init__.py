@@ -13,16 +13,20 @@ from ..errors import NasError
 
 
 def guarded(prog: str, run: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
-    """``run(args)``, with a user error printed as ``prog: error: ...`` (exit 2) and Ctrl-C as one
-    line (exit 130): never a traceback for something the user can fix."""
-    try:
-        return run(args)
-    except NasError as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
-        return 130
+    """``run(args)``, with a user error printed as ``prog: error: ...`` (exit 2) and SIGINT or
+    SIGTERM as one line saying what the run left (exit 130 or 143): never a traceback for
+    something the user can fix."""
+    from ..engine.signals import as_interrupted, raise_on_signals
+    with raise_on_signals():
+        try:
+            return run(args)
+        except NasError as e:
+            print(f"{prog}: error: {e}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt as e:
+            stop = as_interrupted(e)
+            print(f"{prog}: {stop.note or f'interrupted by {stop.name}'}", file=sys.stderr)
+            return stop.exit_code
 
 
 def entry(module: str, argv: Optional[List[str]] = None, intermixed: bool = False) -> int:

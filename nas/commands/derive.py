@@ -4,13 +4,15 @@
     nas-derive RUN_DIR --exclude none     # NB201: never pick these ops (DARTS §2.4)
     nas-derive RUN_DIR --max-skip 1       # at most 1 skip_connect edge (P-DARTS §3.3)
     nas-derive RUN_DIR --method perturbation [--batches 40] [--tune-steps 0]
+    nas-derive RUN_DIR --cost target=55 [--cost metric=params]   # within another budget
 
 rebuilds the supernet from the checkpoint's own config, loads its architecture parameters and
 estimator state, applies the space's derive rule (NB201: the estimator's decision per edge;
 DARTS: per node the K strongest non-``none`` incoming edges by ``Choice.probs()``, K=2 as in the
 paper; ``--exclude`` overrides the run's ``estimator.derive_exclude``, ``--max-skip`` its
 ``estimator.derive_max_skip``), writes ``genotype.yaml`` (default: into the run folder) and prints
-the genotype.
+the genotype (with the run's ``imports`` and op options, and beside it the ``learned_ops.txt`` of
+DNF and L0-gated candidates).
 ``--method perturbation`` selects each NB201 edge's op by how much removing it costs the supernet's
 validation accuracy (DARTS-PT, ``nas/supernet/perturbation.py``), on the run's own data.
 """
@@ -21,11 +23,8 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
-import yaml
-
-
 from nas.commands import entry, guarded
-from nas.errors import ConfigError, NasError
+from nas.errors import ConfigError
 from nas.searcher.derive import derive, load_supernet, perturbation_genotype  # noqa: F401 (the tool re-exports them)
 
 
@@ -51,6 +50,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-skip", default=None, metavar="M",
                    help="most skip_connect edges the derived cell keeps, P-DARTS's limit (darts: in the "
                         "normal cell); overrides the run's estimator.derive_max_skip; 'none' for no limit")
+    p.add_argument("--cost", action="append", default=[], metavar="KEY=VALUE",
+                   help="override the run's cost section for derive, e.g. --cost target=55 --cost metric=params: "
+                        "the most probable cell within that budget (cost.hard)")
     return p
 
 
@@ -67,15 +69,14 @@ def parse_max_skip(value: Optional[str]) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
+    notes: list = []  # the cost line, printed after the genotype
+    out = args.out or (args.source if args.source.is_dir() else args.source.parent) / "genotype.yaml"
     space, genotype = derive(args.source, args.top_k, args.device, args.method, args.batches,
                              args.tune_steps, args.seed, args.tune_lr, args.exclude,
-                             parse_max_skip(args.max_skip))
-    out = args.out or (args.source if args.source.is_dir() else args.source.parent) / "genotype.yaml"
-    try:
-        out.write_text(yaml.safe_dump(space.genotype_to_dict(genotype), sort_keys=False))
-    except OSError as e:
-        raise NasError(f"cannot write the genotype to {out} ({e.strerror or e}); give a writable --out") from None
+                             parse_max_skip(args.max_skip), write=out, log=notes.append, cost=args.cost)
     print(genotype)
+    for line in notes:
+        print(line)
     print(f"written to {out}")
     return 0
 

@@ -26,32 +26,27 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help=f"a YAML config (default configs/{DEFAULT_CONFIG}.yaml) and dotted overrides")
     p.add_argument("--genotype", default=None, help="genotype.yaml, run folder, named cell or genotype string")
     p.add_argument("--out", type=Path, default=None, help="run folder (default runs/<name>-<timestamp>)")
-    p.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR", help="continue a retrain run")
+    p.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR",
+                   help="continue a retrain run (with --out: continue a copy of it there)")
     p.add_argument("--device", default=None, choices=["auto", "cpu", "cuda"], help="overrides the config's device")
     p.add_argument("--quiet", action="store_true", help="no progress bars or epoch lines; only the result")
     return p
 
 
 def run(args: argparse.Namespace) -> int:
-    from nas.config import config_from_cli
+    from nas.config import check_config_file_kept, config_from_cli
     from nas.retrainer import RetrainConfig, run_retrain
     from nas.retrainer.run import load_run_config
 
     items: List[str] = list(args.items)
     if args.device is not None:
         items.append(f"device={args.device}")
-    out = args.out
     base = load_run_config(args.resume) if args.resume is not None else None
     cfg = config_from_cli(items, cls=RetrainConfig, default=DEFAULT_CONFIG, resume_cfg=base)
-    if args.resume is not None:
-        out = args.resume
+    check_config_file_kept(items, args.out)
     if args.genotype is not None:  # set as is: a '|op~0|...' string is not YAML
         cfg.model.genotype = args.genotype
-    try:
-        result = run_retrain(cfg, out, quiet=args.quiet, resume=args.resume is not None)
-    except KeyboardInterrupt:
-        print(f"nas-retrain: interrupted; the last checkpoint is kept in {out or 'the run folder'}", file=sys.stderr)
-        return 130
+    result = run_retrain(cfg, args.out, quiet=args.quiet, resume_from=args.resume)
     m = result.metrics
     print(f"genotype: {result.genotype}")
     print(f"test_acc: {m['test_acc']:.2f}  params: {m['params_m']:.3f}M  MACs: {m['macs_m']:.1f}M")

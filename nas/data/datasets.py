@@ -12,22 +12,25 @@ loader builders normalise every split with the *train* split's constants.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
+import inspect
 import multiprocessing
 import os
 import shutil
+import signal
 import tarfile
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 from urllib.error import URLError
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, storage_error
 from ..registry import Registry
 
 DATASETS = Registry("dataset")
@@ -63,17 +66,43 @@ def cache_dir() -> Path:
 
 def load_dataset(name: str, *, root: Optional[str] = None, download: bool = False,
                  resize: Optional[int] = None, subset: Optional[int] = None, split: str = "train",
-                 seed: int = 0, workers: int = 0) -> ImageSet:
-    """Load one split of a registered dataset; ``subset`` keeps that many images, class-balanced."""
+                 seed: int = 0, workers: int = 0, stream: bool = False) -> Any:
+    """Load one split of a registered dataset; ``subset`` keeps that many images, class-balanced.
+
+    An entry returns an :class:`ImageSet`, or any torchvision-style dataset, which is then decoded
+    into one (or, with ``stream``, read batch by batch: :mod:`nas.data.stream`). ``stream`` is
+    passed on to the entries that take it (``imagefolder``)."""
     if split not in ("train", "test"):
         raise ConfigError(f"data split must be 'train' or 'test', got '{split}'")
     if resize is not None and resize < 1:
         raise ConfigError(f"data.resize must be a positive image size or null, got {resize}")
     if subset is not None and subset < 1:
         raise ConfigError(f"data.subset must be a positive number of images or null, got {subset}")
+    from .stream import dataset_source
     fn = DATASETS.get(name, "data.dataset")
-    return fn(root=root, download=download, resize=resize, subset=subset, split=split,
-              seed=seed, workers=workers)
+    kw = dict(root=root, download=download, resize=resize, subset=subset, split=split, seed=seed, workers=workers)
+    params = inspect.signature(fn).parameters
+    if "stream" in params or any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        kw["stream"] = stream
+    out = fn(**kw)
+    if isinstance(out, ImageSet):
+        return out
+    return dataset_source(out, stream=stream, resize=resize, subset=subset, seed=seed, workers=workers)
+
+
+def require_classes(labels: Optional[torch.Tensor], classes: Sequence[str], dataset: str) -> None:
+    """A one-line DataError unless the labels hold at least two classes: with one, every loss is
+    0 and every accuracy 100 %, and a search would "derive" its random initialisation. Without
+    ``labels`` (a streamed dataset that does not list them) the ``classes`` found count."""
+    if labels is None:
+        present = len(classes)
+    else:
+        present = torch.unique(labels).numel() if labels.numel() else 0
+    if present < 2:
+        names = ", ".join(map(str, classes[:3])) or "none"
+        raise DataError(f"data.dataset={dataset}: its training data holds {present} class"
+                        f"{'' if present == 1 else 'es'} ({names}) but a classifier needs at least 2; "
+                        f"check data.root (one subfolder per class) or the dataset's options")
 
 
 def stratified_subset(labels: torch.Tensor, n: Optional[int], seed: int) -> torch.Tensor:
@@ -194,18 +223,49 @@ def _extract(archive: Path) -> Path:
     dest = cache_dir() / "extract" / key
     if dest.is_dir():
         return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=".tmp-"))
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        _remove_orphans(dest.parent)
+        tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".tmp-{os.getpid()}-"))
+    except OSError as e:
+        raise storage_error(e, dest.parent, "extract the archive into") from None
     try:
         with tarfile.open(archive) as tf:
             tf.extractall(tmp, filter="data")
         os.replace(tmp, dest)  # a half-extracted folder is never visible under dest
-    except Exception as e:  # tarfile, gzip and zlib each have their own error types
+    except BaseException as e:  # a signal too: a half-extracted folder must not stay in the cache
         shutil.rmtree(tmp, ignore_errors=True)
+        if not isinstance(e, Exception):
+            raise
+        if isinstance(e, OSError) and e.errno in _DISK_ERRNOS:
+            raise storage_error(e, dest.parent, "extract the archive into") from None
         if not dest.is_dir():  # else: a concurrent run finished the same extraction first
+            # tarfile, gzip and zlib each have their own error types
             raise DataError(f"cannot extract {archive} ({_one_line(e)}); "
                             f"check the archive or {_IF_HINT}") from None
     return dest
+
+
+_DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS, errno.EPERM)
+
+
+def _remove_orphans(folder: Path) -> None:
+    """Remove ``.tmp-<pid>-*`` extraction folders whose process is gone (killed by SIGKILL or a
+    power cut, when no cleanup could run); those of running extractions stay."""
+    for p in folder.glob(".tmp-*-*"):
+        pid = p.name.split("-")[1]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def _unwrap(folder: Path) -> Path:
@@ -259,6 +319,23 @@ def _list_images(class_dirs: Sequence[Path]) -> Tuple[List[str], torch.Tensor]:
     return paths, torch.tensor(labels, dtype=torch.int64)
 
 
+# Pillow modes of 16-bit (and 32-bit integer) grayscale, which ``convert("RGB")`` clips to 255
+_WIDE_GRAY = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+def _to_rgb(im: "Image.Image") -> "Image.Image":  # noqa: F821
+    """RGB with 8 bits per channel. 16-bit grayscale (PNG, TIFF) is scaled by 255/65535 to the
+    nearest 8-bit value, ``(v + 128) // 257``; Pillow's own conversion would clip every value
+    above 255, so that a 16-bit image reads as almost white."""
+    from PIL import Image
+    if im.mode not in _WIDE_GRAY:
+        return im.convert("RGB")
+    a = np.asarray(im).astype(np.int64)
+    if im.mode == "I" and (a.min() < 0 or a.max() > 65535):
+        raise ValueError(f"32-bit integer pixels ({a.min()}..{a.max()}) are not a 16-bit image")
+    return Image.fromarray(((a + 128) // 257).astype(np.uint8), mode="L").convert("RGB")
+
+
 def _decode(paths: Sequence[str], resize: Optional[int]) -> np.ndarray:
     """Decode to uint8 [n, H, W, 3]; runs in pool workers, so it touches no torch state."""
     from PIL import Image
@@ -269,7 +346,7 @@ def _decode(paths: Sequence[str], resize: Optional[int]) -> np.ndarray:
             with Image.open(p) as im:
                 if resize is not None:
                     im.draft("RGB", (resize, resize))  # JPEG: decode at a reduced scale, far faster
-                im = im.convert("RGB")
+                im = _to_rgb(im)
                 if resize is not None and im.size != (resize, resize):
                     im = im.resize((resize, resize), Image.BILINEAR)
                 a = np.asarray(im)
@@ -285,11 +362,17 @@ def _decode(paths: Sequence[str], resize: Optional[int]) -> np.ndarray:
     return out
 
 
+def _ignore_interrupts() -> None:
+    # Ctrl-C reaches the whole process group: the parent stops the pool; workers would each
+    # print a KeyboardInterrupt traceback
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _decode_all(paths: List[str], resize: Optional[int], workers: int) -> np.ndarray:
     if workers <= 1 or len(paths) < 2 * workers:
         return _decode(paths, resize)
     chunks = [list(c) for c in np.array_split(np.array(paths, dtype=object), workers * 8) if len(c)]
-    with multiprocessing.get_context().Pool(workers) as pool:
+    with multiprocessing.get_context().Pool(workers, initializer=_ignore_interrupts) as pool:
         parts = pool.starmap(_decode, [(c, resize) for c in chunks])
     for c, part in zip(chunks, parts):
         if part.shape[1:] != parts[0].shape[1:]:
@@ -312,8 +395,24 @@ def _cache_save(path: Path, obj: dict) -> None:
         pass  # the cache only saves time: a read-only or full disk must not fail the run
 
 
-def load_imagefolder(*, root, download, resize, subset, split, seed, workers) -> ImageSet:
-    """Decode a folder of class subfolders once; later calls load the cached uint8 tensor."""
+class FolderImages(torch.utils.data.Dataset):
+    """An image folder read on demand (``data.stream: true``): ``(RGB PIL image, label)``."""
+
+    def __init__(self, paths: List[str], labels: torch.Tensor, classes: List[str]):
+        self.paths, self.targets, self.classes = paths, labels.tolist(), classes
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> Tuple[Any, int]:
+        from PIL import Image
+        with Image.open(self.paths[i]) as im:
+            return im.convert("RGB"), self.targets[i]
+
+
+def load_imagefolder(*, root, download, resize, subset, split, seed, workers, stream: bool = False) -> Any:
+    """Decode a folder of class subfolders once; later calls load the cached uint8 tensor. With
+    ``stream`` nothing is decoded here: the folder's images are read as batches need them."""
     if root is None:
         raise DataError(f"data.dataset=imagefolder needs a folder: {_IF_HINT}")
     path = Path(root).expanduser().absolute()
@@ -325,9 +424,13 @@ def load_imagefolder(*, root, download, resize, subset, split, seed, workers) ->
         path = _unwrap(_extract(path))
     folder = _split_dir(path, split)
     class_dirs = _class_dirs(folder)
+    if stream:
+        paths, labels = _list_images(class_dirs)
+        return FolderImages(paths, labels, [d.name for d in class_dirs])
     # directory mtimes change when files are added, removed or renamed (not on in-place edits)
     mtimes = [d.stat().st_mtime_ns for d in [folder, *class_dirs]]
-    key = repr(("v1", str(folder), mtimes, resize, subset, seed if subset else None))
+    # v2: 16-bit grayscale is scaled to 8 bits (v1 caches hold it clipped to 255)
+    key = repr(("v2", str(folder), mtimes, resize, subset, seed if subset else None))
     cache_file = cache_dir() / "decoded" / (hashlib.sha1(key.encode()).hexdigest()[:20] + ".pt")
     try:
         return ImageSet(**torch.load(cache_file, weights_only=True))

@@ -1,4 +1,5 @@
-"""Deterministic train/val split and a batch loader that works on one uint8 tensor.
+"""Deterministic train/val split and a batch loader that works on one uint8 tensor (or, for
+image sets that do not fit in memory, reads each batch through a ``DataLoader``: StreamLoader).
 
 The loader replaces ``torch.utils.data.DataLoader`` + PIL transforms for in-memory image sets:
 the whole set is moved to the device once as uint8, and each batch is gathered, augmented
@@ -45,7 +46,7 @@ def crop_flip(x: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor,
 
 
 class BatchLoader:
-    """Iterates ``(x float32 [B, 3, H, W] normalised, y int64 [B])`` on ``device``."""
+    """Iterates ``(x float32 [B, C, H, W] normalised, y int64 [B])`` on ``device``."""
 
     def __init__(self, images_u8: torch.Tensor, labels: torch.Tensor, *, batch_size: int,
                  shuffle: bool, augment: bool, mean: Sequence[float], std: Sequence[float],
@@ -53,14 +54,21 @@ class BatchLoader:
         if images_u8.dtype != torch.uint8 or images_u8.dim() != 4:
             raise ValueError(f"images must be uint8 [N, C, H, W], got {images_u8.dtype} "
                              f"{tuple(images_u8.shape)}")
-        if batch_size < 1:
-            raise ConfigError(f"data.batch_size must be positive, got {batch_size}")
         self.device = torch.device(device)
         self.images = images_u8.to(self.device)  # uint8 on device: 4x less memory than float
         self.labels = labels.to(self.device, torch.int64)
+        self._setup(images_u8.shape[0], images_u8.shape[-2], batch_size=batch_size, shuffle=shuffle,
+                    augment=augment, mean=mean, std=std, seed=seed, drop_last=drop_last)
+
+    def _setup(self, n: int, height: int, *, batch_size: int, shuffle: bool, augment: bool,
+               mean: Sequence[float], std: Sequence[float], seed: int, drop_last: bool) -> None:
+        if batch_size < 1:
+            raise ConfigError(f"data.batch_size must be positive, got {batch_size}")
+        self.n = n
         self.batch_size, self.shuffle, self.augment = batch_size, shuffle, augment
         self.drop_last = drop_last
-        self.pad = max(1, self.images.shape[-2] // 8)  # 4 for 32x32, as in DARTS/NB201
+        self.mean, self.std = tuple(mean), tuple(std)
+        self.pad = max(1, height // 8)  # 4 for 32x32, as in DARTS/NB201
         # normalise in 0..255 units so the uint8 batch needs no separate /255
         self._mean = 255 * torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1).to(self.device)
         self._std = 255 * torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1).to(self.device)
@@ -69,13 +77,18 @@ class BatchLoader:
         self.epoch = 0  # epochs started
 
     def __len__(self) -> int:
-        n = self.images.shape[0]
+        n = self.n
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    def eval_loader(self) -> "BatchLoader":
+        """The same images as they are: no crop/flip, fixed order."""
+        return BatchLoader(self.images, self.labels, batch_size=self.batch_size, shuffle=False, augment=False,
+                           mean=self.mean, std=self.std, device=self.device)
 
     def __iter__(self) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
         # the whole epoch's randomness is drawn here, when the epoch starts: the generator state
         # then never depends on how far a consumer got (zip() stops the longer loader early)
-        n, g = self.images.shape[0], self.generator
+        n, g = self.n, self.generator
         order = torch.randperm(n, generator=g) if self.shuffle else torch.arange(n)
         offsets = flips = None
         if self.augment:
@@ -90,9 +103,14 @@ class BatchLoader:
             sl = slice(i * self.batch_size, (i + 1) * self.batch_size)
             idx = order[sl]
             x = self.images[idx]
-            if offsets is not None:
-                x = crop_flip(x, offsets[sl], flips[sl], self.pad)
-            yield (x.float() - self._mean) / self._std, self.labels[idx]
+            yield self._finish(x, offsets, flips, sl), self.labels[idx]
+
+    def _finish(self, x: torch.Tensor, offsets: Optional[torch.Tensor], flips: Optional[torch.Tensor],
+                sl: slice) -> torch.Tensor:
+        """Augment (the epoch's crops and flips of batch slice ``sl``) and normalise a uint8 batch."""
+        if offsets is not None:
+            x = crop_flip(x, offsets[sl], flips[sl], self.pad)
+        return (x.float() - self._mean) / self._std
 
     def state_dict(self) -> Dict[str, Any]:
         """Generator state and number of epochs started: after loading it, the next ``iter()``
@@ -103,3 +121,50 @@ class BatchLoader:
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         self.generator.set_state(state["generator"])
         self.epoch = int(state["epoch"])
+
+
+class _Order(torch.utils.data.Sampler):
+    """The current epoch's order; a persistent ``DataLoader`` reads it anew every epoch."""
+
+    def __init__(self) -> None:
+        self.order: list = []
+
+    def __iter__(self):
+        return iter(self.order)
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+
+class StreamLoader(BatchLoader):
+    """:class:`BatchLoader` over a :class:`~nas.data.stream.StreamSet`: the images of each batch
+    are read by a ``DataLoader`` with ``workers`` processes instead of gathered from memory; the
+    order, crops, flips, normalisation and ``state_dict`` are the same (so are the batches)."""
+
+    def __init__(self, source: Any, positions: torch.Tensor, *, batch_size: int, shuffle: bool,
+                 augment: bool, mean: Sequence[float], std: Sequence[float], seed: int = 0,
+                 drop_last: bool = False, device: Any = "cpu", workers: int = 0):
+        from .stream import _Items, _collate
+        self.device = torch.device(device)
+        self.source, self.positions, self.workers = source, positions, workers
+        self._setup(len(positions), source.shape[-2], batch_size=batch_size, shuffle=shuffle, augment=augment,
+                    mean=mean, std=std, seed=seed, drop_last=drop_last)
+        self._order = _Order()
+        items = _Items(source.dataset, source.indices[positions].tolist(), source.resize)
+        self._reader = torch.utils.data.DataLoader(
+            items, batch_size=batch_size, sampler=self._order, num_workers=workers, collate_fn=_collate,
+            drop_last=drop_last, persistent_workers=workers > 0, pin_memory=self.device.type == "cuda")
+
+    def eval_loader(self) -> "StreamLoader":
+        return StreamLoader(self.source, self.positions, batch_size=self.batch_size, shuffle=False, augment=False,
+                            mean=self.mean, std=self.std, device=self.device, workers=self.workers)
+
+    def _batches(self, order: torch.Tensor, offsets: Optional[torch.Tensor],
+                 flips: Optional[torch.Tensor]) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+        from .stream import _raise
+        self._order.order = order.cpu().tolist()
+        for i, batch in enumerate(self._reader):
+            x, y = _raise(batch, "data")
+            sl = slice(i * self.batch_size, (i + 1) * self.batch_size)
+            x = x.to(self.device, non_blocking=True)
+            yield self._finish(x, offsets, flips, sl), y.to(self.device)

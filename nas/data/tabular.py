@@ -21,6 +21,7 @@ import torch
 
 from ..errors import ConfigError, DataError
 from ..registry import Registry
+from .datasets import require_classes
 from .loader import split_indices
 
 TABULAR = Registry("tabular dataset")
@@ -180,6 +181,7 @@ def build_tabular_search_loaders(name: str, *, options: TabularOptions, train_po
                                  ) -> Tuple[TabularLoader, TabularLoader, Dict[str, Any]]:
     """(rule-training loader, validation loader, info), both from the train split."""
     data = load_tabular(name, split="train", seed=seed, options=options)
+    require_classes(data.y, data.classes, name)
     tr, va = split_indices(len(data), train_portion, seed)
     train = TabularLoader(data.x[tr], data.y[tr], batch_size=batch_size, shuffle=True, seed=seed, device=device)
     val = TabularLoader(data.x[va], data.y[va], batch_size=batch_size, shuffle=True,
@@ -191,6 +193,7 @@ def build_tabular_eval_loaders(name: str, *, options: TabularOptions, batch_size
                                device: Any) -> Tuple[TabularLoader, TabularLoader, Dict[str, Any]]:
     """(loader on the whole train split, loader on the test split, info)."""
     train = load_tabular(name, split="train", seed=seed, options=options)
+    require_classes(train.y, train.classes, name)
     test = load_tabular(name, split="test", seed=seed, options=options)
     return (TabularLoader(train.x, train.y, batch_size=batch_size, shuffle=True, seed=seed, device=device),
             TabularLoader(test.x, test.y, batch_size=batch_size, shuffle=False, device=device),

@@ -1,12 +1,13 @@
-"""Epoch meters and the finite-loss check shared by the search loop and the retrain trainer."""
+"""Epoch meters, the steps of an epoch and the loss guard shared by the search loop and
+the retrain trainer."""
 from __future__ import annotations
 
 import math
-from typing import Dict, Optional
+from typing import Any, Dict, Optional
 
 from torch import Tensor
 
-from ..errors import NasError
+from ..errors import TrainingError
 
 
 class Meter:
@@ -37,22 +38,57 @@ class Meter:
         return {"loss": loss / n, "acc": 100.0 * correct / n}
 
 
-# A non-finite loss is checked at every step on the CPU (free) and every SYNC_EVERY steps on an
+def steps_in_epoch(loader: Any, max_steps: Optional[int]) -> int:
+    """The batches of ``loader`` an epoch runs: all, or at most ``max_steps`` (smoke runs)."""
+    n = len(loader)
+    return min(n, max_steps) if max_steps else n
+
+
+# The loss is checked at every step on the CPU (free) and every SYNC_EVERY steps on an
 # accelerator, where each check is a device sync that stalls the launch queue.
 SYNC_EVERY = 50
+# A run whose epoch-mean loss grows this many times beyond its first step's has diverged.
+DIVERGENCE_FACTOR = 100.0
 
 
-def check_finite(loss: Tensor, meter: Meter, epoch: int, step: int, last: bool, fix: str) -> None:
-    """Raise a one-line :class:`NasError` once the loss is NaN/inf; ``meter`` holds the running sum
-    that a non-finite loss poisons, so a deferred check still catches every step since the last."""
-    if loss.device.type == "cpu":
-        value = loss.detach().float()
-    elif (step + 1) % SYNC_EVERY == 0 or last:
-        total = meter.loss_sum()
-        value = total if total is not None else loss.detach().float()
-    else:
-        return
-    if not math.isfinite(float(value)):
-        where = f"step {step}" if loss.device.type == "cpu" else f"one of the steps up to {step}"
-        raise NasError(f"loss became {float(value)} at epoch {epoch} {where}; {fix} "
-                       f"(checkpoint of the last epoch kept)")
+class LossGuard:
+    """Ends a run whose loss is no longer a number (NaN/inf) or has diverged while staying finite:
+    the running mean of the epoch's loss above ``factor`` times the loss of the run's first step
+    (at least 1: with K >= 2 classes the first loss is about ln K). The first step, not the first
+    epoch, is the reference because a run with a learning rate far too high (optim.weights.lr=300)
+    diverges within its first epoch. ``causes`` names the settings to look at, with their values;
+    the run adds what it leaves behind (:class:`~nas.errors.TrainingError`)."""
+
+    def __init__(self, causes: str, factor: float = DIVERGENCE_FACTOR):
+        self.causes = causes
+        self.factor = factor
+        self.start: Optional[float] = None
+
+    def check(self, loss: Tensor, meter: Meter, epoch: int, step: int, last: bool) -> None:
+        """After ``meter.update(loss, ...)`` of step ``step`` of ``epoch`` (both from 0)."""
+        on_cpu = loss.device.type == "cpu"
+        first = self.start is None
+        if on_cpu or first:
+            value = float(loss.detach().float())
+        elif (step + 1) % SYNC_EVERY == 0 or last:
+            total = meter.loss_sum()
+            value = float(total) / max(meter.n, 1) if total is not None else float(loss.detach().float())
+        else:
+            return
+        where = f"epoch {epoch + 1} step {step + 1}" if on_cpu or first else \
+            f"epoch {epoch + 1}, one of the steps up to {step + 1}"
+        if not math.isfinite(value):
+            raise TrainingError(f"the loss became {value} in {where}; likely causes: {self.causes}")
+        if first:
+            self.start = value
+        mean = float(meter.loss_sum()) / meter.n if on_cpu and meter.n else value
+        limit = self.factor * max(self.start, 1.0)
+        if mean > limit:
+            raise TrainingError(f"the loss diverged: {mean:.4g} in {where}, over {self.factor:g}x the "
+                                f"first step's {self.start:.4g}; likely causes: {self.causes}")
+
+    def state_dict(self) -> Dict[str, Optional[float]]:
+        return {"start": self.start}
+
+    def load_state_dict(self, state: Optional[Dict[str, Optional[float]]]) -> None:
+        self.start = (state or {}).get("start")

@@ -13,7 +13,7 @@ search has. Tags of a search (TensorBoard step = epochs done):
 * ``noise/<choice>/{mean,min,max}`` — σ of the ``"noise"``-role parameters (adaptive noise);
 * ``discrete/<choice>/changed`` — entries of ``"discrete"``-role parameters (Bop state) that
   differ from the previous epoch: the net flips of the epoch;
-* ``<module>/<key>`` for every submodule with a ``scalars() -> dict`` (L0 gates: penalty, open gates);
+* ``<module>/<key>``: the supernet's ``scalars()`` (L0 gates: penalty, open gates);
 * images ``choices/<choice>`` (edges × candidates heatmap) and ``cell/<cell>`` (derived cell
   diagram); text ``genotype``; at the end an hparams summary (config → final metrics).
 """
@@ -38,18 +38,53 @@ METRIC_TAGS = {"train_loss": "train/loss", "train_acc": "train/acc",
                "test_loss": "test/loss", "test_acc": "test/acc"}
 
 
+class _LogFile(logging.FileHandler):
+    """log.txt, which never prints a traceback: when a record cannot be written (a full disk) the
+    file stops taking records; the run itself reports the cause as one line when it next writes."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        self.failed = True
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not getattr(self, "failed", False):
+            super().emit(record)
+
+    def close(self) -> None:
+        try:
+            super().close()
+        except OSError:  # the last flush of a full disk
+            self.failed = True
+
+
 def setup_logging(log_file: Optional[Path], quiet: bool) -> None:
     """``nas`` log records go to ``log_file`` (appended: a resumed run continues the same file)."""
     log.setLevel(logging.INFO)
     for h in list(log.handlers):
         log.removeHandler(h)
         h.close()
-    fmt = logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S")
-    if log_file is not None:
-        fh = logging.FileHandler(log_file)
-        fh.setFormatter(fmt)
-        log.addHandler(fh)
     log.propagate = False
+    log.addHandler(logging.NullHandler())  # no handler would send warnings to stderr (lastResort)
+    if log_file is not None:
+        fh = _LogFile(log_file, encoding="utf-8")
+        fh.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+        log.addHandler(fh)
+
+
+def _quiet_writer_threads() -> None:
+    """TensorBoard's writer thread re-raises its I/O error, which Python prints as a traceback;
+    the same error reaches the main thread on the next write and is reported there as one line."""
+    import threading
+    if getattr(threading.excepthook, "_nas", False):
+        return
+    previous = threading.excepthook
+
+    def hook(args: Any) -> None:
+        if isinstance(args.exc_value, OSError) and type(args.thread).__name__ == "_AsyncWriterThread":
+            return
+        previous(args)
+
+    hook._nas = True  # type: ignore[attr-defined]
+    threading.excepthook = hook
 
 
 def _fmt(v: Any) -> str:
@@ -66,9 +101,11 @@ class Monitor:
     def __init__(self, tb_dir: Optional[Path], *, epochs: int, quiet: bool = False,
                  desc: str = "search", purge_step: Optional[int] = None):
         self.writer = None
+        self.tb_dir = tb_dir
         if tb_dir is not None:
             from torch.utils.tensorboard import SummaryWriter
-            self.writer = SummaryWriter(str(tb_dir), purge_step=purge_step)
+            _quiet_writer_threads()
+            self.writer = self._tb(SummaryWriter, str(tb_dir), purge_step=purge_step)
         # Bars only on an interactive terminal; otherwise (CI, --quiet, pipes) one line per epoch.
         self.bars = not quiet and sys.stderr.isatty()
         self.quiet = quiet
@@ -133,24 +170,23 @@ class Monitor:
             return
         for tag, v in values.items():
             if v is not None and math.isfinite(float(v)):
-                self.writer.add_scalar(tag, float(v), step)
+                self._tb(self.writer.add_scalar, tag, float(v), step)
 
     def image(self, tag: str, img: Union["Image.Image", torch.Tensor], step: int) -> None:  # noqa: F821
         """A PIL image or a ``[3, H, W]`` uint8 tensor."""
         if self.writer is None:
             return
-        from ..searcher.figures import to_chw_uint8
         t = img if isinstance(img, torch.Tensor) else to_chw_uint8(img)
-        self.writer.add_image(tag, t, step, dataformats="CHW")
+        self._tb(self.writer.add_image, tag, t, step, dataformats="CHW")
 
     def text(self, tag: str, text: str, step: int) -> None:
         if self.writer is not None:
-            self.writer.add_text(tag, text, step)
+            self._tb(self.writer.add_text, tag, text, step)
 
     def layout(self, charts: Mapping[str, Mapping[str, list]]) -> None:
         """Custom Scalars layout ``{category: {chart title: [tag regexes]}}``: several curves per chart."""
         if self.writer is not None and charts:
-            self.writer.add_custom_scalars({c: {t: ["Multiline", list(r)] for t, r in ch.items()}
+            self._tb(self.writer.add_custom_scalars, {c: {t: ["Multiline", list(r)] for t, r in ch.items()}
                                             for c, ch in charts.items()})
 
     def hparams(self, hparams: Mapping[str, Any], metrics: Mapping[str, float], step: int = 0) -> None:
@@ -164,21 +200,46 @@ class Monitor:
         mets = {f"hparams/{k}": float(v) for k, v in metrics.items()
                 if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))}
         for s in hp_summary(flat, mets):
-            self.writer._get_file_writer().add_summary(s)
+            self._tb(self.writer._get_file_writer().add_summary, s)
         self.scalars(mets, step)
 
     def flush(self) -> None:
         if self.writer is not None:
-            self.writer.flush()
+            self._tb(self.writer.flush)
 
-    def close(self) -> None:
+    def _tb(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """A TensorBoard call; an I/O error (here or in the writer's thread, which hands it
+        over on the next call) becomes one line naming the tb folder. A signal waits for the
+        call to end (:func:`~nas.engine.signals.deferred`: the writer's queue stays whole)."""
+        from .signals import deferred
+        try:
+            with deferred():
+                return fn(*args, **kwargs)
+        except OSError as e:
+            from ..errors import storage_error
+            raise storage_error(e, self.tb_dir, "write TensorBoard events to") from None
+
+    def close(self) -> Optional[Exception]:
+        """Close bars and the event file; never raises (it runs on the way out of a failed run
+        too): returns the StorageError of a failed final write, if any."""
         for bar in (self.step_bar, self.epoch_bar):
             if bar is not None:
                 bar.close()
         self.step_bar = self.epoch_bar = None
-        if self.writer is not None:
-            self.writer.close()
-            self.writer = None
+        writer, self.writer = self.writer, None
+        if writer is not None:
+            try:
+                self._tb(writer.close)
+            except Exception as e:  # noqa: BLE001 (reported by the caller on the success path)
+                return e
+        return None
+
+
+def to_chw_uint8(img: "Image.Image") -> torch.Tensor:  # noqa: F821
+    """A PIL RGB image as a ``[3, H, W]`` uint8 tensor (TensorBoard's default image layout)."""
+    w, h = img.size
+    t = torch.frombuffer(bytearray(img.convert("RGB").tobytes()), dtype=torch.uint8)
+    return t.view(h, w, 3).permute(2, 0, 1).contiguous()
 
 
 def flatten(d: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:

@@ -71,6 +71,13 @@ class Estimator:
         detached, for logging, entropy and derive."""
         raise NotImplementedError
 
+    def expected_weights(self, params: Dict[str, Tensor], kind: str) -> Tensor:
+        """The expected forward value, differentiable in the parameters: what a cost budget
+        weighs each candidate's cost by (:mod:`nas.cost.budget`). By default the eval-mode
+        value (softmax(α), a Dirichlet mean, Bop's state); estimators whose eval value is a
+        detached decision override it."""
+        return self.sample(params, kind, training=False).weights
+
     def derive(self, params: Dict[str, Tensor], kind: str) -> Tensor:
         """The discrete decision: categorical -> LongTensor [E] of indices; binary -> BoolTensor."""
         p = self.probs(params, kind)

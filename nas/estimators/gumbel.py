@@ -88,6 +88,12 @@ class GumbelHard(Gumbel):
                  schedule: Optional[str] = None, per: str = "epoch"):
         super().__init__(tau, tau_end, schedule, per)
 
+    def expected_weights(self, params: Dict[str, Tensor], kind: str) -> Tensor:
+        """``softmax(α)`` (``sigmoid(α)``): the one-hot sample's exact mean (Gumbel-max), so the
+        expected cost needs no sample and no straight-through."""
+        alpha = params["alpha"]
+        return F.softmax(alpha, -1) if kind == CATEGORICAL else torch.sigmoid(alpha)
+
     def sample(self, params: Dict[str, Tensor], kind: str, training: bool) -> Sample:
         alpha = params["alpha"]
         if not training:

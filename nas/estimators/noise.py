@@ -67,6 +67,10 @@ class AdaptiveNoise(Estimator):
     def derive(self, params: Dict[str, Tensor], kind: str) -> Tensor:
         return self.base.derive(self._base(params), kind)
 
+    def expected_weights(self, params: Dict[str, Tensor], kind: str) -> Tensor:
+        # the noise has mean σ/2 toward the other value; the cost is the base's decision's
+        return self.base.expected_weights(self._base(params), kind)
+
     def discrete_optimizer(self, params: List[Tensor]) -> Optional[torch.optim.Optimizer]:
         return self.base.discrete_optimizer(params)
 

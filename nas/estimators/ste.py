@@ -42,6 +42,11 @@ class STE(LogitEstimator):
             return Sample(hard, index)
         return Sample(straight_through(hard, alpha), index if self.single_path else None)
 
+    def expected_weights(self, params: Dict[str, Tensor], kind: str) -> Tensor:
+        """The hard decision, straight through to α (its distribution is that point mass)."""
+        alpha = params["alpha"]
+        return straight_through(hard_value(alpha, kind)[0], alpha)
+
     def probs(self, params: Dict[str, Tensor], kind: str) -> Tensor:
         """``softmax(α)`` / ``sigmoid(α)`` of the latent logits: for logging only; the forward
         value is the hard decision, and derive is its argmax."""

@@ -1,4 +1,8 @@
-"""Candidate-op building blocks shared by the search spaces (each space keeps its own op table)."""
-from .common import FactorizedReduce, Identity, Pool, ReLUConvBN, Zero
+"""Candidate ops: the building blocks and the one op registry every space builds from."""
+from .common import DilConv, FactorizedReduce, Identity, Pool, ReLUConvBN, SepConv, Zero
+from .registry import OPS, build_op, check_op_args, describe_ops, op_options, register_op
+from . import builtin  # noqa: E402,F401  (registers the built-in ops)
+from .builtin import register_l0
 
-__all__ = ["FactorizedReduce", "Identity", "Pool", "ReLUConvBN", "Zero"]
+__all__ = ["OPS", "build_op", "check_op_args", "describe_ops", "op_options", "register_op", "register_l0", "DilConv",
+           "FactorizedReduce", "Identity", "Pool", "ReLUConvBN", "SepConv", "Zero"]

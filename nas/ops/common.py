@@ -1,6 +1,7 @@
 """Candidate-op building blocks (DARTS / NAS-Bench-201 definitions).
 
-Every op takes ``(C_in, C_out, stride, affine)`` in its space's op table. ``Zero.is_zero`` lets a
+Every op is built by its entry in the op registry (:mod:`nas.ops.registry`) from
+``(C_in, C_out, stride, affine)``. ``Zero.is_zero`` lets a
 mixed op skip a candidate whose output is identically zero: its contribution and its gradient
 with respect to the mixing weight (``<∂L/∂out, 0> = 0``) are both zero, so skipping it is exact.
 """
@@ -89,3 +90,27 @@ class Pool(nn.Module):
             x = self.pre(x)
         x = self.pool(x)
         return self.bn(x) if self.bn is not None else x
+
+
+class DilConv(nn.Sequential):
+    """ReLU → depthwise Conv(k, dilation) → Conv1x1 → BN (DARTS ``DilConv``)."""
+
+    def __init__(self, C_in: int, C_out: int, kernel: int, stride: int, padding: int,
+                 dilation: int, affine: bool = True):
+        super().__init__(
+            nn.ReLU(inplace=False),
+            nn.Conv2d(C_in, C_in, kernel, stride, padding, dilation=dilation, groups=C_in, bias=False),
+            nn.Conv2d(C_in, C_out, 1, padding=0, bias=False),
+            nn.BatchNorm2d(C_out, affine=affine),
+        )
+
+
+class SepConv(nn.Sequential):
+    """Two stacked DilConvs without dilation; only the first one strides (DARTS ``SepConv``)."""
+
+    def __init__(self, C_in: int, C_out: int, kernel: int, stride: int, padding: int,
+                 affine: bool = True):
+        super().__init__(
+            DilConv(C_in, C_in, kernel, stride, padding, 1, affine),
+            DilConv(C_in, C_out, kernel, 1, padding, 1, affine),
+        )

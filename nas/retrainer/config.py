@@ -6,7 +6,9 @@ unknown keys rejected): :func:`nas.config.load_config` with ``cls=RetrainConfig`
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Optional
+from typing import Any, Dict, List, Literal, Optional
+
+from ..bounds import MAX_SEED, RUN_NAME, RUN_NAME_HINT, ranged, matching
 
 
 @dataclass
@@ -14,49 +16,53 @@ class RetrainDataConfig:
     dataset: str = "digits"
     root: Optional[str] = None
     download: bool = False
-    resize: Optional[int] = None
-    subset: Optional[int] = None        # training images (default: the whole train split)
-    test_subset: Optional[int] = None   # test images (default: the whole test split)
-    batch_size: int = 96
-    workers: int = 0
+    resize: Optional[int] = ranged(None, ge=1)  # the network may need more: checked when it is built
+    subset: Optional[int] = ranged(None, ge=1)       # training images (default: the whole train split)
+    test_subset: Optional[int] = ranged(None, ge=1)  # test images (default: the whole test split)
+    batch_size: int = ranged(96, ge=1)
+    workers: int = ranged(0, ge=0)
+    stream: bool = False                # read images batch by batch instead of holding them in memory
     augment: bool = True                # random crop + horizontal flip
-    cutout: int = 0                     # side of the Cutout square (DARTS: 16); 0 = off
+    cutout: int = ranged(0, ge=0)       # side of the Cutout square (DARTS: 16); 0 = off
 
 
 @dataclass
 class ModelConfig:
     genotype: str = ""          # genotype.yaml, a run folder, a named cell (DARTS_V2) or a genotype string
-    C: Optional[int] = None     # channels (default: NB201 16, DARTS 36)
-    N: int = 5                  # NB201: cells per stage
-    layers: int = 20            # DARTS: cells
-    stem_multiplier: int = 3    # DARTS
+    C: Optional[int] = ranged(None, ge=1)  # channels (default: NB201 16, DARTS 36)
+    N: int = ranged(5, ge=1)               # NB201: cells per stage
+    layers: int = ranged(20, ge=1)         # DARTS: cells
+    stem_multiplier: int = ranged(3, ge=1)  # DARTS
     auxiliary: bool = False     # DARTS: auxiliary head after the cell at 2/3 depth
-    auxiliary_weight: float = 0.4
-    drop_path_prob: float = 0.0  # DARTS: ramped linearly from 0 over the epochs
+    auxiliary_weight: float = ranged(0.4, ge=0)
+    drop_path_prob: float = ranged(0.0, ge=0, lt=1)  # DARTS: ramped linearly from 0 over the epochs
+    op_args: Dict[str, Dict[str, Any]] = field(default_factory=dict)  # op options over the genotype's own
+    args: Dict[str, Any] = field(default_factory=dict)  # a user space's own build_network keywords
 
 
 @dataclass
 class RetrainOptimConfig:
-    lr: float = 0.025
-    lr_min: float = 0.0
-    momentum: float = 0.9
+    lr: float = ranged(0.025, gt=0)
+    lr_min: float = ranged(0.0, ge=0, le="lr")
+    momentum: float = ranged(0.9, ge=0, lt=1)
     nesterov: bool = False
-    weight_decay: float = 3e-4
+    weight_decay: float = ranged(3e-4, ge=0)
 
 
 @dataclass
 class RetrainTrainerConfig:
-    epochs: int = 600
-    grad_clip: float = 5.0              # 0 = off
-    ckpt_every: int = 1
-    eval_every: int = 0                 # test-set evaluation every N epochs (0: only at the end)
-    max_steps_per_epoch: Optional[int] = None  # cap for smoke runs
+    epochs: int = ranged(600, ge=1)
+    grad_clip: float = ranged(5.0, ge=0)  # 0 = off
+    ckpt_every: int = ranged(1, ge=1)
+    eval_every: int = ranged(0, ge=0)     # test-set evaluation every N epochs (0: only at the end)
+    max_steps_per_epoch: Optional[int] = ranged(None, ge=1)  # cap for smoke runs
 
 
 @dataclass
 class RetrainConfig:
-    name: str = "retrain"
-    seed: int = 0
+    name: str = matching("retrain", RUN_NAME, RUN_NAME_HINT)
+    imports: List[str] = field(default_factory=list)  # user modules / .py files imported before anything is built
+    seed: int = ranged(0, ge=0, lt=MAX_SEED)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     data: RetrainDataConfig = field(default_factory=RetrainDataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)

@@ -1,18 +1,33 @@
 """Where a genotype to retrain comes from: a ``genotype.yaml``, a run folder, a named published
-cell, or the genotype's own string (NB201 ``|op~0|+...``, DARTS ``Genotype(...)``)."""
+cell, or the genotype's own string (NB201 ``|op~0|+...``, DARTS ``Genotype(...)``).
+
+A genotype.yaml may carry the ``imports`` and ``op_args`` of the run that wrote it
+(:mod:`nas.plugins`): the imports are imported before the genotype is read, and the op options
+come back with it (the ``extras`` of :func:`resolve_record`)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Tuple
+from typing import Any, Dict, Tuple
 
 import yaml
 
 from ..errors import CheckpointError, ConfigError
+from ..plugins import import_user_modules, split_record
+
+NO_EXTRAS: Dict[str, Any] = {"imports": [], "op_args": {}}
 
 
 def genotype_from_data(data: Any, where: str) -> Tuple[Any, Any]:
     """``(space, genotype)`` from the mapping of a genotype.yaml."""
+    space, genotype, _ = record_from_data(data, where)
+    return space, genotype
+
+
+def record_from_data(data: Any, where: str) -> Tuple[Any, Any, Dict[str, Any]]:
+    """``(space, genotype, extras)`` from the mapping of a genotype.yaml, its imports imported."""
     from search_spaces import SPACES, get_space
+    data, extras = split_record(data)
+    import_user_modules(extras["imports"])
     if not isinstance(data, dict):
         raise CheckpointError(f"{where} is not a genotype file (expected a mapping with 'space' and the cell)")
     name = data.get("space")
@@ -21,11 +36,18 @@ def genotype_from_data(data: Any, where: str) -> Tuple[Any, Any]:
     if name not in SPACES.names():
         raise CheckpointError(f"{where}: unknown or missing 'space' ({name!r}); known: {', '.join(SPACES.names())}")
     space = get_space(name)
-    return space, space.genotype_from_dict(data)
+    return space, space.genotype_from_dict(data), extras
 
 
 def resolve_genotype(spec: str) -> Tuple[Any, Any]:
     """``(space, genotype)`` for ``model.genotype``; every failure is one line."""
+    space, genotype, _ = resolve_record(spec)
+    return space, genotype
+
+
+def resolve_record(spec: str) -> Tuple[Any, Any, Dict[str, Any]]:
+    """``(space, genotype, extras)`` for ``model.genotype`` (extras: the imports and op options a
+    genotype.yaml records; none for a string or a named cell)."""
     from search_spaces import get_space
     from search_spaces.darts import GENOTYPES
     spec = (spec or "").strip()
@@ -34,10 +56,10 @@ def resolve_genotype(spec: str) -> Tuple[Any, Any]:
                           f"({', '.join(GENOTYPES)}) or a genotype string")
     if spec in GENOTYPES or spec.startswith("Genotype("):
         space = get_space("darts")
-        return space, space.genotype_from_dict({"arch": spec})
+        return space, space.genotype_from_dict({"arch": spec}), dict(NO_EXTRAS)
     if spec.startswith("|"):
         space = get_space("nb201")
-        return space, space.genotype_from_dict({"arch": spec})
+        return space, space.genotype_from_dict({"arch": spec}), dict(NO_EXTRAS)
     path = Path(spec).expanduser()
     try:
         is_dir, is_file = path.is_dir(), path.is_file()
@@ -53,6 +75,6 @@ def resolve_genotype(spec: str) -> Tuple[Any, Any]:
             data = yaml.safe_load(path.read_text())
         except (yaml.YAMLError, UnicodeDecodeError) as e:
             raise CheckpointError(f"{path} is not valid YAML ({str(e).splitlines()[0][:100]})") from None
-        return genotype_from_data(data, str(path))
+        return record_from_data(data, str(path))
     raise ConfigError(f"model.genotype: '{spec[:80]}' is not a file or folder, a named cell "
                       f"({', '.join(GENOTYPES)}), an NB201 string '|op~0|+...' nor 'Genotype(...)'")

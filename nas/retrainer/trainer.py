@@ -1,6 +1,7 @@
 """The retraining loop of a discrete network (DARTS ``train.py`` / NB201 training): SGD with a
 cosine learning rate, gradient clipping, auxiliary-head loss ``L + w_aux·L_aux``, drop-path
-probability ramped ``p·epoch/epochs``, Cutout on the training batches."""
+probability ramped ``p·epoch/epochs``, Cutout on the training batches. Ops with discrete
+parameters of their own (DNF rule pools, L0 gates) add their ``penalty()`` to the loss."""
 from __future__ import annotations
 
 from contextlib import nullcontext
@@ -10,8 +11,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from search_spaces.base import module_penalty
+
 from ..errors import NasError
-from ..engine.meter import Meter, check_finite
+from ..engine.meter import LossGuard, Meter, steps_in_epoch
 from .augment import cutout
 
 Batch = Tuple[Tensor, Tensor]
@@ -27,23 +30,24 @@ class Trainer:
                  scheduler: torch.optim.lr_scheduler.LRScheduler, train_loader: Iterable[Batch], *,
                  epochs: int, grad_clip: float = 5.0, aux_weight: float = 0.4,
                  drop_path_prob: float = 0.0, cutout_length: int = 0, seed: int = 0,
-                 max_steps_per_epoch: Optional[int] = None):
+                 max_steps_per_epoch: Optional[int] = None,
+                 loss_causes: str = "a learning rate too high (optim.lr), no gradient clipping (trainer.grad_clip=0)"):
         self.model, self.opt, self.sched, self.train_loader = model, optimizer, scheduler, train_loader
         self.epochs, self.grad_clip, self.aux_weight = epochs, grad_clip, aux_weight
         self.drop_path_prob, self.cutout_length = drop_path_prob, cutout_length
         self.max_steps = max_steps_per_epoch
         self.cutout_generator = torch.Generator().manual_seed(seed)
         self.autocast: Callable[[], object] = nullcontext
+        self.guard = LossGuard(loss_causes)
 
     def steps_per_epoch(self) -> int:
-        n = len(self.train_loader)  # type: ignore[arg-type]
-        return min(n, self.max_steps) if self.max_steps else n
+        return steps_in_epoch(self.train_loader, self.max_steps)
 
     def train_epoch(self, epoch: int, on_step: Optional[Callable[[int, Callable[[], Dict[str, float]]], None]] = None
                     ) -> Dict[str, float]:
         self.model.train()
-        if hasattr(self.model, "drop_path_prob"):
-            self.model.drop_path_prob = self.drop_path_prob * epoch / max(self.epochs, 1)
+        # read by networks with drop-path (search_spaces.base.Network), unread by the others
+        self.model.drop_path_prob = self.drop_path_prob * epoch / max(self.epochs, 1)
         meter, steps = Meter(), self.steps_per_epoch()
         for step, (x, y) in enumerate(self.train_loader):
             if step >= steps:
@@ -55,8 +59,11 @@ class Trainer:
                 loss = F.cross_entropy(logits, y)
                 if aux is not None:
                     loss = loss + self.aux_weight * F.cross_entropy(aux, y)
+            pen = module_penalty(self.model)
+            if pen is not None:
+                loss = loss + pen
             meter.update(loss, logits, y)
-            check_finite(loss, meter, epoch, step, step == steps - 1, "lower optim.lr or set trainer.grad_clip")
+            self.guard.check(loss, meter, epoch, step, step == steps - 1)
             loss.backward()
             if self.grad_clip > 0:
                 nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
@@ -80,10 +87,12 @@ class Trainer:
 
     def state_dict(self) -> dict:
         return {"model": self.model.state_dict(), "optim": self.opt.state_dict(),
-                "sched": self.sched.state_dict(), "cutout": self.cutout_generator.get_state()}
+                "sched": self.sched.state_dict(), "cutout": self.cutout_generator.get_state(),
+                "loss_guard": self.guard.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["optim"])
         self.sched.load_state_dict(state["sched"])
         self.cutout_generator.set_state(state["cutout"])
+        self.guard.load_state_dict(state.get("loss_guard"))  # absent in checkpoints before it

@@ -1,24 +1,27 @@
 """Derive a genotype from a finished (or interrupted) search: rebuild the supernet from the
 checkpoint's own config and state, then take its argmax per edge (with the run's derive keys, or
-overrides) or DARTS-PT's perturbation selection (Wang et al. 2021)."""
+overrides, and the run's cost budget or another one) or DARTS-PT's perturbation selection
+(Wang et al. 2021)."""
 from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any, Optional, Tuple
+from typing import Any, Callable, Optional, Sequence, Tuple
 
 from ..errors import CheckpointError, ConfigError, NasError
 
 
 def load_supernet(source: Path, device: str = "cpu", exclude: Optional[str] = None,
-                  max_skip: Any = ...) -> Tuple[Any, Any, Any]:
+                  max_skip: Any = ..., cost: Sequence[str] = ()) -> Tuple[Any, Any, Any]:
     """``(config, space, supernet)`` of the search checkpoint at ``source`` (a run folder or a
     file), with its architecture, estimator state and auxiliary-skip β as the search left them.
-    ``exclude`` and ``max_skip`` (``...``: the run's own) override the run's derive keys."""
+    ``exclude`` and ``max_skip`` (``...``: the run's own) override the run's derive keys;
+    ``cost``: ``KEY=VALUE`` overrides of its ``cost:`` section (derive within another budget)."""
     import torch
 
     from ..config import Config, from_dict
     from ..engine.checkpoint import load_checkpoint
+    from ..plugins import import_user_modules
     from .loop import aux_skip_at
     from .run import make_estimator, make_supernet
 
@@ -33,20 +36,29 @@ def load_supernet(source: Path, device: str = "cpu", exclude: Optional[str] = No
         cfg.estimator.derive_exclude = [op.strip() for op in exclude.split(",") if op.strip()]
     if max_skip is not ...:
         cfg.estimator.derive_max_skip = max_skip
+    import_user_modules(cfg.imports)  # the run's own ops, spaces, estimators
+    if cost:
+        from ..config import apply_overrides, to_dict
+        cfg = from_dict(Config, apply_overrides(to_dict(cfg), [f"cost.{kv}" for kv in cost]))
+    kept = (source if source.is_dir() else source.parent) / "latency.json"
+    if cfg.cost.metric == "latency" and kept.is_file():  # the table the run was searched with
+        cfg.cost.latency_table = str(kept)
     state = ckpt["model"]
-    try:
-        num_classes, in_channels = state["classifier.weight"].shape[0], state["stem.0.weight"].shape[1]
-    except (KeyError, AttributeError, IndexError):
-        raise CheckpointError(f"checkpoint {source} has no supernet stem/classifier weights") from None
+    data = ckpt.get("data")
+    if data is None:  # checkpoints before the data sizes were kept: read them off the weights
+        try:
+            data = {"num_classes": state["classifier.weight"].shape[0], "in_channels": state["stem.0.weight"].shape[1]}
+        except (KeyError, AttributeError, IndexError):
+            raise CheckpointError(f"checkpoint {source} has no data sizes nor supernet stem/classifier weights") from None
     estimator = make_estimator(cfg)
-    space, model = make_supernet(cfg, estimator, num_classes, in_channels)
+    space, model = make_supernet(cfg, estimator, data["num_classes"], data["in_channels"], data)
     try:
         model.load_state_dict(state)
         estimator.load_state_dict(ckpt.get("estimator", {}))
     except (RuntimeError, KeyError, ValueError) as e:
         raise CheckpointError(f"checkpoint {source} does not match its config ({str(e).splitlines()[0][:100]})") from None
     model.to(torch.device(device))
-    if hasattr(model, "aux_skip"):  # a plain attribute, so not in the state: recomputed from the progress
+    if model.has_aux_skip:  # a plain attribute, so not in the state: recomputed from the progress
         model.aux_skip = aux_skip_at(cfg.optim.aux_skip, cfg.optim.aux_skip_end, ckpt.get("epoch", 0),
                                      cfg.trainer.epochs)
     return cfg, space, model
@@ -54,35 +66,61 @@ def load_supernet(source: Path, device: str = "cpu", exclude: Optional[str] = No
 
 def derive(source: Path, top_k: Optional[int] = None, device: str = "cpu", method: str = "argmax",
            batches: int = 40, tune_steps: int = 0, seed: int = 0, tune_lr: Optional[float] = None,
-           exclude: Optional[str] = None, max_skip: Any = ...) -> Tuple[Any, Any]:
-    """``(space, genotype)`` of the search checkpoint at ``source`` (a run folder or a file)."""
+           exclude: Optional[str] = None, max_skip: Any = ..., write: Optional[Path] = None,
+           log: Optional[Callable[[str], Any]] = None, cost: Sequence[str] = ()) -> Tuple[Any, Any]:
+    """``(space, genotype)`` of the search checkpoint at ``source`` (a run folder or a file);
+    ``write``: a genotype.yaml path to write it to, with the run's imports and op options and the
+    files the supernet keeps beside it (``learned_ops.txt``, ``rules.txt``); ``cost``:
+    ``KEY=VALUE`` overrides of the run's ``cost:`` section; ``log`` (e.g. ``print``) receives the
+    derived network's cost against the budget, when the run has a cost model."""
+    cfg, space, model, genotype = _derive(source, top_k, device, method, batches, tune_steps, seed, tune_lr,
+                                          exclude, max_skip, cost)
+    if write is not None:
+        from .run import write_genotype
+        try:
+            write_genotype(Path(write), cfg, space, model, genotype)
+        except OSError as e:
+            raise NasError(f"cannot write the genotype to {write} ({e.strerror or e}); give a writable --out") from None
+    budget = model.budget()
+    if log is not None and budget is not None:
+        from ..cost import cost_report
+        log(cost_report(budget, genotype))
+    return space, genotype
+
+
+def _derive(source: Path, top_k: Optional[int], device: str, method: str, batches: int, tune_steps: int,
+            seed: int, tune_lr: Optional[float], exclude: Optional[str], max_skip: Any,
+            cost: Sequence[str]) -> Tuple[Any, Any, Any, Any]:
+    """``(config, space, supernet, genotype)``: :func:`derive`'s work."""
     import torch
 
     if exclude is not None and method != "argmax":
         raise ConfigError("--exclude applies to --method argmax")
     if max_skip is not ... and method != "argmax":
         raise ConfigError("--max-skip applies to --method argmax")
-    cfg, space, model = load_supernet(source, device, exclude, max_skip)
-    if space.name == "darts":
-        k = 2 if top_k is None else top_k
-        if k < 1:
-            raise ConfigError(f"--top-k must be at least 1, got {k}")
-        return space, model.genotype(top_k=k)
-    if top_k is not None:
-        raise ConfigError(f"--top-k applies to the darts space; a {space.name} cell has one op per edge")
+    cfg, space, model = load_supernet(source, device, exclude, max_skip, cost)
+    options = {} if top_k is None else {"top_k": top_k}
+    if top_k is not None and "top_k" not in space.derive_options:
+        from search_spaces import SPACES, get_space
+        where = " and ".join(f"the {n} space" for n in SPACES.names() if "top_k" in get_space(n).derive_options)
+        raise ConfigError(f"--top-k applies to {where}; a {space.name} cell has one op per edge")
+    if top_k is not None and top_k < 1:
+        raise ConfigError(f"--top-k must be at least 1, got {top_k}")
     if method == "perturbation":
-        if space.name != "nb201":
-            raise ConfigError(f"--method perturbation supports the nb201 space, not {space.name}")
-        return space, perturbation_genotype(model, cfg, torch.device(device), batches, tune_steps, seed, tune_lr)
-    return space, model.genotype()
+        if space.perturbation_choice is None:
+            raise ConfigError(f"--method perturbation does not support the {space.name} space")
+        return cfg, space, model, perturbation_genotype(model, space.perturbation_choice, cfg, torch.device(device),
+                                                        batches, tune_steps, seed, tune_lr)
+    return cfg, space, model, model.genotype(**options)
 
 
-def perturbation_genotype(model: Any, cfg: Any, device: Any, n_batches: int, tune_steps: int, seed: int,
-                          tune_lr: Optional[float] = None) -> Any:
+def perturbation_genotype(model: Any, choice_name: str, cfg: Any, device: Any, n_batches: int, tune_steps: int,
+                          seed: int, tune_lr: Optional[float] = None) -> Any:
     """DARTS-PT selection (``nas.supernet.perturbation``) on un-augmented batches of the run's
     architecture split, then the supernet's own genotype with those decisions."""
     import dataclasses
     import itertools
+    import sys
 
     import torch
 
@@ -100,9 +138,9 @@ def perturbation_genotype(model: Any, cfg: Any, device: Any, n_batches: int, tun
         train = list(itertools.islice(iter(train_loader), tune_steps))
         tune = sgd_tuner(train, tune_steps, cfg.optim.weights.lr_min if tune_lr is None else tune_lr,
                          weight_parameters)
-    chosen = select_by_perturbation(model, "arch.cell", val, seed=seed, tune=tune,
+    chosen = select_by_perturbation(model, choice_name, val, seed=seed, tune=tune,
                                     log=lambda m: print(m, file=sys.stderr))
-    choice = model.arch["cell"]
+    choice = model.choices()[choice_name]
     choice.derive = lambda: torch.tensor(chosen)  # the supernet's genotype() with these decisions
     try:
         return model.genotype()

@@ -160,10 +160,3 @@ def cell_diagram(edges: Sequence[Edge], title: str = "", hidden: Sequence[str] =
     if not kept:
         d.text((margin, ymid + r + 10), "(every edge is 'none': the cell outputs zeros)", fill=_FG, font=fs)
     return img
-
-
-def to_chw_uint8(img: Image.Image) -> torch.Tensor:
-    """A PIL RGB image as a ``[3, H, W]`` uint8 tensor (TensorBoard's default image layout)."""
-    w, h = img.size
-    t = torch.frombuffer(bytearray(img.convert("RGB").tobytes()), dtype=torch.uint8)
-    return t.view(h, w, 3).permute(2, 0, 1).contiguous()

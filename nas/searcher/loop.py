@@ -12,24 +12,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from search_spaces.base import Supernet
+
+from ..engine.meter import LossGuard, Meter, steps_in_epoch
 from ..errors import NasError
 from ..estimators.base import Estimator
-from ..supernet.choice import weight_parameters
-from ..engine.meter import Meter, check_finite
 from .optim import Optimizers
+from .unrolled import unrolled_arch_backward
 
 Batch = Tuple[Tensor, Tensor]
-
-
-def penalty_modules(model: nn.Module) -> List[nn.Module]:
-    """The modules of ``model`` that define ``penalty()`` (L0 gates, DNF sparsity)."""
-    return [m for m in model.modules() if m is not model and hasattr(m, "penalty")]
-
-
-def regularization(model: nn.Module, modules: Optional[List[nn.Module]] = None) -> Optional[Tensor]:
-    """Sum of ``penalty()`` over ``modules`` (default: :func:`penalty_modules` of ``model``)."""
-    terms = [m.penalty() for m in (penalty_modules(model) if modules is None else modules)]
-    return sum(terms[1:], terms[0]) if terms else None
 
 
 def beta_decay_penalty(logits: Iterable[Tensor]) -> Optional[Tensor]:
@@ -47,11 +38,24 @@ def aux_skip_at(beta0: float, beta_end: float, epochs_done: float, epochs: int) 
 
 
 class Searcher:
-    def __init__(self, model: nn.Module, estimator: Estimator, optimizers: Optimizers,
+    """Trains a :class:`~search_spaces.base.Supernet`'s weights and architecture on two loaders.
+
+    ``mode="alternating"``: per train batch a weight step (SGD on ``L_train``), then an
+    architecture step on the next val batch (``L_val`` + the supernet's penalty + β-DARTS's
+    regulariser; ``order=2``: DARTS's unrolled gradient, :mod:`nas.searcher.unrolled`).
+    ``mode="joint"``: one backward of ``L_train`` + penalty updates both (SNAS single level).
+    Architecture steps start after ``warmup_epochs``. The estimator's schedules and the
+    auxiliary skip β follow the progress per step. ``optimizers``: from
+    :func:`nas.searcher.optim.build_optimizers`.
+    """
+
+    def __init__(self, model: Supernet, estimator: Estimator, optimizers: Optimizers,
                  train_loader: Iterable[Batch], val_loader: Iterable[Batch], *, epochs: int,
                  mode: str = "alternating", order: int = 1, warmup_epochs: int = 0,
                  grad_clip: float = 5.0, max_steps_per_epoch: Optional[int] = None,
-                 beta_decay: float = 0.0, aux_skip: float = 0.0, aux_skip_end: float = 0.0):
+                 beta_decay: float = 0.0, aux_skip: float = 0.0, aux_skip_end: float = 0.0,
+                 loss_causes: str = "a learning rate too high (optim.weights.lr, optim.arch.lr), "
+                                    "no gradient clipping (trainer.grad_clip=0)"):
         if mode not in ("alternating", "joint"):
             raise NasError(f"optim.mode: unknown mode '{mode}'; allowed: alternating, joint")
         if order == 2 and mode != "alternating":
@@ -73,13 +77,16 @@ class Searcher:
                            f"got {aux_skip} and {aux_skip_end}")
         self.aux_skip, self.aux_skip_end = aux_skip, aux_skip_end
         self.aux_on = aux_skip > 0 or aux_skip_end > 0
-        if self.aux_on and not hasattr(model, "aux_skip"):
+        if not isinstance(model, Supernet):
+            raise TypeError(f"the search loop trains a search_spaces.base.Supernet, got {type(model).__name__}: "
+                            f"subclass Supernet (it gives every method the loop calls a default)")
+        if self.aux_on and not model.has_aux_skip:
             raise NasError(f"optim.aux_skip: this supernet ({type(model).__name__}) has no auxiliary "
                            f"skip (the nb201 and darts spaces have); set optim.aux_skip=0")
-        self.weights = weight_parameters(model)
-        # walked once: on the single-path step, walking the module tree twice per step cost ~5%
+        self.weights = model.weight_parameters()
+        # listed once: on the single-path step, walking the module tree per zero_grad cost ~5%
         self.params = list(model.parameters())
-        self.penalties = penalty_modules(model)
+        self.guard = LossGuard(loss_causes)
         self.autocast: Callable[[], object] = nullcontext
 
     # ------------------------------------------------------------------ steps
@@ -88,7 +95,7 @@ class Searcher:
             logits = self.model(x)
             loss = F.cross_entropy(logits, y)
         if with_penalty:
-            pen = regularization(self.model, self.penalties)
+            pen = self.model.penalty()
             if pen is not None:
                 loss = loss + pen
             if self.beta_weight > 0:
@@ -102,13 +109,17 @@ class Searcher:
         for p in self.params:
             p.grad = None
 
-    def weight_step(self, x: Tensor, y: Tensor) -> Tuple[Tensor, Tensor]:
+    def weight_step(self, x: Tensor, y: Tensor, update_arch: bool = False) -> Tuple[Tensor, Tensor]:
+        """SGD on the weights from ``L_train``; with ``update_arch`` (joint mode) the same backward,
+        of ``L_train`` + penalty, also updates the architecture."""
         self.zero_grad()
-        loss, logits = self.loss(x, y, with_penalty=False)
+        loss, logits = self.loss(x, y, with_penalty=update_arch)
         loss.backward()
         if self.grad_clip > 0:
             nn.utils.clip_grad_norm_(self.weights, self.grad_clip)
         self.opt.weights.step()
+        if update_arch:
+            self.arch_update()
         return loss, logits
 
     def arch_update(self) -> None:
@@ -120,29 +131,18 @@ class Searcher:
 
     def arch_step(self, x: Tensor, y: Tensor, train_batch: Batch) -> Tuple[Tensor, Tensor]:
         self.zero_grad()
-        if self.order == 2:
-            from .unrolled import unrolled_arch_backward  # second-order DARTS
-            loss, logits = unrolled_arch_backward(self, train_batch, (x, y))
+        params = [p for group in self.opt.arch_params.values() for p in group if p.requires_grad]
+        if self.order == 2:  # second-order DARTS
+            loss, logits = unrolled_arch_backward(self.loss, self.weights, params, self.opt.weights,
+                                                  train_batch, (x, y), buffers=list(self.model.buffers()))
         else:
             loss, logits = self.loss(x, y, with_penalty=True)
             # only the architecture's gradients: autograd then skips every weight-gradient
             # kernel (a conv's grad_weight is about a third of its backward)
-            params = [p for group in self.opt.arch_params.values() for p in group if p.requires_grad]
             if params:
                 for p, g in zip(params, torch.autograd.grad(loss, params, allow_unused=True)):
                     p.grad = g
         self.arch_update()
-        return loss, logits
-
-    def joint_step(self, x: Tensor, y: Tensor, update_arch: bool) -> Tuple[Tensor, Tensor]:
-        self.zero_grad()
-        loss, logits = self.loss(x, y, with_penalty=update_arch)
-        loss.backward()
-        if self.grad_clip > 0:
-            nn.utils.clip_grad_norm_(self.weights, self.grad_clip)
-        self.opt.weights.step()
-        if update_arch:
-            self.arch_update()
         return loss, logits
 
     def set_aux_skip(self, epochs_done: float) -> None:
@@ -155,8 +155,7 @@ class Searcher:
 
     # ------------------------------------------------------------------ epochs
     def steps_per_epoch(self) -> int:
-        n = len(self.train_loader)  # type: ignore[arg-type]
-        return min(n, self.max_steps) if self.max_steps else n
+        return steps_in_epoch(self.train_loader, self.max_steps)
 
     def train_epoch(self, epoch: int, on_step: Optional[Callable[[int, Callable[[], Dict[str, float]]], None]] = None
                     ) -> Dict[str, float]:
@@ -171,22 +170,17 @@ class Searcher:
                 break
             self.estimator.set_progress(epoch, self.epochs, step, steps)
             self.set_aux_skip(epoch + step / steps)
-            if self.mode == "joint":
-                loss, logits = self.joint_step(x, y, update_arch)
-                train_m.update(loss, logits, y)
-            else:
-                loss, logits = self.weight_step(x, y)
-                train_m.update(loss, logits, y)
-                if update_arch:
-                    try:
-                        xv, yv = next(val_iter)
-                    except StopIteration:
-                        val_iter = iter(self.val_loader)
-                        xv, yv = next(val_iter)
-                    vloss, vlogits = self.arch_step(xv, yv, (x, y))
-                    val_m.update(vloss, vlogits, yv)
-            check_finite(loss, train_m, epoch, step, step == steps - 1,
-                         "lower optim.weights.lr or set trainer.grad_clip")
+            loss, logits = self.weight_step(x, y, update_arch=update_arch and self.mode == "joint")
+            train_m.update(loss, logits, y)
+            if self.mode == "alternating" and update_arch:
+                try:
+                    xv, yv = next(val_iter)
+                except StopIteration:
+                    val_iter = iter(self.val_loader)
+                    xv, yv = next(val_iter)
+                vloss, vlogits = self.arch_step(xv, yv, (x, y))
+                val_m.update(vloss, vlogits, yv)
+            self.guard.check(loss, train_m, epoch, step, step == steps - 1)
             if on_step is not None:
                 on_step(step, train_m.result)
         self.opt.weights_sched.step()
@@ -211,9 +205,10 @@ class Searcher:
 
     def state_dict(self) -> dict:
         return {"model": self.model.state_dict(), "optim": self.opt.state_dict(),
-                "estimator": self.estimator.state_dict()}
+                "estimator": self.estimator.state_dict(), "loss_guard": self.guard.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["optim"])
         self.estimator.load_state_dict(state["estimator"])
+        self.guard.load_state_dict(state.get("loss_guard"))  # absent in checkpoints before it

@@ -6,27 +6,29 @@ from __future__ import annotations
 import itertools
 import json
 import time
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import torch
 import yaml
 
-from ..config import Config, dump_config, from_dict, to_dict
-from ..errors import CheckpointError, ConfigError, NasError
+from ..bounds import check_config
+from ..config import Config, CostConfig, to_dict
+from ..cost import cost_report
+from ..errors import ConfigError
 from ..estimators import build_estimator
 from ..estimators.base import Estimator
+from ..plugins import accepted_kwargs, genotype_record, import_user_modules
 from ..supernet.bn import recalibrate_bn
-from ..engine.checkpoint import load_checkpoint, remove_stale_temps, save_atomic
-from ..engine.monitor import Monitor, log, setup_logging
-from ..engine.runtime import replan_epochs, resolve_device, rng_state, seed_everything, set_rng_state
+from ..engine.checkpoint import write_text_atomic
+from ..engine.monitor import Monitor, log
+from ..engine.run_folder import RunFolder, load_run_config as _load_run_config
+from ..engine.runtime import resolve_device, seed_everything
+from ..engine.shapes import check_input_fits
 from .loop import Searcher
 from .optim import build_optimizers
 from .summaries import SearchSummaries
-
-CKPT_VERSION = 1
 
 
 def make_estimator(cfg: Config) -> Estimator:
@@ -37,49 +39,86 @@ def make_estimator(cfg: Config) -> Estimator:
                            gamma_end=e.gamma_end, threshold_end=e.threshold_end)
 
 
-def make_loaders(cfg: Config, device: torch.device):
+def data_kind(dataset: str) -> str:
+    """``"tabular"`` for a tabular dataset (binary features), ``"image"`` for the others."""
+    from ..data.tabular import TABULAR
+    return "tabular" if dataset in TABULAR else "image"
+
+
+def datasets_of(kind: str) -> List[str]:
+    from ..data import DATASETS
+    from ..data.tabular import TABULAR
+    return TABULAR.names() if kind == "tabular" else DATASETS.names()
+
+
+def make_loaders(cfg: Config, device: torch.device, dataset: Any = None):
     from ..data import build_search_loaders
-    from ..data.tabular import TABULAR, TabularOptions, build_tabular_search_loaders
+    from ..data.tabular import TabularOptions, build_tabular_search_loaders
     d = cfg.data
-    if d.dataset in TABULAR:
+    if data_kind(d.dataset) == "tabular":
         opts = TabularOptions(features=d.dnf.features, clauses=d.dnf.clauses, width=d.dnf.width,
                               noise=d.dnf.noise, samples=d.dnf.samples, quantiles=d.quantiles)
         return build_tabular_search_loaders(d.dataset, options=opts, train_portion=d.train_portion,
                                             batch_size=d.batch_size, seed=cfg.seed, device=device)
     return build_search_loaders(d.dataset, root=d.root, download=d.download, resize=d.resize,
                                 subset=d.subset, train_portion=d.train_portion, batch_size=d.batch_size,
-                                workers=d.workers, seed=cfg.seed, device=device, augment=d.augment)
+                                workers=d.workers, seed=cfg.seed, device=device, augment=d.augment,
+                                stream=d.stream, given=dataset)
+
+
+def check_space(cfg: Config) -> None:
+    """One-line errors for a config its space would misread: ``space.*`` keys the space does not
+    use, data of another kind (see :meth:`search_spaces.base.SearchSpace.check_config`)."""
+    from search_spaces import get_space
+    space = get_space(cfg.space.name)
+    kind = data_kind(cfg.data.dataset)
+    space.check_config(cfg, kind, datasets_of(space.data_kind))
 
 
 def make_supernet(cfg: Config, estimator: Estimator, num_classes: int, in_channels: int,
                   info: Optional[Dict[str, Any]] = None):
+    """``(space, supernet)`` of ``cfg``: the space maps its config section to the supernet's
+    keywords (:meth:`~search_spaces.base.SearchSpace.supernet_kwargs`)."""
     from search_spaces import get_space
     space = get_space(cfg.space.name)
-    s = cfg.space
-    kwargs: Dict[str, Any] = dict(C=s.C, ops=s.ops, affine=s.affine)
-    if space.name == "dnf":  # a rule learner over tabular features: none of the cell keys apply
-        kwargs = dict(rules=s.rules, lambda_g=s.lambda_g, feature_names=(info or {}).get("features"),
-                      class_names=(info or {}).get("classes"))
-    elif space.name == "nb201":
-        kwargs.update(N=s.N, derive_exclude=cfg.estimator.derive_exclude,
-                      with_aux_skip=cfg.optim.uses_aux_skip, derive_max_skip=cfg.estimator.derive_max_skip,
-                      fused=s.fused, channels_last=s.channels_last, partial_channels=s.partial_channels)
-    else:
-        kwargs.update(layers=s.layers, steps=s.steps, multiplier=s.multiplier, stem_multiplier=s.stem_multiplier,
-                      derive_max_skip=cfg.estimator.derive_max_skip, with_aux_skip=cfg.optim.uses_aux_skip,
-                      partial_channels=s.partial_channels)
-    if cfg.estimator.derive_exclude and space.name != "nb201":
-        raise ConfigError(f"estimator.derive_exclude applies to the nb201 space; the {space.name} space has "
-                          f"its own derive rule (darts already leaves 'none' out): remove the key")
-    if cfg.estimator.derive_max_skip is not None and space.name not in ("nb201", "darts"):
-        raise ConfigError(f"estimator.derive_max_skip applies to the nb201 and darts spaces; the {space.name} "
-                          f"space has no skip connections to limit: remove the key")
-    if s.gates != "none":
-        kwargs.update(gates=s.gates, l0_lambda=s.l0_lambda)
     gen = torch.Generator().manual_seed(cfg.seed)
-    model = space.build_supernet(estimator, num_classes=num_classes, in_channels=in_channels,
-                                 init_std=cfg.optim.arch.init_std, generator=gen, **kwargs)
+    # a user's space may leave out what it does not use of the run's sizes and initialisation
+    context = accepted_kwargs(space.build_supernet, "", dict(in_channels=in_channels, init_std=cfg.optim.arch.init_std,
+                                                             generator=gen))
+    model = space.build_supernet(estimator, num_classes=num_classes, **context, **space.supernet_kwargs(cfg, info))
+    if space.has_cost_model:  # the cost of the network the cell will be trained in
+        make_budget(cfg, space, model, num_classes, in_channels)
+    elif cfg.cost != CostConfig():
+        raise ConfigError(f"the {space.name} space has no cost model; the cost: keys apply to spaces with one "
+                          f"(nb201, darts): remove the cost section")
     return space, model
+
+
+def run_op_args(cfg: Config, ops: Any) -> Dict[str, Dict[str, Any]]:
+    """The options the run's ops were built with, for its genotype.yaml: ``space.op_args``, plus
+    ``space.l0_lambda`` for the candidates that take one (the L0-gated ops)."""
+    from ..ops.registry import OPS, op_options
+    out = {op: dict(v) for op, v in cfg.space.op_args.items()}
+    for op in ops or ():
+        if op in OPS and "l0_lambda" in op_options(op) and "l0_lambda" not in out.get(op, {}):
+            out.setdefault(op, {})["l0_lambda"] = cfg.space.l0_lambda
+    return out
+
+
+def make_budget(cfg: Config, space: Any, model: torch.nn.Module, num_classes: int, in_channels: int):
+    """Attach the ``cost:`` section's :class:`~nas.cost.Budget` to ``model`` (``model.cost``)."""
+    from ..cost import LatencyTable, attach_budget
+    c = cfg.cost  # its ranges are checked with the config (nas.bounds)
+    latency = None
+    if c.metric == "latency":
+        if not c.latency_table:
+            raise ConfigError("cost.metric=latency needs cost.latency_table: measure one with "
+                              "tools/profile_latency.py CONFIG --out latency.json")
+        latency = LatencyTable.load(c.latency_table)
+    return attach_budget(model, space, metric=c.metric, target=c.target, weight=c.weight, form=c.form,
+                         hard=c.hard, estimate=c.estimate, num_classes=c.classes or num_classes, in_channels=in_channels,
+                         resolution=c.resolution, network=space.trained_network(c.C, c.N, c.layers),
+                         cell=space.cost_cell(cfg), latency=latency, batch_size=c.batch_size, ops=cfg.space.ops)
 
 
 @dataclass
@@ -91,9 +130,9 @@ class SearchResult:
     warning: Optional[str] = None  # see collapse_warning
 
 
-def collapse_warning(genotype: Any) -> Optional[str]:
+def collapse_warning(space: Any, genotype: Any) -> Optional[str]:
     """A one-line warning when the derived cell cannot pass its input to its output."""
-    if getattr(genotype, "is_connected", lambda: True)():
+    if space.is_connected(genotype):
         return None
     return (f"warning: the derived cell {genotype} has no path from its input to its output (each path "
             f"crosses a 'none' edge), so it outputs zeros: the search collapsed (docs/RESULTS.md); "
@@ -112,10 +151,6 @@ def aux_none_warning(cfg: Config, genotype: Any) -> Optional[str]:
             f"has no logits to rank the other ops: read them as skip_connect, or search with optim.aux_skip=0")
 
 
-def default_out_dir(name: str) -> Path:
-    return Path("runs") / f"{name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
-
-
 # Keys that may differ between a checkpoint and the config that resumes it: where the data lives,
 # how it is decoded, where it runs, how often to checkpoint, and how many epochs in total
 # (see :func:`replan_epochs`). Anything else would continue a different search from this state.
@@ -123,59 +158,59 @@ RESUMABLE_CHANGES = ("name", "device", "data.root", "data.download", "data.worke
                      "trainer.epochs", "trainer.ckpt_every")
 
 
-def check_resume_config(cfg: Config, ckpt: Dict[str, Any], ckpt_path: Path) -> None:
-    """A one-line CheckpointError when ``cfg`` would not continue the search in ``ckpt``."""
-    from ..engine.monitor import flatten
-    try:
-        saved = flatten(to_dict(from_dict(Config, ckpt["config"])))
-    except (NasError, TypeError, AttributeError) as e:
-        raise CheckpointError(f"checkpoint {ckpt_path} holds a config this nas cannot read ({e}); "
-                              f"start a new run") from None
-    now = flatten(to_dict(cfg))
-    for key in sorted(set(saved) | set(now)):
-        if key not in RESUMABLE_CHANGES and saved.get(key) != now.get(key):
-            raise CheckpointError(f"checkpoint {ckpt_path} was written with {key}={saved.get(key)!r}, "
-                                  f"the resumed config has {key}={now.get(key)!r}; resume with the run's "
-                                  f"own config (only {', '.join(RESUMABLE_CHANGES)} may change) or start a new run")
-    if cfg.trainer.epochs < ckpt["epoch"]:
-        raise CheckpointError(f"checkpoint {ckpt_path} is at epoch {ckpt['epoch']}; trainer.epochs="
-                              f"{cfg.trainer.epochs} would end before it")
+def loss_causes(cfg: Config) -> str:
+    """The settings that most often make a search's loss explode, with their values."""
+    w, a, e = cfg.optim.weights, cfg.optim.arch, cfg.estimator
+    causes = [f"a weight learning rate too high (optim.weights.lr={w.lr:g}"
+              + (f", optim.weights.lr_min={w.lr_min:g})" if w.lr_min > w.lr / 10 else ")"),
+              f"an architecture learning rate too high (optim.arch.lr={a.lr:g})"]
+    if e.tau is not None or e.tau_end is not None:
+        causes.append(f"a temperature too low (estimator.tau={e.tau}, estimator.tau_end={e.tau_end})")
+    if cfg.trainer.grad_clip == 0:
+        causes.append("no gradient clipping (trainer.grad_clip=0)")
+    return ", ".join(causes)
 
 
 def run_search(cfg: Config, out_dir: Optional[Path] = None, *, quiet: bool = False,
-               resume: bool = False, stop_after: Optional[int] = None) -> SearchResult:
+               resume: bool = False, stop_after: Optional[int] = None, dataset: Any = None,
+               resume_from: Optional[Path] = None) -> SearchResult:
     """Search with ``cfg``; with ``resume``, continue the run in ``out_dir`` from its checkpoint.
+    ``dataset``: a dataset object to search on instead of ``data.dataset`` (see ``nas.search``).
+
+    ``resume_from``: continue that run folder's checkpoint in a copy at ``out_dir`` (the source is
+    left as it was). The run folder is locked for the run's life (:mod:`nas.engine.run_folder`);
+    whatever ends the run is written to its log.txt, and a signal leaves an
+    :class:`~nas.engine.signals.Interrupted` whose note names the checkpoint to resume.
 
     ``stop_after``: end this session once that many epochs (in total) are done, with a
     checkpoint, as an interruption would (time-sliced jobs); a later ``resume`` continues it
     exactly. Such a session writes no ``genotype.yaml``/``metrics.json`` and returns the
     current genotype with ``metrics["finished"] = False``.
     """
-    if cfg.trainer.bn_batches < 0:
-        raise ConfigError(f"trainer.bn_batches must be >= 0 (0 turns the BN recalibration off), "
-                          f"got {cfg.trainer.bn_batches}")
-    out_dir = Path(out_dir) if out_dir is not None else default_out_dir(cfg.name)
-    ckpt_path = out_dir / "checkpoint.pt"
-    ckpt = None
-    if resume:
-        remove_stale_temps(ckpt_path)  # a kill during save_atomic; the checkpoint itself is whole
-        ckpt = load_checkpoint(ckpt_path)
-        if ckpt.get("version") != CKPT_VERSION:
-            raise CheckpointError(f"checkpoint {ckpt_path} has version {ckpt.get('version')}, this nas "
-                                  f"reads version {CKPT_VERSION}; start a new run")
-        check_resume_config(cfg, ckpt, ckpt_path)
-    elif ckpt_path.exists():
-        raise NasError(f"{out_dir} already holds a run; continue it with --resume {out_dir} or choose another --out")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    setup_logging(out_dir / "log.txt", quiet)
-    dump_config(cfg, out_dir / "config.yaml")
+    check_config(cfg)  # a config built in Python gets the checks a loaded one had
+    # user registrations first; the run keeps the paths absolute, so derive/resume find them again
+    cfg = replace(cfg, imports=import_user_modules(cfg.imports))
+    if not resume and resume_from is None:
+        check_space(cfg)  # before claiming: a config its space refuses leaves no folder behind
+    folder = RunFolder.claim(out_dir, cfg, kind="search", resumable=RESUMABLE_CHANGES, resume=resume,
+                             copy_from=resume_from)
+    return folder.run(quiet, lambda: _search(cfg, folder, quiet, stop_after, dataset))
+
+
+def _search(cfg: Config, folder: RunFolder, quiet: bool, stop_after: Optional[int],
+            dataset: Any) -> SearchResult:
+    folder.start()
+    out_dir = folder.path
 
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
     estimator = make_estimator(cfg)
-    train_loader, val_loader, info = make_loaders(cfg, device)
+    train_loader, val_loader, info = make_loaders(cfg, device, dataset)
     space, model = make_supernet(cfg, estimator, info["num_classes"], info["shape"][0], info)
+    check_input_fits(model, info["shape"], f"{space.name} supernet (space.C={cfg.space.C})")
     model.to(device)
+    if cfg.cost.metric == "latency" and model.budget() is not None:
+        model.budget().table_source.save(out_dir / "latency.json")  # the run keeps the table it was searched with
     w, a, t = cfg.optim.weights, cfg.optim.arch, cfg.trainer
     opts = build_optimizers(model, estimator, epochs=t.epochs, lr=w.lr, lr_min=w.lr_min, momentum=w.momentum,
                             nesterov=w.nesterov, weight_decay=w.weight_decay, arch_lr=a.lr, arch_betas=a.betas,
@@ -184,47 +219,34 @@ def run_search(cfg: Config, out_dir: Optional[Path] = None, *, quiet: bool = Fal
                         mode=cfg.optim.mode, order=cfg.optim.order, warmup_epochs=cfg.optim.warmup_epochs,
                         grad_clip=t.grad_clip, max_steps_per_epoch=t.max_steps_per_epoch,
                         beta_decay=a.beta_decay, aux_skip=cfg.optim.aux_skip,
-                        aux_skip_end=cfg.optim.aux_skip_end)
+                        aux_skip_end=cfg.optim.aux_skip_end, loss_causes=loss_causes(cfg))
 
-    start_epoch, history, elapsed = 0, [], 0.0
-    if ckpt is not None:
-        try:
-            searcher.load_state_dict(ckpt)
-        except (RuntimeError, KeyError, ValueError) as e:
-            raise CheckpointError(f"checkpoint {ckpt_path} does not match its config ({str(e).splitlines()[0][:100]}); "
-                                  f"start a new run") from None
-        try:
-            train_loader.load_state_dict(ckpt["loaders"]["train"])
-            val_loader.load_state_dict(ckpt["loaders"]["val"])
-            set_rng_state(ckpt["rng"], device)
-        except (RuntimeError, KeyError, ValueError, TypeError) as e:
-            raise CheckpointError(f"checkpoint {ckpt_path} has no usable data-order/RNG state "
-                                  f"({type(e).__name__}: {str(e).splitlines()[0][:80] if str(e) else ''}); "
-                                  f"start a new run") from None
-        replan_epochs(opts.weights_sched, t.epochs)
-        start_epoch, history, elapsed = ckpt["epoch"], ckpt.get("history", []), ckpt.get("seconds", 0.0)
-        log.info(f"resumed from {ckpt_path} after epoch {start_epoch}")
+    loaders = {"train": train_loader, "val": val_loader}
+    start_epoch, history, elapsed = folder.restore(searcher.load_state_dict, loaders, device, opts.weights_sched)
+    if folder.resumed:
+        log.info(f"resumed from {folder.ckpt_path} after epoch {start_epoch}")
+    # what derive needs to rebuild the supernet without the data
+    data = {"num_classes": info["num_classes"], "in_channels": info["shape"][0],
+            **{k: list(info[k]) if info.get(k) is not None else None for k in ("features", "classes")}}
 
     def checkpoint(epoch_done: int, seconds: float) -> None:
-        save_atomic({
-            "version": CKPT_VERSION, "epoch": epoch_done, "config": to_dict(cfg),
-            "model": model.state_dict(), "optim": opts.state_dict(), "estimator": estimator.state_dict(),
-            "loaders": {"train": train_loader.state_dict(), "val": val_loader.state_dict()},
-            "rng": rng_state(device),
-            "genotype": space.genotype_to_dict(model.genotype()), "history": history, "seconds": seconds,
-        }, ckpt_path)
+        folder.save(epoch_done, seconds, history, {**searcher.state_dict(), "data": data,
+                                                   "genotype": space.genotype_to_dict(model.genotype())},
+                    loaders, device)
 
     log.info(f"search {cfg.name}: space={cfg.space.name} estimator={estimator!r} device={device} "
              f"train={info['n_train']} val={info['n_val']} out={out_dir}")
     # a resumed run rewrites the TensorBoard steps after its checkpoint: drop the interrupted ones
+    # (and a run started again in its folder drops all of the earlier start's)
     monitor = Monitor(out_dir / "tb", epochs=t.epochs, quiet=quiet,
-                      purge_step=start_epoch + 1 if ckpt is not None else None)
+                      purge_step=start_epoch + 1 if folder.resumed or folder.reused else None)
     summaries = SearchSummaries(monitor, model)
     end_epoch = t.epochs if stop_after is None else max(start_epoch, min(t.epochs, stop_after))
     monitor.start(start_epoch)
     t0 = time.time() - elapsed
     try:
         for epoch in range(start_epoch, end_epoch):
+            folder.epoch = epoch + 1
             monitor.start_epoch(epoch, searcher.steps_per_epoch())
             metrics = searcher.train_epoch(epoch, on_step=lambda s, m: monitor.step(
                 lambda: {**m(), **estimator.scalars()}))
@@ -234,17 +256,21 @@ def run_search(cfg: Config, out_dir: Optional[Path] = None, *, quiet: bool = Fal
             genotype = model.genotype()
             monitor.end_epoch(epoch, metrics, scalars, note=f"genotype={genotype}")
             summaries.write(epoch + 1, genotype)
-            if (epoch + 1) % max(t.ckpt_every, 1) == 0 or epoch + 1 in (t.epochs, end_epoch):
+            if folder.checkpoint_due(epoch + 1, end_epoch):
                 checkpoint(epoch + 1, time.time() - t0)
+        folder.epoch = None
         if end_epoch < t.epochs:
             log.info(f"stopped after epoch {end_epoch} of {t.epochs}; continue with --resume {out_dir}")
             genotype = model.genotype()
             return SearchResult(out_dir, genotype, str(genotype),
                                 {"finished": False, "epochs_done": end_epoch, "history": history})
         seconds = time.time() - t0
-        final = _finish(cfg, out_dir, space, model, searcher, train_loader, val_loader, info, device,
+        final = _finish(cfg, folder, space, model, searcher, train_loader, val_loader, info, device,
                         history, seconds)
         monitor.hparams(to_dict(cfg), {k: v for k, v in final.metrics.items() if k != "epochs"}, t.epochs)
+        failed = monitor.close()
+        if failed is not None:
+            raise failed
     finally:
         monitor.close()
     return final
@@ -252,42 +278,47 @@ def run_search(cfg: Config, out_dir: Optional[Path] = None, *, quiet: bool = Fal
 
 def _plain(loader: Any, cfg: Config, info: Dict[str, Any], device: torch.device) -> Any:
     """The loader's images as they are: no crop/flip, fixed order."""
-    from ..data import BatchLoader
-    if hasattr(loader, "eval_loader"):  # tabular loaders: no augmentation to switch off
-        return loader.eval_loader()
-    return BatchLoader(loader.images, loader.labels, batch_size=cfg.data.batch_size,
-                       shuffle=False, augment=False, mean=info["mean"], std=info["std"], device=device)
+    return loader.eval_loader()
 
 
-def _finish(cfg: Config, out_dir: Path, space: Any, model: torch.nn.Module, searcher: Searcher,
+def _finish(cfg: Config, folder: RunFolder, space: Any, model: torch.nn.Module, searcher: Searcher,
             train_loader: Any, val_loader: Any, info: Dict[str, Any], device: torch.device,
             history: list, seconds: float) -> SearchResult:
-    t = cfg.trainer
+    t, out_dir = cfg.trainer, folder.path
     if t.bn_batches:
         # after the last checkpoint: the checkpoint keeps the statistics the search left
         recalibrate_bn(model, itertools.islice(iter(_plain(train_loader, cfg, info, device)), t.bn_batches))
     final = searcher.evaluate(_plain(val_loader, cfg, info, device))
     genotype = model.genotype()
-    (out_dir / "genotype.yaml").write_text(yaml.safe_dump(space.genotype_to_dict(genotype), sort_keys=False))
-    # files a model keeps next to its genotype (the dnf space: rules.txt)
-    for fname, text in (model.artifacts() if hasattr(model, "artifacts") else {}).items():
-        (out_dir / fname).write_text(text)
-    metrics = {"val_acc": final["acc"], "val_loss": final["loss"],
+    write_genotype(out_dir / "genotype.yaml", cfg, space, model, genotype)
+    budget = model.budget()
+    cost = {} if budget is None else {f"cost_{budget.table.metric}": round(budget.exact(genotype), 6)}
+    if budget is not None:
+        log.info(cost_report(budget, genotype))
+    metrics = {"val_acc": final["acc"], "val_loss": final["loss"], **cost,
                "search_val_acc": history[-1].get("search_val_acc") if history else None,
                "train_acc": history[-1].get("train_acc") if history else None,
                "search_seconds": round(seconds, 2), "epochs": t.epochs, "genotype": str(genotype),
                "history": history}
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    folder.write_text("metrics.json", json.dumps(metrics, indent=2))
     log.info(f"done in {seconds:.1f}s: val_acc={final['acc']:.2f} genotype={genotype}")
-    warning = collapse_warning(genotype) or aux_none_warning(cfg, genotype)
+    warning = collapse_warning(space, genotype) or aux_none_warning(cfg, genotype)
     if warning:
         log.warning(warning)
     return SearchResult(out_dir, genotype, str(genotype), metrics, warning)
 
 
+def write_genotype(path: Path, cfg: Config, space: Any, model: torch.nn.Module, genotype: Any) -> None:
+    """``genotype.yaml`` with the run's imports and op options (:func:`nas.plugins.genotype_record`),
+    and beside it the files the model keeps with its genotype (``artifacts(genotype)``: the dnf
+    space's ``rules.txt``, the ``learned_ops.txt`` of DNF and L0-gated candidates)."""
+    record = genotype_record(space, genotype, cfg.imports, run_op_args(cfg, cfg.space.ops or space.ops))
+    write_text_atomic(path, yaml.safe_dump(record, sort_keys=False))
+    for fname, text in model.artifacts(genotype).items():
+        write_text_atomic(path.parent / fname, text)
+
+
 def load_run_config(out_dir: Path) -> Config:
-    """The resolved config of an existing run (for --resume)."""
-    ckpt_cfg = out_dir / "config.yaml"
-    if not ckpt_cfg.is_file():
-        raise CheckpointError(f"{out_dir} is not a run folder (no config.yaml); give the folder nas-search wrote")
-    return from_dict(Config, yaml.safe_load(ckpt_cfg.read_text()) or {})
+    """The resolved config of an existing search run (for --resume): its config.yaml, or the
+    checkpoint's copy when that file is damaged (with a warning on stderr)."""
+    return _load_run_config(out_dir, Config, "search")

@@ -10,6 +10,8 @@ from typing import Any, Dict
 import torch
 from torch import nn
 
+from search_spaces.base import Supernet
+
 from ..engine.monitor import Monitor
 from ..supernet.choice import Choice, choices
 
@@ -32,18 +34,6 @@ def choice_entropy(p: torch.Tensor) -> float:
 
 def _tag(name: str) -> str:
     return name[len("arch."):] if name.startswith("arch.") else name
-
-
-def module_scalars(model: nn.Module) -> Dict[str, float]:
-    """``<module>/<key>`` for every submodule defining ``scalars() -> dict`` (L0 gates: penalty,
-    open gates). Choices are covered by :func:`choice_scalars`."""
-    out: Dict[str, float] = {}
-    for name, m in model.named_modules():
-        fn = getattr(m, "scalars", None)
-        if callable(fn) and not isinstance(m, Choice):
-            for k, v in fn().items():
-                out[f"{name or 'model'}/{k}"] = float(v)
-    return out
 
 
 # Choices with more entries than this (a DNF rule pool, per-channel L0 gates) are summarised
@@ -99,7 +89,7 @@ class SearchSummaries:
     """Writes the per-epoch search pictures and statistics to a :class:`Monitor`; remembers the
     discrete state of the previous epoch to count Bop flips."""
 
-    def __init__(self, monitor: Monitor, model: nn.Module, space: Any = None):
+    def __init__(self, monitor: Monitor, model: Supernet, space: Any = None):
         self.monitor, self.model, self.space = monitor, model, space
         self.prev = self._discrete()
         monitor.layout(probs_layout(model))
@@ -110,7 +100,7 @@ class SearchSummaries:
 
     def scalars(self) -> Dict[str, float]:
         out = choice_scalars(self.model)
-        out.update(module_scalars(self.model))
+        out.update(self.model.scalars())  # the supernet's own (L0 gates: penalty, open gates)
         now = self._discrete()
         for tag, v in now.items():
             if tag in self.prev:

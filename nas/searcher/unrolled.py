@@ -22,22 +22,15 @@ difference). Under DDP the gradients computed here would still need an all-reduc
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
 
-from ..supernet.choice import Choice
-
-if TYPE_CHECKING:
-    from .loop import Searcher
-
 Batch = Tuple[Tensor, Tensor]
+# loss(x, y, with_penalty) -> (loss, logits): the search loop's training objective
+LossFn = Callable[[Tensor, Tensor, bool], Tuple[Tensor, Tensor]]
 FD_RADIUS = 0.01  # ε·‖∇_{w'} L_val‖ (DARTS ``r``)
-
-
-def _arch_parameters(model: nn.Module) -> List[nn.Parameter]:
-    return [p for m in model.modules() if isinstance(m, Choice) for p in m.parameters() if p.requires_grad]
 
 
 def _grads(loss: Tensor, params: Sequence[Tensor], **kw) -> List[Tensor]:
@@ -45,8 +38,8 @@ def _grads(loss: Tensor, params: Sequence[Tensor], **kw) -> List[Tensor]:
     return [torch.zeros_like(p) if g is None else g for p, g in zip(params, gs)]
 
 
-def _rng_devices(model: nn.Module) -> List[torch.device]:
-    return sorted({p.device for p in model.parameters() if p.device.type == "cuda"}, key=str)
+def _rng_devices(tensors: Sequence[Tensor]) -> List[torch.device]:
+    return sorted({t.device for t in tensors if t.device.type == "cuda"}, key=str)
 
 
 @torch.no_grad()
@@ -71,23 +64,28 @@ def virtual_step(optimizer: torch.optim.Optimizer, weights: Sequence[nn.Paramete
     return out, float(optimizer.param_groups[0]["lr"])
 
 
-def unrolled_arch_backward(searcher: "Searcher", train_batch: Batch, val_batch: Batch) -> Tuple[Tensor, Tensor]:
-    """Put the second-order DARTS gradient into ``.grad`` of the architecture parameters;
-    return the validation loss and logits at ``w'`` (detached)."""
-    model = searcher.model
-    weights: List[nn.Parameter] = [p for p in searcher.weights if p.requires_grad]
-    arch = _arch_parameters(model)
+def unrolled_arch_backward(loss: LossFn, weights: Sequence[nn.Parameter], arch: Sequence[nn.Parameter],
+                           optimizer: torch.optim.Optimizer, train_batch: Batch, val_batch: Batch, *,
+                           buffers: Sequence[Tensor] = ()) -> Tuple[Tensor, Tensor]:
+    """Put the second-order DARTS gradient into ``.grad`` of the architecture parameters ``arch``;
+    return the validation loss and logits at ``w'`` (detached).
+
+    ``loss``: the training objective of the model both parameter lists belong to; ``weights``:
+    the parameters ``optimizer`` (the weights' SGD) steps; ``buffers``: the model's buffers (BN
+    running statistics), restored with the weights afterwards."""
+    weights = [p for p in weights if p.requires_grad]
+    arch = list(arch)
     (x, y), (xv, yv) = train_batch, val_batch
     w0 = [p.detach().clone() for p in weights]
-    buffers = [b for b in model.buffers()]
+    buffers = list(buffers)
     b0 = [b.detach().clone() for b in buffers]
-    devices = _rng_devices(model)
+    devices = _rng_devices([*weights, *arch])
     try:
-        loss_t, _ = searcher.loss(x, y, with_penalty=False)
-        w_virtual, xi = virtual_step(searcher.opt.weights, weights, _grads(loss_t, weights))
+        loss_t, _ = loss(x, y, False)
+        w_virtual, xi = virtual_step(optimizer, weights, _grads(loss_t, weights))
         del loss_t
         _set(weights, w_virtual)
-        loss_v, logits_v = searcher.loss(xv, yv, with_penalty=True)
+        loss_v, logits_v = loss(xv, yv, True)
         g = _grads(loss_v, arch + weights)
         d_alpha, d_w = g[:len(arch)], g[len(arch):]
         norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t) for t in d_w]))
@@ -102,7 +100,7 @@ def unrolled_arch_backward(searcher: "Searcher", train_batch: Batch, val_batch: 
                     for d, s in zip(devices, rng[1]):
                         torch.cuda.set_rng_state(s, d)
                     _set(weights, w0, d_w, sign * eps)
-                    loss_pm, _ = searcher.loss(x, y, with_penalty=False)
+                    loss_pm, _ = loss(x, y, False)
                     sides.append(_grads(loss_pm, arch))
             implicit = [(gp - gn) / (2 * eps) for gp, gn in zip(*sides)]
         for a, da, hv in zip(arch, d_alpha, implicit):

@@ -16,6 +16,16 @@ from ..estimators.base import BINARY, CATEGORICAL, Estimator, Sample
 
 
 class Choice(nn.Module):
+    """``num_choices`` decisions among ``candidates`` (``kind="categorical"``, parameters ``[E, K]``)
+    or ``num_choices`` gates (``kind="binary"``, ``[E]``), learned through ``estimator``.
+
+    ``choice()`` gives the :class:`~nas.estimators.base.Sample` of one forward pass (mixing
+    weights, and the selected indices when they are one-hot); :meth:`probs` the current
+    distribution; :meth:`derive` the discrete decision. The parameters and their roles
+    (``"logits"``, ``"discrete"``, ``"noise"``) come from ``estimator.create``; ``labels`` name the
+    E decisions (edges) in logs and TensorBoard.
+    """
+
     def __init__(self, estimator: Estimator, num_choices: int, candidates: Sequence[str] = (),
                  kind: str = CATEGORICAL, init_std: float = 1e-3,
                  generator: Optional[torch.Generator] = None, labels: Sequence[str] = ()):
@@ -43,6 +53,9 @@ class Choice(nn.Module):
 
     def derive(self) -> Tensor:
         return self.estimator.derive(self.params(), self.kind)
+
+    def expected_weights(self) -> Tensor:
+        return self.estimator.expected_weights(self.params(), self.kind)
 
     def parameters_by_role(self, role: str) -> Iterator[nn.Parameter]:
         return (getattr(self, n) for n, r in self.roles.items() if r == role)

@@ -69,6 +69,12 @@ class _SinglePath(torch.autograd.Function):
 
 
 class MixedOp(nn.Module):
+    """One edge of a supernet cell: the candidate ``ops`` (named ``names``, in the order of the
+    choice's candidates) mixed by the weights a :class:`~nas.supernet.Choice` samples,
+    ``out = Σ_k w_k·o_k(x)`` (DARTS), or only the selected candidate when ``index`` is given
+    (single path, see the module docstring). A candidate with ``is_zero`` (``none``) is skipped:
+    it adds nothing and its weight gets no gradient."""
+
     def __init__(self, ops: Sequence[nn.Module], names: Sequence[str]):
         super().__init__()
         self.ops = nn.ModuleList(ops)

@@ -1,37 +1,55 @@
 """The DARTS search space (Liu et al., ICLR 2019): 8 ops on the 14 edges of normal and reduction
-cells with 2 input and 4 intermediate nodes."""
+cells with 2 input and 4 intermediate nodes (by default; ``space.ops`` may name any registered op)."""
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 
+from nas.cost.table import EdgeShape
 from nas.errors import ConfigError
+from nas.blocks.l0 import gate_estimator_for
 from nas.estimators.base import Estimator
+from nas.ops import check_op_args
 
-from ..base import SearchSpace
+from ..base import RegisteredOps, SearchSpace, refuse_estimator_key, refuse_model_args
 from .genotype import GENOTYPES, Genotype, derive_cell, named_genotype
 from .network import DartsNetwork
-from .ops import OPS, PRIMITIVES, SUPERNET_OPS
-from .supernet import DartsSupernet, edge_names
+from .ops import PRIMITIVES
+from .supernet import DartsSupernet, edge_names, reduction_layers
 
 
 class DartsSpace(SearchSpace):
     name = "darts"
     ops = PRIMITIVES
+    config_keys = ("C", "layers", "steps", "multiplier", "stem_multiplier", "ops", "affine", "gates", "l0_lambda",
+                   "gate_estimator", "op_args", "partial_channels")
+    derive_options = ("top_k",)
+    tiny_supernet = {"C": 2, "layers": 3, "steps": 2, "multiplier": 2, "stem_multiplier": 1}
+    tiny_network = {"C": 2, "layers": 3, "stem_multiplier": 1, "auxiliary": True}
+
+    def supernet_kwargs(self, cfg: Any, info: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+        refuse_estimator_key(cfg.estimator.derive_exclude, "estimator.derive_exclude", "the nb201 space",
+                             f"the {self.name} space has its own derive rule (darts already leaves 'none' out)")
+        s = cfg.space
+        return dict(C=s.C, layers=s.layers, steps=s.steps, multiplier=s.multiplier,
+                    stem_multiplier=s.stem_multiplier, ops=s.ops, affine=s.affine,
+                    derive_max_skip=cfg.estimator.derive_max_skip, with_aux_skip=cfg.optim.uses_aux_skip,
+                    gates=s.gates, l0_lambda=s.l0_lambda, gate_estimator=s.gate_estimator, op_args=s.op_args,
+                    partial_channels=s.partial_channels)
 
     def build_supernet(self, estimator: Estimator, *, num_classes: int, C: int = 16, layers: int = 8,
                        steps: int = 4, multiplier: int = 4, stem_multiplier: int = 3,
                        ops: Optional[Sequence[str]] = None, affine: bool = False, in_channels: int = 3,
                        init_std: float = 1e-3, generator: Optional[torch.Generator] = None,
-                       gates: str = "none", l0_lambda: float = 0.0,
+                       gates: str = "none", l0_lambda: float = 1e-4,
                        derive_max_skip: Optional[int] = None, with_aux_skip: bool = False,
+                       gate_estimator: Union[str, Estimator, None] = "hard_concrete",
+                       op_args: Optional[Mapping[str, Mapping[str, Any]]] = None,
                        partial_channels: int = 1) -> DartsSupernet:
         ops = self.check_ops(ops) if ops else list(PRIMITIVES)
         if all(o == "none" for o in ops):
             raise ConfigError("space.ops: the DARTS derive rule needs at least one op other than 'none'")
-        if gates != "none":
-            raise ConfigError(f"space.gates={gates} is not available in the darts space; use space.gates=none")
         for key, v in (("layers", layers), ("steps", steps), ("C", C), ("stem_multiplier", stem_multiplier)):
             if v < 1:
                 raise ConfigError(f"space.{key} must be positive, got {v}")
@@ -45,13 +63,73 @@ class DartsSpace(SearchSpace):
         return DartsSupernet(estimator, num_classes=num_classes, C=C, layers=layers, steps=steps,
                              multiplier=multiplier, stem_multiplier=stem_multiplier, ops=ops,
                              affine=affine, in_channels=in_channels, init_std=init_std, generator=generator,
-                             derive_max_skip=derive_max_skip, with_aux_skip=with_aux_skip,
-                             partial_channels=partial_channels)
+                             derive_max_skip=derive_max_skip, with_aux_skip=with_aux_skip, gates=gates,
+                             l0_lambda=l0_lambda, gate_estimator=gate_estimator_for(gate_estimator, estimator),
+                             op_args=check_op_args(op_args or {}), partial_channels=partial_channels)
 
     def build_network(self, genotype: Genotype, *, num_classes: int, C: int = 36, layers: int = 20,
-                      auxiliary: bool = True, stem_multiplier: int = 3, in_channels: int = 3) -> DartsNetwork:
+                      auxiliary: bool = True, stem_multiplier: int = 3, in_channels: int = 3,
+                      op_args: Optional[Mapping[str, Mapping[str, Any]]] = None) -> DartsNetwork:
         return DartsNetwork(genotype, num_classes=num_classes, C=C, layers=layers, auxiliary=auxiliary,
-                            stem_multiplier=stem_multiplier, in_channels=in_channels)
+                            stem_multiplier=stem_multiplier, in_channels=in_channels,
+                            op_args=check_op_args(op_args or {}, "op_args"))
+
+    def network_kwargs(self, model_cfg: Any) -> Dict[str, Any]:
+        m = model_cfg
+        refuse_model_args(m, self.name)
+        return dict(C=36 if m.C is None else m.C, layers=m.layers, auxiliary=m.auxiliary,  # DARTS's CIFAR C
+                    stem_multiplier=m.stem_multiplier)
+
+    # ---------------------------------------------------------------- cost model (nas.cost)
+    cost_ops = RegisteredOps()
+
+    def trained_network(self, C: Optional[int] = None, N: Optional[int] = None,
+                        layers: Optional[int] = None) -> Dict[str, Any]:
+        """DARTS's CIFAR evaluation network by default (C=36, 20 cells), without the auxiliary
+        head, which only runs in training."""
+        if N is not None:
+            raise ConfigError("cost.N applies to the nb201 space; a darts network has cost.C and cost.layers")
+        return {"C": 36 if C is None else C, "layers": 20 if layers is None else layers, "auxiliary": False}
+
+    def cost_cell(self, cfg: Any) -> Dict[str, Any]:
+        return {"steps": cfg.space.steps, "multiplier": cfg.space.multiplier}
+
+    def cost_edges(self, *, resolution: int, C: int = 36, layers: int = 20, auxiliary: bool = False,
+                   stem_multiplier: int = 3, steps: int = 4, multiplier: int = 4,
+                   top_k: int = 2) -> Dict[str, List[EdgeShape]]:
+        # the edges' shapes do not depend on how many nodes the output concatenates (multiplier)
+        rows: Dict[str, List[EdgeShape]] = {"arch.normal": [], "arch.reduce": []}
+        H, C_curr = resolution, C
+        for i in range(layers):
+            reduction = i in reduction_layers(layers)
+            C_curr *= 2 if reduction else 1
+            H_out = (H + 1) // 2 if reduction else H
+            e = 0
+            for n in range(steps):
+                for src in range(n + 2):
+                    stride = 2 if reduction and src < 2 else 1
+                    share = min(top_k, n + 2) / (n + 2)  # derive keeps top_k of the node's n+2 inputs
+                    rows["arch.reduce" if reduction else "arch.normal"].append(
+                        EdgeShape(e, C_curr, C_curr, stride, H if src < 2 else H_out, H if src < 2 else H_out, share))
+                    e += 1
+            H = H_out
+        return rows
+
+    def cost_reference(self, steps: int = 4, multiplier: int = 4) -> Genotype:
+        pairs = tuple(("avg_pool_3x3", src) for _ in range(steps) for src in (0, 1))
+        concat = tuple(range(2 + steps - multiplier, steps + 2))
+        return Genotype(pairs, concat, pairs, concat)
+
+    def selected_edges(self, genotype: Genotype) -> Dict[str, List[Tuple[int, str]]]:
+        out: Dict[str, List[Tuple[int, str]]] = {}
+        for cell in ("normal", "reduce"):
+            out[f"arch.{cell}"] = [(sum(m + 2 for m in range(n)) + src, op)
+                                   for n, node in enumerate(genotype.nodes(cell)) for op, src in node]
+        return out
+
+    def derivable(self, model: DartsSupernet) -> Dict[str, torch.Tensor]:
+        keep = torch.tensor([op != "none" for op in model.op_names])  # derive never keeps none
+        return {"arch.normal": keep, "arch.reduce": keep}
 
     def genotype_from_dict(self, data: Dict[str, Any]) -> Genotype:
         return Genotype.from_dict(data)
@@ -61,4 +139,4 @@ class DartsSpace(SearchSpace):
 
 
 __all__ = ["DartsSpace", "DartsSupernet", "DartsNetwork", "Genotype", "GENOTYPES", "named_genotype",
-           "derive_cell", "edge_names", "OPS", "SUPERNET_OPS", "PRIMITIVES"]
+           "derive_cell", "edge_names", "PRIMITIVES"]

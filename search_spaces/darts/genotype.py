@@ -20,7 +20,7 @@ import torch
 
 from nas.errors import CheckpointError
 
-from .ops import PRIMITIVES
+from ..base import check_genotype_ops
 
 Pair = Tuple[str, int]
 FIELDS = ("normal", "normal_concat", "reduce", "reduce_concat")
@@ -82,9 +82,9 @@ class Genotype:
             if (not isinstance(item, Sequence) or isinstance(item, str) or len(item) != 2
                     or not isinstance(item[0], str) or not isinstance(item[1], int) or isinstance(item[1], bool)):
                 raise _bad(f"{cell}: {item!r} is not an (op, input) pair such as ('sep_conv_3x3', 0)")
-            if item[0] not in PRIMITIVES or item[0] == "none":
-                raise _bad(f"{cell}: unknown DARTS op '{item[0]}'; known: "
-                           f"{', '.join(p for p in PRIMITIVES if p != 'none')}")
+            if item[0] == "none":
+                raise _bad(f"{cell}: {item!r} keeps a 'none' edge; a DARTS cell lists only the edges it keeps")
+            check_genotype_ops([item[0]], cell)
             if item[1] < 0:
                 raise _bad(f"{cell}: input {item[1]} of {item!r} is negative")
             out.append((item[0], item[1]))

@@ -8,22 +8,23 @@ DARTS ramps it linearly over the epochs) zeroes whole samples of every non-ident
 """
 from __future__ import annotations
 
-from typing import Tuple, Union
+from typing import Any, Mapping, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nas.ops import FactorizedReduce, Identity, ReLUConvBN
+from nas.ops import FactorizedReduce, Identity, ReLUConvBN, build_op
 
+from ..base import Network
 from .genotype import Genotype
-from .ops import OPS, drop_path
-from .supernet import reduction_layers
+from .ops import drop_path
+from .skeleton import stack_cells
 
 
 class EvalCell(nn.Module):
     def __init__(self, genotype: Genotype, C_pp: int, C_p: int, C: int, reduction: bool,
-                 reduction_prev: bool):
+                 reduction_prev: bool, op_args: Mapping[str, Mapping[str, Any]] = {}):
         super().__init__()
         self.reduction = reduction
         self.preprocess0 = FactorizedReduce(C_pp, C) if reduction_prev else ReLUConvBN(C_pp, C, 1, 1, 0)
@@ -31,7 +32,7 @@ class EvalCell(nn.Module):
         cell = "reduce" if reduction else "normal"
         self.nodes = genotype.nodes(cell)
         self.concat = list(getattr(genotype, f"{cell}_concat"))
-        self.ops = nn.ModuleList(OPS[op](C, C, 2 if reduction and src < 2 else 1, True)
+        self.ops = nn.ModuleList(build_op(op, C, C, 2 if reduction and src < 2 else 1, True, **op_args.get(op, {}))
                                  for node in self.nodes for op, src in node)
         self.multiplier = len(self.concat)
 
@@ -73,32 +74,21 @@ class AuxiliaryHead(nn.Module):
         return self.classifier(self.features(x).flatten(1))
 
 
-class DartsNetwork(nn.Module):
+class DartsNetwork(Network):
     def __init__(self, genotype: Genotype, *, num_classes: int, C: int = 36, layers: int = 20,
-                 auxiliary: bool = True, stem_multiplier: int = 3, in_channels: int = 3):
+                 auxiliary: bool = True, stem_multiplier: int = 3, in_channels: int = 3,
+                 op_args: Mapping[str, Mapping[str, Any]] = {}):
         super().__init__()
         self.genotype = genotype
         self.drop_path_prob = 0.0
-        C_curr = stem_multiplier * C
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, C_curr, 3, padding=1, bias=False),
-                                  nn.BatchNorm2d(C_curr))
-        C_pp, C_p, C_curr = C_curr, C_curr, C
-        self.cells = nn.ModuleList()
-        reduction_prev = False
-        C_aux = C_p
-        for i in range(layers):
-            reduction = i in reduction_layers(layers)
-            if reduction:
-                C_curr *= 2
-            cell = EvalCell(genotype, C_pp, C_p, C_curr, reduction, reduction_prev)
-            self.cells.append(cell)
-            reduction_prev = reduction
-            C_pp, C_p = C_p, cell.multiplier * C_curr
-            if i == 2 * layers // 3:
-                C_aux = C_p
-        self.auxiliary_head = AuxiliaryHead(C_aux, num_classes) if auxiliary else None
+        self.stem, self.cells, widths = stack_cells(
+            lambda C_pp, C_p, C_cell, reduction, reduction_prev: EvalCell(
+                genotype, C_pp, C_p, C_cell, reduction, reduction_prev, op_args),
+            C=C, layers=layers, stem_multiplier=stem_multiplier, in_channels=in_channels)
+        # the auxiliary head reads the output of the cell at 2/3 depth
+        self.auxiliary_head = AuxiliaryHead(widths[2 * layers // 3], num_classes) if auxiliary else None
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Linear(C_p, num_classes)
+        self.classifier = nn.Linear(widths[-1], num_classes)
 
     def forward(self, x: Tensor) -> Union[Tensor, Tuple[Tensor, Tensor]]:
         aux = None

@@ -10,7 +10,9 @@ from nas.blocks.dnf import LAMBDA_G, RULES
 from nas.errors import ConfigError
 from nas.estimators.base import Estimator
 
-from ..base import SearchSpace
+from nas.estimators.base import BINARY
+
+from ..base import TABULAR, SearchSpace, refuse_estimator_key
 from .genotype import DNFGenotype, towers_for
 from .network import DNFNetwork
 from .supernet import DNFSupernet
@@ -19,6 +21,19 @@ from .supernet import DNFSupernet
 class DNFSpace(SearchSpace):
     name = "dnf"
     ops = ()
+    data_kind = TABULAR
+    choice_kinds = (BINARY,)
+    config_keys = ("rules", "lambda_g")
+    tiny_supernet = {"rules": 4}
+
+    def supernet_kwargs(self, cfg: Any, info: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+        refuse_estimator_key(cfg.estimator.derive_exclude, "estimator.derive_exclude", "the nb201 space",
+                             f"the {self.name} space has its own derive rule")
+        refuse_estimator_key(cfg.estimator.derive_max_skip is not None, "estimator.derive_max_skip",
+                             "the nb201 and darts spaces", f"the {self.name} space has no skip connections to limit")
+        info = info or {}
+        return dict(rules=cfg.space.rules, lambda_g=cfg.space.lambda_g, feature_names=info.get("features"),
+                    class_names=info.get("classes"))
 
     def build_supernet(self, estimator: Estimator, *, num_classes: int, in_channels: int,
                        rules: int = RULES, lambda_g: float = LAMBDA_G,
@@ -39,6 +54,10 @@ class DNFSpace(SearchSpace):
     def build_network(self, genotype: DNFGenotype, *, num_classes: Optional[int] = None,
                       **_: Any) -> DNFNetwork:
         return DNFNetwork(genotype)
+
+    def network_kwargs(self, model_cfg: Any) -> Dict[str, Any]:
+        raise ConfigError(f"the {self.name} space has no network to retrain; nas-retrain takes a cell "
+                          f"of a space with one")
 
     def genotype_from_dict(self, data: Dict[str, Any]) -> DNFGenotype:
         return DNFGenotype.from_dict(data)

@@ -1,15 +1,16 @@
 """The discrete DNF classifier built only from a rule-set genotype (fixed binary W, S)."""
 from __future__ import annotations
 
-from torch import Tensor, nn
+from torch import Tensor
 
 from nas.blocks.dnf import class_logits, dnf_forward, literals
 from nas.blocks.rules import clauses_to_tensors
 
+from ..base import Network
 from .genotype import DNFGenotype
 
 
-class DNFNetwork(nn.Module):
+class DNFNetwork(Network):
     def __init__(self, genotype: DNFGenotype):
         super().__init__()
         self.genotype = genotype

@@ -5,16 +5,17 @@ from __future__ import annotations
 from typing import Dict, Optional, Sequence
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from nas.blocks.dnf import LAMBDA_G, RULES, DNFBlock, class_logits
 from nas.blocks.rules import clauses_of, literal_name
 from nas.estimators.base import Estimator
 
+from ..base import Supernet
 from .genotype import DNFGenotype, towers_for
 
 
-class DNFSupernet(nn.Module):
+class DNFSupernet(Supernet):
     """``forward(x [B, K] in [0, 1]) -> logits [B, classes]``; ``genotype()`` the derived rules."""
 
     def __init__(self, estimator: Estimator, *, num_classes: int, in_features: int, rules: int = RULES,
@@ -40,6 +41,6 @@ class DNFSupernet(nn.Module):
                       for t, label in enumerate(labels))
         return DNFGenotype(tuple(self.features), tuple(self.classes), rules)
 
-    def artifacts(self) -> Dict[str, str]:
+    def artifacts(self, genotype: Optional[DNFGenotype] = None) -> Dict[str, str]:
         """Files a run folder keeps next to genotype.yaml."""
-        return {"rules.txt": self.genotype().text()}
+        return {"rules.txt": (genotype if genotype is not None else self.genotype()).text()}

@@ -1,22 +1,43 @@
-"""NAS-Bench-201 (Dong & Yang, ICLR 2020): 5 ops on the 6 edges of a 4-node cell."""
+"""NAS-Bench-201 (Dong & Yang, ICLR 2020): 5 ops on the 6 edges of a 4-node cell (by default;
+``space.ops`` may name any registered op)."""
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 
-from nas.errors import CheckpointError
+from nas.blocks.l0 import gate_estimator_for
+from nas.cost.table import EdgeShape
+from nas.errors import CheckpointError, ConfigError
 from nas.estimators.base import Estimator
+from nas.ops import check_op_args
 
-from ..base import SearchSpace
+from ..base import RegisteredOps, SearchSpace, refuse_model_args
 from .genotype import EDGE_NAMES, EDGES, OPS, NB201Genotype, all_genotypes
 from .network import NB201Network
-from .supernet import NB201Supernet
 
+from .supernet import NB201Supernet
 
 class NB201Space(SearchSpace):
     name = "nb201"
     ops = OPS
+    config_keys = ("C", "N", "ops", "affine", "gates", "l0_lambda", "gate_estimator", "op_args", "fused",
+                   "channels_last", "partial_channels")
+    perturbation_choice = "arch.cell"
+    tiny_supernet = {"C": 4, "N": 1}
+    tiny_network = {"C": 4, "N": 1}
+
+    def supernet_kwargs(self, cfg: Any, info: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+        s = cfg.space
+        kwargs: Dict[str, Any] = dict(C=s.C, N=s.N, ops=s.ops, affine=s.affine,
+                                      derive_exclude=cfg.estimator.derive_exclude,
+                                      with_aux_skip=cfg.optim.uses_aux_skip,
+                                      derive_max_skip=cfg.estimator.derive_max_skip,
+                                      # l0_lambda also weighs the gates of the l0_* candidates
+                                      gates=s.gates, l0_lambda=s.l0_lambda, gate_estimator=s.gate_estimator,
+                                      op_args=s.op_args, fused=s.fused, channels_last=s.channels_last,
+                                      partial_channels=s.partial_channels)
+        return kwargs
 
     def build_supernet(self, estimator: Estimator, *, num_classes: int, C: int = 16, N: int = 5,
                        ops: Optional[Sequence[str]] = None, affine: bool = False,
@@ -24,17 +45,58 @@ class NB201Space(SearchSpace):
                        generator: Optional[torch.Generator] = None, gates: str = "none",
                        l0_lambda: float = 1e-4, derive_exclude: Sequence[str] = (),
                        with_aux_skip: bool = False, derive_max_skip: Optional[int] = None,
+                       gate_estimator: Union[str, Estimator, None] = "hard_concrete",
+                       op_args: Optional[Mapping[str, Mapping[str, Any]]] = None,
                        fused: bool = True, channels_last: bool = True, partial_channels: int = 1) -> NB201Supernet:
         ops = self.check_ops(ops) if ops else list(OPS)
         return NB201Supernet(estimator, num_classes=num_classes, C=C, N=N, ops=ops, affine=affine,
                              in_channels=in_channels, init_std=init_std, generator=generator,
                              gates=gates, l0_lambda=l0_lambda, derive_exclude=derive_exclude,
                              with_aux_skip=with_aux_skip, derive_max_skip=derive_max_skip,
+                             gate_estimator=gate_estimator_for(gate_estimator, estimator),
+                             op_args=check_op_args(op_args or {}),
                              fused=fused, channels_last=channels_last, partial_channels=partial_channels)
 
     def build_network(self, genotype: NB201Genotype, *, num_classes: int, C: int = 16, N: int = 5,
-                      in_channels: int = 3) -> NB201Network:
-        return NB201Network(genotype, num_classes=num_classes, C=C, N=N, in_channels=in_channels)
+                      in_channels: int = 3, op_args: Optional[Mapping[str, Mapping[str, Any]]] = None
+                      ) -> NB201Network:
+        return NB201Network(genotype, num_classes=num_classes, C=C, N=N, in_channels=in_channels,
+                            op_args=check_op_args(op_args or {}, "op_args"))
+
+    def network_kwargs(self, model_cfg: Any) -> Dict[str, Any]:
+        m = model_cfg
+        refuse_model_args(m, self.name)
+        darts_only = [k for k, v in (("model.auxiliary", m.auxiliary), ("model.drop_path_prob", m.drop_path_prob)) if v]
+        if darts_only:
+            raise ConfigError(f"{darts_only[0]} is a DARTS-network setting; the nb201 network has none (set it off)")
+        return dict(C=16 if m.C is None else m.C, N=m.N)  # the benchmark's C
+
+    # ---------------------------------------------------------------- cost model (nas.cost)
+    cost_ops = RegisteredOps()
+
+    def trained_network(self, C: Optional[int] = None, N: Optional[int] = None,
+                        layers: Optional[int] = None) -> Dict[str, Any]:
+        """The benchmark's network by default: C=16, N=5 (NAS-Bench-201 §2.1)."""
+        if layers is not None:
+            raise ConfigError("cost.layers applies to the darts space; an nb201 network has cost.C and cost.N")
+        return {"C": 16 if C is None else C, "N": 5 if N is None else N}
+
+    def cost_edges(self, *, resolution: int, C: int = 16, N: int = 5) -> Dict[str, List[EdgeShape]]:
+        rows, H = [], resolution
+        for stage, c in enumerate((C, 2 * C, 4 * C)):
+            if stage:
+                H = (H + 1) // 2  # the ResBlock's stride-2 3x3 conv (padding 1)
+            rows += [EdgeShape(e, c, c, 1, H, H) for _ in range(N) for e in range(len(EDGES))]
+        return {"arch.cell": rows}
+
+    def cost_reference(self) -> NB201Genotype:
+        return NB201Genotype(("none",) * len(EDGES))
+
+    def selected_edges(self, genotype: NB201Genotype) -> Dict[str, List[Tuple[int, str]]]:
+        return {"arch.cell": list(enumerate(genotype.ops))}
+
+    def derivable(self, model: NB201Supernet) -> Dict[str, torch.Tensor]:
+        return {"arch.cell": model.derive_allowed}
 
     def genotype_from_dict(self, data: Dict[str, Any]) -> NB201Genotype:
         if not isinstance(data, dict) or not isinstance(data.get("arch"), str):
@@ -45,6 +107,8 @@ class NB201Space(SearchSpace):
     def genotype_to_dict(self, genotype: NB201Genotype) -> Dict[str, Any]:
         return genotype.to_dict()
 
+    def is_connected(self, genotype: NB201Genotype) -> bool:
+        return genotype.is_connected()
 
 __all__ = ["NB201Space", "NB201Genotype", "NB201Supernet", "NB201Network", "OPS", "EDGES",
            "EDGE_NAMES", "all_genotypes"]

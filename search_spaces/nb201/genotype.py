@@ -1,7 +1,8 @@
 """NAS-Bench-201 genotype: one op per edge of the 4-node cell.
 
 Dong & Yang, "NAS-Bench-201", ICLR 2020. Edges in the order ``1←0, 2←0, 2←1, 3←0, 3←1, 3←2``;
-string form ``|op~0|+|op~0|op~1|+|op~0|op~1|op~2|``.
+string form ``|op~0|+|op~0|op~1|+|op~0|op~1|op~2|``. An op is any registered op
+(:mod:`nas.ops.registry`); only cells of the benchmark's five have a NAS-Bench-201 accuracy.
 """
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ from typing import Iterator, List, Tuple
 
 from nas.errors import CheckpointError
 
+from ..base import check_genotype_ops
+
+# the benchmark's ops, the space's default candidates (space.ops may name any registered op)
 OPS: Tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 NODES = 4
 EDGES: Tuple[Tuple[int, int], ...] = tuple((j, i) for j in range(1, NODES) for i in range(j))  # (to, from)
@@ -29,9 +33,7 @@ class NB201Genotype:
     def __post_init__(self) -> None:
         if len(self.ops) != len(EDGES):
             raise CheckpointError(f"genotype: an NB201 cell has {len(EDGES)} edges, got {len(self.ops)}")
-        bad = [o for o in self.ops if o not in OPS]
-        if bad:
-            raise CheckpointError(f"genotype: unknown NB201 op '{bad[0]}'; known: {', '.join(OPS)}")
+        check_genotype_ops(self.ops)
         object.__setattr__(self, "ops", tuple(self.ops))
 
     def __str__(self) -> str:
@@ -44,23 +46,7 @@ class NB201Genotype:
     @classmethod
     def from_string(cls, arch: str) -> "NB201Genotype":
         """Parse ``|op~0|+|op~0|op~1|+|op~0|op~1|op~2|`` (whitespace tolerated)."""
-        arch = arch.strip()
-        parts = arch.split("+")
-        if len(parts) != NODES - 1:
-            raise CheckpointError(f"genotype: '{arch}' is not an NB201 string; expected "
-                                  f"'|op~0|+|op~0|op~1|+|op~0|op~1|op~2|'")
-        ops: List[str] = []
-        for j, part in enumerate(parts, start=1):
-            m = _NODE_RE.match(part.strip())
-            items = m.group(1).split("|") if m else []
-            if len(items) != j:
-                raise CheckpointError(f"genotype: node {j} of '{arch}' must list {j} inputs as |op~i|")
-            for i, item in enumerate(items):
-                op, _, src = item.partition("~")
-                if src != str(i):
-                    raise CheckpointError(f"genotype: node {j} of '{arch}': expected input ~{i}, got '{item}'")
-                ops.append(op)
-        return cls(tuple(ops))
+        return cls(parse_ops(arch))
 
     def edges(self) -> List[Tuple[int, int, str]]:
         """``(to, from, op)`` for every edge."""
@@ -77,6 +63,28 @@ class NB201Genotype:
             if op != "none" and i in reached:
                 reached.add(j)
         return NODES - 1 in reached
+
+
+def parse_ops(arch: str) -> Tuple[str, ...]:
+    """The six op names of ``|op~0|+|op~0|op~1|+|op~0|op~1|op~2|`` (whitespace tolerated),
+    checked for the cell's layout but not for the names."""
+    arch = arch.strip()
+    parts = arch.split("+")
+    if len(parts) != NODES - 1:
+        raise CheckpointError(f"genotype: '{arch}' is not an NB201 string; expected "
+                              f"'|op~0|+|op~0|op~1|+|op~0|op~1|op~2|'")
+    ops: List[str] = []
+    for j, part in enumerate(parts, start=1):
+        m = _NODE_RE.match(part.strip())
+        items = m.group(1).split("|") if m else []
+        if len(items) != j:
+            raise CheckpointError(f"genotype: node {j} of '{arch}' must list {j} inputs as |op~i|")
+        for i, item in enumerate(items):
+            op, _, src = item.partition("~")
+            if src != str(i):
+                raise CheckpointError(f"genotype: node {j} of '{arch}': expected input ~{i}, got '{item}'")
+            ops.append(op)
+    return tuple(ops)
 
 
 def all_genotypes() -> Iterator[NB201Genotype]:

@@ -19,8 +19,9 @@ class ResBlock(nn.Module):
         super().__init__()
         self.conv_a = ReLUConvBN(C_in, C_out, 3, stride, 1, affine=affine)
         self.conv_b = ReLUConvBN(C_out, C_out, 3, 1, 1, affine=affine)
+        # ceil_mode: an odd side halves like the stride-2 conv beside it (a no-op on even sides)
         self.downsample = nn.Sequential(
-            nn.AvgPool2d(kernel_size=2, stride=2, padding=0),
+            nn.AvgPool2d(kernel_size=2, stride=2, padding=0, ceil_mode=True),
             nn.Conv2d(C_in, C_out, kernel_size=1, stride=1, padding=0, bias=False),
         )
 

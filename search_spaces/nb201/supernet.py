@@ -44,42 +44,46 @@ activation is NHWC, where CPU convolutions run about 3x faster at C=16 (docs/RES
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Any, Dict, Mapping, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
 
-from nas.blocks.l0 import HardConcreteGate
+from nas.blocks.l0 import GATES, make_gate
 from nas.errors import ConfigError
 from nas.estimators.base import Estimator, Sample
+from nas.ops import build_op
+from nas.ops.registry import describe_ops, op_context
 from nas.supernet import Choice, MixedOp
 from nas.supernet.fused import Plan, run_cell
 from nas.supernet.partial import EdgeNormalization, PartialMixedOp, check_partial
 
-from ..base import check_max_skip, refuse_without_logits
-from .genotype import EDGE_NAMES, EDGES, NB201Genotype, NODES
-from .ops import OPS
+from ..base import Supernet, check_max_skip, refuse_without_logits
+from .genotype import EDGE_NAMES, EDGES, OPS, NB201Genotype, NODES
 from .skeleton import ResBlock, Skeleton
 
 
-GATES = ("none", "edge", "op", "channel")
 EDGES_FROM_TO = [(i, j) for j, i in EDGES]
 
 
 class SearchCell(nn.Module):
     def __init__(self, C: int, op_names: Sequence[str], affine: bool = False,
-                 channel_gates: bool = False, l0_lambda: float = 1e-4, fused: bool = True,
-                 partial_channels: int = 1):
+                 channel_gates: bool = False, l0_lambda: float = 1e-4,
+                 gate_estimator: Optional[Estimator] = None, op_args: Mapping[str, Mapping[str, Any]] = {},
+                 context: Optional[Dict[str, Any]] = None, fused: bool = True, partial_channels: int = 1):
         super().__init__()
         self.C = C
         self.fused = fused  # nas.supernet.fused: same values and gradients, fewer kernels
         self._plan: Optional[Plan] = None
         K = partial_channels
+        context = dict(context or {}, gate_estimator=gate_estimator, l0_lambda=l0_lambda)
+
+        def ops(c: int) -> List[nn.Module]:
+            return [build_op(name, c, c, 1, affine, **op_context(name, op_args, **context)) for name in op_names]
         self.edges = nn.ModuleList(
-            PartialMixedOp([OPS[name](C // K, C // K, 1, affine) for name in op_names], op_names, K) if K > 1
-            else MixedOp([OPS[name](C, C, 1, affine) for name in op_names], op_names) for _ in EDGES)
-        self.gate = (HardConcreteGate(len(EDGES) * C, l0_lambda,
-                                      labels=[f"{edge}/{c}" for edge in EDGE_NAMES for c in range(C)])
+            PartialMixedOp(ops(C // K), op_names, K) if K > 1 else MixedOp(ops(C), op_names) for _ in EDGES)
+        self.gate = (make_gate(len(EDGES) * C, l0_lambda, gate_estimator,
+                               labels=[f"{edge}/{c}" for edge in EDGE_NAMES for c in range(C)])
                      if channel_gates else None)
 
     def closed_edges(self) -> Tensor:
@@ -116,12 +120,13 @@ class SearchCell(nn.Module):
         return nodes[-1]
 
 
-class NB201Supernet(Skeleton):
+class NB201Supernet(Supernet, Skeleton):
     def __init__(self, estimator: Estimator, *, num_classes: int, C: int = 16, N: int = 5,
                  ops: Optional[Sequence[str]] = None, affine: bool = False, in_channels: int = 3,
                  init_std: float = 1e-3, generator: Optional[torch.Generator] = None,
                  gates: str = "none", l0_lambda: float = 1e-4, derive_exclude: Sequence[str] = (),
                  with_aux_skip: bool = False, derive_max_skip: Optional[int] = None,
+                 gate_estimator: Optional[Estimator] = None, op_args: Mapping[str, Mapping[str, Any]] = {},
                  fused: bool = True, channels_last: bool = True, partial_channels: int = 1):
         if gates not in GATES:
             raise ConfigError(f"space.gates: unknown gates '{gates}'; allowed: {', '.join(GATES)}")
@@ -138,7 +143,10 @@ class NB201Supernet(Skeleton):
         self.aux_skip = 0.0  # DARTS-'s β, set by the search loop (see the module docstring)
         self.channels_last = channels_last
         K = check_partial(partial_channels, (C, 2 * C, 4 * C))
-        super().__init__(lambda c: SearchCell(c, self.op_names, affine, gates == "channel", l0_lambda, fused, K),
+        # ops with discrete parameters of their own (dnf_1x1) learn them with the run's estimator
+        context = dict(estimator=estimator, generator=generator)
+        super().__init__(lambda c: SearchCell(c, self.op_names, affine, gates == "channel", l0_lambda,
+                                              gate_estimator, op_args, context, fused, K),
                          C, N, num_classes, in_channels)
         self.arch = nn.ModuleDict({
             "cell": Choice(estimator, len(EDGES), self.op_names, init_std=init_std,
@@ -158,10 +166,12 @@ class NB201Supernet(Skeleton):
         if K > 1:  # PC-DARTS edge normalisation (nas.supernet.partial)
             self.arch["edges"] = EdgeNormalization(EDGES_FROM_TO, EDGE_NAMES, init_std, generator)
         if gates == "edge":
-            self.arch["gates"] = HardConcreteGate(len(EDGES), l0_lambda, labels=EDGE_NAMES, generator=generator)
+            self.arch["gates"] = make_gate(len(EDGES), l0_lambda, gate_estimator, labels=EDGE_NAMES,
+                                           generator=generator)
         elif gates == "op":
             labels = [f"{edge}/{op}" for edge in EDGE_NAMES for op in self.op_names]
-            self.arch["gates"] = HardConcreteGate(len(labels), l0_lambda, labels=labels, generator=generator)
+            self.arch["gates"] = make_gate(len(labels), l0_lambda, gate_estimator, labels=labels,
+                                           generator=generator)
 
     def forward(self, x: Tensor) -> Tensor:
         sample = self.arch["cell"]()
@@ -205,7 +215,43 @@ class NB201Supernet(Skeleton):
             ops = ["none" if shut else op for op, shut in zip(ops, closed)]
         if self.derive_max_skip is not None and ops.count("skip_connect") > self.derive_max_skip:
             ops = self._limit_skips(ops, allowed)
+        budget = self.budget()  # nas.cost.Budget, attached for a cost budget
+        if budget is not None and budget.over(NB201Genotype(tuple(ops))):
+            ops = self._within_budget(budget, ops, allowed)
         return NB201Genotype(tuple(ops))
+
+    def _within_budget(self, budget, ops: list, allowed: Tensor) -> list:
+        """The most probable cell under the same derive rules that fits ``cost.target`` (edges
+        that gates closed stay ``none``; at most ``derive_max_skip`` skip connections)."""
+        names = list(self.op_names) + ([] if "none" in self.op_names else ["none"])
+        probs = torch.zeros(len(EDGES), len(names))
+        probs[:, :len(self.op_names)] = self.arch["cell"].probs().float().cpu()
+        mask = torch.zeros(len(EDGES), len(names), dtype=torch.bool)
+        mask[:, :len(self.op_names)] = allowed
+        closed = [op == "none" and not bool(allowed[e, self.op_names.index("none")])
+                  if "none" in self.op_names else op == "none" for e, op in enumerate(ops)]
+        for e, shut in enumerate(closed):  # a gate closed it, or nothing is allowed there
+            if shut:
+                mask[e] = False
+                mask[e, names.index("none")] = True
+        limit = None
+        if self.derive_max_skip is not None and "skip_connect" in names:
+            limit = (names.index("skip_connect"), self.derive_max_skip)
+        pick = budget.within("arch.cell", probs, mask, limit, candidates=names)
+        return ops if pick is None else [names[k] for k in pick]
+
+    def cost_open_probs(self, name: str) -> Optional[Tensor]:
+        """For :mod:`nas.cost.budget`: ``[E, K]`` or ``[E, 1]`` probability that the L0 gates
+        keep a candidate open (``P(z ≠ 0)``; channel gates: the mean over the edge's channels
+        and cells, the share of its cost that stays), ``None`` without gates."""
+        if self.gates == "none" or name != "arch.cell":
+            return None
+        if self.gates == "channel":
+            cells = [c for c in self.cells if isinstance(c, SearchCell)]
+            return torch.stack([c.gate.open_probs().view(len(EDGES), -1).mean(1)
+                                for c in cells]).mean(0)[:, None]
+        p = self.arch["gates"].open_probs()
+        return p[:, None] if self.gates == "edge" else p.view(len(EDGES), len(self.op_names))
 
     def _limit_skips(self, ops: list, allowed: Tensor) -> list:
         """P-DARTS's limit on the derived cell: the ``derive_max_skip`` skip edges with the largest
@@ -220,3 +266,13 @@ class NB201Supernet(Skeleton):
             ops[e] = (self.op_names[int(probs[e].masked_fill(~others, float("-inf")).argmax())]
                       if others.any() else "none")
         return ops
+
+    def artifacts(self, genotype: Optional[NB201Genotype] = None) -> Dict[str, str]:
+        """``learned_ops.txt``: what the derived cell's ops learned of their own in every cell
+        (DNF rules per output channel, open channels of L0-gated ops), when they have any."""
+        genotype = genotype if genotype is not None else self.genotype()
+        found = [(f"cells.{i} edge {EDGE_NAMES[e]} {op}", cell.edges[e].ops[self.op_names.index(op)])
+                 for i, cell in enumerate(self.cells) if isinstance(cell, SearchCell)
+                 for e, op in enumerate(genotype.ops) if op in self.op_names]
+        text = describe_ops(found)
+        return {"learned_ops.txt": text} if text else {}

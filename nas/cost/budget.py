@@ -1,0 +1,174 @@
+"""A cost budget in the search: the expected cost of the relaxed cell, added to the architecture
+loss, and the derive constraint.
+
+Expected cost (ProxylessNAS, Cai et al. 2019, eq. 4; FBNet, Wu et al. 2019, eq. 5):
+
+    E[cost] = fixed + Σ_choices Σ_e share_e Σ_k q_ek · c_ek
+
+with ``c_ek`` from :class:`~nas.cost.table.CostTable` and ``q_ek`` the estimator's expected
+forward value (:meth:`nas.estimators.base.Estimator.expected_weights`: softmax(α/τ) for DARTS,
+softmax(α) for SNAS's and GDAS's samples, the Dirichlet mean for DrNAS, the straight-through
+one-hot for the STE and Bop's state, whose gradient reaches Bop's momentum), restricted to the
+candidates derive can pick and renormalised over them (a ``none`` that derive never keeps would
+otherwise hide the cost of the op that replaces it), times the probability that an L0 gate keeps
+the op open (``P(z ≠ 0)``, the expected number of open gates of Louizos et al. 2018).
+
+Penalty with target T and weight λ, added to the architecture loss:
+
+* ``hinge``: ``λ · max(0, E/T − 1)`` — nothing below the target;
+* ``log``: ``λ · log(E/T)`` — FBNet's and MnasNet's multiplicative cost term ``(E/T)^λ`` in log
+  space: it keeps pulling the cost down below the target, more gently the further below.
+
+``estimate: derived`` replaces E by the cost of the cell the distribution's argmax would derive,
+straight through (value: that cell's cost; gradient: E's). A near-uniform distribution (DARTS's
+softmax after a short search) has an E far from any cell it derives: the penalty then either
+never acts or pushes every expensive candidate below the cheap ones (docs/RESULTS.md).
+
+With ``hard`` the derived cell never costs more than T: when the estimator's decision does, derive
+takes the most probable cell that fits (``most_probable_within``; DARTS: a greedy descent, see
+``DartsSupernet.genotype``).
+"""
+from __future__ import annotations
+
+import weakref
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..errors import ConfigError
+from ..estimators.base import straight_through
+from ..supernet.choice import choices
+from .feasible import most_probable_within
+from .measure import UNITS
+from .table import CostTable
+
+FORMS = ("hinge", "log")
+ESTIMATES = ("expected", "derived")
+
+
+class Budget(nn.Module):
+    """Attached to a supernet as ``model.cost``: the search loop adds :meth:`penalty` to the
+    architecture loss (every module's ``penalty()``), the monitor writes :meth:`scalars` to
+    TensorBoard as ``cost/expected``, ``cost/derived`` and ``cost/target``, and the supernet's
+    ``genotype()`` asks :meth:`over` and :meth:`within`. Holds no parameters or state."""
+
+    def __init__(self, model: nn.Module, table: CostTable, allowed: Dict[str, Tensor],
+                 selected: Callable[[Any], Dict[str, Sequence[Tuple[int, str]]]], *,
+                 target: Optional[float] = None, weight: float = 1.0, form: str = "hinge",
+                 hard: Optional[bool] = None, estimate: str = "expected"):
+        super().__init__()
+        if form not in FORMS:
+            raise ConfigError(f"cost.form: unknown form '{form}'; allowed: {', '.join(FORMS)}")
+        if estimate not in ESTIMATES:
+            raise ConfigError(f"cost.estimate: unknown estimate '{estimate}'; allowed: {', '.join(ESTIMATES)}")
+        self.estimate = estimate
+        if target is not None and target <= 0:
+            raise ConfigError(f"cost.target must be positive ({UNITS[table.metric]}), got {target}")
+        if weight < 0:
+            raise ConfigError(f"cost.weight must be >= 0, got {weight}")
+        if hard and target is None:
+            raise ConfigError("cost.hard=true needs cost.target")
+        self.table, self.selected = table, selected
+        self.target, self.weight, self.form = target, weight, form
+        self.hard = target is not None if hard is None else hard
+        self._model = weakref.ref(model)  # not a submodule: the model owns this module
+        self._choices = {n: ch for n, ch in choices(model).items() if n in table.edges}
+        missing = sorted(set(table.edges) - set(self._choices))
+        if missing:
+            raise ConfigError(f"the cost table has choice '{missing[0]}', the supernet has none such")
+        self._allowed = {n: allowed[n].expand(table.edges[n].shape[0], -1).bool() for n in self._choices}
+        self._cost = {n: table.for_candidates(n, ch.candidates).float() for n, ch in self._choices.items()}
+        self._on: Dict[Tuple[str, Any], Tensor] = {}
+        if self.hard and all(bool((table.share[n] == 1).all()) for n in self._choices):
+            least = table.fixed + sum(float(table.min_cost(n, self._allowed[n], ch.candidates).sum())
+                                      for n, ch in self._choices.items())
+            if least > target:
+                raise ConfigError(f"cost.target={target:g} {UNITS[table.metric]} is below the cheapest cell "
+                                  f"derive may pick ({least:.4g}); raise it or set cost.hard=false")
+
+    def _dev(self, kind: str, name: str, like: Tensor) -> Tensor:
+        src = self._cost[name] if kind == "cost" else self._allowed[name]
+        key = (kind, name, like.device)
+        if key not in self._on:
+            self._on[key] = src.to(like.device)
+        return self._on[key]
+
+    def expected(self) -> Tensor:
+        """The differentiable expected cost of the current distribution (module docstring)."""
+        model = self._model()
+        total: Optional[Tensor] = None
+        for name, ch in self._choices.items():
+            w = ch.expected_weights()
+            q = w * self._dev("allowed", name, w)
+            q = q / q.sum(-1, keepdim=True).clamp_min(1e-12)
+            keep = model.cost_open_probs(name)
+            if keep is not None:
+                q = q * keep
+            if self.estimate == "derived":  # the argmax cell's cost, the distribution's gradient
+                hard = F.one_hot(q.detach().argmax(-1), q.shape[-1]).to(q.dtype)
+                q = straight_through(hard * (q.detach().sum(-1, keepdim=True) > 0), q)
+            term = (q * self._dev("cost", name, q)).sum()
+            total = term if total is None else total + term
+        return total + self.table.fixed
+
+    def penalty(self) -> Tensor:
+        if self.target is None or self.weight == 0:
+            return torch.zeros(())
+        ratio = self.expected() / self.target
+        return self.weight * (F.relu(ratio - 1) if self.form == "hinge" else torch.log(ratio))
+
+    def exact(self, genotype: Any) -> float:
+        """The cost of the network built from ``genotype``."""
+        return self.table.exact(self.selected(genotype))
+
+    def over(self, genotype: Any) -> bool:
+        """Whether derive must look for a cheaper cell."""
+        return self.hard and self.exact(genotype) > self.target * (1 + 1e-9)
+
+    def within(self, name: str, probs: Tensor, allowed: Tensor, count_limit: Optional[Tuple[int, int]] = None,
+               candidates: Optional[Sequence[str]] = None) -> Optional[List[int]]:
+        """The most probable index per edge of choice ``name`` (one op per edge, NB201) into
+        ``candidates`` (default: the choice's) whose cell fits the target; ``None`` if none does."""
+        cost = self.table.for_candidates(name, candidates or self._choices[name].candidates)
+        logp = probs.double().clamp_min(1e-300).log()
+        return most_probable_within(logp, cost, self.target - self.table.fixed, allowed.bool(), count_limit)
+
+    @torch.no_grad()
+    def scalars(self) -> Dict[str, float]:
+        out = {"expected": float(self.expected()), "derived": self.exact(self._model().genotype())}
+        if self.target is not None:
+            out["target"] = float(self.target)
+        return out
+
+    def extra_repr(self) -> str:
+        return (f"metric={self.table.metric}, target={self.target}, weight={self.weight}, "
+                f"form={self.form}, hard={self.hard}, fixed={self.table.fixed:.4g}")
+
+
+def cost_report(budget: Budget, genotype: Any) -> str:
+    """One line: the derived network's exact cost against the target."""
+    c = budget.exact(genotype)
+    unit = UNITS[budget.table.metric]
+    if budget.target is None:
+        return f"cost: {c:.4f} {unit}"
+    return f"cost: {c:.4f} {unit} (target {budget.target:g}, {'within' if c <= budget.target * (1 + 1e-9) else 'OVER'})"
+
+
+def attach_budget(model: nn.Module, space: Any, *, metric: str, target: Optional[float], weight: float,
+                  form: str, hard: Optional[bool], num_classes: int, in_channels: int, resolution: int,
+                  estimate: str = "expected",
+                  network: Dict[str, Any], cell: Optional[Dict[str, Any]] = None, latency: Any = None,
+                  batch_size: int = 1, ops: Optional[Sequence[str]] = None) -> Budget:
+    """Build ``space``'s cost table for its trained network (with the candidates ``ops``, default
+    the space's own) and attach a :class:`Budget` to ``model`` as ``model.cost``."""
+    from .table import build_cost_table
+    table = build_cost_table(space, metric, num_classes=num_classes, in_channels=in_channels,
+                             resolution=resolution, network=network, cell=cell, latency=latency,
+                             batch_size=batch_size, ops=ops)
+    budget = Budget(model, table, space.derivable(model), space.selected_edges, target=target,
+                    weight=weight, form=form, hard=hard, estimate=estimate)
+    budget.table_source = latency  # the latency table, kept with the run
+    model.cost = budget
+    return budget

@@ -1,0 +1,43 @@
+"""The most probable cell within a budget, when every edge picks one op and costs add up.
+
+``argmax_{k_1..k_E} Σ_e log p_e[k_e]  s.t.  fixed + Σ_e c_e[k_e] ≤ limit`` (and at most ``M``
+edges on one op, P-DARTS's skip limit), solved exactly by enumerating the allowed ops of every
+edge: an NB201 cell has at most 5^6 = 15,625. Ties go to the first cell in lexicographic order of
+the op indices, as the unconstrained argmax takes the first op.
+"""
+from __future__ import annotations
+
+import math
+from typing import List, Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from ..errors import ConfigError
+
+MAX_CELLS = 2_000_000  # beyond this the enumeration would take minutes: not an NB201-sized cell
+
+
+def most_probable_within(logp: Tensor, cost: Tensor, limit: float, allowed: Tensor,
+                         count_limit: Optional[Tuple[int, int]] = None) -> Optional[List[int]]:
+    """Op index per edge (``logp``, ``cost``, ``allowed``: ``[E, K]``; ``limit`` on ``Σ cost``),
+    or ``None`` when no allowed cell fits. ``count_limit = (k, M)``: at most M edges pick op k."""
+    options = [torch.nonzero(allowed[e]).flatten() for e in range(allowed.shape[0])]
+    if any(o.numel() == 0 for o in options):
+        return None
+    n = math.prod(o.numel() for o in options)
+    if n > MAX_CELLS:
+        raise ConfigError(f"the budget derive enumerates {n} cells, more than {MAX_CELLS}; "
+                          f"restrict space.ops or set cost.hard=false")
+    grid = torch.cartesian_prod(*options) if len(options) > 1 else options[0][:, None]  # [n, E]
+    rows = torch.arange(grid.shape[1])
+    total = cost.double()[rows, grid].sum(1)
+    score = logp.double()[rows, grid].sum(1)
+    ok = total <= limit + 1e-9 * max(1.0, abs(limit))
+    if count_limit is not None:
+        k, m = count_limit
+        ok &= (grid == k).sum(1) <= m
+    if not bool(ok.any()):
+        return None
+    fits = torch.nonzero(ok).flatten()
+    return grid[fits[score[fits].argmax()]].tolist()  # argmax: the first of equal scores

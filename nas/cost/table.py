@@ -1,0 +1,139 @@
+"""The cost table of a search: every candidate op on every edge of the network that will be
+trained, plus the fixed skeleton (stem, reduction blocks, head, a DARTS cell's preprocessing).
+
+A space describes its trained network through four methods of
+:class:`search_spaces.base.SearchSpace`: ``cost_edges`` (the shape of every edge of every cell, per
+choice), ``cost_ops`` (the discrete op table), ``cost_reference`` (a genotype to measure the
+skeleton with) and ``selected_edges`` (the (edge, op) pairs a genotype keeps). Then
+
+    cost(genotype) = fixed + Σ_(choice, edge, op) kept  table[choice][edge, op]
+
+where ``table[choice][e, k]`` sums op k's cost over every cell that shares the choice, and
+``fixed = cost(network(reference)) − Σ_reference table``. Costs add up over ops because each op
+of a cell is a separate module on a known input shape (MACs, parameters), or by the lookup-table
+model of latency (ProxylessNAS, Cai et al. 2019; FBNet, Wu et al. 2019: the network's latency is
+the sum of its ops' measured latencies). Tests check the sum against counting whole networks.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor
+
+from ..errors import ConfigError
+from .measure import METRICS, counted
+
+
+@dataclass(frozen=True)
+class EdgeShape:
+    """One edge of one cell of the trained network: its row in its choice, its op's input
+    channels, output channels, stride and input resolution. ``share``: the fraction of derived
+    cells expected to keep the edge (1 in NB201; a DARTS node keeps top_k of its n+2 inputs)."""
+
+    edge: int
+    C_in: int
+    C_out: int
+    stride: int
+    H: int
+    W: int
+    share: float = 1.0
+
+
+@dataclass
+class CostTable:
+    """``edges[choice]``: ``[E, len(ops)]`` cost of op k on edge e (in :data:`UNITS` of ``metric``),
+    summed over the cells sharing the choice; ``share[choice]``: ``[E]``; ``fixed``: the rest."""
+
+    metric: str
+    ops: List[str]
+    edges: Dict[str, Tensor]
+    share: Dict[str, Tensor]
+    fixed: float
+    network: Dict[str, Any] = field(default_factory=dict)
+
+    def column(self, op: str) -> int:
+        if op not in self.ops:
+            raise ConfigError(f"op '{op}' has no cost in this table; known: {', '.join(self.ops)}")
+        return self.ops.index(op)
+
+    def for_candidates(self, choice: str, candidates: Sequence[str]) -> Tensor:
+        """``[E, K]`` share-weighted cost of a choice's candidates, in their order."""
+        cols = [self.column(op) for op in candidates]
+        return self.edges[choice][:, cols] * self.share[choice][:, None]
+
+    def exact(self, selected: Dict[str, Sequence[Tuple[int, str]]]) -> float:
+        """The cost of a discrete network: ``fixed`` plus every kept (edge, op) of every choice."""
+        total = self.fixed
+        for choice, pairs in selected.items():
+            t = self.edges[choice]
+            total += sum(float(t[e, self.column(op)]) for e, op in pairs)
+        return total
+
+    def min_cost(self, choice: str, allowed: Tensor, candidates: Sequence[str]) -> Tensor:
+        """``[E]`` the cheapest allowed candidate per edge (``allowed``: ``[E, K]`` or ``[K]``)."""
+        c = self.edges[choice][:, [self.column(op) for op in candidates]]
+        return c.masked_fill(~allowed.expand_as(c), float("inf")).min(-1).values
+
+
+Measure = Callable[[str, EdgeShape], float]
+
+
+def build_cost_table(space: Any, metric: str, *, num_classes: int, in_channels: int, resolution: int,
+                     network: Dict[str, Any], cell: Optional[Dict[str, Any]] = None, latency: Any = None,
+                     batch_size: int = 1, ops: Optional[Sequence[str]] = None) -> CostTable:
+    """The :class:`CostTable` of ``space``'s network ``space.build_network(g, **network)`` on
+    ``resolution``² inputs with ``num_classes`` outputs; ``cell``: the searched cell's structure
+    where the space has one (DARTS: ``steps``, ``multiplier``). ``latency``: a
+    :class:`~nas.cost.latency.LatencyTable` (metric ``latency``), read at ``batch_size``.
+    ``ops``: the run's candidates (``space.ops``: any registered op), costed besides the space's
+    own, which its reference network is built of."""
+    cell = cell or {}
+    if metric not in METRICS:
+        raise ConfigError(f"cost.metric: unknown metric '{metric}'; allowed: {', '.join(METRICS)}")
+    if not space.has_cost_model:
+        raise ConfigError(f"space '{space.name}' has no cost model; the cost keys apply to nb201 and darts")
+    ops = list(dict.fromkeys([*space.ops, *(ops or ())]))
+    shapes = space.cost_edges(resolution=resolution, **network, **cell)
+    cache: Dict[Tuple[str, EdgeShape], float] = {}
+
+    def op_cost(op: str, s: EdgeShape) -> float:
+        key = (op, EdgeShape(0, s.C_in, s.C_out, s.stride, s.H, s.W))
+        if key not in cache:
+            if metric == "latency":
+                cache[key] = latency.op(op, s.C_in, s.C_out, s.stride, s.H, s.W, batch_size)
+            else:
+                module = space.cost_ops[op](s.C_in, s.C_out, s.stride, True)
+                cache[key] = counted(metric, module, (s.C_in, s.H, s.W))
+        return cache[key]
+
+    edges: Dict[str, Tensor] = {}
+    share: Dict[str, Tensor] = {}
+    for choice, rows in shapes.items():
+        n_edges = max(r.edge for r in rows) + 1
+        t = torch.zeros(n_edges, len(ops), dtype=torch.float64)
+        sh = torch.ones(n_edges, dtype=torch.float64)
+        for r in rows:
+            sh[r.edge] = r.share
+            for k, op in enumerate(ops):
+                t[r.edge, k] += op_cost(op, r)
+        edges[choice], share[choice] = t, sh
+    ref = space.cost_reference(**cell)
+    if metric == "latency":
+        whole = latency.network(network_key(space.name, ref, network, resolution, num_classes, in_channels),
+                                batch_size)
+    else:
+        net = space.build_network(ref, num_classes=num_classes, in_channels=in_channels, **network)
+        whole = counted(metric, net, (in_channels, resolution, resolution))
+    table = CostTable(metric, ops, edges, share, 0.0,
+                      dict(network, resolution=resolution, num_classes=num_classes, in_channels=in_channels))
+    table.fixed = whole - table.exact(space.selected_edges(ref))
+    return table
+
+
+def network_key(space: str, reference: Any, network: Dict[str, Any], resolution: int, num_classes: int,
+                in_channels: int) -> str:
+    """The latency table's key of the skeleton measurement of a trained network."""
+    kw = ",".join(f"{k}={network[k]}" for k in sorted(network))
+    return f"network|{space}|{kw}|{in_channels}x{resolution}x{resolution}|{num_classes}|{reference}"

@@ -1,0 +1,222 @@
+"""The budget in the search (nas/cost/budget.py): the expected cost under every estimator, its
+gradient, the penalty forms, and derive within the target."""
+import itertools
+import math
+
+import pytest
+import torch
+
+from nas.cost import Budget, attach_budget, most_probable_within
+from nas.errors import ConfigError
+from nas.estimators import ESTIMATORS, build_estimator
+from search_spaces import get_space
+from search_spaces.nb201 import OPS, NB201Genotype
+
+# op order: none, skip_connect, nor_conv_1x1, nor_conv_3x3, avg_pool_3x3
+NET = dict(C=4, N=1)
+
+
+def supernet(estimator="softmax", target=None, weight=1.0, form="hinge", hard=None, noise="none", **kw):
+    space = get_space("nb201")
+    model = space.build_supernet(build_estimator(estimator, noise=noise), num_classes=3, C=4, N=1,
+                                 generator=torch.Generator().manual_seed(0), **kw)
+    budget = attach_budget(model, space, metric="macs", target=target, weight=weight, form=form, hard=hard,
+                           num_classes=3, in_channels=3, resolution=8, network=NET)
+    return model, budget
+
+
+def costs(budget):
+    return budget.table.for_candidates("arch.cell", OPS).float()
+
+
+def test_expected_cost_under_softmax_by_hand_and_its_gradient():
+    model, budget = supernet()
+    alpha = model.arch["cell"].alpha
+    with torch.no_grad():
+        alpha.copy_(torch.randn(6, 5, generator=torch.Generator().manual_seed(1)))
+    want = budget.table.fixed + float((torch.softmax(alpha.detach(), -1) * costs(budget)).sum())
+    assert float(budget.expected().detach()) == pytest.approx(want, rel=1e-6)
+    # gradient vs central finite differences (float64 copy of the formula)
+    e = budget.expected()
+    (g,) = torch.autograd.grad(e, alpha)
+    c = costs(budget).double()
+    a = alpha.detach().double()
+    for i, j in [(0, 3), (2, 2), (5, 0)]:
+        h = 1e-5
+        ap, am = a.clone(), a.clone()
+        ap[i, j] += h
+        am[i, j] -= h
+        fd = ((torch.softmax(ap, -1) * c).sum() - (torch.softmax(am, -1) * c).sum()) / (2 * h)
+        assert float(g[i, j]) == pytest.approx(float(fd), rel=1e-3, abs=1e-6)
+
+
+def test_derive_exclude_renormalises_over_the_ops_derive_can_pick():
+    model, budget = supernet(derive_exclude=["none"])
+    p = torch.softmax(model.arch["cell"].alpha.detach(), -1)[:, 1:]
+    p = p / p.sum(-1, keepdim=True)
+    want = budget.table.fixed + float((p * costs(budget)[:, 1:]).sum())
+    assert float(budget.expected().detach()) == pytest.approx(want, rel=1e-6)
+
+
+@pytest.mark.parametrize("name", ESTIMATORS.names())
+def test_every_estimator_gives_a_differentiable_expected_cost(name):
+    model, budget = supernet(name, target=1e-3, hard=False)
+    e = budget.expected()
+    assert torch.isfinite(e) and float(e) >= budget.table.fixed
+    # the penalty's gradient reaches the architecture parameters that the arch step updates
+    pen = model.penalty()
+    params = [p for n, p in model.arch["cell"].named_parameters()]
+    grads = torch.autograd.grad(pen, params, allow_unused=True)
+    assert any(g is not None and float(g.abs().sum()) > 0 for g in grads), name
+
+
+def test_hard_estimators_are_straight_through_and_gumbel_hard_uses_its_distribution():
+    # STE: the value is the derived cell's exact cost; the gradient to α is the cost row (identity)
+    model, budget = supernet("ste")
+    alpha = model.arch["cell"].alpha
+    g = NB201Genotype(tuple(OPS[int(k)] for k in alpha.detach().argmax(-1)))
+    e = budget.expected()
+    assert float(e) == pytest.approx(budget.exact(g), rel=1e-6)
+    (grad,) = torch.autograd.grad(e, alpha)
+    w = torch.nn.functional.one_hot(alpha.detach().argmax(-1), 5).float()
+    c = costs(budget)
+    # ∂(Σ w c / Σ w)/∂w_j = c_j - cost of the selected op (rows of w sum to 1)
+    assert torch.allclose(grad, c - (w * c).sum(-1, keepdim=True), atol=1e-6)
+    # Bop: the state's gradient, which Bop's momentum accumulates
+    model, budget = supernet("bop")
+    (grad,) = torch.autograd.grad(budget.expected(), model.arch["cell"].state)
+    w = model.arch["cell"].state.detach()
+    assert torch.allclose(grad, c - (w * c).sum(-1, keepdim=True), atol=1e-6)
+    # GDAS: the one-hot sample's mean is softmax(α) (Gumbel-max): exact, no sample needed
+    model, budget = supernet("gumbel_hard")
+    p = torch.softmax(model.arch["cell"].alpha.detach(), -1)
+    assert float(budget.expected().detach()) == pytest.approx(budget.table.fixed + float((p * c).sum()), rel=1e-6)
+
+
+def test_noise_uses_the_base_decision_and_sigmoid_gates_are_normalised():
+    model, budget = supernet("ste", noise="adaptive")
+    g = model.genotype()
+    assert float(budget.expected().detach()) == pytest.approx(budget.exact(g), rel=1e-6)
+    model, budget = supernet("sigmoid")
+    s = torch.sigmoid(model.arch["cell"].alpha.detach())
+    want = budget.table.fixed + float((s / s.sum(-1, keepdim=True) * costs(budget)).sum())
+    assert float(budget.expected().detach()) == pytest.approx(want, rel=1e-6)
+
+
+def test_penalty_forms_by_hand():
+    model, budget = supernet(target=0.05, weight=2.0, hard=False)
+    e = float(budget.expected().detach())
+    assert float(budget.penalty()) == pytest.approx(2.0 * max(0.0, e / 0.05 - 1), rel=1e-6)
+    budget.target = 1e3
+    assert float(budget.penalty()) == 0.0  # hinge: nothing below the target
+    budget.form = "log"
+    assert float(budget.penalty()) == pytest.approx(2.0 * math.log(e / 1e3), rel=1e-6)
+    model, budget = supernet()  # no target: reported, never penalised
+    assert float(budget.penalty()) == 0.0 and budget.hard is False
+    assert set(budget.scalars()) == {"expected", "derived"}
+
+
+def test_l0_gates_scale_the_expected_cost_by_their_open_probability():
+    from nas.blocks.l0 import expected_l0
+    model, budget = supernet(gates="edge")
+    keep = expected_l0(model.arch["gates"].log_alpha.detach())
+    p = torch.softmax(model.arch["cell"].alpha.detach(), -1)
+    want = budget.table.fixed + float((p * keep[:, None] * costs(budget)).sum())
+    assert float(budget.expected().detach()) == pytest.approx(want, rel=1e-6)
+    model, budget = supernet(gates="op")
+    keep = expected_l0(model.arch["gates"].log_alpha.detach()).view(6, 5)
+    p = torch.softmax(model.arch["cell"].alpha.detach(), -1)
+    assert float(budget.expected().detach()) == pytest.approx(budget.table.fixed + float((p * keep * costs(budget)).sum()), rel=1e-6)
+
+
+def test_most_probable_within_matches_brute_force():
+    gen = torch.Generator().manual_seed(3)
+    logp = torch.log_softmax(torch.randn(4, 3, generator=gen), -1)
+    cost = torch.rand(4, 3, generator=gen)
+    allowed = torch.ones(4, 3, dtype=torch.bool)
+    allowed[1, 0] = False
+    for limit in (0.5, 1.2, 2.0, 5.0):
+        best = None
+        for combo in itertools.product(range(3), repeat=4):
+            if not all(allowed[e, k] for e, k in enumerate(combo)) or sum(combo[e] == 2 for e in range(4)) > 1:
+                continue
+            c = sum(float(cost[e, k]) for e, k in enumerate(combo))
+            s = sum(float(logp[e, k]) for e, k in enumerate(combo))
+            if c <= limit and (best is None or s > best[0]):
+                best = (s, list(combo))
+        got = most_probable_within(logp, cost, limit, allowed, count_limit=(2, 1))
+        assert got == (None if best is None else best[1])
+
+
+def test_hard_derive_never_exceeds_the_target_and_takes_the_most_probable_fitting_cell():
+    model, budget = supernet(target=10.0)
+    c3, c1 = float(costs(budget)[0, 3]), float(costs(budget)[0, 2])
+    target = budget.table.fixed + 2 * c3 + 2.5 * c1  # room for two conv3x3 and two conv1x1
+    budget.target = target
+    with torch.no_grad():
+        model.arch["cell"].alpha.copy_(torch.tensor([[0, 0, 1.0, 2.0, 0]] * 6))  # argmax: six conv3x3
+    del model.cost
+    assert model.genotype() == NB201Genotype(("nor_conv_3x3",) * 6)
+    model.cost = budget
+    g = model.genotype()
+    assert budget.exact(g) <= target
+    # by hand, log p up to a constant: conv3x3 2, conv1x1 1, others 0, and c1 = c3/9: five conv1x1
+    # and one conv3x3 score 7 for 1.56·c3; two of each (6) or two conv3x3 and the rest cheap (4)
+    # score less. Equal cells: the first in lexicographic order (the conv3x3 last)
+    assert g == NB201Genotype(("nor_conv_1x1",) * 5 + ("nor_conv_3x3",))
+    assert budget.scalars()["derived"] == pytest.approx(budget.exact(g))
+    # with the skip limit and derive_exclude the fitting cell obeys them too
+    model, budget = supernet(target=target, derive_exclude=["none"], derive_max_skip=1)
+    with torch.no_grad():
+        model.arch["cell"].alpha.copy_(torch.tensor([[0, 1.5, 0.9, 2.0, 0]] * 6))
+    g = model.genotype()
+    # one skip (1.5), then two conv3x3 + two conv1x1 + a pool (5.8) beat one conv3x3 + four conv1x1 (5.6)
+    assert g == NB201Genotype(("skip_connect", "nor_conv_1x1", "nor_conv_1x1", "nor_conv_3x3",
+                               "nor_conv_3x3", "avg_pool_3x3"))
+    assert budget.exact(g) <= target
+
+
+def test_budget_errors_are_one_line():
+    with pytest.raises(ConfigError, match="below the cheapest cell"):
+        supernet(target=0.03)  # the skeleton alone costs 0.0356
+    with pytest.raises(ConfigError, match="cost.target must be positive"):
+        supernet(target=-1.0)
+    with pytest.raises(ConfigError, match="cost.hard=true needs cost.target"):
+        supernet(hard=True)
+    with pytest.raises(ConfigError, match="cost.form: unknown form 'square'"):
+        supernet(target=1.0, form="square")
+
+
+def test_darts_hard_derive_stays_within_the_target():
+    space = get_space("darts")
+    model = space.build_supernet(build_estimator("softmax"), num_classes=3, C=4, layers=3, steps=2, multiplier=2,
+                                 generator=torch.Generator().manual_seed(0))
+    budget = attach_budget(model, space, metric="macs", target=None, weight=1.0, form="hinge", hard=None,
+                           num_classes=3, in_channels=3, resolution=8, network=space.trained_network(C=4, layers=3),
+                           cell={"steps": 2, "multiplier": 2})
+    with torch.no_grad():  # favour the most expensive op everywhere
+        for name in ("normal", "reduce"):
+            a = torch.zeros(5, 8)
+            a[:, space.ops.index("sep_conv_5x5")] = 3.0
+            model.arch[name].alpha.copy_(a + 0.01 * torch.arange(5.0)[:, None])
+    free = model.genotype()
+    top = budget.exact(free)
+    budget.target, budget.hard = 0.7 * top, True
+    g = model.genotype()
+    assert budget.exact(g) <= 0.7 * top < top
+    assert float(budget.expected().detach()) > budget.table.fixed
+
+
+def test_derived_estimate_is_the_argmax_cells_cost_with_the_distributions_gradient():
+    model, budget = supernet(derive_exclude=["none"])
+    alpha = model.arch["cell"].alpha
+    with torch.no_grad():
+        alpha.copy_(torch.randn(6, 5, generator=torch.Generator().manual_seed(2)))
+    (g_exp,) = torch.autograd.grad(budget.expected(), alpha)
+    budget.estimate = "derived"
+    e = budget.expected()
+    assert float(e.detach()) == pytest.approx(budget.exact(model.genotype()), rel=1e-6)
+    (g_der,) = torch.autograd.grad(e, alpha)
+    assert torch.allclose(g_der, g_exp)
+    with pytest.raises(ConfigError, match="cost.estimate: unknown estimate 'mean'"):
+        Budget(model, budget.table, {"arch.cell": torch.ones(5, dtype=torch.bool)}, budget.selected, estimate="mean")

@@ -1,0 +1,171 @@
+"""The cost keys end to end: a search under a budget (nb201 and darts), TensorBoard's cost
+scalars, the latency table's profiling command, the NB201 lookup's budget and random search."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from nas.benchmarks import NB201Table
+from nas.benchmarks.nb201_table import cell_costs
+from nas.cli import main
+from nas.config import load_config
+from nas.cost import LatencyTable, build_cost_table
+from nas.errors import ConfigError
+from search_spaces import get_space
+from search_spaces.nb201 import NB201Genotype
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ["space.C=4", "space.N=1", "data.subset=256", "data.resize=8", "data.batch_size=32",
+        "trainer.epochs=2", "trainer.max_steps_per_epoch=3", "trainer.bn_batches=0"]
+
+
+def scalars(tb_dir):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    acc = EventAccumulator(str(tb_dir))
+    acc.Reload()
+    return {tag: [e.value for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
+def test_nb201_search_under_a_budget_stays_within_it_and_logs_the_cost(tmp_path):
+    # digits come as 3-channel images of 10 classes: the trained network is NB201's benchmark network
+    out = tmp_path / "run"
+    assert main([*TINY, "cost.target=30", "cost.weight=2", "--out", str(out), "--quiet"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    g = NB201Genotype.from_string(m["genotype"])
+    space = get_space("nb201")
+    t = build_cost_table(space, "macs", num_classes=10, in_channels=3, resolution=32, network=space.trained_network())
+    assert m["cost_macs"] == pytest.approx(t.exact(space.selected_edges(g)), abs=1e-5) and m["cost_macs"] <= 30
+    s = scalars(out / "tb")
+    assert len(s["cost/expected"]) == 2 and s["cost/target"] == [30.0, 30.0]
+    assert s["cost/derived"][-1] == pytest.approx(m["cost_macs"], abs=1e-4)
+    assert "cost: " in (out / "log.txt").read_text()
+    # derive again within another budget, and in parameters
+    for extra, pattern in ((["--cost", "target=12"], "M MACs (target 12, within)"),
+                           (["--cost", "metric=params", "--cost", "target=0.1"], "M params (target 0.1, within)")):
+        done = subprocess.run([sys.executable, str(REPO / "tools/derive.py"), str(out), *extra, "--out",
+                               str(tmp_path / "g.yaml")], capture_output=True, text=True, cwd=tmp_path)
+        assert done.returncode == 0 and pattern in done.stdout, done.stdout + done.stderr
+
+
+def test_darts_search_takes_the_same_keys(tmp_path):
+    out = tmp_path / "darts"
+    args = ["configs/darts_tiny.yaml", "space.layers=3", "space.steps=2", "space.multiplier=2", "data.subset=128",
+            "data.resize=8", "trainer.epochs=1", "trainer.max_steps_per_epoch=2", "trainer.bn_batches=0",
+            "cost.layers=8", "cost.C=16", "cost.target=60", "cost.weight=1", "cost.form=log"]
+    assert main([str(REPO / args[0]), *args[1:], "--out", str(out), "--quiet"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert 0 < m["cost_macs"] <= 60
+    # the run's exact cost is the evaluation network's, counted
+    from nas.utils import count_macs
+    space = get_space("darts")
+    g = space.genotype_from_dict({"arch": m["genotype"]})
+    net = space.build_network(g, num_classes=10, C=16, layers=8, auxiliary=False)
+    assert m["cost_macs"] == pytest.approx(count_macs(net, (3, 32, 32), bias=True) / 1e6, abs=1e-5)
+
+
+def test_cost_config_errors_are_one_line(tmp_path, capsys):
+    for args, pattern in ((["cost.metric=flops"], "cost.metric: 'flops' is not allowed"),
+                          (["cost.target=1"], "below the cheapest cell"),
+                          (["cost.metric=latency"], "cost.metric=latency needs cost.latency_table"),
+                          (["cost.metric=latency", f"cost.latency_table={tmp_path}/none.json"], "not found"),
+                          (["cost.layers=8"], "cost.layers applies to the darts space")):
+        assert main([*TINY, *args, "--out", str(tmp_path / "x"), "--quiet"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and pattern in err, err
+
+
+def test_profile_latency_then_search_with_a_latency_budget(tmp_path):
+    table = tmp_path / "latency.json"
+    cmd = [sys.executable, str(REPO / "tools/profile_latency.py"), "space.C=4", "cost.C=4", "cost.N=1",
+           "cost.resolution=8", "--batch", "1", "2", "--repeats", "2", "--warmup", "1",
+           "--device", "cpu", "--out", str(table), "--quiet"]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    lut = LatencyTable.load(table)
+    # 3 stages x 1 edge shape x 5 ops x 2 batch sizes, and the skeleton per batch size
+    assert len(lut.entries) == 3 * 5 * 2 + 2 and lut.device.startswith("cpu")
+    assert all(v >= 0 for v in lut.entries.values()) and lut.op("none", 4, 4, 1, 8, 8, 1) == 0.0
+    space = get_space("nb201")
+    t = build_cost_table(space, "latency", num_classes=10, in_channels=3, resolution=8,
+                         network=space.trained_network(4, 1), latency=lut, batch_size=2)
+    g = NB201Genotype(("nor_conv_3x3",) * 6)
+    ops = sum(lut.op("nor_conv_3x3", c, c, 1, h, h, 2) for c, h in ((4, 8), (8, 4), (16, 2))) * 6
+    assert t.exact(space.selected_edges(g)) == pytest.approx(t.fixed + ops)
+    with pytest.raises(ConfigError, match="no entry for"):
+        build_cost_table(space, "latency", num_classes=10, in_channels=3, resolution=8,
+                         network=space.trained_network(4, 1), latency=lut, batch_size=64)
+    out = tmp_path / "run"
+    assert main([*TINY, "cost.metric=latency", f"cost.latency_table={table}", "cost.C=4", "cost.N=1",
+                 "cost.resolution=8", "--out", str(out), "--quiet"]) == 0
+    assert LatencyTable.load(out / "latency.json").entries == lut.entries  # kept with the run
+    assert json.loads((out / "metrics.json").read_text())["cost_latency"] > 0
+    # tools/derive.py reports the cost against the run's own table
+    done = subprocess.run([sys.executable, str(REPO / "tools/derive.py"), str(out)], capture_output=True,
+                          text=True, cwd=tmp_path)
+    assert done.returncode == 0 and "cost: " in done.stdout and " ms" in done.stdout, done.stderr
+
+
+def test_lookup_best_cell_within_a_budget(tmp_path):
+    rows = [("|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|", 94.0),
+            ("|nor_conv_3x3~0|+|none~0|none~1|+|none~0|none~1|skip_connect~2|", 90.0),
+            ("|nor_conv_1x1~0|+|none~0|none~1|+|none~0|none~1|skip_connect~2|", 85.0),
+            ("|skip_connect~0|+|none~0|none~1|+|none~0|none~1|skip_connect~2|", 80.0),
+            ("|avg_pool_3x3~0|+|none~0|none~1|+|none~0|none~1|skip_connect~2|", 70.0)]
+    path = tmp_path / "t.csv"
+    path.write_text("arch,cifar10,cifar100,imagenet16_120\n" + "".join(f"{a},{x},1,1\n" for a, x in rows))
+    table = NB201Table.load(path, partial=True)  # five cells of the 15,625
+    costs = cell_costs()
+    assert costs[rows[0][0]] == pytest.approx(220.11969) and costs[rows[3][0]] == pytest.approx(7.78305)
+    # 7.78 + one conv3x3 (35.39) = 43.17; + one conv1x1 = 11.72
+    assert table.best_within(50, costs)[:2] == (rows[1][0], 90.0)
+    assert table.best_within(20, costs)[:2] == (rows[2][0], 85.0)
+    assert table.best_within(7, costs) is None
+    assert [a for _, a, _ in table.front(costs)] == [rows[3][0], rows[2][0], rows[1][0], rows[0][0]]
+    done = subprocess.run([sys.executable, str(REPO / "tools/nb201_lookup.py"), "--budget", "50", "--table", str(path),
+                           "--partial-table"], capture_output=True, text=True)
+    assert done.returncode == 0 and rows[1][0] in done.stdout and "90.00%" in done.stdout, done.stderr
+
+
+def test_the_real_table_fronts_at_the_issue_budgets(shared_dir):
+    table = NB201Table.load(shared_dir / "data" / "nb201_accuracy.csv")
+    costs = cell_costs()
+    assert round(table.best_within(55, costs)[1], 2) == 93.75
+    assert round(table.best_within(95, costs)[1], 2) == 94.31
+
+
+def test_random_search_draws_only_cells_within_the_budget():
+    from nas.benchmarks.random_search import within_budget
+    cfg = load_config(None, ["cost.target=20"])
+    fits = within_budget(cfg, get_space("nb201"), 10, 3)
+    assert fits(NB201Genotype(("nor_conv_1x1", "nor_conv_1x1", "none", "none", "none", "none")))  # 15.65
+    assert not fits(NB201Genotype(("nor_conv_3x3", "none", "none", "none", "none", "none")))      # 43.17
+    assert within_budget(load_config(None, []), get_space("nb201"), 10, 3)(NB201Genotype(("nor_conv_3x3",) * 6))
+
+
+def test_cost_benchmark_prints_the_table_and_writes_the_plot(tmp_path):
+    rows = [("|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|", 94.0),
+            ("|nor_conv_3x3~0|+|none~0|none~1|+|none~0|none~1|skip_connect~2|", 90.0),
+            ("|nor_conv_1x1~0|+|none~0|none~1|+|none~0|none~1|skip_connect~2|", 85.0)]
+    path = tmp_path / "t.csv"
+    path.write_text("arch,cifar10,cifar100,imagenet16_120\n" + "".join(f"{a},{x},1,1\n" for a, x in rows))
+    runs = []
+    for i, (arch, method) in enumerate([(rows[1][0], "softmax"), (rows[2][0], "softmax"), (rows[2][0], "random")]):
+        run = tmp_path / f"run{i}"
+        run.mkdir()
+        (run / "config.yaml").write_text(f"estimator: {{name: softmax}}\ncost: {{metric: macs, target: 50}}\n")
+        (run / "genotype.yaml").write_text(f"space: nb201\narch: '{arch}'\n")
+        (run / "metrics.json").write_text(json.dumps({"search_seconds": 10 + i, **({"method": "random"} if method == "random" else {})}))
+        runs.append(str(run))
+    png = tmp_path / "front.png"
+    done = subprocess.run([sys.executable, str(REPO / "tools/cost_benchmark.py"), *runs, "--table", str(path),
+                           "--partial-table", "--png", str(png)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "macs budget 50: front 90.00" in out
+    assert "| softmax hinge 1 | 2 | 87.50 ± 3.54 | 85.00 |" in out and "| yes | -2.50 | 10 |" in out
+    assert "| random | 1 | 85.00 | 85.00 |" in out
+    from PIL import Image
+    assert Image.open(png).size == (900, 600)

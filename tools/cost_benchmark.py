@@ -1,0 +1,116 @@
+"""Searched cells under a cost budget against NAS-Bench-201's Pareto front.
+
+    python tools/cost_benchmark.py RUN_DIR [RUN_DIR ...] [--table nb201_accuracy.csv] [--png front.png]
+
+reads finished runs (nas-search or random-search folders whose config has ``cost.target``),
+groups them by metric, budget and method (the estimator's name, ``random`` for random search),
+and prints per budget a table of the cells' NAS-Bench-201 CIFAR-10 accuracy (mean ± std over
+the runs), their cost in the benchmark network, whether every one is within the budget, the
+front (the best cell of the table within the budget) and the gap to it. ``--png`` draws every
+cell of the table, the front, the budgets and the searched cells.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from nas.errors import NasError  # noqa: E402
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="cost_benchmark", description=__doc__.split("\n\n")[0])
+    p.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR")
+    p.add_argument("--table", type=Path, default=None, help="NB201 CSV (default ../shared/data/nb201_accuracy.csv)")
+    p.add_argument("--partial-table", action="store_true",
+                   help="accept a table of a subset of the cells (fronts among those); default: all 15,625 required")
+    p.add_argument("--png", type=Path, default=None, help="write the cost-accuracy picture here")
+    p.add_argument("--device", default="cpu", help="unused (table lookups); a uniform tool interface")
+    return p
+
+
+def read_run(run: Path) -> dict:
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    metrics = json.loads((run / "metrics.json").read_text())
+    arch = yaml.safe_load((run / "genotype.yaml").read_text())["arch"]
+    cost = cfg.get("cost") or {}
+    method = "random" if metrics.get("method") == "random" else label(cfg)
+    return dict(run=run, arch=arch, method=method, metric=cost.get("metric", "macs"), target=cost.get("target"),
+                seconds=metrics.get("search_seconds"))
+
+
+def label(cfg: dict) -> str:
+    """The estimator and how its budget entered the search: ``softmax hinge 1`` (penalty weight),
+    ``softmax w=0`` (derive within the budget only), ``... derived`` (cost.estimate)."""
+    cost = cfg.get("cost") or {}
+    weight = cost.get("weight", 1.0)
+    name = cfg["estimator"]["name"] + ("+noise" if cfg["estimator"].get("noise") == "adaptive" else "")
+    if not weight:
+        return f"{name} w=0"
+    return f"{name} {cost.get('form', 'hinge')} {weight:g}" + (" derived" if cost.get("estimate") == "derived" else "")
+
+
+def fmt(xs) -> str:
+    return f"{statistics.mean(xs):.2f} ± {statistics.stdev(xs):.2f}" if len(xs) > 1 else f"{xs[0]:.2f}"
+
+
+def main(args: argparse.Namespace) -> int:
+    from nas.benchmarks import NB201Table
+    from nas.benchmarks.nb201_table import cell_costs
+    try:
+        table = NB201Table.load(args.table, partial=args.partial_table)
+        runs = [read_run(r) for r in args.runs if (r / "metrics.json").is_file()]
+        costs = {m: cell_costs(m) for m in {r["metric"] for r in runs}}
+        groups = defaultdict(list)
+        for r in runs:
+            r["acc"], r["cost"] = table.accuracy(r["arch"]), costs[r["metric"]][str(table.score(r["arch"]).arch)]
+            groups[(r["metric"], r["target"])].append(r)
+        for (metric, target), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] or 0)):
+            best = table.best_within(target, costs[metric]) if target else (*table.best(), None)
+            print(f"\n{metric} budget {target}: front {best[1]:.2f} ({best[0]})")
+            print("| method | runs | NB201 CIFAR-10 | min | cost mean (max) | all within | gap to front | search s |")
+            print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+            by = defaultdict(list)
+            for r in rs:
+                by[r["method"]].append(r)
+            for method, ms in sorted(by.items()):
+                accs = [r["acc"] for r in ms]
+                cs = [r["cost"] for r in ms]
+                ok = all(c <= target * (1 + 1e-9) for c in cs) if target else True
+                secs = [r["seconds"] for r in ms if r["seconds"] is not None]
+                print(f"| {method} | {len(ms)} | {fmt(accs)} | {min(accs):.2f} | {statistics.mean(cs):.2f} "
+                      f"({max(cs):.2f}) | {'yes' if ok else 'NO'} | {statistics.mean(accs) - best[1]:+.2f} | "
+                      f"{statistics.mean(secs) if secs else float('nan'):.0f} |")
+        if args.png:
+            from nas.cost.plot import front_plot
+            metric = "macs" if "macs" in costs or not costs else sorted(costs)[0]
+            costs.setdefault(metric, cell_costs(metric))
+            c = costs[metric]
+            marks = defaultdict(list)
+            for r in runs:
+                if r["metric"] == metric:
+                    marks[f"{r['method']} @{r['target']:g}"].append((r["cost"], r["acc"]))
+            img = front_plot([(c[a], table.rows[a][0]) for a in table.rows],
+                             [(x, acc) for x, _, acc in table.front(c)],
+                             sorted({r["target"] for r in runs if r["metric"] == metric and r["target"]}), dict(marks),
+                             x_label=f"{metric} of the benchmark network (M)", y_label="NB201 CIFAR-10 test %",
+                             title="searched cells vs the NAS-Bench-201 Pareto front")
+            img.save(args.png)
+            print(f"\nplot written to {args.png}")
+    except (NasError, OSError, KeyError) as e:
+        print(f"cost_benchmark: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    from nas.utils.pipes import exit_quietly_on_closed_pipe
+    exit_quietly_on_closed_pipe()
+    sys.exit(main(get_args_parser().parse_args()))

@@ -1,0 +1,62 @@
+"""Measure the latency lookup table of a search's trained network on this machine's device.
+
+    python tools/profile_latency.py CONFIG.yaml [key=value ...] [--batch 1 64] [--device auto]
+                                    [--repeats 20] [--out latency.json]
+
+times every candidate op on every edge shape of the network the config's ``cost:`` section
+describes (nb201: the benchmark network C=16, N=5, 32x32 by default; darts: the evaluation
+network) and its skeleton, at each batch size, and writes (or extends) a JSON table for
+``cost.metric=latency cost.latency_table=latency.json``. A search copies the table into its run
+folder. See nas/cost/latency.py for the model (ProxylessNAS/FBNet: the sum of the ops' latencies).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from nas.errors import NasError  # noqa: E402
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="profile_latency", description=__doc__.split("\n\n")[0])
+    p.add_argument("items", nargs="*", metavar="CONFIG.yaml | key=value")
+    p.add_argument("--batch", type=int, nargs="+", default=[1], help="batch sizes to measure (default 1)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    p.add_argument("--repeats", type=int, default=20, help="timed calls per entry (the median is kept)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed calls before them")
+    p.add_argument("--classes", type=int, default=10, help="outputs of the network when cost.classes is unset")
+    p.add_argument("--in-channels", type=int, default=3, help="input channels of the network (default 3)")
+    p.add_argument("--out", type=Path, default=Path("latency.json"), help="the table to write or extend")
+    p.add_argument("--quiet", action="store_true")
+    return p
+
+
+def main(args: argparse.Namespace) -> int:
+    from nas.config import config_from_cli
+    from nas.cost import LatencyTable, profile_latency
+    from nas.engine.runtime import resolve_device
+    from search_spaces import get_space
+    try:
+        cfg = config_from_cli(args.items)
+        space = get_space(cfg.space.name)
+        c = cfg.cost
+        table = LatencyTable.load(args.out) if args.out.is_file() else None
+        table = profile_latency(space, network=space.trained_network(c.C, c.N, c.layers), resolution=c.resolution,
+                                num_classes=c.classes or args.classes, in_channels=args.in_channels, batch_sizes=args.batch,
+                                device=resolve_device(args.device), cell=space.cost_cell(cfg), repeats=args.repeats,
+                                warmup=args.warmup, table=table, log=None if args.quiet else print)
+        table.save(args.out)
+    except NasError as e:
+        print(f"profile_latency: error: {e}", file=sys.stderr)
+        return 2
+    print(f"{len(table.entries)} entries on {table.device} written to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    from nas.utils.pipes import exit_quietly_on_closed_pipe
+    exit_quietly_on_closed_pipe()
+    sys.exit(main(get_args_parser().parse_args()))
