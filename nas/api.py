@@ -146,6 +146,18 @@ def register_op(name: str) -> Callable[[Any], Any]:
     return _register(name)
 
 
+def _class_registrar(fn: str, name: str, registry: Any, base: type) -> Callable[[Any], Any]:
+    """The decorator of ``fn(name)``: checks that it decorates a ``base`` subclass, names the
+    class ``name`` and registers it."""
+    def add(cls: Any) -> Any:
+        if not (isinstance(cls, type) and issubclass(cls, base)):
+            raise ConfigError(f"{fn}('{name}'): expected a{'n' if base.__name__[0] in 'AEIOU' else ''} "
+                              f"{base.__name__} subclass, got {cls!r}")
+        cls.name = name
+        return registry.register(name, cls)
+    return add
+
+
 def register_space(name: str) -> Callable[[Any], Any]:
     """``@nas.register_space("name")`` on a :class:`search_spaces.SearchSpace` subclass (the
     contract of ``search_spaces/base.py``): it declares ``data_kind`` and ``config_keys`` (by
@@ -155,13 +167,7 @@ def register_space(name: str) -> Callable[[Any], Any]:
     :class:`search_spaces.Network` and gets the ``model.*`` keys it names plus
     ``model.args``; ``genotype_to_dict``/``genotype_from_dict`` give the YAML round trip."""
     from search_spaces import SPACES, SearchSpace
-
-    def add(cls: Any) -> Any:
-        if not (isinstance(cls, type) and issubclass(cls, SearchSpace)):
-            raise ConfigError(f"register_space('{name}'): expected a SearchSpace subclass, got {cls!r}")
-        cls.name = name
-        return SPACES.register(name, cls)
-    return add
+    return _class_registrar("register_space", name, SPACES, SearchSpace)
 
 
 def register_estimator(name: str) -> Callable[[Any], Any]:
@@ -169,13 +175,7 @@ def register_estimator(name: str) -> Callable[[Any], Any]:
     (``create``, ``sample``, ``probs``; see ``nas/estimators/base.py``); its ``__init__``
     keywords are the ``estimator.*`` keys it accepts."""
     from .estimators import ESTIMATORS, Estimator
-
-    def add(cls: Any) -> Any:
-        if not (isinstance(cls, type) and issubclass(cls, Estimator)):
-            raise ConfigError(f"register_estimator('{name}'): expected an Estimator subclass, got {cls!r}")
-        cls.name = name
-        return ESTIMATORS.register(name, cls)
-    return add
+    return _class_registrar("register_estimator", name, ESTIMATORS, Estimator)
 
 
 def register_dataset(name: str) -> Callable[[Any], Any]:

@@ -73,6 +73,9 @@ class SpaceConfig:
     lambda_g: float = ranged(1e-4, ge=0)         # DNF space: sparsity weight λ_g
     op_args: Dict[str, Dict[str, Any]] = field(default_factory=dict)  # options per op, e.g. {dnf_1x1: {rules: 8}}
     args: Dict[str, Any] = field(default_factory=dict)  # a user space's own build_supernet keywords
+    fused: bool = True             # nb201: fused cell execution (nas/supernet/fused.py; exact)
+    channels_last: bool = True     # nb201: NHWC activations (layout only; faster convs on CPU)
+    partial_channels: int = ranged(1, ge=1)  # PC-DARTS: 1/K of the channels through each mixed op (1: off)
 
 
 @dataclass
