@@ -26,6 +26,7 @@ from nas.data import BatchLoader
 from nas.data.loader import shard_bounds, sharded_len
 from nas.engine.amp import GradStep, Precision
 from nas.errors import ConfigError
+from test_resume import assert_same  # bitwise equality of nested states
 
 REPO = Path(__file__).resolve().parents[1]
 WORKER = REPO / "tests" / "dist_worker.py"
@@ -60,22 +61,6 @@ def ok(r: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
 
 def ranks(out: Path, n: int = 2) -> list:
     return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(n)]
-
-
-def assert_same(a, b, path="state"):
-    """Bitwise equality of nested states (tensors with torch.equal)."""
-    if isinstance(a, torch.Tensor):
-        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b), path
-    elif isinstance(a, dict):
-        assert set(a) == set(b), path
-        for k in a:
-            assert_same(a[k], b[k], f"{path}.{k}")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), path
-        for i, (x, y) in enumerate(zip(a, b)):
-            assert_same(x, y, f"{path}[{i}]")
-    else:
-        assert a == b, path
 
 
 def single(overrides, out, config=None, float64=True):
