@@ -30,11 +30,14 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .engine.distributed import is_main_process
     from .searcher.run import load_run_config, run_search  # after parsing: --help stays fast
     base = load_run_config(args.resume) if args.resume is not None else None
     cfg = config_from_cli(args.items, resume_cfg=base)
     check_config_file_kept(args.items, args.out)
     result = run_search(cfg, args.out, quiet=args.quiet, resume_from=args.resume)
+    if not is_main_process():  # under torchrun rank 0 prints the result
+        return 0
     print(f"genotype: {result.genotype_str}")
     if result.warning:
         print(result.warning, file=sys.stderr)
@@ -44,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = get_args_parser().parse_intermixed_args(argv)  # options may sit between overrides
-    return guarded("nas-search", run, args)
+    from .engine.distributed import rank_tag
+    return guarded(f"nas-search{rank_tag()}", run, args)  # under torchrun every rank reports its own failure
 
 
 if __name__ == "__main__":

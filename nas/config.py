@@ -96,6 +96,9 @@ class SpaceConfig:
     program: ProgramSpaceConfig = field(default_factory=ProgramSpaceConfig)  # program space
     op_args: Dict[str, Dict[str, Any]] = field(default_factory=dict)  # options per op, e.g. {dnf_1x1: {rules: 8}}
     args: Dict[str, Any] = field(default_factory=dict)  # a user space's own build_supernet keywords
+    fused: bool = True             # nb201: fused cell execution (nas/supernet/fused.py; exact)
+    channels_last: bool = True     # nb201: NHWC activations (layout only; faster convs on CPU)
+    partial_channels: int = ranged(1, ge=1)  # PC-DARTS: 1/K of the channels through each mixed op (1: off)
 
 
 @dataclass
@@ -158,6 +161,10 @@ class TrainerConfig:
     ckpt_every: int = ranged(1, ge=1)
     max_steps_per_epoch: Optional[int] = ranged(None, ge=1)  # cap for smoke runs
     bn_batches: int = ranged(50, ge=0)          # train batches that recompute BN statistics before the final val_acc (0: off)
+    amp: Literal["off", "bf16", "fp16"] = "off"  # mixed precision (fp16: with loss scaling)
+    channels_last: bool = False                  # NHWC memory format for the convolutions (tensor-core GPUs)
+    sync_bn: bool = False                        # data parallel: BN statistics over the global batch, not per rank
+    dist_timeout: float = ranged(1800.0, gt=0)   # data parallel: seconds a rank waits for the others before failing
 
 
 @dataclass

@@ -43,3 +43,67 @@ def test_bad_spec_is_one_line():
     r = subprocess.run([sys.executable, "tools/bench_speed.py", "--estimators", "softmax,nope"], cwd=REPO,
                        capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "nope" in r.stderr
+
+
+FAKE_SEARCHS = '''
+import torch
+from torch import nn
+
+
+class _Net(nn.Module):
+    """The interface nas-bench uses of xautodl's NB201 search models, on a tiny stand-in."""
+
+    def __init__(self, C, N, max_nodes, num_classes, search_space, affine, track_running_stats):
+        super().__init__()
+        self.conv = nn.Conv2d(3, C, 3, padding=1)
+        self.fc = nn.Linear(C, num_classes)
+        self.arch_parameters = nn.Parameter(1e-3 * torch.randn(6, len(search_space)))
+
+    def get_weights(self):
+        return list(self.conv.parameters()) + list(self.fc.parameters())
+
+    def get_alphas(self):
+        return [self.arch_parameters]
+
+    def forward(self, x):
+        h = self.conv(x).mean((2, 3)) * self.arch_parameters.softmax(-1).sum()
+        return h, self.fc(h)
+
+
+TinyNetworkDarts = TinyNetworkGDAS = _Net
+'''
+
+
+@pytest.mark.slow  # nine fresh processes
+def test_against_xautodl_alternates_and_prints_ratios(tmp_path):
+    """The side-by-side mode on a stand-in for xautodl's package (the real one is not a dependency)."""
+    pkg = tmp_path / "xautodl" / "models" / "cell_searchs"
+    pkg.mkdir(parents=True)
+    for d in (tmp_path / "xautodl", tmp_path / "xautodl" / "models"):
+        (d / "__init__.py").write_text("")
+    (pkg / "__init__.py").write_text(FAKE_SEARCHS)
+    (tmp_path / "xautodl" / "models" / "cell_operations.py").write_text(
+        "SearchSpaceNames = {'nas-bench-201': "
+        "['none', 'skip_connect', 'nor_conv_1x1', 'nor_conv_3x3', 'avg_pool_3x3']}\n")
+    cmd = [sys.executable, "tools/bench_speed.py", "--C", "4", "--N", "1", "--resolution", "8", "--batch", "4",
+           "--steps", "1", "--warmup", "1", "--threads", "1", "--rounds", "2", "--single-path-steps", "1",
+           "--against-xautodl", str(tmp_path)]
+    r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    order = re.findall(r"^round (\d): (nas|xautodl) (\w+):", r.stderr, re.M)
+    # round 1: nas first, round 2: xautodl first, pair by pair
+    assert order == [("1", "nas", "softmax"), ("1", "xautodl", "darts"), ("1", "nas", "gumbel_hard"),
+                     ("1", "xautodl", "gdas"), ("2", "xautodl", "darts"), ("2", "nas", "softmax"),
+                     ("2", "xautodl", "gdas"), ("2", "nas", "gumbel_hard")]
+    rows = re.findall(r"^\| (dense|single path): \S+ vs (DARTS|GDAS) \| ([\d.]+) \([\d.]+\) \| ([\d.]+) \([\d.]+\) "
+                      r"\| ([\d.]+)x", r.stdout, re.M)
+    assert [row[:2] for row in rows] == [("dense", "DARTS"), ("single path", "GDAS")]
+    for _, _, nas_ips, x_ips, ratio in rows:
+        assert float(ratio) > 0 and float(nas_ips) > 0 and float(x_ips) > 0
+    assert "load average" in r.stdout
+
+
+def test_against_xautodl_without_the_package_is_one_line(tmp_path):
+    r = subprocess.run([sys.executable, "tools/bench_speed.py", "--against-xautodl", str(tmp_path)], cwd=REPO,
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "xautodl/models/cell_searchs" in r.stderr

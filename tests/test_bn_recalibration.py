@@ -12,10 +12,11 @@ from search_spaces import get_space
 from search_spaces.nb201 import OPS
 
 
-def gdas_supernet():
+def gdas_supernet(fused=False):
     torch.manual_seed(0)
+    # unfused: the test below hooks the op's own BN module, which the fused path does not call
     model = get_space("nb201").build_supernet(build_estimator("gumbel_hard"), num_classes=3, C=4, N=1,
-                                              generator=torch.Generator().manual_seed(0))
+                                              generator=torch.Generator().manual_seed(0), fused=fused)
     # eval mode takes argmax α: nor_conv_3x3 on every edge
     with torch.no_grad():
         model.arch["cell"].alpha.zero_()
@@ -48,6 +49,20 @@ def test_statistics_are_the_average_over_the_batches_of_the_eval_path():
     for k, v in off_path.state_dict().items():
         assert torch.equal(v, off_before[k]), k
     assert not model.training and not any(m.training for m in model.modules())
+
+
+def test_fused_supernet_recalibrates_to_the_same_statistics():
+    states = []
+    for fused in (False, True):
+        model = gdas_supernet(fused).double()
+        model.train()
+        torch.manual_seed(1)
+        for _ in range(3):
+            model(torch.randn(8, 3, 8, 8, dtype=torch.double) * 3 + 1)
+        recalibrate_bn(model, [(torch.randn(6, 3, 8, 8, dtype=torch.double), None) for _ in range(3)])
+        states.append(model.state_dict())
+    for k, v in states[0].items():
+        assert torch.allclose(v, states[1][k], atol=1e-12) if v.is_floating_point() else torch.equal(v, states[1][k]), k
 
 
 def test_no_batches_changes_nothing():

@@ -58,11 +58,11 @@ def test_unknown_space_and_op_errors():
         build_estimator("darts")
 
 
-def tiny(name="softmax", seed=0, **kw):
+def tiny(name="softmax", seed=0, fused=True, **kw):
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     return get_space("nb201").build_supernet(build_estimator(name, **kw), num_classes=3, C=4, N=1,
-                                             generator=gen)
+                                             generator=gen, fused=fused)
 
 
 @pytest.mark.parametrize("name", ["softmax", "gumbel", "gumbel_hard"])
@@ -110,8 +110,9 @@ def test_mixed_op_is_the_weighted_sum_of_its_candidates():
     assert torch.allclose(edge(x, w), expected, atol=1e-6)
 
 
-def test_gdas_runs_only_the_sampled_op_and_still_grads_every_alpha_entry():
-    model = tiny("gumbel_hard")
+@pytest.mark.parametrize("fused", [False, True])
+def test_gdas_runs_only_the_sampled_op_and_still_grads_every_alpha_entry(fused):
+    model = tiny("gumbel_hard", fused=fused)
     calls = {}
     for cell_i, cell in enumerate(model.cells):
         if type(cell).__name__ != "SearchCell":
@@ -126,8 +127,23 @@ def test_gdas_runs_only_the_sampled_op_and_still_grads_every_alpha_entry():
     model(torch.randn(2, 3, 8, 8)).logsumexp(1).sum().backward()
     index = sampled[0].index
     assert len(sampled) == 1  # one sample per forward, shared by every cell
-    assert set(calls) == {(c, e, index[e]) for c in (0, 2, 4) for e in range(6)}
-    assert all(v == 1 for v in calls.values())
+    ran = {(c, e, index[e]) for c in (0, 2, 4) for e in range(6)}
+    if fused:
+        # the fused path calls no op module: a conv ran iff its BN counted the batch and its
+        # weight got a gradient
+        assert not calls
+        convs = 0
+        for c in (0, 2, 4):
+            for e, mixed in enumerate(model.cells[c].edges):
+                for k, op in enumerate(mixed.ops):
+                    if hasattr(op, "takes_relu_input"):
+                        assert int(op[2].num_batches_tracked) == ((c, e, k) in ran)
+                        assert (op[1].weight.grad is not None) == ((c, e, k) in ran)
+                        convs += (c, e, k) in ran
+        assert convs > 0
+    else:
+        assert set(calls) == ran
+        assert all(v == 1 for v in calls.values())
     grad = choice.alpha.grad
     assert (grad != 0).all(), grad
 

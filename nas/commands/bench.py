@@ -12,6 +12,16 @@ is ``torch.cuda.max_memory_allocated``.
 Estimator specs: a registered name, ``NAME+noise`` (adaptive noise) or ``NAME:single_path``
 (single-path execution of the selected candidate for ste/bop). Default: every categorical
 estimator, its single-path variant where it has one, and the noise variants.
+
+Side by side with xautodl (``--against-xautodl DIR``, DIR holding the ``xautodl/`` folder of
+D-X-Y/AutoDL-Projects): the dense step (``softmax``) against xautodl's ``TinyNetworkDarts`` and the
+single-path step (``gumbel_hard``) against its ``TinyNetworkGDAS``, both sides timed by the same
+code (:func:`time_steps`), in fresh processes that alternate within one invocation, with the same
+thread count; xautodl's step is its search loop's (:mod:`nas.commands.bench_xautodl`). The table
+gives images/s, the speed-up over xautodl in wall time and in CPU time (the latter barely moves
+when other jobs share the CPU), peak RSS, the convolutions' GFLOP/s inside each step (profiled
+kernel time) and that of a standalone 3x3 convolution of the first stage's shape, with the load
+average before and after.
 """
 from __future__ import annotations
 
@@ -20,11 +30,11 @@ import inspect
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
-from typing import Dict, List
+from typing import Callable, Dict, List
 
 
 import torch
@@ -45,6 +55,18 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--affine", action="store_true", help="BN with affine parameters in the cells")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--no-fused", dest="fused", action="store_false",
+                   help="the per-edge cell (space.fused=false) instead of the fused one")
+    p.add_argument("--no-channels-last", dest="channels_last", action="store_false",
+                   help="NCHW activations (space.channels_last=false)")
+    p.add_argument("--partial-channels", type=int, default=1, metavar="K",
+                   help="PC-DARTS: 1/K of the channels through each mixed op (space.partial_channels)")
+    p.add_argument("--against-xautodl", metavar="DIR", default=None,
+                   help="time xautodl's DARTS and GDAS steps (DIR/xautodl) against softmax and gumbel_hard")
+    p.add_argument("--rounds", type=int, default=3, help="with --against-xautodl: alternating rounds")
+    p.add_argument("--single-path-steps", type=int, default=40,
+                   help="with --against-xautodl: timed steps of the single-path pair (its cost follows the "
+                        "sampled path, one per step for all cells, so it needs more steps to average)")
     p.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: measure one spec, print JSON
     return p
 
@@ -71,6 +93,65 @@ def build_estimator_from_spec(spec: str):
     return build_estimator(name, noise="adaptive" if noise else "none", **kw)
 
 
+def time_steps(step: Callable[[], None], args: argparse.Namespace, device: torch.device) -> Dict[str, float]:
+    """Wall and CPU time per call of ``step`` after ``args.warmup`` untimed calls, and peak memory."""
+    for _ in range(args.warmup):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    t0, c0 = time.perf_counter(), time.process_time()
+    for _ in range(args.steps):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    dt = (time.perf_counter() - t0) / args.steps
+    dc = (time.process_time() - c0) / args.steps
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(device) / 2**20
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB (Linux)
+    return {"ms_per_step": 1000 * dt, "cpu_ms_per_step": 1000 * dc, "images_per_s": args.batch / dt,
+            "peak_mib": peak, "threads": torch.get_num_threads()}
+
+
+def conv_rate(step: Callable[[], None], args: argparse.Namespace) -> Dict[str, float]:
+    """The convolutions of one ``step`` (CPU): their FLOPs (forward and backward, as
+    ``torch.utils.flop_counter`` counts them) and their kernels' time (profiler, self time of the
+    convolution ops), in a counted step and a profiled step; and, right after in the same process
+    (so under the same load), a standalone 3x3 convolution of the first stage's shape."""
+    from torch.profiler import ProfilerActivity, profile
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as fc:
+        step()
+    flops = sum(n for op, n in fc.get_flop_counts().get("Global", {}).items() if "convolution" in str(op))
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        step()
+    us = sum(e.self_cpu_time_total for e in prof.key_averages() if "conv" in e.key)
+    return {"conv_gflop": flops / 1e9, "conv_ms": us / 1000, "conv_gflops": flops / 1e3 / max(us, 1e-9),
+            "standalone_gflops": max(standalone_conv_rate(args.C, args.resolution, args.batch, channels_last)
+                                     for channels_last in (True, False))}
+
+
+def standalone_conv_rate(C: int, resolution: int, batch: int, channels_last: bool) -> float:
+    """GFLOP/s of a 3x3 convolution C -> C (stride 1, the first stage's shape) with both of its
+    gradients, the best of a few repetitions."""
+    import torch.nn.functional as F
+
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.randn(batch, C, resolution, resolution).to(memory_format=fmt).requires_grad_()
+    w = torch.randn(C, C, 3, 3, requires_grad=True)
+    g = torch.randn(batch, C, resolution, resolution).to(memory_format=fmt)
+    flops = 3 * 2 * 9 * C * C * resolution * resolution * batch  # forward, grad input, grad weight
+    best = float("inf")
+    for _ in range(5):
+        t = time.perf_counter()
+        torch.autograd.grad(F.conv2d(x, w, padding=1), (x, w), g)
+        best = min(best, time.perf_counter() - t)
+    return flops / best / 1e9
+
+
 def measure(spec: str, args: argparse.Namespace) -> Dict[str, float]:
     from nas.searcher.loop import Searcher
     from nas.searcher.optim import build_optimizers
@@ -80,7 +161,9 @@ def measure(spec: str, args: argparse.Namespace) -> Dict[str, float]:
     torch.manual_seed(0)
     est = build_estimator_from_spec(spec)
     model = get_space("nb201").build_supernet(est, num_classes=10, C=args.C, N=args.N, affine=args.affine,
-                                              generator=torch.Generator().manual_seed(0)).to(device)
+                                              generator=torch.Generator().manual_seed(0), fused=args.fused,
+                                              channels_last=args.channels_last,
+                                              partial_channels=args.partial_channels).to(device)
     opts = build_optimizers(model, est, epochs=1)
     shape = (args.batch, 3, args.resolution, args.resolution)
     batches = [(torch.randn(shape, device=device), torch.randint(0, 10, (args.batch,), device=device))
@@ -94,22 +177,11 @@ def measure(spec: str, args: argparse.Namespace) -> Dict[str, float]:
         searcher.weight_step(x, y)
         searcher.arch_step(xv, yv, (x, y))
 
-    for _ in range(args.warmup):
-        step()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB (Linux)
-    t0 = time.perf_counter()
-    for _ in range(args.steps):
-        step()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    dt = (time.perf_counter() - t0) / args.steps
-    if device.type == "cuda":
-        peak = torch.cuda.max_memory_allocated(device) / 2**20
-    else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out = time_steps(step, args, device)
+    if args.against_xautodl:
+        if device.type == "cpu":
+            out.update(conv_rate(step, args))
+        return out
     # each half on its own, in extra steps (the syncs between them would skew the total above):
     # the median over the steps of each phase's wall time
     phases: Dict[str, list] = {"weight": [], "arch": []}
@@ -124,31 +196,111 @@ def measure(spec: str, args: argparse.Namespace) -> Dict[str, float]:
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             phases[name].append(time.perf_counter() - t)
-    med = {k: 1000 * sorted(v)[len(v) // 2] for k, v in phases.items()}
-    return {"ms_per_step": 1000 * dt, "images_per_s": args.batch / dt, "peak_mib": peak,
-            "rss_before_mib": rss0, "threads": torch.get_num_threads(),
-            "weight_ms": med["weight"], "arch_ms": med["arch"]}
+    out.update({f"{k}_ms": 1000 * sorted(v)[len(v) // 2] for k, v in phases.items()})
+    return out
 
 
-def run_one(spec: str, args: argparse.Namespace) -> Dict[str, float]:
-    cmd = [sys.executable, "-m", "nas.commands.bench", "--one", spec, "--C", str(args.C), "--N", str(args.N),
-           "--resolution", str(args.resolution), "--batch", str(args.batch), "--steps", str(args.steps),
-           "--warmup", str(args.warmup), "--device", args.device]
-    cmd += ["--threads", str(args.threads)] if args.threads else []
-    cmd += ["--affine"] if args.affine else []
-    r = subprocess.run(cmd, capture_output=True, text=True)
+def common_flags(args: argparse.Namespace) -> List[str]:
+    """The size, timing and thread flags a child process measures with."""
+    out = ["--C", str(args.C), "--N", str(args.N), "--resolution", str(args.resolution), "--batch", str(args.batch),
+           "--steps", str(args.steps), "--warmup", str(args.warmup), "--device", args.device]
+    return out + (["--threads", str(args.threads)] if args.threads else [])
+
+
+def run_one(spec: str, args: argparse.Namespace, module: str = "nas.commands.bench") -> Dict[str, float]:
+    cmd = [sys.executable, "-m", module, "--one", spec] + common_flags(args)
+    if module == "nas.commands.bench":
+        cmd += ["--affine"] if args.affine else []
+        cmd += [] if args.fused else ["--no-fused"]
+        cmd += [] if args.channels_last else ["--no-channels-last"]
+        cmd += ["--partial-channels", str(args.partial_channels)]
+        cmd += ["--against-xautodl", args.against_xautodl] if args.against_xautodl else []
+    else:
+        cmd += ["--dir", args.against_xautodl]
+    # the child must import this package the way the parent did (a checkout is not installed)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in [_package_root(), os.environ.get("PYTHONPATH")] if p))
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if r.returncode != 0:
         lines = (r.stderr or r.stdout).strip().splitlines()
         raise NasError(f"{spec}: {lines[-1] if lines else f'exit {r.returncode}'}")
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
+def _package_root() -> str:
+    import nas
+    return os.path.dirname(os.path.dirname(os.path.abspath(nas.__file__)))
+
+
+PAIRS = (("dense", "softmax", "darts"), ("single path", "gumbel_hard", "gdas"))
+
+
+def load() -> str:
+    return " ".join(f"{v:.2f}" for v in os.getloadavg())
+
+
+def against_xautodl(args: argparse.Namespace) -> str:
+    """Alternate this project's steps and xautodl's, each in a fresh process, ``args.rounds`` times;
+    the table of medians over the rounds."""
+    from nas.commands.bench_xautodl import check_dir
+
+    check_dir(args.against_xautodl)
+    load_before = load()
+    runs: Dict[str, Dict[str, List[Dict[str, float]]]] = {name: {"nas": [], "xautodl": []} for name, _, _ in PAIRS}
+    single = argparse.Namespace(**{**vars(args), "steps": args.single_path_steps})
+    for r in range(args.rounds):
+        for name, spec, model in PAIRS:
+            sides = [("nas", spec, "nas.commands.bench"), ("xautodl", model, "nas.commands.bench_xautodl")]
+            for side, what, module in (sides if r % 2 == 0 else sides[::-1]):  # who goes first alternates
+                res = run_one(what, single if name == "single path" else args, module)
+                runs[name][side].append(res)
+                print(f"round {r + 1}: {side} {what}: {res['images_per_s']:.1f} images/s "
+                      f"(CPU {args.batch / res['cpu_ms_per_step'] * 1000:.1f}), load {load()}",
+                      file=sys.stderr, flush=True)
+    load_after = load()
+
+    def med(rs: List[Dict[str, float]], key: str) -> float:
+        return statistics.median(r[key] for r in rs)
+
+    threads = runs[PAIRS[0][0]]["nas"][0]["threads"]
+    out = [f"C={args.C} N={args.N} {args.resolution}x{args.resolution} batch {args.batch}, {threads} thread(s), "
+           f"{args.rounds} rounds x {args.steps} timed steps (single path: {args.single_path_steps}) after "
+           f"{args.warmup} warm-up (one step = weight step + "
+           f"arch step; each measurement in a fresh process, the two tools alternating); xautodl from "
+           f"{args.against_xautodl}", f"load average (1, 5, 15 min) before: {load_before}; after: {load_after}", "",
+           "| step | nas images/s (per CPU-s) | xautodl images/s (per CPU-s) | speed-up (wall) | speed-up (CPU time) "
+           "| peak RSS MiB nas / xautodl | conv GFLOP per step nas / xautodl | conv GFLOP/s in the step's kernels "
+           "nas / xautodl | standalone conv GFLOP/s (same processes) | conv GFLOP / step wall time nas / xautodl |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for name, spec, model in PAIRS:
+        a, b = runs[name]["nas"], runs[name]["xautodl"]
+        wall = [y["ms_per_step"] / x["ms_per_step"] for x, y in zip(a, b)]
+        cpu = [y["cpu_ms_per_step"] / x["cpu_ms_per_step"] for x, y in zip(a, b)]
+        cpu_ips = [args.batch * 1000 / med(rs, "cpu_ms_per_step") for rs in (a, b)]
+        out.append(f"| {name}: {spec} vs {model.upper()} | {med(a, 'images_per_s'):.1f} ({cpu_ips[0]:.1f}) "
+                   f"| {med(b, 'images_per_s'):.1f} ({cpu_ips[1]:.1f}) "
+                   f"| {statistics.median(wall):.2f}x ({min(wall):.2f}-{max(wall):.2f}) "
+                   f"| {statistics.median(cpu):.2f}x ({min(cpu):.2f}-{max(cpu):.2f}) "
+                   f"| {med(a, 'peak_mib'):.0f} / {med(b, 'peak_mib'):.0f} "
+                   f"| {med(a, 'conv_gflop'):.3g} / {med(b, 'conv_gflop'):.3g} "
+                   f"| {med(a, 'conv_gflops'):.0f} / {med(b, 'conv_gflops'):.0f} "
+                   f"| {med(a + b, 'standalone_gflops'):.0f} "
+                   f"| {1000 * med(a, 'conv_gflop') / med(a, 'ms_per_step'):.0f} / "
+                   f"{1000 * med(b, 'conv_gflop') / med(b, 'ms_per_step'):.0f} |")
+    out += ["", f"standalone: a 3x3 convolution {args.C}->{args.C}, {args.resolution}x{args.resolution}, batch "
+                f"{args.batch}, forward + both gradients, best of NHWC and NCHW, timed in each process right "
+                f"after its profiled step; GFLOP/s in the step's kernels: conv FLOPs / profiled conv kernel time"]
+    return "\n".join(out)
+
+
 def table(rows: Dict[str, Dict[str, float]], args: argparse.Namespace) -> str:
     base = rows.get("softmax")
     mem = "peak GPU MiB" if args.device.startswith("cuda") else "peak RSS MiB"
+    variant = ", ".join([f"partial channels 1/{args.partial_channels}"] * (args.partial_channels > 1)
+                        + ["per-edge cells"] * (not args.fused) + ["NCHW"] * (not args.channels_last))
     out = [f"C={args.C} N={args.N} {args.resolution}x{args.resolution} batch {args.batch}, device {args.device}, "
            f"{next(iter(rows.values()))['threads']} thread(s), {args.steps} timed steps "
-           f"(one step = weight step + arch step; the two halves timed alone in as many extra steps)", "",
+           f"(one step = weight step + arch step; the two halves timed alone in as many extra steps)"
+           + (f"; {variant}" if variant else "") + f"; load average {load()}", "",
            f"| estimator | ms / step | images / s | vs softmax | {mem} | weight step ms | arch step ms |",
            "| --- | --- | --- | --- | --- | --- | --- |"]
     for spec, r in rows.items():
@@ -163,6 +315,9 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     if args.one is not None:
         print(json.dumps(measure(args.one, args)))
+        return 0
+    if args.against_xautodl:
+        print(against_xautodl(args))
         return 0
     specs = [s.strip() for s in args.estimators.split(",")] if args.estimators else default_specs()
     for s in specs:

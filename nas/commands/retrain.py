@@ -35,6 +35,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from nas.config import check_config_file_kept, config_from_cli
+    from nas.engine.distributed import is_main_process
     from nas.retrainer import RetrainConfig, run_retrain
     from nas.retrainer.run import load_run_config
 
@@ -47,6 +48,8 @@ def run(args: argparse.Namespace) -> int:
     if args.genotype is not None:  # set as is: a '|op~0|...' string is not YAML
         cfg.model.genotype = args.genotype
     result = run_retrain(cfg, args.out, quiet=args.quiet, resume_from=args.resume)
+    if not is_main_process():  # under torchrun rank 0 prints the result
+        return 0
     m = result.metrics
     print(f"genotype: {result.genotype}")
     print(f"test_acc: {m['test_acc']:.2f}  params: {m['params_m']:.3f}M  MACs: {m['macs_m']:.1f}M")
@@ -55,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(args: argparse.Namespace) -> int:
-    return guarded("nas-retrain", run, args)
+    from nas.engine.distributed import rank_tag
+    return guarded(f"nas-retrain{rank_tag()}", run, args)
 
 
 def cli(argv=None) -> int:

@@ -9,7 +9,7 @@ normalised with the train split's mean/std.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 import torch
 
@@ -25,6 +25,12 @@ __all__ = ["ImageSet", "StreamSet", "load_dataset", "split_indices", "BatchLoade
 _SECOND_STREAM = 1_000_003
 
 Source = Union[ImageSet, StreamSet]
+# share(build, key): build() once per machine, its tensors mapped by the machine's other ranks
+Share = Callable[[Callable[[], Dict[str, Any]], str], Dict[str, Any]]
+
+
+def _built_here(build: Callable[[], Dict[str, Any]], key: str) -> Dict[str, Any]:
+    return build()
 
 
 def _info(data: Source, **sizes: int) -> Dict[str, Any]:
@@ -47,52 +53,92 @@ def _load(dataset: str, given: Any, split: str, **kw: Any) -> Source:
                           workers=kw["workers"])
 
 
-def _loader(data: Source, idx: Optional[torch.Tensor], *, workers: int, **common: Any) -> BatchLoader:
+def _streamed(stream: bool, given: Any) -> bool:
+    """Whether the data is read batch by batch (then nothing is decoded up front to share)."""
+    parts = given.values() if isinstance(given, dict) else [given]
+    return stream or any(isinstance(g, StreamSet) for g in parts)
+
+
+def _prepared(build: Callable[[], Dict[str, Any]], share: Share, key: str, stream: bool, given: Any
+              ) -> Dict[str, Any]:
+    """``build()``: once per machine through ``share`` for in-memory images, which the loaders
+    then hold as views of one shared copy; here for streamed data (each rank reads its batches)."""
+    return build() if _streamed(stream, given) else share(build, key)
+
+
+def _part(data: Source, idx: Optional[torch.Tensor]) -> Tuple[Source, Optional[torch.Tensor]]:
+    """``data`` restricted to ``idx``: in-memory images are gathered (the copy the loader holds),
+    a streamed set keeps its positions."""
+    if isinstance(data, StreamSet) or idx is None:
+        return data, idx
+    return ImageSet(data.images[idx], data.labels[idx], data.classes, data.mean, data.std), None
+
+
+def _loader(part: Tuple[Source, Optional[torch.Tensor]], *, workers: int, **common: Any) -> BatchLoader:
+    data, idx = part
     if isinstance(data, StreamSet):
         return StreamLoader(data, idx if idx is not None else torch.arange(len(data)), workers=workers, **common)
-    if idx is None:
-        return BatchLoader(data.images, data.labels, **common)
-    return BatchLoader(data.images[idx], data.labels[idx], **common)
+    return BatchLoader(data.images, data.labels, **common)
 
 
 def build_search_loaders(dataset: str, *, root: Optional[str], download: bool,
                          resize: Optional[int], subset: Optional[int], train_portion: float,
                          batch_size: int, workers: int, seed: int, device: Any,
                          augment: bool = True, stream: bool = False, given: Any = None,
-                         ) -> Tuple[BatchLoader, BatchLoader, Dict[str, Any]]:
+                         shard: Tuple[int, int] = (0, 1), share: Share = _built_here,
+                         channels_last: bool = False) -> Tuple[BatchLoader, BatchLoader, Dict[str, Any]]:
     """(weight-training loader, architecture-validation loader, info), both from the train split.
     ``stream``: read the images batch by batch (:class:`StreamLoader`) instead of holding them in
-    memory; ``given``: a dataset object instead of the registered ``dataset``."""
-    data = _load(dataset, given, "train", root=root, download=download, resize=resize, subset=subset,
-                 seed=seed, workers=workers, stream=stream)
-    require_classes(data.labels, data.classes, dataset)
-    train_idx, val_idx = split_indices(len(data), train_portion, seed)
-    common = dict(batch_size=batch_size, shuffle=True, augment=augment, mean=data.mean,
-                  std=data.std, device=device, workers=workers)
-    train = _loader(data, train_idx, seed=seed, **common)
-    val = _loader(data, val_idx, seed=seed + _SECOND_STREAM, **common)
-    return train, val, _info(data, n_train=len(train_idx), n_val=len(val_idx))
+    memory; ``given``: a dataset object instead of the registered ``dataset``.
+
+    Data parallel: ``shard`` is (rank, world) (each rank iterates its slice of every global batch
+    of ``batch_size``); ``share(build, key)`` runs ``build`` once per machine and hands its
+    tensors to the machine's other ranks (:meth:`nas.engine.distributed.World.node_shared`)."""
+    def build() -> Dict[str, Any]:
+        data = _load(dataset, given, "train", root=root, download=download, resize=resize, subset=subset,
+                     seed=seed, workers=workers, stream=stream)
+        require_classes(data.labels, data.classes, dataset)
+        train_idx, val_idx = split_indices(len(data), train_portion, seed)
+        return {"train": _part(data, train_idx), "val": _part(data, val_idx),
+                "info": _info(data, n_train=len(train_idx), n_val=len(val_idx))}
+
+    parts = _prepared(build, share, "search-data", stream, given)
+    info = parts["info"]
+    common = dict(batch_size=batch_size, shuffle=True, augment=augment, mean=info["mean"],
+                  std=info["std"], device=device, workers=workers, shard=shard, channels_last=channels_last)
+    train = _loader(parts["train"], seed=seed, **common)
+    val = _loader(parts["val"], seed=seed + _SECOND_STREAM, **common)
+    return train, val, info
 
 
 def build_eval_loaders(dataset: str, *, root: Optional[str], download: bool,
                        resize: Optional[int], subset: Optional[int], batch_size: int,
                        workers: int, seed: int, device: Any, augment: bool = True,
                        test_subset: Optional[int] = None, stream: bool = False, given: Any = None,
+                       shard: Tuple[int, int] = (0, 1), share: Share = _built_here, channels_last: bool = False,
                        ) -> Tuple[BatchLoader, BatchLoader, Dict[str, Any]]:
     """(loader on the full train split, loader on the test split, info).
 
     ``subset`` limits the train split only; ``test_subset`` limits the test split (default: all).
-    ``stream``, ``given``: as for :func:`build_search_loaders` (``given``: ``{"train", "test"}``).
+    ``stream``, ``given``: as for :func:`build_search_loaders` (``given``: ``{"train", "test"}``);
+    ``shard``, ``share``: likewise (both loaders are sharded).
     """
-    kw = dict(root=root, download=download, resize=resize, seed=seed, workers=workers, stream=stream)
-    train = _load(dataset, given, "train", subset=subset, **kw)
-    require_classes(train.labels, train.classes, dataset)
-    test = _load(dataset, given, "test", subset=test_subset, **kw)
-    if tuple(test.shape) != tuple(train.shape) or test.classes != train.classes:
-        raise DataError(f"train and test splits differ (shape {train.shape} vs {test.shape}, "
-                        f"classes {len(train.classes)} vs {len(test.classes)}); give both the "
-                        f"same class folders, or set data.resize=<size>")
-    common = dict(batch_size=batch_size, mean=train.mean, std=train.std, device=device, workers=workers)
-    train_loader = _loader(train, None, shuffle=True, augment=augment, seed=seed, **common)
-    test_loader = _loader(test, None, shuffle=False, augment=False, **common)
-    return train_loader, test_loader, _info(train, n_train=len(train), n_test=len(test))
+    def build() -> Dict[str, Any]:
+        kw = dict(root=root, download=download, resize=resize, seed=seed, workers=workers, stream=stream)
+        train = _load(dataset, given, "train", subset=subset, **kw)
+        require_classes(train.labels, train.classes, dataset)
+        test = _load(dataset, given, "test", subset=test_subset, **kw)
+        if tuple(test.shape) != tuple(train.shape) or test.classes != train.classes:
+            raise DataError(f"train and test splits differ (shape {train.shape} vs {test.shape}, "
+                            f"classes {len(train.classes)} vs {len(test.classes)}); give both the "
+                            f"same class folders, or set data.resize=<size>")
+        return {"train": _part(train, None), "test": _part(test, None),
+                "info": _info(train, n_train=len(train), n_test=len(test))}
+
+    parts = _prepared(build, share, "eval-data", stream, given)
+    info = parts["info"]
+    common = dict(batch_size=batch_size, mean=info["mean"], std=info["std"], device=device, workers=workers,
+                  shard=shard, channels_last=channels_last)
+    train_loader = _loader(parts["train"], shuffle=True, augment=augment, seed=seed, **common)
+    test_loader = _loader(parts["test"], shuffle=False, augment=False, **common)
+    return train_loader, test_loader, info

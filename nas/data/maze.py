@@ -33,7 +33,7 @@ Loader batches: ``x = MazeInput(images float [B, H, W, 64] in [0, 1], start long
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 import torch
 
@@ -191,25 +191,20 @@ class MazeLoader(TabularLoader):
     """Iterates ``(MazeInput, y)`` on ``device`` with its own generator (see ``BatchLoader``)."""
 
     def __init__(self, data: MazeSet, idx: Optional[torch.Tensor] = None, *, batch_size: int,
-                 shuffle: bool, seed: int = 0, device: Any = "cpu"):
+                 shuffle: bool, seed: int = 0, device: Any = "cpu", shard: Tuple[int, int] = (0, 1)):
         idx = torch.arange(len(data)) if idx is None else idx
         super().__init__(data.images[idx], data.targets()[idx], batch_size=batch_size, shuffle=shuffle,
-                         seed=seed, device=device)
+                         seed=seed, device=device, shard=shard)
         self.data, self.idx = data, idx
         self.start = data.start[idx].to(self.device)
 
-    def __iter__(self) -> Iterator[Tuple[MazeInput, torch.Tensor]]:
-        n = self.y.shape[0]
-        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
-        order = order.to(self.device)
-        self.epoch += 1
-        for i in range(len(self)):
-            b = order[i * self.batch_size:(i + 1) * self.batch_size]
-            yield MazeInput(self.x[b], self.start[b]), self.y[b]
+    def batch(self, idx: torch.Tensor) -> Tuple[MazeInput, torch.Tensor]:
+        return MazeInput(self.x[idx], self.start[idx]), self.y[idx]
 
-    def eval_loader(self) -> "MazeLoader":
-        """The same mazes in a fixed order (for final scores)."""
-        return MazeLoader(self.data, self.idx, batch_size=self.batch_size, shuffle=False, device=self.device)
+    def eval_loader(self, shard: Tuple[int, int] = (0, 1)) -> "MazeLoader":
+        """The same mazes in a fixed order (for final scores); ``shard`` as for the loader."""
+        return MazeLoader(self.data, self.idx, batch_size=self.batch_size, shuffle=False, device=self.device,
+                          shard=shard)
 
 
 def build_maze_search_loaders(name: str = "maze", *, options: MazeOptions, train_portion: float,

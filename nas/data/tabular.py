@@ -13,7 +13,6 @@ Loaders yield ``(x float32 [B, K] in {0, 1}, y int64 [B])`` on the device; their
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -22,7 +21,7 @@ import torch
 from ..errors import ConfigError, DataError
 from ..registry import Registry
 from .datasets import require_classes
-from .loader import split_indices
+from .loader import shard_bounds, sharded_len, split_indices
 
 TABULAR = Registry("tabular dataset")
 TEST_FRACTION = 0.2
@@ -137,7 +136,8 @@ class TabularLoader:
     """Iterates ``(x [B, K], y [B])`` on ``device`` with its own generator (see ``BatchLoader``)."""
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, *, batch_size: int, shuffle: bool,
-                 seed: int = 0, drop_last: bool = False, device: Any = "cpu"):
+                 seed: int = 0, drop_last: bool = False, device: Any = "cpu",
+                 shard: Tuple[int, int] = (0, 1)):
         if batch_size < 1:
             raise ConfigError(f"data.batch_size must be positive, got {batch_size}")
         self.device = torch.device(device)
@@ -145,10 +145,11 @@ class TabularLoader:
         self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
         self.generator = torch.Generator().manual_seed(seed)
         self.epoch = 0
+        self.rank, self.world = shard  # the global batch is drawn, this rank's slice taken
 
     def __len__(self) -> int:
-        n = self.y.shape[0]
-        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+        return sharded_len(self.y.shape[0], self.batch_size, self.drop_last, self.world,
+                           min_per_rank=2 if self.shuffle else 0)
 
     def __iter__(self) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
         n = self.y.shape[0]
@@ -157,11 +158,17 @@ class TabularLoader:
         self.epoch += 1
         for i in range(len(self)):
             idx = order[i * self.batch_size:(i + 1) * self.batch_size]
-            yield self.x[idx], self.y[idx]
+            lo, hi = shard_bounds(len(idx), self.rank, self.world)
+            yield self.batch(idx[lo:hi])
 
-    def eval_loader(self) -> "TabularLoader":
-        """The same samples in a fixed order (for final scores)."""
-        return TabularLoader(self.x, self.y, batch_size=self.batch_size, shuffle=False, device=self.device)
+    def batch(self, idx: torch.Tensor) -> Tuple[Any, torch.Tensor]:
+        """``(x, y)`` of the samples ``idx`` (a subclass may give another input, e.g. the maze's)."""
+        return self.x[idx], self.y[idx]
+
+    def eval_loader(self, shard: Tuple[int, int] = (0, 1)) -> "TabularLoader":
+        """The same samples in a fixed order (for final scores); ``shard`` as for the loader."""
+        return TabularLoader(self.x, self.y, batch_size=self.batch_size, shuffle=False, device=self.device,
+                             shard=shard)
 
     def state_dict(self) -> Dict[str, Any]:
         return {"epoch": self.epoch, "generator": self.generator.get_state()}
@@ -177,15 +184,17 @@ def _info(data: TabularSet, **sizes: int) -> Dict[str, Any]:
 
 
 def build_tabular_search_loaders(name: str, *, options: TabularOptions, train_portion: float,
-                                 batch_size: int, seed: int, device: Any
+                                 batch_size: int, seed: int, device: Any, shard: Tuple[int, int] = (0, 1)
                                  ) -> Tuple[TabularLoader, TabularLoader, Dict[str, Any]]:
-    """(rule-training loader, validation loader, info), both from the train split."""
+    """(rule-training loader, validation loader, info), both from the train split; ``shard``:
+    (rank, world) of a data-parallel search (see :class:`nas.data.BatchLoader`)."""
     data = load_tabular(name, split="train", seed=seed, options=options)
     require_classes(data.y, data.classes, name)
     tr, va = split_indices(len(data), train_portion, seed)
-    train = TabularLoader(data.x[tr], data.y[tr], batch_size=batch_size, shuffle=True, seed=seed, device=device)
+    train = TabularLoader(data.x[tr], data.y[tr], batch_size=batch_size, shuffle=True, seed=seed, device=device,
+                          shard=shard)
     val = TabularLoader(data.x[va], data.y[va], batch_size=batch_size, shuffle=True,
-                        seed=seed + _SECOND_STREAM, device=device)
+                        seed=seed + _SECOND_STREAM, device=device, shard=shard)
     return train, val, _info(data, n_train=len(tr), n_val=len(va))
 
 

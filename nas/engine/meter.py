@@ -3,8 +3,9 @@ the retrain trainer."""
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Tuple
 
+import torch
 from torch import Tensor
 
 from ..errors import TrainingError
@@ -30,6 +31,17 @@ class Meter:
     def loss_sum(self) -> Optional[Tensor]:
         """The running loss sum on the device (None before the first update), not synced."""
         return self._loss
+
+    def all_reduce_(self, sum_over_ranks: Callable[[Tensor], Tensor]) -> "Meter":
+        """Replace the sums by their totals over the data-parallel ranks (``sum_over_ranks`` sums a
+        tensor over them in place): the epoch's loss and accuracy over the global batches."""
+        like = self._loss if self._loss is not None else torch.zeros(())
+        t = torch.stack([like.new_tensor(0.0) if self._loss is None else self._loss.double(),
+                         like.new_tensor(0.0) if self._correct is None else self._correct.double(),
+                         like.new_tensor(float(self.n))]).double()
+        sum_over_ranks(t)
+        self._loss, self._correct, self.n = t[0], t[1], int(t[2])
+        return self
 
     def result(self) -> Dict[str, float]:
         n = max(self.n, 1)
@@ -63,29 +75,49 @@ class LossGuard:
         self.causes = causes
         self.factor = factor
         self.start: Optional[float] = None
+        # data parallel (set by the run): sums a tensor over the ranks in place. The guard then
+        # judges the global batch's loss, so every rank reaches the same verdict at the same step
+        # (a rank whose own batches went wrong never leaves the others waiting in an all-reduce)
+        self.reduce: Optional[Callable[[Tensor], Tensor]] = None
 
-    def check(self, loss: Tensor, meter: Meter, epoch: int, step: int, last: bool) -> None:
-        """After ``meter.update(loss, ...)`` of step ``step`` of ``epoch`` (both from 0)."""
+    def due(self, loss: Tensor, step: int, last: bool) -> bool:
+        """Whether :meth:`check` looks at the loss at this step (else it returns at once)."""
+        return loss.device.type == "cpu" or self.start is None or (step + 1) % SYNC_EVERY == 0 or last
+
+    def check(self, loss: Tensor, meter: Meter, epoch: int, step: int, last: bool, n: int = 1) -> None:
+        """After ``meter.update(loss, ...)`` of step ``step`` of ``epoch`` (both from 0); ``n``:
+        the step's batch size (the weight of this rank's loss when data parallel)."""
+        if not self.due(loss, step, last):
+            return
         on_cpu = loss.device.type == "cpu"
         first = self.start is None
-        if on_cpu or first:
-            value = float(loss.detach().float())
-        elif (step + 1) % SYNC_EVERY == 0 or last:
-            total = meter.loss_sum()
-            value = float(total) / max(meter.n, 1) if total is not None else float(loss.detach().float())
-        else:
-            return
+        step_loss, mean = self._losses(loss, meter, n)
+        value = step_loss if on_cpu or first else mean
         where = f"epoch {epoch + 1} step {step + 1}" if on_cpu or first else \
             f"epoch {epoch + 1}, one of the steps up to {step + 1}"
         if not math.isfinite(value):
             raise TrainingError(f"the loss became {value} in {where}; likely causes: {self.causes}")
         if first:
             self.start = value
-        mean = float(meter.loss_sum()) / meter.n if on_cpu and meter.n else value
+        mean = mean if on_cpu and meter.n else value
         limit = self.factor * max(self.start, 1.0)
         if mean > limit:
             raise TrainingError(f"the loss diverged: {mean:.4g} in {where}, over {self.factor:g}x the "
                                 f"first step's {self.start:.4g}; likely causes: {self.causes}")
+
+    def _losses(self, loss: Tensor, meter: Meter, n: int) -> Tuple[float, float]:
+        """(this step's loss, the epoch's running mean loss): over every rank's batches when
+        data parallel (one all-reduce), else this process's (one sync)."""
+        step_loss = loss.detach().float()
+        total = meter.loss_sum()
+        if self.reduce is None:
+            value = float(step_loss)
+            return value, (float(total) / meter.n if total is not None and meter.n else value)
+        t = torch.stack([step_loss.double() * n, step_loss.new_tensor(float(n), dtype=torch.float64),
+                         (total if total is not None else step_loss.new_zeros(())).double(),
+                         step_loss.new_tensor(float(meter.n), dtype=torch.float64)])
+        t = self.reduce(t).tolist()
+        return t[0] / max(t[1], 1.0), (t[2] / t[3] if t[3] else t[0] / max(t[1], 1.0))
 
     def state_dict(self) -> Dict[str, Optional[float]]:
         return {"start": self.start}

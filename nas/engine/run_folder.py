@@ -137,6 +137,8 @@ class RunFolder:
     :meth:`write_text` for its results.
     """
 
+    writer = True  # this process writes the folder (data parallel: rank 0 only, nas.engine.rank_folder)
+
     def __init__(self, path: Path, kind: str, cfg: Any = None, *, resumable: Sequence[str] = (),
                  required: Tuple[str, ...] = REQUIRED):
         self.path = Path(path)
@@ -456,12 +458,14 @@ def check_resumable(path: Path, kind: str, locked: bool = True) -> None:
                               f"with its {CHECKPOINT}")
 
 
-def load_run_config(path: os.PathLike, cls: type, kind: str) -> Any:
+def load_run_config(path: os.PathLike, cls: type, kind: str, check_lock: bool = True) -> Any:
     """The resolved config of the ``kind`` run in ``path``, as a ``cls`` (for ``--resume``): its
     config.yaml or, when that file is missing or damaged, the copy inside its checkpoint (which
-    every checkpoint carries), with a warning on stderr that says so."""
+    every checkpoint carries), with a warning on stderr that says so. ``check_lock=False``: do not
+    refuse a folder another process holds (the other ranks of a data-parallel run, whose rank 0
+    may already have locked it)."""
     path = Path(path)
-    pid = in_use(path)
+    pid = in_use(path) if check_lock else None
     if pid is not None:
         raise NasError(f"{path} is in use by another run (pid {pid}); wait for it to end before resuming it")
     check_resumable(path, kind)

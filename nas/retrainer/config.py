@@ -56,6 +56,10 @@ class RetrainTrainerConfig:
     ckpt_every: int = ranged(1, ge=1)
     eval_every: int = ranged(0, ge=0)     # test-set evaluation every N epochs (0: only at the end)
     max_steps_per_epoch: Optional[int] = ranged(None, ge=1)  # cap for smoke runs
+    amp: Literal["off", "bf16", "fp16"] = "off"  # mixed precision (fp16: with loss scaling)
+    channels_last: bool = False           # NHWC memory format for the convolutions
+    sync_bn: bool = False                 # data parallel: BN statistics over the global batch
+    dist_timeout: float = ranged(1800.0, gt=0)  # data parallel: seconds a rank waits for the others
 
 
 @dataclass

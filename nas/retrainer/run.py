@@ -16,10 +16,14 @@ import yaml
 from ..bounds import check_config
 from ..config import to_dict
 from ..errors import ConfigError
+from ..engine.amp import GradStep, Precision
+from ..engine.distributed import DistributedError, World, is_main_process, setup as setup_world
 from ..engine.monitor import Monitor, log
+from ..engine.rank_folder import claim_shared, start_shared
 from ..engine.run_folder import RunFolder, load_run_config as _load_run_config
-from ..engine.runtime import resolve_device, seed_everything
+from ..engine.runtime import rng_state, seed_everything, set_rng_state
 from ..engine.shapes import check_input_fits
+from ..engine.sync_bn import convert_sync_bn
 from ..ops.registry import check_op_args, describe_ops
 from ..plugins import accepted_kwargs, genotype_record, import_user_modules
 from ..utils import count_macs, count_params
@@ -28,7 +32,8 @@ from .genotypes import record_from_data, resolve_record
 from .trainer import Trainer
 
 RESUMABLE_CHANGES = ("name", "device", "data.root", "data.download", "data.workers",
-                     "trainer.epochs", "trainer.ckpt_every", "trainer.eval_every", "model.genotype")
+                     "trainer.epochs", "trainer.ckpt_every", "trainer.eval_every", "model.genotype",
+                     "trainer.dist_timeout", "trainer.channels_last")
 
 
 @dataclass
@@ -64,14 +69,19 @@ def run_retrain(cfg: RetrainConfig, out_dir: Optional[Path] = None, *, quiet: bo
     (its genotype is the one stored in the checkpoint); with ``resume_from``, continue that run in
     a copy at ``out_dir``. The folder is owned as :func:`nas.searcher.run.run_search` owns its own
     (:class:`~nas.engine.run_folder.RunFolder`). ``dataset``: ``{"train": ..., "test": ...}``
-    dataset objects instead of ``data.dataset`` (see ``nas.retrain``)."""
+    dataset objects instead of ``data.dataset`` (see ``nas.retrain``).
+
+    Under ``torchrun`` it is one rank of a data-parallel retraining (:mod:`nas.engine.distributed`):
+    rank 0 alone claims, reads and writes the run folder; the data order and crop/flip are the
+    single process's; Cutout holes and drop-path masks come from per-rank streams (seed + rank)."""
     check_config(cfg)
     cfg = replace(cfg, imports=import_user_modules(cfg.imports))  # user registrations first
     # a new run's genotype is read before the folder is claimed: a wrong one leaves no folder behind
     resolved = None if resume or resume_from is not None else resolve_record(cfg.model.genotype)
-    folder = RunFolder.claim(out_dir, cfg, kind="retrain", resumable=RESUMABLE_CHANGES, resume=resume,
-                             copy_from=resume_from, required=("model", "epoch", "config", "genotype"))
-    return folder.run(quiet, lambda: _retrain(cfg, folder, quiet, resolved, dataset))
+    world = setup_world(cfg.device, cfg.trainer.dist_timeout)
+    folder = claim_shared(world, out_dir, cfg, kind="retrain", resumable=RESUMABLE_CHANGES, resume=resume,
+                          copy_from=resume_from, required=("model", "epoch", "config", "genotype"))
+    return folder.run(quiet, lambda: _retrain(cfg, folder, quiet, resolved, dataset, world))
 
 
 def loss_causes(cfg: RetrainConfig) -> str:
@@ -84,8 +94,9 @@ def loss_causes(cfg: RetrainConfig) -> str:
     return ", ".join(causes)
 
 
-def _retrain(cfg: RetrainConfig, folder: RunFolder, quiet: bool, resolved: Any, dataset: Any) -> RetrainResult:
-    folder.start()
+def _retrain(cfg: RetrainConfig, folder: RunFolder, quiet: bool, resolved: Any, dataset: Any,
+             world: World) -> RetrainResult:
+    start_shared(world, folder)
     out_dir = folder.path
     if folder.resumed:
         space, genotype, extras = record_from_data(folder.ckpt["genotype"], str(folder.ckpt_path))
@@ -95,8 +106,8 @@ def _retrain(cfg: RetrainConfig, folder: RunFolder, quiet: bool, resolved: Any, 
     record = genotype_record(space, genotype, imports, {**extras["op_args"], **cfg.model.op_args})
     folder.write_text("genotype.yaml", yaml.safe_dump(record, sort_keys=False))
 
-    device = resolve_device(cfg.device)
-    seed_everything(cfg.seed)
+    device = world.device
+    seed_everything(cfg.seed + world.rank)  # drop-path masks: a stream per rank
     from ..data import build_eval_loaders
     d = cfg.data
     if d.cutout < 0:
@@ -104,32 +115,57 @@ def _retrain(cfg: RetrainConfig, folder: RunFolder, quiet: bool, resolved: Any, 
     train_loader, test_loader, info = build_eval_loaders(
         d.dataset, root=d.root, download=d.download, resize=d.resize, subset=d.subset,
         batch_size=d.batch_size, workers=d.workers, seed=cfg.seed, device=device, augment=d.augment,
-        test_subset=d.test_subset, stream=d.stream, given=dataset)
+        test_subset=d.test_subset, stream=d.stream, given=dataset, shard=world.shard, share=world.node_shared,
+        channels_last=cfg.trainer.channels_last)
     model = make_network(cfg, space, genotype, info["num_classes"], info["shape"][0], extras["op_args"])
     check_input_fits(model, info["shape"], f"{space.name} network")
     params_m = count_params(model) / 1e6
     macs_m = count_macs(model, tuple(info["shape"])) / 1e6
-    model.to(device)
     o, t = cfg.optim, cfg.trainer
+    if t.sync_bn and world.enabled:
+        model = convert_sync_bn(model, world)
+    model.to(device)
+    if t.channels_last:
+        model.to(memory_format=torch.channels_last)
+    world.sync_module(model)  # rank 0's initialisation everywhere
     optimizer = torch.optim.SGD(_param_groups(model, o.weight_decay), lr=o.lr, momentum=o.momentum,
                                 nesterov=o.nesterov and o.momentum > 0)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(t.epochs, 1), eta_min=o.lr_min)
     trainer = Trainer(model, optimizer, sched, train_loader, epochs=t.epochs, grad_clip=t.grad_clip,
                       aux_weight=cfg.model.auxiliary_weight, drop_path_prob=cfg.model.drop_path_prob,
-                      cutout_length=d.cutout, seed=cfg.seed, max_steps_per_epoch=t.max_steps_per_epoch,
+                      cutout_length=d.cutout, seed=cfg.seed + world.rank, max_steps_per_epoch=t.max_steps_per_epoch,
                       loss_causes=loss_causes(cfg))
+    precision = Precision(t.amp, device)
+    trainer.autocast, trainer.world = precision.autocast, world
+    trainer.grad = GradStep(precision.scaler(), world.average if world.enabled else None)
+    if world.enabled:
+        trainer.guard.reduce = lambda t: world.all_reduce(t, "the loss check")
 
     loaders = {"train": train_loader}
     start_epoch, history, elapsed = folder.restore(trainer.load_state_dict, loaders, device, sched)
     if folder.resumed:
-        log.info(f"resumed from {folder.ckpt_path} after epoch {start_epoch}")
+        _restore_rank_streams(folder.ckpt, trainer, world, cfg.seed)
+        written = folder.ckpt.get("world_size", 1)
+        log.info(f"resumed from {folder.ckpt_path} after epoch {start_epoch}"
+                 + (f" (written by {written} ranks, continued by {world.size})" if written != world.size else ""))
 
     def checkpoint(epoch_done: int, seconds: float) -> None:
-        folder.save(epoch_done, seconds, history, {**trainer.state_dict(), "genotype": record}, loaders, device)
+        # every rank's own random streams (drop-path, Cutout), so that the same number of ranks resumes exactly
+        streams = world.gather({"rng": rng_state(device), "cutout": trainer.cutout_generator.get_state()},
+                               "collecting the ranks' random streams")
+        if not folder.writer:
+            folder.save(epoch_done)
+            return
+        folder.save(epoch_done, seconds, history, {**trainer.state_dict(), "genotype": record,
+                                                   "world_size": world.size, "rank_streams": streams},
+                    loaders, device)
 
     log.info(f"retrain {cfg.name}: space={space.name} genotype={genotype} params={params_m:.3f}M "
-             f"macs={macs_m:.1f}M device={device} train={info['n_train']} test={info['n_test']} out={out_dir}")
-    monitor = Monitor(out_dir / "tb", epochs=t.epochs, quiet=quiet, desc="retrain",
+             f"macs={macs_m:.1f}M device={device} train={info['n_train']} test={info['n_test']} out={out_dir}"
+             + (f" ranks={world.size} sync_bn={t.sync_bn}" if world.enabled else "")
+             + (f" amp={t.amp}" if t.amp != "off" else ""))
+    monitor = Monitor(out_dir / "tb" if folder.writer else None, epochs=t.epochs, quiet=quiet or not folder.writer,
+                      desc="retrain",
                       purge_step=start_epoch + 1 if folder.resumed or folder.reused else None)
     monitor.start(start_epoch)
     t0 = time.time() - elapsed
@@ -164,12 +200,28 @@ def _retrain(cfg: RetrainConfig, folder: RunFolder, quiet: bool, resolved: Any, 
         failed = monitor.close()
         if failed is not None:
             raise failed
+    except DistributedError as e:
+        raise DistributedError(f"{e}; {folder.state_note()}") from None
     finally:
         monitor.close()
     return RetrainResult(out_dir, genotype, metrics)
 
 
+def _restore_rank_streams(ckpt: Dict[str, Any], trainer: Trainer, world: World, seed: int) -> None:
+    """This rank's drop-path and Cutout streams from the checkpoint when it was written by as many
+    ranks; with another number of ranks, rank 0 continues rank 0's and the others start streams
+    seeded by (seed + rank, epoch) — the data order is unaffected, the masks are fresh draws."""
+    streams = ckpt.get("rank_streams")
+    if streams is not None and len(streams) == world.size:
+        set_rng_state(streams[world.rank]["rng"], world.device)
+        trainer.cutout_generator.set_state(streams[world.rank]["cutout"])
+    elif world.rank > 0:
+        g = seed + world.rank + 1_000_003 * int(ckpt["epoch"])
+        torch.manual_seed(g)
+        trainer.cutout_generator.manual_seed(g)
+
+
 def load_run_config(out_dir: Path) -> RetrainConfig:
     """The resolved config of an existing retrain run (for --resume): its config.yaml, or the
     checkpoint's copy when that file is damaged (with a warning on stderr)."""
-    return _load_run_config(out_dir, RetrainConfig, "retrain")
+    return _load_run_config(out_dir, RetrainConfig, "retrain", check_lock=is_main_process())

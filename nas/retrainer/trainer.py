@@ -13,7 +13,8 @@ from torch import Tensor, nn
 
 from search_spaces.base import module_penalty
 
-from ..errors import NasError
+from ..engine.amp import GradStep
+from ..engine.distributed import World
 from ..engine.meter import LossGuard, Meter, steps_in_epoch
 from .augment import cutout
 
@@ -37,7 +38,12 @@ class Trainer:
         self.drop_path_prob, self.cutout_length = drop_path_prob, cutout_length
         self.max_steps = max_steps_per_epoch
         self.cutout_generator = torch.Generator().manual_seed(seed)
+        # hooks a run sets (nas.retrainer.run): mixed precision; data parallelism, where `grad`
+        # averages the gradients over the ranks and `world` sums the meters
         self.autocast: Callable[[], object] = nullcontext
+        self.grad = GradStep()
+        self.world = World()
+        self.params = [p for p in model.parameters() if p.requires_grad]
         self.guard = LossGuard(loss_causes)
 
     def steps_per_epoch(self) -> int:
@@ -63,36 +69,40 @@ class Trainer:
             if pen is not None:
                 loss = loss + pen
             meter.update(loss, logits, y)
-            self.guard.check(loss, meter, epoch, step, step == steps - 1)
-            loss.backward()
-            if self.grad_clip > 0:
-                nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
-            self.opt.step()
+            self.guard.check(loss, meter, epoch, step, step == steps - 1, len(y))
+            self.grad.backward(loss, self.params, len(y))
+            self.grad.step([self.opt], self.params, self.grad_clip)
             if on_step is not None:
                 on_step(step, meter.result)
         self.sched.step()
-        return {f"train_{k}": v for k, v in meter.result().items()}
+        return {f"train_{k}": v for k, v in self.world.reduce_meter(meter).result().items()}
 
     @torch.no_grad()
     def evaluate(self, loader: Iterable[Batch]) -> Dict[str, float]:
+        """Loss and accuracy over ``loader`` (data parallel: over every rank's shard, with rank
+        0's BN statistics, as DDP's buffer broadcast would have them)."""
+        self.world.sync_module(self.model, buffers_only=True)
         self.model.eval()
         meter = Meter()
         for x, y in loader:
+            if len(y) == 0:  # a last batch too small to reach this rank
+                continue
             with self.autocast():
                 logits, _ = split_outputs(self.model(x))
                 loss = F.cross_entropy(logits, y)
             meter.update(loss, logits, y)
         self.model.train()
-        return meter.result()
+        return self.world.reduce_meter(meter).result()
 
     def state_dict(self) -> dict:
         return {"model": self.model.state_dict(), "optim": self.opt.state_dict(),
                 "sched": self.sched.state_dict(), "cutout": self.cutout_generator.get_state(),
-                "loss_guard": self.guard.state_dict()}
+                "scaler": self.grad.state_dict(), "loss_guard": self.guard.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["optim"])
         self.sched.load_state_dict(state["sched"])
         self.cutout_generator.set_state(state["cutout"])
+        self.grad.load_state_dict(state.get("scaler"))
         self.guard.load_state_dict(state.get("loss_guard"))  # absent in checkpoints before it

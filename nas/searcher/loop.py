@@ -6,7 +6,7 @@ Liu et al. 2019 (DARTS §2.3), Dong & Yang 2019 (GDAS), Xie et al. 2019 (SNAS).
 from __future__ import annotations
 
 from contextlib import nullcontext
-from typing import Callable, Dict, Iterable, Optional, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +17,8 @@ from search_spaces.base import Supernet
 from ..engine.meter import LossGuard, Meter, steps_in_epoch
 from ..errors import NasError
 from ..estimators.base import Estimator
+from ..engine.amp import GradStep
+from ..engine.distributed import World
 from .optim import Optimizers
 from .unrolled import unrolled_arch_backward
 
@@ -84,8 +86,14 @@ class Searcher:
             raise NasError(f"optim.aux_skip: this supernet ({type(model).__name__}) has no auxiliary "
                            f"skip (the nb201 and darts spaces have); set optim.aux_skip=0")
         self.weights = model.weight_parameters()
+        # listed once: on the single-path step, walking the module tree per zero_grad cost ~5%
+        self.params = list(model.parameters())
         self.guard = LossGuard(loss_causes)
+        # hooks a run sets (nas.searcher.run): mixed precision, and data parallelism, where
+        # the GradSteps average every gradient over the ranks and `world` sums the meters
         self.autocast: Callable[[], object] = nullcontext
+        self.weight_grad, self.arch_grad = GradStep(), GradStep()
+        self.world = World()
 
     # ------------------------------------------------------------------ steps
     def loss(self, x: Tensor, y: Tensor, with_penalty: bool) -> Tuple[Tensor, Tensor]:
@@ -102,39 +110,44 @@ class Searcher:
                     loss = loss + self.beta_weight * beta
         return loss, logits
 
+    def zero_grad(self) -> None:
+        """``model.zero_grad(set_to_none=True)`` without walking the module tree."""
+        for p in self.params:
+            p.grad = None
+
     def weight_step(self, x: Tensor, y: Tensor, update_arch: bool = False) -> Tuple[Tensor, Tensor]:
         """SGD on the weights from ``L_train``; with ``update_arch`` (joint mode) the same backward,
         of ``L_train`` + penalty, also updates the architecture."""
-        self.model.zero_grad(set_to_none=True)
+        self.zero_grad()
         loss, logits = self.loss(x, y, with_penalty=update_arch)
-        loss.backward()
-        if self.grad_clip > 0:
-            nn.utils.clip_grad_norm_(self.weights, self.grad_clip)
-        self.opt.weights.step()
+        arch = self.arch_trainable() if update_arch else []
+        # one loss, one scale: the weight and architecture optimizers step under one scaler
+        self.weight_grad.backward(loss, self.weights + arch, len(y))
+        self.weight_grad.step([self.opt.weights] + ([self.opt.arch, self.opt.discrete] if update_arch else []),
+                              self.weights, self.grad_clip)
         if update_arch:
-            self.arch_update()
+            self.estimator.after_step(self.opt.arch_params)
         return loss, logits
 
     def arch_update(self) -> None:
-        if self.opt.arch is not None:
-            self.opt.arch.step()
-        if self.opt.discrete is not None:
-            self.opt.discrete.step()
+        self.arch_grad.step([self.opt.arch, self.opt.discrete])
         self.estimator.after_step(self.opt.arch_params)
 
+    def arch_trainable(self) -> List[nn.Parameter]:
+        return [p for group in self.opt.arch_params.values() for p in group if p.requires_grad]
+
     def arch_step(self, x: Tensor, y: Tensor, train_batch: Batch) -> Tuple[Tensor, Tensor]:
-        self.model.zero_grad(set_to_none=True)
-        params = [p for group in self.opt.arch_params.values() for p in group if p.requires_grad]
+        self.zero_grad()
+        params = self.arch_trainable()
         if self.order == 2:  # second-order DARTS
             loss, logits = unrolled_arch_backward(self.loss, self.weights, params, self.opt.weights,
-                                                  train_batch, (x, y), buffers=list(self.model.buffers()))
+                                                  train_batch, (x, y), buffers=list(self.model.buffers()),
+                                                  grad_step=self.arch_grad)
         else:
             loss, logits = self.loss(x, y, with_penalty=True)
             # only the architecture's gradients: autograd then skips every weight-gradient
             # kernel (a conv's grad_weight is about a third of its backward)
-            if params:
-                for p, g in zip(params, torch.autograd.grad(loss, params, allow_unused=True)):
-                    p.grad = g
+            self.arch_grad.grads(loss, params, len(y))
         self.arch_update()
         return loss, logits
 
@@ -173,14 +186,14 @@ class Searcher:
                     xv, yv = next(val_iter)
                 vloss, vlogits = self.arch_step(xv, yv, (x, y))
                 val_m.update(vloss, vlogits, yv)
-            self.guard.check(loss, train_m, epoch, step, step == steps - 1)
+            self.guard.check(loss, train_m, epoch, step, step == steps - 1, len(y))
             if on_step is not None:
                 on_step(step, train_m.result)
         self.opt.weights_sched.step()
         self.set_aux_skip(epoch + 1)  # after the last epoch: β_end (DARTS-: 0, the plain supernet)
-        out = {f"train_{k}": v for k, v in train_m.result().items()}
+        out = {f"train_{k}": v for k, v in self.world.reduce_meter(train_m).result().items()}
         if val_m.n:
-            out.update({f"search_val_{k}": v for k, v in val_m.result().items()})
+            out.update({f"search_val_{k}": v for k, v in self.world.reduce_meter(val_m).result().items()})
         return out
 
     @torch.no_grad()
@@ -198,10 +211,14 @@ class Searcher:
 
     def state_dict(self) -> dict:
         return {"model": self.model.state_dict(), "optim": self.opt.state_dict(),
-                "estimator": self.estimator.state_dict(), "loss_guard": self.guard.state_dict()}
+                "estimator": self.estimator.state_dict(), "loss_guard": self.guard.state_dict(),
+                "scalers": {"weights": self.weight_grad.state_dict(), "arch": self.arch_grad.state_dict()}}
 
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["optim"])
         self.estimator.load_state_dict(state["estimator"])
         self.guard.load_state_dict(state.get("loss_guard"))  # absent in checkpoints before it
+        scalers = state.get("scalers") or {}
+        self.weight_grad.load_state_dict(scalers.get("weights"))
+        self.arch_grad.load_state_dict(scalers.get("arch"))

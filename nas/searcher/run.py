@@ -8,7 +8,7 @@ import json
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 import yaml
@@ -21,11 +21,15 @@ from ..estimators import build_estimator
 from ..estimators.base import Estimator
 from ..plugins import accepted_kwargs, genotype_record, import_user_modules
 from ..supernet.bn import recalibrate_bn
+from ..engine.amp import GradStep, Precision
 from ..engine.checkpoint import write_text_atomic
+from ..engine.distributed import DistributedError, World, is_main_process, setup as setup_world
 from ..engine.monitor import Monitor, log
+from ..engine.rank_folder import claim_shared, start_shared
 from ..engine.run_folder import RunFolder, load_run_config as _load_run_config
-from ..engine.runtime import resolve_device, seed_everything
+from ..engine.runtime import seed_everything
 from ..engine.shapes import check_input_fits
+from ..engine.sync_bn import convert_sync_bn
 from .loop import Searcher
 from .optim import build_optimizers
 from .summaries import SearchSummaries
@@ -54,11 +58,15 @@ def datasets_of(kind: str) -> List[str]:
     return {"tabular": TABULAR, "maze": MAZES}.get(kind, DATASETS).names()
 
 
-def make_loaders(cfg: Config, device: torch.device, dataset: Any = None):
+def make_loaders(cfg: Config, device: torch.device, dataset: Any = None, world: Optional[World] = None):
+    """The search's loaders; with a data-parallel ``world``, this rank's shards of them."""
     from ..data import build_search_loaders
     from ..data.tabular import TabularOptions, build_tabular_search_loaders
     d = cfg.data
+    world = world or World(device=device)
     if data_kind(d.dataset) == "maze":
+        if world.enabled:  # the maze loaders have no shards, and the final scores would be one rank's
+            raise ConfigError("data.dataset=maze searches in one process: run nas-search without torchrun")
         from ..data.maze import MazeOptions, build_maze_search_loaders
         return build_maze_search_loaders(d.dataset, options=MazeOptions(**to_dict(d.maze)),
                                          train_portion=d.train_portion, batch_size=d.batch_size,
@@ -67,11 +75,13 @@ def make_loaders(cfg: Config, device: torch.device, dataset: Any = None):
         opts = TabularOptions(features=d.dnf.features, clauses=d.dnf.clauses, width=d.dnf.width,
                               noise=d.dnf.noise, samples=d.dnf.samples, quantiles=d.quantiles)
         return build_tabular_search_loaders(d.dataset, options=opts, train_portion=d.train_portion,
-                                            batch_size=d.batch_size, seed=cfg.seed, device=device)
+                                            batch_size=d.batch_size, seed=cfg.seed, device=device,
+                                            shard=world.shard)
     return build_search_loaders(d.dataset, root=d.root, download=d.download, resize=d.resize,
                                 subset=d.subset, train_portion=d.train_portion, batch_size=d.batch_size,
                                 workers=d.workers, seed=cfg.seed, device=device, augment=d.augment,
-                                stream=d.stream, given=dataset)
+                                stream=d.stream, given=dataset, shard=world.shard, share=world.node_shared,
+                                channels_last=cfg.trainer.channels_last)
 
 
 def check_space(cfg: Config) -> None:
@@ -163,7 +173,7 @@ def aux_none_warning(cfg: Config, genotype: Any) -> Optional[str]:
 # how it is decoded, where it runs, how often to checkpoint, and how many epochs in total
 # (see :func:`replan_epochs`). Anything else would continue a different search from this state.
 RESUMABLE_CHANGES = ("name", "device", "data.root", "data.download", "data.workers",
-                     "trainer.epochs", "trainer.ckpt_every")
+                     "trainer.epochs", "trainer.ckpt_every", "trainer.dist_timeout", "trainer.channels_last")
 
 
 def loss_causes(cfg: Config) -> str:
@@ -194,31 +204,40 @@ def run_search(cfg: Config, out_dir: Optional[Path] = None, *, quiet: bool = Fal
     checkpoint, as an interruption would (time-sliced jobs); a later ``resume`` continues it
     exactly. Such a session writes no ``genotype.yaml``/``metrics.json`` and returns the
     current genotype with ``metrics["finished"] = False``.
+
+    Under ``torchrun`` it is one rank of a data-parallel search (:mod:`nas.engine.distributed`):
+    rank 0 alone claims, reads and writes the run folder (:mod:`nas.engine.rank_folder`); every
+    rank returns the same result.
     """
     check_config(cfg)  # a config built in Python gets the checks a loaded one had
     # user registrations first; the run keeps the paths absolute, so derive/resume find them again
     cfg = replace(cfg, imports=import_user_modules(cfg.imports))
     if not resume and resume_from is None:
         check_space(cfg)  # before claiming: a config its space refuses leaves no folder behind
-    folder = RunFolder.claim(out_dir, cfg, kind="search", resumable=RESUMABLE_CHANGES, resume=resume,
-                             copy_from=resume_from)
-    return folder.run(quiet, lambda: _search(cfg, folder, quiet, stop_after, dataset))
+    world = setup_world(cfg.device, cfg.trainer.dist_timeout)
+    folder = claim_shared(world, out_dir, cfg, kind="search", resumable=RESUMABLE_CHANGES, resume=resume,
+                          copy_from=resume_from)
+    return folder.run(quiet, lambda: _search(cfg, folder, quiet, stop_after, dataset, world))
 
 
 def _search(cfg: Config, folder: RunFolder, quiet: bool, stop_after: Optional[int],
-            dataset: Any) -> SearchResult:
-    folder.start()
+            dataset: Any, world: World) -> SearchResult:
+    start_shared(world, folder)
     out_dir = folder.path
 
-    device = resolve_device(cfg.device)
+    device = world.device
     seed_everything(cfg.seed)
     estimator = make_estimator(cfg)
-    train_loader, val_loader, info = make_loaders(cfg, device, dataset)
+    train_loader, val_loader, info = make_loaders(cfg, device, dataset, world)
     space, model = make_supernet(cfg, estimator, info["num_classes"], info["shape"][0], info)
     if space.data_kind != "maze":  # tensor batches (a maze batch is a MazeInput, sized by its generator)
         check_input_fits(model, info["shape"], f"{space.name} supernet (space.C={cfg.space.C})")
+    if cfg.trainer.sync_bn and world.enabled:
+        model = convert_sync_bn(model, world)
     model.to(device)
-    if cfg.cost.metric == "latency" and model.budget() is not None:
+    if cfg.trainer.channels_last:
+        model.to(memory_format=torch.channels_last)
+    if cfg.cost.metric == "latency" and model.budget() is not None and folder.writer:
         model.budget().table_source.save(out_dir / "latency.json")  # the run keeps the table it was searched with
     w, a, t = cfg.optim.weights, cfg.optim.arch, cfg.trainer
     opts = build_optimizers(model, estimator, epochs=t.epochs, lr=w.lr, lr_min=w.lr_min, momentum=w.momentum,
@@ -229,25 +248,41 @@ def _search(cfg: Config, folder: RunFolder, quiet: bool, stop_after: Optional[in
                         grad_clip=t.grad_clip, max_steps_per_epoch=t.max_steps_per_epoch,
                         beta_decay=a.beta_decay, aux_skip=cfg.optim.aux_skip,
                         aux_skip_end=cfg.optim.aux_skip_end, loss_causes=loss_causes(cfg))
+    precision = Precision(t.amp, device)
+    sync = world.average if world.enabled else None
+    searcher.autocast, searcher.world = precision.autocast, world
+    searcher.weight_grad, searcher.arch_grad = GradStep(precision.scaler(), sync), GradStep(precision.scaler(), sync)
+    if world.enabled:
+        searcher.guard.reduce = lambda t: world.all_reduce(t, "the loss check")
+    # the same start on every rank, whatever each consumed while loading: weights, BN buffers, arch RNG
+    world.sync_module(model)
+    world.sync_rng()
 
     loaders = {"train": train_loader, "val": val_loader}
     start_epoch, history, elapsed = folder.restore(searcher.load_state_dict, loaders, device, opts.weights_sched)
     if folder.resumed:
-        log.info(f"resumed from {folder.ckpt_path} after epoch {start_epoch}")
+        written = folder.ckpt.get("world_size", 1)
+        log.info(f"resumed from {folder.ckpt_path} after epoch {start_epoch}"
+                 + (f" (written by {written} ranks, continued by {world.size})" if written != world.size else ""))
     # what derive needs to rebuild the supernet without the data
     data = {"num_classes": info["num_classes"], "in_channels": info["shape"][0],
             **{k: list(info[k]) if info.get(k) is not None else None for k in ("features", "classes")}}
 
     def checkpoint(epoch_done: int, seconds: float) -> None:
-        folder.save(epoch_done, seconds, history, {**searcher.state_dict(), "data": data,
+        if not folder.writer:  # every rank holds the same state; rank 0 writes it
+            folder.save(epoch_done)
+            return
+        folder.save(epoch_done, seconds, history, {**searcher.state_dict(), "data": data, "world_size": world.size,
                                                    "genotype": space.genotype_to_dict(model.genotype())},
                     loaders, device)
 
     log.info(f"search {cfg.name}: space={cfg.space.name} estimator={estimator!r} device={device} "
-             f"train={info['n_train']} val={info['n_val']} out={out_dir}")
+             f"train={info['n_train']} val={info['n_val']} out={out_dir}"
+             + (f" ranks={world.size} sync_bn={t.sync_bn}" if world.enabled else "")
+             + (f" amp={t.amp}" if t.amp != "off" else ""))
     # a resumed run rewrites the TensorBoard steps after its checkpoint: drop the interrupted ones
     # (and a run started again in its folder drops all of the earlier start's)
-    monitor = Monitor(out_dir / "tb", epochs=t.epochs, quiet=quiet,
+    monitor = Monitor(out_dir / "tb" if folder.writer else None, epochs=t.epochs, quiet=quiet or not folder.writer,
                       purge_step=start_epoch + 1 if folder.resumed or folder.reused else None)
     summaries = SearchSummaries(monitor, model)
     end_epoch = t.epochs if stop_after is None else max(start_epoch, min(t.epochs, stop_after))
@@ -260,6 +295,8 @@ def _search(cfg: Config, folder: RunFolder, quiet: bool, stop_after: Optional[in
             metrics = searcher.train_epoch(epoch, on_step=lambda s, m: monitor.step(
                 lambda: {**m(), **estimator.scalars()}))
             history.append({"epoch": epoch + 1, **metrics})
+            world.check_same([p for g in opts.arch_params.values() for p in g],
+                             f"the architecture after epoch {epoch + 1}")
             scalars = {f"estimator/{k}": v for k, v in estimator.scalars().items()}
             scalars.update({f"lr/{k}": v for k, v in opts.lrs().items()})
             genotype = model.genotype()
@@ -275,31 +312,41 @@ def _search(cfg: Config, folder: RunFolder, quiet: bool, stop_after: Optional[in
                                 {"finished": False, "epochs_done": end_epoch, "history": history})
         seconds = time.time() - t0
         final = _finish(cfg, folder, space, model, searcher, train_loader, val_loader, info, device,
-                        history, seconds)
+                        history, seconds, world)
         monitor.hparams(to_dict(cfg), {k: v for k, v in final.metrics.items() if k != "epochs"}, t.epochs)
         failed = monitor.close()
         if failed is not None:
             raise failed
+    except DistributedError as e:
+        raise DistributedError(f"{e}; {folder.state_note()}") from None
     finally:
         monitor.close()
     return final
 
 
-def _plain(loader: Any, cfg: Config, info: Dict[str, Any], device: torch.device) -> Any:
-    """The loader's images as they are: no crop/flip, fixed order."""
-    return loader.eval_loader()
+def _plain(loader: Any, cfg: Config, info: Dict[str, Any], device: torch.device,
+           shard: Tuple[int, int] = (0, 1)) -> Any:
+    """The loader's images as they are: no crop/flip, fixed order (``shard``: this rank's slices)."""
+    return loader.eval_loader(shard)
 
 
 def _finish(cfg: Config, folder: RunFolder, space: Any, model: torch.nn.Module, searcher: Searcher,
             train_loader: Any, val_loader: Any, info: Dict[str, Any], device: torch.device,
-            history: list, seconds: float) -> SearchResult:
+            history: list, seconds: float, world: Optional[World] = None) -> SearchResult:
+    """BN recalibration, final validation and derive, alike on every rank of a data-parallel
+    search (rank 0 writes the files): synchronised BN recalibrates on each rank's slices of the
+    batches (the statistics of the whole batches), plain BN on the whole batches; the evaluation
+    (running statistics, no communication) runs on the whole validation set everywhere."""
     t, out_dir = cfg.trainer, folder.path
+    world = world or World(device=device)
     if t.bn_batches:
         # after the last checkpoint: the checkpoint keeps the statistics the search left
-        recalibrate_bn(model, itertools.islice(iter(_plain(train_loader, cfg, info, device)), t.bn_batches))
+        shard = world.shard if t.sync_bn else (0, 1)
+        recalibrate_bn(model, itertools.islice(iter(_plain(train_loader, cfg, info, device, shard)), t.bn_batches))
     final = searcher.evaluate(_plain(val_loader, cfg, info, device))
     genotype = model.genotype()
-    write_genotype(out_dir / "genotype.yaml", cfg, space, model, genotype)
+    if folder.writer:
+        write_genotype(out_dir / "genotype.yaml", cfg, space, model, genotype)
     budget = model.budget()
     cost = {} if budget is None else {f"cost_{budget.table.metric}": round(budget.exact(genotype), 6)}
     if budget is not None:
@@ -333,4 +380,4 @@ def write_genotype(path: Path, cfg: Config, space: Any, model: torch.nn.Module, 
 def load_run_config(out_dir: Path) -> Config:
     """The resolved config of an existing search run (for --resume): its config.yaml, or the
     checkpoint's copy when that file is damaged (with a warning on stderr)."""
-    return _load_run_config(out_dir, Config, "search")
+    return _load_run_config(out_dir, Config, "search", check_lock=is_main_process())

@@ -18,7 +18,14 @@ No model is rebuilt: the weights are overwritten in place under ``no_grad`` and 
 afterwards, with the buffers (BN running statistics), so the model leaves this function as it
 came in, with the architecture gradient in ``.grad`` of every architecture parameter. The two
 ``w±`` passes see the same random draws (stochastic estimators: one sample for both sides of the
-difference). Under DDP the gradients computed here would still need an all-reduce.
+difference).
+
+Data parallel (:mod:`nas.engine.distributed`): the three gradients are averaged over the ranks
+where they are formed — ``∇_w L_train`` before the virtual step, ``(∇_α, ∇_{w'}) L_val`` before ε
+and ``w±``, the finite difference before it is subtracted — so every rank takes the virtual step
+of the global batch. Mixed precision (fp16): each gradient is of the scaled loss ``S·L``; the two
+that feed a weight update (``∇_w L_train``, ``∇_{w'} L_val``) are divided by S, and ``.grad`` is
+left scaled for the GradScaler, which skips the step if anything overflowed.
 """
 from __future__ import annotations
 
@@ -26,6 +33,8 @@ from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
+
+from ..engine.amp import GradStep
 
 Batch = Tuple[Tensor, Tensor]
 # loss(x, y, with_penalty) -> (loss, logits): the search loop's training objective
@@ -66,13 +75,17 @@ def virtual_step(optimizer: torch.optim.Optimizer, weights: Sequence[nn.Paramete
 
 def unrolled_arch_backward(loss: LossFn, weights: Sequence[nn.Parameter], arch: Sequence[nn.Parameter],
                            optimizer: torch.optim.Optimizer, train_batch: Batch, val_batch: Batch, *,
-                           buffers: Sequence[Tensor] = ()) -> Tuple[Tensor, Tensor]:
+                           buffers: Sequence[Tensor] = (), grad_step: Optional[GradStep] = None
+                           ) -> Tuple[Tensor, Tensor]:
     """Put the second-order DARTS gradient into ``.grad`` of the architecture parameters ``arch``;
     return the validation loss and logits at ``w'`` (detached).
 
     ``loss``: the training objective of the model both parameter lists belong to; ``weights``:
     the parameters ``optimizer`` (the weights' SGD) steps; ``buffers``: the model's buffers (BN
-    running statistics), restored with the weights afterwards."""
+    running statistics), restored with the weights afterwards; ``grad_step``: the architecture
+    step's loss scaling and averaging over data-parallel ranks (None: neither)."""
+    step = grad_step if grad_step is not None else GradStep()
+    scale = step.scale
     weights = [p for p in weights if p.requires_grad]
     arch = list(arch)
     (x, y), (xv, yv) = train_batch, val_batch
@@ -82,15 +95,18 @@ def unrolled_arch_backward(loss: LossFn, weights: Sequence[nn.Parameter], arch: 
     devices = _rng_devices([*weights, *arch])
     try:
         loss_t, _ = loss(x, y, False)
-        w_virtual, xi = virtual_step(optimizer, weights, _grads(loss_t, weights))
-        del loss_t
+        g_t = step.average(weights, _grads(step.scaled(loss_t, len(y)), weights), len(y))
+        w_virtual, xi = virtual_step(optimizer, weights, [g / scale for g in g_t] if scale != 1 else g_t)
+        del loss_t, g_t
         _set(weights, w_virtual)
         loss_v, logits_v = loss(xv, yv, True)
-        g = _grads(loss_v, arch + weights)
+        g = step.average(arch + weights, _grads(step.scaled(loss_v, len(yv)), arch + weights), len(yv))
         d_alpha, d_w = g[:len(arch)], g[len(arch):]
+        if scale != 1:
+            d_w = [t / scale for t in d_w]
         norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t) for t in d_w]))
         implicit = [torch.zeros_like(a) for a in arch]
-        if float(norm) > 0:
+        if 0 < float(norm) < float("inf"):
             eps = FD_RADIUS / float(norm)
             with torch.random.fork_rng(devices=devices):
                 rng = torch.get_rng_state(), [torch.cuda.get_rng_state(d) for d in devices]
@@ -101,8 +117,8 @@ def unrolled_arch_backward(loss: LossFn, weights: Sequence[nn.Parameter], arch: 
                         torch.cuda.set_rng_state(s, d)
                     _set(weights, w0, d_w, sign * eps)
                     loss_pm, _ = loss(x, y, False)
-                    sides.append(_grads(loss_pm, arch))
-            implicit = [(gp - gn) / (2 * eps) for gp, gn in zip(*sides)]
+                    sides.append(_grads(step.scaled(loss_pm, len(y)), arch))
+            implicit = step.average(arch, [(gp - gn) / (2 * eps) for gp, gn in zip(*sides)], len(y))
         for a, da, hv in zip(arch, d_alpha, implicit):
             a.grad = (da - xi * hv).detach()
     finally:

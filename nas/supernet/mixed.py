@@ -14,6 +14,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
+def _dot(g: Tensor, y: Tensor) -> Tensor:
+    """``<g, y>`` in float32 at least: under bf16/fp16 autocast the activations are half width, and
+    a rounded half-width result would swamp ``∂L/∂α = p·(<g, y_k> - Σ_j p_j <g, y_j>)``, a small
+    difference of the candidates' large dot products."""
+    if g.dtype in (torch.float16, torch.bfloat16) or y.dtype in (torch.float16, torch.bfloat16):
+        return torch.dot(g.reshape(-1).float(), y.reshape(-1).float())
+    return torch.dot(g.reshape(-1), y.reshape(-1))
+
+
 class _WeightedSum(torch.autograd.Function):
     """``out = Σ_k w[k]·y_k`` over the candidates ``ks`` that ran (the others are exactly zero).
 
@@ -40,7 +49,7 @@ class _WeightedSum(torch.autograd.Function):
             gf = g.reshape(-1)
             gw = torch.zeros_like(w)
             for k, y in zip(ctx.ks, ys):
-                gw[k] = torch.dot(gf, y.reshape(-1)).to(w.dtype)
+                gw[k] = _dot(gf, y)
         gys = [g * w[k] if ctx.needs_input_grad[2 + i] else None for i, k in enumerate(ctx.ks)]
         return (gw, None, *gys)
 
@@ -63,7 +72,7 @@ class _SinglePath(torch.autograd.Function):
         gw = None
         if ctx.needs_input_grad[0]:
             gw = g.sum().to(w.dtype).expand(w.shape).clone()
-            gw[k] = torch.dot(g.reshape(-1), y.reshape(-1)).to(w.dtype)
+            gw[k] = _dot(g.reshape(-1), y)
         gy = g * w[k] if ctx.needs_input_grad[2] else None
         return gw, None, gy
 

@@ -23,7 +23,7 @@ class DartsSpace(SearchSpace):
     name = "darts"
     ops = PRIMITIVES
     config_keys = ("C", "layers", "steps", "multiplier", "stem_multiplier", "ops", "affine", "gates", "l0_lambda",
-                   "gate_estimator", "op_args")
+                   "gate_estimator", "op_args", "partial_channels")
     derive_options = ("top_k",)
     tiny_supernet = {"C": 2, "layers": 3, "steps": 2, "multiplier": 2, "stem_multiplier": 1}
     tiny_network = {"C": 2, "layers": 3, "stem_multiplier": 1, "auxiliary": True}
@@ -35,7 +35,8 @@ class DartsSpace(SearchSpace):
         return dict(C=s.C, layers=s.layers, steps=s.steps, multiplier=s.multiplier,
                     stem_multiplier=s.stem_multiplier, ops=s.ops, affine=s.affine,
                     derive_max_skip=cfg.estimator.derive_max_skip, with_aux_skip=cfg.optim.uses_aux_skip,
-                    gates=s.gates, l0_lambda=s.l0_lambda, gate_estimator=s.gate_estimator, op_args=s.op_args)
+                    gates=s.gates, l0_lambda=s.l0_lambda, gate_estimator=s.gate_estimator, op_args=s.op_args,
+                    partial_channels=s.partial_channels)
 
     def build_supernet(self, estimator: Estimator, *, num_classes: int, C: int = 16, layers: int = 8,
                        steps: int = 4, multiplier: int = 4, stem_multiplier: int = 3,
@@ -44,7 +45,8 @@ class DartsSpace(SearchSpace):
                        gates: str = "none", l0_lambda: float = 1e-4,
                        derive_max_skip: Optional[int] = None, with_aux_skip: bool = False,
                        gate_estimator: Union[str, Estimator, None] = "hard_concrete",
-                       op_args: Optional[Mapping[str, Mapping[str, Any]]] = None) -> DartsSupernet:
+                       op_args: Optional[Mapping[str, Mapping[str, Any]]] = None,
+                       partial_channels: int = 1) -> DartsSupernet:
         ops = self.check_ops(ops) if ops else list(PRIMITIVES)
         if all(o == "none" for o in ops):
             raise ConfigError("space.ops: the DARTS derive rule needs at least one op other than 'none'")
@@ -55,12 +57,15 @@ class DartsSpace(SearchSpace):
             raise ConfigError(f"space.multiplier must be in 1..space.steps={steps}, got {multiplier}")
         if C % 2:
             raise ConfigError(f"space.C must be even in the darts space (FactorizedReduce halves it), got {C}")
+        if partial_channels > 1 and C % partial_channels == 0 and (C // partial_channels) % 2:
+            raise ConfigError(f"space.partial_channels={partial_channels} leaves {C // partial_channels} channels "
+                              f"per mixed op; the darts space needs an even number (FactorizedReduce halves it)")
         return DartsSupernet(estimator, num_classes=num_classes, C=C, layers=layers, steps=steps,
                              multiplier=multiplier, stem_multiplier=stem_multiplier, ops=ops,
                              affine=affine, in_channels=in_channels, init_std=init_std, generator=generator,
                              derive_max_skip=derive_max_skip, with_aux_skip=with_aux_skip, gates=gates,
                              l0_lambda=l0_lambda, gate_estimator=gate_estimator_for(gate_estimator, estimator),
-                             op_args=check_op_args(op_args or {}))
+                             op_args=check_op_args(op_args or {}), partial_channels=partial_channels)
 
     def build_network(self, genotype: Genotype, *, num_classes: int, C: int = 36, layers: int = 20,
                       auxiliary: bool = True, stem_multiplier: int = 3, in_channels: int = 3,

@@ -11,6 +11,11 @@ Two :class:`Choice` s of shape ``[E, K]`` (``E = Σ_{n<steps} (n+2)``, 14 for 4 
 ``arch.normal`` and ``arch.reduce``, are each sampled once per forward pass and shared by all
 cells of their type.
 
+``partial_channels`` K > 1: PC-DARTS (Xu et al., ICLR 2020; :mod:`nas.supernet.partial`): each
+mixed op sees 1/K of its input's channels, the rest bypass it, and the edges into a node are
+weighted by a softmax over their β (``arch.edges_normal``, ``arch.edges_reduce``); derive ranks
+an edge by β times its strongest op weight.
+
 ``with_aux_skip`` (DARTS-, Chu et al., ICLR 2021): every edge adds ``β·skip(h)`` to its mixed
 output, where ``skip`` is the identity, or on the stride-2 edges of a reduction cell a
 FactorizedReduce without affine (as in the authors' code; it has weights, trained with the
@@ -33,7 +38,7 @@ has fewer than ``top_k`` open inputs.
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -44,6 +49,7 @@ from nas.estimators.base import Estimator, Sample
 from nas.ops import FactorizedReduce, ReLUConvBN, build_op
 from nas.ops.registry import describe_ops, op_context
 from nas.supernet import Choice, MixedOp
+from nas.supernet.partial import EdgeNormalization, PartialMixedOp, check_partial
 
 from ..base import Supernet, check_max_skip, refuse_without_logits
 from .genotype import Genotype, derive_cell, derive_cell_max_skip
@@ -58,12 +64,17 @@ def edge_names(steps: int) -> List[str]:
     return [f"{n + 2}<-{i}" for n in range(steps) for i in range(n + 2)]
 
 
+def edge_pairs(steps: int) -> List[Tuple[int, int]]:
+    """``(i, j)`` per edge, in the order of :func:`edge_names`."""
+    return [(i, n + 2) for n in range(steps) for i in range(n + 2)]
+
+
 class SearchCell(nn.Module):
     def __init__(self, steps: int, multiplier: int, C_pp: int, C_p: int, C: int, reduction: bool,
                  reduction_prev: bool, op_names: Sequence[str], affine: bool = False,
                  with_aux_skip: bool = False, channel_gates: bool = False, l0_lambda: float = 1e-4,
                  gate_estimator: Optional[Estimator] = None, op_args: Mapping[str, Mapping[str, Any]] = {},
-                 context: Optional[Dict[str, Any]] = None):
+                 context: Optional[Dict[str, Any]] = None, partial_channels: int = 1):
         super().__init__()
         self.C = C
         context = dict(context or {}, gate_estimator=gate_estimator, l0_lambda=l0_lambda, pool_bn=True)
@@ -76,9 +87,10 @@ class SearchCell(nn.Module):
         for n in range(steps):
             for i in range(n + 2):
                 stride = 2 if reduction and i < 2 else 1
-                self.edges.append(MixedOp(
-                    [build_op(name, C, C, stride, affine, **op_context(name, op_args, **context)) for name in op_names],
-                    op_names))
+                K = partial_channels
+                ops = [build_op(name, C // K, C // K, stride, affine, **op_context(name, op_args, **context))
+                       for name in op_names]
+                self.edges.append(PartialMixedOp(ops, op_names, K) if K > 1 else MixedOp(ops, op_names))
                 if with_aux_skip:
                     self.aux.append(FactorizedReduce(C, C, affine=False) if stride == 2 else nn.Identity())
         self.gate = make_gate(len(self.edges) * C, l0_lambda, gate_estimator) if channel_gates else None
@@ -90,7 +102,8 @@ class SearchCell(nn.Module):
         return ~self.gate.open().view(len(self.edges), self.C).any(1).cpu()
 
     def forward(self, s0: Tensor, s1: Tensor, sample: Sample, aux_skip: float = 0.0,
-                edge_gates: Optional[Tensor] = None) -> Tensor:
+                edge_scale: Optional[Tensor] = None) -> Tensor:
+        """``edge_scale`` ``[E]``: a factor per edge (L0 edge gates, PC-DARTS edge normalisation)."""
         states = [self.preprocess0(s0), self.preprocess1(s1)]
         z_ch = None if self.gate is None else self.gate().view(len(self.edges), 1, self.C, 1, 1)
         e = 0
@@ -99,8 +112,8 @@ class SearchCell(nn.Module):
             for h in list(states):
                 idx = None if sample.index is None else sample.index[e]
                 y = self.edges[e](h, sample.weights[e], idx)
-                if edge_gates is not None:
-                    y = y * edge_gates[e]
+                if edge_scale is not None:
+                    y = y * edge_scale[e]
                 if z_ch is not None:
                     y = y * z_ch[e]
                 if aux_skip:
@@ -118,7 +131,7 @@ class DartsSupernet(Supernet):
                  init_std: float = 1e-3, generator: Optional[torch.Generator] = None,
                  derive_max_skip: Optional[int] = None, with_aux_skip: bool = False,
                  gates: str = "none", l0_lambda: float = 1e-4, gate_estimator: Optional[Estimator] = None,
-                 op_args: Mapping[str, Mapping[str, Any]] = {}):
+                 op_args: Mapping[str, Mapping[str, Any]] = {}, partial_channels: int = 1):
         super().__init__()
         if gates not in GATES:
             raise ConfigError(f"space.gates: unknown gates '{gates}'; allowed: {', '.join(GATES)}")
@@ -128,10 +141,12 @@ class DartsSupernet(Supernet):
         self.steps, self.multiplier = steps, multiplier
         # ops with discrete parameters of their own (dnf_1x1) learn them with the run's estimator
         context = dict(estimator=estimator, generator=generator)
+        K = check_partial(partial_channels, [C * 2 ** sum(i >= r for r in reduction_layers(layers))
+                                             for i in range(layers)])
         self.stem, self.cells, widths = stack_cells(
             lambda C_pp, C_p, C_cell, reduction, reduction_prev: SearchCell(
                 steps, multiplier, C_pp, C_p, C_cell, reduction, reduction_prev, self.op_names, affine,
-                with_aux_skip, gates == "channel", l0_lambda, gate_estimator, op_args, context),
+                with_aux_skip, gates == "channel", l0_lambda, gate_estimator, op_args, context, K),
             C=C, layers=layers, stem_multiplier=stem_multiplier, in_channels=in_channels)
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(widths[-1], num_classes)
@@ -140,6 +155,9 @@ class DartsSupernet(Supernet):
             name: Choice(estimator, len(labels), self.op_names, init_std=init_std, generator=generator,
                          labels=labels)
             for name in CELLS})
+        if K > 1:  # PC-DARTS edge normalisation, one β per edge of each cell type
+            for name in CELLS:
+                self.arch[f"edges_{name}"] = EdgeNormalization(edge_pairs(steps), labels, init_std, generator)
         if gates in ("edge", "op"):
             for name in CELLS:
                 lab = labels if gates == "edge" else [f"{edge}/{op}" for edge in labels for op in self.op_names]
@@ -152,10 +170,12 @@ class DartsSupernet(Supernet):
 
     def forward(self, x: Tensor) -> Tensor:
         samples = {name: self.arch[name]() for name in CELLS}
-        edge_gates: Dict[str, Optional[Tensor]] = {name: None for name in CELLS}
+        scales: Dict[str, Optional[Tensor]] = {
+            name: self.arch[f"edges_{name}"].weights() if f"edges_{name}" in self.arch else None for name in CELLS}
         for name in CELLS:
             if self.gates == "edge":
-                edge_gates[name] = self.arch[f"{name}_gates"]()
+                z = self.arch[f"{name}_gates"]()
+                scales[name] = z if scales[name] is None else scales[name] * z
             elif self.gates == "op":
                 z = self.arch[f"{name}_gates"]().view(-1, len(self.op_names))
                 samples[name] = Sample(samples[name].weights * z, samples[name].index)
@@ -163,7 +183,7 @@ class DartsSupernet(Supernet):
         s0 = s1 = self.stem(x)
         for cell in self.cells:
             kind = "reduce" if cell.reduction else "normal"
-            s0, s1 = s1, cell(s0, s1, samples[kind], beta, edge_gates[kind])
+            s0, s1 = s1, cell(s0, s1, samples[kind], beta, scales[kind])
         return self.classifier(self.global_pooling(s1).flatten(1))
 
     def open_weights(self, name: str) -> Tensor:
@@ -183,9 +203,13 @@ class DartsSupernet(Supernet):
         estimator believes: softmax(α) for the relaxations, the one-hot state for Bop). With
         ``derive_max_skip`` M the normal cell keeps at most M skip connections (P-DARTS §3.3,
         :func:`derive_cell_max_skip`); the reduction cell, where P-DARTS sets no limit, is as is.
-        With a hard cost budget (``model.cost``) a cell over the target is derived again by
-        :meth:`_within_budget`."""
+        With PC-DARTS edge normalisation an edge ranks by ``β·p``. With a hard cost budget
+        (``model.cost``) a cell over the target is derived again by :meth:`_within_budget`."""
         probs = {name: self.open_weights(name) for name in ("normal", "reduce")}
+        for name in probs:
+            if f"edges_{name}" in self.arch:
+                with torch.no_grad():
+                    probs[name] = probs[name] * self.arch[f"edges_{name}"].weights().unsqueeze(1).to(probs[name])
         genotype = self._derive(probs, top_k)
         budget = self.budget()
         if budget is not None and budget.over(genotype):

@@ -35,6 +35,12 @@ more than M ``skip_connect`` edges, the M with the largest skip probability keep
 other takes its most probable allowed candidate other than ``skip_connect``. The limit is a prior
 on the cell, applied at derive only; the search itself is unchanged. ``None`` (the default) sets
 no limit. Like ``derive_exclude`` it needs the estimator's logits to rank the candidates.
+
+Speed, exact in value and gradient (``fused=False``, ``channels_last=False`` turn them off):
+``fused`` runs each cell through :func:`nas.supernet.fused.run_cell` (one convolution for the
+same-shaped candidate convs of all edges leaving a node, mixing weights folded into BN, one sum
+per node), except with channel gates; ``channels_last`` hands the stem an NHWC input, so every
+activation is NHWC, where CPU convolutions run about 3x faster at C=16 (docs/RESULTS.md).
 """
 from __future__ import annotations
 
@@ -49,24 +55,33 @@ from nas.estimators.base import Estimator, Sample
 from nas.ops import build_op
 from nas.ops.registry import describe_ops, op_context
 from nas.supernet import Choice, MixedOp
+from nas.supernet.fused import Plan, run_cell
+from nas.supernet.partial import EdgeNormalization, PartialMixedOp, check_partial
 
 from ..base import Supernet, check_max_skip, refuse_without_logits
 from .genotype import EDGE_NAMES, EDGES, OPS, NB201Genotype, NODES
 from .skeleton import ResBlock, Skeleton
 
 
+EDGES_FROM_TO = [(i, j) for j, i in EDGES]
+
 
 class SearchCell(nn.Module):
     def __init__(self, C: int, op_names: Sequence[str], affine: bool = False,
                  channel_gates: bool = False, l0_lambda: float = 1e-4,
                  gate_estimator: Optional[Estimator] = None, op_args: Mapping[str, Mapping[str, Any]] = {},
-                 context: Optional[Dict[str, Any]] = None):
+                 context: Optional[Dict[str, Any]] = None, fused: bool = True, partial_channels: int = 1):
         super().__init__()
         self.C = C
+        self.fused = fused  # nas.supernet.fused: same values and gradients, fewer kernels
+        self._plan: Optional[Plan] = None
+        K = partial_channels
         context = dict(context or {}, gate_estimator=gate_estimator, l0_lambda=l0_lambda)
+
+        def ops(c: int) -> List[nn.Module]:
+            return [build_op(name, c, c, 1, affine, **op_context(name, op_args, **context)) for name in op_names]
         self.edges = nn.ModuleList(
-            MixedOp([build_op(name, C, C, 1, affine, **op_context(name, op_args, **context)) for name in op_names],
-                    op_names) for _ in EDGES)
+            PartialMixedOp(ops(C // K), op_names, K) if K > 1 else MixedOp(ops(C), op_names) for _ in EDGES)
         self.gate = (make_gate(len(EDGES) * C, l0_lambda, gate_estimator,
                                labels=[f"{edge}/{c}" for edge in EDGE_NAMES for c in range(C)])
                      if channel_gates else None)
@@ -79,6 +94,10 @@ class SearchCell(nn.Module):
 
     def forward(self, x: Tensor, sample: Sample, edge_gates: Optional[Tensor] = None,
                 aux_skip: float = 0.0) -> Tensor:
+        if self.fused and self.gate is None:
+            self._plan = self._plan or Plan(self.edges)
+            return run_cell([x], EDGES_FROM_TO, self.edges, sample.weights, sample.index, edge_gates,
+                            aux_skip, self._plan)[-1]
         z_ch = None if self.gate is None else self.gate().view(len(EDGES), 1, self.C, 1, 1)
         nodes = [x]
         shared = [{}]  # per node: its relu, computed once for the convs of all outgoing edges
@@ -107,7 +126,8 @@ class NB201Supernet(Supernet, Skeleton):
                  init_std: float = 1e-3, generator: Optional[torch.Generator] = None,
                  gates: str = "none", l0_lambda: float = 1e-4, derive_exclude: Sequence[str] = (),
                  with_aux_skip: bool = False, derive_max_skip: Optional[int] = None,
-                 gate_estimator: Optional[Estimator] = None, op_args: Mapping[str, Mapping[str, Any]] = {}):
+                 gate_estimator: Optional[Estimator] = None, op_args: Mapping[str, Mapping[str, Any]] = {},
+                 fused: bool = True, channels_last: bool = True, partial_channels: int = 1):
         if gates not in GATES:
             raise ConfigError(f"space.gates: unknown gates '{gates}'; allowed: {', '.join(GATES)}")
         self.op_names = list(ops) if ops else list(OPS)
@@ -121,10 +141,12 @@ class NB201Supernet(Supernet, Skeleton):
         self.derive_max_skip = check_max_skip(derive_max_skip)
         self.gates = gates
         self.aux_skip = 0.0  # DARTS-'s β, set by the search loop (see the module docstring)
+        self.channels_last = channels_last
+        K = check_partial(partial_channels, (C, 2 * C, 4 * C))
         # ops with discrete parameters of their own (dnf_1x1) learn them with the run's estimator
         context = dict(estimator=estimator, generator=generator)
         super().__init__(lambda c: SearchCell(c, self.op_names, affine, gates == "channel", l0_lambda,
-                                              gate_estimator, op_args, context),
+                                              gate_estimator, op_args, context, fused, K),
                          C, N, num_classes, in_channels)
         self.arch = nn.ModuleDict({
             "cell": Choice(estimator, len(EDGES), self.op_names, init_std=init_std,
@@ -141,6 +163,8 @@ class NB201Supernet(Supernet, Skeleton):
                               [key for key, given in (("estimator.derive_exclude=[]", not self.derive_allowed.all()),
                                                       ("estimator.derive_max_skip=null", derive_max_skip is not None))
                                if given])
+        if K > 1:  # PC-DARTS edge normalisation (nas.supernet.partial)
+            self.arch["edges"] = EdgeNormalization(EDGES_FROM_TO, EDGE_NAMES, init_std, generator)
         if gates == "edge":
             self.arch["gates"] = make_gate(len(EDGES), l0_lambda, gate_estimator, labels=EDGE_NAMES,
                                            generator=generator)
@@ -157,6 +181,11 @@ class NB201Supernet(Supernet, Skeleton):
         elif self.gates == "op":
             z = self.arch["gates"]().view(len(EDGES), len(self.op_names))
             sample = Sample(sample.weights * z, sample.index)
+        if "edges" in self.arch:
+            beta = self.arch["edges"].weights()
+            edge_gates = beta if edge_gates is None else edge_gates * beta
+        if self.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
         x = self.stem(x)
         for cell in self.cells:
             x = cell(x) if isinstance(cell, ResBlock) else cell(x, sample, edge_gates, self.aux_skip)
