@@ -381,9 +381,13 @@ def test_a_killed_rank_ends_the_job_with_a_message_and_the_checkpoint_intact(tmp
     t0 = time.time()
     r = torchrun(spec, timeout=180)
     assert r.returncode != 0 and time.time() - t0 < 150
-    assert "[rank 0]" in r.stderr and "another rank stopped or was killed" in r.stderr, r.stderr[-3000:]
-    assert f"the checkpoint after epoch 1 of 3 is kept in {out}; continue with: nas-search --resume {out}" in r.stderr
-    assert "another rank stopped or was killed" in (out / "log.txt").read_text()  # rank 0 logs why it stopped
+    # rank 0 learns of it first either from the failed collective or from torchrun's SIGTERM,
+    # whichever comes first: both say why it stopped and what is kept
+    why = ("another rank stopped or was killed", "stopped by SIGTERM (torchrun sends it to every rank when one fails")
+    assert "[rank 0]" in r.stderr and any(w in r.stderr for w in why), r.stderr[-3000:]
+    assert r.stderr.count(f"the checkpoint after epoch 1 of 3 is kept in {out}; continue with: nas-search --resume "
+                          f"{out}") == 1, r.stderr[-3000:]
+    assert any(w in (out / "log.txt").read_text() for w in why)  # rank 0 logs why it stopped
     ckpt = torch.load(out / "checkpoint.pt", weights_only=False)
     assert ckpt["epoch"] == 1 and not list(out.glob("checkpoint.pt.*.tmp"))
 

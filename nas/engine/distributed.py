@@ -32,6 +32,7 @@ import hashlib
 import os
 import re
 import signal
+import sys
 import tempfile
 import uuid
 from contextlib import contextmanager
@@ -317,7 +318,11 @@ def setup(device_name: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> World:
 
 
 def _stopped(signum: int, frame: Any) -> None:
-    # torchrun sends SIGTERM to every rank once one has failed: say so instead of dying silently
+    # torchrun sends SIGTERM to every rank once one has failed: say so instead of dying silently.
+    # A rank already failing (its collective saw the dead peer first) is left to finish its own
+    # message: raising here would replace it, and the note of what checkpoint is kept with it.
+    if sys.exc_info()[1] is not None:
+        return
     raise DistributedError(f"rank {os.environ.get('RANK', '?')} of {os.environ.get('WORLD_SIZE', '?')}: stopped by "
                            f"SIGTERM (torchrun sends it to every rank when one fails, then see that rank's message, or when it "
                            f"is stopped itself)")
