@@ -71,6 +71,7 @@ def memory_mib() -> Dict[str, float]:
 def worker(spec: Dict) -> None:
     import torch
 
+    from nas.commands.bench import search_step
     from nas.engine.amp import GradStep, Precision
     from nas.engine.distributed import setup
     from nas.engine.sync_bn import convert_sync_bn
@@ -122,10 +123,7 @@ def worker(spec: Dict) -> None:
     est.set_progress(0, 1)
     model.train()
 
-    def step() -> None:
-        (x, y), (xv, yv) = batches
-        searcher.weight_step(x, y)
-        searcher.arch_step(xv, yv, (x, y))
+    step = search_step(searcher, batches)
 
     for _ in range(spec["warmup"]):
         step()

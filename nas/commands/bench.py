@@ -34,7 +34,7 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import Callable, Dict, List
+from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 
 import torch
@@ -91,6 +91,17 @@ def build_estimator_from_spec(spec: str):
         raise NasError(f"estimator spec '{spec}': use NAME, NAME+noise or NAME:single_path")
     kw = {"single_path": True} if opt else {}
     return build_estimator(name, noise="adaptive" if noise else "none", **kw)
+
+
+def search_step(searcher: Any, batches: Sequence[Tuple[torch.Tensor, torch.Tensor]]) -> Callable[[], None]:
+    """One timed search step: a weight step on ``batches[0]``, then an architecture step on
+    ``batches[1]`` (first order, or unrolled on ``batches[0]``)."""
+    (x, y), (xv, yv) = batches
+
+    def step() -> None:
+        searcher.weight_step(x, y)
+        searcher.arch_step(xv, yv, (x, y))
+    return step
 
 
 def time_steps(step: Callable[[], None], args: argparse.Namespace, device: torch.device) -> Dict[str, float]:
@@ -172,11 +183,7 @@ def measure(spec: str, args: argparse.Namespace) -> Dict[str, float]:
     est.set_progress(0, 1)
     model.train()
 
-    def step() -> None:
-        (x, y), (xv, yv) = batches
-        searcher.weight_step(x, y)
-        searcher.arch_step(xv, yv, (x, y))
-
+    step = search_step(searcher, batches)
     out = time_steps(step, args, device)
     if args.against_xautodl:
         if device.type == "cpu":
