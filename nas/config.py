@@ -99,6 +99,7 @@ class SpaceConfig:
     fused: bool = True             # nb201: fused cell execution (nas/supernet/fused.py; exact)
     channels_last: bool = True     # nb201: NHWC activations (layout only; faster convs on CPU)
     partial_channels: int = ranged(1, ge=1)  # PC-DARTS: 1/K of the channels through each mixed op (1: off)
+    group_convs: Optional[bool] = None  # nb201 fused: one conv per node for same-shaped candidates (null: not on CPU)
 
 
 @dataclass
@@ -173,7 +174,7 @@ class CostConfig:
     metric: Literal["macs", "params", "latency"] = "macs"
     target: Optional[float] = ranged(None, gt=0)  # millions of MACs or params, or ms (None: report the cost only)
     weight: float = ranged(1.0, ge=0)             # λ of the penalty on the architecture loss
-    form: Literal["hinge", "log"] = "hinge"  # λ·max(0, E/T-1) or FBNet's λ·log(E/T)
+    form: Literal["hinge", "log", "abs"] = "hinge"  # λ·max(0, E/T-1), FBNet's λ·log(E/T), TuNAS's λ·|E/T-1|
     hard: Optional[bool] = None          # derive never exceeds the target (None: true when target is set)
     estimate: Literal["expected", "derived"] = "expected"  # E under the distribution, or the argmax cell's (straight through)
     C: Optional[int] = ranged(None, ge=1)         # the trained network (None: nb201 16, darts 36)

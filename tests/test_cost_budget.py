@@ -111,6 +111,17 @@ def test_penalty_forms_by_hand():
     assert budget.penalty().item() == 0.0  # hinge: nothing below the target
     budget.form = "log"
     assert budget.penalty().item() == pytest.approx(2.0 * math.log(e / 1e3), rel=1e-6)
+    budget.form = "abs"  # TuNAS: below the target the penalty pulls the cost up
+    assert budget.penalty().item() == pytest.approx(2.0 * (1 - e / 1e3), rel=1e-6)
+    budget.expected().backward()
+    up = {n: p.grad.clone() for n, p in model.named_parameters() if "arch" in n and p.grad is not None}
+    model.zero_grad()
+    budget.penalty().backward()
+    for n, p in model.named_parameters():
+        if n in up:  # ∂pen/∂α = -(λ/T)·∂E/∂α below the target
+            assert torch.allclose(p.grad, -2.0 / 1e3 * up[n], atol=1e-12, rtol=1e-6), n
+    budget.target = 0.05
+    assert budget.penalty().item() == pytest.approx(2.0 * (e / 0.05 - 1), rel=1e-6)
     model, budget = supernet()  # no target: reported, never penalised
     assert budget.penalty().item() == 0.0 and budget.hard is False
     assert set(budget.scalars()) == {"expected", "derived"}

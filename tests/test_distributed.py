@@ -467,7 +467,30 @@ def test_bf16_search_stays_close_to_float32(tmp_path):
     a, b, a0 = fp32["model"]["arch.cell.alpha"], bf16["model"]["arch.cell.alpha"], fp32_init(over)
     assert (a.softmax(-1) - b.softmax(-1)).abs().max() < 1e-2
     assert 0.5 < (b - a0).norm() / (a - a0).norm() < 2
-    assert torch.nn.functional.cosine_similarity((a - a0).flatten(), (b - a0).flatten(), 0) > 0.3  # measured 0.61
+    # (the direction of a 10-step displacement is too noisy to assert: its cosine to float32's
+    # ranged 0.11-0.76 over seeds 0-3 with either conv grouping; one step's is below)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_bf16_architecture_gradient_points_where_float32_does(seed):
+    """One architecture gradient from the same batch under bf16 autocast and in float32: cosine
+    0.956-0.994 and norm ratio 0.85-1.07 measured over seeds 0-4."""
+    import torch.nn.functional as F
+    from nas.estimators import build_estimator
+    from search_spaces import get_space
+    torch.manual_seed(seed)
+    model = get_space("nb201").build_supernet(build_estimator("softmax"), num_classes=10, C=8, N=1,
+                                              generator=torch.Generator().manual_seed(seed))
+    x, y = torch.randn(32, 3, 16, 16), torch.randint(0, 10, (32,))
+    alpha = model.arch["cell"].alpha
+    grads = []
+    for amp in (False, True):
+        model.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+            F.cross_entropy(model(x), y).backward()
+        grads.append(alpha.grad.clone())
+    assert F.cosine_similarity(grads[0].flatten(), grads[1].flatten(), 0) > 0.9
+    assert 0.7 < grads[1].norm() / grads[0].norm() < 1.4
 
 
 def test_channels_last_search_equals_the_default_layout(tmp_path):

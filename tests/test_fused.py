@@ -64,13 +64,29 @@ CASES = [
 ]
 
 
+@pytest.mark.parametrize("group_convs", [True, False])
 @pytest.mark.parametrize("name,kw", CASES)
-def test_fused_equals_per_edge(name, kw):
+def test_fused_equals_per_edge(name, kw, group_convs):
+    """Both ways of running a node's convolutions (grouped: the default off the CPU)."""
     x = torch.randn(3, 3, 8, 8, dtype=torch.double)
     for seed in (1, 2):
         a = run(supernet(name, False, **kw), x, seed)
-        b = run(supernet(name, True, **kw), x, seed)
+        b = run(supernet(name, True, group_convs=group_convs, **kw), x, seed)
         assert_same(a, b)
+
+
+def test_convs_are_grouped_off_the_cpu_only(monkeypatch):
+    """``group_convs=None`` groups by device: one conv per shape and node off the CPU, one per op on it."""
+    import nas.supernet.fused as fused
+    calls = []
+    real = fused.conv_group
+    monkeypatch.setattr(fused, "conv_group", lambda r, ops, scale: calls.append(len(ops)) or real(r, ops, scale))
+    x = torch.randn(3, 3, 8, 8, dtype=torch.double)
+    for group_convs, expect in ((None, 1), (False, 1), (True, 3)):
+        calls.clear()
+        run(supernet("softmax", True, group_convs=group_convs), x)
+        # node 0 of the one cell per stage has 3 out-edges with a 1x1 and a 3x3 each
+        assert max(calls) == expect, (group_convs, calls)
 
 
 def test_single_path_estimators_with_index():
@@ -163,6 +179,11 @@ def test_node_sum_gradcheck():
     bias = torch.tensor(0.0, dtype=torch.double, requires_grad=True)
     assert torch.autograd.gradcheck(lambda c, b, *t: _NodeSum.apply(c, b, 2, *t), (coef, bias, *ts))
     assert torch.autograd.gradcheck(lambda c, *t: _NodeSum.apply(c, None, 0, *t), (coef, ts[0], ts[1]))
+    other = torch.tensor([0.3, 0.7], dtype=torch.double, requires_grad=True)  # no weight of exactly 1
+    for n_plain in (0, 1):
+        assert torch.autograd.gradcheck(lambda c, *t: _NodeSum.apply(c, None, n_plain, *t), (other, *ts[:2 + n_plain]))
+        assert torch.autograd.gradcheck(lambda c, b, *t: _NodeSum.apply(c, b, n_plain, *t),
+                                        (other, bias, *ts[:2 + n_plain]))
     out = _NodeSum.apply(coef, bias, 2, *ts)
     assert torch.allclose(out, ts[0] + ts[1] + 0.3 * ts[2] + ts[3] + bias)
 

@@ -128,3 +128,46 @@ def test_first_order_arch_step_computes_only_architecture_gradients(name):
     for p, g in zip(arch, expected):
         assert torch.allclose(p.grad, g, atol=1e-6, rtol=1e-5)
     assert all(w.grad is None for w in weight_parameters(model))
+
+
+@pytest.mark.parametrize("name", ["softmax", "gumbel_hard", "ste+noise", "bop"])
+def test_weight_step_builds_no_architecture_graph_and_keeps_its_gradients(name):
+    """The weight step freezes the architecture while it builds the graph: the weight gradients
+    equal a full backward's from the same sample, no architecture gradient is computed, and the
+    architecture parameters are trainable again afterwards (also after an error in the forward)."""
+    from nas.estimators import build_estimator
+    from nas.searcher.loop import Searcher
+    from nas.searcher.optim import build_optimizers
+    from nas.supernet import weight_parameters
+    from search_spaces import get_space
+
+    base, _, noise = name.partition("+")
+    est = build_estimator(base, **({"noise": "adaptive"} if noise else {}))
+    torch.manual_seed(0)
+    model = get_space("nb201").build_supernet(est, num_classes=3, C=4, N=1,
+                                              generator=torch.Generator().manual_seed(0)).double()
+    x, y = torch.randn(8, 3, 8, 8, dtype=torch.double), torch.randint(0, 3, (8,))
+    opt = build_optimizers(model, est, epochs=1)
+    searcher = Searcher(model, est, opt, [], [], epochs=1, grad_clip=0)
+    arch = searcher.arch_trainable()
+    weights = [w for w in weight_parameters(model) if w.requires_grad]
+    torch.manual_seed(1)
+    model.zero_grad(set_to_none=True)
+    searcher.loss(x, y, with_penalty=False)[0].backward()
+    expected = [None if w.grad is None else w.grad.clone() for w in weights]
+    assert any(p.grad is not None for p in arch)  # the full backward reaches the architecture
+    torch.manual_seed(1)
+    opt.weights = None  # look at the gradients, do not step
+    searcher.weight_grad.step = lambda *a, **k: None
+    seen = []
+    model.register_forward_pre_hook(lambda m, i: seen.append(any(p.requires_grad for p in arch)))
+    searcher.weight_step(x, y)
+    assert seen == [False]  # the forward ran with the architecture frozen
+    for w, g in zip(weights, expected):
+        assert (w.grad is None) == (g is None) or (g is not None and not g.any())
+        if w.grad is not None:
+            assert torch.allclose(w.grad, g, atol=1e-12, rtol=1e-10)
+    assert all(p.grad is None for p in arch) and all(p.requires_grad for p in arch)
+    with pytest.raises(RuntimeError):
+        searcher.weight_step(x[:, :2], y)  # a wrong input: the forward fails inside the freeze
+    assert all(p.requires_grad for p in arch)

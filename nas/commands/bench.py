@@ -59,6 +59,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="the per-edge cell (space.fused=false) instead of the fused one")
     p.add_argument("--no-channels-last", dest="channels_last", action="store_false",
                    help="NCHW activations (space.channels_last=false)")
+    p.add_argument("--group-convs", choices=("auto", "on", "off"), default="auto",
+                   help="fused cells: one conv per node for same-shaped candidates (space.group_convs; "
+                        "auto: off on the CPU, on elsewhere)")
     p.add_argument("--partial-channels", type=int, default=1, metavar="K",
                    help="PC-DARTS: 1/K of the channels through each mixed op (space.partial_channels)")
     p.add_argument("--against-xautodl", metavar="DIR", default=None,
@@ -174,7 +177,9 @@ def measure(spec: str, args: argparse.Namespace) -> Dict[str, float]:
     model = get_space("nb201").build_supernet(est, num_classes=10, C=args.C, N=args.N, affine=args.affine,
                                               generator=torch.Generator().manual_seed(0), fused=args.fused,
                                               channels_last=args.channels_last,
-                                              partial_channels=args.partial_channels).to(device)
+                                              partial_channels=args.partial_channels,
+                                              group_convs={"auto": None, "on": True, "off": False}[args.group_convs]
+                                              ).to(device)
     opts = build_optimizers(model, est, epochs=1)
     shape = (args.batch, 3, args.resolution, args.resolution)
     batches = [(torch.randn(shape, device=device), torch.randint(0, 10, (args.batch,), device=device))
@@ -220,7 +225,7 @@ def run_one(spec: str, args: argparse.Namespace, module: str = "nas.commands.ben
         cmd += ["--affine"] if args.affine else []
         cmd += [] if args.fused else ["--no-fused"]
         cmd += [] if args.channels_last else ["--no-channels-last"]
-        cmd += ["--partial-channels", str(args.partial_channels)]
+        cmd += ["--partial-channels", str(args.partial_channels), "--group-convs", args.group_convs]
         cmd += ["--against-xautodl", args.against_xautodl] if args.against_xautodl else []
     else:
         cmd += ["--dir", args.against_xautodl]
@@ -303,7 +308,8 @@ def table(rows: Dict[str, Dict[str, float]], args: argparse.Namespace) -> str:
     base = rows.get("softmax")
     mem = "peak GPU MiB" if args.device.startswith("cuda") else "peak RSS MiB"
     variant = ", ".join([f"partial channels 1/{args.partial_channels}"] * (args.partial_channels > 1)
-                        + ["per-edge cells"] * (not args.fused) + ["NCHW"] * (not args.channels_last))
+                        + ["per-edge cells"] * (not args.fused) + ["NCHW"] * (not args.channels_last)
+                        + [f"group convs {args.group_convs}"] * (args.group_convs != "auto"))
     out = [f"C={args.C} N={args.N} {args.resolution}x{args.resolution} batch {args.batch}, device {args.device}, "
            f"{next(iter(rows.values()))['threads']} thread(s), {args.steps} timed steps "
            f"(one step = weight step + arch step; the two halves timed alone in as many extra steps)"

@@ -71,6 +71,8 @@ def parse_max_skip(value: Optional[str]) -> Any:
 def run(args: argparse.Namespace) -> int:
     notes: list = []  # the cost line, printed after the genotype
     out = args.out or (args.source if args.source.is_dir() else args.source.parent) / "genotype.yaml"
+    if args.out is not None:  # `--out new/folder/genotype.yaml` makes the folder, as `nas-search --out` does
+        args.out.parent.mkdir(parents=True, exist_ok=True)
     space, genotype = derive(args.source, args.top_k, args.device, args.method, args.batches,
                              args.tune_steps, args.seed, args.tune_lr, args.exclude,
                              parse_max_skip(args.max_skip), write=out, log=notes.append, cost=args.cost)

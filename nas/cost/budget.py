@@ -17,7 +17,10 @@ Penalty with target T and weight λ, added to the architecture loss:
 
 * ``hinge``: ``λ · max(0, E/T − 1)`` — nothing below the target;
 * ``log``: ``λ · log(E/T)`` — FBNet's and MnasNet's multiplicative cost term ``(E/T)^λ`` in log
-  space: it keeps pulling the cost down below the target, more gently the further below.
+  space: it keeps pulling the cost down below the target, more gently the further below;
+* ``abs``: ``λ · |E/T − 1|`` — TuNAS's absolute reward (Bender et al., CVPR 2020, eq. 3, there
+  ``β·|T(α)/T₀ − 1|`` with ``β < 0`` in a reward): below the target it pulls the cost *up*, so the
+  search spends the budget instead of undershooting it.
 
 ``estimate: derived`` replaces E by the cost of the cell the distribution's argmax would derive,
 straight through (value: that cell's cost; gradient: E's). A near-uniform distribution (DARTS's
@@ -44,7 +47,7 @@ from .feasible import most_probable_within
 from .measure import UNITS
 from .table import CostTable
 
-FORMS = ("hinge", "log")
+FORMS = ("hinge", "log", "abs")
 ESTIMATES = ("expected", "derived")
 
 
@@ -117,7 +120,9 @@ class Budget(nn.Module):
         if self.target is None or self.weight == 0:
             return torch.zeros(())
         ratio = self.expected() / self.target
-        return self.weight * (F.relu(ratio - 1) if self.form == "hinge" else torch.log(ratio))
+        if self.form == "hinge":
+            return self.weight * F.relu(ratio - 1)
+        return self.weight * (torch.log(ratio) if self.form == "log" else (ratio - 1).abs())
 
     def exact(self, genotype: Any) -> float:
         """The cost of the network built from ``genotype``."""

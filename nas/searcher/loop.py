@@ -5,8 +5,8 @@ Liu et al. 2019 (DARTS §2.3), Dong & Yang 2019 (GDAS), Xie et al. 2019 (SNAS).
 """
 from __future__ import annotations
 
-from contextlib import nullcontext
-from typing import Callable, Dict, Iterable, List, Optional, Tuple
+from contextlib import contextmanager, nullcontext
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +37,24 @@ def beta_decay_penalty(logits: Iterable[Tensor]) -> Optional[Tensor]:
 def aux_skip_at(beta0: float, beta_end: float, epochs_done: float, epochs: int) -> float:
     """β of the auxiliary skip after ``epochs_done`` of ``epochs``: linear from β0 to β_end."""
     return beta0 + (beta_end - beta0) * min(1.0, epochs_done / max(epochs, 1))
+
+
+@contextmanager
+def frozen(params: List[nn.Parameter]) -> Iterator[None]:
+    """``requires_grad=False`` on ``params`` while the forward graph is built. The weight step
+    never uses the architecture's gradients, and autograd's ``inputs=`` pruning skips only the
+    built-in kernels' unused outputs: a custom Function's backward (the fused node sums' ``<g, t>``
+    per weighted term) and the small ops that gather the mixing weights would still run. Values
+    and weight gradients are unchanged; the one visible difference is that a candidate whose
+    weight is exactly 0 (a one-hot STE/Bop state) is skipped in the weight step, so its BN running
+    statistics are updated by the architecture steps only."""
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
 
 
 class Searcher:
@@ -119,8 +137,9 @@ class Searcher:
         """SGD on the weights from ``L_train``; with ``update_arch`` (joint mode) the same backward,
         of ``L_train`` + penalty, also updates the architecture."""
         self.zero_grad()
-        loss, logits = self.loss(x, y, with_penalty=update_arch)
         arch = self.arch_trainable() if update_arch else []
+        with nullcontext() if update_arch else frozen(self.arch_trainable()):
+            loss, logits = self.loss(x, y, with_penalty=update_arch)
         # one loss, one scale: the weight and architecture optimizers step under one scaler
         self.weight_grad.backward(loss, self.weights + arch, len(y))
         self.weight_grad.step([self.opt.weights] + ([self.opt.arch, self.opt.discrete] if update_arch else []),

@@ -107,33 +107,40 @@ class _NodeSum(torch.autograd.Function):
         ctx.n_plain = n_plain
         ctx.has_bias = bias is not None
         ctx.save_for_backward(coef, *weighted)
-        m = 0  # weighted terms consumed
-        # the first kernel writes the output from two terms (or a term and the bias)
-        if bias is not None and weighted:
-            out, m = torch.addcmul(bias, weighted[0], coef[0]), 1
-        elif bias is not None:
-            out = torch.add(plain[0], bias)
-            plain = plain[1:]
-        elif len(plain) >= 2:
-            out = torch.add(plain[0], plain[1])
-            plain = plain[2:]
-        elif plain and weighted:
-            out, m = torch.addcmul(plain[0], weighted[0], coef[0]), 1
-            plain = ()
-        elif plain:
-            out = plain[0].clone()
-            plain = ()
-        else:
-            out, m = weighted[0] * coef[0], 1
+        # On CPU (where reading a value costs no device synchronisation) two passes over memory are
+        # saved in the single-path step: its rest is zero in value (a straight-through one-hot), so
+        # only its gradient Σg matters, and the selected op's weight is exactly 1, an addition
+        check = ts[0].device.type == "cpu" and not torch.compiler.is_compiling()
+        if check and bias is not None and not bool(bias):
+            bias = None
+        ones = (coef == 1).tolist() if check and coef is not None else [False] * len(weighted)
+        terms = [(t, None) for t in plain] + [(t, None if one else coef[m])
+                                              for m, (t, one) in enumerate(zip(weighted, ones))]
         dtype = ts[0].dtype
         for t in ts[1:]:
             dtype = torch.promote_types(dtype, t.dtype)
+        # the first kernel writes the output from two terms (or a term and the bias)
+        (t0, c0), rest = terms[0], terms[1:]
+        if bias is not None:
+            out = torch.add(t0, bias) if c0 is None else torch.addcmul(bias, t0, c0)
+        elif rest:
+            (t1, c1), rest = rest[0], rest[1:]
+            if c0 is None and c1 is None:
+                out = torch.add(t0, t1)
+            elif c0 is None or c1 is None:
+                (a, _), (b, cb) = ((t0, c0), (t1, c1)) if c0 is None else ((t1, c1), (t0, c0))
+                out = torch.addcmul(a, b, cb)
+            else:  # (not in place yet: under autocast t0 may be the narrower type)
+                out, rest = t0 * c0, [(t1, c1)] + rest
+        else:
+            out = t0.clone() if c0 is None else t0 * c0
         if out.dtype != dtype:  # autocast mixes half and float32 terms: accumulate in the wider
             out = out.to(dtype)
-        for t in plain:
-            out.add_(t)
-        for t, c in zip(weighted[m:], coef[m:] if coef is not None else ()):
-            out.addcmul_(t, c)
+        for t, c in rest:
+            if c is None:
+                out.add_(t)
+            else:
+                out.addcmul_(t, c)
         return out
 
     @staticmethod
@@ -215,18 +222,27 @@ class Plan:
 
 def run_cell(nodes: List[Tensor], edges: Sequence[Tuple[int, int]], mixed: Sequence[nn.Module],
              weights: Tensor, index: Optional[Sequence[int]] = None, edge_scale: Optional[Tensor] = None,
-             aux_skip: float = 0.0, plan: Optional[Plan] = None) -> List[Tensor]:
+             aux_skip: float = 0.0, plan: Optional[Plan] = None,
+             group_convs: Optional[bool] = None) -> List[Tensor]:
     """Compute the nodes of a cell: ``nodes`` holds its input nodes; edge ``e = (i, j)`` (``j``
     the later node) is the mixed op ``mixed[e]`` with weights ``weights[e]`` (``[E, K]``), single
     path on candidate ``index[e]`` when ``index`` is given. ``edge_scale`` (``[E]``) multiplies
     each edge's mixed output, ``aux_skip`` adds ``β·x_i`` to each edge. Returns every node,
     inputs first.
 
+    ``group_convs``: run the same-shaped convolutions of a node's out-edges as one (``None``: on
+    every device but the CPU). On this project's 2-core CPU the grouped convolution, its split and
+    its gradient's concatenation cost more than the kernels they save (docs/RESULTS.md, issue 17:
+    the single-path step ~8% and the dense step ~2% slower), so there each conv runs alone; BN
+    folding, pooling once per node and the node sums are kept either way.
+
     Partial channels (:class:`~nas.supernet.partial.PartialMixedOp`, stride 1): shuffle and
     concatenation are permutations, so node ``j`` is ``shuffle(cat[A_j, B_j])`` with ``A_j`` the
     node sum of the ops on the first ``C/K`` channels and ``B_j = Σ_i s_ij·x_i[C/K:]`` that of the
     bypassed channels: one shuffle per node instead of one per edge."""
     plan = plan or Plan(mixed)
+    if group_convs is None:
+        group_convs = nodes[0].device.type != "cpu"
     K = plan.K  # candidates per edge
     groups = getattr(mixed[0], "K", 1)  # PC-DARTS: the mixed ops see 1/groups of the channels
     if edge_scale is not None:
@@ -289,7 +305,7 @@ def run_cell(nodes: List[Tensor], edges: Sequence[Tuple[int, int]], mixed: Seque
                 if kind == ZERO or (zero_w is not None and zero_w[e][k]):
                     zeros.setdefault(j, (e, k, x))
                 elif kind == CONV:
-                    convs.setdefault(key, []).append((e, k, j))
+                    convs.setdefault(key if group_convs else (e, k), []).append((e, k, j))
                 elif kind == SKIP:
                     # the auxiliary skip joins the skip candidate's weight: (w + β)·x
                     weighted[j].append((x, e * K + k, aux))

@@ -22,7 +22,7 @@ class NB201Space(SearchSpace):
     name = "nb201"
     ops = OPS
     config_keys = ("C", "N", "ops", "affine", "gates", "l0_lambda", "gate_estimator", "op_args", "fused",
-                   "channels_last", "partial_channels")
+                   "channels_last", "partial_channels", "group_convs")
     perturbation_choice = "arch.cell"
     tiny_supernet = {"C": 4, "N": 1}
     tiny_network = {"C": 4, "N": 1}
@@ -36,7 +36,7 @@ class NB201Space(SearchSpace):
                                       # l0_lambda also weighs the gates of the l0_* candidates
                                       gates=s.gates, l0_lambda=s.l0_lambda, gate_estimator=s.gate_estimator,
                                       op_args=s.op_args, fused=s.fused, channels_last=s.channels_last,
-                                      partial_channels=s.partial_channels)
+                                      partial_channels=s.partial_channels, group_convs=s.group_convs)
         return kwargs
 
     def build_supernet(self, estimator: Estimator, *, num_classes: int, C: int = 16, N: int = 5,
@@ -47,7 +47,8 @@ class NB201Space(SearchSpace):
                        with_aux_skip: bool = False, derive_max_skip: Optional[int] = None,
                        gate_estimator: Union[str, Estimator, None] = "hard_concrete",
                        op_args: Optional[Mapping[str, Mapping[str, Any]]] = None,
-                       fused: bool = True, channels_last: bool = True, partial_channels: int = 1) -> NB201Supernet:
+                       fused: bool = True, channels_last: bool = True, partial_channels: int = 1,
+                       group_convs: Optional[bool] = None) -> NB201Supernet:
         ops = self.check_ops(ops) if ops else list(OPS)
         return NB201Supernet(estimator, num_classes=num_classes, C=C, N=N, ops=ops, affine=affine,
                              in_channels=in_channels, init_std=init_std, generator=generator,
@@ -55,7 +56,8 @@ class NB201Space(SearchSpace):
                              with_aux_skip=with_aux_skip, derive_max_skip=derive_max_skip,
                              gate_estimator=gate_estimator_for(gate_estimator, estimator),
                              op_args=check_op_args(op_args or {}),
-                             fused=fused, channels_last=channels_last, partial_channels=partial_channels)
+                             fused=fused, channels_last=channels_last, partial_channels=partial_channels,
+                             group_convs=group_convs)
 
     def build_network(self, genotype: NB201Genotype, *, num_classes: int, C: int = 16, N: int = 5,
                       in_channels: int = 3, op_args: Optional[Mapping[str, Mapping[str, Any]]] = None

@@ -70,10 +70,12 @@ class SearchCell(nn.Module):
     def __init__(self, C: int, op_names: Sequence[str], affine: bool = False,
                  channel_gates: bool = False, l0_lambda: float = 1e-4,
                  gate_estimator: Optional[Estimator] = None, op_args: Mapping[str, Mapping[str, Any]] = {},
-                 context: Optional[Dict[str, Any]] = None, fused: bool = True, partial_channels: int = 1):
+                 context: Optional[Dict[str, Any]] = None, fused: bool = True, partial_channels: int = 1,
+                 group_convs: Optional[bool] = None):
         super().__init__()
         self.C = C
         self.fused = fused  # nas.supernet.fused: same values and gradients, fewer kernels
+        self.group_convs = group_convs  # run_cell's: None groups the convs off the CPU only
         self._plan: Optional[Plan] = None
         K = partial_channels
         context = dict(context or {}, gate_estimator=gate_estimator, l0_lambda=l0_lambda)
@@ -97,7 +99,7 @@ class SearchCell(nn.Module):
         if self.fused and self.gate is None:
             self._plan = self._plan or Plan(self.edges)
             return run_cell([x], EDGES_FROM_TO, self.edges, sample.weights, sample.index, edge_gates,
-                            aux_skip, self._plan)[-1]
+                            aux_skip, self._plan, self.group_convs)[-1]
         z_ch = None if self.gate is None else self.gate().view(len(EDGES), 1, self.C, 1, 1)
         nodes = [x]
         shared = [{}]  # per node: its relu, computed once for the convs of all outgoing edges
@@ -127,7 +129,8 @@ class NB201Supernet(Supernet, Skeleton):
                  gates: str = "none", l0_lambda: float = 1e-4, derive_exclude: Sequence[str] = (),
                  with_aux_skip: bool = False, derive_max_skip: Optional[int] = None,
                  gate_estimator: Optional[Estimator] = None, op_args: Mapping[str, Mapping[str, Any]] = {},
-                 fused: bool = True, channels_last: bool = True, partial_channels: int = 1):
+                 fused: bool = True, channels_last: bool = True, partial_channels: int = 1,
+                 group_convs: Optional[bool] = None):
         if gates not in GATES:
             raise ConfigError(f"space.gates: unknown gates '{gates}'; allowed: {', '.join(GATES)}")
         self.op_names = list(ops) if ops else list(OPS)
@@ -146,7 +149,7 @@ class NB201Supernet(Supernet, Skeleton):
         # ops with discrete parameters of their own (dnf_1x1) learn them with the run's estimator
         context = dict(estimator=estimator, generator=generator)
         super().__init__(lambda c: SearchCell(c, self.op_names, affine, gates == "channel", l0_lambda,
-                                              gate_estimator, op_args, context, fused, K),
+                                              gate_estimator, op_args, context, fused, K, group_convs),
                          C, N, num_classes, in_channels)
         self.arch = nn.ModuleDict({
             "cell": Choice(estimator, len(EDGES), self.op_names, init_std=init_std,
