@@ -231,3 +231,28 @@ def test_derived_estimate_is_the_argmax_cells_cost_with_the_distributions_gradie
     assert torch.allclose(g_der, g_exp)
     with pytest.raises(ConfigError, match="cost.estimate: unknown estimate 'mean'"):
         Budget(model, budget.table, {"arch.cell": torch.ones(5, dtype=torch.bool)}, budget.selected, estimate="mean")
+
+
+def test_the_penalty_waits_for_its_warmup_epochs_in_the_search_loop():
+    """``cost.warmup_epochs=0.5``: in a 1-epoch search of 4 steps the first two architecture steps
+    carry no penalty, the last two the hinge; the budget's progress is set by the loop each step."""
+    from nas.searcher.loop import Searcher
+    from nas.searcher.optim import build_optimizers
+    space = get_space("nb201")
+    est = build_estimator("softmax")
+    model = space.build_supernet(est, num_classes=3, C=4, N=1, generator=torch.Generator().manual_seed(0))
+    budget = attach_budget(model, space, metric="macs", target=0.01, weight=1.0, form="hinge", hard=False,
+                           warmup=0.5, num_classes=3, in_channels=3, resolution=8, network=NET)
+    assert budget.penalty().item() > 0  # outside a search (epochs_done unset) it acts
+    g = torch.Generator().manual_seed(0)
+    batches = [(torch.randn(4, 3, 8, 8, generator=g), torch.randint(0, 3, (4,), generator=g)) for _ in range(4)]
+    searcher = Searcher(model, est, build_optimizers(model, est, epochs=1), batches, batches, epochs=1)
+    seen = []
+    real = budget.penalty
+    budget.penalty = lambda: seen.append((budget.epochs_done, float(real().detach()))) or real()
+    searcher.train_epoch(0)
+    assert [t for t, _ in seen] == [0.0, 0.25, 0.5, 0.75]
+    assert [p > 0 for _, p in seen] == [False, False, True, True]
+    with pytest.raises(ConfigError, match="cost.warmup_epochs must be >= 0"):
+        attach_budget(model, space, metric="macs", target=1.0, weight=1.0, form="hinge", hard=False, warmup=-1,
+                      num_classes=3, in_channels=3, resolution=8, network=NET)

@@ -27,6 +27,9 @@ straight through (value: that cell's cost; gradient: E's). A near-uniform distri
 softmax after a short search) has an E far from any cell it derives: the penalty then either
 never acts or pushes every expensive candidate below the cheap ones (docs/RESULTS.md).
 
+``warmup`` (``cost.warmup_epochs``): the penalty acts only after this many epochs of search (fractions count per step),
+so that the task gradient first ranks the candidates and the budget then chooses among them.
+
 With ``hard`` the derived cell never costs more than T: when the estimator's decision does, derive
 takes the most probable cell that fits (``most_probable_within``; DARTS: a greedy descent, see
 ``DartsSupernet.genotype``).
@@ -55,18 +58,23 @@ class Budget(nn.Module):
     """Attached to a supernet as ``model.cost``: the search loop adds :meth:`penalty` to the
     architecture loss (every module's ``penalty()``), the monitor writes :meth:`scalars` to
     TensorBoard as ``cost/expected``, ``cost/derived`` and ``cost/target``, and the supernet's
-    ``genotype()`` asks :meth:`over` and :meth:`within`. Holds no parameters or state."""
+    ``genotype()`` asks :meth:`over` and :meth:`within`. Holds no parameters or state (the search's
+    progress, ``epochs_done``, is set by the loop each step)."""
 
     def __init__(self, model: nn.Module, table: CostTable, allowed: Dict[str, Tensor],
                  selected: Callable[[Any], Dict[str, Sequence[Tuple[int, str]]]], *,
                  target: Optional[float] = None, weight: float = 1.0, form: str = "hinge",
-                 hard: Optional[bool] = None, estimate: str = "expected"):
+                 hard: Optional[bool] = None, estimate: str = "expected", warmup: float = 0.0):
         super().__init__()
         if form not in FORMS:
             raise ConfigError(f"cost.form: unknown form '{form}'; allowed: {', '.join(FORMS)}")
         if estimate not in ESTIMATES:
             raise ConfigError(f"cost.estimate: unknown estimate '{estimate}'; allowed: {', '.join(ESTIMATES)}")
         self.estimate = estimate
+        if warmup < 0:
+            raise ConfigError(f"cost.warmup_epochs must be >= 0 epochs, got {warmup}")
+        # epochs of search before the penalty acts; the search loop sets epochs_done per step
+        self.warmup, self.epochs_done = float(warmup), float("inf")
         if target is not None and target <= 0:
             raise ConfigError(f"cost.target must be positive ({UNITS[table.metric]}), got {target}")
         if weight < 0:
@@ -117,7 +125,7 @@ class Budget(nn.Module):
         return total + self.table.fixed
 
     def penalty(self) -> Tensor:
-        if self.target is None or self.weight == 0:
+        if self.target is None or self.weight == 0 or self.epochs_done < self.warmup:
             return torch.zeros(())
         ratio = self.expected() / self.target
         if self.form == "hinge":
@@ -163,7 +171,7 @@ def cost_report(budget: Budget, genotype: Any) -> str:
 
 def attach_budget(model: nn.Module, space: Any, *, metric: str, target: Optional[float], weight: float,
                   form: str, hard: Optional[bool], num_classes: int, in_channels: int, resolution: int,
-                  estimate: str = "expected",
+                  estimate: str = "expected", warmup: float = 0.0,
                   network: Dict[str, Any], cell: Optional[Dict[str, Any]] = None, latency: Any = None,
                   batch_size: int = 1, ops: Optional[Sequence[str]] = None) -> Budget:
     """Build ``space``'s cost table for its trained network (with the candidates ``ops``, default
@@ -173,7 +181,7 @@ def attach_budget(model: nn.Module, space: Any, *, metric: str, target: Optional
                              resolution=resolution, network=network, cell=cell, latency=latency,
                              batch_size=batch_size, ops=ops)
     budget = Budget(model, table, space.derivable(model), space.selected_edges, target=target,
-                    weight=weight, form=form, hard=hard, estimate=estimate)
+                    weight=weight, form=form, hard=hard, estimate=estimate, warmup=warmup)
     budget.table_source = latency  # the latency table, kept with the run
     model.cost = budget
     return budget

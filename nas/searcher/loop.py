@@ -106,6 +106,7 @@ class Searcher:
         self.weights = model.weight_parameters()
         # listed once: on the single-path step, walking the module tree per zero_grad cost ~5%
         self.params = list(model.parameters())
+        self.budget = model.budget()
         self.guard = LossGuard(loss_causes)
         # hooks a run sets (nas.searcher.run): mixed precision, and data parallelism, where
         # the GradSteps average every gradient over the ranks and `world` sums the meters
@@ -195,6 +196,8 @@ class Searcher:
                 break
             self.estimator.set_progress(epoch, self.epochs, step, steps)
             self.set_aux_skip(epoch + step / steps)
+            if self.budget is not None:  # its penalty may wait for cost.warmup epochs
+                self.budget.epochs_done = epoch + step / steps
             loss, logits = self.weight_step(x, y, update_arch=update_arch and self.mode == "joint")
             train_m.update(loss, logits, y)
             if self.mode == "alternating" and update_arch:
