@@ -169,3 +169,16 @@ def test_cost_benchmark_prints_the_table_and_writes_the_plot(tmp_path):
     assert "| random | 1 | 85.00 | 85.00 |" in out
     from PIL import Image
     assert Image.open(png).size == (900, 600)
+
+
+def test_cost_benchmark_labels_name_how_the_budget_entered_the_search():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("cost_benchmark", REPO / "tools/cost_benchmark.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    est = {"name": "softmax"}
+    assert tool.label({"estimator": est, "cost": {"weight": 0}}) == "softmax w=0"
+    assert tool.label({"estimator": est, "cost": {"target": 55}}) == "softmax hinge 1"
+    assert tool.label({"estimator": est, "cost": {"form": "abs", "estimate": "derived"}}) == "softmax abs 1 derived"
+    assert (tool.label({"estimator": est, "cost": {"estimate": "derived", "warmup_epochs": 2}})
+            == "softmax hinge 1 derived after 2 ep")

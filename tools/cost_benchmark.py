@@ -54,7 +54,8 @@ def label(cfg: dict) -> str:
     name = cfg["estimator"]["name"] + ("+noise" if cfg["estimator"].get("noise") == "adaptive" else "")
     if not weight:
         return f"{name} w=0"
-    return f"{name} {cost.get('form', 'hinge')} {weight:g}" + (" derived" if cost.get("estimate") == "derived" else "")
+    return (f"{name} {cost.get('form', 'hinge')} {weight:g}" + (" derived" if cost.get("estimate") == "derived" else "")
+            + (f" after {cost['warmup_epochs']:g} ep" if cost.get("warmup_epochs") else ""))
 
 
 def fmt(xs) -> str:
