@@ -182,3 +182,20 @@ def test_cost_benchmark_labels_name_how_the_budget_entered_the_search():
     assert tool.label({"estimator": est, "cost": {"form": "abs", "estimate": "derived"}}) == "softmax abs 1 derived"
     assert (tool.label({"estimator": est, "cost": {"estimate": "derived", "warmup_epochs": 2}})
             == "softmax hinge 1 derived after 2 ep")
+
+
+def test_front_plot_widens_for_long_names_and_tells_repeated_colours_apart():
+    from nas.cost.plot import front_plot
+    from nas.searcher.figures import _PALETTE
+    marks = {f"method {i} with a rather long name @55": [(10.0 + i, 90.0)] for i in range(len(_PALETTE) + 1)}
+    img = front_plot([(0.0, 86.0), (40.0, 94.0)], [(0.0, 86.0), (40.0, 94.0)], [20.0], marks,
+                     x_label="macs", y_label="acc")
+    assert img.size[0] > 900 and img.size[1] == 600  # the legend is not cut
+    short = front_plot([(0.0, 86.0), (40.0, 94.0)], [], [], {"a": [(1.0, 90.0)]}, x_label="x", y_label="y")
+    assert short.size == (900, 600)
+    # the 11th method shares the 1st one's colour: a square (its corner is drawn), not a circle
+    W = img.size[0]
+    right = W - 900 + 190
+    x, y = W - right + 17, 40 + 10 + 20 * len(_PALETTE) + 5
+    assert img.getpixel((x - 5, y - 5)) == _PALETTE[0]
+    assert img.getpixel((x - 5, 40 + 10 + 5 - 5)) != _PALETTE[0]  # the 1st is a circle: no corner

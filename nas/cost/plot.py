@@ -16,14 +16,17 @@ def front_plot(cells: Sequence[Point], front: Sequence[Point], budgets: Sequence
                y_min: float = 85.0, size: Tuple[int, int] = (900, 600)) -> Image.Image:
     """``cells``/``front``: (cost, accuracy) points in grey and as a step line; ``budgets``:
     dashed vertical lines; ``marks``: the searched cells per method, one colour each."""
-    W, H = size
-    left, right, top, bottom = 70, 190, 40, 50
+    f = font(13)
+    # the legend's column is as wide as its longest name: the picture widens rather than cut it
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    right = max(190, 45 + max((int(probe.textlength(n, font=f)) for n in marks), default=0))
+    W, H = size[0] + right - 190, size[1]
+    left, top, bottom = 70, 40, 50
     xs = [c for c, _ in cells] or [0.0, 1.0]
     x0, x1 = 0.0, max(xs) * 1.03
     y1 = max([a for _, a in cells] + [a for pts in marks.values() for _, a in pts]) + 0.3
-    img = Image.new("RGB", size, (255, 255, 255))
+    img = Image.new("RGB", (W, H), (255, 255, 255))
     d = ImageDraw.Draw(img)
-    f = font(13)
 
     def at(c: float, a: float) -> Tuple[float, float]:
         return (left + (c - x0) / (x1 - x0) * (W - left - right),
@@ -49,13 +52,22 @@ def front_plot(cells: Sequence[Point], front: Sequence[Point], budgets: Sequence
         for y in range(top, H - bottom, 10):
             d.line([(x, y), (x, y + 5)], fill=(200, 40, 40), width=1)
         d.text((x + 3, top + 2), f"{b:g}", fill=(200, 40, 40), font=f)
+    def mark(x: float, y: float, shape: int, col: Tuple[int, int, int]) -> None:
+        box = [x - 5, y - 5, x + 5, y + 5]
+        if shape == 0:
+            d.ellipse(box, outline=col, width=2)
+        elif shape == 1:
+            d.rectangle(box, outline=col, width=2)
+        else:
+            d.polygon([(x, y - 6), (x + 6, y), (x, y + 6), (x - 6, y)], outline=col, width=2)
+
     for i, (name, pts) in enumerate(marks.items()):
-        col = _PALETTE[i % len(_PALETTE)]
+        # colours repeat after the palette: the shape (circle, square, diamond) tells them apart
+        col, shape = _PALETTE[i % len(_PALETTE)], (i // len(_PALETTE)) % 3
         for c, a in pts:
-            x, y = at(c, a)
-            d.ellipse([x - 5, y - 5, x + 5, y + 5], outline=col, width=2)
+            mark(*at(c, a), shape, col)
         ly = top + 10 + 20 * i
-        d.ellipse([W - right + 12, ly, W - right + 22, ly + 10], outline=col, width=2)
+        mark(W - right + 17, ly + 5, shape, col)
         d.text((W - right + 28, ly - 2), name, fill=(20, 20, 20), font=f)
     d.text((left, 12), title, fill=(20, 20, 20), font=font(15))
     d.text(((W - right + left) / 2 - 60, H - 22), x_label, fill=(20, 20, 20), font=f)
