@@ -7,8 +7,9 @@ candidates: ``x_j = Σ_{i<j} (Σ_k w_ijk·o_k(x_i) [+ r_ij]) [·s_ij] [+ β·x_i
 scale: L0 edge gates, PC-DARTS edge normalisation; ``β`` the DARTS- auxiliary skip). Every edge
 leaving node ``i`` reads the same ``x_i``, so:
 
-* **convolutions** — the ``ReLU → Conv → BN`` candidates of all out-edges of a node that have the
-  same conv shape run as one convolution of ``relu(x_i)`` with their output channels concatenated;
+* **convolutions** (``group_convs``, by default off the CPU only) — the ``ReLU → Conv → BN``
+  candidates of all out-edges of a node that have the same conv shape run as one convolution of
+  ``relu(x_i)`` with their output channels concatenated;
   per-channel BN is unchanged by the concatenation, so one BN over the concatenated channels gives
   each edge its own statistics (running statistics are written back to each op's BN);
 * **weights folded into BN** — ``w·BN(z) = BN(z; γ=w·γ₀, β=w·β₀)``, so the mixing weight becomes
@@ -233,8 +234,8 @@ def run_cell(nodes: List[Tensor], edges: Sequence[Tuple[int, int]], mixed: Seque
     ``group_convs``: run the same-shaped convolutions of a node's out-edges as one (``None``: on
     every device but the CPU). On this project's 2-core CPU the grouped convolution, its split and
     its gradient's concatenation cost more than the kernels they save (docs/RESULTS.md, issue 17:
-    the single-path step ~8% and the dense step ~2% slower), so there each conv runs alone; BN
-    folding, pooling once per node and the node sums are kept either way.
+    the single-path step 6.5% slower at 2 threads, the dense step no faster), so there each conv
+    runs alone; BN folding, pooling once per node and the node sums are kept either way.
 
     Partial channels (:class:`~nas.supernet.partial.PartialMixedOp`, stride 1): shuffle and
     concatenation are permutations, so node ``j`` is ``shuffle(cat[A_j, B_j])`` with ``A_j`` the
