@@ -115,6 +115,7 @@ class _NodeSum(torch.autograd.Function):
         if check and bias is not None and not bool(bias):
             bias = None
         ones = (coef == 1).tolist() if check and coef is not None else [False] * len(weighted)
+        ctx.ones = ones  # backward hands these terms g itself
         terms = [(t, None) for t in plain] + [(t, None if one else coef[m])
                                               for m, (t, one) in enumerate(zip(weighted, ones))]
         dtype = ts[0].dtype
@@ -154,12 +155,9 @@ class _NodeSum(torch.autograd.Function):
         gb = g.sum() if ctx.has_bias and need[1] else None
         n = ctx.n_plain
         gts = [g if need[3 + m] else None for m in range(n)]
-        # a weight of exactly 1 (GDAS's selected op: 1 - h + h is 1.0 in value) scales nothing:
-        # g itself is then the exact gradient, and a pass over memory is saved (read on CPU only,
-        # where the check costs no device synchronisation)
-        check = coef is not None and coef.device.type == "cpu" and not torch.compiler.is_compiling()
-        ones = (coef == 1).tolist() if check else [False] * len(weighted)
-        gts += [(g if ones[m] else g * coef[m]) if need[3 + n + m] else None for m in range(len(weighted))]
+        # a weight of exactly 1 (GDAS's selected op) scales nothing: g itself is then the exact
+        # gradient, and a pass over memory is saved (``ctx.ones``, read in forward on CPU only)
+        gts += [(g if ctx.ones[m] else g * coef[m]) if need[3 + n + m] else None for m in range(len(weighted))]
         return (gc, gb, None, *gts)
 
 
