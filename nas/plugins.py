@@ -19,7 +19,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 from .errors import CheckpointError, ConfigError, NasError
 
 # keys a genotype.yaml may carry besides the genotype itself
-RECORD_KEYS = ("imports", "op_args")
+RECORD_KEYS = ("imports", "op_args", "derived")  # derived: where nas-derive took it from
 
 
 def _is_path(item: str) -> bool:

@@ -48,6 +48,31 @@ def test_nb201_search_under_a_budget_stays_within_it_and_logs_the_cost(tmp_path)
         done = subprocess.run([sys.executable, str(REPO / "tools/derive.py"), str(out), *extra, "--out",
                                str(tmp_path / "g.yaml")], capture_output=True, text=True, cwd=tmp_path)
         assert done.returncode == 0 and pattern in done.stdout, done.stdout + done.stderr
+    # a cell derived into its own folder records where it came from; the retrain reads past that,
+    # and the cost benchmark tabulates the folder as the run within the new budget
+    import yaml
+    from nas.retrainer.genotypes import resolve_genotype
+    folder = tmp_path / "within12"
+    done = subprocess.run([sys.executable, str(REPO / "tools/derive.py"), str(out), "--cost", "target=12", "--out",
+                           str(folder / "genotype.yaml")], capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    record = yaml.safe_load((folder / "genotype.yaml").read_text())
+    derived = record["derived"]
+    assert derived["from"] == "../run" and derived["method"] == "argmax" and derived["cost"] == ["target=12"]
+    g12 = NB201Genotype.from_string(record["arch"])
+    assert derived["cost_exact"]["macs"] == pytest.approx(t.exact(space.selected_edges(g12)), abs=1e-5)
+    assert derived["cost_exact"]["macs"] <= 12
+    assert resolve_genotype(str(folder / "genotype.yaml"))[1] == g12
+    acc = {record["arch"]: 91.5, m["genotype"]: 92.5}  # one row when the two cells are the same
+    table = tmp_path / "t.csv"
+    table.write_text("arch,cifar10,cifar100,imagenet16_120\n" + "".join(f"{a},{x},1,1\n" for a, x in acc.items()))
+    done = subprocess.run([sys.executable, str(REPO / "tools/cost_benchmark.py"), str(folder), str(out), "--table",
+                           str(table), "--partial-table"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "macs budget 12: front" in done.stdout and "macs budget 30.0: front" in done.stdout, done.stdout
+    a12, a30 = acc[record["arch"]], acc[m["genotype"]]
+    assert f"| softmax hinge 2 + derive within | 1 | {a12:.2f} | {a12:.2f} |" in done.stdout, done.stdout
+    assert f"| softmax hinge 2 | 1 | {a30:.2f} | {a30:.2f} |" in done.stdout
 
 
 def test_darts_search_takes_the_same_keys(tmp_path):
@@ -182,6 +207,9 @@ def test_cost_benchmark_labels_name_how_the_budget_entered_the_search():
     assert tool.label({"estimator": est, "cost": {"form": "abs", "estimate": "derived"}}) == "softmax abs 1 derived"
     assert (tool.label({"estimator": est, "cost": {"estimate": "derived", "warmup_epochs": 2}})
             == "softmax hinge 1 derived after 2 ep")
+    assert tool.label({"estimator": est, "cost": {"target": 55}}, derived_within=True) == "softmax hinge 1 + derive within"
+    assert tool.label({"estimator": est, "cost": {"target": None}}, derived_within=True) == "softmax derive within"
+    assert tool.label({"estimator": est}, derived_within=True) == "softmax derive within"
 
 
 def test_front_plot_widens_for_long_names_and_tells_repeated_colours_apart():

@@ -2,7 +2,8 @@
 
     python tools/cost_benchmark.py RUN_DIR [RUN_DIR ...] [--table nb201_accuracy.csv] [--png front.png]
 
-reads finished runs (nas-search or random-search folders whose config has ``cost.target``),
+reads finished runs (nas-search or random-search folders whose config has ``cost.target``, or
+the folder a ``nas-derive RUN --cost target=B --out DIR/genotype.yaml`` wrote: that run within B),
 groups them by metric, budget and method (the estimator's name, ``random`` for random search),
 and prints per budget a table of the cells' NAS-Bench-201 CIFAR-10 accuracy (mean ± std over
 the runs), their cost in the benchmark network, whether every one is within the budget, the
@@ -37,21 +38,39 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def read_run(run: Path) -> dict:
-    cfg = yaml.safe_load((run / "config.yaml").read_text())
-    metrics = json.loads((run / "metrics.json").read_text())
-    arch = yaml.safe_load((run / "genotype.yaml").read_text())["arch"]
-    cost = cfg.get("cost") or {}
-    method = "random" if metrics.get("method") == "random" else label(cfg)
-    return dict(run=run, arch=arch, method=method, metric=cost.get("metric", "macs"), target=cost.get("target"),
-                seconds=metrics.get("search_seconds"))
+    """A search (or random-search) folder, or a folder of ``nas-derive --out`` holding only a
+    genotype.yaml whose ``derived:`` record names the run it was derived from: then the run's
+    config and time, with the budget of ``derived.cost`` (``--cost KEY=VALUE``)."""
+    record = yaml.safe_load((run / "genotype.yaml").read_text())
+    derived = record.get("derived") or {}
+    source = run if (run / "config.yaml").is_file() or "from" not in derived else (run / derived["from"]).resolve()
+    cfg = yaml.safe_load((source / "config.yaml").read_text())
+    metrics = json.loads((source / "metrics.json").read_text())
+    cost = dict(cfg.get("cost") or {})
+    if source != run:
+        cost.update({k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in derived.get("cost", []))})
+    method = "random" if metrics.get("method") == "random" else label(cfg, derived_within=source != run)
+    return dict(run=run, arch=record["arch"], method=method, metric=cost.get("metric", "macs"),
+                target=cost.get("target"), seconds=metrics.get("search_seconds"))
 
 
-def label(cfg: dict) -> str:
+def is_run(run: Path) -> bool:
+    if (run / "metrics.json").is_file():
+        return True
+    g = run / "genotype.yaml"
+    return g.is_file() and "from" in ((yaml.safe_load(g.read_text()) or {}).get("derived") or {})
+
+
+def label(cfg: dict, derived_within: bool = False) -> str:
     """The estimator and how its budget entered the search: ``softmax hinge 1`` (penalty weight),
-    ``softmax w=0`` (derive within the budget only), ``... derived`` (cost.estimate)."""
+    ``softmax w=0`` (derive within the budget only), ``... derived`` (cost.estimate); a cell that
+    ``nas-derive --cost`` took from a finished run: ``softmax derive within`` (the run had no
+    budget) or the run's label ``+ derive within``."""
     cost = cfg.get("cost") or {}
     weight = cost.get("weight", 1.0)
     name = cfg["estimator"]["name"] + ("+noise" if cfg["estimator"].get("noise") == "adaptive" else "")
+    if derived_within:
+        return f"{name} derive within" if not cost.get("target") or not weight else f"{label(cfg)} + derive within"
     if not weight:
         return f"{name} w=0"
     return (f"{name} {cost.get('form', 'hinge')} {weight:g}" + (" derived" if cost.get("estimate") == "derived" else "")
@@ -67,7 +86,7 @@ def main(args: argparse.Namespace) -> int:
     from nas.benchmarks.nb201_table import cell_costs
     try:
         table = NB201Table.load(args.table, partial=args.partial_table)
-        runs = [read_run(r) for r in args.runs if (r / "metrics.json").is_file()]
+        runs = [read_run(r) for r in args.runs if is_run(r)]
         costs = {m: cell_costs(m) for m in {r["metric"] for r in runs}}
         groups = defaultdict(list)
         for r in runs:
@@ -105,7 +124,7 @@ def main(args: argparse.Namespace) -> int:
                              title="searched cells vs the NAS-Bench-201 Pareto front")
             img.save(args.png)
             print(f"\nplot written to {args.png}")
-    except (NasError, OSError, KeyError) as e:
+    except (NasError, OSError, KeyError, yaml.YAMLError) as e:
         print(f"cost_benchmark: error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 from ..errors import CheckpointError, ConfigError, NasError
 
@@ -75,17 +75,44 @@ def derive(source: Path, top_k: Optional[int] = None, device: str = "cpu", metho
     derived network's cost against the budget, when the run has a cost model."""
     cfg, space, model, genotype = _derive(source, top_k, device, method, batches, tune_steps, seed, tune_lr,
                                           exclude, max_skip, cost)
+    budget = model.budget()
     if write is not None:
         from .run import write_genotype
+        record = provenance(Path(source), Path(write), method, exclude, max_skip, cost, top_k)
+        if record is not None and budget is not None:
+            record["cost_exact"] = {budget.table.metric: round(budget.exact(genotype), 6)}
         try:
-            write_genotype(Path(write), cfg, space, model, genotype)
+            write_genotype(Path(write), cfg, space, model, genotype, derived=record)
         except OSError as e:
             raise NasError(f"cannot write the genotype to {write} ({e.strerror or e}); give a writable --out") from None
-    budget = model.budget()
     if log is not None and budget is not None:
         from ..cost import cost_report
         log(cost_report(budget, genotype))
     return space, genotype
+
+
+def provenance(source: Path, write: Path, method: str, exclude: Optional[str], max_skip: Any,
+               cost: Sequence[str], top_k: Optional[int]) -> Optional[Dict[str, Any]]:
+    """The ``derived:`` record of a genotype.yaml: the run it came from (relative to the
+    genotype's folder, so that the two move together) and every derive option given, so that a
+    cell derived within another budget can be traced and tabulated (``tools/cost_benchmark.py``).
+    ``None`` for the run's own genotype again (its folder, its rules): nothing to trace."""
+    import os
+
+    run = source if source.is_dir() else source.parent
+    where = os.path.relpath(run.resolve(), write.resolve().parent)
+    if where == "." and method == "argmax" and top_k is None and exclude is None and max_skip is ... and not cost:
+        return None
+    record: Dict[str, Any] = {"from": where, "method": method}
+    if top_k is not None:
+        record["top_k"] = top_k
+    if exclude is not None:
+        record["exclude"] = exclude
+    if max_skip is not ...:
+        record["max_skip"] = max_skip
+    if cost:
+        record["cost"] = list(cost)
+    return record
 
 
 def _derive(source: Path, top_k: Optional[int], device: str, method: str, batches: int, tune_steps: int,

@@ -367,11 +367,15 @@ def _finish(cfg: Config, folder: RunFolder, space: Any, model: torch.nn.Module, 
     return SearchResult(out_dir, genotype, str(genotype), metrics, warning)
 
 
-def write_genotype(path: Path, cfg: Config, space: Any, model: torch.nn.Module, genotype: Any) -> None:
+def write_genotype(path: Path, cfg: Config, space: Any, model: torch.nn.Module, genotype: Any,
+                   derived: Optional[Dict[str, Any]] = None) -> None:
     """``genotype.yaml`` with the run's imports and op options (:func:`nas.plugins.genotype_record`),
     and beside it the files the model keeps with its genotype (``artifacts(genotype)``: the dnf
-    space's ``rules.txt``, the ``learned_ops.txt`` of DNF and L0-gated candidates)."""
+    space's ``rules.txt``, the ``learned_ops.txt`` of DNF and L0-gated candidates). ``derived``:
+    nas-derive's record of where and how (its ``derived:`` key; readers of the genotype skip it)."""
     record = genotype_record(space, genotype, cfg.imports, run_op_args(cfg, cfg.space.ops or space.ops))
+    if derived:
+        record["derived"] = derived
     write_text_atomic(path, yaml.safe_dump(record, sort_keys=False))
     for fname, text in model.artifacts(genotype).items():
         write_text_atomic(path.parent / fname, text)

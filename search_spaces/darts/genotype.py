@@ -19,6 +19,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 
 from nas.errors import CheckpointError
+from nas.plugins import RECORD_KEYS
 
 from ..base import check_genotype_ops
 
@@ -134,7 +135,7 @@ class Genotype:
         if not isinstance(data, dict):
             raise _bad(f"a DARTS genotype.yaml is a mapping with keys {', '.join(FIELDS)}, got {type(data).__name__}")
         if all(k in data for k in FIELDS):
-            extra = set(data) - set(FIELDS) - {"space", "arch", "edges_per_node"}
+            extra = set(data) - set(FIELDS) - {"space", "arch", "edges_per_node", *RECORD_KEYS}
             if extra:
                 raise _bad(f"unknown key '{sorted(extra)[0]}'; a DARTS genotype has {', '.join(FIELDS)}")
             g = cls(**{k: data[k] for k in FIELDS}, edges_per_node=data.get("edges_per_node", 2))
