@@ -154,6 +154,49 @@ def test_lookup_best_cell_within_a_budget(tmp_path):
     assert done.returncode == 0 and rows[1][0] in done.stdout and "90.00%" in done.stdout, done.stderr
 
 
+def test_kendall_tau_b_against_hand_counts():
+    import math
+    from nas.benchmarks.nb201_table import kendall_tau_b
+    assert kendall_tau_b([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(4 / 6)   # C=5, D=1 of 6 pairs
+    assert kendall_tau_b([1, 2, 3], [3, 2, 1]) == -1.0
+    assert kendall_tau_b([1, 1, 2], [1, 2, 3]) == pytest.approx(2 / math.sqrt(2 * 3))  # one pair tied in x
+    assert math.isnan(kendall_tau_b([5, 5, 5], [1, 2, 3]))
+    with pytest.raises(ValueError):
+        kendall_tau_b([1, 2], [1])
+
+
+def test_lookup_lists_the_best_cells_under_a_derive_rule(tmp_path):
+    rows = [("|nor_conv_3x3~0|+|none~0|none~1|+|none~0|none~1|skip_connect~2|", 90.0, 70.0, 40.0),   # 43.17
+            ("|nor_conv_3x3~0|+|nor_conv_1x1~0|avg_pool_3x3~1|+|skip_connect~0|skip_connect~1|avg_pool_3x3~2|", 89.0, 71.0, 42.0),
+            ("|nor_conv_3x3~0|+|nor_conv_1x1~0|avg_pool_3x3~1|+|skip_connect~0|avg_pool_3x3~1|avg_pool_3x3~2|", 88.0, 72.0, 41.0),
+            ("|nor_conv_1x1~0|+|avg_pool_3x3~0|avg_pool_3x3~1|+|skip_connect~0|avg_pool_3x3~1|avg_pool_3x3~2|", 87.0, 69.0, 43.0),
+            ("|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|avg_pool_3x3~1|avg_pool_3x3~2|", 95.0, 75.0, 45.0)]
+    path = tmp_path / "t.csv"
+    path.write_text("arch,cifar10,cifar100,imagenet16_120\n" + "".join(",".join(map(str, r)) + "\n" for r in rows))
+    table = NB201Table.load(path, partial=True)
+    costs = cell_costs()
+    assert [a for a, _, _ in table.top_within(50, costs, 10)] == [r[0] for r in rows[:4]]  # the 2-conv3x3 cell is over
+    assert [a for a, _, _ in table.top_within(50, costs, 2)] == [rows[0][0], rows[1][0]]
+    done = subprocess.run([sys.executable, str(REPO / "tools/nb201_lookup.py"), "--budget", "50", "--top", "5",
+                           "--exclude", "none", "--max-skip", "1", "--table", str(path), "--partial-table"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "2 best cells within 50 M MACs, without none, at most 1 skip_connect, by CIFAR-10:"
+    assert lines[2].split() == ["88.00", "72.00", "41.00", f"{costs[rows[2][0]]:.2f}", rows[2][0]]
+    assert lines[3].split()[0] == "87.00" and len(lines) == 4  # two cells: no rank agreement line
+    done = subprocess.run([sys.executable, str(REPO / "tools/nb201_lookup.py"), "--budget", "50", "--top", "4",
+                           "--table", str(path), "--partial-table"], capture_output=True, text=True)
+    # CIFAR-10 90 > 89 > 88 > 87 against CIFAR-100 70, 71, 72, 69: C=3, D=3 of 6 pairs; against
+    # ImageNet16 40, 42, 41, 43: only (42, 41) concordant, C=1, D=5
+    assert done.stdout.splitlines()[-1].endswith("CIFAR-10~CIFAR-100 0.00, CIFAR-10~ImageNet16-120 -0.67"), done.stdout
+    for bad, msg in ((["--top", "3"], "give --budget"), (["--budget", "50", "--exclude", "conv"], "unknown op 'conv'"),
+                     (["--budget", "50", "--top", "0"], "at least 1")):
+        done = subprocess.run([sys.executable, str(REPO / "tools/nb201_lookup.py"), *bad, rows[0][0], "--table",
+                               str(path), "--partial-table"], capture_output=True, text=True)
+        assert done.returncode == 2 and msg in done.stderr and done.stderr.count("\n") == 1, done.stderr
+
+
 def test_the_real_table_fronts_at_the_issue_budgets(shared_dir):
     table = NB201Table.load(shared_dir / "data" / "nb201_accuracy.csv")
     costs = cell_costs()

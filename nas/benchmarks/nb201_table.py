@@ -26,7 +26,7 @@ import os
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import yaml
 
@@ -196,6 +196,15 @@ class NB201Table:
         arch = max(fits, key=lambda a: (self.rows[a][i], -costs[a]))
         return arch, self.rows[arch][i], costs[arch]
 
+    def top_within(self, budget: float, costs: Dict[str, float], n: int, dataset: str = "cifar10",
+                   keep: Optional[Callable[[str], bool]] = None) -> List[Tuple[str, Tuple[float, ...], float]]:
+        """The ``n`` most accurate cells within ``budget`` (and ``keep(arch)``, e.g. a derive
+        rule), best first, as ``(arch, accuracies in DATASETS order, cost)``; ties: cheaper first."""
+        i = DATASETS.index(self._check(dataset))
+        fits = [a for a in self.rows if costs[a] <= budget * (1 + 1e-12) and (keep is None or keep(a))]
+        fits.sort(key=lambda a: (-self.rows[a][i], costs[a], a))
+        return [(a, self.rows[a], costs[a]) for a in fits[:n]]
+
     def front(self, costs: Dict[str, float], dataset: str = "cifar10") -> List[Tuple[float, str, float]]:
         """The Pareto front ``[(cost, arch, accuracy)]`` by increasing cost: every cell more
         accurate than all cells that cost no more."""
@@ -220,6 +229,26 @@ class NB201Table:
         if dataset not in DATASETS:
             raise NasError(f"unknown NB201 dataset '{dataset}'; known: {', '.join(DATASETS)}")
         return dataset
+
+
+def kendall_tau_b(x: Sequence[float], y: Sequence[float]) -> float:
+    """Kendall's τ_b of two paired sequences (Kendall 1945, ties corrected):
+    ``(C − D) / sqrt((P − T_x)(P − T_y))`` with C/D the concordant/discordant pairs, P all pairs,
+    T_x/T_y the pairs tied in x/y; NaN when either sequence is constant."""
+    if len(x) != len(y):
+        raise ValueError(f"kendall_tau_b: {len(x)} against {len(y)} values")
+    n = len(x)
+    c = d = tx = ty = 0
+    for i in range(n):
+        for j in range(i + 1, n):
+            dx, dy = x[i] - x[j], y[i] - y[j]
+            tx += dx == 0
+            ty += dy == 0
+            c += dx * dy > 0
+            d += dx * dy < 0
+    pairs = n * (n - 1) // 2
+    den = ((pairs - tx) * (pairs - ty)) ** 0.5
+    return (c - d) / den if den else float("nan")
 
 
 def cell_costs(metric: str = "macs", *, C: int = 16, N: int = 5, resolution: int = 32,
