@@ -178,6 +178,7 @@ class CostConfig:
     hard: Optional[bool] = None          # derive never exceeds the target (None: true when target is set)
     estimate: Literal["expected", "derived"] = "expected"  # E under the distribution, or the argmax cell's (straight through)
     warmup_epochs: float = ranged(0.0, ge=0)  # epochs of search before the penalty acts
+    sample_within: bool = False   # one-hot estimators (gumbel_hard, ste) draw only cells within the target (nb201)
     C: Optional[int] = ranged(None, ge=1)         # the trained network (None: nb201 16, darts 36)
     N: Optional[int] = ranged(None, ge=1)         # nb201 cells per stage (None: 5)
     layers: Optional[int] = ranged(None, ge=1)    # darts cells (None: 20)

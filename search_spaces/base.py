@@ -172,6 +172,11 @@ class Supernet(nn.Module):
         that gates keep the candidates of choice ``name`` open; ``None`` (the default): no gates."""
         return None
 
+    def derive_limit(self, name: str, candidates: Sequence[str]) -> Optional[Tuple[int, int]]:
+        """``(k, M)``: derive keeps candidate ``candidates[k]`` of choice ``name`` on at most M
+        edges (NB201: P-DARTS's skip limit); ``None`` (the default): no such limit."""
+        return None
+
 
 class Network(nn.Module):
     """The discrete network of a genotype: ``forward(x)`` gives logits, or ``(logits, aux)`` in

@@ -16,12 +16,13 @@ from search_spaces.nb201 import OPS, NB201Genotype
 NET = dict(C=4, N=1)
 
 
-def supernet(estimator="softmax", target=None, weight=1.0, form="hinge", hard=None, noise="none", **kw):
+def supernet(estimator="softmax", target=None, weight=1.0, form="hinge", hard=None, noise="none",
+             sample_within=False, **kw):
     space = get_space("nb201")
     model = space.build_supernet(build_estimator(estimator, noise=noise), num_classes=3, C=4, N=1,
                                  generator=torch.Generator().manual_seed(0), **kw)
     budget = attach_budget(model, space, metric="macs", target=target, weight=weight, form=form, hard=hard,
-                           num_classes=3, in_channels=3, resolution=8, network=NET)
+                           num_classes=3, in_channels=3, resolution=8, network=NET, sample_within=sample_within)
     return model, budget
 
 
@@ -256,3 +257,80 @@ def test_the_penalty_waits_for_its_warmup_epochs_in_the_search_loop():
     with pytest.raises(ConfigError, match="cost.warmup_epochs must be >= 0"):
         attach_budget(model, space, metric="macs", target=1.0, weight=1.0, form="hinge", hard=False, warmup=-1,
                       num_classes=3, in_channels=3, resolution=8, network=NET)
+
+
+def test_feasible_argmax_is_the_best_fitting_cell_of_additive_scores():
+    from nas.cost.feasible import FeasibleArgmax
+    gen = torch.Generator().manual_seed(5)
+    cost = torch.rand(4, 3, generator=gen)
+    allowed = torch.ones(4, 3, dtype=torch.bool)
+    allowed[2, 1] = False
+    decode = FeasibleArgmax(cost, 1.5, allowed, count_limit=(0, 2))
+    for _ in range(20):
+        scores = torch.randn(4, 3, generator=gen) * 3  # logits, not log-probabilities: any real scores
+        best = max((sum(float(scores[e, k]) for e, k in enumerate(combo)), list(combo))
+                   for combo in itertools.product(range(3), repeat=4)
+                   if all(allowed[e, k] for e, k in enumerate(combo)) and combo.count(0) <= 2
+                   and sum(float(cost[e, k]) for e, k in enumerate(combo)) <= 1.5)
+        assert decode(scores).tolist() == best[1]
+    with pytest.raises(ConfigError, match="no cell the derive rules allow fits"):
+        FeasibleArgmax(cost, 0.0, allowed)
+
+
+@pytest.mark.parametrize("name", ["gumbel_hard", "ste", "ste+noise"])
+def test_sample_within_draws_only_cells_within_the_target(name):
+    estimator, noise = (name.split("+")[0], "adaptive") if "+" in name else (name, "none")
+    model, budget = supernet(estimator, target=1.0, noise=noise, weight=0.0, derive_exclude=["none"],
+                             derive_max_skip=1)
+    c = costs(budget)
+    budget.target = budget.exact(NB201Genotype(("nor_conv_3x3",) + ("nor_conv_1x1",) * 3 + ("none",) * 2))
+    model, budget = supernet(estimator, target=budget.target, noise=noise, weight=0.0, derive_exclude=["none"],
+                             derive_max_skip=1, sample_within=True)
+    ch = model.arch["cell"]
+    with torch.no_grad():
+        ch.alpha.copy_(torch.tensor([[0, 0.2, 0.5, 1.0, 0.1]] * 6))  # unconstrained: six conv3x3
+    model.train()
+    torch.manual_seed(0)
+    seen = set()
+    for _ in range(200 if name == "gumbel_hard" else 3):
+        s = ch()
+        w = s.weights.detach()
+        idx = w.argmax(-1) if s.index is None else torch.tensor(s.index)
+        ops = tuple(OPS[k] for k in idx.tolist())
+        g = NB201Genotype(ops)
+        assert budget.exact(g) <= budget.target * (1 + 1e-9) and "none" not in ops and ops.count("skip_connect") <= 1
+        if noise == "none":
+            assert torch.equal(w, torch.nn.functional.one_hot(idx, 5).float())  # still one-hot
+        seen.add(ops)
+    if name == "gumbel_hard":
+        assert len(seen) > 5  # it samples: many cells, all within
+    else:
+        # the STE's decision is the best fitting cell by α (one conv3x3, three conv1x1, skip, pool)
+        assert seen == {tuple(OPS[k] for k in most_probable_within(
+            ch.alpha.detach(), c, budget.target - budget.table.fixed, budget._allowed["arch.cell"], (1, 1)))}
+    # straight through: the gradient reaches every entry of α
+    ch.alpha.grad = None
+    (ch().weights * torch.randn(6, 5)).sum().backward()
+    assert bool((ch.alpha.grad != 0).any()) and bool((ch.alpha.grad[:, 3] != 0).all())
+    # eval: the one-hot decision is the derived cell within the target
+    model.eval()
+    assert NB201Genotype(tuple(OPS[k] for k in ch().weights.argmax(-1).tolist())) == model.genotype()
+
+
+def test_gumbel_hard_draws_are_unchanged_without_a_decoder():
+    from nas.estimators.gumbel import gumbel_noise
+    est = build_estimator("gumbel_hard")
+    alpha = torch.randn(6, 5, generator=torch.Generator().manual_seed(2))
+    for seed in range(5):
+        torch.manual_seed(seed)
+        s = est.sample({"alpha": alpha}, "categorical", True)
+        torch.manual_seed(seed)
+        h = torch.softmax((torch.log_softmax(alpha, -1) + gumbel_noise(alpha)) / est.values["tau"], -1)
+        assert s.index == h.argmax(-1).tolist() and torch.allclose(s.weights, torch.nn.functional.one_hot(h.argmax(-1), 5).float())
+
+
+def test_sample_within_errors_are_one_line():
+    with pytest.raises(ConfigError, match="one-hot .gumbel_hard, ste.; 'softmax' mixes"):
+        supernet("softmax", target=10.0, sample_within=True)
+    with pytest.raises(ConfigError, match="needs cost.target"):
+        supernet("ste", sample_within=True)

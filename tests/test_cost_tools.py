@@ -75,6 +75,29 @@ def test_nb201_search_under_a_budget_stays_within_it_and_logs_the_cost(tmp_path)
     assert f"| softmax hinge 2 | 1 | {a30:.2f} | {a30:.2f} |" in done.stdout
 
 
+def test_a_search_with_sample_within_trains_only_cells_within_the_target(tmp_path, monkeypatch):
+    from nas.cost import feasible
+    drawn = []
+    call = feasible.FeasibleArgmax.__call__
+    monkeypatch.setattr(feasible.FeasibleArgmax, "__call__", lambda self, s: drawn.append(call(self, s)) or drawn[-1])
+    out = tmp_path / "run"
+    assert main([*TINY, "estimator.name=gumbel_hard", "cost.target=30", "cost.weight=0", "cost.sample_within=true",
+                 "--out", str(out), "--quiet"]) == 0
+    space = get_space("nb201")
+    t = build_cost_table(space, "macs", num_classes=10, in_channels=3, resolution=32, network=space.trained_network())
+    cells = {NB201Genotype(tuple(space.ops[k] for k in d.tolist())) for d in drawn}
+    assert len(drawn) >= 2 * 3 and len(cells) > 1  # every training step of both epochs drew one
+    assert all(t.exact(space.selected_edges(g)) <= 30 for g in cells)
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["cost_macs"] <= 30
+
+def test_sample_within_refuses_a_mixing_estimator_in_one_line(tmp_path, capsys):
+    assert main([*TINY, "estimator.name=dirichlet", "cost.target=30", "cost.sample_within=true", "--out",
+                 str(tmp_path / "bad"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "'dirichlet' mixes the candidates" in err
+
+
 def test_darts_search_takes_the_same_keys(tmp_path):
     out = tmp_path / "darts"
     args = ["configs/darts_tiny.yaml", "space.layers=3", "space.steps=2", "space.multiplier=2", "data.subset=128",

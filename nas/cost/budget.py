@@ -30,6 +30,12 @@ never acts or pushes every expensive candidate below the cheap ones (docs/RESULT
 ``warmup`` (``cost.warmup_epochs``): the penalty acts only after this many epochs of search (fractions count per step),
 so that the task gradient first ranks the candidates and the budget then chooses among them.
 
+``sample_within`` (``cost.sample_within``): the one-hot estimators (GDAS's ``gumbel_hard``, the
+STE) draw only cells within T: their sample's argmax becomes the best cell within the budget
+under the same derive rules (:class:`~nas.cost.feasible.FeasibleArgmax`), so the supernet's
+weights train only on cells derive could return, and α learns to rank those (the constrained
+sampling of budgeted one-shot search, e.g. SPOS, Guo et al. 2020, there with uniform sampling).
+
 With ``hard`` the derived cell never costs more than T: when the estimator's decision does, derive
 takes the most probable cell that fits (``most_probable_within``; DARTS: a greedy descent, see
 ``DartsSupernet.genotype``).
@@ -44,7 +50,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ConfigError
-from ..estimators.base import straight_through
+from ..estimators.base import CATEGORICAL, straight_through
 from ..supernet.choice import choices
 from .feasible import most_probable_within
 from .measure import UNITS
@@ -64,7 +70,8 @@ class Budget(nn.Module):
     def __init__(self, model: nn.Module, table: CostTable, allowed: Dict[str, Tensor],
                  selected: Callable[[Any], Dict[str, Sequence[Tuple[int, str]]]], *,
                  target: Optional[float] = None, weight: float = 1.0, form: str = "hinge",
-                 hard: Optional[bool] = None, estimate: str = "expected", warmup: float = 0.0):
+                 hard: Optional[bool] = None, estimate: str = "expected", warmup: float = 0.0,
+                 sample_within: bool = False):
         super().__init__()
         if form not in FORMS:
             raise ConfigError(f"cost.form: unknown form '{form}'; allowed: {', '.join(FORMS)}")
@@ -98,6 +105,28 @@ class Budget(nn.Module):
             if least > target:
                 raise ConfigError(f"cost.target={target:g} {UNITS[table.metric]} is below the cheapest cell "
                                   f"derive may pick ({least:.4g}); raise it or set cost.hard=false")
+        self.sample_within = sample_within
+        if sample_within:
+            self._install_decoders(model)
+
+    def _install_decoders(self, model: nn.Module) -> None:
+        """``cost.sample_within``: every choice of the table samples only cells within the target."""
+        if self.target is None:
+            raise ConfigError("cost.sample_within=true needs cost.target")
+        if len(self._choices) != 1:
+            raise ConfigError(f"cost.sample_within needs one costed choice, this supernet has "
+                              f"{len(self._choices)} ({', '.join(self._choices)}); set it false")
+        from .feasible import FeasibleArgmax
+        for name, ch in self._choices.items():
+            if ch.kind != CATEGORICAL or not bool((self.table.share[name] == 1).all()):
+                raise ConfigError(f"cost.sample_within: the cells of choice '{name}' do not keep one op on every "
+                                  f"edge (nb201 does; darts keeps two inputs per node); set it false")
+            if not getattr(ch.estimator, "decodes", False):
+                raise ConfigError(f"cost.sample_within needs an estimator whose sample is one-hot (gumbel_hard, ste); "
+                                  f"'{ch.estimator.name}' mixes the candidates: set estimator.name or cost.sample_within=false")
+            ch.decoder = FeasibleArgmax(self.table.for_candidates(name, ch.candidates), self.target - self.table.fixed,
+                                        self._allowed[name],
+                                        model.derive_limit(name, ch.candidates))
 
     def _dev(self, kind: str, name: str, like: Tensor) -> Tensor:
         src = self._cost[name] if kind == "cost" else self._allowed[name]
@@ -157,7 +186,8 @@ class Budget(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"metric={self.table.metric}, target={self.target}, weight={self.weight}, "
-                f"form={self.form}, hard={self.hard}, fixed={self.table.fixed:.4g}")
+                f"form={self.form}, hard={self.hard}, fixed={self.table.fixed:.4g}"
+                + (", sample_within=True" if self.sample_within else ""))
 
 
 def cost_report(budget: Budget, genotype: Any) -> str:
@@ -171,7 +201,7 @@ def cost_report(budget: Budget, genotype: Any) -> str:
 
 def attach_budget(model: nn.Module, space: Any, *, metric: str, target: Optional[float], weight: float,
                   form: str, hard: Optional[bool], num_classes: int, in_channels: int, resolution: int,
-                  estimate: str = "expected", warmup: float = 0.0,
+                  estimate: str = "expected", warmup: float = 0.0, sample_within: bool = False,
                   network: Dict[str, Any], cell: Optional[Dict[str, Any]] = None, latency: Any = None,
                   batch_size: int = 1, ops: Optional[Sequence[str]] = None) -> Budget:
     """Build ``space``'s cost table for its trained network (with the candidates ``ops``, default
@@ -181,7 +211,8 @@ def attach_budget(model: nn.Module, space: Any, *, metric: str, target: Optional
                              resolution=resolution, network=network, cell=cell, latency=latency,
                              batch_size=batch_size, ops=ops)
     budget = Budget(model, table, space.derivable(model), space.selected_edges, target=target,
-                    weight=weight, form=form, hard=hard, estimate=estimate, warmup=warmup)
+                    weight=weight, form=form, hard=hard, estimate=estimate, warmup=warmup,
+                    sample_within=sample_within)
     budget.table_source = latency  # the latency table, kept with the run
     model.cost = budget
     return budget

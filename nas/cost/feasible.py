@@ -18,10 +18,11 @@ from ..errors import ConfigError
 MAX_CELLS = 2_000_000  # beyond this the enumeration would take minutes: not an NB201-sized cell
 
 
-def most_probable_within(logp: Tensor, cost: Tensor, limit: float, allowed: Tensor,
-                         count_limit: Optional[Tuple[int, int]] = None) -> Optional[List[int]]:
-    """Op index per edge (``logp``, ``cost``, ``allowed``: ``[E, K]``; ``limit`` on ``Σ cost``),
-    or ``None`` when no allowed cell fits. ``count_limit = (k, M)``: at most M edges pick op k."""
+def feasible_grid(cost: Tensor, limit: float, allowed: Tensor,
+                  count_limit: Optional[Tuple[int, int]] = None) -> Optional[Tensor]:
+    """``[F, E]`` every cell (op index per edge, lexicographic order) of allowed ops whose summed
+    ``cost`` is at most ``limit`` and that keeps op k on at most M edges (``count_limit = (k, M)``);
+    ``None`` when none does."""
     options = [torch.nonzero(allowed[e]).flatten() for e in range(allowed.shape[0])]
     if any(o.numel() == 0 for o in options):
         return None
@@ -32,12 +33,42 @@ def most_probable_within(logp: Tensor, cost: Tensor, limit: float, allowed: Tens
     grid = torch.cartesian_prod(*options) if len(options) > 1 else options[0][:, None]  # [n, E]
     rows = torch.arange(grid.shape[1])
     total = cost.double()[rows, grid].sum(1)
-    score = logp.double()[rows, grid].sum(1)
     ok = total <= limit + 1e-9 * max(1.0, abs(limit))
     if count_limit is not None:
         k, m = count_limit
         ok &= (grid == k).sum(1) <= m
-    if not bool(ok.any()):
+    return grid[ok] if bool(ok.any()) else None
+
+
+def most_probable_within(logp: Tensor, cost: Tensor, limit: float, allowed: Tensor,
+                         count_limit: Optional[Tuple[int, int]] = None) -> Optional[List[int]]:
+    """Op index per edge (``logp``, ``cost``, ``allowed``: ``[E, K]``; ``limit`` on ``Σ cost``),
+    or ``None`` when no allowed cell fits. ``count_limit = (k, M)``: at most M edges pick op k."""
+    grid = feasible_grid(cost, limit, allowed, count_limit)
+    if grid is None:
         return None
-    fits = torch.nonzero(ok).flatten()
-    return grid[fits[score[fits].argmax()]].tolist()  # argmax: the first of equal scores
+    score = logp.double()[torch.arange(grid.shape[1]), grid].sum(1)
+    return grid[score.argmax()].tolist()  # argmax: the first of equal scores
+
+
+class FeasibleArgmax:
+    """The structured argmax of a one-hot estimator's sample over the cells within a budget
+    (``cost.sample_within``): ``argmax_{cells that fit} Σ_e scores[e, k_e]``, for scores that add
+    up over edges (logits; the Gumbel-perturbed logits of GDAS, whose row-wise argmax is the
+    Gumbel-max draw). With Gumbel noise this is perturb-and-MAP (Papandreou & Yuille, ICCV 2011):
+    the draw lies within the budget and follows the distribution's order, though it is not an
+    exact sample of the distribution restricted to those cells. The cells are enumerated once."""
+
+    def __init__(self, cost: Tensor, limit: float, allowed: Tensor, count_limit: Optional[Tuple[int, int]] = None):
+        grid = feasible_grid(cost, limit, allowed, count_limit)
+        if grid is None:
+            raise ConfigError("cost.sample_within: no cell the derive rules allow fits cost.target; raise it")
+        self.grid = grid
+        self._on: dict = {}
+
+    def __call__(self, scores: Tensor) -> Tensor:
+        grid = self._on.get(scores.device)
+        if grid is None:
+            grid = self._on[scores.device] = self.grid.to(scores.device)
+        total = scores[torch.arange(grid.shape[1], device=scores.device), grid].sum(1)
+        return grid[total.argmax()]

@@ -14,8 +14,10 @@ Each parameter it creates carries a *role* that tells the search loop how to opt
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -48,6 +50,9 @@ class Estimator:
     kinds: Tuple[str, ...] = (CATEGORICAL, BINARY)
     # True when the forward value is the discrete value itself, so adaptive noise applies (STE, Bop).
     supports_noise: bool = False
+    # True when a categorical training sample is the one-hot of hard_value(scores): a structured
+    # argmax (a cost budget's feasible cells, nas.cost.budget) can then replace the row-wise one.
+    decodes: bool = False
 
     def __init__(self) -> None:
         # Scheduled hyper-parameters by name (e.g. {"tau": Schedule(...)}); their current values
@@ -153,9 +158,29 @@ class LogitEstimator(Estimator):
         return a.argmax(-1) if kind == CATEGORICAL else a > 0
 
 
+Decoder = Callable[[Tensor], Tensor]
+_DECODER: ContextVar[Optional[Decoder]] = ContextVar("structured_argmax", default=None)
+
+
+@contextmanager
+def structured_argmax(decode: Optional[Decoder]) -> Iterator[None]:
+    """Within this block :func:`hard_value` picks a categorical choice's indices by
+    ``decode(scores)`` (``[E, K]`` additive scores, e.g. logits, to a LongTensor ``[E]``: the
+    best allowed combination of rows, ``argmax Σ_e scores[e, k_e]``) instead of each row's argmax.
+    Set by a :class:`~nas.supernet.choice.Choice` around its estimator, so that the estimator
+    itself never learns what the rows are."""
+    token = _DECODER.set(decode)
+    try:
+        yield
+    finally:
+        _DECODER.reset(token)
+
+
 def hard_value(alpha: Tensor, kind: str) -> Tuple[Tensor, Optional[List[int]]]:
-    """``onehot(argmax α)`` (with the indices) or ``1[α > 0]``, detached, in α's dtype."""
+    """``onehot(argmax α)`` (with the indices) or ``1[α > 0]``, detached, in α's dtype; inside
+    :func:`structured_argmax` the categorical indices are its decoder's."""
     if kind == CATEGORICAL:
-        index = alpha.detach().argmax(-1)
+        decode = _DECODER.get()
+        index = alpha.detach().argmax(-1) if decode is None else decode(alpha.detach()).to(alpha.device)
         return torch.nn.functional.one_hot(index, alpha.shape[-1]).to(alpha.dtype), index.tolist()
     return (alpha.detach() > 0).to(alpha.dtype), None

@@ -13,7 +13,7 @@ exceeds 1/2 with probability ``sigmoid(α)``), whatever τ is. Derive: argmax of
 """
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -50,15 +50,22 @@ class Gumbel(LogitEstimator):
         self.values["tau"] = tau
 
     def soft_sample(self, alpha: Tensor, kind: str) -> Tensor:
+        return self.perturbed_sample(alpha, kind)[0]
+
+    def perturbed_sample(self, alpha: Tensor, kind: str) -> Tuple[Tensor, Tensor]:
+        """``(h, z)``: the soft sample ``h = softmax(z/τ)`` (``sigmoid(z/τ)``) and its perturbed
+        logits ``z = log_softmax(α) + G`` (``α + L``), whose argmax is the Gumbel-max draw."""
         tau = self.values["tau"]
         for _ in range(RESAMPLES):
             if kind == CATEGORICAL:
-                h = F.softmax((F.log_softmax(alpha, dim=-1) + gumbel_noise(alpha)) / tau, dim=-1)
+                z = F.log_softmax(alpha, dim=-1) + gumbel_noise(alpha)
+                h = F.softmax(z / tau, dim=-1)
             else:
-                h = torch.sigmoid((alpha + logistic_noise(alpha)) / tau)
+                z = alpha + logistic_noise(alpha)
+                h = torch.sigmoid(z / tau)
             # GDAS resamples when a tiny τ overflows the softmax.
             if torch.isfinite(h).all():
-                return h
+                return h, z
         # fresh noise cannot help: the logits themselves are not finite (a diverged arch step)
         raise NasError(f"the Gumbel sample stayed non-finite after {RESAMPLES} draws (architecture logits "
                        f"finite: {bool(torch.isfinite(alpha).all())}, tau={tau:g}); lower optim.arch.lr "
@@ -83,6 +90,7 @@ class GumbelHard(Gumbel):
 
     name = "gumbel_hard"
     hard = True
+    decodes = True
 
     def __init__(self, tau: float = 10.0, tau_end: Optional[float] = 0.1,
                  schedule: Optional[str] = None, per: str = "epoch"):
@@ -98,6 +106,8 @@ class GumbelHard(Gumbel):
         alpha = params["alpha"]
         if not training:
             return Sample(*hard_value(alpha, kind))
-        h = self.soft_sample(alpha, kind)
-        hard, index = hard_value(h if kind == CATEGORICAL else h - 0.5, kind)
+        h, z = self.perturbed_sample(alpha, kind)
+        # the argmax of z is h's, but z adds up over rows (a structured argmax decodes it) and
+        # keeps its order where a tiny τ rounds h to exact ties
+        hard, index = hard_value(z if kind == CATEGORICAL else h - 0.5, kind)
         return Sample(straight_through(hard, h), index)

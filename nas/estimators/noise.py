@@ -39,6 +39,7 @@ class AdaptiveNoise(Estimator):
             raise ValueError(f"adaptive noise needs 0 <= sigma0 <= sigma_max, got {sigma0}, {sigma_max}")
         self.base, self.sigma0, self.sigma_max = base, sigma0, sigma_max
         self.name, self.kinds = base.name, base.kinds
+        self.decodes = base.decodes  # the noise perturbs the base's decision, decoded as the base decodes it
         # One set of scheduled values, the base's, seen through either object.
         self.schedules, self.values = base.schedules, base.values
         self._sigmas: List[Tensor] = []

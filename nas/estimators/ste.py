@@ -30,6 +30,7 @@ class STE(LogitEstimator):
 
     name = "ste"
     supports_noise = True
+    decodes = True
 
     def __init__(self, single_path: bool = False):
         super().__init__()

@@ -134,7 +134,8 @@ def make_budget(cfg: Config, space: Any, model: torch.nn.Module, num_classes: in
                               "tools/profile_latency.py CONFIG --out latency.json")
         latency = LatencyTable.load(c.latency_table)
     return attach_budget(model, space, metric=c.metric, target=c.target, weight=c.weight, form=c.form,
-                         hard=c.hard, estimate=c.estimate, warmup=c.warmup_epochs, num_classes=c.classes or num_classes, in_channels=in_channels,
+                         hard=c.hard, estimate=c.estimate, warmup=c.warmup_epochs, sample_within=c.sample_within,
+                         num_classes=c.classes or num_classes, in_channels=in_channels,
                          resolution=c.resolution, network=space.trained_network(c.C, c.N, c.layers),
                          cell=space.cost_cell(cfg), latency=latency, batch_size=c.batch_size, ops=cfg.space.ops)
 

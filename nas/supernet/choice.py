@@ -7,12 +7,12 @@ that shares it (GDAS: one sample per forward, shared by all cells of a type).
 """
 from __future__ import annotations
 
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
 
-from ..estimators.base import BINARY, CATEGORICAL, Estimator, Sample
+from ..estimators.base import BINARY, CATEGORICAL, Estimator, Sample, structured_argmax
 
 
 class Choice(nn.Module):
@@ -41,12 +41,18 @@ class Choice(nn.Module):
         for name, (tensor, role) in estimator.create(shape, kind, init_std, generator).items():
             self.register_parameter(name, nn.Parameter(tensor))
             self.roles[name] = role
+        # the structured argmax of a one-hot estimator's samples (nas.estimators.base.structured_argmax),
+        # e.g. the cells within a cost budget (cost.sample_within); None: each row's argmax
+        self.decoder: Optional[Callable[[Tensor], Tensor]] = None
 
     def params(self) -> Dict[str, Tensor]:
         return {name: getattr(self, name) for name in self.roles}
 
     def forward(self) -> Sample:
-        return self.estimator.sample(self.params(), self.kind, self.training)
+        if self.decoder is None:
+            return self.estimator.sample(self.params(), self.kind, self.training)
+        with structured_argmax(self.decoder):
+            return self.estimator.sample(self.params(), self.kind, self.training)
 
     def probs(self) -> Tensor:
         return self.estimator.probs(self.params(), self.kind)
@@ -55,7 +61,10 @@ class Choice(nn.Module):
         return self.estimator.derive(self.params(), self.kind)
 
     def expected_weights(self) -> Tensor:
-        return self.estimator.expected_weights(self.params(), self.kind)
+        if self.decoder is None:
+            return self.estimator.expected_weights(self.params(), self.kind)
+        with structured_argmax(self.decoder):
+            return self.estimator.expected_weights(self.params(), self.kind)
 
     def parameters_by_role(self, role: str) -> Iterator[nn.Parameter]:
         return (getattr(self, n) for n, r in self.roles.items() if r == role)

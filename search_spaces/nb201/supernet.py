@@ -44,7 +44,7 @@ activation is NHWC, where CPU convolutions run about 3x faster at C=16 (docs/RES
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Mapping, Optional, Sequence
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -237,11 +237,13 @@ class NB201Supernet(Supernet, Skeleton):
             if shut:
                 mask[e] = False
                 mask[e, names.index("none")] = True
-        limit = None
-        if self.derive_max_skip is not None and "skip_connect" in names:
-            limit = (names.index("skip_connect"), self.derive_max_skip)
-        pick = budget.within("arch.cell", probs, mask, limit, candidates=names)
+        pick = budget.within("arch.cell", probs, mask, self.derive_limit("arch.cell", names), candidates=names)
         return ops if pick is None else [names[k] for k in pick]
+
+    def derive_limit(self, name: str, candidates: Sequence[str]) -> Optional[Tuple[int, int]]:
+        if name != "arch.cell" or self.derive_max_skip is None or "skip_connect" not in candidates:
+            return None
+        return list(candidates).index("skip_connect"), self.derive_max_skip
 
     def cost_open_probs(self, name: str) -> Optional[Tensor]:
         """For :mod:`nas.cost.budget`: ``[E, K]`` or ``[E, 1]`` probability that the L0 gates
