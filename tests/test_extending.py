@@ -54,7 +54,13 @@ def test_the_example_space_through_the_commands(tmp_path):
     assert all(1 <= w <= 8 * m for (_, w, _), m in zip(record["layers"], (1, 2, 4)))
     d = run([sys.executable, "-m", "nas.commands.derive", str(run_dir), "--out", str(tmp_path / "g.yaml")], tmp_path)
     assert d.returncode == 0, d.stderr
-    assert yaml.safe_load((tmp_path / "g.yaml").read_text()) == record
+    derived = yaml.safe_load((tmp_path / "g.yaml").read_text())
+    assert derived.pop("derived") == {"from": "search", "method": "argmax"} and derived == record
+    # the retrain reads past the derive record
+    r = run([sys.executable, "-m", "nas.commands.retrain", str(REPO / "examples" / "retrain_mobile_chain.yaml"),
+             "--genotype", str(tmp_path / "g.yaml"), "trainer.epochs=1", "data.subset=200", "--out",
+             str(tmp_path / "rt_g"), "--quiet"], tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
     r = run([sys.executable, "-m", "nas.commands.retrain", str(REPO / "examples" / "retrain_mobile_chain.yaml"),
              "--genotype", str(run_dir), "trainer.epochs=1", "data.subset=200", "--out", str(tmp_path / "rt"),
              "--quiet"], tmp_path)
