@@ -276,6 +276,10 @@ def test_cost_benchmark_labels_name_how_the_budget_entered_the_search():
     assert tool.label({"estimator": est, "cost": {"target": 55}}, derived_within=True) == "softmax hinge 1 + derive within"
     assert tool.label({"estimator": est, "cost": {"target": None}}, derived_within=True) == "softmax derive within"
     assert tool.label({"estimator": est}, derived_within=True) == "softmax derive within"
+    ste = {"name": "ste"}
+    assert tool.label({"estimator": ste, "cost": {"target": 55, "weight": 0, "sample_within": True}}) == "ste sample within"
+    assert (tool.label({"estimator": ste, "cost": {"target": 55, "sample_within": True}})
+            == "ste sample within + ste hinge 1")
 
 
 def test_front_plot_widens_for_long_names_and_tells_repeated_colours_apart():

@@ -63,7 +63,8 @@ def is_run(run: Path) -> bool:
 
 def label(cfg: dict, derived_within: bool = False) -> str:
     """The estimator and how its budget entered the search: ``softmax hinge 1`` (penalty weight),
-    ``softmax w=0`` (derive within the budget only), ``... derived`` (cost.estimate); a cell that
+    ``softmax w=0`` (derive within the budget only), ``... derived`` (cost.estimate), ``ste sample
+    within`` (cost.sample_within, with the penalty's label when it has a weight); a cell that
     ``nas-derive --cost`` took from a finished run: ``softmax derive within`` (the run had no
     budget) or the run's label ``+ derive within``."""
     cost = cfg.get("cost") or {}
@@ -71,6 +72,8 @@ def label(cfg: dict, derived_within: bool = False) -> str:
     name = cfg["estimator"]["name"] + ("+noise" if cfg["estimator"].get("noise") == "adaptive" else "")
     if derived_within:
         return f"{name} derive within" if not cost.get("target") or not weight else f"{label(cfg)} + derive within"
+    if cost.get("sample_within"):
+        return f"{name} sample within" + (f" + {label({**cfg, 'cost': {**cost, 'sample_within': False}})}" if weight else "")
     if not weight:
         return f"{name} w=0"
     return (f"{name} {cost.get('form', 'hinge')} {weight:g}" + (" derived" if cost.get("estimate") == "derived" else "")
