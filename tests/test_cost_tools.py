@@ -69,7 +69,7 @@ def test_nb201_search_under_a_budget_stays_within_it_and_logs_the_cost(tmp_path)
     done = subprocess.run([sys.executable, str(REPO / "tools/cost_benchmark.py"), str(folder), str(out), "--table",
                            str(table), "--partial-table"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert "macs budget 12: front" in done.stdout and "macs budget 30.0: front" in done.stdout, done.stdout
+    assert "macs budget 12.0: front" in done.stdout and "macs budget 30.0: front" in done.stdout, done.stdout
     a12, a30 = acc[record["arch"]], acc[m["genotype"]]
     assert f"| softmax hinge 2 + derive within | 1 | {a12:.2f} | {a12:.2f} |" in done.stdout, done.stdout
     assert f"| softmax hinge 2 | 1 | {a30:.2f} | {a30:.2f} |" in done.stdout

@@ -50,8 +50,9 @@ def read_run(run: Path) -> dict:
     if source != run:
         cost.update({k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in derived.get("cost", []))})
     method = "random" if metrics.get("method") == "random" else label(cfg, derived_within=source != run)
+    target = cost.get("target")
     return dict(run=run, arch=record["arch"], method=method, metric=cost.get("metric", "macs"),
-                target=cost.get("target"), seconds=metrics.get("search_seconds"))
+                target=None if target is None else float(target), seconds=metrics.get("search_seconds"))
 
 
 def is_run(run: Path) -> bool:
