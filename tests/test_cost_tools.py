@@ -255,7 +255,7 @@ def test_cost_benchmark_prints_the_table_and_writes_the_plot(tmp_path):
                            "--partial-table", "--png", str(png)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     out = done.stdout
-    assert "macs budget 50: front 90.00" in out
+    assert "macs budget 50.0: front 90.00" in out
     assert "| softmax hinge 1 | 2 | 87.50 ± 3.54 | 85.00 |" in out and "| yes | -2.50 | 10 |" in out
     assert "| random | 1 | 85.00 | 85.00 |" in out
     from PIL import Image
