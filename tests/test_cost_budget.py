@@ -160,6 +160,23 @@ def test_most_probable_within_matches_brute_force():
         assert got == (None if best is None else best[1])
 
 
+def test_a_point_mass_derives_the_costliest_fitting_cell_that_changes_fewest_edges():
+    # Bop's probabilities are its one-hot state: every cell that changes d edges scores the same
+    model, budget = supernet("bop", target=10.0)
+    c = costs(budget)
+    target = budget.exact(NB201Genotype(("nor_conv_3x3",) + ("nor_conv_1x1",) * 3 + ("none",) * 2))
+    budget.target = target
+    with torch.no_grad():
+        model.arch["cell"].state.copy_(torch.nn.functional.one_hot(torch.full((6,), 3), 5).float())
+    g = model.genotype()
+    # any cell keeping one conv3x3 changes five edges, the fewest: all equally probable. The costliest
+    # of them spend the budget on three conv1x1 beside it (none, skip and pool cost no MACs); the
+    # first in lexicographic order then puts the two free edges first, as none, and the conv3x3 last
+    assert float(c[0, 4]) == float(c[0, 1]) == float(c[0, 0]) == 0 < float(c[0, 2]) < float(c[0, 3])
+    assert g == NB201Genotype(("none", "none", "nor_conv_1x1", "nor_conv_1x1", "nor_conv_1x1", "nor_conv_3x3"))
+    assert budget.exact(g) == pytest.approx(target)
+
+
 def test_hard_derive_never_exceeds_the_target_and_takes_the_most_probable_fitting_cell():
     model, budget = supernet(target=10.0)
     c3, c1 = float(costs(budget)[0, 3]), float(costs(budget)[0, 2])

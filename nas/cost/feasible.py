@@ -2,8 +2,11 @@
 
 ``argmax_{k_1..k_E} Σ_e log p_e[k_e]  s.t.  fixed + Σ_e c_e[k_e] ≤ limit`` (and at most ``M``
 edges on one op, P-DARTS's skip limit), solved exactly by enumerating the allowed ops of every
-edge: an NB201 cell has at most 5^6 = 15,625. Ties go to the first cell in lexicographic order of
-the op indices, as the unconstrained argmax takes the first op.
+edge: an NB201 cell has at most 5^6 = 15,625. Equally probable cells go to the costlier one (the
+budget spent: the benchmark's front rises with cost), then to the first in lexicographic order of
+the op indices, as the unconstrained argmax takes the first op. The costlier-first rule matters
+for a point-mass distribution (Bop's state): every cell that changes the same number of edges
+is then equally probable, and the first in order would put ``none`` on all of them.
 """
 from __future__ import annotations
 
@@ -47,8 +50,17 @@ def most_probable_within(logp: Tensor, cost: Tensor, limit: float, allowed: Tens
     grid = feasible_grid(cost, limit, allowed, count_limit)
     if grid is None:
         return None
-    score = logp.double()[torch.arange(grid.shape[1]), grid].sum(1)
-    return grid[score.argmax()].tolist()  # argmax: the first of equal scores
+    rows = torch.arange(grid.shape[1])
+    score = logp.double()[rows, grid].sum(1)
+    spent = cost.double()[rows, grid].sum(1)
+    best = _near_max(score) & _near_max(spent.masked_fill(~_near_max(score), float("-inf")))
+    return grid[best.nonzero()[0, 0]].tolist()  # the first of equally probable, equally costly cells
+
+
+def _near_max(x: Tensor) -> Tensor:
+    """``x`` within rounding of its maximum: sums of the same terms in another order are ties."""
+    top = x.max()
+    return x >= top - 1e-9 * max(1.0, abs(float(top)))
 
 
 class FeasibleArgmax:
