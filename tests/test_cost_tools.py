@@ -270,9 +270,11 @@ def test_cost_benchmark_labels_name_how_the_budget_entered_the_search():
     est = {"name": "softmax"}
     assert tool.label({"estimator": est, "cost": {"weight": 0}}) == "softmax w=0"
     assert tool.label({"estimator": est, "cost": {"target": 55}}) == "softmax hinge 1"
-    assert tool.label({"estimator": est, "cost": {"form": "abs", "estimate": "derived"}}) == "softmax abs 1 derived"
-    assert (tool.label({"estimator": est, "cost": {"estimate": "derived", "warmup_epochs": 2}})
+    assert (tool.label({"estimator": est, "cost": {"target": 55, "form": "abs", "estimate": "derived"}})
+            == "softmax abs 1 derived")
+    assert (tool.label({"estimator": est, "cost": {"target": 55, "estimate": "derived", "warmup_epochs": 2}})
             == "softmax hinge 1 derived after 2 ep")
+    assert tool.label({"estimator": est, "cost": {"target": None}}) == tool.label({"estimator": est}) == "softmax"
     assert tool.label({"estimator": est, "cost": {"target": 55}}, derived_within=True) == "softmax hinge 1 + derive within"
     assert tool.label({"estimator": est, "cost": {"target": None}}, derived_within=True) == "softmax derive within"
     assert tool.label({"estimator": est}, derived_within=True) == "softmax derive within"

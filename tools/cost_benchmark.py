@@ -77,6 +77,8 @@ def label(cfg: dict, derived_within: bool = False) -> str:
         return f"{name} sample within" + (f" + {label({**cfg, 'cost': {**cost, 'sample_within': False}})}" if weight else "")
     if not weight:
         return f"{name} w=0"
+    if cost.get("target") is None:
+        return name  # no budget: nothing entered the search
     return (f"{name} {cost.get('form', 'hinge')} {weight:g}" + (" derived" if cost.get("estimate") == "derived" else "")
             + (f" after {cost['warmup_epochs']:g} ep" if cost.get("warmup_epochs") else ""))
 
