@@ -49,9 +49,7 @@ class Choice(nn.Module):
         return {name: getattr(self, name) for name in self.roles}
 
     def forward(self) -> Sample:
-        if self.decoder is None:
-            return self.estimator.sample(self.params(), self.kind, self.training)
-        with structured_argmax(self.decoder):
+        with structured_argmax(self.decoder):  # None: each row's argmax, also inside another choice's
             return self.estimator.sample(self.params(), self.kind, self.training)
 
     def probs(self) -> Tensor:
@@ -61,8 +59,6 @@ class Choice(nn.Module):
         return self.estimator.derive(self.params(), self.kind)
 
     def expected_weights(self) -> Tensor:
-        if self.decoder is None:
-            return self.estimator.expected_weights(self.params(), self.kind)
         with structured_argmax(self.decoder):
             return self.estimator.expected_weights(self.params(), self.kind)
 
