@@ -23,7 +23,7 @@ from nas.blocks.l0 import gate_estimator_for, make_gate
 from nas.errors import CheckpointError, ConfigError
 from nas.ops import build_op
 from nas.supernet import Choice, MixedOp
-from search_spaces import IMAGE, Network, SearchSpace, Supernet
+from nas.spaces import IMAGE, Network, SearchSpace, Supernet
 
 STAGE_WIDTHS = (1, 2, 4)   # stage widths in units of space.C; every stage after the first halves H, W
 

@@ -100,7 +100,7 @@ def build_network(space: str, genotype: Any, **kwargs: Any) -> Any:
     a ``genotype.yaml`` or a run folder."""
     import inspect
 
-    from search_spaces import get_space
+    from nas.spaces import get_space
 
     from .retrainer.genotypes import resolve_record
     sp = get_space(space)
@@ -116,7 +116,7 @@ def build_network(space: str, genotype: Any, **kwargs: Any) -> Any:
 
 def list_spaces() -> List[str]:
     """Names of the registered search spaces (``space.name``)."""
-    from search_spaces import SPACES
+    from nas.spaces import SPACES
     return SPACES.names()
 
 
@@ -126,7 +126,7 @@ def list_ops(space: Optional[str] = None) -> List[str]:
     if space is None:
         from .ops import OPS
         return OPS.names()
-    from search_spaces import get_space
+    from nas.spaces import get_space
     return list(get_space(space).ops)
 
 
@@ -159,14 +159,14 @@ def _class_registrar(fn: str, name: str, registry: Any, base: type) -> Callable[
 
 
 def register_space(name: str) -> Callable[[Any], Any]:
-    """``@nas.register_space("name")`` on a :class:`search_spaces.SearchSpace` subclass (the
-    contract of ``search_spaces/base.py``): it declares ``data_kind`` and ``config_keys`` (by
+    """``@nas.register_space("name")`` on a :class:`nas.spaces.SearchSpace` subclass (the
+    contract of ``nas/spaces/base.py``): it declares ``data_kind`` and ``config_keys`` (by
     default the ``space.*`` keys its builder names, and ``args``); its ``build_supernet(estimator,
-    *, num_classes, ...)`` returns a :class:`search_spaces.Supernet` and gets the ``space.*`` keys
+    *, num_classes, ...)`` returns a :class:`nas.spaces.Supernet` and gets the ``space.*`` keys
     it names plus ``space.args``; ``build_network(genotype, *, num_classes, ...)`` returns a
-    :class:`search_spaces.Network` and gets the ``model.*`` keys it names plus
+    :class:`nas.spaces.Network` and gets the ``model.*`` keys it names plus
     ``model.args``; ``genotype_to_dict``/``genotype_from_dict`` give the YAML round trip."""
-    from search_spaces import SPACES, SearchSpace
+    from nas.spaces import SPACES, SearchSpace
     return _class_registrar("register_space", name, SPACES, SearchSpace)
 
 

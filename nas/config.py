@@ -70,10 +70,10 @@ class DataConfig:
 
 @dataclass
 class ProgramSpaceConfig:
-    """The ``program`` space (search_spaces/program): its template's size and its LOOK network."""
+    """The ``program`` space (nas/spaces/program): its template's size and its LOOK network."""
     lines: int = ranged(3, ge=1)                 # learnable program lines
     steps: int = ranged(45, ge=1)                # unrolled execution steps
-    look_hidden: int = ranged(32, ge=1)          # hidden units of the LOOK network (search_spaces/program/maze.py)
+    look_hidden: int = ranged(32, ge=1)          # hidden units of the LOOK network (nas/spaces/program/maze.py)
     halt: Literal["value", "write"] = "value"    # halt after a step that leaves dir = 0 / that writes it
 
 

@@ -27,7 +27,7 @@ def test_api_example_runs(tmp_path):
 
 def test_listing_functions_match_the_registries():
     from nas.estimators import ESTIMATORS
-    from search_spaces import SPACES
+    from nas.spaces import SPACES
     assert nas.list_spaces() == SPACES.names() and {"nb201", "darts", "dnf"} <= set(nas.list_spaces())
     assert nas.list_estimators() == ESTIMATORS.names() and "gumbel_hard" in nas.list_estimators()
     assert nas.list_ops("nb201") == ["none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3"]
@@ -47,7 +47,7 @@ def test_load_config_picks_the_kind_and_applies_overrides():
 
 
 def test_build_network_from_a_string_equals_the_space_builder():
-    from search_spaces import get_space
+    from nas.spaces import get_space
     torch.manual_seed(0)
     a = nas.build_network("nb201", CELL, num_classes=10, C=4, N=1)
     torch.manual_seed(0)

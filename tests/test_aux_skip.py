@@ -9,9 +9,9 @@ from nas.estimators import build_estimator
 from nas.estimators.base import Sample
 from nas.searcher.loop import Searcher
 from nas.searcher.optim import build_optimizers
-from search_spaces.darts.supernet import DartsSupernet
-from search_spaces.nb201.supernet import NB201Supernet, SearchCell
-from search_spaces.base import Supernet
+from nas.spaces.darts.supernet import DartsSupernet
+from nas.spaces.nb201.supernet import NB201Supernet, SearchCell
+from nas.spaces.base import Supernet
 
 
 def test_cell_adds_beta_times_the_input_on_every_edge_by_hand():
@@ -156,7 +156,7 @@ def test_aux_skip_search_resumes_bitwise_and_derive_restores_beta(tmp_path):
 def test_a_cell_with_none_derived_beside_the_auxiliary_skip_is_warned_about():
     from nas.config import load_config
     from nas.searcher.run import aux_none_warning
-    from search_spaces.nb201 import NB201Genotype
+    from nas.spaces.nb201 import NB201Genotype
     with_none = NB201Genotype(("nor_conv_3x3", "none", "nor_conv_3x3", "skip_connect", "none", "nor_conv_1x1"))
     without = NB201Genotype(("nor_conv_3x3",) * 6)
     aux = load_config(None, ["optim.aux_skip=1", "optim.aux_skip_end=1", "estimator.name=bop"])
@@ -191,7 +191,7 @@ def test_a_supernet_built_for_the_auxiliary_skip_never_derives_none():
 
 
 def test_darts_cell_adds_beta_times_the_space_skip_by_hand():
-    from search_spaces.darts.supernet import SearchCell as DartsCell
+    from nas.spaces.darts.supernet import SearchCell as DartsCell
     from nas.ops import FactorizedReduce
     torch.manual_seed(0)
     s0, s1 = torch.randn(2, 6, 8, 8), torch.randn(2, 6, 8, 8)

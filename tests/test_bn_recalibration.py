@@ -8,8 +8,8 @@ from torch import nn
 from nas.cli import main
 from nas.estimators import build_estimator
 from nas.supernet import Choice, recalibrate_bn
-from search_spaces import get_space
-from search_spaces.nb201 import OPS
+from nas.spaces import get_space
+from nas.spaces.nb201 import OPS
 
 
 def gdas_supernet(fused=False):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from search_spaces.nb201 import all_genotypes
+from nas.spaces.nb201 import all_genotypes
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["space.C=4", "space.N=1", "data.subset=200", "data.resize=8", "data.batch_size=32",

@@ -18,8 +18,8 @@ from nas.config import Config, SpaceConfig
 from nas.errors import ConfigError
 from nas.estimators import ESTIMATORS, build_estimator, noise_capable
 from nas.estimators.base import ROLES
-from search_spaces import SPACES, get_space
-from search_spaces.base import DATA_KINDS, IMAGE, MAZE, Supernet
+from nas.spaces import SPACES, get_space
+from nas.spaces.base import DATA_KINDS, IMAGE, MAZE, Supernet
 
 CLASSES, BATCH, FEATURES, RES = 3, 4, 5, 8
 

@@ -9,8 +9,8 @@ import torch
 from nas.cost import Budget, attach_budget, most_probable_within
 from nas.errors import ConfigError
 from nas.estimators import ESTIMATORS, build_estimator
-from search_spaces import get_space
-from search_spaces.nb201 import OPS, NB201Genotype
+from nas.spaces import get_space
+from nas.spaces.nb201 import OPS, NB201Genotype
 
 # op order: none, skip_connect, nor_conv_1x1, nor_conv_3x3, avg_pool_3x3
 NET = dict(C=4, N=1)

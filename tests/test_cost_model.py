@@ -8,9 +8,9 @@ from torch import nn
 
 from nas.cost import build_cost_table
 from nas.utils import count_macs, count_params
-from search_spaces import get_space
-from search_spaces.darts import GENOTYPES, Genotype
-from search_spaces.nb201 import NB201Genotype, OPS
+from nas.spaces import get_space
+from nas.spaces.darts import GENOTYPES, Genotype
+from nas.spaces.nb201 import NB201Genotype, OPS
 
 
 def test_count_macs_bias_convention_by_hand():

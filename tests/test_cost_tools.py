@@ -14,8 +14,8 @@ from nas.cli import main
 from nas.config import load_config
 from nas.cost import LatencyTable, build_cost_table
 from nas.errors import ConfigError
-from search_spaces import get_space
-from search_spaces.nb201 import NB201Genotype
+from nas.spaces import get_space
+from nas.spaces.nb201 import NB201Genotype
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["space.C=4", "space.N=1", "data.subset=256", "data.resize=8", "data.batch_size=32",

@@ -11,10 +11,10 @@ from nas.estimators.base import CATEGORICAL
 from nas.ops import FactorizedReduce, Identity, Pool
 from nas.supernet.choice import arch_parameters, choices
 from nas.utils import count_macs, count_params
-from search_spaces import get_space
+from nas.spaces import get_space
 from nas.ops import build_op
-from search_spaces.darts import GENOTYPES, PRIMITIVES, Genotype, derive_cell, edge_names
-from search_spaces.darts.ops import drop_path
+from nas.spaces.darts import GENOTYPES, PRIMITIVES, Genotype, derive_cell, edge_names
+from nas.spaces.darts.ops import drop_path
 
 SPACE = get_space("darts")
 CATEGORICAL_ESTIMATORS = [n for n in ESTIMATORS.names() if CATEGORICAL in getattr(ESTIMATORS.get(n), "kinds", (CATEGORICAL,))]

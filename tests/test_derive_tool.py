@@ -9,7 +9,7 @@ import yaml
 
 from nas.cli import main as nas_search
 from nas.retrainer import resolve_genotype
-from search_spaces.darts import Genotype
+from nas.spaces.darts import Genotype
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["data.subset=64", "data.resize=8", "data.batch_size=16", "trainer.epochs=1",

@@ -13,7 +13,7 @@ from nas.estimators.dirichlet import concentration
 from nas.searcher.loop import Searcher, beta_decay_penalty
 from nas.searcher.optim import build_optimizers
 from nas.supernet.choice import Choice
-from search_spaces.base import Supernet
+from nas.spaces.base import Supernet
 
 
 def test_dirichlet_eval_weights_are_the_mean_by_hand():

@@ -13,10 +13,10 @@ from nas.blocks.dnf import DNFOp
 from nas.blocks.l0 import GATE_INIT_LOGIT, ChannelGatedOp, EstimatorGate, HardConcreteGate
 from nas.blocks.rules import clauses_of, literal_name, rule_text
 from nas.estimators import BINARY, ESTIMATORS, build_estimator
-from search_spaces.base import module_penalty as regularization
+from nas.spaces.base import module_penalty as regularization
 from nas.supernet import choices
-from search_spaces import get_space
-from search_spaces.nb201 import EDGE_NAMES, NB201Genotype
+from nas.spaces import get_space
+from nas.spaces.nb201 import EDGE_NAMES, NB201Genotype
 
 from test_dnf import set_binary
 

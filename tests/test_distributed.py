@@ -477,7 +477,7 @@ def test_bf16_architecture_gradient_points_where_float32_does(seed):
     0.956-0.994 and norm ratio 0.85-1.07 measured over seeds 0-4."""
     import torch.nn.functional as F
     from nas.estimators import build_estimator
-    from search_spaces import get_space
+    from nas.spaces import get_space
     torch.manual_seed(seed)
     model = get_space("nb201").build_supernet(build_estimator("softmax"), num_classes=10, C=8, N=1,
                                               generator=torch.Generator().manual_seed(seed))

@@ -15,8 +15,8 @@ from nas.blocks.rules import clauses_of
 from nas.errors import CheckpointError
 from nas.estimators import BINARY, ESTIMATORS, build_estimator
 from nas.supernet import MixedOp, arch_parameters
-from search_spaces import get_space
-from search_spaces.dnf import DNFGenotype
+from nas.spaces import get_space
+from nas.spaces.dnf import DNFGenotype
 
 BINARY_ESTIMATORS = [n for n in ESTIMATORS.names() if BINARY in ESTIMATORS.get(n).kinds]
 NOISY = [n for n in BINARY_ESTIMATORS if getattr(ESTIMATORS.get(n), "supports_noise", False)]

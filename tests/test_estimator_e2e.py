@@ -8,7 +8,7 @@ import yaml
 
 from nas.cli import main
 from nas.estimators import ESTIMATORS, noise_capable
-from search_spaces.nb201.genotype import NB201Genotype
+from nas.spaces.nb201.genotype import NB201Genotype
 
 CASES = [[f"estimator.name={n}"] for n in ESTIMATORS.names()] + \
         [[f"estimator.name={n}", "estimator.noise=adaptive"] for n in noise_capable()] + \

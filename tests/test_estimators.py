@@ -10,7 +10,7 @@ from nas.errors import ConfigError
 from nas.estimators import ESTIMATORS, build_estimator
 from nas.estimators.base import BINARY, CATEGORICAL
 from nas.supernet import Choice
-from search_spaces import get_space
+from nas.spaces import get_space
 
 ALPHA = [[0.3, -1.2, 2.0, 0.0], [1.5, 1.4, -0.7, 0.2]]
 GATES = {

@@ -10,7 +10,7 @@ from nas.estimators import build_estimator
 from nas.supernet import MixedOp
 from nas.supernet.fused import _NodeSum, avg_pool_3x3, classify, conv_group, run_cell, CONV, OTHER, POOL, SKIP, ZERO
 from nas.ops import Identity, Pool, ReLUConvBN, Zero
-from search_spaces import get_space
+from nas.spaces import get_space
 
 
 def supernet(name, fused, channels_last=False, seed=0, **kw):

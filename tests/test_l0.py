@@ -10,10 +10,10 @@ from nas.blocks import ChannelGate, GatedEdge, GatedOp, HardConcreteGate, gate_c
 from nas.blocks.l0 import (BETA, GAMMA, LOG_ALPHA_MAX, LOG_ALPHA_MIN, ZETA, eval_gate, expected_l0,
                            hard_concrete_sample)
 from nas.estimators import build_estimator
-from search_spaces.base import module_penalty
+from nas.spaces.base import module_penalty
 from nas.supernet import MixedOp, arch_parameters, choices
-from search_spaces import get_space
-from search_spaces.nb201 import OPS
+from nas.spaces import get_space
+from nas.spaces.nb201 import OPS
 
 
 def sigmoid(v):

@@ -104,7 +104,7 @@ def test_first_order_arch_step_computes_only_architecture_gradients(name):
     from nas.searcher.loop import Searcher
     from nas.searcher.optim import build_optimizers
     from nas.supernet import arch_parameters, weight_parameters
-    from search_spaces import get_space
+    from nas.spaces import get_space
 
     base, _, noise = name.partition("+")
     est = build_estimator(base, **({"noise": "adaptive"} if noise else {}))
@@ -139,7 +139,7 @@ def test_weight_step_builds_no_architecture_graph_and_keeps_its_gradients(name):
     from nas.searcher.loop import Searcher
     from nas.searcher.optim import build_optimizers
     from nas.supernet import weight_parameters
-    from search_spaces import get_space
+    from nas.spaces import get_space
 
     base, _, noise = name.partition("+")
     est = build_estimator(base, **({"noise": "adaptive"} if noise else {}))

@@ -7,9 +7,9 @@ from nas.config import Config, apply_overrides, from_dict, to_dict
 from nas.errors import ConfigError
 from nas.estimators import build_estimator
 from nas.searcher.run import make_estimator, make_supernet
-from search_spaces import get_space
-from search_spaces.darts.genotype import derive_cell, derive_cell_max_skip
-from search_spaces.nb201 import NB201Genotype
+from nas.spaces import get_space
+from nas.spaces.darts.genotype import derive_cell, derive_cell_max_skip
+from nas.spaces.nb201 import NB201Genotype
 
 # NB201 op order: none, skip_connect, nor_conv_1x1, nor_conv_3x3, avg_pool_3x3
 ALPHA = torch.tensor([[0.0, 2.0, 1.0, 1.5, 0.0],   # skip p-rank 3 of 4, next: conv3x3

@@ -6,7 +6,7 @@ import torch
 
 from nas.supernet import MixedOp
 from nas.ops import build_op
-from search_spaces.nb201 import OPS
+from nas.spaces.nb201 import OPS
 
 NAMES = list(OPS)
 

@@ -21,8 +21,8 @@ from nas.engine.monitor import Monitor, log, setup_logging, to_chw_uint8
 from nas.searcher.summaries import SearchSummaries, entropies
 from nas.searcher.run import run_search
 from nas.supernet import Choice
-from search_spaces.nb201 import EDGE_NAMES, OPS, NB201Genotype
-from search_spaces.base import Supernet
+from nas.spaces.nb201 import EDGE_NAMES, OPS, NB201Genotype
+from nas.spaces.base import Supernet
 
 event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
 

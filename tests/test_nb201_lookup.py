@@ -8,7 +8,7 @@ import yaml
 
 from nas.benchmarks import NB201Table
 from nas.errors import CheckpointError, DataError
-from search_spaces.nb201 import NB201Genotype
+from nas.spaces.nb201 import NB201Genotype
 
 REPO = Path(__file__).resolve().parents[1]
 OPTIMUM = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_1x1~2|"
@@ -92,7 +92,7 @@ def test_cli_prints_accuracies_and_rank(tmp_path):
 def test_disconnected_cells_are_exactly_the_ones_the_benchmark_lists_at_chance(real_table):
     """``NB201Genotype.is_connected`` (used to warn about a collapsed search) agrees with the
     ground truth: a cell outputs zeros, and scores 10% on CIFAR-10, iff no path avoids ``none``."""
-    from search_spaces.nb201 import all_genotypes
+    from nas.spaces.nb201 import all_genotypes
     assert not NB201Genotype.from_string(A).is_connected()
     assert not NB201Genotype.from_string(B).is_connected()  # 1<-0 open, but nothing leaves node 1
     assert NB201Genotype.from_string("|none~0|+|none~0|none~1|+|skip_connect~0|none~1|none~2|").is_connected()
@@ -118,7 +118,7 @@ def test_output_into_a_closed_pipe_ends_quietly(tmp_path):
 def test_a_table_without_every_cell_once_needs_an_explicit_opt_in(tmp_path):
     """A table cut in half would rank a cell among 7,813 cells and look right: it is refused
     unless --partial-table says it is a subset of the user's own; so is a cell given twice."""
-    from search_spaces.nb201 import all_genotypes
+    from nas.spaces.nb201 import all_genotypes
     cells = [str(g) for g in all_genotypes()]
     assert len(cells) == 15625
     half = write_table(tmp_path / "half.csv", [(c, 50, 1, 1) for c in cells[:7813]])

@@ -10,8 +10,8 @@ import yaml
 from nas.errors import CheckpointError, ConfigError
 from nas.estimators import build_estimator
 from nas.supernet import arch_parameters, weight_parameters
-from search_spaces import SPACES, get_space
-from search_spaces.nb201 import EDGE_NAMES, EDGES, OPS, NB201Genotype, all_genotypes
+from nas.spaces import SPACES, get_space
+from nas.spaces.nb201 import EDGE_NAMES, EDGES, OPS, NB201Genotype, all_genotypes
 
 
 def test_op_and_edge_order_match_the_benchmark():
@@ -240,7 +240,7 @@ def test_registry_lists_spaces():
 
 def test_collapse_warning_names_a_disconnected_cell_only():
     from nas.searcher.run import collapse_warning
-    from search_spaces import get_space
+    from nas.spaces import get_space
     nb201 = get_space("nb201")
     dead = NB201Genotype.from_string("|nor_conv_3x3~0|+|none~0|none~1|+|none~0|none~1|none~2|")
     msg = collapse_warning(nb201, dead)

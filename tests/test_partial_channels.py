@@ -8,8 +8,8 @@ from nas.errors import ConfigError
 from nas.estimators import build_estimator
 from nas.supernet import arch_parameters, choices
 from nas.supernet.partial import EdgeNormalization, PartialMixedOp, channel_shuffle, shuffle_cat
-from search_spaces import get_space
-from search_spaces.nb201 import OPS
+from nas.spaces import get_space
+from nas.spaces.nb201 import OPS
 from nas.ops import build_op
 
 

@@ -12,7 +12,7 @@ from nas.blocks.program import (FixedProgram, Instruction, ProgramBlock, Templat
 from nas.data.maze import MazeInput, MazeOptions, follow, generate
 from nas.estimators import CATEGORICAL, ESTIMATORS, build_estimator
 from nas.supernet import arch_parameters, weight_parameters
-from search_spaces.program.maze import INSTRUCTIONS, MazeSupernet, joint_log_probs, maze_template, perfect_look
+from nas.spaces.program.maze import INSTRUCTIONS, MazeSupernet, joint_log_probs, maze_template, perfect_look
 
 CAT = [n for n in ESTIMATORS.names() if CATEGORICAL in ESTIMATORS.get(n).kinds]
 SPECS = [(n, "none") for n in CAT] + [(n, "adaptive") for n in CAT if ESTIMATORS.get(n).supports_noise]

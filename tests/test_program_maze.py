@@ -14,9 +14,9 @@ from nas.searcher.run import check_space, make_estimator, make_loaders, make_sup
 from nas.data.maze import MazeInput, MazeLoader, MazeOptions, digit_pools, follow, generate
 from nas.errors import CheckpointError, ConfigError
 from nas.estimators import build_estimator
-from search_spaces import get_space
-from search_spaces.program import ProgramGenotype
-from search_spaces.program.maze import MazeSupernet, scores
+from nas.spaces import get_space
+from nas.spaces.program import ProgramGenotype
+from nas.spaces.program.maze import MazeSupernet, scores
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = ["data.maze.train=120", "data.maze.test=60", "data.batch_size=32", "trainer.epochs=2",

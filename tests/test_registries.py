@@ -15,8 +15,8 @@ from nas.errors import CheckpointError, ConfigError
 from nas.estimators import build_estimator
 from nas.ops import OPS, build_op, check_op_args, op_options
 from nas.registry import Registry
-from search_spaces import get_space
-from search_spaces.nb201 import NB201Genotype
+from nas.spaces import get_space
+from nas.spaces.nb201 import NB201Genotype
 
 from conftest import REPO
 

@@ -15,7 +15,7 @@ from nas.retrainer import RetrainConfig, make_network, resolve_genotype, run_ret
 from nas.retrainer.augment import cutout
 from nas.retrainer.trainer import Trainer
 from nas.utils import count_params
-from search_spaces.darts import GENOTYPES
+from nas.spaces.darts import GENOTYPES
 
 REPO = Path(__file__).resolve().parents[1]
 NB201_ARCH = "|nor_conv_3x3~0|+|none~0|nor_conv_1x1~1|+|skip_connect~0|avg_pool_3x3~1|nor_conv_3x3~2|"

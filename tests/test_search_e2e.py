@@ -9,7 +9,7 @@ import yaml
 from PIL import Image
 
 from nas.cli import main
-from search_spaces.nb201 import NB201Genotype
+from nas.spaces.nb201 import NB201Genotype
 
 TINY = ["space.C=4", "space.N=1", "data.subset=256", "data.resize=8", "data.batch_size=32",
         "trainer.epochs=2", "trainer.max_steps_per_epoch=3"]
@@ -60,7 +60,7 @@ def test_same_seed_same_genotype_and_alpha(tmp_path, extra):
 def test_alternating_updates_alpha_and_warmup_freezes_it(tmp_path):
     out = run(tmp_path, "optim.warmup_epochs=5", name="warm")
     ck = torch.load(out / "checkpoint.pt", weights_only=False)
-    from search_spaces import get_space
+    from nas.spaces import get_space
     from nas.estimators import build_estimator
     init = get_space("nb201").build_supernet(build_estimator("softmax"), num_classes=10, C=4, N=1,
                                              generator=torch.Generator().manual_seed(0))

@@ -9,7 +9,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 from nas.benchmarks.trajectory import argmax_ops, nb201_string, trajectory
 from nas.errors import CheckpointError
-from search_spaces.nb201 import EDGE_NAMES, OPS
+from nas.spaces.nb201 import EDGE_NAMES, OPS
 
 REPO = Path(__file__).resolve().parents[1]
 

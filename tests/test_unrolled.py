@@ -12,8 +12,8 @@ from nas.searcher.loop import Searcher
 from nas.searcher.optim import build_optimizers
 from nas.supernet import Choice, MixedOp
 from nas.supernet.choice import arch_parameters
-from search_spaces import get_space
-from search_spaces.base import Supernet
+from nas.spaces import get_space
+from nas.spaces.base import Supernet
 
 
 class TinyNet(Supernet):

@@ -78,7 +78,7 @@ def worker(spec: Dict) -> None:
     from nas.estimators import build_estimator
     from nas.searcher.loop import Searcher
     from nas.searcher.optim import build_optimizers
-    from search_spaces import get_space
+    from nas.spaces import get_space
 
     world = setup(spec["device"])
     device = world.device

@@ -42,7 +42,7 @@ from nas.estimators import build_estimator  # noqa: E402
 from nas.searcher.loop import Searcher  # noqa: E402
 from nas.searcher.optim import build_optimizers  # noqa: E402
 from nas.supernet import arch_parameters  # noqa: E402
-from search_spaces.dnf import DNFSpace  # noqa: E402
+from nas.spaces.dnf import DNFSpace  # noqa: E402
 
 DEFAULT_SPECS = "ste,bop,ste+noise,bop+noise,gumbel,sigmoid"
 MAX_EXACT_K = 20  # the exact-rule check enumerates all 2^K inputs

@@ -62,7 +62,7 @@ def build(est_name: str, variant: str, args: argparse.Namespace):
     from nas.estimators import build_estimator
     from nas.searcher.loop import Searcher
     from nas.searcher.optim import build_optimizers
-    from search_spaces import get_space
+    from nas.spaces import get_space
 
     device = torch.device(args.device)
     torch.manual_seed(0)

@@ -38,7 +38,7 @@ def main(args: argparse.Namespace) -> int:
     from nas.config import config_from_cli
     from nas.cost import LatencyTable, profile_latency
     from nas.engine.runtime import resolve_device
-    from search_spaces import get_space
+    from nas.spaces import get_space
     try:
         cfg = config_from_cli(args.items)
         space = get_space(cfg.space.name)

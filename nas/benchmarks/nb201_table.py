@@ -47,8 +47,8 @@ def default_table_path() -> Path:
 def benchmark_cell(arch: str):
     """The :class:`NB201Genotype` of a cell string whose ops are all the benchmark's; one line
     naming the first other op (``dnf_1x1``, a user's op, a typo) otherwise."""
-    from search_spaces.nb201 import OPS, NB201Genotype
-    from search_spaces.nb201.genotype import parse_ops
+    from nas.spaces.nb201 import OPS, NB201Genotype
+    from nas.spaces.nb201.genotype import parse_ops
 
     other = [op for op in parse_ops(arch) if op not in OPS]
     if other:
@@ -58,7 +58,7 @@ def benchmark_cell(arch: str):
 
 def resolve_arch(arch: ArchLike):
     """An :class:`NB201Genotype` from a genotype, a cell string, a ``genotype.yaml`` or a run folder."""
-    from search_spaces.nb201 import NB201Genotype
+    from nas.spaces.nb201 import NB201Genotype
 
     if isinstance(arch, NB201Genotype):
         return benchmark_cell(str(arch))
@@ -138,7 +138,7 @@ class NB201Table:
 
     @staticmethod
     def _read(f: Any, path: Path) -> Tuple[Dict[str, Tuple[float, ...]], int]:
-        from search_spaces.nb201 import NB201Genotype
+        from nas.spaces.nb201 import NB201Genotype
 
         rows: Dict[str, Tuple[float, ...]] = {}
         reader = csv.DictReader(f)
@@ -255,8 +255,8 @@ def cell_costs(metric: str = "macs", *, C: int = 16, N: int = 5, resolution: int
                num_classes: int = 10) -> Dict[str, float]:
     """The cost of every NB201 cell's network (default: the benchmark's CIFAR-10 network, whose
     MACs are the table's FLOPs: 7.78305 to 220.11969 M; see :mod:`nas.cost`), by cell string."""
-    from search_spaces import get_space
-    from search_spaces.nb201 import all_genotypes
+    from nas.spaces import get_space
+    from nas.spaces.nb201 import all_genotypes
 
     from ..cost import build_cost_table
     space = get_space("nb201")

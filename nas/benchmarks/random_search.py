@@ -75,15 +75,15 @@ def random_search(cfg: Config, budget_seconds: float, *, epochs_per_cell: int = 
                   max_cells: Optional[int] = None, out_dir: Optional[Path] = None,
                   log=print) -> RandomSearchResult:
     """Random search over ``cfg.space`` on ``cfg.data`` within ``budget_seconds`` of wall clock."""
-    from search_spaces import get_space
+    from nas.spaces import get_space
 
     from ..engine.runtime import resolve_device, seed_everything
     from ..searcher.run import make_loaders
 
     if cfg.space.name != "nb201":
         raise NasError(f"random search samples NB201 cells; space '{cfg.space.name}' is not supported")
-    from search_spaces.nb201 import OPS, NB201Genotype
-    from search_spaces.nb201.genotype import EDGES
+    from nas.spaces.nb201 import OPS, NB201Genotype
+    from nas.spaces.nb201.genotype import EDGES
 
     from ..plugins import import_user_modules
     import_user_modules(cfg.imports)  # the user's ops of space.ops

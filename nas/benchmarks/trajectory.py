@@ -70,7 +70,7 @@ def change(later: Rows, earlier: Rows) -> Rows:
 
 def nb201_string(edge_ops: Sequence[str], edges: Sequence[str]) -> str:
     """The NB201 cell string of ops given for edges named as in ``EDGE_NAMES`` (any order)."""
-    from search_spaces.nb201 import EDGE_NAMES, NB201Genotype
+    from nas.spaces.nb201 import EDGE_NAMES, NB201Genotype
     by_edge = dict(zip(edges, edge_ops))
     return str(NB201Genotype(tuple(by_edge[name] for name in EDGE_NAMES)))
 

@@ -169,7 +169,7 @@ def standalone_conv_rate(C: int, resolution: int, batch: int, channels_last: boo
 def measure(spec: str, args: argparse.Namespace) -> Dict[str, float]:
     from nas.searcher.loop import Searcher
     from nas.searcher.optim import build_optimizers
-    from search_spaces import get_space
+    from nas.spaces import get_space
 
     device = torch.device(args.device)
     torch.manual_seed(0)

@@ -76,8 +76,8 @@ def run(args: argparse.Namespace) -> int:
 
 def derive_rule(exclude: Optional[str], max_skip: Optional[int]):
     """``keep(arch)``: the cell uses no op of ``exclude`` and at most ``max_skip`` skip connections."""
-    from search_spaces.nb201 import OPS
-    from search_spaces.nb201.genotype import parse_ops
+    from nas.spaces.nb201 import OPS
+    from nas.spaces.nb201.genotype import parse_ops
 
     banned = {op.strip() for op in (exclude or "").split(",") if op.strip()}
     unknown = sorted(banned - set(OPS))

@@ -2,7 +2,7 @@
 trained, plus the fixed skeleton (stem, reduction blocks, head, a DARTS cell's preprocessing).
 
 A space describes its trained network through four methods of
-:class:`search_spaces.base.SearchSpace`: ``cost_edges`` (the shape of every edge of every cell, per
+:class:`nas.spaces.base.SearchSpace`: ``cost_edges`` (the shape of every edge of every cell, per
 choice), ``cost_ops`` (the discrete op table), ``cost_reference`` (a genotype to measure the
 skeleton with) and ``selected_edges`` (the (edge, op) pairs a genotype keeps). Then
 

@@ -49,7 +49,7 @@ _TEST_STREAM = 7_919
 _SECOND_STREAM = 1_000_003
 
 # maze generators ``fn(split, seed, options) -> MazeSet`` by ``data.dataset`` name: the data of
-# the spaces whose data kind is "maze" (search_spaces.base.MAZE)
+# the spaces whose data kind is "maze" (nas.spaces.base.MAZE)
 MAZES = Registry("maze dataset")
 
 

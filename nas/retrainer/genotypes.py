@@ -25,7 +25,7 @@ def genotype_from_data(data: Any, where: str) -> Tuple[Any, Any]:
 
 def record_from_data(data: Any, where: str) -> Tuple[Any, Any, Dict[str, Any]]:
     """``(space, genotype, extras)`` from the mapping of a genotype.yaml, its imports imported."""
-    from search_spaces import SPACES, get_space
+    from nas.spaces import SPACES, get_space
     data, extras = split_record(data)
     import_user_modules(extras["imports"])
     if not isinstance(data, dict):
@@ -48,8 +48,8 @@ def resolve_genotype(spec: str) -> Tuple[Any, Any]:
 def resolve_record(spec: str) -> Tuple[Any, Any, Dict[str, Any]]:
     """``(space, genotype, extras)`` for ``model.genotype`` (extras: the imports and op options a
     genotype.yaml records; none for a string or a named cell)."""
-    from search_spaces import get_space
-    from search_spaces.darts import GENOTYPES
+    from nas.spaces import get_space
+    from nas.spaces.darts import GENOTYPES
     spec = (spec or "").strip()
     if not spec:
         raise ConfigError("model.genotype is empty; give a genotype.yaml, a run folder, a named cell "

@@ -46,7 +46,7 @@ class RetrainResult:
 def make_network(cfg: RetrainConfig, space: Any, genotype: Any, num_classes: int, in_channels: int,
                  op_args: Optional[Dict[str, Dict[str, Any]]] = None) -> torch.nn.Module:
     """The discrete network of ``genotype``: the space maps the ``model`` section to its
-    keywords (:meth:`~search_spaces.base.SearchSpace.network_kwargs`); ``op_args``: the options
+    keywords (:meth:`~nas.spaces.base.SearchSpace.network_kwargs`); ``op_args``: the options
     its ops were searched with (the genotype.yaml's), under ``model.op_args``."""
     op_args = {**(op_args or {}), **check_op_args(cfg.model.op_args, "model.op_args")}
     # a user's space may leave out what it does not use

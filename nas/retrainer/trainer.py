@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from search_spaces.base import module_penalty
+from nas.spaces.base import module_penalty
 
 from ..engine.amp import GradStep
 from ..engine.distributed import World
@@ -52,7 +52,7 @@ class Trainer:
     def train_epoch(self, epoch: int, on_step: Optional[Callable[[int, Callable[[], Dict[str, float]]], None]] = None
                     ) -> Dict[str, float]:
         self.model.train()
-        # read by networks with drop-path (search_spaces.base.Network), unread by the others
+        # read by networks with drop-path (nas.spaces.base.Network), unread by the others
         self.model.drop_path_prob = self.drop_path_prob * epoch / max(self.epochs, 1)
         meter, steps = Meter(), self.steps_per_epoch()
         for step, (x, y) in enumerate(self.train_loader):

@@ -128,7 +128,7 @@ def _derive(source: Path, top_k: Optional[int], device: str, method: str, batche
     cfg, space, model = load_supernet(source, device, exclude, max_skip, cost)
     options = {} if top_k is None else {"top_k": top_k}
     if top_k is not None and "top_k" not in space.derive_options:
-        from search_spaces import SPACES, get_space
+        from nas.spaces import SPACES, get_space
         where = " and ".join(f"the {n} space" for n in SPACES.names() if "top_k" in get_space(n).derive_options)
         raise ConfigError(f"--top-k applies to {where}; a {space.name} cell has one op per edge")
     if top_k is not None and top_k < 1:

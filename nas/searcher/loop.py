@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from search_spaces.base import Supernet
+from nas.spaces.base import Supernet
 
 from ..engine.meter import LossGuard, Meter, steps_in_epoch
 from ..errors import NasError
@@ -58,7 +58,7 @@ def frozen(params: List[nn.Parameter]) -> Iterator[None]:
 
 
 class Searcher:
-    """Trains a :class:`~search_spaces.base.Supernet`'s weights and architecture on two loaders.
+    """Trains a :class:`~nas.spaces.base.Supernet`'s weights and architecture on two loaders.
 
     ``mode="alternating"``: per train batch a weight step (SGD on ``L_train``), then an
     architecture step on the next val batch (``L_val`` + the supernet's penalty + β-DARTS's
@@ -98,7 +98,7 @@ class Searcher:
         self.aux_skip, self.aux_skip_end = aux_skip, aux_skip_end
         self.aux_on = aux_skip > 0 or aux_skip_end > 0
         if not isinstance(model, Supernet):
-            raise TypeError(f"the search loop trains a search_spaces.base.Supernet, got {type(model).__name__}: "
+            raise TypeError(f"the search loop trains a nas.spaces.base.Supernet, got {type(model).__name__}: "
                             f"subclass Supernet (it gives every method the loop calls a default)")
         if self.aux_on and not model.has_aux_skip:
             raise NasError(f"optim.aux_skip: this supernet ({type(model).__name__}) has no auxiliary "

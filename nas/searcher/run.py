@@ -86,8 +86,8 @@ def make_loaders(cfg: Config, device: torch.device, dataset: Any = None, world: 
 
 def check_space(cfg: Config) -> None:
     """One-line errors for a config its space would misread: ``space.*`` keys the space does not
-    use, data of another kind (see :meth:`search_spaces.base.SearchSpace.check_config`)."""
-    from search_spaces import get_space
+    use, data of another kind (see :meth:`nas.spaces.base.SearchSpace.check_config`)."""
+    from nas.spaces import get_space
     space = get_space(cfg.space.name)
     kind = data_kind(cfg.data.dataset)
     space.check_config(cfg, kind, datasets_of(space.data_kind))
@@ -96,8 +96,8 @@ def check_space(cfg: Config) -> None:
 def make_supernet(cfg: Config, estimator: Estimator, num_classes: int, in_channels: int,
                   info: Optional[Dict[str, Any]] = None):
     """``(space, supernet)`` of ``cfg``: the space maps its config section to the supernet's
-    keywords (:meth:`~search_spaces.base.SearchSpace.supernet_kwargs`)."""
-    from search_spaces import get_space
+    keywords (:meth:`~nas.spaces.base.SearchSpace.supernet_kwargs`)."""
+    from nas.spaces import get_space
     space = get_space(cfg.space.name)
     gen = torch.Generator().manual_seed(cfg.seed)
     # a user's space may leave out what it does not use of the run's sizes and initialisation

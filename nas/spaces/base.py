@@ -1,7 +1,7 @@
 """What a search space provides to the rest of the tool, and what its supernet and its discrete
 network provide: the written contract that the search loop, the run, derive and retrain rely on.
 
-A space is a registry entry (``search_spaces.SPACES``) with four jobs, kept apart as in DARTS:
+A space is a registry entry (``nas.spaces.SPACES``) with four jobs, kept apart as in DARTS:
 its default candidates (names in the one op registry, :mod:`nas.ops.registry`), its supernet
 (mixed choices, built with an estimator), its genotype (plain data, YAML round trip) and the
 discrete network built only from a genotype.
@@ -207,7 +207,7 @@ class RegisteredOps(Mapping):
 
 
 class SearchSpace:
-    """One registry entry of ``search_spaces.SPACES``: what the tool needs from a space.
+    """One registry entry of ``nas.spaces.SPACES``: what the tool needs from a space.
 
     A subclass sets the class attributes and implements the four ``NotImplementedError`` methods
     and :meth:`supernet_kwargs`.
