@@ -160,6 +160,7 @@ def _finish(images: torch.Tensor, labels: torch.Tensor, classes: List[str], *,
 
 @DATASETS.register("digits")
 def _digits(*, root, download, resize, subset, split, seed, workers) -> ImageSet:
+    """scikit-learn's bundled 8x8 digits (1,797 images, 10 classes; no download), split 80/20 with a fixed seed."""
     from sklearn.datasets import load_digits
 
     d = load_digits()  # bundled with scikit-learn: works offline
@@ -195,6 +196,7 @@ def _cifar(name: str, root: Optional[str], download: bool, split: str):
 
 @DATASETS.register("cifar10")
 def _cifar10(*, root, download, resize, subset, split, seed, workers) -> ImageSet:
+    """CIFAR-10 through torchvision (``data.root``, or ``data.download=true`` with internet)."""
     x, y, classes = _cifar("cifar10", root, download, split)
     return _finish(x, y, classes, resize=resize, subset=subset, seed=seed,
                    stats=(CIFAR10_MEAN, CIFAR10_STD))
@@ -202,6 +204,7 @@ def _cifar10(*, root, download, resize, subset, split, seed, workers) -> ImageSe
 
 @DATASETS.register("cifar100")
 def _cifar100(*, root, download, resize, subset, split, seed, workers) -> ImageSet:
+    """CIFAR-100 through torchvision (``data.root``, or ``data.download=true`` with internet)."""
     x, y, classes = _cifar("cifar100", root, download, split)
     return _finish(x, y, classes, resize=resize, subset=subset, seed=seed,
                    stats=(CIFAR100_MEAN, CIFAR100_STD))

@@ -29,11 +29,13 @@ L0_LAMBDA = 1e-4     # the penalty weight of an l0_* op's gates when no space gi
 
 @register_op("none")
 def none(C_in: int, C_out: int, stride: int, affine: bool, **_: Any) -> nn.Module:
+    """The zero op (its output is 0; strided: of the output's shape)."""
     return Zero(C_in, C_out, stride)
 
 
 @register_op("skip_connect")
 def skip_connect(C_in: int, C_out: int, stride: int, affine: bool, **_: Any) -> nn.Module:
+    """Identity; DARTS's FactorizedReduce where it strides, a 1x1 conv + BN where only the width changes."""
     # the identity where the shapes allow it (always in NB201 cells), DARTS's FactorizedReduce where
     # it strides, and NB201's Conv1x1-BN where only the width changes
     if stride == 1:
@@ -44,43 +46,51 @@ def skip_connect(C_in: int, C_out: int, stride: int, affine: bool, **_: Any) -> 
 
 @register_op("nor_conv_1x1")
 def nor_conv_1x1(C_in: int, C_out: int, stride: int, affine: bool, **_: Any) -> nn.Module:
+    """ReLU → 1x1 conv → BN (NAS-Bench-201)."""
     return ReLUConvBN(C_in, C_out, 1, stride, 0, affine=affine)
 
 
 @register_op("nor_conv_3x3")
 def nor_conv_3x3(C_in: int, C_out: int, stride: int, affine: bool, **_: Any) -> nn.Module:
+    """ReLU → 3x3 conv → BN (NAS-Bench-201)."""
     return ReLUConvBN(C_in, C_out, 3, stride, 1, affine=affine)
 
 
 @register_op("avg_pool_3x3")
 def avg_pool_3x3(C_in: int, C_out: int, stride: int, affine: bool, *, pool_bn: bool = False,
                  **_: Any) -> nn.Module:
+    """3x3 average pooling (a 1x1 conv first where the width changes; BN after it in a DARTS supernet)."""
     return Pool("avg", C_in, C_out, stride, affine=affine, bn_after=pool_bn)
 
 
 @register_op("max_pool_3x3")
 def max_pool_3x3(C_in: int, C_out: int, stride: int, affine: bool, *, pool_bn: bool = False,
                  **_: Any) -> nn.Module:
+    """3x3 max pooling (a 1x1 conv first where the width changes; BN after it in a DARTS supernet)."""
     return Pool("max", C_in, C_out, stride, affine=affine, bn_after=pool_bn)
 
 
 @register_op("sep_conv_3x3")
 def sep_conv_3x3(C_in: int, C_out: int, stride: int, affine: bool, **_: Any) -> nn.Module:
+    """Two stacked ReLU → depthwise 3x3 → pointwise 1x1 → BN (DARTS)."""
     return SepConv(C_in, C_out, 3, stride, 1, affine)
 
 
 @register_op("sep_conv_5x5")
 def sep_conv_5x5(C_in: int, C_out: int, stride: int, affine: bool, **_: Any) -> nn.Module:
+    """Two stacked ReLU → depthwise 5x5 → pointwise 1x1 → BN (DARTS)."""
     return SepConv(C_in, C_out, 5, stride, 2, affine)
 
 
 @register_op("dil_conv_3x3")
 def dil_conv_3x3(C_in: int, C_out: int, stride: int, affine: bool, **_: Any) -> nn.Module:
+    """ReLU → depthwise 3x3 conv with dilation 2 → pointwise 1x1 → BN (DARTS)."""
     return DilConv(C_in, C_out, 3, stride, 2, 2, affine)
 
 
 @register_op("dil_conv_5x5")
 def dil_conv_5x5(C_in: int, C_out: int, stride: int, affine: bool, **_: Any) -> nn.Module:
+    """ReLU → depthwise 5x5 conv with dilation 2 → pointwise 1x1 → BN (DARTS)."""
     return DilConv(C_in, C_out, 5, stride, 4, 2, affine)
 
 
@@ -88,7 +98,8 @@ def dil_conv_5x5(C_in: int, C_out: int, stride: int, affine: bool, **_: Any) -> 
 def dnf_1x1(C_in: int, C_out: int, stride: int, affine: bool, *, estimator: Optional[Estimator] = None,
             generator: Optional[torch.Generator] = None, rules: int = DNF_RULES, lambda_g: float = LAMBDA_G,
             form: str = "log", density: Optional[float] = None, **_: Any) -> nn.Module:
-    """In a supernet the run's estimator learns the rule pool; the discrete network gives none
+    """The Neural DNF block (Lu 2020) as a logical 1x1: each output channel a DNF over the input
+    channels' predicates. In a supernet the run's estimator learns the rule pool; the discrete network gives none
     and the op trains its rules with the STE, whose forward value stays binary. ``form``: the
     conjunction in log space or as the thesis's product (:class:`~nas.blocks.dnf.DNFOp`)."""
     from ..estimators.ste import STE
@@ -104,6 +115,7 @@ def register_l0(name: str) -> str:
               **context: Any) -> nn.Module:
         op = build_op(name, C_in, C_out, stride, affine, generator=generator, **context)
         return ChannelGatedOp(op, C_out, l0_lambda, gate_estimator, generator)
+    build.__doc__ = f"``{name}`` with one L0 gate per output channel (Louizos et al. 2018): a learned width."
     build.__name__ = build.__qualname__ = f"l0_{name}"  # the registry tells entries apart by name
     OPS.register(f"l0_{name}", build)
     return f"l0_{name}"

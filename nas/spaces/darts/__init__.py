@@ -20,6 +20,8 @@ from .supernet import DartsSupernet, edge_names, reduction_layers
 
 
 class DartsSpace(SearchSpace):
+    """DARTS (Liu et al. 2019): a normal and a reduction cell of 14 edges over 8 ops, each node
+    keeping its 2 strongest non-``none`` inputs at derive."""
     name = "darts"
     ops = PRIMITIVES
     config_keys = ("C", "layers", "steps", "multiplier", "stem_multiplier", "ops", "affine", "gates", "l0_lambda",

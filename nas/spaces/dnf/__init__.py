@@ -19,6 +19,8 @@ from .supernet import DNFSupernet
 
 
 class DNFSpace(SearchSpace):
+    """A standalone Neural DNF rule learner (Lu 2020) over binary tabular features: the learned
+    rule set is the genotype."""
     name = "dnf"
     ops = ()
     data_kind = TABULAR

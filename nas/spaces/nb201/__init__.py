@@ -19,6 +19,8 @@ from .network import NB201Network
 from .supernet import NB201Supernet
 
 class NB201Space(SearchSpace):
+    """NAS-Bench-201 (Dong & Yang 2020): a 4-node cell of 6 edges, each choosing one of five ops,
+    in a ResNet skeleton of 3 stages of ``N`` cells; derive is the argmax per edge."""
     name = "nb201"
     ops = OPS
     config_keys = ("C", "N", "ops", "affine", "gates", "l0_lambda", "gate_estimator", "op_args", "fused",
