@@ -1,6 +1,6 @@
 """nas: differentiable neural architecture search with pluggable estimators for discrete choices.
 
-The public API (see the README's "Python API" and "Extending nas"): :func:`load_config`,
+The public API (see docs/api.md and docs/extending.md): :func:`load_config`,
 :func:`search`, :func:`derive`, :func:`retrain`, :func:`build_network`, :func:`list_spaces`,
 :func:`list_ops`, :func:`list_estimators`, :func:`register_op`, :func:`register_space`,
 :func:`register_estimator`, :func:`register_dataset`, and the error classes. The functions are

@@ -1,4 +1,4 @@
-"""The public Python API (nas/__init__.py): the README's example script runs, and each function
+"""The public Python API (nas/__init__.py): the example script runs, and each function
 does what its command does."""
 import subprocess
 import sys

@@ -7,7 +7,7 @@ loopback address rendezvous. Mixed precision (bf16, fp16 with loss scaling) and 
 The comparisons with one process run in float64: in float32 the NB201 supernet's gradients lose
 up to a few per cent to rounding at some steps (measured: the same search on 1 and on 2 threads
 of one process differs by ~1e-2 in softmax(α) after 20 steps), so no change of summation order
-can stay within 1e-5; in float64 one and two ranks agree to ~1e-15 (docs/RESULTS.md).
+can stay within 1e-5; in float64 one and two ranks agree to ~1e-15 (docs/results/data-parallel.md).
 """
 import json
 import os

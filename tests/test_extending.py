@@ -1,6 +1,6 @@
-"""README "Extending nas": every Python block of the section runs as written (an op, an
-estimator, a dataset, a space), and the user space of examples/ is searched, derived and
-retrained with the commands, from a folder that is not the checkout."""
+"""docs/extending.md: the page has an example of each extension point (tests/test_docs.py runs
+its blocks), and the user space of examples/ is searched, derived and retrained with the
+commands, from a folder that is not the checkout."""
 import re
 import subprocess
 import sys
@@ -11,10 +11,8 @@ import yaml
 from conftest import REPO
 
 
-def readme_blocks():
-    text = (REPO / "README.md").read_text()
-    section = text.split("## Extending nas", 1)[1].split("\n## ", 1)[0]
-    return re.findall(r"```python\n(.*?)```", section, flags=re.S)
+def page_blocks():
+    return re.findall(r"```python\n(.*?)```", (REPO / "docs" / "extending.md").read_text(), flags=re.S)
 
 
 def run(args, cwd, timeout=600):
@@ -24,20 +22,9 @@ def run(args, cwd, timeout=600):
 
 
 def test_the_section_has_an_example_of_each_extension_point():
-    blocks = readme_blocks()
+    blocks = page_blocks()
     for decorator in ("register_op", "register_estimator", "register_dataset", "register_space"):
         assert sum(f"@nas.{decorator}(" in b for b in blocks) == 1, decorator
-
-
-@pytest.mark.parametrize("index", range(4))
-def test_readme_block_runs(index, tmp_path):
-    block = readme_blocks()[index]
-    (tmp_path / "block.py").write_text(block)
-    r = run([sys.executable, "block.py"], tmp_path)
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert r.stdout.strip(), "each block prints what it made"
-    runs = list((tmp_path / "runs").iterdir())
-    assert runs and all((d / "genotype.yaml").is_file() for d in runs)
 
 
 @pytest.mark.slow

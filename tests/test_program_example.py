@@ -1,4 +1,4 @@
-"""The README's second template, ``examples/program_counter.py``: its correct program is exact
+"""The second template of docs/programs.md, ``examples/program_counter.py``: its correct program is exact
 on every input, and the example learns it from input-output pairs."""
 import importlib.util
 import re
@@ -34,7 +34,7 @@ def test_the_counter_program_copies_x_into_y_and_others_do_not(example):
 
 
 # Not every seed learns the counter (150 steps; over seeds 0-9: softmax 8, gumbel 4, ste + adaptive
-# noise 1, bop 0, docs/RESULTS.md): these seeds do, and a change that breaks learning breaks them.
+# noise 1, bop 0, docs/results/programs.md): these seeds do, and a change that breaks learning breaks them.
 @pytest.mark.parametrize("estimator,noise,seed", [("softmax", "none", 1), ("ste", "adaptive", 7)])
 def test_the_example_learns_the_counter(example, estimator, noise, seed):
     args = example.get_args_parser().parse_args(["--estimator", estimator, "--noise", noise, "--seed", str(seed)])
@@ -42,13 +42,13 @@ def test_the_example_learns_the_counter(example, estimator, noise, seed):
     assert result == {"program": CORRECT, "accuracy": 100.0}
 
 
-def test_the_readme_template_block_runs_and_is_the_example_template(example):
-    text = (EXAMPLE.parents[1] / "README.md").read_text()
-    section = text.split("**Writing another template.**", 1)[1].split("\n## ", 1)[0]
+def test_the_docs_template_block_runs_and_is_the_example_template(example):
+    text = (EXAMPLE.parents[1] / "docs" / "programs.md").read_text()
+    section = text.split("## Writing another template", 1)[1].split("\n## ", 1)[0]
     blocks = re.findall(r"```python\n(.*?)```", section, flags=re.S)
     assert len(blocks) == 1
     scope = {}
-    exec(compile(blocks[0], "README.md", "exec"), scope)
+    exec(compile(blocks[0], "docs/programs.md", "exec"), scope)
     assert scope["y"].shape == (7, 8) and torch.isfinite(scope["loss"])
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in scope["block"].parameters())
     tpl, ref = scope["tpl"], example.counter_template()

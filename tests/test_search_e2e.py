@@ -128,7 +128,7 @@ def test_existing_run_folder_is_not_overwritten(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_quickstart_as_a_new_user_runs_it(tmp_path):
-    """The README's first command: `nas-search` with no arguments (the quickstart config)."""
+    """The first command of the README and of docs/getting-started.md: `nas-search` with no arguments (the quickstart config)."""
     proc = subprocess.run([sys.executable, "-m", "nas", "--out", str(tmp_path / "q")],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -1,5 +1,5 @@
 """GPU check of the NAS-Bench-201 search step (issue 17, item 5): one script for a session that has
-a GPU. Not run yet: the development VM has none (docs/RESULTS.md says so).
+a GPU. Not run yet: the development VM has none (docs/results/speed.md).
 
     python tools/gpu_speed_check.py                      # CUDA, full NB201 size, every variant
     python tools/gpu_speed_check.py --variants eager,amp --steps 20 --out gpu.json

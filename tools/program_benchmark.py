@@ -35,7 +35,7 @@ sys.path.insert(0, str(REPO))
 
 DEFAULT_SPECS = ("softmax,sigmoid,tanh,softsign,gumbel,gumbel_hard,dirichlet,ste,bop,ste+noise,bop+noise")
 # settings of an estimator on this task beyond the config's: Bop's γ and τ were set in the
-# branch's first runs on seeds 0-2 (those runs are not recorded; see docs/RESULTS.md)
+# branch's first runs on seeds 0-2 (those runs are not recorded; see docs/results/programs.md)
 SPEC_OVERRIDES: Dict[str, List[str]] = {
     "bop": ["estimator.gamma=1e-3", "estimator.threshold=1e-6"],
 }

@@ -7,7 +7,7 @@ epoch, the cell the search would have returned had it stopped there, and the cel
 constant per edge, so its argmax per edge is the op that the architecture steps of epochs k+1..T
 favoured, whatever the earlier epochs had put into α. Early architecture steps see untrained
 convolutions and favour parameter-free ops (the skip "rush" of the first epoch, see
-docs/RESULTS.md); the change over the last epoch reads the preference of the trained supernet.
+docs/results/search-quality.md); the change over the last epoch reads the preference of the trained supernet.
 
 This is an analysis of finished runs (the same rule as a search with weight-only warm-up, without
 rerunning it), not a derive rule a search applies.

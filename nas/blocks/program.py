@@ -37,7 +37,7 @@ halt value, whatever ran (the maze: ``dir`` starts at 0, so a program whose firs
 halts after one step). ``halt_on="write"``: after a step whose instruction *writes* that value (a
 LOOK at a halt cell); the initial value does not stop the machine, so every line and goto of a
 hard program that keeps running bears on the output. The maze learns its program more often with
-"value" (docs/RESULTS.md).
+"value" (docs/results/programs.md).
 
 Every instruction reads the registers as they were before the step. Registers are treated as
 independent (a product of marginals), so a relaxed execution is TerpreT's mean-field

@@ -25,7 +25,7 @@ Penalty with target T and weight λ, added to the architecture loss:
 ``estimate: derived`` replaces E by the cost of the cell the distribution's argmax would derive,
 straight through (value: that cell's cost; gradient: E's). A near-uniform distribution (DARTS's
 softmax after a short search) has an E far from any cell it derives: the penalty then either
-never acts or pushes every expensive candidate below the cheap ones (docs/RESULTS.md).
+never acts or pushes every expensive candidate below the cheap ones (docs/results/budgets.md).
 
 ``warmup`` (``cost.warmup_epochs``): the penalty acts only after this many epochs of search (fractions count per step),
 so that the task gradient first ranks the candidates and the budget then chooses among them.

@@ -12,7 +12,7 @@ Generation of one maze (all draws from the split's seeded generator):
    P(0) = 0.30, mean 2.3, P(L ≥ 10) = 0.027; ``decay = 1`` is uniform). ``max_moves = 14`` lets
    the 3-line program LOOK/MOVE/INC finish in ``3L + 1 ≤ 43`` of its 45 steps. Short paths must
    be common: with uniform lengths a LOOK network does not learn from the final outputs alone
-   even under the correct program (docs/RESULTS.md);
+   even under the correct program (docs/results/programs.md);
 2. a start cell uniform over the grid and a self-avoiding path of exactly ``L`` moves from it,
    found by depth-first search trying the four neighbours in a random order (if no such path
    leaves that start, a new start is drawn);

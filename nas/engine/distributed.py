@@ -306,7 +306,7 @@ def setup(device_name: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> World:
             dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s))
         except (RuntimeError, ValueError, OSError) as e:
             raise DistributedError(f"cannot join the process group ({_first_line(e)}); start every process with "
-                                   f"torchrun (see the README, 'Several GPUs and machines')") from None
+                                   f"torchrun (see docs/parallel.md)") from None
         atexit.register(_leave)
         if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
             signal.signal(signal.SIGTERM, _stopped)

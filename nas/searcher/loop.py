@@ -174,7 +174,7 @@ class Searcher:
     def set_aux_skip(self, epochs_done: float) -> None:
         """DARTS-'s auxiliary skip weight ``β = β0 + (β_end - β0)·t/T`` after ``t`` of ``T`` epochs,
         applied per step. The paper decays β linearly from 1 to 0 over the search (β0 = 1,
-        β_end = 0); ``β_end = β0`` keeps it constant, this project's variant (docs/RESULTS.md:
+        β_end = 0); ``β_end = β0`` keeps it constant, this project's variant (docs/results/search-quality.md:
         on the CPU proxy the decay itself drives α to the skip connections that replace it)."""
         if self.aux_on:
             self.model.aux_skip = aux_skip_at(self.aux_skip, self.aux_skip_end, epochs_done, self.epochs)

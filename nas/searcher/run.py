@@ -154,7 +154,7 @@ def collapse_warning(space: Any, genotype: Any) -> Optional[str]:
     if space.is_connected(genotype):
         return None
     return (f"warning: the derived cell {genotype} has no path from its input to its output (each path "
-            f"crosses a 'none' edge), so it outputs zeros: the search collapsed (docs/RESULTS.md); "
+            f"crosses a 'none' edge), so it outputs zeros: the search collapsed (docs/results/search-quality.md); "
             f"try tools/derive.py RUN --method perturbation, estimator.noise=adaptive, or another seed")
 
 

@@ -231,7 +231,7 @@ def run_cell(nodes: List[Tensor], edges: Sequence[Tuple[int, int]], mixed: Seque
 
     ``group_convs``: run the same-shaped convolutions of a node's out-edges as one (``None``: on
     every device but the CPU). On this project's 2-core CPU the grouped convolution, its split and
-    its gradient's concatenation cost more than the kernels they save (docs/RESULTS.md, issue 17:
+    its gradient's concatenation cost more than the kernels they save (docs/results/speed.md:
     the single-path step 6.5% slower at 2 threads, the dense step no faster), so there each conv
     runs alone; BN folding, pooling once per node and the node sums are kept either way.
 

@@ -40,7 +40,7 @@ Speed, exact in value and gradient (``fused=False``, ``channels_last=False`` tur
 ``fused`` runs each cell through :func:`nas.supernet.fused.run_cell` (one convolution for the
 same-shaped candidate convs of all edges leaving a node, mixing weights folded into BN, one sum
 per node), except with channel gates; ``channels_last`` hands the stem an NHWC input, so every
-activation is NHWC, where CPU convolutions run about 3x faster at C=16 (docs/RESULTS.md).
+activation is NHWC, where CPU convolutions run about 3x faster at C=16 (docs/results/speed.md).
 """
 from __future__ import annotations
 
