@@ -28,10 +28,11 @@ log = logging.getLogger("mkdocs.hooks.reference")
 PAGE = "reference/config.md"
 ROOTS = (("Search config", "nas.config", "Config", "nas-search CONFIG key=value ..."),
          ("Retrain config", "nas.retrainer.config", "RetrainConfig", "nas-retrain CONFIG key=value ..."))
-REGISTRIES = (("Estimators", "nas.estimators", "ESTIMATORS", "estimator.name"),
-              ("Search spaces", "nas.spaces", "SPACES", "space.name"),
-              ("Candidate ops", "nas.ops.registry", "OPS", "space.ops"),
-              ("Datasets", "nas.data", "DATASETS", "data.dataset"))
+# (title, module, registry, the key that names an entry, where an entry's own options sit)
+REGISTRIES = (("Estimators", "nas.estimators", "ESTIMATORS", "estimator.name", "estimator."),
+              ("Search spaces", "nas.spaces", "SPACES", "space.name", "space."),
+              ("Candidate ops", "nas.ops.registry", "OPS", "space.ops", "space.op_args.{name}."),
+              ("Datasets", "nas.data", "DATASETS", "data.dataset", "data."))
 
 # Meanings of keys whose field carries no comment. A note for a key that no longer exists is
 # ignored (the key list itself always comes from the dataclasses).
@@ -215,15 +216,16 @@ def _first_line(obj: Any) -> str:
 
 
 def entry_options(obj: Any) -> List[Tuple[str, type]]:
-    """Dataclasses a registry entry carries as its own options (any class attribute that is one)."""
+    """Dataclasses a registry entry (a class or a function) carries as its own options: any
+    attribute of its own that is a dataclass or a dataclass instance."""
     found = []
-    for attr, value in sorted(vars(obj).items()) if isinstance(obj, type) else []:
-        if isinstance(value, type) and dataclasses.is_dataclass(value):
-            found.append((attr, value))
+    for attr, value in sorted(getattr(obj, "__dict__", {}).items()):
+        if dataclasses.is_dataclass(value):
+            found.append((attr, value if isinstance(value, type) else type(value)))
     return found
 
 
-def registry_section(title: str, module: str, name: str, key: str) -> List[str]:
+def registry_section(title: str, module: str, name: str, key: str, prefix: str) -> List[str]:
     reg = getattr(importlib.import_module(module), name)
     lines = [f"## {title}", "", f"`{key}` names one of these (`{module}.{name}`; add your own as in "
              f"[Extending](../extending.md)).", "", "| name | what |", "| --- | --- |"]
@@ -232,7 +234,7 @@ def registry_section(title: str, module: str, name: str, key: str) -> List[str]:
         obj = reg.get(entry)
         lines.append(f"| `{entry}` | {_cell(_first_line(obj))} |")
         for attr, dc in entry_options(obj):
-            options += ["", f"### `{entry}`: `{attr}`", ""] + key_table(dc, f"{key.split('.')[0]}.")
+            options += ["", f"### `{entry}`: `{attr}`", ""] + key_table(dc, prefix.format(name=entry))
     return lines + options + [""]
 
 
@@ -263,7 +265,7 @@ def undocumented() -> List[str]:
     import nas
     missing = [f"nas.{n}" for n in nas.__all__
                if not isinstance(getattr(nas, n), str) and not (inspect.getdoc(getattr(nas, n)) or "").strip()]
-    for title, module, name, _ in REGISTRIES:
+    for title, module, name, *_ in REGISTRIES:
         reg = getattr(importlib.import_module(module), name)
         # an entry's own docstring: inspect.getdoc would lend a subclass its base class's
         missing += [f"{name}['{e}']" for e in reg.names() if not (reg.get(e).__doc__ or "").strip()]
