@@ -8,6 +8,7 @@ fresh process (user extensions register into global registries) from an empty fo
 blocks run one by one from the same folder, with the installed commands on ``PATH``.
 """
 import dataclasses
+import html
 import importlib.util
 import os
 import re
@@ -117,7 +118,7 @@ def test_config_reference_lists_every_key_with_its_default_and_range(reference):
     from nas.bounds import walk_fields
     from nas.config import Config
     from nas.retrainer.config import RetrainConfig
-    page = reference.render()
+    page = html.unescape(reference.render())   # the page escapes < and > for HTML
     rows = {line.split(" | ")[0].strip("| `"): line for line in page.splitlines() if line.startswith("| `")}
     for cls in (Config, RetrainConfig):
         for key, f, _ in walk_fields(cls):

@@ -160,14 +160,18 @@ def _allowed(f: dataclasses.Field) -> str:
     rng = f.metadata.get("range")
     pattern = f.metadata.get("pattern")
     if rng is not None:
-        return describe(rng).replace("|", "\\|")
+        return _cell(describe(rng))
     if pattern is not None:
-        return pattern[1].replace("|", "\\|")
+        return _cell(pattern[1])
     return ""
 
 
 def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+    """``text`` for a table cell: pipes escaped outside code spans (inside them the table keeps
+    them as they are, and an escape would show)."""
+    parts = re.split(r"(`[^`]*`)", text.replace("\n", " "))
+    return "".join(p if p.startswith("`") else
+                   p.replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;") for p in parts)
 
 
 def walk(cls: type, prefix: str = "") -> Iterator[Tuple[str, dataclasses.Field, Any, type]]:
