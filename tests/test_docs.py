@@ -75,6 +75,7 @@ def test_python_blocks_run(page, tmp_path):
     assert r.returncode == 0, f"{page_id(page)}:\n{r.stderr[-3000:]}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("page", [p for p in pages() if runnable(p, "bash")], ids=page_id)
 def test_shell_blocks_run(page, tmp_path):
     for code in runnable(page, "bash"):
