@@ -99,6 +99,12 @@ def test_readme_is_a_front_door_with_the_commands_ci_runs():
     assert runnable(REPO / "README.md", "python"), "the README's Python example is run"
 
 
+def test_readme_links_point_to_files_of_the_checkout():
+    # mkdocs checks the site's links; the README is read on the repository's front page instead
+    links = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", (REPO / "README.md").read_text())
+    assert links and [link for link in links if "://" not in link and not (REPO / link).is_file()] == []
+
+
 def test_docs_name_installed_commands_not_checkout_scripts():
     shims = ("tools/derive.py", "tools/nb201_lookup.py", "tools/compare_estimators.py", "tools/bench_speed.py",
              "tools/retrain.py")
