@@ -1,7 +1,7 @@
 """nas: differentiable neural architecture search with pluggable estimators for discrete choices.
 
 The public API (see docs/api.md and docs/extending.md): :func:`load_config`,
-:func:`search`, :func:`derive`, :func:`retrain`, :func:`build_network`, :func:`list_spaces`,
+:func:`search`, :func:`derive`, :func:`retrain`, :func:`export`, :func:`build_network`, :func:`list_spaces`,
 :func:`list_ops`, :func:`list_estimators`, :func:`register_op`, :func:`register_space`,
 :func:`register_estimator`, :func:`register_dataset`, and the error classes. The functions are
 imported on first use, so ``import nas`` (and ``nas-search --help``) stays fast.
@@ -10,7 +10,7 @@ from .errors import CheckpointError, ConfigError, DataError, NasError
 
 __version__ = "0.1.0"
 
-_API = ("load_config", "search", "derive", "retrain", "build_network", "list_spaces", "list_ops",
+_API = ("load_config", "search", "derive", "retrain", "export", "build_network", "list_spaces", "list_ops",
         "list_estimators", "register_op", "register_space", "register_estimator", "register_dataset")
 __all__ = [*_API, "NasError", "ConfigError", "DataError", "CheckpointError", "__version__"]
 

@@ -92,6 +92,21 @@ def retrain(config: Optional[ConfigLike] = None, genotype: Any = None,
                        dataset=dataset)
 
 
+def export(run: Union[str, os.PathLike], formats: Union[str, Sequence[str]] = "all",
+           out_dir: Optional[Union[str, os.PathLike]] = None, *, batch: int = 1,
+           resolution: Optional[int] = None, dynamic_batch: bool = False,
+           allow_untrained: bool = False) -> Any:
+    """Export a run's network (``nas-export``): ``formats`` among ``"onnx"``, ``"pt2"``,
+    ``"python"`` or ``"all"``, written to ``out_dir`` (default ``RUN/export``) with an
+    ``export.json``; each export is run against the PyTorch network. Returns a
+    :class:`nas.deploy.ExportResult` (``files``, ``max_abs_diff`` per format). ``run``: a retrain
+    run folder, or with ``allow_untrained=True`` a search run, a genotype.yaml or a genotype
+    string (fresh weights)."""
+    from .deploy import export as _export
+    return _export(run, formats, out_dir, batch=batch, resolution=resolution, dynamic_batch=dynamic_batch,
+                   allow_untrained=allow_untrained)
+
+
 def build_network(space: str, genotype: Any, **kwargs: Any) -> Any:
     """The discrete network of ``genotype`` in ``space`` as a plain ``nn.Module`` for your own
     training code, e.g. ``build_network("nb201", "|nor_conv_3x3~0|+...", num_classes=10)``
@@ -138,12 +153,14 @@ def list_estimators() -> List[str]:
 
 # --------------------------------------------------------------------------- extending nas
 
-def register_op(name: str) -> Callable[[Any], Any]:
+def register_op(name: str, *, spelling: Optional[Callable[[Any], Any]] = None) -> Callable[[Any], Any]:
     """``@nas.register_op("name")`` on a builder ``(C_in, C_out, stride, affine, **context) ->
     nn.Module``: a candidate ``space.ops`` can name in any space (context: see
-    :mod:`nas.ops.registry`; a builder that needs none takes ``**_``)."""
+    :mod:`nas.ops.registry`; a builder that needs none takes ``**_``). ``spelling(module) ->
+    (class_source, constructor)``: the op as plain torch code for ``nas-export --format python``,
+    for an op ``torch.fx`` cannot trace (see docs/export.md)."""
     from .ops import register_op as _register
-    return _register(name)
+    return _register(name, spelling=spelling)
 
 
 def _class_registrar(fn: str, name: str, registry: Any, base: type) -> Callable[[Any], Any]:

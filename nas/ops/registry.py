@@ -18,7 +18,7 @@ a builder without ``**`` is handed only the keys it names.
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable, Dict, Iterable, Mapping, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Sequence, Tuple
 
 from torch import nn
 
@@ -28,12 +28,22 @@ from ..registry import USER_HINT, Registry
 OpBuilder = Callable[..., nn.Module]
 
 OPS = Registry("op", USER_HINT.format(kind="op"))
+# op name -> how ``nas-export --format python`` writes the op's module as plain torch code
+# (:mod:`nas.export.codegen`); an op whose module traces into torch.nn modules needs none
+SPELLINGS: Dict[str, Callable[[nn.Module], Any]] = {}
 # context keys a space fills in (objects and flags), never options of an op
 CONTEXT_KEYS = ("estimator", "gate_estimator", "generator", "pool_bn")
 
 
-def register_op(name: str) -> Callable[[OpBuilder], OpBuilder]:
-    """``@register_op("name")`` on a builder ``(C_in, C_out, stride, affine, **context) -> nn.Module``."""
+def register_op(name: str, *, spelling: Optional[Callable[[nn.Module], Any]] = None
+                ) -> Callable[[OpBuilder], OpBuilder]:
+    """``@register_op("name")`` on a builder ``(C_in, C_out, stride, affine, **context) -> nn.Module``.
+
+    ``spelling(module) -> (class_source, constructor)``: the op as plain torch code for
+    ``nas-export --format python`` (:mod:`nas.export.codegen`), needed only by an op that
+    ``torch.fx`` cannot trace into ``torch.nn`` modules and torch functions."""
+    if spelling is not None:
+        SPELLINGS[name] = spelling
     return OPS.register(name)
 
 
@@ -80,6 +90,7 @@ def build_op(name: str, C_in: int, C_out: int, stride: int, affine: bool, **cont
                           f"({' '.join(str(e).split())[:160]})") from None
     if not isinstance(op, nn.Module):
         raise ConfigError(f"op '{name}': its builder returned a {type(op).__name__}, not an nn.Module")
+    op._nas_op = name  # the export names an op it cannot write by its registered name
     return op
 
 
