@@ -48,7 +48,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--C", type=int, default=16, help="channels of the first stage")
     p.add_argument("--N", type=int, default=5, help="cells per stage")
     p.add_argument("--resolution", type=int, default=32)
-    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--batch", type=int, default=None, help="default 64 (with --exported: the export's batch)")
     p.add_argument("--steps", type=int, default=10, help="timed search steps")
     p.add_argument("--warmup", type=int, default=2, help="untimed search steps first")
     p.add_argument("--estimators", default=None, help="comma-separated specs (default: all, see above)")
@@ -70,6 +70,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--single-path-steps", type=int, default=40,
                    help="with --against-xautodl: timed steps of the single-path pair (its cost follows the "
                         "sampled path, one per step for all cells, so it needs more steps to average)")
+    p.add_argument("--exported", metavar="DIR", default=None,
+                   help="time a nas-export folder in ONNX Runtime and PyTorch eager (median of --steps calls)")
     p.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: measure one spec, print JSON
     return p
 
@@ -324,6 +326,14 @@ def table(rows: Dict[str, Dict[str, float]], args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.exported:
+        from nas.deploy.bench import bench_exported, table as exported_table
+        res = bench_exported(args.exported, threads=args.threads, batch=args.batch, repeats=max(args.steps, 1),
+                             warmup=args.warmup)
+        print(exported_table(res, max(args.steps, 1), args.warmup))
+        return 0
+    if args.batch is None:
+        args.batch = 64
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.one is not None:

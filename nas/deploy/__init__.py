@@ -104,13 +104,24 @@ def export(run: Union[str, os.PathLike], formats: Union[str, Sequence[str]] = "a
     PyTorch network and raise :class:`ExportMismatch` above :data:`TOLERANCE`; ``echo`` gets one
     line per format."""
     fmts = parse_formats(formats)
-    if batch < 1:
-        raise ConfigError(f"--batch must be 1 or more, got {batch}")
     if "onnx" in fmts:  # before anything is built: one line saying what to install
         require("onnx", "onnxruntime", "onnxscript", what="--format onnx")
     src = load_source(str(run), allow_untrained=allow_untrained, resolution=resolution)
     run_path = Path(run)
     out = Path(out_dir) if out_dir is not None else (run_path / "export" if run_path.is_dir() else Path("export"))
+    return export_source(src, fmts, out, batch=batch, dynamic_batch=dynamic_batch, echo=echo)
+
+
+def export_source(src: Source, formats: Union[str, Sequence[str]], out: Union[str, os.PathLike], *, batch: int = 1,
+                  dynamic_batch: bool = False, echo: Callable[[str], None] = lambda s: None) -> ExportResult:
+    """:func:`export` of a :class:`~nas.deploy.source.Source` (``Source.of(network, shape)`` for
+    any network)."""
+    fmts = parse_formats(formats)
+    if batch < 1:
+        raise ConfigError(f"--batch must be 1 or more, got {batch}")
+    if "onnx" in fmts:
+        require("onnx", "onnxruntime", "onnxscript", what="--format onnx")
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     model = export_form(src.network)
     gen = torch.Generator().manual_seed(0)

@@ -32,6 +32,12 @@ class Source:
     trained: bool
     origin: str
 
+    @classmethod
+    def of(cls, network: nn.Module, input_shape: Tuple[int, int, int], *, genotype: str = "", space: str = "") -> "Source":
+        """Any network, for :func:`nas.deploy.export_source`."""
+        return cls(network.eval(), space or type(network).__name__, genotype or type(network).__name__, {},
+                   tuple(input_shape), None, None, None, None, False, "python")
+
 
 def _untrained_hint(what: str, run: str) -> str:
     return (f"{what} has no trained weights; retrain it first (nas-retrain --genotype {run}) or pass "
