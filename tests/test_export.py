@@ -314,3 +314,55 @@ def test_untrained_genotype_export_and_bench(tmp_path):
     wrong = subprocess.run([sys.executable, "-m", "nas.commands.bench", "--exported", str(tmp_path / "e"), "--batch", "8"],
                            capture_output=True, text=True, timeout=300)
     assert wrong.returncode == 2 and "exported for batch 1" in wrong.stderr
+
+
+# ---------------------------------------------------------------- end to end
+
+ACC_WITHOUT_NAS = """
+import sys
+sys.modules['nas'] = None
+sys.path.insert(0, sys.argv[1])
+import torch, model
+net = model.load()
+x, y = torch.load(sys.argv[2])
+with torch.no_grad():
+    pred = torch.cat([net(x[i:i + 64]).argmax(1) for i in range(0, len(x), 64)])
+print(repr(100.0 * float((pred == y).sum()) / len(y)))
+"""
+
+
+@pytest.mark.slow
+def test_search_retrain_export_reproduces_the_retrain(tmp_path):
+    """quickstart search -> nas-retrain -> nas-export --format all: ONNX Runtime predicts as the
+    PyTorch network on the digits test set, model.py reproduces the test accuracy without nas."""
+    need_extra()
+    import numpy as np
+    import onnxruntime as ort
+    from nas.data import build_eval_loaders
+    from nas.deploy.source import load_source
+    search = nas.search(nas.load_config("quickstart", "trainer.epochs=1", "data.subset=200"), tmp_path / "search")
+    cfg = nas.load_config("retrain_nb201_digits", "trainer.epochs=1", "data.subset=300")
+    retrain = nas.retrain(cfg, str(search.out_dir), tmp_path / "retrain")
+    out = _cli(str(tmp_path / "retrain"), "--format", "all", "--dynamic-batch")
+    assert out.returncode == 0, out.stderr
+    assert "max abs diff" in out.stdout and "(ONNX Runtime)" in out.stdout
+    exp = tmp_path / "retrain" / "export"
+    meta = json.loads((exp / "export.json").read_text())
+    assert meta["test_acc"] == retrain.metrics["test_acc"] and meta["classes"] == [str(i) for i in range(10)]
+    d = cfg.data
+    _, test, _ = build_eval_loaders(d.dataset, root=d.root, download=False, resize=d.resize, subset=d.subset,
+                                    batch_size=64, workers=0, seed=cfg.seed, device="cpu", augment=False)
+    x, y = map(torch.cat, zip(*[(xb, yb) for xb, yb in test]))
+    net = load_source(str(tmp_path / "retrain")).network
+    with torch.no_grad():
+        pt_pred = net(x).argmax(1)
+    sess = ort.InferenceSession(str(exp / "model.onnx"), providers=["CPUExecutionProvider"])
+    (onnx_logits,) = sess.run(["logits"], {"input": np.ascontiguousarray(x.numpy())})
+    assert torch.equal(torch.from_numpy(onnx_logits).argmax(1), pt_pred)
+    torch.save((x, y), tmp_path / "test.pt")
+    acc = float(run_without_nas(exp, tmp_path / "test.pt", ACC_WITHOUT_NAS))
+    assert acc == retrain.metrics["test_acc"]
+    # the folder without its weights is refused, naming both ways out
+    (tmp_path / "retrain" / "checkpoint.pt").unlink()
+    out = _cli(str(tmp_path / "retrain"), "--format", "python")
+    assert out.returncode == 2 and "--allow-untrained" in out.stderr and "nas-retrain" in out.stderr
