@@ -238,8 +238,10 @@ def generate(network: nn.Module, *, header: str = "") -> Tuple[str, Dict[str, to
         raise ConfigError(f"the network cannot be exported to {FORMAT}: its forward calls {', '.join(sorted(extra))}, "
                           f"which is neither torch nor a builtin; give the op holding it a spelling "
                           f"(nas.register_op(name, spelling=...))")
-    # fx frees each value after its last use (";  a = b = None"): noise in code meant to be read
-    src = re.sub(r";  (?:\w+ = )+None$", "", code.src.strip("\n"), flags=re.M)
+    # fx frees each value after its last use (";  a = b = None"), which keeps eager memory reuse
+    # (without it the forward runs 2x slower on a CPU); written as a plain del
+    src = re.sub(r";  ((?:\w+ = )+)None$", lambda m: "; del " + ", ".join(m.group(1).split(" = ")[:-1]),
+                 code.src.strip("\n"), flags=re.M)
     forward = "\n".join(("    " + ln) if ln.strip() else "" for ln in src.splitlines())
     body = "\n".join(lines) or "        pass"
     parts = [header.rstrip() + "\n" if header else "", "import torch\nimport torch.nn as nn\nimport torch.nn.functional as F\n"]
