@@ -14,6 +14,7 @@ Every leaf becomes one attribute of ``Network`` named by its path (``cells.0.ops
 """
 from __future__ import annotations
 
+import builtins
 import keyword
 import re
 from dataclasses import dataclass, field
@@ -233,7 +234,7 @@ def generate(network: nn.Module, *, header: str = "") -> Tuple[str, Dict[str, to
     graph.lint()
     code = graph.python_code(root_module="self")
     extra = set(code.globals) - ALLOWED_GLOBALS - set(classes) - {"getattr", "_Tensor_"}
-    extra = {k for k in extra if not (k.startswith("_") or k in dir(__builtins__))}
+    extra = {k for k in extra if not (k.startswith("_") or hasattr(builtins, k))}
     if extra:
         raise ConfigError(f"the network cannot be exported to {FORMAT}: its forward calls {', '.join(sorted(extra))}, "
                           f"which is neither torch nor a builtin; give the op holding it a spelling "
