@@ -144,6 +144,37 @@ def test_dnf_and_l0_ops_export_in_their_derived_smaller_form(tmp_path):
     assert sum(w.numel() for w in weights.values()) < n_params(net)
 
 
+def test_gated_op_of_another_structure_stays_exact_as_a_mask():
+    from nas.deploy.forms import gated_channels
+
+    class Twice(nn.Module):   # not a Sequential: its output channels cannot be traced back
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(4, 4, 1)
+
+        def forward(self, x):
+            return self.conv(x) * 2
+
+    op = ChannelGatedOp(Twice(), 4).eval()
+    with torch.no_grad():
+        op.gate.log_alpha.copy_(torch.tensor([5.0, -5.0, 0.2, 5.0]))
+    form = gated_channels(op)
+    assert isinstance(form, ScatterChannels) and form.index is None
+    assert form.scale.flatten()[1] == 0 and 0 < form.scale.flatten()[2] < 1
+    x = torch.randn(2, 4, 3, 3)
+    with torch.no_grad():
+        assert torch.allclose(form(x), op(x), atol=1e-6)
+
+
+def test_folder_without_weights_asks_for_a_retrain_or_allow_untrained(tmp_path):
+    from nas.deploy.source import load_source
+    (tmp_path / "genotype.yaml").write_text(f"space: nb201\narch: '{NB201_CELL}'\n")
+    with pytest.raises(CheckpointError, match=r"no trained weights; retrain it first \(nas-retrain --genotype .*--allow-untrained"):
+        load_source(str(tmp_path))
+    src = load_source(str(tmp_path), allow_untrained=True, resolution=8)
+    assert src.input_shape == (3, 8, 8) and not src.trained and src.genotype == NB201_CELL
+
+
 def test_dnf_logic_is_the_rule_by_hand():
     """One output channel, rule 0: in0 AND NOT in1; rule 1: in1 (K=2, two rules kept)."""
     logic = DNFLogic(2, 1, 2, 1).eval()

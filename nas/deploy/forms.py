@@ -94,19 +94,19 @@ def dnf_logic(op: DNFOp) -> DNFLogic:
 
 class ScatterChannels(nn.Module):
     """``op`` computing only the open channels of an L0-gated op, times their gate values
-    ``scale`` (None: all 1), put back at ``index``: channel ``c`` of the output is channel
+    ``scale`` (``[1, k, 1, 1]``; None: all 1), put back at ``index``: channel ``c`` of the output is channel
     ``index[c]`` of ``[op(x)·scale, 0]`` (index ``k``, past the last open channel, is the zero)."""
 
     def __init__(self, op: nn.Module, index: Optional[Tensor], scale: Optional[Tensor]):
         super().__init__()
         self.op = op
         self.register_buffer("index", index)
-        self.register_buffer("scale", scale)
+        self.register_buffer("scale", None if scale is None else scale.view(1, -1, 1, 1))
 
     def forward(self, x: Tensor) -> Tensor:
         y = self.op(x)
         if self.scale is not None:
-            y = y * self.scale.view(1, -1, 1, 1)
+            y = y * self.scale
         if self.index is not None:
             y = F.pad(y, (0, 0, 0, 0, 0, 1)).index_select(1, self.index)
         return y
