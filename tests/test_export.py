@@ -311,17 +311,24 @@ def test_python_export_runs_in_a_process_where_nas_cannot_be_imported(tmp_path):
 
 # ---------------------------------------------------------------- the command's errors
 
-def _cli(*argv, cwd=None):
-    return subprocess.run([sys.executable, "-m", "nas.commands.export", *argv], capture_output=True, text=True,
-                          cwd=cwd, timeout=300)
+def run_cli(capsys, module, *argv):
+    """``nas-<module> argv`` in this process: (exit code, stdout, stderr)."""
+    import importlib
+    threads = torch.get_num_threads()
+    try:
+        mod = importlib.import_module(f"nas.commands.{module}")
+        code = mod.main(mod.get_args_parser().parse_args(list(argv)))   # cli() would reset SIGPIPE here
+    finally:
+        torch.set_num_threads(threads)   # nas-bench --threads sets them for the process
+    out = capsys.readouterr()
+    return code, out.out, out.err
 
 
-def test_cli_errors_are_one_line_exit_2(tmp_path):
-    out = _cli(NB201_CELL, "--format", "python")
-    assert out.returncode == 2 and "--allow-untrained" in out.stderr and len(out.stderr.strip().splitlines()) == 1
-    out = _cli(NB201_CELL, "--format", "tflite")
-    assert out.returncode == 2 and "formats: onnx, pt2, python, all" in out.stderr
-    assert len(out.stderr.strip().splitlines()) == 1
+def test_cli_errors_are_one_line_exit_2(capsys):
+    code, _, err = run_cli(capsys, "export", NB201_CELL, "--format", "python")
+    assert code == 2 and "--allow-untrained" in err and len(err.strip().splitlines()) == 1
+    code, _, err = run_cli(capsys, "export", NB201_CELL, "--format", "tflite")
+    assert code == 2 and "formats: onnx, pt2, python, all" in err and len(err.strip().splitlines()) == 1
 
 
 def test_missing_extra_says_what_to_install(monkeypatch, tmp_path):
@@ -332,19 +339,18 @@ def test_missing_extra_says_what_to_install(monkeypatch, tmp_path):
         export_source(Source.of(net, (3, 8, 8)), "onnx", tmp_path)
 
 
-@pytest.mark.slow
-def test_untrained_genotype_export_and_bench(tmp_path):
-    out = _cli(NB201_CELL, "--format", "python,pt2", "--allow-untrained", "--resolution", "8", "--out", str(tmp_path / "e"))
-    assert out.returncode == 0, out.stderr
+def test_untrained_genotype_export_and_bench(tmp_path, capsys):
+    code, _, err = run_cli(capsys, "export", NB201_CELL, "--format", "python,pt2", "--allow-untrained",
+                           "--resolution", "8", "--out", str(tmp_path / "e"))
+    assert code == 0, err
     meta = json.loads((tmp_path / "e" / "export.json").read_text())
     assert meta["input"]["shape"] == [1, 3, 8, 8] and meta["trained"] is False and meta["test_acc"] is None
-    bench = subprocess.run([sys.executable, "-m", "nas.commands.bench", "--exported", str(tmp_path / "e"),
-                            "--threads", "1", "--steps", "3", "--warmup", "1"], capture_output=True, text=True, timeout=300)
-    assert bench.returncode == 0, bench.stderr
-    assert "| pytorch eager (model.py) |" in bench.stdout and "median of 3 after 1 warm-up" in bench.stdout
-    wrong = subprocess.run([sys.executable, "-m", "nas.commands.bench", "--exported", str(tmp_path / "e"), "--batch", "8"],
-                           capture_output=True, text=True, timeout=300)
-    assert wrong.returncode == 2 and "exported for batch 1" in wrong.stderr
+    code, out, err = run_cli(capsys, "bench", "--exported", str(tmp_path / "e"), "--threads", "1", "--steps", "3",
+                             "--warmup", "1")
+    assert code == 0, err
+    assert "| pytorch eager (model.py) |" in out and "median of 3 after 1 warm-up" in out
+    code, _, err = run_cli(capsys, "bench", "--exported", str(tmp_path / "e"), "--batch", "8")
+    assert code == 2 and "exported for batch 1" in err
 
 
 # ---------------------------------------------------------------- end to end
@@ -363,7 +369,7 @@ print(repr(100.0 * float((pred == y).sum()) / len(y)))
 
 
 @pytest.mark.slow
-def test_search_retrain_export_reproduces_the_retrain(tmp_path):
+def test_search_retrain_export_reproduces_the_retrain(tmp_path, capsys):
     """quickstart search -> nas-retrain -> nas-export --format all: ONNX Runtime predicts as the
     PyTorch network on the digits test set, model.py reproduces the test accuracy without nas."""
     need_extra()
@@ -374,9 +380,9 @@ def test_search_retrain_export_reproduces_the_retrain(tmp_path):
     search = nas.search(nas.load_config("quickstart", "trainer.epochs=1", "data.subset=200"), tmp_path / "search")
     cfg = nas.load_config("retrain_nb201_digits", "trainer.epochs=1", "data.subset=300")
     retrain = nas.retrain(cfg, str(search.out_dir), tmp_path / "retrain")
-    out = _cli(str(tmp_path / "retrain"), "--format", "all", "--dynamic-batch")
-    assert out.returncode == 0, out.stderr
-    assert "max abs diff" in out.stdout and "(ONNX Runtime)" in out.stdout
+    code, out, err = run_cli(capsys, "export", str(tmp_path / "retrain"), "--format", "all", "--dynamic-batch")
+    assert code == 0, err
+    assert "max abs diff" in out and "(ONNX Runtime)" in out
     exp = tmp_path / "retrain" / "export"
     meta = json.loads((exp / "export.json").read_text())
     assert meta["test_acc"] == retrain.metrics["test_acc"] and meta["classes"] == [str(i) for i in range(10)]
@@ -395,5 +401,5 @@ def test_search_retrain_export_reproduces_the_retrain(tmp_path):
     assert acc == retrain.metrics["test_acc"]
     # the folder without its weights is refused, naming both ways out
     (tmp_path / "retrain" / "checkpoint.pt").unlink()
-    out = _cli(str(tmp_path / "retrain"), "--format", "python")
-    assert out.returncode == 2 and "--allow-untrained" in out.stderr and "nas-retrain" in out.stderr
+    code, _, err = run_cli(capsys, "export", str(tmp_path / "retrain"), "--format", "python")
+    assert code == 2 and "--allow-untrained" in err and "nas-retrain" in err

@@ -4,6 +4,7 @@ configured size with fresh weights; with what ``export.json`` records of it (gen
 shape, class names, the data's normalisation, the retrain's test accuracy)."""
 from __future__ import annotations
 
+import inspect
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,7 @@ class Source:
     space: str
     genotype: str
     record: Dict[str, Any]        # the genotype as genotype.yaml writes it
-    input_shape: Tuple[int, int, int]   # C, H, W
+    input_shape: Tuple[int, ...]   # one sample's: C, H, W for images
     classes: Optional[List[str]]
     mean: Optional[List[float]]   # per channel, of images scaled to [0, 1]
     std: Optional[List[float]]
@@ -33,7 +34,7 @@ class Source:
     origin: str
 
     @classmethod
-    def of(cls, network: nn.Module, input_shape: Tuple[int, int, int], *, genotype: str = "", space: str = "") -> "Source":
+    def of(cls, network: nn.Module, input_shape: Tuple[int, ...], *, genotype: str = "", space: str = "") -> "Source":
         """Any network, for :func:`nas.deploy.export_source`."""
         return cls(network.eval(), space or type(network).__name__, genotype or type(network).__name__, {},
                    tuple(input_shape), None, None, None, None, False, "python")
@@ -84,8 +85,9 @@ def _retrain_run(path: Path, allow_untrained: bool, resolution: Optional[int]) -
         net.load_state_dict(ckpt["model"])
     metrics = path / "metrics.json"
     test_acc = json.loads(metrics.read_text()).get("test_acc") if metrics.is_file() else None
-    C, H, W = info["shape"]
-    shape = (C, resolution, resolution) if resolution else (C, H, W)
+    shape = tuple(info["shape"])
+    if resolution and len(shape) == 3:   # images: [C, H, W]
+        shape = (shape[0], resolution, resolution)
     return Source(net.eval(), space.name, str(genotype), _record(space, genotype, extras), shape, info["classes"],
                   info["mean"], info["std"], test_acc if ckpt is not None else None, ckpt is not None, str(path))
 
@@ -97,25 +99,25 @@ def _sized(space: Any, C: Optional[int] = None, N: Optional[int] = None, layers:
 
 
 def _genotype(run: str, resolution: Optional[int], cfg: Any = None) -> Source:
+    """The network of a genotype (a search run's, with ``cfg`` its config) with fresh weights."""
     from ..retrainer.genotypes import resolve_record
     space, genotype, extras = resolve_record(run)
     info = _data_info(cfg.data) if cfg is not None else None
-    c = cfg.cost if cfg is not None else None
-    kwargs = _sized(space, *((c.C, c.N, c.layers) if c is not None else ()))
+    cost = cfg.cost if cfg is not None else None
+    kwargs = _sized(space, cost.C, cost.N, cost.layers) if cost is not None else _sized(space)
     in_ch = info["shape"][0] if info else 3
     classes = info["classes"] if info else None
-    if c is not None and c.classes:
-        classes = None if classes is None or len(classes) != c.classes else classes
-    n_classes = (c.classes if c is not None and c.classes else None) or (len(classes) if classes else DEFAULT_CLASSES)
-    import inspect
+    n_out = (cost.classes if cost is not None and cost.classes else None) or (len(classes) if classes else DEFAULT_CLASSES)
+    if classes is not None and len(classes) != n_out:  # cost.classes sizes the head for another task
+        classes = None
     params = inspect.signature(space.build_network).parameters
     if "in_channels" in params:
         kwargs["in_channels"] = in_ch
     if "op_args" in params and extras["op_args"]:
         kwargs["op_args"] = extras["op_args"]
     torch.manual_seed(0)  # fresh weights, the same for the same genotype
-    net = space.build_network(genotype, num_classes=n_classes, **kwargs)
-    side = resolution or (c.resolution if c is not None else DEFAULT_RESOLUTION)
+    net = space.build_network(genotype, num_classes=n_out, **kwargs)
+    side = resolution or (cost.resolution if cost is not None else DEFAULT_RESOLUTION)
     return Source(net.eval(), space.name, str(genotype), _record(space, genotype, extras), (in_ch, side, side),
                   classes, info["mean"] if info else None, info["std"] if info else None, None, False, run)
 
