@@ -28,7 +28,7 @@ HAVE_EXTRA = not missing("onnx", "onnxruntime", "onnxscript")
 def need_extra():
     """The ONNX tests skip only outside CI without the extra; in CI (which installs it) they run."""
     if not HAVE_EXTRA:
-        if os.environ.get("CI") == "true":
+        if os.environ.get("CI", "").lower() in ("true", "1"):
             pytest.fail("CI must install the export extra: pip install -e '.[export]'")
         pytest.skip("the export extra is not installed (pip install 'nas[export]')")
 
