@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from .commands import guarded
-from .config import check_config_file_kept, config_from_cli
+from .config import Config, check_config_file_kept, config_from_cli
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -31,8 +31,9 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from .engine.distributed import is_main_process
-    from .searcher.run import load_run_config, run_search  # after parsing: --help stays fast
-    base = load_run_config(args.resume) if args.resume is not None else None
+    from .engine.run_folder import load_run_config
+    from .searcher.run import run_search  # after parsing: --help stays fast
+    base = load_run_config(args.resume, Config, "search") if args.resume is not None else None
     cfg = config_from_cli(args.items, resume_cfg=base)
     check_config_file_kept(args.items, args.out)
     result = run_search(cfg, args.out, quiet=args.quiet, resume_from=args.resume)

@@ -286,7 +286,7 @@ def test_cost_benchmark_labels_name_how_the_budget_entered_the_search():
 
 def test_front_plot_widens_for_long_names_and_tells_repeated_colours_apart():
     from nas.cost.plot import front_plot
-    from nas.searcher.figures import _PALETTE
+    from nas.utils.draw import PALETTE as _PALETTE
     marks = {f"method {i} with a rather long name @55": [(10.0 + i, 90.0)] for i in range(len(_PALETTE) + 1)}
     img = front_plot([(0.0, 86.0), (40.0, 94.0)], [(0.0, 86.0), (40.0, 94.0)], [20.0], marks,
                      x_label="macs", y_label="acc")

@@ -16,7 +16,8 @@ from torch import nn
 from nas.config import load_config
 from nas.estimators.base import Estimator, Sample
 from nas.engine.checkpoint import load_checkpoint
-from nas.searcher.figures import _PALETTE, cell_diagram, cell_edges, colormap, heatmap
+from nas.searcher.figures import cell_diagram, cell_edges, colormap, heatmap
+from nas.utils.draw import PALETTE as _PALETTE
 from nas.engine.monitor import Monitor, log, setup_logging, to_chw_uint8
 from nas.searcher.summaries import SearchSummaries, entropies
 from nas.searcher.run import run_search

@@ -38,7 +38,7 @@ import torch.nn.functional as F  # noqa: E402
 from nas.data.tabular import (TabularLoader, TabularOptions, TabularSet, dnf_string, eval_dnf,  # noqa: E402
                               load_tabular)
 from nas.errors import NasError  # noqa: E402
-from nas.estimators import build_estimator  # noqa: E402
+from nas.estimators import parse_spec  # noqa: E402
 from nas.searcher.loop import Searcher  # noqa: E402
 from nas.searcher.optim import build_optimizers  # noqa: E402
 from nas.supernet import arch_parameters  # noqa: E402
@@ -75,19 +75,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
-def parse_spec(spec: str) -> tuple:
-    name, plus, extra = spec.strip().partition("+")
-    if plus and extra != "noise":
-        raise NasError(f"estimator spec '{spec}': use NAME or NAME+noise")
-    return name, "adaptive" if plus else "none"
-
-
 def make_estimator(spec: str, args: argparse.Namespace):
-    name, noise = parse_spec(spec)
+    parsed = parse_spec(spec)
     kw: Dict[str, Any] = {}
-    if name == "bop":
+    if parsed.name == "bop":
         kw = dict(gamma=args.bop_gamma, threshold=args.bop_threshold)
-    return build_estimator(name, noise=noise, sigma0=args.sigma0, **kw)
+    return parsed.build(sigma0=args.sigma0, **kw)
 
 
 @torch.no_grad()

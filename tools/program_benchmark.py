@@ -64,11 +64,9 @@ def parse_seeds(text: str) -> List[int]:
 
 
 def spec_overrides(spec: str) -> List[str]:
-    name, plus, extra = spec.strip().partition("+")
-    if plus and extra != "noise":
-        raise ValueError(f"estimator spec '{spec}': use NAME or NAME+noise")
-    return [f"estimator.name={name}", f"estimator.noise={'adaptive' if plus else 'none'}",
-            *SPEC_OVERRIDES.get(name, [])]
+    from nas.estimators import parse_spec
+    parsed = parse_spec(spec)
+    return [*parsed.overrides(), *SPEC_OVERRIDES.get(parsed.name, [])]
 
 
 def run_one(spec: str, seed: int, args: argparse.Namespace) -> Optional[Dict[str, Any]]:

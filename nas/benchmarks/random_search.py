@@ -7,23 +7,25 @@ time is below the budget (the first is always trained), so the baseline gets the
 as the search it is compared with. This is the bar every NAS method must clear. With a
 ``cost.target`` only cells whose trained network fits it are drawn (uniformly among them).
 
-    python -m nas.benchmarks.random_search CONFIG.yaml [key=value ...] --budget SECONDS --out DIR
+    nas-random-search CONFIG.yaml [key=value ...] --budget SECONDS --out DIR   (nas.commands.random_search)
+
+With ``out_dir`` it keeps a run folder as every command does (:class:`~nas.engine.run_folder.RunFolder`:
+a new or empty folder, locked while it runs, ``config.yaml``, ``log.txt``, ``genotype.yaml``,
+``metrics.json``); it has no checkpoint: an interrupted random search starts again.
 """
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, List, Optional
 
 import torch
 import torch.nn.functional as F
 import yaml
 
-from ..config import Config, config_from_cli, dump_config
+from ..config import Config
 from ..errors import NasError
 
 
@@ -73,8 +75,26 @@ def train_and_score(model: torch.nn.Module, train_loader, val_loader, *, epochs:
 
 def random_search(cfg: Config, budget_seconds: float, *, epochs_per_cell: int = 1,
                   max_cells: Optional[int] = None, out_dir: Optional[Path] = None,
-                  log=print) -> RandomSearchResult:
-    """Random search over ``cfg.space`` on ``cfg.data`` within ``budget_seconds`` of wall clock."""
+                  log=print, quiet: bool = True) -> RandomSearchResult:
+    """Random search over ``cfg.space`` on ``cfg.data`` within ``budget_seconds`` of wall clock;
+    with ``out_dir``, in a run folder claimed there first (``log.txt`` also gets every line)."""
+    if out_dir is None:
+        return _random_search(cfg, budget_seconds, epochs_per_cell, max_cells, log)
+    from ..engine.monitor import log as run_log
+    from ..engine.run_folder import RunFolder
+    folder = RunFolder.claim(out_dir, cfg, kind="random", resumable=())
+
+    def body() -> RandomSearchResult:
+        folder.start()
+        result = _random_search(cfg, budget_seconds, epochs_per_cell, max_cells,
+                                lambda line: (run_log.info(line), log(line)))
+        write_run(folder, result, budget_seconds, epochs_per_cell)
+        return result
+    return folder.run(quiet, body)
+
+
+def _random_search(cfg: Config, budget_seconds: float, epochs_per_cell: int, max_cells: Optional[int],
+                   log: Callable[[str], Any]) -> RandomSearchResult:
     from nas.spaces import get_space
 
     from ..engine.runtime import resolve_device, seed_everything
@@ -120,10 +140,7 @@ def random_search(cfg: Config, budget_seconds: float, *, epochs_per_cell: int = 
         if best is None or acc > best.val_acc:  # ties: the earlier cell stays
             best = trial
         log(f"cell {len(trials)}: val_acc={acc:.2f} ({trial.seconds:.1f}s) {trial.arch}")
-    result = RandomSearchResult(best.arch, best.val_acc, trials, time.time() - t0)
-    if out_dir is not None:
-        write_run(result, cfg, out_dir, budget_seconds, epochs_per_cell)
-    return result
+    return RandomSearchResult(best.arch, best.val_acc, trials, time.time() - t0)
 
 
 MAX_DRAWS = 100_000
@@ -142,44 +159,11 @@ def within_budget(cfg: Config, space: Any, num_classes: int, in_channels: int) -
     return lambda genotype: table.exact(space.selected_edges(genotype)) <= c.target * (1 + 1e-9)
 
 
-def write_run(result: RandomSearchResult, cfg: Config, out_dir: Path, budget: float, epochs: int) -> None:
-    """A run folder readable by ``tools/nb201_lookup.py``: config, genotype.yaml, metrics.json."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    dump_config(cfg, out_dir / "config.yaml")
-    (out_dir / "genotype.yaml").write_text(yaml.safe_dump({"space": "nb201", "arch": result.best}, sort_keys=False))
-    (out_dir / "metrics.json").write_text(json.dumps({
+def write_run(folder: Any, result: RandomSearchResult, budget: float, epochs: int) -> None:
+    """The run folder's results, readable by ``nas-lookup``: genotype.yaml and metrics.json."""
+    folder.write_text("genotype.yaml", yaml.safe_dump({"space": "nb201", "arch": result.best}, sort_keys=False))
+    folder.write_text("metrics.json", json.dumps({
         "method": "random", "val_acc": result.best_val_acc, "genotype": result.best,
         "search_seconds": round(result.seconds, 2), "budget_seconds": budget, "epochs_per_cell": epochs,
         "cells": len(result.trials), "trials": [vars(t) for t in result.trials]}, indent=2))
 
-
-def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m nas.benchmarks.random_search",
-                                description="Random-search baseline with a wall-clock budget.")
-    p.add_argument("items", nargs="*", metavar="CONFIG.yaml | key=value")
-    p.add_argument("--budget", type=float, required=True, help="wall-clock seconds")
-    p.add_argument("--epochs-per-cell", type=int, default=1)
-    p.add_argument("--max-cells", type=int, default=None)
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--quiet", action="store_true")
-    return p
-
-
-def run(args: argparse.Namespace) -> int:
-    cfg = config_from_cli(args.items)
-    res = random_search(cfg, args.budget, epochs_per_cell=args.epochs_per_cell, max_cells=args.max_cells,
-                        out_dir=args.out, log=(lambda s: None) if args.quiet else print)
-    print(f"genotype: {res.best}")
-    print(f"run folder: {args.out}")
-    return 0
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    from ..commands import guarded
-    return guarded("random_search", run, get_args_parser().parse_args(argv))
-
-
-if __name__ == "__main__":
-    from nas.utils.pipes import exit_quietly_on_closed_pipe
-    exit_quietly_on_closed_pipe()
-    sys.exit(main())

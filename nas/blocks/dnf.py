@@ -136,7 +136,7 @@ class DNFOp(nn.Module):
     product form makes a 6-candidate NB201 supernet step ~80x slower on the CPU proxy.
 
     Memory: the conjunction tensor is ``[B·H·W, C_out, 2·C_in, rules]``; keep ``rules`` small
-    (default 8) inside a cell. It is the registered op ``dnf_1x1`` (:mod:`nas.ops.builtin`), and
+    (default 8) inside a cell. It is the registered op ``dnf_1x1`` (:mod:`nas.blocks.ops`), and
     :func:`dnf_op` binds it to an estimator for a hand-made op table.
 
     ``density``: the probability that a literal starts in a conjunction (default ``1/C_in``: two

@@ -1,5 +1,5 @@
 """The installed commands (``nas-derive``, ``nas-retrain``, ``nas-lookup``, ``nas-compare``,
-``nas-bench``, ``nas-export``; ``nas-search`` is :mod:`nas.cli`). Each module has ``get_args_parser()``, a
+``nas-bench``, ``nas-export``, ``nas-random-search``; ``nas-search`` is :mod:`nas.cli`). Each module has ``get_args_parser()``, a
 ``run(args)`` that raises :class:`~nas.errors.NasError` on bad input, and ``main(args)`` /
 ``cli(argv)`` that turn such an error into one line on stderr and exit code 2. The scripts in
 ``tools/`` are thin entry points to the same modules, for a checkout."""

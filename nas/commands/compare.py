@@ -76,10 +76,9 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def parse_spec(spec: str) -> Dict[str, str]:
-    name, _, extra = spec.partition("+")
-    if extra not in ("", "noise"):
-        raise NasError(f"estimator spec '{spec}': use NAME or NAME+noise")
-    return {"estimator.name": name, **({"estimator.noise": "adaptive"} if extra else {})}
+    from nas.estimators import parse_spec as parse
+    parsed = parse(spec)
+    return {"estimator.name": parsed.name, **({"estimator.noise": parsed.noise} if parsed.noise != "none" else {})}
 
 
 def split_label(entry: str) -> tuple:
@@ -213,7 +212,7 @@ def run(args: argparse.Namespace) -> int:
         budget = args.random_budget or statistics.mean(
             r["search_seconds"] for rs in rows.values() for r in rs)
         rjobs = [Job(RANDOM, seed, out / RANDOM / f"seed{seed}",
-                     [sys.executable, "-m", "nas.benchmarks.random_search", cfg_path, *common,
+                     [sys.executable, "-m", "nas.commands.random_search", cfg_path, *common,
                       f"seed={seed}", "--budget", f"{budget:.1f}", "--epochs-per-cell",
                       str(args.random_epochs), "--out", str(out / RANDOM / f"seed{seed}"), "--quiet"])
                  for seed in seeds]

@@ -37,12 +37,12 @@ def run(args: argparse.Namespace) -> int:
     from nas.config import check_config_file_kept, config_from_cli
     from nas.engine.distributed import is_main_process
     from nas.retrainer import RetrainConfig, run_retrain
-    from nas.retrainer.run import load_run_config
+    from nas.engine.run_folder import load_run_config
 
     items: List[str] = list(args.items)
     if args.device is not None:
         items.append(f"device={args.device}")
-    base = load_run_config(args.resume) if args.resume is not None else None
+    base = load_run_config(args.resume, RetrainConfig, "retrain") if args.resume is not None else None
     cfg = config_from_cli(items, cls=RetrainConfig, default=DEFAULT_CONFIG, resume_cfg=base)
     check_config_file_kept(items, args.out)
     if args.genotype is not None:  # set as is: a '|op~0|...' string is not YAML

@@ -6,7 +6,7 @@ from typing import Dict, List, Sequence, Tuple
 
 from PIL import Image, ImageDraw
 
-from ..searcher.figures import _PALETTE, font
+from ..utils.draw import PALETTE, font
 
 Point = Tuple[float, float]
 
@@ -63,7 +63,7 @@ def front_plot(cells: Sequence[Point], front: Sequence[Point], budgets: Sequence
 
     for i, (name, pts) in enumerate(marks.items()):
         # colours repeat after the palette: the shape (circle, square, diamond) tells them apart
-        col, shape = _PALETTE[i % len(_PALETTE)], (i // len(_PALETTE)) % 3
+        col, shape = PALETTE[i % len(PALETTE)], (i // len(PALETTE)) % 3
         for c, a in pts:
             mark(*at(c, a), shape, col)
         ly = top + 10 + 20 * i

@@ -21,7 +21,6 @@ import shutil
 import signal
 import tarfile
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, List, Optional, Sequence, Tuple
 from urllib.error import URLError
@@ -32,6 +31,7 @@ import torch.nn.functional as F
 
 from ..errors import ConfigError, DataError, storage_error
 from ..registry import Registry
+from .sets import ImageSet, channel_stats, stratified_subset  # noqa: F401  (the names data readers import)
 
 DATASETS = Registry("dataset")
 
@@ -42,22 +42,6 @@ CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
 DIGITS_TEST_FRACTION = 0.2
 DIGITS_SPLIT_SEED = 0  # fixed, so that "test" stays held out whatever the run seed is
 _CHUNK = 4096  # images per chunk in float work on whole datasets (bounds temporary memory)
-
-
-@dataclass
-class ImageSet:
-    images: torch.Tensor  # uint8 [N, 3, H, W]
-    labels: torch.Tensor  # int64 [N]
-    classes: List[str]
-    mean: Tuple[float, float, float]
-    std: Tuple[float, float, float]
-
-    def __len__(self) -> int:
-        return self.images.shape[0]
-
-    @property
-    def shape(self) -> Tuple[int, int, int]:
-        return tuple(self.images.shape[1:])
 
 
 def cache_dir() -> Path:
@@ -103,37 +87,6 @@ def require_classes(labels: Optional[torch.Tensor], classes: Sequence[str], data
         raise DataError(f"data.dataset={dataset}: its training data holds {present} class"
                         f"{'' if present == 1 else 'es'} ({names}) but a classifier needs at least 2; "
                         f"check data.root (one subfolder per class) or the dataset's options")
-
-
-def stratified_subset(labels: torch.Tensor, n: Optional[int], seed: int) -> torch.Tensor:
-    """Indices (ascending) of ``n`` items, as equal per class as the class sizes allow.
-
-    Each class is shuffled by ``seed``; items are then taken round-robin over the classes (all
-    first picks, then all second picks, ...), so a class that runs out leaves its share to others.
-    """
-    N = labels.numel()
-    if n is None or n >= N:
-        return torch.arange(N)
-    g = torch.Generator().manual_seed(seed)
-    perm = torch.randperm(N, generator=g)
-    # grouped by class, in random order inside each class
-    by_class = perm[torch.sort(labels[perm], stable=True).indices]
-    cls = labels[by_class]
-    starts = torch.searchsorted(cls, cls, right=False)
-    rank = torch.arange(N) - starts                     # position of each item inside its class
-    key = rank * (int(labels.max()) + 1) + cls
-    return torch.sort(by_class[torch.argsort(key)[:n]]).values
-
-
-def channel_stats(images: torch.Tensor) -> Tuple[Tuple[float, ...], Tuple[float, ...]]:
-    """Per-channel mean and std in [0, 1] units, exact, from 256-bin histograms of the uint8s."""
-    hist = torch.stack([torch.bincount(images[:, c].reshape(-1), minlength=256)
-                        for c in range(images.shape[1])]).to(torch.float64)    # [3, 256]
-    values = torch.arange(256, dtype=torch.float64) / 255
-    count = hist.sum(1)
-    mean = (hist * values).sum(1) / count
-    std = ((hist * values ** 2).sum(1) / count - mean ** 2).clamp_min(0).sqrt()
-    return tuple(round(v, 4) for v in mean.tolist()), tuple(round(v, 4) for v in std.tolist())
 
 
 def resize_u8(images: torch.Tensor, size: int) -> torch.Tensor:

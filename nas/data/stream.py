@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import DataError
+from .sets import ImageSet, channel_stats, stratified_subset
 
 STATS_ITEMS = 1000   # items a streamed set's per-channel mean/std is estimated from
 DECODE_BATCH = 256   # items per DataLoader batch when a dataset is decoded into memory
@@ -150,9 +151,8 @@ def known_labels(dataset: Any) -> Optional[torch.Tensor]:
 
 
 def decode_into_memory(dataset: Any, *, resize: Optional[int], subset: Optional[int], seed: int,
-                       workers: int) -> "ImageSet":  # noqa: F821
+                       workers: int) -> ImageSet:
     """The whole (subset of the) dataset as an :class:`~nas.data.datasets.ImageSet`."""
-    from .datasets import ImageSet, channel_stats, stratified_subset
     labels = known_labels(dataset)
     keep = stratified_subset(labels, subset, seed) if labels is not None else _first(len(dataset), subset, seed)
     parts = list(read_batches(dataset, keep.tolist(), resize, workers))
@@ -188,7 +188,6 @@ class StreamSet:
 
 
 def stream_set(dataset: Any, *, resize: Optional[int], subset: Optional[int], seed: int, workers: int) -> StreamSet:
-    from .datasets import channel_stats, stratified_subset
     if len(dataset) == 0:
         raise DataError("the dataset is empty")
     labels = known_labels(dataset)

@@ -3,7 +3,7 @@ the retrain trainer."""
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -63,6 +63,20 @@ SYNC_EVERY = 50
 DIVERGENCE_FACTOR = 100.0
 
 
+def loss_causes(grad_clip: float, rates: Sequence[Tuple[str, str, float, Optional[float]]], *more: str) -> str:
+    """The settings that most often make a run's loss explode, with their values, for
+    :class:`LossGuard`: each learning rate ``(what, key, lr, lr_min)`` (its ``lr_min`` named when
+    above a tenth of ``lr``: the cosine schedule keeps it high), ``more`` (a run's own, e.g. the
+    estimator's temperature), and no gradient clipping."""
+    causes = [f"{what} too high ({key}.lr={lr:g}"
+              + (f", {key}.lr_min={lr_min:g})" if lr_min is not None and lr_min > lr / 10 else ")")
+              for what, key, lr, lr_min in rates]
+    causes += more
+    if grad_clip == 0:
+        causes.append("no gradient clipping (trainer.grad_clip=0)")
+    return ", ".join(causes)
+
+
 class LossGuard:
     """Ends a run whose loss is no longer a number (NaN/inf) or has diverged while staying finite:
     the running mean of the epoch's loss above ``factor`` times the loss of the run's first step
@@ -71,14 +85,16 @@ class LossGuard:
     diverges within its first epoch. ``causes`` names the settings to look at, with their values;
     the run adds what it leaves behind (:class:`~nas.errors.TrainingError`)."""
 
-    def __init__(self, causes: str, factor: float = DIVERGENCE_FACTOR):
+    def __init__(self, causes: str, factor: float = DIVERGENCE_FACTOR,
+                 reduce: Optional[Callable[[Tensor], Tensor]] = None):
         self.causes = causes
         self.factor = factor
         self.start: Optional[float] = None
-        # data parallel (set by the run): sums a tensor over the ranks in place. The guard then
-        # judges the global batch's loss, so every rank reaches the same verdict at the same step
-        # (a rank whose own batches went wrong never leaves the others waiting in an all-reduce)
-        self.reduce: Optional[Callable[[Tensor], Tensor]] = None
+        # data parallel (nas.engine.prepare.RunHooks.loss_reduce): sums a tensor over the ranks in
+        # place. The guard then judges the global batch's loss, so every rank reaches the same
+        # verdict at the same step (a rank whose own batches went wrong never leaves the others
+        # waiting in an all-reduce)
+        self.reduce = reduce
 
     def due(self, loss: Tensor, step: int, last: bool) -> bool:
         """Whether :meth:`check` looks at the loss at this step (else it returns at once)."""

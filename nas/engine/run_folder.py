@@ -49,15 +49,23 @@ CKPT_VERSION = 1
 DEFAULT_KIND = "search"
 LOCK = ".lock"
 CHECKPOINT = "checkpoint.pt"
-PROGS = {"search": "nas-search", "retrain": "nas-retrain"}
+PROGS = {"search": "nas-search", "retrain": "nas-retrain", "random": "nas-random-search"}
 HEADER = ("# {prog} run config: the resolved config of this run; --resume reads it (or, when it is "
           "damaged, the checkpoint's copy)\n")
-_HEADER_RE = re.compile(r"# (nas-search|nas-retrain) run config")
+_HEADER_RE = re.compile(r"# (nas-search|nas-retrain|nas-random-search) run config")
 # files a run writes before its first checkpoint; results (metrics.json) end that state
 START_FILES = {"search": {"config.yaml", "log.txt", "tb", "latency.json"},
-               "retrain": {"config.yaml", "log.txt", "tb", "genotype.yaml"}}
+               "retrain": {"config.yaml", "log.txt", "tb", "genotype.yaml"},
+               "random": {"config.yaml", "log.txt"}}
 _TEMP_RE = re.compile(r".+\.[A-Za-z0-9_]+\.tmp")  # <file>.<random>.tmp: write_atomic's temporaries
 REQUIRED = ("model", "epoch", "config")  # the keys every checkpoint has
+# Keys that may differ between a checkpoint and the config that resumes it: where the data lives,
+# how it is decoded, where it runs, how often to checkpoint, and how many epochs in total
+# (see :func:`~nas.engine.runtime.replan_epochs`). Anything else would continue a different run
+# from this state. A kind of run adds its own (a retraining: how often it evaluates, and its
+# genotype, which the checkpoint holds).
+RESUMABLE_CHANGES = ("name", "device", "data.root", "data.download", "data.workers",
+                     "trainer.epochs", "trainer.ckpt_every", "trainer.dist_timeout", "trainer.channels_last")
 
 
 def default_out_dir(name: str) -> Path:
@@ -458,14 +466,15 @@ def check_resumable(path: Path, kind: str, locked: bool = True) -> None:
                               f"with its {CHECKPOINT}")
 
 
-def load_run_config(path: os.PathLike, cls: type, kind: str, check_lock: bool = True) -> Any:
+def load_run_config(path: os.PathLike, cls: type, kind: str, check_lock: Optional[bool] = None) -> Any:
     """The resolved config of the ``kind`` run in ``path``, as a ``cls`` (for ``--resume``): its
     config.yaml or, when that file is missing or damaged, the copy inside its checkpoint (which
     every checkpoint carries), with a warning on stderr that says so. ``check_lock=False``: do not
     refuse a folder another process holds (the other ranks of a data-parallel run, whose rank 0
-    may already have locked it)."""
+    may already have locked it); ``None``: check on rank 0 alone."""
+    from .distributed import is_main_process
     path = Path(path)
-    pid = in_use(path) if check_lock else None
+    pid = in_use(path) if (is_main_process() if check_lock is None else check_lock) else None
     if pid is not None:
         raise NasError(f"{path} is in use by another run (pid {pid}); wait for it to end before resuming it")
     check_resumable(path, kind)

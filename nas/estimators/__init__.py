@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import inspect
-from typing import Any
+from typing import Any, List, NamedTuple
 
-from ..errors import ConfigError
+from ..errors import ConfigError, NasError
 from ..registry import Registry
 from .base import BINARY, CATEGORICAL, Estimator, Sample
 from .bop import Bop, BopEstimator
@@ -67,5 +67,33 @@ def build_estimator(name: str, noise: str = "none", sigma0: float = 0.2, sigma_m
     return AdaptiveNoise(est, sigma0, sigma_max) if noise == "adaptive" else est
 
 
-__all__ = ["ESTIMATORS", "build_estimator", "noise_capable", "Estimator", "Sample", "Schedule",
+class EstimatorSpec(NamedTuple):
+    """An estimator as the benchmark and comparison commands name it on their command line."""
+    name: str
+    noise: str = "none"        # "adaptive" for NAME+noise
+    single_path: bool = False  # NAME:single_path
+
+    def overrides(self) -> List[str]:
+        """The config overrides that select it (``estimator.single_path`` only where it is set)."""
+        return [f"estimator.name={self.name}", f"estimator.noise={self.noise}",
+                *(["estimator.single_path=true"] if self.single_path else [])]
+
+    def build(self, **kwargs: Any) -> Estimator:
+        return build_estimator(self.name, noise=self.noise, **({"single_path": True} if self.single_path else {}),
+                               **kwargs)
+
+
+def parse_spec(spec: str, single_path: bool = False) -> EstimatorSpec:
+    """``NAME`` or ``NAME+noise`` (``estimator.noise=adaptive``); with ``single_path``, also
+    ``NAME:single_path`` (the selected candidate alone in the forward). The name is checked when
+    the estimator is built."""
+    name, _, opt = spec.strip().partition(":") if single_path else (spec.strip(), "", "")
+    name, plus, extra = name.partition("+")
+    if (plus and extra != "noise") or opt not in ("", "single_path") or not name:
+        forms = "NAME, NAME+noise or NAME:single_path" if single_path else "NAME or NAME+noise"
+        raise NasError(f"estimator spec '{spec}': use {forms}")
+    return EstimatorSpec(name, "adaptive" if plus else "none", bool(opt))
+
+
+__all__ = ["ESTIMATORS", "build_estimator", "noise_capable", "parse_spec", "EstimatorSpec", "Estimator", "Sample", "Schedule",
            "AdaptiveNoise", "Bop", "BopEstimator", "STE", "CATEGORICAL", "BINARY"]

@@ -2,7 +2,6 @@
 from .common import DilConv, FactorizedReduce, Identity, Pool, ReLUConvBN, SepConv, Zero
 from .registry import OPS, build_op, check_op_args, describe_ops, op_options, register_op
 from . import builtin  # noqa: E402,F401  (registers the built-in ops)
-from .builtin import register_l0
 
-__all__ = ["OPS", "build_op", "check_op_args", "describe_ops", "op_options", "register_op", "register_l0", "DilConv",
+__all__ = ["OPS", "build_op", "check_op_args", "describe_ops", "op_options", "register_op", "DilConv",
            "FactorizedReduce", "Identity", "Pool", "ReLUConvBN", "SepConv", "Zero"]

@@ -16,14 +16,15 @@ import yaml
 from ..bounds import check_config
 from ..config import to_dict
 from ..errors import ConfigError
-from ..engine.amp import GradStep, Precision
-from ..engine.distributed import DistributedError, World, is_main_process, setup as setup_world
+from ..engine.amp import Precision
+from ..engine.distributed import DistributedError, World, setup as setup_world
+from ..engine.meter import loss_causes as engine_loss_causes
 from ..engine.monitor import Monitor, log
+from ..engine.prepare import RunHooks, prepare_model
 from ..engine.rank_folder import claim_shared, start_shared
-from ..engine.run_folder import RunFolder, load_run_config as _load_run_config
+from ..engine.run_folder import RESUMABLE_CHANGES as RUN_RESUMABLE, RunFolder
 from ..engine.runtime import rng_state, seed_everything, set_rng_state
 from ..engine.shapes import check_input_fits
-from ..engine.sync_bn import convert_sync_bn
 from ..ops.registry import check_op_args, describe_ops
 from ..plugins import accepted_kwargs, genotype_record, import_user_modules
 from ..utils import count_macs, count_params
@@ -31,9 +32,7 @@ from .config import RetrainConfig
 from .genotypes import record_from_data, resolve_record
 from .trainer import Trainer
 
-RESUMABLE_CHANGES = ("name", "device", "data.root", "data.download", "data.workers",
-                     "trainer.epochs", "trainer.ckpt_every", "trainer.eval_every", "model.genotype",
-                     "trainer.dist_timeout", "trainer.channels_last")
+RESUMABLE_CHANGES = RUN_RESUMABLE + ("trainer.eval_every", "model.genotype")
 
 
 @dataclass
@@ -86,12 +85,7 @@ def run_retrain(cfg: RetrainConfig, out_dir: Optional[Path] = None, *, quiet: bo
 
 def loss_causes(cfg: RetrainConfig) -> str:
     """The settings that most often make a retraining's loss explode, with their values."""
-    o = cfg.optim
-    causes = [f"a learning rate too high (optim.lr={o.lr:g}" +
-              (f", optim.lr_min={o.lr_min:g})" if o.lr_min > o.lr / 10 else ")")]
-    if cfg.trainer.grad_clip == 0:
-        causes.append("no gradient clipping (trainer.grad_clip=0)")
-    return ", ".join(causes)
+    return engine_loss_causes(cfg.trainer.grad_clip, [("a learning rate", "optim", cfg.optim.lr, cfg.optim.lr_min)])
 
 
 def _retrain(cfg: RetrainConfig, folder: RunFolder, quiet: bool, resolved: Any, dataset: Any,
@@ -122,24 +116,14 @@ def _retrain(cfg: RetrainConfig, folder: RunFolder, quiet: bool, resolved: Any, 
     params_m = count_params(model) / 1e6
     macs_m = count_macs(model, tuple(info["shape"])) / 1e6
     o, t = cfg.optim, cfg.trainer
-    if t.sync_bn and world.enabled:
-        model = convert_sync_bn(model, world)
-    model.to(device)
-    if t.channels_last:
-        model.to(memory_format=torch.channels_last)
-    world.sync_module(model)  # rank 0's initialisation everywhere
+    model = prepare_model(model, world, sync_bn=t.sync_bn, channels_last=t.channels_last)  # rank 0's initialisation everywhere
     optimizer = torch.optim.SGD(_param_groups(model, o.weight_decay), lr=o.lr, momentum=o.momentum,
                                 nesterov=o.nesterov and o.momentum > 0)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(t.epochs, 1), eta_min=o.lr_min)
     trainer = Trainer(model, optimizer, sched, train_loader, epochs=t.epochs, grad_clip=t.grad_clip,
                       aux_weight=cfg.model.auxiliary_weight, drop_path_prob=cfg.model.drop_path_prob,
                       cutout_length=d.cutout, seed=cfg.seed + world.rank, max_steps_per_epoch=t.max_steps_per_epoch,
-                      loss_causes=loss_causes(cfg))
-    precision = Precision(t.amp, device)
-    trainer.autocast, trainer.world = precision.autocast, world
-    trainer.grad = GradStep(precision.scaler(), world.average if world.enabled else None)
-    if world.enabled:
-        trainer.guard.reduce = lambda t: world.all_reduce(t, "the loss check")
+                      loss_causes=loss_causes(cfg), hooks=RunHooks(world, Precision(t.amp, device)))
 
     loaders = {"train": train_loader}
     start_epoch, history, elapsed = folder.restore(trainer.load_state_dict, loaders, device, sched)
@@ -219,9 +203,3 @@ def _restore_rank_streams(ckpt: Dict[str, Any], trainer: Trainer, world: World, 
         g = seed + world.rank + 1_000_003 * int(ckpt["epoch"])
         torch.manual_seed(g)
         trainer.cutout_generator.manual_seed(g)
-
-
-def load_run_config(out_dir: Path) -> RetrainConfig:
-    """The resolved config of an existing retrain run (for --resume): its config.yaml, or the
-    checkpoint's copy when that file is damaged (with a warning on stderr)."""
-    return _load_run_config(out_dir, RetrainConfig, "retrain", check_lock=is_main_process())

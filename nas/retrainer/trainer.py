@@ -4,18 +4,15 @@ probability ramped ``p·epoch/epochs``, Cutout on the training batches. Ops with
 parameters of their own (DNF rule pools, L0 gates) add their ``penalty()`` to the loss."""
 from __future__ import annotations
 
-from contextlib import nullcontext
 from typing import Callable, Dict, Iterable, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nas.spaces.base import module_penalty
-
-from ..engine.amp import GradStep
-from ..engine.distributed import World
+from ..engine.prepare import RunHooks
 from ..engine.meter import LossGuard, Meter, steps_in_epoch
+from ..supernet.model import module_penalty
 from .augment import cutout
 
 Batch = Tuple[Tensor, Tensor]
@@ -32,19 +29,21 @@ class Trainer:
                  epochs: int, grad_clip: float = 5.0, aux_weight: float = 0.4,
                  drop_path_prob: float = 0.0, cutout_length: int = 0, seed: int = 0,
                  max_steps_per_epoch: Optional[int] = None,
-                 loss_causes: str = "a learning rate too high (optim.lr), no gradient clipping (trainer.grad_clip=0)"):
+                 loss_causes: str = "a learning rate too high (optim.lr), no gradient clipping (trainer.grad_clip=0)",
+                 hooks: Optional[RunHooks] = None):
         self.model, self.opt, self.sched, self.train_loader = model, optimizer, scheduler, train_loader
         self.epochs, self.grad_clip, self.aux_weight = epochs, grad_clip, aux_weight
         self.drop_path_prob, self.cutout_length = drop_path_prob, cutout_length
         self.max_steps = max_steps_per_epoch
         self.cutout_generator = torch.Generator().manual_seed(seed)
-        # hooks a run sets (nas.retrainer.run): mixed precision; data parallelism, where `grad`
-        # averages the gradients over the ranks and `world` sums the meters
-        self.autocast: Callable[[], object] = nullcontext
-        self.grad = GradStep()
-        self.world = World()
+        # the run's hooks (nas.engine.prepare.RunHooks): mixed precision; data parallelism, where
+        # `grad` averages the gradients over the ranks, `world` sums the meters and the guard the loss
+        hooks = hooks if hooks is not None else RunHooks()
+        self.autocast: Callable[[], object] = hooks.autocast
+        self.grad = hooks.grad_step()
+        self.world = hooks.world
         self.params = [p for p in model.parameters() if p.requires_grad]
-        self.guard = LossGuard(loss_causes)
+        self.guard = LossGuard(loss_causes, reduce=hooks.loss_reduce())
 
     def steps_per_epoch(self) -> int:
         return steps_in_epoch(self.train_loader, self.max_steps)

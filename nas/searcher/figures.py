@@ -11,28 +11,18 @@ so monitoring needs no plotting library.
 from __future__ import annotations
 
 import math
-from functools import lru_cache
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from PIL import Image, ImageDraw, ImageFont
+
+from ..utils.draw import PALETTE, font
 
 Edge = Tuple[int, int, str]  # (to, from, op)
 
 # viridis at 5 anchors: readable on screen and in grey, dark = unlikely, yellow = likely
 _VIRIDIS = ((68, 1, 84), (59, 82, 139), (33, 145, 140), (94, 201, 98), (253, 231, 37))
 _BG, _FG, _GRID = (255, 255, 255), (20, 20, 20), (200, 200, 200)
-# a colour per op name, stable across epochs and runs (hash of the name would vary per process)
-_PALETTE = ((31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14),
-            (140, 86, 75), (227, 119, 194), (23, 190, 207), (188, 189, 34), (127, 127, 127))
-
-
-@lru_cache(maxsize=8)
-def font(size: int = 14) -> ImageFont.ImageFont:
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow < 10.1: fixed-size bitmap font
-        return ImageFont.load_default()
 
 
 def colormap(p: float) -> Tuple[int, int, int]:
@@ -108,7 +98,7 @@ def cell_diagram(edges: Sequence[Edge], title: str = "", hidden: Sequence[str] =
     kept = [(j, i, op) for j, i, op in edges if op not in hidden]
     nodes = sorted({n for j, i, _ in edges for n in (i, j)}) or [0]
     ops = sorted({op for _, _, op in kept})
-    colour = {op: _PALETTE[n % len(_PALETTE)] for n, op in enumerate(ops)}
+    colour = {op: PALETTE[n % len(PALETTE)] for n, op in enumerate(ops)}
     gap, r, margin = 190, 20, 50
     span = max([abs(j - i) for j, i, _ in kept] + [1])
     arc_h = lambda s: 38 * s  # noqa: E731  (height of an arc spanning s nodes)

@@ -12,13 +12,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nas.spaces.base import Supernet
-
 from ..engine.meter import LossGuard, Meter, steps_in_epoch
 from ..errors import NasError
 from ..estimators.base import Estimator
-from ..engine.amp import GradStep
-from ..engine.distributed import World
+from ..supernet.model import Supernet
+from ..engine.prepare import RunHooks
 from .optim import Optimizers
 from .unrolled import unrolled_arch_backward
 
@@ -58,13 +56,14 @@ def frozen(params: List[nn.Parameter]) -> Iterator[None]:
 
 
 class Searcher:
-    """Trains a :class:`~nas.spaces.base.Supernet`'s weights and architecture on two loaders.
+    """Trains a :class:`~nas.supernet.model.Supernet`'s weights and architecture on two loaders.
 
     ``mode="alternating"``: per train batch a weight step (SGD on ``L_train``), then an
     architecture step on the next val batch (``L_val`` + the supernet's penalty + β-DARTS's
     regulariser; ``order=2``: DARTS's unrolled gradient, :mod:`nas.searcher.unrolled`).
     ``mode="joint"``: one backward of ``L_train`` + penalty updates both (SNAS single level).
-    Architecture steps start after ``warmup_epochs``. The estimator's schedules and the
+    Architecture steps start after ``warmup_epochs``. ``hooks``: the run's mixed precision and
+    data parallelism (:class:`~nas.engine.prepare.RunHooks`; default: one process, full precision). The estimator's schedules and the
     auxiliary skip β follow the progress per step. ``optimizers``: from
     :func:`nas.searcher.optim.build_optimizers`.
     """
@@ -75,7 +74,8 @@ class Searcher:
                  grad_clip: float = 5.0, max_steps_per_epoch: Optional[int] = None,
                  beta_decay: float = 0.0, aux_skip: float = 0.0, aux_skip_end: float = 0.0,
                  loss_causes: str = "a learning rate too high (optim.weights.lr, optim.arch.lr), "
-                                    "no gradient clipping (trainer.grad_clip=0)"):
+                                    "no gradient clipping (trainer.grad_clip=0)",
+                 hooks: Optional[RunHooks] = None):
         if mode not in ("alternating", "joint"):
             raise NasError(f"optim.mode: unknown mode '{mode}'; allowed: alternating, joint")
         if order == 2 and mode != "alternating":
@@ -107,12 +107,13 @@ class Searcher:
         # listed once: on the single-path step, walking the module tree per zero_grad cost ~5%
         self.params = list(model.parameters())
         self.budget = model.budget()
-        self.guard = LossGuard(loss_causes)
-        # hooks a run sets (nas.searcher.run): mixed precision, and data parallelism, where
-        # the GradSteps average every gradient over the ranks and `world` sums the meters
-        self.autocast: Callable[[], object] = nullcontext
-        self.weight_grad, self.arch_grad = GradStep(), GradStep()
-        self.world = World()
+        # the run's hooks: mixed precision, and data parallelism, where the GradSteps average
+        # every gradient over the ranks, `world` sums the meters and the guard the loss
+        hooks = hooks if hooks is not None else RunHooks()
+        self.guard = LossGuard(loss_causes, reduce=hooks.loss_reduce())
+        self.autocast: Callable[[], object] = hooks.autocast
+        self.weight_grad, self.arch_grad = hooks.grad_step(), hooks.grad_step()
+        self.world = hooks.world
 
     # ------------------------------------------------------------------ steps
     def loss(self, x: Tensor, y: Tensor, with_penalty: bool) -> Tuple[Tensor, Tensor]:

@@ -21,15 +21,16 @@ from ..estimators import build_estimator
 from ..estimators.base import Estimator
 from ..plugins import accepted_kwargs, genotype_record, import_user_modules
 from ..supernet.bn import recalibrate_bn
-from ..engine.amp import GradStep, Precision
+from ..engine.amp import Precision
 from ..engine.checkpoint import write_text_atomic
-from ..engine.distributed import DistributedError, World, is_main_process, setup as setup_world
+from ..engine.distributed import DistributedError, World, setup as setup_world
+from ..engine.meter import loss_causes as engine_loss_causes
 from ..engine.monitor import Monitor, log
+from ..engine.prepare import RunHooks, prepare_model
 from ..engine.rank_folder import claim_shared, start_shared
-from ..engine.run_folder import RunFolder, load_run_config as _load_run_config
+from ..engine.run_folder import RESUMABLE_CHANGES, RunFolder
 from ..engine.runtime import seed_everything
 from ..engine.shapes import check_input_fits
-from ..engine.sync_bn import convert_sync_bn
 from .loop import Searcher
 from .optim import build_optimizers
 from .summaries import SearchSummaries
@@ -170,24 +171,13 @@ def aux_none_warning(cfg: Config, genotype: Any) -> Optional[str]:
             f"has no logits to rank the other ops: read them as skip_connect, or search with optim.aux_skip=0")
 
 
-# Keys that may differ between a checkpoint and the config that resumes it: where the data lives,
-# how it is decoded, where it runs, how often to checkpoint, and how many epochs in total
-# (see :func:`replan_epochs`). Anything else would continue a different search from this state.
-RESUMABLE_CHANGES = ("name", "device", "data.root", "data.download", "data.workers",
-                     "trainer.epochs", "trainer.ckpt_every", "trainer.dist_timeout", "trainer.channels_last")
-
-
 def loss_causes(cfg: Config) -> str:
     """The settings that most often make a search's loss explode, with their values."""
     w, a, e = cfg.optim.weights, cfg.optim.arch, cfg.estimator
-    causes = [f"a weight learning rate too high (optim.weights.lr={w.lr:g}"
-              + (f", optim.weights.lr_min={w.lr_min:g})" if w.lr_min > w.lr / 10 else ")"),
-              f"an architecture learning rate too high (optim.arch.lr={a.lr:g})"]
-    if e.tau is not None or e.tau_end is not None:
-        causes.append(f"a temperature too low (estimator.tau={e.tau}, estimator.tau_end={e.tau_end})")
-    if cfg.trainer.grad_clip == 0:
-        causes.append("no gradient clipping (trainer.grad_clip=0)")
-    return ", ".join(causes)
+    tau = ([f"a temperature too low (estimator.tau={e.tau}, estimator.tau_end={e.tau_end})"]
+           if e.tau is not None or e.tau_end is not None else [])
+    return engine_loss_causes(cfg.trainer.grad_clip, [("a weight learning rate", "optim.weights", w.lr, w.lr_min),
+                                                      ("an architecture learning rate", "optim.arch", a.lr, None)], *tau)
 
 
 def run_search(cfg: Config, out_dir: Optional[Path] = None, *, quiet: bool = False,
@@ -233,11 +223,8 @@ def _search(cfg: Config, folder: RunFolder, quiet: bool, stop_after: Optional[in
     space, model = make_supernet(cfg, estimator, info["num_classes"], info["shape"][0], info)
     if space.data_kind != "maze":  # tensor batches (a maze batch is a MazeInput, sized by its generator)
         check_input_fits(model, info["shape"], f"{space.name} supernet (space.C={cfg.space.C})")
-    if cfg.trainer.sync_bn and world.enabled:
-        model = convert_sync_bn(model, world)
-    model.to(device)
-    if cfg.trainer.channels_last:
-        model.to(memory_format=torch.channels_last)
+    # rank 0's weights and BN buffers everywhere, whatever each rank consumed while loading
+    model = prepare_model(model, world, sync_bn=cfg.trainer.sync_bn, channels_last=cfg.trainer.channels_last)
     if cfg.cost.metric == "latency" and model.budget() is not None and folder.writer:
         model.budget().table_source.save(out_dir / "latency.json")  # the run keeps the table it was searched with
     w, a, t = cfg.optim.weights, cfg.optim.arch, cfg.trainer
@@ -248,16 +235,9 @@ def _search(cfg: Config, folder: RunFolder, quiet: bool, stop_after: Optional[in
                         mode=cfg.optim.mode, order=cfg.optim.order, warmup_epochs=cfg.optim.warmup_epochs,
                         grad_clip=t.grad_clip, max_steps_per_epoch=t.max_steps_per_epoch,
                         beta_decay=a.beta_decay, aux_skip=cfg.optim.aux_skip,
-                        aux_skip_end=cfg.optim.aux_skip_end, loss_causes=loss_causes(cfg))
-    precision = Precision(t.amp, device)
-    sync = world.average if world.enabled else None
-    searcher.autocast, searcher.world = precision.autocast, world
-    searcher.weight_grad, searcher.arch_grad = GradStep(precision.scaler(), sync), GradStep(precision.scaler(), sync)
-    if world.enabled:
-        searcher.guard.reduce = lambda t: world.all_reduce(t, "the loss check")
-    # the same start on every rank, whatever each consumed while loading: weights, BN buffers, arch RNG
-    world.sync_module(model)
-    world.sync_rng()
+                        aux_skip_end=cfg.optim.aux_skip_end, loss_causes=loss_causes(cfg),
+                        hooks=RunHooks(world, Precision(t.amp, device)))
+    world.sync_rng()  # the same architecture samples on every rank
 
     loaders = {"train": train_loader, "val": val_loader}
     start_epoch, history, elapsed = folder.restore(searcher.load_state_dict, loaders, device, opts.weights_sched)
@@ -380,9 +360,3 @@ def write_genotype(path: Path, cfg: Config, space: Any, model: torch.nn.Module, 
     write_text_atomic(path, yaml.safe_dump(record, sort_keys=False))
     for fname, text in model.artifacts(genotype).items():
         write_text_atomic(path.parent / fname, text)
-
-
-def load_run_config(out_dir: Path) -> Config:
-    """The resolved config of an existing search run (for --resume): its config.yaml, or the
-    checkpoint's copy when that file is damaged (with a warning on stderr)."""
-    return _load_run_config(out_dir, Config, "search", check_lock=is_main_process())

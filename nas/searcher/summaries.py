@@ -10,7 +10,7 @@ from typing import Any, Dict
 import torch
 from torch import nn
 
-from nas.spaces.base import Supernet
+from ..supernet.model import Supernet
 
 from ..engine.monitor import Monitor
 from ..supernet.choice import Choice, choices

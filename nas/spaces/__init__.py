@@ -1,21 +1,17 @@
 """Search spaces, one registry entry each: ``SPACES.get(name)()`` gives a :class:`SearchSpace`."""
-from nas.registry import Registry
+from nas import blocks as _blocks  # noqa: F401  (registers the blocks' ops every space may name)
 
 from .base import IMAGE, MAZE, TABULAR, Network, SearchSpace, Supernet
 from .darts import DartsSpace
 from .dnf import DNFSpace
 from .nb201 import NB201Space
 from .program import ProgramSpace
+from .registry import SPACES, get_space
 
-SPACES = Registry("search space")
 SPACES.register("nb201", NB201Space)
 SPACES.register("darts", DartsSpace)
 SPACES.register("dnf", DNFSpace)
 SPACES.register("program", ProgramSpace)
-
-
-def get_space(name: str) -> SearchSpace:
-    return SPACES.get(name, "space.name")()
 
 
 __all__ = ["SPACES", "SearchSpace", "Supernet", "Network", "IMAGE", "TABULAR", "MAZE", "get_space"]

@@ -24,13 +24,14 @@ import dataclasses
 import functools
 import inspect
 from collections.abc import Mapping
-from typing import Any, Dict, Iterable, List, Optional, Protocol, Sequence, Tuple, runtime_checkable
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from torch import Tensor, nn
+from torch import nn
 
 from nas.errors import CheckpointError, ConfigError
 from nas.estimators.base import CATEGORICAL
-from nas.supernet.choice import Choice, arch_parameters, choices, weight_parameters
+from nas.supernet.model import (Network, Penalized, Reporting, Supernet,  # noqa: F401  (a space's author's names)
+                                module_penalty, module_scalars)
 
 IMAGE = "image"        # batches [B, C, H, W]
 TABULAR = "tabular"    # batches [B, K] of features in [0, 1]
@@ -66,124 +67,6 @@ def refuse_estimator_key(given: Any, key: str, where: str, why: str) -> None:
     """One error for an ``estimator.*`` derive key that only other spaces use."""
     if given:
         raise ConfigError(f"{key} applies to {where}; {why}: remove the key")
-
-
-# --------------------------------------------------------------------------- the supernet
-
-@runtime_checkable
-class Penalized(Protocol):
-    """A block that adds a term to the architecture loss (L0 gates, the DNF sparsity)."""
-
-    def penalty(self) -> Tensor: ...
-
-
-@runtime_checkable
-class Reporting(Protocol):
-    """A block with values worth a TensorBoard curve (L0 gates: penalty, open gates)."""
-
-    def scalars(self) -> Dict[str, float]: ...
-
-
-def module_penalty(model: nn.Module) -> Optional[Tensor]:
-    """Sum of ``penalty()`` over the :class:`Penalized` submodules of ``model`` (not ``model``
-    itself); ``None`` when there are none."""
-    terms = [m.penalty() for m in model.modules() if m is not model and isinstance(m, Penalized)]
-    return sum(terms[1:], terms[0]) if terms else None
-
-
-def module_scalars(model: nn.Module) -> Dict[str, float]:
-    """``<module>/<key>`` for every :class:`Reporting` submodule of ``model`` (not ``model`` itself;
-    choices are summarised by the search's own entropy and probability curves)."""
-    out: Dict[str, float] = {}
-    for name, m in model.named_modules():
-        if m is not model and isinstance(m, Reporting) and not isinstance(m, Choice):
-            out.update({f"{name}/{k}": float(v) for k, v in m.scalars().items()})
-    return out
-
-
-class Supernet(nn.Module):
-    """The model a search trains. A subclass implements ``forward(x) -> logits`` and
-    :meth:`genotype`; everything else has a default that fits a plain supernet.
-
-    Architecture parameters are the parameters of its :class:`~nas.supernet.Choice` modules
-    (found by type, whatever their names); every other parameter is a weight. The estimator gives
-    each architecture parameter a *role* (``"logits"``: Adam; ``"discrete"``: the estimator's
-    discrete optimizer, Bop; ``"noise"``: adaptive-noise σ), see :mod:`nas.estimators.base`.
-
-    ``aux_skip``: DARTS-'s auxiliary skip weight β (Chu et al., ICLR 2021). ``None`` (the default)
-    says that this supernet has no auxiliary skip; a supernet that has one sets a float in its
-    constructor, adds ``β·x`` on every edge in its forward, and the search loop writes β before
-    each step (:func:`nas.searcher.loop.aux_skip_at`). It is a plain attribute, not state:
-    derive recomputes it from the run's progress.
-    """
-
-    aux_skip: Optional[float] = None
-
-    def genotype(self) -> Any:
-        """The derived architecture as the space's genotype (plain data)."""
-        raise NotImplementedError(f"{type(self).__name__} must implement genotype()")
-
-    @property
-    def has_aux_skip(self) -> bool:
-        return self.aux_skip is not None
-
-    def choices(self) -> Dict[str, Choice]:
-        """The architecture choices by qualified module name (e.g. ``"arch.cell"``)."""
-        return choices(self)
-
-    def arch_parameters(self, role: str = "logits") -> List[nn.Parameter]:
-        """The architecture parameters with the given role."""
-        return arch_parameters(self, role)
-
-    def weight_parameters(self) -> List[nn.Parameter]:
-        """Every parameter that is not an architecture parameter."""
-        return weight_parameters(self)
-
-    def penalty(self) -> Optional[Tensor]:
-        """Regularisation added to the architecture loss (and to the joint loss): by default the
-        sum of the :class:`Penalized` blocks inside; ``None`` when there is none."""
-        return module_penalty(self)
-
-    def scalars(self) -> Dict[str, float]:
-        """``{"<module>/<key>": value}`` for TensorBoard, by default from the :class:`Reporting`
-        blocks inside."""
-        return module_scalars(self)
-
-    def artifacts(self, genotype: Any = None) -> Dict[str, str]:
-        """Files a run folder keeps next to ``genotype.yaml`` (of ``genotype``, default the
-        supernet's own): ``{file name: text}`` (the dnf space: ``rules.txt``; cells with DNF or
-        L0-gated candidates: ``learned_ops.txt``)."""
-        return {}
-
-    def extra_metrics(self, info: Dict[str, Any]) -> Dict[str, Any]:
-        """Final scores the supernet computes itself, on held-out data its loaders left in
-        ``info`` (the program space: end-to-end accuracy on the test mazes); the search adds them
-        to ``metrics.json`` and TensorBoard. Default: none."""
-        return {}
-
-    def budget(self) -> Any:
-        """The :class:`nas.cost.Budget` a search with a ``cost:`` section attached as the submodule
-        ``cost`` (:func:`nas.cost.attach_budget`; its penalty and scalars reach the loss and
-        TensorBoard as every :class:`Penalized`/:class:`Reporting` block's do), or ``None``."""
-        return self._modules.get("cost")
-
-    def cost_open_probs(self, name: str) -> Optional[Tensor]:
-        """For the expected cost (:mod:`nas.cost.budget`): ``[E, K]`` or ``[E, 1]`` probability
-        that gates keep the candidates of choice ``name`` open; ``None`` (the default): no gates."""
-        return None
-
-    def derive_limit(self, name: str, candidates: Sequence[str]) -> Optional[Tuple[int, int]]:
-        """``(k, M)``: derive keeps candidate ``candidates[k]`` of choice ``name`` on at most M
-        edges (NB201: P-DARTS's skip limit); ``None`` (the default): no such limit."""
-        return None
-
-
-class Network(nn.Module):
-    """The discrete network of a genotype: ``forward(x)`` gives logits, or ``(logits, aux)`` in
-    training with an auxiliary head. ``drop_path_prob`` is set by the retrain loop every epoch;
-    a network without drop-path leaves it unread."""
-
-    drop_path_prob: float = 0.0
 
 
 # --------------------------------------------------------------------------- the space
@@ -271,12 +154,12 @@ class SearchSpace:
         keys ``build_network`` names (one it does not name must keep its default; ``C: null``
         leaves the space's own width) and every key of ``model.args``."""
         from nas.plugins import accepted_kwargs
-        from nas.retrainer.config import ModelConfig
         skip = ("genotype", "args", "op_args", "auxiliary_weight", "drop_path_prob")
-        values = {f.name: getattr(model_cfg, f.name) for f in dataclasses.fields(ModelConfig) if f.name not in skip}
+        fields = dataclasses.fields(model_cfg)  # the retrain config's ModelConfig (a layer above the spaces)
+        values = {f.name: getattr(model_cfg, f.name) for f in fields if f.name not in skip}
         if values.get("C") is None:
             values.pop("C")
-        defaults = {f.name: getattr(ModelConfig(), f.name) for f in dataclasses.fields(ModelConfig)}
+        defaults = {f.name: getattr(type(model_cfg)(), f.name) for f in fields}
         return accepted_kwargs(self.build_network, f"the {self.name} network", values, defaults,
                                model_cfg.args, "model.args", prefix="model.")
 
@@ -300,7 +183,7 @@ class SearchSpace:
         ``datasets``: names of the ones this space takes, for the message), a ``space.*`` key it
         does not use set to a non-default value, and the refusals of :meth:`supernet_kwargs`."""
         if data_kind != self.data_kind:
-            from . import SPACES, get_space
+            from .registry import SPACES, get_space
             fits = [n for n in SPACES.names() if get_space(n).data_kind == data_kind]
             names = f" ({', '.join(datasets)})" if datasets else ""
             raise ConfigError(f"data.dataset={cfg.data.dataset} is {data_kind} data; the {self.name} space "
