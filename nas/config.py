@@ -156,16 +156,23 @@ class OptimConfig:
 
 
 @dataclass
-class TrainerConfig:
+class RunTrainerConfig:
+    """The ``trainer:`` keys of every run, a search's (:class:`TrainerConfig`) and a retraining's
+    (:class:`nas.retrainer.config.RetrainTrainerConfig`): what the run engine reads
+    (:mod:`nas.engine.prepare`, :mod:`nas.engine.run_folder`)."""
     epochs: int = ranged(50, ge=1)
     grad_clip: float = ranged(5.0, ge=0)         # 0 = off
     ckpt_every: int = ranged(1, ge=1)
     max_steps_per_epoch: Optional[int] = ranged(None, ge=1)  # cap for smoke runs
-    bn_batches: int = ranged(50, ge=0)          # train batches that recompute BN statistics before the final val_acc (0: off)
     amp: Literal["off", "bf16", "fp16"] = "off"  # mixed precision (fp16: with loss scaling)
     channels_last: bool = False                  # NHWC memory format for the convolutions (tensor-core GPUs)
     sync_bn: bool = False                        # data parallel: BN statistics over the global batch, not per rank
     dist_timeout: float = ranged(1800.0, gt=0)   # data parallel: seconds a rank waits for the others before failing
+
+
+@dataclass
+class TrainerConfig(RunTrainerConfig):
+    bn_batches: int = ranged(50, ge=0)          # train batches that recompute BN statistics before the final val_acc (0: off)
 
 
 @dataclass

@@ -71,14 +71,9 @@ def memory_mib() -> Dict[str, float]:
 def worker(spec: Dict) -> None:
     import torch
 
-    from nas.commands.bench import search_step
-    from nas.engine.amp import GradStep, Precision
+    from nas.benchmarks.steps import nb201_step, search_step
     from nas.engine.distributed import setup
-    from nas.engine.sync_bn import convert_sync_bn
     from nas.estimators import build_estimator
-    from nas.searcher.loop import Searcher
-    from nas.searcher.optim import build_optimizers
-    from nas.spaces import get_space
 
     world = setup(spec["device"])
     device = world.device
@@ -101,28 +96,9 @@ def worker(spec: Dict) -> None:
         if world.is_main:
             print(json.dumps(reports), flush=True)
         return
-    torch.manual_seed(0)
-    est = build_estimator("softmax")
-    model = get_space("nb201").build_supernet(est, num_classes=10, C=spec["C"], N=spec["N"],
-                                              generator=torch.Generator().manual_seed(0))
-    if spec["sync_bn"] and world.enabled:
-        model = convert_sync_bn(model, world)
-    model.to(device)
-    opts = build_optimizers(model, est, epochs=1)
-    lo = spec["batch"] * world.rank // world.size
-    hi = spec["batch"] * (world.rank + 1) // world.size
-    shape = (spec["batch"], 3, spec["resolution"], spec["resolution"])
-    g = torch.Generator().manual_seed(1)
-    batches = [(torch.randn(shape, generator=g)[lo:hi].to(device), torch.randint(0, 10, (spec["batch"],),
-                generator=g)[lo:hi].to(device)) for _ in range(2)]
-    searcher = Searcher(model, est, opts, [batches[0]], [batches[1]], epochs=1)
-    precision = Precision(spec["amp"], device)
-    sync = world.average if world.enabled else None
-    searcher.autocast = precision.autocast
-    searcher.weight_grad, searcher.arch_grad = GradStep(precision.scaler(), sync), GradStep(precision.scaler(), sync)
-    est.set_progress(0, 1)
-    model.train()
-
+    searcher, batches = nb201_step(build_estimator("softmax"), world, C=spec["C"], N=spec["N"],
+                                   resolution=spec["resolution"], batch=spec["batch"], amp=spec["amp"],
+                                   sync_bn=spec["sync_bn"])
     step = search_step(searcher, batches)
 
     for _ in range(spec["warmup"]):

@@ -59,43 +59,30 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def build(est_name: str, variant: str, args: argparse.Namespace):
+    from nas.benchmarks.steps import nb201_step
+    from nas.engine.distributed import World
     from nas.estimators import build_estimator
-    from nas.searcher.loop import Searcher
-    from nas.searcher.optim import build_optimizers
-    from nas.spaces import get_space
 
     device = torch.device(args.device)
-    torch.manual_seed(0)
-    est = build_estimator(est_name)
     plain = variant == "unfused"
-    model = get_space("nb201").build_supernet(est, num_classes=10, C=args.C, N=args.N, fused=not plain,
-                                              channels_last=not plain,
-                                              generator=torch.Generator().manual_seed(0)).to(device)
-    opts = build_optimizers(model, est, epochs=1)
+    searcher, batches = nb201_step(build_estimator(est_name), World(device=device), C=args.C, N=args.N,
+                                   resolution=args.resolution, batch=args.batch, fused=not plain,
+                                   channels_last=not plain,
+                                   amp="bf16" if variant in ("amp", "compile", "graph") else "off")
     if variant == "graph":  # Adam's step counter must live on the device to be captured
-        for group in opts.arch.param_groups:
+        for group in searcher.opt.arch.param_groups:
             group["capturable"] = True
-    shape = (args.batch, 3, args.resolution, args.resolution)
-    batches = [(torch.randn(shape, device=device), torch.randint(0, 10, (args.batch,), device=device))
-               for _ in range(2)]
-    searcher = Searcher(model, est, opts, [batches[0]], [batches[1]], epochs=1)
-    if variant in ("amp", "compile", "graph"):
-        searcher.autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16)
     if variant == "compile":
-        searcher.model = torch.compile(model)
-    est.set_progress(0, 1)
-    model.train()
+        searcher.model = torch.compile(searcher.model)
     return searcher, batches, device
 
 
 def measure(est_name: str, variant: str, args: argparse.Namespace) -> dict:
-    searcher, batches, device = build(est_name, variant, args)
-    (x, y), (xv, yv) = batches
-    cuda = device.type == "cuda"
+    from nas.benchmarks.steps import search_step
 
-    def step() -> None:
-        searcher.weight_step(x, y)
-        searcher.arch_step(xv, yv, (x, y))
+    searcher, batches, device = build(est_name, variant, args)
+    cuda = device.type == "cuda"
+    step = search_step(searcher, batches)
 
     run = step
     if variant == "graph":

@@ -29,32 +29,25 @@ import argparse
 import inspect
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
 import time
-from typing import Any, Callable, Dict, List, Sequence, Tuple
-
+from typing import Dict, List
 
 import torch
 
+from nas.benchmarks.steps import conv_rate, nb201_step, search_step, time_steps, timing_parser
 from nas.commands import entry, guarded
 from nas.errors import NasError
+from nas.estimators import parse_spec
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="nas-bench", description=__doc__.split("\n\n")[0])
-    p.add_argument("--C", type=int, default=16, help="channels of the first stage")
-    p.add_argument("--N", type=int, default=5, help="cells per stage")
-    p.add_argument("--resolution", type=int, default=32)
-    p.add_argument("--batch", type=int, default=None, help="default 64 (with --exported: the export's batch)")
-    p.add_argument("--steps", type=int, default=10, help="timed search steps")
-    p.add_argument("--warmup", type=int, default=2, help="untimed search steps first")
+    p = argparse.ArgumentParser(prog="nas-bench", description=__doc__.split("\n\n")[0],
+                                parents=[timing_parser(batch=None, batch_help="default 64 (with --exported: the export's batch)")])
     p.add_argument("--estimators", default=None, help="comma-separated specs (default: all, see above)")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--affine", action="store_true", help="BN with affine parameters in the cells")
-    p.add_argument("--device", default="cpu")
     p.add_argument("--no-fused", dest="fused", action="store_false",
                    help="the per-edge cell (space.fused=false) instead of the fused one")
     p.add_argument("--no-channels-last", dest="channels_last", action="store_false",
@@ -72,7 +65,6 @@ def get_args_parser() -> argparse.ArgumentParser:
                         "sampled path, one per step for all cells, so it needs more steps to average)")
     p.add_argument("--exported", metavar="DIR", default=None,
                    help="time a nas-export folder in ONNX Runtime and PyTorch eager (median of --steps calls)")
-    p.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: measure one spec, print JSON
     return p
 
 
@@ -88,108 +80,19 @@ def default_specs() -> List[str]:
 
 
 def build_estimator_from_spec(spec: str):
-    from nas.estimators import build_estimator
-
-    name, _, opt = spec.partition(":")
-    name, _, noise = name.partition("+")
-    if opt not in ("", "single_path") or noise not in ("", "noise"):
-        raise NasError(f"estimator spec '{spec}': use NAME, NAME+noise or NAME:single_path")
-    kw = {"single_path": True} if opt else {}
-    return build_estimator(name, noise="adaptive" if noise else "none", **kw)
-
-
-def search_step(searcher: Any, batches: Sequence[Tuple[torch.Tensor, torch.Tensor]]) -> Callable[[], None]:
-    """One timed search step: a weight step on ``batches[0]``, then an architecture step on
-    ``batches[1]`` (first order, or unrolled on ``batches[0]``)."""
-    (x, y), (xv, yv) = batches
-
-    def step() -> None:
-        searcher.weight_step(x, y)
-        searcher.arch_step(xv, yv, (x, y))
-    return step
-
-
-def time_steps(step: Callable[[], None], args: argparse.Namespace, device: torch.device) -> Dict[str, float]:
-    """Wall and CPU time per call of ``step`` after ``args.warmup`` untimed calls, and peak memory."""
-    for _ in range(args.warmup):
-        step()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-    t0, c0 = time.perf_counter(), time.process_time()
-    for _ in range(args.steps):
-        step()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    dt = (time.perf_counter() - t0) / args.steps
-    dc = (time.process_time() - c0) / args.steps
-    if device.type == "cuda":
-        peak = torch.cuda.max_memory_allocated(device) / 2**20
-    else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB (Linux)
-    return {"ms_per_step": 1000 * dt, "cpu_ms_per_step": 1000 * dc, "images_per_s": args.batch / dt,
-            "peak_mib": peak, "threads": torch.get_num_threads()}
-
-
-def conv_rate(step: Callable[[], None], args: argparse.Namespace) -> Dict[str, float]:
-    """The convolutions of one ``step`` (CPU): their FLOPs (forward and backward, as
-    ``torch.utils.flop_counter`` counts them) and their kernels' time (profiler, self time of the
-    convolution ops), in a counted step and a profiled step; and, right after in the same process
-    (so under the same load), a standalone 3x3 convolution of the first stage's shape."""
-    from torch.profiler import ProfilerActivity, profile
-    from torch.utils.flop_counter import FlopCounterMode
-
-    with FlopCounterMode(display=False) as fc:
-        step()
-    flops = sum(n for op, n in fc.get_flop_counts().get("Global", {}).items() if "convolution" in str(op))
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        step()
-    us = sum(e.self_cpu_time_total for e in prof.key_averages() if "conv" in e.key)
-    return {"conv_gflop": flops / 1e9, "conv_ms": us / 1000, "conv_gflops": flops / 1e3 / max(us, 1e-9),
-            "standalone_gflops": max(standalone_conv_rate(args.C, args.resolution, args.batch, channels_last)
-                                     for channels_last in (True, False))}
-
-
-def standalone_conv_rate(C: int, resolution: int, batch: int, channels_last: bool) -> float:
-    """GFLOP/s of a 3x3 convolution C -> C (stride 1, the first stage's shape) with both of its
-    gradients, the best of a few repetitions."""
-    import torch.nn.functional as F
-
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    x = torch.randn(batch, C, resolution, resolution).to(memory_format=fmt).requires_grad_()
-    w = torch.randn(C, C, 3, 3, requires_grad=True)
-    g = torch.randn(batch, C, resolution, resolution).to(memory_format=fmt)
-    flops = 3 * 2 * 9 * C * C * resolution * resolution * batch  # forward, grad input, grad weight
-    best = float("inf")
-    for _ in range(5):
-        t = time.perf_counter()
-        torch.autograd.grad(F.conv2d(x, w, padding=1), (x, w), g)
-        best = min(best, time.perf_counter() - t)
-    return flops / best / 1e9
+    """The estimator of a spec: ``NAME``, ``NAME+noise`` or ``NAME:single_path``."""
+    return parse_spec(spec, single_path=True).build()
 
 
 def measure(spec: str, args: argparse.Namespace) -> Dict[str, float]:
-    from nas.searcher.loop import Searcher
-    from nas.searcher.optim import build_optimizers
-    from nas.spaces import get_space
+    from nas.engine.distributed import World
 
     device = torch.device(args.device)
-    torch.manual_seed(0)
-    est = build_estimator_from_spec(spec)
-    model = get_space("nb201").build_supernet(est, num_classes=10, C=args.C, N=args.N, affine=args.affine,
-                                              generator=torch.Generator().manual_seed(0), fused=args.fused,
-                                              channels_last=args.channels_last,
-                                              partial_channels=args.partial_channels,
-                                              group_convs={"auto": None, "on": True, "off": False}[args.group_convs]
-                                              ).to(device)
-    opts = build_optimizers(model, est, epochs=1)
-    shape = (args.batch, 3, args.resolution, args.resolution)
-    batches = [(torch.randn(shape, device=device), torch.randint(0, 10, (args.batch,), device=device))
-               for _ in range(2)]
-    searcher = Searcher(model, est, opts, [batches[0]], [batches[1]], epochs=1)
-    est.set_progress(0, 1)
-    model.train()
-
+    searcher, batches = nb201_step(build_estimator_from_spec(spec), World(device=device), C=args.C, N=args.N,
+                                   resolution=args.resolution, batch=args.batch, affine=args.affine,
+                                   fused=args.fused, channels_last=args.channels_last,
+                                   partial_channels=args.partial_channels,
+                                   group_convs={"auto": None, "on": True, "off": False}[args.group_convs])
     step = search_step(searcher, batches)
     out = time_steps(step, args, device)
     if args.against_xautodl:

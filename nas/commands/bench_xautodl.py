@@ -22,6 +22,7 @@ from typing import Dict
 
 import torch
 
+from nas.benchmarks.steps import conv_rate, time_steps, timing_parser
 from nas.errors import NasError
 
 MODELS = {"darts": "TinyNetworkDarts", "gdas": "TinyNetworkGDAS"}
@@ -42,8 +43,6 @@ def import_xautodl(path: str) -> Dict[str, ModuleType]:
 
 
 def measure(model_name: str, args: argparse.Namespace) -> Dict[str, float]:
-    from nas.commands.bench import conv_rate, time_steps
-
     if model_name not in MODELS:
         raise NasError(f"xautodl model '{model_name}': use one of {', '.join(MODELS)}")
     mods = import_xautodl(args.dir)
@@ -79,10 +78,7 @@ def measure(model_name: str, args: argparse.Namespace) -> Dict[str, float]:
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    from nas.commands.bench import get_args_parser as bench_parser
-
-    p = argparse.ArgumentParser(prog="nas-bench-xautodl", parents=[bench_parser()], add_help=False,
-                                conflict_handler="resolve")
+    p = argparse.ArgumentParser(prog="nas-bench-xautodl", parents=[timing_parser()])
     p.add_argument("--dir", required=True, help="the folder that holds xautodl/")
     return p
 

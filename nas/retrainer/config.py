@@ -1,4 +1,4 @@
-"""Typed config of ``tools/retrain.py``: train a derived architecture from scratch.
+"""Typed config of ``nas-retrain``: train a derived architecture from scratch.
 
 Loaded with the same machinery as the search config (``_base_`` inheritance, dotted overrides,
 unknown keys rejected): :func:`nas.config.load_config` with ``cls=RetrainConfig``.
@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Literal, Optional
 
 from ..bounds import MAX_SEED, RUN_NAME, RUN_NAME_HINT, ranged, matching
+from ..config import RunTrainerConfig
 
 
 @dataclass
@@ -50,16 +51,9 @@ class RetrainOptimConfig:
 
 
 @dataclass
-class RetrainTrainerConfig:
-    epochs: int = ranged(600, ge=1)
-    grad_clip: float = ranged(5.0, ge=0)  # 0 = off
-    ckpt_every: int = ranged(1, ge=1)
+class RetrainTrainerConfig(RunTrainerConfig):
+    epochs: int = ranged(600, ge=1)       # a retraining's own default (DARTS: 600)
     eval_every: int = ranged(0, ge=0)     # test-set evaluation every N epochs (0: only at the end)
-    max_steps_per_epoch: Optional[int] = ranged(None, ge=1)  # cap for smoke runs
-    amp: Literal["off", "bf16", "fp16"] = "off"  # mixed precision (fp16: with loss scaling)
-    channels_last: bool = False           # NHWC memory format for the convolutions
-    sync_bn: bool = False                 # data parallel: BN statistics over the global batch
-    dist_timeout: float = ranged(1800.0, gt=0)  # data parallel: seconds a rank waits for the others
 
 
 @dataclass
