@@ -1,6 +1,6 @@
 """Typed run configuration: dataclasses at the edge, YAML with ``_base_`` inheritance, dotted overrides.
 
-Only the CLI and the ``tools/`` scripts read YAML. Library classes take plain keyword arguments;
+Only the commands and the experiments in ``tools/`` read YAML. Library classes take plain keyword arguments;
 this module turns a YAML file plus ``key=value`` overrides into a validated :class:`Config` and
 rejects unknown keys, wrong types and bad literal values with a one-line :class:`ConfigError`.
 """

@@ -119,13 +119,8 @@ def test_aux_skip_bad_settings_are_one_line_errors():
 
 
 def _load_supernet(run):
-    import importlib.util
-    from pathlib import Path
-    spec = importlib.util.spec_from_file_location(
-        "derive", Path(__file__).resolve().parents[1] / "tools" / "derive.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.load_supernet(run)
+    from nas.searcher.derive import load_supernet
+    return load_supernet(run)
 
 
 def test_aux_skip_search_resumes_bitwise_and_derive_restores_beta(tmp_path):

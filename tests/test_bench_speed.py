@@ -1,4 +1,4 @@
-"""tools/bench_speed.py runs for one tiny configuration and prints one table row per estimator."""
+"""nas-bench runs for one tiny configuration and prints one table row per estimator."""
 import re
 import subprocess
 import sys
@@ -6,14 +6,13 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tools"))
+from nas.commands import bench as bench_speed
 
-import bench_speed  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_bench_speed_tiny_table():
-    cmd = [sys.executable, "tools/bench_speed.py", "--C", "4", "--N", "1", "--resolution", "8", "--batch", "4",
+    cmd = [sys.executable, "-m", "nas.commands.bench", "--C", "4", "--N", "1", "--resolution", "8", "--batch", "4",
            "--steps", "1", "--warmup", "1", "--threads", "1", "--estimators", "softmax,gumbel_hard,ste:single_path"]
     r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
@@ -40,7 +39,7 @@ def test_default_specs_cover_the_registry():
 
 
 def test_bad_spec_is_one_line():
-    r = subprocess.run([sys.executable, "tools/bench_speed.py", "--estimators", "softmax,nope"], cwd=REPO,
+    r = subprocess.run([sys.executable, "-m", "nas.commands.bench", "--estimators", "softmax,nope"], cwd=REPO,
                        capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "nope" in r.stderr
 
@@ -85,7 +84,7 @@ def test_against_xautodl_alternates_and_prints_ratios(tmp_path):
     (tmp_path / "xautodl" / "models" / "cell_operations.py").write_text(
         "SearchSpaceNames = {'nas-bench-201': "
         "['none', 'skip_connect', 'nor_conv_1x1', 'nor_conv_3x3', 'avg_pool_3x3']}\n")
-    cmd = [sys.executable, "tools/bench_speed.py", "--C", "4", "--N", "1", "--resolution", "8", "--batch", "4",
+    cmd = [sys.executable, "-m", "nas.commands.bench", "--C", "4", "--N", "1", "--resolution", "8", "--batch", "4",
            "--steps", "1", "--warmup", "1", "--threads", "1", "--rounds", "2", "--single-path-steps", "1",
            "--against-xautodl", str(tmp_path)]
     r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
@@ -104,6 +103,6 @@ def test_against_xautodl_alternates_and_prints_ratios(tmp_path):
 
 
 def test_against_xautodl_without_the_package_is_one_line(tmp_path):
-    r = subprocess.run([sys.executable, "tools/bench_speed.py", "--against-xautodl", str(tmp_path)], cwd=REPO,
+    r = subprocess.run([sys.executable, "-m", "nas.commands.bench", "--against-xautodl", str(tmp_path)], cwd=REPO,
                        capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "xautodl/models/cell_searchs" in r.stderr

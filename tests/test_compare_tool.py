@@ -1,4 +1,4 @@
-"""tools/compare_estimators.py end to end on tiny digits searches, scored with a fake NB201 table."""
+"""nas-compare end to end on tiny digits searches, scored with a fake NB201 table."""
 import json
 import statistics
 import subprocess
@@ -26,7 +26,7 @@ def test_compare_runs_end_to_end(tmp_path):
     table.write_text("arch,cifar10,cifar100,imagenet16_120\n" + "".join(
         f"{g},{fake_accuracy(str(g))},{fake_accuracy(str(g)) - 30},1.0\n" for g in all_genotypes()))
     out = tmp_path / "cmp"
-    cmd = [sys.executable, "tools/compare_estimators.py", "--config", "quickstart", "--estimators",
+    cmd = [sys.executable, "-m", "nas.commands.compare", "--config", "quickstart", "--estimators",
            "softmax,gumbel_hard", "--seeds", "0,1", "--out", str(out), "--table", str(table),
            "--random-budget", "1", "--threads", "1", "--device", "cpu", *TINY]
     r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
@@ -60,13 +60,13 @@ def test_compare_runs_end_to_end(tmp_path):
 
 
 def test_compare_rejects_bad_input_in_one_line(tmp_path):
-    r = subprocess.run([sys.executable, "tools/compare_estimators.py", "--config", "quickstart",
+    r = subprocess.run([sys.executable, "-m", "nas.commands.compare", "--config", "quickstart",
                         "--estimators", "softmax", "--seeds", "0", "--table", str(tmp_path / "no.csv")],
                        cwd=REPO, capture_output=True, text=True)
     assert r.returncode == 2 and "NB201 table" in r.stderr and r.stderr.count("\n") == 1
     (tmp_path / "t.csv").write_text("arch,cifar10,cifar100,imagenet16_120\n"
                                     "|none~0|+|none~0|none~1|+|none~0|none~1|none~2|,10,1,1\n")
-    r = subprocess.run([sys.executable, "tools/compare_estimators.py", "--config", "quickstart",
+    r = subprocess.run([sys.executable, "-m", "nas.commands.compare", "--config", "quickstart",
                         "--estimators", "softmax,nope", "--seeds", "0", "--out", str(tmp_path / "o"),
                         "--table", str(tmp_path / "t.csv"), "--partial-table", *TINY],
                        cwd=REPO, capture_output=True, text=True)
@@ -76,8 +76,7 @@ def test_compare_rejects_bad_input_in_one_line(tmp_path):
 
 
 def test_labelled_variants_get_their_own_overrides():
-    sys.path.insert(0, str(REPO / "tools"))
-    import compare_estimators as ce
+    from nas.commands import compare as ce
     assert ce.split_label("fast=softmax") == ("fast", "softmax")
     assert ce.split_label("ste+noise") == ("ste+noise", "ste+noise")
     sets = ["fast:optim.arch.lr=1e-3", "softmax:trainer.epochs=2", "dir:optim.arch.lr=3e-3"]
@@ -91,8 +90,7 @@ def test_labelled_variants_get_their_own_overrides():
 
 
 def test_the_skip_limit_carries_over_to_estimators_with_logits():
-    sys.path.insert(0, str(REPO / "tools"))
-    import compare_estimators as ce
+    from nas.commands import compare as ce
     section = {"name": "softmax", "derive_exclude": ["none"], "derive_max_skip": 1}
     assert ce.estimator_overrides("gumbel_hard", section, [])[0] == \
         'estimator={"name": "gumbel_hard", "derive_max_skip": 1}'
@@ -105,7 +103,7 @@ def test_the_skip_limit_carries_over_to_estimators_with_logits():
 
 
 def test_compare_rejects_duplicate_labels(tmp_path):
-    r = subprocess.run([sys.executable, "tools/compare_estimators.py", "--config", "quickstart",
+    r = subprocess.run([sys.executable, "-m", "nas.commands.compare", "--config", "quickstart",
                         "--estimators", "a=softmax,a=gumbel", "--seeds", "0", "--out", str(tmp_path / "o"),
                         *TINY], cwd=REPO, capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "its own label" in r.stderr

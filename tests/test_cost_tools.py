@@ -45,7 +45,7 @@ def test_nb201_search_under_a_budget_stays_within_it_and_logs_the_cost(tmp_path)
     # derive again within another budget, and in parameters
     for extra, pattern in ((["--cost", "target=12"], "M MACs (target 12, within)"),
                            (["--cost", "metric=params", "--cost", "target=0.1"], "M params (target 0.1, within)")):
-        done = subprocess.run([sys.executable, str(REPO / "tools/derive.py"), str(out), *extra, "--out",
+        done = subprocess.run([sys.executable, "-m", "nas.commands.derive", str(out), *extra, "--out",
                                str(tmp_path / "g.yaml")], capture_output=True, text=True, cwd=tmp_path)
         assert done.returncode == 0 and pattern in done.stdout, done.stdout + done.stderr
     # a cell derived into its own folder records where it came from; the retrain reads past that,
@@ -53,7 +53,7 @@ def test_nb201_search_under_a_budget_stays_within_it_and_logs_the_cost(tmp_path)
     import yaml
     from nas.retrainer.genotypes import resolve_genotype
     folder = tmp_path / "within12"
-    done = subprocess.run([sys.executable, str(REPO / "tools/derive.py"), str(out), "--cost", "target=12", "--out",
+    done = subprocess.run([sys.executable, "-m", "nas.commands.derive", str(out), "--cost", "target=12", "--out",
                            str(folder / "genotype.yaml")], capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     record = yaml.safe_load((folder / "genotype.yaml").read_text())
@@ -150,8 +150,8 @@ def test_profile_latency_then_search_with_a_latency_budget(tmp_path):
                  "cost.resolution=8", "--out", str(out), "--quiet"]) == 0
     assert LatencyTable.load(out / "latency.json").entries == lut.entries  # kept with the run
     assert json.loads((out / "metrics.json").read_text())["cost_latency"] > 0
-    # tools/derive.py reports the cost against the run's own table
-    done = subprocess.run([sys.executable, str(REPO / "tools/derive.py"), str(out)], capture_output=True,
+    # nas-derive reports the cost against the run's own table
+    done = subprocess.run([sys.executable, "-m", "nas.commands.derive", str(out)], capture_output=True,
                           text=True, cwd=tmp_path)
     assert done.returncode == 0 and "cost: " in done.stdout and " ms" in done.stdout, done.stderr
 
@@ -172,7 +172,7 @@ def test_lookup_best_cell_within_a_budget(tmp_path):
     assert table.best_within(20, costs)[:2] == (rows[2][0], 85.0)
     assert table.best_within(7, costs) is None
     assert [a for _, a, _ in table.front(costs)] == [rows[3][0], rows[2][0], rows[1][0], rows[0][0]]
-    done = subprocess.run([sys.executable, str(REPO / "tools/nb201_lookup.py"), "--budget", "50", "--table", str(path),
+    done = subprocess.run([sys.executable, "-m", "nas.commands.lookup", "--budget", "50", "--table", str(path),
                            "--partial-table"], capture_output=True, text=True)
     assert done.returncode == 0 and rows[1][0] in done.stdout and "90.00%" in done.stdout, done.stderr
 
@@ -200,7 +200,7 @@ def test_lookup_lists_the_best_cells_under_a_derive_rule(tmp_path):
     costs = cell_costs()
     assert [a for a, _, _ in table.top_within(50, costs, 10)] == [r[0] for r in rows[:4]]  # the 2-conv3x3 cell is over
     assert [a for a, _, _ in table.top_within(50, costs, 2)] == [rows[0][0], rows[1][0]]
-    done = subprocess.run([sys.executable, str(REPO / "tools/nb201_lookup.py"), "--budget", "50", "--top", "5",
+    done = subprocess.run([sys.executable, "-m", "nas.commands.lookup", "--budget", "50", "--top", "5",
                            "--exclude", "none", "--max-skip", "1", "--table", str(path), "--partial-table"],
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
@@ -208,14 +208,14 @@ def test_lookup_lists_the_best_cells_under_a_derive_rule(tmp_path):
     assert lines[0] == "2 best cells within 50 M MACs, without none, at most 1 skip_connect, by CIFAR-10:"
     assert lines[2].split() == ["88.00", "72.00", "41.00", f"{costs[rows[2][0]]:.2f}", rows[2][0]]
     assert lines[3].split()[0] == "87.00" and len(lines) == 4  # two cells: no rank agreement line
-    done = subprocess.run([sys.executable, str(REPO / "tools/nb201_lookup.py"), "--budget", "50", "--top", "4",
+    done = subprocess.run([sys.executable, "-m", "nas.commands.lookup", "--budget", "50", "--top", "4",
                            "--table", str(path), "--partial-table"], capture_output=True, text=True)
     # CIFAR-10 90 > 89 > 88 > 87 against CIFAR-100 70, 71, 72, 69: C=3, D=3 of 6 pairs; against
     # ImageNet16 40, 42, 41, 43: only (42, 41) concordant, C=1, D=5
     assert done.stdout.splitlines()[-1].endswith("CIFAR-10~CIFAR-100 0.00, CIFAR-10~ImageNet16-120 -0.67"), done.stdout
     for bad, msg in ((["--top", "3"], "give --budget"), (["--budget", "50", "--exclude", "conv"], "unknown op 'conv'"),
                      (["--budget", "50", "--top", "0"], "at least 1")):
-        done = subprocess.run([sys.executable, str(REPO / "tools/nb201_lookup.py"), *bad, rows[0][0], "--table",
+        done = subprocess.run([sys.executable, "-m", "nas.commands.lookup", *bad, rows[0][0], "--table",
                                str(path), "--partial-table"], capture_output=True, text=True)
         assert done.returncode == 2 and msg in done.stderr and done.stderr.count("\n") == 1, done.stderr
 

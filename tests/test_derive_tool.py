@@ -1,5 +1,4 @@
-"""tools/derive.py on checkpoints written by nas-search (both spaces), with the DARTS top-k."""
-import importlib.util
+"""nas-derive on checkpoints written by nas-search (both spaces), with the DARTS top-k."""
 import os
 from pathlib import Path
 
@@ -19,9 +18,7 @@ SPACES = {"darts": ["darts_tiny", "space.layers=3", "optim.arch.lr=0.05"],
 
 
 def derive_cli(*argv):
-    spec = importlib.util.spec_from_file_location("derive", REPO / "tools" / "derive.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    from nas.commands import derive as mod
     return mod.main(mod.get_args_parser().parse_args([str(a) for a in argv]))
 
 

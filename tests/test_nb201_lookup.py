@@ -80,11 +80,11 @@ def test_one_line_errors(tmp_path):
 
 def test_cli_prints_accuracies_and_rank(tmp_path):
     table = write_table(tmp_path / "t.csv", [(A, 10, 1, 2), (C, 90.123, 3, 2)])
-    r = subprocess.run([sys.executable, "tools/nb201_lookup.py", C, "--table", str(table), "--partial-table"], cwd=REPO,
+    r = subprocess.run([sys.executable, "-m", "nas.commands.lookup", C, "--table", str(table), "--partial-table"], cwd=REPO,
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert "CIFAR-10 90.12% (rank 1/2)" in r.stdout and "ImageNet16-120 2.00% (rank 1/2)" in r.stdout
-    r = subprocess.run([sys.executable, "tools/nb201_lookup.py", B, "--table", str(table), "--partial-table"], cwd=REPO,
+    r = subprocess.run([sys.executable, "-m", "nas.commands.lookup", B, "--table", str(table), "--partial-table"], cwd=REPO,
                        capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "nas-lookup: error:" in r.stderr
 
@@ -107,7 +107,7 @@ def test_output_into_a_closed_pipe_ends_quietly(tmp_path):
     """`nb201_lookup.py CELL | head -1`: the reader is gone before the tool writes; the tool ends as
     a Unix tool does (SIGPIPE), with no BrokenPipeError traceback."""
     table = write_table(tmp_path / "t.csv", [(A, 10, 1, 2), (C, 90.123, 3, 2)])
-    proc = subprocess.Popen([sys.executable, "tools/nb201_lookup.py", C, "--table", str(table), "--partial-table"], cwd=REPO,
+    proc = subprocess.Popen([sys.executable, "-m", "nas.commands.lookup", C, "--table", str(table), "--partial-table"], cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     proc.stdout.close()  # nobody reads
     err = proc.stderr.read().decode()
@@ -131,7 +131,7 @@ def test_a_table_without_every_cell_once_needs_an_explicit_opt_in(tmp_path):
         NB201Table.load(twice)
     full = write_table(tmp_path / "full.csv", [(c, 50, 1, 1) for c in cells])
     assert NB201Table.load(full).score(cells[0]).n == 15625
-    r = subprocess.run([sys.executable, "tools/nb201_lookup.py", cells[0], "--table", str(half)], cwd=REPO,
+    r = subprocess.run([sys.executable, "-m", "nas.commands.lookup", cells[0], "--table", str(half)], cwd=REPO,
                        capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--partial-table" in r.stderr
 
@@ -147,6 +147,6 @@ def test_binary_input_to_the_lookup_is_one_line(tmp_path):
     t = NB201Table.load(write_table(tmp_path / "ok.csv", [(A, 10, 1, 2)]), partial=True)
     with pytest.raises(CheckpointError, match="not a YAML text file"):
         t.score(tmp_path / "genotype.yaml")
-    r = subprocess.run([sys.executable, "tools/nb201_lookup.py", str(tmp_path / "genotype.yaml"), "--table",
+    r = subprocess.run([sys.executable, "-m", "nas.commands.lookup", str(tmp_path / "genotype.yaml"), "--table",
                         str(tmp_path / "t.csv")], cwd=REPO, capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr

@@ -1,5 +1,5 @@
 """DARTS-PT perturbation-based selection: it keeps the op whose removal costs the most accuracy,
-whatever α says, leaves the model untouched, and runs from tools/derive.py on a real checkpoint."""
+whatever α says, leaves the model untouched, and runs from nas-derive on a real checkpoint."""
 import subprocess
 import sys
 from pathlib import Path
@@ -58,12 +58,12 @@ def test_derive_tool_perturbation_on_a_search_checkpoint(tmp_path):
                        cwd=REPO, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-1500:]
     out = tmp_path / "pt.yaml"
-    r = subprocess.run([sys.executable, "tools/derive.py", str(run), "--method", "perturbation", "--batches", "2",
+    r = subprocess.run([sys.executable, "-m", "nas.commands.derive", str(run), "--method", "perturbation", "--batches", "2",
                         "--tune-steps", "1", "--out", str(out)], cwd=REPO, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-1500:]
     arch = yaml.safe_load(out.read_text())["arch"]
     assert arch.count("~") == 6 and arch in r.stdout
     assert r.stderr.count("drop when removed") == 6  # one decision per NB201 edge
-    r = subprocess.run([sys.executable, "tools/derive.py", str(run), "--method", "perturbation", "--batches", "0"],
+    r = subprocess.run([sys.executable, "-m", "nas.commands.derive", str(run), "--method", "perturbation", "--batches", "0"],
                        cwd=REPO, capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--batches" in r.stderr

@@ -1,5 +1,5 @@
 """Retraining a derived genotype from scratch: the run folder, the real test split, exact resume,
-Cutout and drop-path, and one-line errors for bad genotypes (tools/retrain.py)."""
+Cutout and drop-path, and one-line errors for bad genotypes (nas-retrain)."""
 import importlib.util
 import json
 from pathlib import Path

@@ -6,6 +6,8 @@ For every run it prints the cell each epoch's α derives to, and the cell of the
 the last epochs (``change T-k``: the argmax of ``α_T - α_k``, what the architecture steps after
 epoch k favoured; ``nas/benchmarks/trajectory.py``), each with its NB201 CIFAR-10 accuracy; then
 the mean ± std of every rule over the runs.
+
+Reproduces the per-epoch trajectories of docs/results/search-quality.md.
 """
 from __future__ import annotations
 

@@ -18,6 +18,8 @@ pipeline is not measured). Each layout runs under ``torch.distributed.run`` in f
 decodes, the others map its tensors, :meth:`World.node_shared`), touches every page of the images
 (as an epoch would) and reports its resident memory (RSS, which counts shared pages in every
 process) and proportional memory (PSS, which splits them between the processes that map them).
+
+Reproduces the tables of docs/results/data-parallel.md.
 """
 from __future__ import annotations
 

@@ -9,6 +9,8 @@ and prints per budget a table of the cells' NAS-Bench-201 CIFAR-10 accuracy (mea
 the runs), their cost in the benchmark network, whether every one is within the budget, the
 front (the best cell of the table within the budget) and the gap to it. ``--png`` draws every
 cell of the table, the front, the budgets and the searched cells.
+
+Reproduces the budget tables and the front pictures of docs/results/budgets.md.
 """
 from __future__ import annotations
 

@@ -17,6 +17,9 @@ to TensorBoard under ``--out/tb/<spec>/seed<k>`` and the table and per-run resul
 
 Estimator specs: a registered name, or ``NAME+noise`` for ``estimator.noise=adaptive``; a spec
 whose estimator is not registered (or cannot take noise) is reported as unavailable.
+
+Reproduces the adaptive-noise experiment on the Neural DNF block (docs/ALGORITHMS.md names the
+claim it measures).
 """
 from __future__ import annotations
 

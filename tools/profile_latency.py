@@ -8,6 +8,8 @@ describes (nb201: the benchmark network C=16, N=5, 32x32 by default; darts: the 
 network) and its skeleton, at each batch size, and writes (or extends) a JSON table for
 ``cost.metric=latency cost.latency_table=latency.json``. A search copies the table into its run
 folder. See nas/cost/latency.py for the model (ProxylessNAS/FBNet: the sum of the ops' latencies).
+
+Its table is what ``cost.metric=latency`` reads (``cost.latency_table``).
 """
 from __future__ import annotations
 

@@ -17,6 +17,8 @@ Estimator specs: a registered name, or ``NAME+noise`` for ``estimator.noise=adap
 own settings come from :data:`SPEC_OVERRIDES` (e.g. Bop's γ and τ), then ``--set key=value``
 overrides apply to every spec. Runs land in ``--out/<spec>/seed<k>`` (TensorBoard included); a
 run whose ``metrics.json`` exists is read, not rerun, so an interrupted benchmark continues.
+
+Reproduces the table of docs/results/programs.md.
 """
 from __future__ import annotations
 

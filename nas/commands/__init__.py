@@ -1,8 +1,9 @@
 """The installed commands (``nas-derive``, ``nas-retrain``, ``nas-lookup``, ``nas-compare``,
 ``nas-bench``, ``nas-export``, ``nas-random-search``; ``nas-search`` is :mod:`nas.cli`). Each module has ``get_args_parser()``, a
 ``run(args)`` that raises :class:`~nas.errors.NasError` on bad input, and ``main(args)`` /
-``cli(argv)`` that turn such an error into one line on stderr and exit code 2. The scripts in
-``tools/`` are thin entry points to the same modules, for a checkout."""
+``cli(argv)`` that turn such an error into one line on stderr and exit code 2. In a checkout
+that is not installed, ``python -m nas.commands.<module>`` runs the same command; the scripts in
+``tools/`` are experiments, not commands."""
 from __future__ import annotations
 
 import argparse

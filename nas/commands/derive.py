@@ -25,7 +25,7 @@ from typing import Any, Optional
 
 from nas.commands import entry, guarded
 from nas.errors import ConfigError
-from nas.searcher.derive import derive, load_supernet, perturbation_genotype  # noqa: F401 (the tool re-exports them)
+from nas.searcher.derive import derive
 
 
 def get_args_parser() -> argparse.ArgumentParser:

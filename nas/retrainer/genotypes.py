@@ -68,7 +68,7 @@ def resolve_record(spec: str) -> Tuple[Any, Any, Dict[str, Any]]:
     if is_dir:
         path = path / "genotype.yaml"
         if not path.is_file():
-            raise CheckpointError(f"{path.parent} has no genotype.yaml; derive one with tools/derive.py {path.parent}")
+            raise CheckpointError(f"{path.parent} has no genotype.yaml; derive one with nas-derive {path.parent}")
         is_file = True
     if is_file:
         try:

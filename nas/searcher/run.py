@@ -156,7 +156,7 @@ def collapse_warning(space: Any, genotype: Any) -> Optional[str]:
         return None
     return (f"warning: the derived cell {genotype} has no path from its input to its output (each path "
             f"crosses a 'none' edge), so it outputs zeros: the search collapsed (docs/results/search-quality.md); "
-            f"try tools/derive.py RUN --method perturbation, estimator.noise=adaptive, or another seed")
+            f"try nas-derive RUN --method perturbation, estimator.noise=adaptive, or another seed")
 
 
 def aux_none_warning(cfg: Config, genotype: Any) -> Optional[str]:
