@@ -21,7 +21,7 @@ def supernet(estimator="softmax", target=None, weight=1.0, form="hinge", hard=No
     space = get_space("nb201")
     model = space.build_supernet(build_estimator(estimator, noise=noise), num_classes=3, C=4, N=1,
                                  generator=torch.Generator().manual_seed(0), **kw)
-    budget = attach_budget(model, space, metric="macs", target=target, weight=weight, form=form, hard=hard,
+    budget = attach_budget(model, space.cost_model(), metric="macs", target=target, weight=weight, form=form, hard=hard,
                            num_classes=3, in_channels=3, resolution=8, network=NET, sample_within=sample_within)
     return model, budget
 
@@ -220,8 +220,8 @@ def test_darts_hard_derive_stays_within_the_target():
     space = get_space("darts")
     model = space.build_supernet(build_estimator("softmax"), num_classes=3, C=4, layers=3, steps=2, multiplier=2,
                                  generator=torch.Generator().manual_seed(0))
-    budget = attach_budget(model, space, metric="macs", target=None, weight=1.0, form="hinge", hard=None,
-                           num_classes=3, in_channels=3, resolution=8, network=space.trained_network(C=4, layers=3),
+    budget = attach_budget(model, space.cost_model(), metric="macs", target=None, weight=1.0, form="hinge", hard=None,
+                           num_classes=3, in_channels=3, resolution=8, network=space.cost_model().trained_network(C=4, layers=3),
                            cell={"steps": 2, "multiplier": 2})
     with torch.no_grad():  # favour the most expensive op everywhere
         for name in ("normal", "reduce"):
@@ -259,7 +259,7 @@ def test_the_penalty_waits_for_its_warmup_epochs_in_the_search_loop():
     space = get_space("nb201")
     est = build_estimator("softmax")
     model = space.build_supernet(est, num_classes=3, C=4, N=1, generator=torch.Generator().manual_seed(0))
-    budget = attach_budget(model, space, metric="macs", target=0.01, weight=1.0, form="hinge", hard=False,
+    budget = attach_budget(model, space.cost_model(), metric="macs", target=0.01, weight=1.0, form="hinge", hard=False,
                            warmup=0.5, num_classes=3, in_channels=3, resolution=8, network=NET)
     assert budget.penalty().item() > 0  # outside a search (epochs_done unset) it acts
     g = torch.Generator().manual_seed(0)
@@ -272,7 +272,7 @@ def test_the_penalty_waits_for_its_warmup_epochs_in_the_search_loop():
     assert [t for t, _ in seen] == [0.0, 0.25, 0.5, 0.75]
     assert [p > 0 for _, p in seen] == [False, False, True, True]
     with pytest.raises(ConfigError, match="cost.warmup_epochs must be >= 0"):
-        attach_budget(model, space, metric="macs", target=1.0, weight=1.0, form="hinge", hard=False, warmup=-1,
+        attach_budget(model, space.cost_model(), metric="macs", target=1.0, weight=1.0, form="hinge", hard=False, warmup=-1,
                       num_classes=3, in_channels=3, resolution=8, network=NET)
 
 

@@ -25,8 +25,8 @@ def test_count_macs_bias_convention_by_hand():
 
 def nb201_table(metric, C=4, N=1, resolution=8, classes=3):
     space = get_space("nb201")
-    return space, build_cost_table(space, metric, num_classes=classes, in_channels=3, resolution=resolution,
-                                   network=space.trained_network(C, N))
+    return space, build_cost_table(space.cost_model(), metric, num_classes=classes, in_channels=3, resolution=resolution,
+                                   network=space.cost_model().trained_network(C, N))
 
 
 def test_nb201_op_costs_by_hand():
@@ -64,8 +64,8 @@ def test_nb201_benchmark_network_reproduces_the_reported_flops_and_params():
     convs = NB201Genotype(("nor_conv_3x3",) * 6)
     skips = NB201Genotype(("skip_connect", "avg_pool_3x3") * 3)
     for metric, lo, hi in (("macs", 7.78305, 220.11969), ("params", 0.073306, 1.531546)):
-        t = build_cost_table(space, metric, num_classes=10, in_channels=3, resolution=32,
-                             network=space.trained_network())
+        t = build_cost_table(space.cost_model(), metric, num_classes=10, in_channels=3, resolution=32,
+                             network=space.cost_model().trained_network())
         assert t.exact(space.selected_edges(none)) == pytest.approx(lo, abs=5e-7)
         assert t.exact(space.selected_edges(skips)) == pytest.approx(lo, abs=5e-7)
         assert t.exact(space.selected_edges(convs)) == pytest.approx(hi, abs=5e-7)
@@ -77,12 +77,12 @@ def test_nb201_benchmark_network_reproduces_the_reported_flops_and_params():
 
 def test_darts_table_equals_counting_the_evaluation_network():
     space = get_space("darts")
-    net_kw = space.trained_network(C=4, layers=5)
+    net_kw = space.cost_model().trained_network(C=4, layers=5)
     cell = {"steps": 3, "multiplier": 2}
-    ref = space.cost_reference(**cell)
+    ref = space.cost_model().reference(**cell)
     assert len(ref.normal) == 6 and ref.normal_concat == (3, 4)
     for metric in ("macs", "params"):
-        t = build_cost_table(space, metric, num_classes=3, in_channels=3, resolution=8, network=net_kw, cell=cell)
+        t = build_cost_table(space.cost_model(), metric, num_classes=3, in_channels=3, resolution=8, network=net_kw, cell=cell)
         assert t.edges["arch.normal"].shape == (9, 8)
         # share: node n keeps 2 of its n+2 inputs
         assert t.share["arch.reduce"].tolist() == [1, 1, 2 / 3, 2 / 3, 2 / 3, .5, .5, .5, .5]
@@ -99,22 +99,24 @@ def test_darts_table_equals_counting_the_evaluation_network():
 
 def test_darts_v2_evaluation_network():
     space = get_space("darts")
-    t = build_cost_table(space, "params", num_classes=10, in_channels=3, resolution=32,
-                         network=space.trained_network(), cell={"steps": 4, "multiplier": 4})
+    t = build_cost_table(space.cost_model(), "params", num_classes=10, in_channels=3, resolution=32,
+                         network=space.cost_model().trained_network(), cell={"steps": 4, "multiplier": 4})
     # the DARTS paper's 3.3M parameters (without the auxiliary head)
     assert t.exact(space.selected_edges(GENOTYPES["DARTS_V2"])) == pytest.approx(3.349342, abs=1e-6)
 
 
 def test_trained_network_keys_and_spaces_without_a_cost_model():
+    from nas.cost import require_cost_model
     from nas.errors import ConfigError
-    assert get_space("nb201").trained_network() == {"C": 16, "N": 5}
-    assert get_space("darts").trained_network(layers=8) == {"C": 36, "layers": 8, "auxiliary": False}
+    assert get_space("nb201").cost_model().trained_network() == {"C": 16, "N": 5}
+    assert get_space("darts").cost_model().trained_network(layers=8) == {"C": 36, "layers": 8, "auxiliary": False}
     with pytest.raises(ConfigError, match="cost.layers applies to the darts space"):
-        get_space("nb201").trained_network(layers=8)
+        get_space("nb201").cost_model().trained_network(layers=8)
     with pytest.raises(ConfigError, match="cost.N applies to the nb201 space"):
-        get_space("darts").trained_network(N=3)
-    with pytest.raises(ConfigError, match="no cost model"):
-        get_space("dnf").trained_network()
+        get_space("darts").cost_model().trained_network(N=3)
+    assert get_space("dnf").cost_model() is None
+    with pytest.raises(ConfigError, match="space 'dnf' has no cost model"):
+        require_cost_model(get_space("dnf"))
 
 
 def test_a_search_of_a_space_without_a_cost_model_refuses_the_cost_section():
@@ -124,7 +126,7 @@ def test_a_search_of_a_space_without_a_cost_model_refuses_the_cost_section():
     from nas.searcher.run import make_supernet
     cfg = Config()
     cfg.space.name = "dnf"
-    assert not get_space("dnf").has_cost_model and get_space("nb201").has_cost_model
+    assert get_space("dnf").cost_model() is None and get_space("nb201").cost_model() is not None
     _, model = make_supernet(cfg, build_estimator("softmax"), 2, 4)  # no cost section: no budget
     assert model.budget() is None
     cfg.cost = CostConfig(target=50.0)

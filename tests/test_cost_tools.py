@@ -36,7 +36,7 @@ def test_nb201_search_under_a_budget_stays_within_it_and_logs_the_cost(tmp_path)
     m = json.loads((out / "metrics.json").read_text())
     g = NB201Genotype.from_string(m["genotype"])
     space = get_space("nb201")
-    t = build_cost_table(space, "macs", num_classes=10, in_channels=3, resolution=32, network=space.trained_network())
+    t = build_cost_table(space.cost_model(), "macs", num_classes=10, in_channels=3, resolution=32, network=space.cost_model().trained_network())
     assert m["cost_macs"] == pytest.approx(t.exact(space.selected_edges(g)), abs=1e-5) and m["cost_macs"] <= 30
     s = scalars(out / "tb")
     assert len(s["cost/expected"]) == 2 and s["cost/target"] == [30.0, 30.0]
@@ -84,7 +84,7 @@ def test_a_search_with_sample_within_trains_only_cells_within_the_target(tmp_pat
     assert main([*TINY, "estimator.name=gumbel_hard", "cost.target=30", "cost.weight=0", "cost.sample_within=true",
                  "--out", str(out), "--quiet"]) == 0
     space = get_space("nb201")
-    t = build_cost_table(space, "macs", num_classes=10, in_channels=3, resolution=32, network=space.trained_network())
+    t = build_cost_table(space.cost_model(), "macs", num_classes=10, in_channels=3, resolution=32, network=space.cost_model().trained_network())
     cells = {NB201Genotype(tuple(space.ops[k] for k in d.tolist())) for d in drawn}
     assert len(drawn) >= 2 * 3 and len(cells) > 1  # every training step of both epochs drew one
     assert all(t.exact(space.selected_edges(g)) <= 30 for g in cells)
@@ -137,14 +137,14 @@ def test_profile_latency_then_search_with_a_latency_budget(tmp_path):
     assert len(lut.entries) == 3 * 5 * 2 + 2 and lut.device.startswith("cpu")
     assert all(v >= 0 for v in lut.entries.values()) and lut.op("none", 4, 4, 1, 8, 8, 1) == 0.0
     space = get_space("nb201")
-    t = build_cost_table(space, "latency", num_classes=10, in_channels=3, resolution=8,
-                         network=space.trained_network(4, 1), latency=lut, batch_size=2)
+    t = build_cost_table(space.cost_model(), "latency", num_classes=10, in_channels=3, resolution=8,
+                         network=space.cost_model().trained_network(4, 1), latency=lut, batch_size=2)
     g = NB201Genotype(("nor_conv_3x3",) * 6)
     ops = sum(lut.op("nor_conv_3x3", c, c, 1, h, h, 2) for c, h in ((4, 8), (8, 4), (16, 2))) * 6
     assert t.exact(space.selected_edges(g)) == pytest.approx(t.fixed + ops)
     with pytest.raises(ConfigError, match="no entry for"):
-        build_cost_table(space, "latency", num_classes=10, in_channels=3, resolution=8,
-                         network=space.trained_network(4, 1), latency=lut, batch_size=64)
+        build_cost_table(space.cost_model(), "latency", num_classes=10, in_channels=3, resolution=8,
+                         network=space.cost_model().trained_network(4, 1), latency=lut, batch_size=64)
     out = tmp_path / "run"
     assert main([*TINY, "cost.metric=latency", f"cost.latency_table={table}", "cost.C=4", "cost.N=1",
                  "cost.resolution=8", "--out", str(out), "--quiet"]) == 0

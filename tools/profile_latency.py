@@ -38,17 +38,18 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> int:
     from nas.config import config_from_cli
-    from nas.cost import LatencyTable, profile_latency
+    from nas.cost import LatencyTable, profile_latency, require_cost_model
     from nas.engine.runtime import resolve_device
     from nas.spaces import get_space
     try:
         cfg = config_from_cli(args.items)
-        space = get_space(cfg.space.name)
+        cost_model = require_cost_model(get_space(cfg.space.name))
         c = cfg.cost
         table = LatencyTable.load(args.out) if args.out.is_file() else None
-        table = profile_latency(space, network=space.trained_network(c.C, c.N, c.layers), resolution=c.resolution,
-                                num_classes=c.classes or args.classes, in_channels=args.in_channels, batch_sizes=args.batch,
-                                device=resolve_device(args.device), cell=space.cost_cell(cfg), repeats=args.repeats,
+        table = profile_latency(cost_model, network=cost_model.trained_network(c.C, c.N, c.layers),
+                                resolution=c.resolution, num_classes=c.classes or args.classes,
+                                in_channels=args.in_channels, batch_sizes=args.batch,
+                                device=resolve_device(args.device), cell=cost_model.cell(cfg), repeats=args.repeats,
                                 warmup=args.warmup, table=table, log=None if args.quiet else print)
         table.save(args.out)
     except NasError as e:

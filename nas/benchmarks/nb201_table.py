@@ -259,7 +259,7 @@ def cell_costs(metric: str = "macs", *, C: int = 16, N: int = 5, resolution: int
     from nas.spaces.nb201 import all_genotypes
 
     from ..cost import build_cost_table
-    space = get_space("nb201")
-    table = build_cost_table(space, metric, num_classes=num_classes, in_channels=3, resolution=resolution,
-                             network=space.trained_network(C, N))
-    return {str(g): table.exact(space.selected_edges(g)) for g in all_genotypes()}
+    cost_model = get_space("nb201").cost_model()
+    table = build_cost_table(cost_model, metric, num_classes=num_classes, in_channels=3, resolution=resolution,
+                             network=cost_model.trained_network(C, N))
+    return {str(g): table.exact(cost_model.selected_edges(g)) for g in all_genotypes()}

@@ -151,9 +151,10 @@ def within_budget(cfg: Config, space: Any, num_classes: int, in_channels: int) -
     c = cfg.cost
     if c.target is None:
         return lambda genotype: True
-    from ..cost import LatencyTable, build_cost_table
-    table = build_cost_table(space, c.metric, num_classes=c.classes or num_classes, in_channels=in_channels,
-                             resolution=c.resolution, network=space.trained_network(c.C, c.N, c.layers),
+    from ..cost import LatencyTable, build_cost_table, require_cost_model
+    cost_model = require_cost_model(space)
+    table = build_cost_table(cost_model, c.metric, num_classes=c.classes or num_classes, in_channels=in_channels,
+                             resolution=c.resolution, network=cost_model.trained_network(c.C, c.N, c.layers),
                              latency=LatencyTable.load(c.latency_table) if c.metric == "latency" else None,
                              batch_size=c.batch_size)
     return lambda genotype: table.exact(space.selected_edges(genotype)) <= c.target * (1 + 1e-9)

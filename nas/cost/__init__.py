@@ -1,5 +1,6 @@
-"""Hardware cost of the network a search will train: MACs, parameters, latency (issue 18).
+"""Hardware cost of the network a search will train: MACs, parameters, latency.
 
+* :mod:`.model` — :class:`CostModel`, what a space's ``cost_model()`` says of its trained network;
 * :mod:`.measure` — the cost of one op or one network from its shapes (MACs and parameters by
   counting, latency from a measured lookup table);
 * :mod:`.table` — :class:`CostTable`, the cost of every candidate on every edge of the trained
@@ -13,7 +14,8 @@ from .budget import Budget, attach_budget, cost_report
 from .feasible import most_probable_within
 from .latency import LatencyTable, profile_latency
 from .measure import METRICS, UNITS
+from .model import CostModel, RegisteredOps, require_cost_model
 from .table import CostTable, EdgeShape, build_cost_table
 
 __all__ = ["Budget", "attach_budget", "cost_report", "most_probable_within", "LatencyTable",
-           "profile_latency", "METRICS", "UNITS", "CostTable", "EdgeShape", "build_cost_table"]
+           "profile_latency", "METRICS", "UNITS", "CostModel", "RegisteredOps", "require_cost_model", "CostTable", "EdgeShape", "build_cost_table"]

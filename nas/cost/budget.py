@@ -64,8 +64,9 @@ class Budget(nn.Module):
     """Attached to a supernet as ``model.cost``: the search loop adds :meth:`penalty` to the
     architecture loss (every module's ``penalty()``), the monitor writes :meth:`scalars` to
     TensorBoard as ``cost/expected``, ``cost/derived`` and ``cost/target``, and the supernet's
-    ``genotype()`` asks :meth:`over` and :meth:`within`. Holds no parameters or state (the search's
-    progress, ``epochs_done``, is set by the loop each step)."""
+    ``genotype()`` asks :meth:`over` and :meth:`within`. Holds no parameters or state; it learns
+    the search's progress as the estimators do, through :meth:`set_progress` (the supernet's
+    :meth:`~nas.supernet.model.Supernet.set_progress` passes it on every step)."""
 
     def __init__(self, model: nn.Module, table: CostTable, allowed: Dict[str, Tensor],
                  selected: Callable[[Any], Dict[str, Sequence[Tuple[int, str]]]], *,
@@ -80,7 +81,7 @@ class Budget(nn.Module):
         self.estimate = estimate
         if warmup < 0:
             raise ConfigError(f"cost.warmup_epochs must be >= 0 epochs, got {warmup}")
-        # epochs of search before the penalty acts; the search loop sets epochs_done per step
+        # epochs of search before the penalty acts; outside a search (no progress given) it acts
         self.warmup, self.epochs_done = float(warmup), float("inf")
         if target is not None and target <= 0:
             raise ConfigError(f"cost.target must be positive ({UNITS[table.metric]}), got {target}")
@@ -124,9 +125,14 @@ class Budget(nn.Module):
             if not getattr(ch.estimator, "decodes", False):
                 raise ConfigError(f"cost.sample_within needs an estimator whose sample is one-hot (gumbel_hard, ste); "
                                   f"'{ch.estimator.name}' mixes the candidates: set estimator.name or cost.sample_within=false")
-            ch.decoder = FeasibleArgmax(self.table.for_candidates(name, ch.candidates), self.target - self.table.fixed,
-                                        self._allowed[name],
-                                        model.derive_limit(name, ch.candidates))
+            ch.set_decoder(FeasibleArgmax(self.table.for_candidates(name, ch.candidates), self.target - self.table.fixed,
+                                          self._allowed[name], model.derive_limit(name, ch.candidates)))
+
+    def set_progress(self, epoch: int, epochs: int, step: int = 0, steps_per_epoch: int = 1) -> None:
+        """The search's progress before step ``step`` of epoch ``epoch`` (both from 0), as
+        :meth:`nas.estimators.base.Estimator.set_progress` takes it: the penalty waits for
+        ``cost.warmup_epochs`` of it."""
+        self.epochs_done = epoch + step / steps_per_epoch
 
     def _dev(self, kind: str, name: str, like: Tensor) -> Tensor:
         src = self._cost[name] if kind == "cost" else self._allowed[name]
@@ -199,18 +205,19 @@ def cost_report(budget: Budget, genotype: Any) -> str:
     return f"cost: {c:.4f} {unit} (target {budget.target:g}, {'within' if c <= budget.target * (1 + 1e-9) else 'OVER'})"
 
 
-def attach_budget(model: nn.Module, space: Any, *, metric: str, target: Optional[float], weight: float,
+def attach_budget(model: nn.Module, cost_model: Any, *, metric: str, target: Optional[float], weight: float,
                   form: str, hard: Optional[bool], num_classes: int, in_channels: int, resolution: int,
                   estimate: str = "expected", warmup: float = 0.0, sample_within: bool = False,
                   network: Dict[str, Any], cell: Optional[Dict[str, Any]] = None, latency: Any = None,
                   batch_size: int = 1, ops: Optional[Sequence[str]] = None) -> Budget:
-    """Build ``space``'s cost table for its trained network (with the candidates ``ops``, default
-    the space's own) and attach a :class:`Budget` to ``model`` as ``model.cost``."""
+    """Build the cost table of a space's trained network (its :class:`~nas.cost.model.CostModel`,
+    with the candidates ``ops``, default the space's own) and attach a :class:`Budget` to
+    ``model`` as ``model.cost``."""
     from .table import build_cost_table
-    table = build_cost_table(space, metric, num_classes=num_classes, in_channels=in_channels,
+    table = build_cost_table(cost_model, metric, num_classes=num_classes, in_channels=in_channels,
                              resolution=resolution, network=network, cell=cell, latency=latency,
                              batch_size=batch_size, ops=ops)
-    budget = Budget(model, table, space.derivable(model), space.selected_edges, target=target,
+    budget = Budget(model, table, cost_model.derivable(model), cost_model.selected_edges, target=target,
                     weight=weight, form=form, hard=hard, estimate=estimate, warmup=warmup,
                     sample_within=sample_within)
     budget.table_source = latency  # the latency table, kept with the run

@@ -94,37 +94,38 @@ def device_name(device: torch.device) -> str:
     return f"cpu {platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"
 
 
-def profile_latency(space: Any, *, network: Dict[str, Any], resolution: int, num_classes: int,
+def profile_latency(cost_model: Any, *, network: Dict[str, Any], resolution: int, num_classes: int,
                     in_channels: int, batch_sizes: Sequence[int], device: torch.device,
                     cell: Optional[Dict[str, Any]] = None,
                     repeats: int = 20, warmup: int = 3, table: Optional[LatencyTable] = None,
                     log=None) -> LatencyTable:
-    """Time every op of every edge shape of ``space``'s trained network (and its skeleton) at
+    """Time every op of every edge shape of a space's trained network (its
+    :class:`~nas.cost.model.CostModel`; and its skeleton) at
     each batch size on ``device``; entries already in ``table`` are kept, so one file can hold
     several networks and batch sizes."""
     table = table or LatencyTable()
     cell = cell or {}
     table.device = device_name(device)
     shapes: Iterable[EdgeShape] = {EdgeShape(0, s.C_in, s.C_out, s.stride, s.H, s.W)
-                                   for rows in space.cost_edges(resolution=resolution, **network, **cell).values()
+                                   for rows in cost_model.edges(resolution=resolution, **network, **cell).values()
                                    for s in rows}
-    ref = space.cost_reference(**cell)
-    key = network_key(space.name, ref, network, resolution, num_classes, in_channels)
+    ref = cost_model.reference(**cell)
+    key = network_key(cost_model.name, ref, network, resolution, num_classes, in_channels)
     for b in batch_sizes:
         if b < 1:
             raise ConfigError(f"--batch sizes must be positive, got {b}")
         for s in sorted(shapes, key=lambda s: (s.C_in, s.H, s.stride)):
             x = torch.randn(b, s.C_in, s.H, s.W, device=device)
-            for op in space.ops:
+            for op in cost_model.ops:
                 k = op_key(op, s.C_in, s.C_out, s.stride, s.H, s.W, b)
                 if k not in table.entries:
-                    module = space.cost_ops[op](s.C_in, s.C_out, s.stride, True).to(device)
+                    module = cost_model.ops_table[op](s.C_in, s.C_out, s.stride, True).to(device)
                     # a zero op is dropped from the discrete network: it takes no time there
                     table.entries[k] = (0.0 if getattr(module, "is_zero", False)
                                         else time_module(module, x, repeats, warmup))
                     if log:
                         log(f"{k}: {table.entries[k]:.4f} ms")
-        net = space.build_network(ref, num_classes=num_classes, in_channels=in_channels, **network).to(device)
+        net = cost_model.build_network(ref, num_classes=num_classes, in_channels=in_channels, **network).to(device)
         table.entries[f"{key}|b{b}"] = time_module(
             net, torch.randn(b, in_channels, resolution, resolution, device=device), repeats, warmup)
         if log:

@@ -1,10 +1,10 @@
 """The cost table of a search: every candidate op on every edge of the network that will be
 trained, plus the fixed skeleton (stem, reduction blocks, head, a DARTS cell's preprocessing).
 
-A space describes its trained network through four methods of
-:class:`nas.spaces.base.SearchSpace`: ``cost_edges`` (the shape of every edge of every cell, per
-choice), ``cost_ops`` (the discrete op table), ``cost_reference`` (a genotype to measure the
-skeleton with) and ``selected_edges`` (the (edge, op) pairs a genotype keeps). Then
+A space describes its trained network through the :class:`~nas.cost.model.CostModel` it returns
+(``space.cost_model()``): ``edges`` (the shape of every edge of every cell, per choice),
+``ops_table`` (the discrete op table), ``reference`` (a genotype to measure the skeleton with) and
+``selected_edges`` (the (edge, op) pairs a genotype keeps). Then
 
     cost(genotype) = fixed + Σ_(choice, edge, op) kept  table[choice][edge, op]
 
@@ -80,10 +80,11 @@ class CostTable:
 Measure = Callable[[str, EdgeShape], float]
 
 
-def build_cost_table(space: Any, metric: str, *, num_classes: int, in_channels: int, resolution: int,
+def build_cost_table(cost_model: Any, metric: str, *, num_classes: int, in_channels: int, resolution: int,
                      network: Dict[str, Any], cell: Optional[Dict[str, Any]] = None, latency: Any = None,
                      batch_size: int = 1, ops: Optional[Sequence[str]] = None) -> CostTable:
-    """The :class:`CostTable` of ``space``'s network ``space.build_network(g, **network)`` on
+    """The :class:`CostTable` of a space's network ``build_network(g, **network)`` (its
+    :class:`~nas.cost.model.CostModel`, ``space.cost_model()``) on
     ``resolution``² inputs with ``num_classes`` outputs; ``cell``: the searched cell's structure
     where the space has one (DARTS: ``steps``, ``multiplier``). ``latency``: a
     :class:`~nas.cost.latency.LatencyTable` (metric ``latency``), read at ``batch_size``.
@@ -92,10 +93,8 @@ def build_cost_table(space: Any, metric: str, *, num_classes: int, in_channels: 
     cell = cell or {}
     if metric not in METRICS:
         raise ConfigError(f"cost.metric: unknown metric '{metric}'; allowed: {', '.join(METRICS)}")
-    if not space.has_cost_model:
-        raise ConfigError(f"space '{space.name}' has no cost model; the cost keys apply to nb201 and darts")
-    ops = list(dict.fromkeys([*space.ops, *(ops or ())]))
-    shapes = space.cost_edges(resolution=resolution, **network, **cell)
+    ops = list(dict.fromkeys([*cost_model.ops, *(ops or ())]))
+    shapes = cost_model.edges(resolution=resolution, **network, **cell)
     cache: Dict[Tuple[str, EdgeShape], float] = {}
 
     def op_cost(op: str, s: EdgeShape) -> float:
@@ -104,7 +103,7 @@ def build_cost_table(space: Any, metric: str, *, num_classes: int, in_channels: 
             if metric == "latency":
                 cache[key] = latency.op(op, s.C_in, s.C_out, s.stride, s.H, s.W, batch_size)
             else:
-                module = space.cost_ops[op](s.C_in, s.C_out, s.stride, True)
+                module = cost_model.ops_table[op](s.C_in, s.C_out, s.stride, True)
                 cache[key] = counted(metric, module, (s.C_in, s.H, s.W))
         return cache[key]
 
@@ -119,16 +118,16 @@ def build_cost_table(space: Any, metric: str, *, num_classes: int, in_channels: 
             for k, op in enumerate(ops):
                 t[r.edge, k] += op_cost(op, r)
         edges[choice], share[choice] = t, sh
-    ref = space.cost_reference(**cell)
+    ref = cost_model.reference(**cell)
     if metric == "latency":
-        whole = latency.network(network_key(space.name, ref, network, resolution, num_classes, in_channels),
+        whole = latency.network(network_key(cost_model.name, ref, network, resolution, num_classes, in_channels),
                                 batch_size)
     else:
-        net = space.build_network(ref, num_classes=num_classes, in_channels=in_channels, **network)
+        net = cost_model.build_network(ref, num_classes=num_classes, in_channels=in_channels, **network)
         whole = counted(metric, net, (in_channels, resolution, resolution))
     table = CostTable(metric, ops, edges, share, 0.0,
                       dict(network, resolution=resolution, num_classes=num_classes, in_channels=in_channels))
-    table.fixed = whole - table.exact(space.selected_edges(ref))
+    table.fixed = whole - table.exact(cost_model.selected_edges(ref))
     return table
 
 

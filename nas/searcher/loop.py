@@ -106,7 +106,6 @@ class Searcher:
         self.weights = model.weight_parameters()
         # listed once: on the single-path step, walking the module tree per zero_grad cost ~5%
         self.params = list(model.parameters())
-        self.budget = model.budget()
         # the run's hooks: mixed precision, and data parallelism, where the GradSteps average
         # every gradient over the ranks, `world` sums the meters and the guard the loss
         hooks = hooks if hooks is not None else RunHooks()
@@ -196,9 +195,8 @@ class Searcher:
             if step >= steps:
                 break
             self.estimator.set_progress(epoch, self.epochs, step, steps)
+            self.model.set_progress(epoch, self.epochs, step, steps)  # a cost budget's warm-up
             self.set_aux_skip(epoch + step / steps)
-            if self.budget is not None:  # its penalty may wait for cost.warmup epochs
-                self.budget.epochs_done = epoch + step / steps
             loss, logits = self.weight_step(x, y, update_arch=update_arch and self.mode == "joint")
             train_m.update(loss, logits, y)
             if self.mode == "alternating" and update_arch:

@@ -105,8 +105,9 @@ def make_supernet(cfg: Config, estimator: Estimator, num_classes: int, in_channe
     context = accepted_kwargs(space.build_supernet, "", dict(in_channels=in_channels, init_std=cfg.optim.arch.init_std,
                                                              generator=gen))
     model = space.build_supernet(estimator, num_classes=num_classes, **context, **space.supernet_kwargs(cfg, info))
-    if space.has_cost_model:  # the cost of the network the cell will be trained in
-        make_budget(cfg, space, model, num_classes, in_channels)
+    cost_model = space.cost_model()
+    if cost_model is not None:  # the cost of the network the cell will be trained in
+        make_budget(cfg, cost_model, model, num_classes, in_channels)
     elif cfg.cost != CostConfig():
         raise ConfigError(f"the {space.name} space has no cost model; the cost: keys apply to spaces with one "
                           f"(nb201, darts): remove the cost section")
@@ -124,7 +125,7 @@ def run_op_args(cfg: Config, ops: Any) -> Dict[str, Dict[str, Any]]:
     return out
 
 
-def make_budget(cfg: Config, space: Any, model: torch.nn.Module, num_classes: int, in_channels: int):
+def make_budget(cfg: Config, cost_model: Any, model: torch.nn.Module, num_classes: int, in_channels: int):
     """Attach the ``cost:`` section's :class:`~nas.cost.Budget` to ``model`` (``model.cost``)."""
     from ..cost import LatencyTable, attach_budget
     c = cfg.cost  # its ranges are checked with the config (nas.bounds)
@@ -134,11 +135,11 @@ def make_budget(cfg: Config, space: Any, model: torch.nn.Module, num_classes: in
             raise ConfigError("cost.metric=latency needs cost.latency_table: measure one with "
                               "tools/profile_latency.py CONFIG --out latency.json")
         latency = LatencyTable.load(c.latency_table)
-    return attach_budget(model, space, metric=c.metric, target=c.target, weight=c.weight, form=c.form,
+    return attach_budget(model, cost_model, metric=c.metric, target=c.target, weight=c.weight, form=c.form,
                          hard=c.hard, estimate=c.estimate, warmup=c.warmup_epochs, sample_within=c.sample_within,
                          num_classes=c.classes or num_classes, in_channels=in_channels,
-                         resolution=c.resolution, network=space.trained_network(c.C, c.N, c.layers),
-                         cell=space.cost_cell(cfg), latency=latency, batch_size=c.batch_size, ops=cfg.space.ops)
+                         resolution=c.resolution, network=cost_model.trained_network(c.C, c.N, c.layers),
+                         cell=cost_model.cell(cfg), latency=latency, batch_size=c.batch_size, ops=cfg.space.ops)
 
 
 @dataclass

@@ -21,9 +21,7 @@ from the keywords its ``build_supernet`` and ``build_network`` name.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import inspect
-from collections.abc import Mapping
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from torch import nn
@@ -71,24 +69,6 @@ def refuse_estimator_key(given: Any, key: str, where: str, why: str) -> None:
 
 # --------------------------------------------------------------------------- the space
 
-class RegisteredOps(Mapping):
-    """The op registry (:mod:`nas.ops.registry`) as the discrete op table the cost model builds
-    candidates from: ``table[name](C_in, C_out, stride, affine)``, the op as a discrete network
-    has it (no estimator in its context)."""
-
-    def __getitem__(self, name: str) -> Any:
-        from nas.ops.registry import build_op
-        return functools.partial(build_op, name)
-
-    def __iter__(self):
-        from nas.ops.registry import OPS
-        return iter(OPS)
-
-    def __len__(self) -> int:
-        from nas.ops.registry import OPS
-        return len(OPS.names())
-
-
 class SearchSpace:
     """One registry entry of ``nas.spaces.SPACES``: what the tool needs from a space.
 
@@ -104,8 +84,8 @@ class SearchSpace:
     * ``perturbation_choice``: the choice DARTS-PT's perturbation derive selects on, if supported;
     * ``tiny_supernet``, ``tiny_network``: the smallest ``build_supernet``/``build_network``
       sizes for smoke runs and the contract tests (``tests/test_contract.py``);
-    * ``cost_ops``: the discrete op table the cost model (:mod:`nas.cost`) measures candidates
-      with; ``None``: the space has no cost model, and the ``cost:`` section must stay unset.
+
+    A space with a cost model (:mod:`nas.cost`) returns it from :meth:`cost_model`.
     """
 
     name: str = ""
@@ -117,7 +97,6 @@ class SearchSpace:
     perturbation_choice: Optional[str] = None
     tiny_supernet: Dict[str, Any] = {}
     tiny_network: Dict[str, Any] = {}
-    cost_ops: Optional[Dict[str, Any]] = None
 
     def build_supernet(self, estimator: Any, *, num_classes: int, **kwargs: Any) -> Supernet:
         raise NotImplementedError
@@ -199,40 +178,14 @@ class SearchSpace:
                                   f"{keys}); remove it or set space.{f.name}={getattr(default, f.name)!r}")
         self.supernet_kwargs(cfg)
 
-    # ---------------------------------------------------------------- cost model (nas.cost)
-    # A space with a cost model sets ``cost_ops`` (its discrete op table) and implements the
-    # methods below; see nas/cost/table.py for how they combine.
-
-    @property
-    def has_cost_model(self) -> bool:
-        return self.cost_ops is not None
-
-    def cost_cell(self, cfg: Any) -> Dict[str, Any]:
-        """The searched cell's structure that a search config (:class:`nas.config.Config`) asks
-        for and the cost model needs besides the trained network's sizes (darts: ``steps``,
-        ``multiplier``); passed to :meth:`cost_edges` and :meth:`cost_reference`."""
-        return {}
-
-    def trained_network(self, C: Optional[int] = None, N: Optional[int] = None,
-                        layers: Optional[int] = None) -> Dict[str, Any]:
-        """``build_network`` keywords of the network a search's cell will be trained in (the
-        ``cost.C``/``cost.N``/``cost.layers`` keys; ``None``: the space's evaluation defaults)."""
-        raise ConfigError(f"space '{self.name}' has no cost model; the cost keys apply to nb201 and darts")
-
-    def cost_edges(self, *, resolution: int, **network: Any) -> Dict[str, list]:
-        """Per choice name, the :class:`nas.cost.EdgeShape` of every edge of every cell."""
-        raise NotImplementedError
-
-    def cost_reference(self) -> Any:
-        """A genotype whose network measures the skeleton (any valid one)."""
-        raise NotImplementedError
+    def cost_model(self) -> Optional[Any]:
+        """The :class:`~nas.cost.model.CostModel` of this space's trained network, or ``None``
+        (the default): the space has no cost model, and a run's ``cost:`` section must stay unset."""
+        return None
 
     def selected_edges(self, genotype: Any) -> Dict[str, List[Tuple[int, str]]]:
-        """Per choice name, the (edge, op) pairs ``genotype`` keeps."""
-        raise NotImplementedError
-
-    def derivable(self, model: nn.Module) -> Dict[str, Any]:
-        """Per choice name, a bool ``[K]`` or ``[E, K]`` of the candidates derive may pick."""
+        """Per choice name, the (edge, op) pairs ``genotype`` keeps (the cost model and the
+        figures read a genotype through it)."""
         raise NotImplementedError
 
     def check_ops(self, ops: Sequence[str], key: str = "space.ops") -> list:

@@ -12,6 +12,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
+from ..errors import NasError
 from ..estimators.base import BINARY, CATEGORICAL, Estimator, Sample, structured_argmax
 
 
@@ -41,15 +42,27 @@ class Choice(nn.Module):
         for name, (tensor, role) in estimator.create(shape, kind, init_std, generator).items():
             self.register_parameter(name, nn.Parameter(tensor))
             self.roles[name] = role
-        # the structured argmax of a one-hot estimator's samples (nas.estimators.base.structured_argmax),
-        # e.g. the cells within a cost budget (cost.sample_within); None: each row's argmax
-        self.decoder: Optional[Callable[[Tensor], Tensor]] = None
+        self._decoder: Optional[Callable[[Tensor], Tensor]] = None  # see set_decoder
+
+    @property
+    def decoder(self) -> Optional[Callable[[Tensor], Tensor]]:
+        return self._decoder
+
+    def set_decoder(self, decoder: Optional[Callable[[Tensor], Tensor]]) -> None:
+        """Install the structured argmax of this choice's one-hot samples
+        (:func:`nas.estimators.base.structured_argmax`: the sample is the decoder's indices, e.g.
+        the cells within a cost budget, ``cost.sample_within``); ``None``: each row's argmax. Only
+        a categorical choice whose estimator's sample is one-hot (``estimator.decodes``) has one."""
+        if decoder is not None and (self.kind != CATEGORICAL or not getattr(self.estimator, "decodes", False)):
+            raise NasError(f"a decoder needs a categorical choice whose estimator samples one-hot; this one is "
+                           f"{self.kind} with estimator '{self.estimator.name}'")
+        self._decoder = decoder
 
     def params(self) -> Dict[str, Tensor]:
         return {name: getattr(self, name) for name in self.roles}
 
     def forward(self) -> Sample:
-        with structured_argmax(self.decoder):  # None: each row's argmax, also inside another choice's
+        with structured_argmax(self._decoder):  # None: each row's argmax, also inside another choice's
             return self.estimator.sample(self.params(), self.kind, self.training)
 
     def probs(self) -> Tensor:
@@ -59,7 +72,7 @@ class Choice(nn.Module):
         return self.estimator.derive(self.params(), self.kind)
 
     def expected_weights(self) -> Tensor:
-        with structured_argmax(self.decoder):
+        with structured_argmax(self._decoder):
             return self.estimator.expected_weights(self.params(), self.kind)
 
     def parameters_by_role(self, role: str) -> Iterator[nn.Parameter]:

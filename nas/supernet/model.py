@@ -114,6 +114,14 @@ class Supernet(nn.Module):
         TensorBoard as every :class:`Penalized`/:class:`Reporting` block's do), or ``None``."""
         return self._modules.get("cost")
 
+    def set_progress(self, epoch: int, epochs: int, step: int = 0, steps_per_epoch: int = 1) -> None:
+        """The search's progress, given by the loop before every step as to the estimator
+        (:meth:`nas.estimators.base.Estimator.set_progress`): passed on to the budget, whose
+        penalty waits for ``cost.warmup_epochs``. A subclass with a schedule of its own extends it."""
+        budget = self.budget()
+        if budget is not None:
+            budget.set_progress(epoch, epochs, step, steps_per_epoch)
+
     def cost_open_probs(self, name: str) -> Optional[Tensor]:
         """For the expected cost (:mod:`nas.cost.budget`): ``[E, K]`` or ``[E, 1]`` probability
         that gates keep the candidates of choice ``name`` open; ``None`` (the default): no gates."""

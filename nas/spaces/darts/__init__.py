@@ -6,13 +6,14 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 
+from nas.cost.model import CostModel
 from nas.cost.table import EdgeShape
 from nas.errors import ConfigError
 from nas.blocks.l0 import gate_estimator_for
 from nas.estimators.base import Estimator
 from nas.ops import check_op_args
 
-from ..base import RegisteredOps, SearchSpace, refuse_estimator_key, refuse_model_args
+from ..base import SearchSpace, refuse_estimator_key, refuse_model_args
 from .genotype import GENOTYPES, Genotype, derive_cell, named_genotype
 from .network import DartsNetwork
 from .ops import PRIMITIVES
@@ -82,8 +83,26 @@ class DartsSpace(SearchSpace):
         return dict(C=36 if m.C is None else m.C, layers=m.layers, auxiliary=m.auxiliary,  # DARTS's CIFAR C
                     stem_multiplier=m.stem_multiplier)
 
-    # ---------------------------------------------------------------- cost model (nas.cost)
-    cost_ops = RegisteredOps()
+    def cost_model(self) -> "DartsCostModel":
+        return DartsCostModel(self)
+
+    def selected_edges(self, genotype: Genotype) -> Dict[str, List[Tuple[int, str]]]:
+        out: Dict[str, List[Tuple[int, str]]] = {}
+        for cell in ("normal", "reduce"):
+            out[f"arch.{cell}"] = [(sum(m + 2 for m in range(n)) + src, op)
+                                   for n, node in enumerate(genotype.nodes(cell)) for op, src in node]
+        return out
+
+    def genotype_from_dict(self, data: Dict[str, Any]) -> Genotype:
+        return Genotype.from_dict(data)
+
+    def genotype_to_dict(self, genotype: Genotype) -> Dict[str, Any]:
+        return genotype.to_dict()
+
+
+class DartsCostModel(CostModel):
+    """The DARTS evaluation network a searched cell is trained in, for :mod:`nas.cost`: ``layers``
+    cells, normal and reduction (``arch.normal``, ``arch.reduce``), each node keeping ``top_k`` inputs."""
 
     def trained_network(self, C: Optional[int] = None, N: Optional[int] = None,
                         layers: Optional[int] = None) -> Dict[str, Any]:
@@ -93,12 +112,12 @@ class DartsSpace(SearchSpace):
             raise ConfigError("cost.N applies to the nb201 space; a darts network has cost.C and cost.layers")
         return {"C": 36 if C is None else C, "layers": 20 if layers is None else layers, "auxiliary": False}
 
-    def cost_cell(self, cfg: Any) -> Dict[str, Any]:
+    def cell(self, cfg: Any) -> Dict[str, Any]:
         return {"steps": cfg.space.steps, "multiplier": cfg.space.multiplier}
 
-    def cost_edges(self, *, resolution: int, C: int = 36, layers: int = 20, auxiliary: bool = False,
-                   stem_multiplier: int = 3, steps: int = 4, multiplier: int = 4,
-                   top_k: int = 2) -> Dict[str, List[EdgeShape]]:
+    def edges(self, *, resolution: int, C: int = 36, layers: int = 20, auxiliary: bool = False,
+              stem_multiplier: int = 3, steps: int = 4, multiplier: int = 4,
+              top_k: int = 2) -> Dict[str, List[EdgeShape]]:
         # the edges' shapes do not depend on how many nodes the output concatenates (multiplier)
         rows: Dict[str, List[EdgeShape]] = {"arch.normal": [], "arch.reduce": []}
         H, C_curr = resolution, C
@@ -117,27 +136,14 @@ class DartsSpace(SearchSpace):
             H = H_out
         return rows
 
-    def cost_reference(self, steps: int = 4, multiplier: int = 4) -> Genotype:
+    def reference(self, steps: int = 4, multiplier: int = 4) -> Genotype:
         pairs = tuple(("avg_pool_3x3", src) for _ in range(steps) for src in (0, 1))
         concat = tuple(range(2 + steps - multiplier, steps + 2))
         return Genotype(pairs, concat, pairs, concat)
 
-    def selected_edges(self, genotype: Genotype) -> Dict[str, List[Tuple[int, str]]]:
-        out: Dict[str, List[Tuple[int, str]]] = {}
-        for cell in ("normal", "reduce"):
-            out[f"arch.{cell}"] = [(sum(m + 2 for m in range(n)) + src, op)
-                                   for n, node in enumerate(genotype.nodes(cell)) for op, src in node]
-        return out
-
     def derivable(self, model: DartsSupernet) -> Dict[str, torch.Tensor]:
         keep = torch.tensor([op != "none" for op in model.op_names])  # derive never keeps none
         return {"arch.normal": keep, "arch.reduce": keep}
-
-    def genotype_from_dict(self, data: Dict[str, Any]) -> Genotype:
-        return Genotype.from_dict(data)
-
-    def genotype_to_dict(self, genotype: Genotype) -> Dict[str, Any]:
-        return genotype.to_dict()
 
 
 __all__ = ["DartsSpace", "DartsSupernet", "DartsNetwork", "Genotype", "GENOTYPES", "named_genotype",

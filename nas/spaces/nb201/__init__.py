@@ -7,12 +7,13 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import torch
 
 from nas.blocks.l0 import gate_estimator_for
+from nas.cost.model import CostModel
 from nas.cost.table import EdgeShape
 from nas.errors import CheckpointError, ConfigError
 from nas.estimators.base import Estimator
 from nas.ops import check_op_args
 
-from ..base import RegisteredOps, SearchSpace, refuse_model_args
+from ..base import SearchSpace, refuse_model_args
 from .genotype import EDGE_NAMES, EDGES, OPS, NB201Genotype, all_genotypes
 from .network import NB201Network
 
@@ -75,32 +76,11 @@ class NB201Space(SearchSpace):
             raise ConfigError(f"{darts_only[0]} is a DARTS-network setting; the nb201 network has none (set it off)")
         return dict(C=16 if m.C is None else m.C, N=m.N)  # the benchmark's C
 
-    # ---------------------------------------------------------------- cost model (nas.cost)
-    cost_ops = RegisteredOps()
-
-    def trained_network(self, C: Optional[int] = None, N: Optional[int] = None,
-                        layers: Optional[int] = None) -> Dict[str, Any]:
-        """The benchmark's network by default: C=16, N=5 (NAS-Bench-201 §2.1)."""
-        if layers is not None:
-            raise ConfigError("cost.layers applies to the darts space; an nb201 network has cost.C and cost.N")
-        return {"C": 16 if C is None else C, "N": 5 if N is None else N}
-
-    def cost_edges(self, *, resolution: int, C: int = 16, N: int = 5) -> Dict[str, List[EdgeShape]]:
-        rows, H = [], resolution
-        for stage, c in enumerate((C, 2 * C, 4 * C)):
-            if stage:
-                H = (H + 1) // 2  # the ResBlock's stride-2 3x3 conv (padding 1)
-            rows += [EdgeShape(e, c, c, 1, H, H) for _ in range(N) for e in range(len(EDGES))]
-        return {"arch.cell": rows}
-
-    def cost_reference(self) -> NB201Genotype:
-        return NB201Genotype(("none",) * len(EDGES))
+    def cost_model(self) -> "NB201CostModel":
+        return NB201CostModel(self)
 
     def selected_edges(self, genotype: NB201Genotype) -> Dict[str, List[Tuple[int, str]]]:
         return {"arch.cell": list(enumerate(genotype.ops))}
-
-    def derivable(self, model: NB201Supernet) -> Dict[str, torch.Tensor]:
-        return {"arch.cell": model.derive_allowed}
 
     def genotype_from_dict(self, data: Dict[str, Any]) -> NB201Genotype:
         if not isinstance(data, dict) or not isinstance(data.get("arch"), str):
@@ -113,6 +93,33 @@ class NB201Space(SearchSpace):
 
     def is_connected(self, genotype: NB201Genotype) -> bool:
         return genotype.is_connected()
+
+
+class NB201CostModel(CostModel):
+    """The NB201 network a searched cell is trained in, for :mod:`nas.cost`: three stages of ``N``
+    cells, one choice (``arch.cell``) shared by all of them."""
+
+    def trained_network(self, C: Optional[int] = None, N: Optional[int] = None,
+                        layers: Optional[int] = None) -> Dict[str, Any]:
+        """The benchmark's network by default: C=16, N=5 (NAS-Bench-201 §2.1)."""
+        if layers is not None:
+            raise ConfigError("cost.layers applies to the darts space; an nb201 network has cost.C and cost.N")
+        return {"C": 16 if C is None else C, "N": 5 if N is None else N}
+
+    def edges(self, *, resolution: int, C: int = 16, N: int = 5) -> Dict[str, List[EdgeShape]]:
+        rows, H = [], resolution
+        for stage, c in enumerate((C, 2 * C, 4 * C)):
+            if stage:
+                H = (H + 1) // 2  # the ResBlock's stride-2 3x3 conv (padding 1)
+            rows += [EdgeShape(e, c, c, 1, H, H) for _ in range(N) for e in range(len(EDGES))]
+        return {"arch.cell": rows}
+
+    def reference(self) -> NB201Genotype:
+        return NB201Genotype(("none",) * len(EDGES))
+
+    def derivable(self, model: NB201Supernet) -> Dict[str, torch.Tensor]:
+        return {"arch.cell": model.derive_allowed}
+
 
 __all__ = ["NB201Space", "NB201Genotype", "NB201Supernet", "NB201Network", "OPS", "EDGES",
            "EDGE_NAMES", "all_genotypes"]
