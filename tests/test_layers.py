@@ -20,7 +20,7 @@ LAYERS: List[List[str]] = [
     ["nas.supernet"],                                  # choices, mixed ops, the supernet contract
     ["nas.blocks", "nas.cost"],                        # discrete blocks, the cost model
     ["nas.searcher.loop", "nas.searcher.optim", "nas.searcher.unrolled",   # the loops: no space
-     "nas.retrainer.trainer", "nas.retrainer.augment", "nas.retrainer.config"],
+     "nas.retrainer.trainer", "nas.retrainer.augment"],
     ["nas.spaces"],                                    # search spaces
     ["nas.searcher", "nas.retrainer"],                 # runs: config -> objects
     ["nas.benchmarks"],                                # baselines and benchmark tables
