@@ -196,11 +196,18 @@ class CostConfig:
 
 
 @dataclass
-class Config:
-    name: str = matching("search", RUN_NAME, RUN_NAME_HINT)
+class RunConfig:
+    """The top-level keys of every run's config, a search's (:class:`Config`) and a retraining's
+    (:class:`nas.retrainer.config.RetrainConfig`); each sets its own default ``name``."""
+    name: str = matching("run", RUN_NAME, RUN_NAME_HINT)
     imports: List[str] = field(default_factory=list)  # user modules / .py files imported before anything is built
     seed: int = ranged(0, ge=0, lt=MAX_SEED)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+@dataclass
+class Config(RunConfig):
+    name: str = matching("search", RUN_NAME, RUN_NAME_HINT)
     data: DataConfig = field(default_factory=DataConfig)
     space: SpaceConfig = field(default_factory=SpaceConfig)
     estimator: EstimatorConfig = field(default_factory=EstimatorConfig)

@@ -1,6 +1,5 @@
 """Retraining a derived genotype from scratch: the run folder, the real test split, exact resume,
 Cutout and drop-path, and one-line errors for bad genotypes (nas-retrain)."""
-import importlib.util
 import json
 from pathlib import Path
 
@@ -24,15 +23,8 @@ TINY = ["data.subset=96", "data.test_subset=64", "data.resize=8", "data.batch_si
 DARTS_TINY = ["model.C=4", "model.layers=3", "data.cutout=4", "model.drop_path_prob=0.2"]
 
 
-def tool(name):
-    spec = importlib.util.spec_from_file_location(name, REPO / "tools" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def retrain_cli(*argv):
-    t = tool("retrain")
+    from nas.commands import retrain as t
     return t.main(t.get_args_parser().parse_intermixed_args(list(argv)))
 
 

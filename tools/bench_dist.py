@@ -73,7 +73,7 @@ def memory_mib() -> Dict[str, float]:
 def worker(spec: Dict) -> None:
     import torch
 
-    from nas.benchmarks.steps import nb201_step, search_step
+    from nas.benchmarks.steps import nb201_step, search_step, timed
     from nas.engine.distributed import setup
     from nas.estimators import build_estimator
 
@@ -108,13 +108,7 @@ def worker(spec: Dict) -> None:
     times = []
     for _ in range(spec["steps"]):
         world.barrier()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        t = time.perf_counter()
-        step()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - t)
+        times.append(timed(step, device))
     med = sorted(times)[len(times) // 2]
     report.update(ms=1000 * med, threads=torch.get_num_threads(), memory=memory_mib(),
                   gpu_peak_mib=torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None)

@@ -78,6 +78,17 @@ def search_step(searcher: Any, batches: Sequence[Tuple[torch.Tensor, torch.Tenso
     return step
 
 
+def timed(fn: Callable[[], Any], device: torch.device) -> float:
+    """Wall seconds of one call of ``fn`` (on CUDA between two synchronisations: the kernels' time)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    t = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - t
+
+
 def time_steps(step: Callable[[], None], args: argparse.Namespace, device: torch.device) -> Dict[str, float]:
     """Wall and CPU time per call of ``step`` after ``args.warmup`` untimed calls, and peak memory."""
     for _ in range(args.warmup):

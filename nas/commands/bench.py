@@ -32,12 +32,11 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 from typing import Dict, List
 
 import torch
 
-from nas.benchmarks.steps import conv_rate, nb201_step, search_step, time_steps, timing_parser
+from nas.benchmarks.steps import conv_rate, nb201_step, search_step, time_steps, timed, timing_parser
 from nas.commands import entry, guarded
 from nas.errors import NasError
 from nas.estimators import parse_spec
@@ -106,13 +105,7 @@ def measure(spec: str, args: argparse.Namespace) -> Dict[str, float]:
         (x, y), (xv, yv) = batches
         for name, fn in (("weight", lambda: searcher.weight_step(x, y)),
                          ("arch", lambda: searcher.arch_step(xv, yv, (x, y)))):
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            t = time.perf_counter()
-            fn()
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            phases[name].append(time.perf_counter() - t)
+            phases[name].append(timed(fn, device))
     out.update({f"{k}_ms": 1000 * sorted(v)[len(v) // 2] for k, v in phases.items()})
     return out
 

@@ -52,3 +52,9 @@ class RunHooks:
             return None
         world = self.world
         return lambda t: world.all_reduce(t, "the loss check")
+
+
+def engine_note(world: World, sync_bn: bool, amp: str) -> str:
+    """What a run's first log line says of its engine, where it is not the default."""
+    return ((f" ranks={world.size} sync_bn={sync_bn}" if world.enabled else "")
+            + (f" amp={amp}" if amp != "off" else ""))

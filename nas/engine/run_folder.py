@@ -35,7 +35,7 @@ import yaml
 from ..config import from_dict, parse_yaml, to_dict
 from ..errors import CheckpointError, NasError, StorageError, TrainingError, storage_error
 from .checkpoint import load_checkpoint, save_atomic, write_text_atomic
-from .monitor import flatten, log, setup_logging
+from .monitor import Monitor, flatten, log, setup_logging
 from .runtime import replan_epochs, rng_state, set_rng_state
 from .signals import as_interrupted
 
@@ -386,6 +386,20 @@ class RunFolder:
                                   f"({type(e).__name__}: {_first_line(e, 80)}); start a new run") from None
         replan_epochs(sched, self.cfg.trainer.epochs)
         return ckpt["epoch"], ckpt.get("history", []), ckpt.get("seconds", 0.0)
+
+    def log_resumed(self, start_epoch: int, ranks: int) -> None:
+        """The log line of a resumed run, with the number of ranks where it changed."""
+        written = self.ckpt.get("world_size", 1)
+        log.info(f"resumed from {self.ckpt_path} after epoch {start_epoch}"
+                 + (f" (written by {written} ranks, continued by {ranks})" if written != ranks else ""))
+
+    def monitor(self, quiet: bool, start_epoch: int, **kwargs: Any) -> Monitor:
+        """The run's progress and TensorBoard (``tb/``, written by the writing process only). A
+        resumed run rewrites the TensorBoard steps after its checkpoint, so the interrupted ones
+        are dropped (and a run started again in its folder drops all of the earlier start's)."""
+        return Monitor(self.path / "tb" if self.writer else None, epochs=self.cfg.trainer.epochs,
+                       quiet=quiet or not self.writer,
+                       purge_step=start_epoch + 1 if self.resumed or self.reused else None, **kwargs)
 
     def save(self, epoch_done: int, seconds: float, history: list, state: Dict[str, Any],
              loaders: Dict[str, Any], device: torch.device) -> None:

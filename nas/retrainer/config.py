@@ -6,10 +6,10 @@ unknown keys rejected): :func:`nas.config.load_config` with ``cls=RetrainConfig`
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Literal, Optional
+from typing import Any, Dict, Optional
 
-from ..bounds import MAX_SEED, RUN_NAME, RUN_NAME_HINT, ranged, matching
-from ..config import RunTrainerConfig
+from ..bounds import RUN_NAME, RUN_NAME_HINT, ranged, matching
+from ..config import RunConfig, RunTrainerConfig, WeightOptimConfig
 
 
 @dataclass
@@ -42,10 +42,9 @@ class ModelConfig:
 
 
 @dataclass
-class RetrainOptimConfig:
-    lr: float = ranged(0.025, gt=0)
+class RetrainOptimConfig(WeightOptimConfig):
+    """SGD as the search's weight optimizer, with DARTS's retraining defaults."""
     lr_min: float = ranged(0.0, ge=0, le="lr")
-    momentum: float = ranged(0.9, ge=0, lt=1)
     nesterov: bool = False
     weight_decay: float = ranged(3e-4, ge=0)
 
@@ -57,11 +56,8 @@ class RetrainTrainerConfig(RunTrainerConfig):
 
 
 @dataclass
-class RetrainConfig:
+class RetrainConfig(RunConfig):
     name: str = matching("retrain", RUN_NAME, RUN_NAME_HINT)
-    imports: List[str] = field(default_factory=list)  # user modules / .py files imported before anything is built
-    seed: int = ranged(0, ge=0, lt=MAX_SEED)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
     data: RetrainDataConfig = field(default_factory=RetrainDataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: RetrainOptimConfig = field(default_factory=RetrainOptimConfig)

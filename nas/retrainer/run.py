@@ -19,8 +19,8 @@ from ..errors import ConfigError
 from ..engine.amp import Precision
 from ..engine.distributed import DistributedError, World, setup as setup_world
 from ..engine.meter import loss_causes as engine_loss_causes
-from ..engine.monitor import Monitor, log
-from ..engine.prepare import RunHooks, prepare_model
+from ..engine.monitor import log
+from ..engine.prepare import RunHooks, engine_note, prepare_model
 from ..engine.rank_folder import claim_shared, start_shared
 from ..engine.run_folder import RESUMABLE_CHANGES as RUN_RESUMABLE, RunFolder
 from ..engine.runtime import rng_state, seed_everything, set_rng_state
@@ -129,9 +129,7 @@ def _retrain(cfg: RetrainConfig, folder: RunFolder, quiet: bool, resolved: Any, 
     start_epoch, history, elapsed = folder.restore(trainer.load_state_dict, loaders, device, sched)
     if folder.resumed:
         _restore_rank_streams(folder.ckpt, trainer, world, cfg.seed)
-        written = folder.ckpt.get("world_size", 1)
-        log.info(f"resumed from {folder.ckpt_path} after epoch {start_epoch}"
-                 + (f" (written by {written} ranks, continued by {world.size})" if written != world.size else ""))
+        folder.log_resumed(start_epoch, world.size)
 
     def checkpoint(epoch_done: int, seconds: float) -> None:
         # every rank's own random streams (drop-path, Cutout), so that the same number of ranks resumes exactly
@@ -146,11 +144,8 @@ def _retrain(cfg: RetrainConfig, folder: RunFolder, quiet: bool, resolved: Any, 
 
     log.info(f"retrain {cfg.name}: space={space.name} genotype={genotype} params={params_m:.3f}M "
              f"macs={macs_m:.1f}M device={device} train={info['n_train']} test={info['n_test']} out={out_dir}"
-             + (f" ranks={world.size} sync_bn={t.sync_bn}" if world.enabled else "")
-             + (f" amp={t.amp}" if t.amp != "off" else ""))
-    monitor = Monitor(out_dir / "tb" if folder.writer else None, epochs=t.epochs, quiet=quiet or not folder.writer,
-                      desc="retrain",
-                      purge_step=start_epoch + 1 if folder.resumed or folder.reused else None)
+             + engine_note(world, t.sync_bn, t.amp))
+    monitor = folder.monitor(quiet, start_epoch, desc="retrain")
     monitor.start(start_epoch)
     t0 = time.time() - elapsed
     try:

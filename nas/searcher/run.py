@@ -25,8 +25,8 @@ from ..engine.amp import Precision
 from ..engine.checkpoint import write_text_atomic
 from ..engine.distributed import DistributedError, World, setup as setup_world
 from ..engine.meter import loss_causes as engine_loss_causes
-from ..engine.monitor import Monitor, log
-from ..engine.prepare import RunHooks, prepare_model
+from ..engine.monitor import log
+from ..engine.prepare import RunHooks, engine_note, prepare_model
 from ..engine.rank_folder import claim_shared, start_shared
 from ..engine.run_folder import RESUMABLE_CHANGES, RunFolder
 from ..engine.runtime import seed_everything
@@ -243,9 +243,7 @@ def _search(cfg: Config, folder: RunFolder, quiet: bool, stop_after: Optional[in
     loaders = {"train": train_loader, "val": val_loader}
     start_epoch, history, elapsed = folder.restore(searcher.load_state_dict, loaders, device, opts.weights_sched)
     if folder.resumed:
-        written = folder.ckpt.get("world_size", 1)
-        log.info(f"resumed from {folder.ckpt_path} after epoch {start_epoch}"
-                 + (f" (written by {written} ranks, continued by {world.size})" if written != world.size else ""))
+        folder.log_resumed(start_epoch, world.size)
     # what derive needs to rebuild the supernet without the data
     data = {"num_classes": info["num_classes"], "in_channels": info["shape"][0],
             **{k: list(info[k]) if info.get(k) is not None else None for k in ("features", "classes")}}
@@ -259,13 +257,8 @@ def _search(cfg: Config, folder: RunFolder, quiet: bool, stop_after: Optional[in
                     loaders, device)
 
     log.info(f"search {cfg.name}: space={cfg.space.name} estimator={estimator!r} device={device} "
-             f"train={info['n_train']} val={info['n_val']} out={out_dir}"
-             + (f" ranks={world.size} sync_bn={t.sync_bn}" if world.enabled else "")
-             + (f" amp={t.amp}" if t.amp != "off" else ""))
-    # a resumed run rewrites the TensorBoard steps after its checkpoint: drop the interrupted ones
-    # (and a run started again in its folder drops all of the earlier start's)
-    monitor = Monitor(out_dir / "tb" if folder.writer else None, epochs=t.epochs, quiet=quiet or not folder.writer,
-                      purge_step=start_epoch + 1 if folder.resumed or folder.reused else None)
+             f"train={info['n_train']} val={info['n_val']} out={out_dir}" + engine_note(world, t.sync_bn, t.amp))
+    monitor = folder.monitor(quiet, start_epoch)
     summaries = SearchSummaries(monitor, model)
     end_epoch = t.epochs if stop_after is None else max(start_epoch, min(t.epochs, stop_after))
     monitor.start(start_epoch)
