@@ -8,7 +8,7 @@ imported on first use, so ``import nas`` (and ``nas-search --help``) stays fast.
 """
 from .errors import CheckpointError, ConfigError, DataError, NasError
 
-__version__ = "0.1.0"
+from .version import __version__
 
 _API = ("load_config", "search", "derive", "retrain", "export", "build_network", "list_spaces", "list_ops",
         "list_estimators", "register_op", "register_space", "register_estimator", "register_dataset")

@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "nas"
 # module belongs to the layer of the longest prefix that names it (``nas.searcher.loop`` is a loop,
 # the rest of ``nas.searcher`` a run).
 LAYERS: List[List[str]] = [
-    ["nas.errors", "nas.registry", "nas.bounds", "nas.plugins", "nas.utils"],   # shared leaves
+    ["nas.errors", "nas.registry", "nas.bounds", "nas.plugins", "nas.utils", "nas.version"],  # shared leaves
     ["nas.config"],                                    # typed configs
     ["nas.engine", "nas.estimators", "nas.data"],      # run machinery, relaxations, data
     ["nas.ops"],                                       # candidate ops
@@ -23,7 +23,7 @@ LAYERS: List[List[str]] = [
      "nas.retrainer.trainer", "nas.retrainer.augment"],
     ["nas.spaces"],                                    # search spaces
     ["nas.searcher", "nas.retrainer"],                 # runs: config -> objects
-    ["nas.benchmarks"],                                # baselines and benchmark tables
+    ["nas.benchmarks", "nas.deploy"],                  # baselines, benchmark tables, export
     ["nas.api", "nas"],                                # the Python API
     ["nas.commands", "nas.cli", "nas.__main__"],       # the installed commands
 ]

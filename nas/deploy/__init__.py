@@ -154,7 +154,7 @@ def export_source(src: Source, formats: Union[str, Sequence[str]], out: Union[st
 
 
 def _meta(src: Source, result: ExportResult, batch: int, dynamic_batch: bool, n_out: int) -> Dict[str, Any]:
-    import nas
+    from ..version import __version__
     return {
         "space": src.space, "genotype": src.genotype, "genotype_record": src.record,
         "input": {"name": onnx_format.INPUT, "shape": ["batch" if dynamic_batch else batch, *src.input_shape],
@@ -166,5 +166,5 @@ def _meta(src: Source, result: ExportResult, batch: int, dynamic_batch: bool, n_
         "test_acc": src.test_acc, "trained": src.trained, "source": src.origin,
         "files": result.files, "max_abs_diff": result.max_abs_diff, "tolerance": TOLERANCE,
         "onnx_opset": onnx_format.OPSET if "onnx" in result.files else None,
-        "torch": torch.__version__, "nas": nas.__version__,
+        "torch": torch.__version__, "nas": __version__,
     }

@@ -95,7 +95,8 @@ def _retrain_run(path: Path, allow_untrained: bool, resolution: Optional[int]) -
 def _sized(space: Any, C: Optional[int] = None, N: Optional[int] = None, layers: Optional[int] = None) -> Dict[str, Any]:
     """The network a search's cell is trained in (a space with a cost model knows it), else the
     space's own defaults."""
-    return space.trained_network(C, N, layers) if space.has_cost_model else {}
+    cost_model = space.cost_model()
+    return cost_model.trained_network(C, N, layers) if cost_model is not None else {}
 
 
 def _genotype(run: str, resolution: Optional[int], cfg: Any = None) -> Source:
