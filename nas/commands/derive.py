@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from nas.commands import entry, guarded
-from nas.errors import ConfigError
+from nas.errors import ConfigError, NasError
 from nas.searcher.derive import derive
 
 
@@ -35,6 +35,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="DARTS: incoming edges kept per intermediate node (default 2, as in the paper)")
     p.add_argument("--out", type=Path, default=None,
                    help="where to write the genotype (default: genotype.yaml beside the checkpoint)")
+    p.add_argument("--force", action="store_true",
+                   help="write --out over an existing file that is not a genotype file (never over a run's "
+                        "checkpoint or config)")
     p.add_argument("--device", default="cpu", help="device to rebuild the supernet on (default cpu)")
     p.add_argument("--method", choices=("argmax", "perturbation"), default="argmax",
                    help="argmax of α per edge (default), or DARTS-PT's perturbation-based selection "
@@ -68,9 +71,50 @@ def parse_max_skip(value: Optional[str]) -> Any:
         raise ConfigError(f"--max-skip takes a whole number or 'none', got '{value}'") from None
 
 
+def is_genotype_file(path: Path) -> bool:
+    """Whether ``path`` reads as a genotype.yaml (a mapping naming a known space, or a hand-written
+    cell): the only kind of existing file ``--out`` may replace without ``--force``."""
+    import yaml
+
+    from nas.spaces import SPACES
+    try:
+        if path.stat().st_size > 1 << 20:
+            return False
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False
+    return isinstance(data, dict) and (data.get("space") in SPACES.names() or "normal" in data
+                                       or str(data.get("arch", "")).startswith("|"))
+
+
+def check_out(source: Path, out: Path, explicit: bool, force: bool) -> None:
+    """One line instead of writing ``out`` where that would lose something: a run's checkpoint or
+    config (never, even with ``--force``), another existing file that is not a genotype file
+    (unless ``--force``), or a file inside a run folder that a running search holds (its
+    genotype would be replaced by one of an early checkpoint)."""
+    from nas.engine.run_folder import CHECKPOINT, folder_kind, in_use
+    run_dir = source if source.is_dir() else source.parent
+    if out.is_dir():
+        raise ConfigError(f"--out {out} is a folder; give a file, e.g. --out {out / 'genotype.yaml'}")
+    if out.name in (CHECKPOINT, "config.yaml") and (folder_kind(out.parent) is not None
+                                                     or out.resolve() == source.resolve()):
+        raise ConfigError(f"--out {out} is the run's {out.name}; a genotype never replaces it: give "
+                          f"another file, e.g. --out {out.parent / 'genotype.yaml'}")
+    if out.exists() and out.resolve() == source.resolve():
+        raise ConfigError(f"--out {out} is the checkpoint derive reads; give another file")
+    if explicit and out.exists() and not force and not is_genotype_file(out):
+        raise ConfigError(f"--out {out} exists and is not a genotype file; choose another --out, or add "
+                          f"--force to replace it")
+    pid = in_use(run_dir)
+    if pid is not None and out.resolve().parent == run_dir.resolve():
+        raise NasError(f"{run_dir} is in use by a running search (pid {pid}); derive from its latest checkpoint "
+                       f"into another file with --out FILE outside the folder, or wait for the run to end")
+
+
 def run(args: argparse.Namespace) -> int:
     notes: list = []  # the cost line, printed after the genotype
     out = args.out or (args.source if args.source.is_dir() else args.source.parent) / "genotype.yaml"
+    check_out(args.source, out, args.out is not None, args.force)
     if args.out is not None:  # `--out new/folder/genotype.yaml` makes the folder, as `nas-search --out` does
         args.out.parent.mkdir(parents=True, exist_ok=True)
     space, genotype = derive(args.source, args.top_k, args.device, args.method, args.batches,
