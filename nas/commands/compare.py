@@ -16,7 +16,9 @@ names; any other estimator starts from its own defaults, except ``derive_max_ski
 limit on the derived cell, a prior on the cell rather than a setting of one relaxation), which
 carries over to every estimator with logits. ``--set NAME:key=value`` adds an override
 for the specs whose label, spec or estimator name is NAME. A finished run
-(its ``metrics.json`` exists) is reused, so an interrupted comparison continues where it stopped.
+(its ``metrics.json`` exists) is reused and a search an interruption kept (its ``checkpoint.pt``)
+is resumed, so an interrupted comparison continues where it stopped; ``--restart`` starts every
+search over instead.
 """
 from __future__ import annotations
 
@@ -24,8 +26,10 @@ import argparse
 import json
 import os
 import statistics
+import signal
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -72,6 +76,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads per search (default: cores / jobs)")
     p.add_argument("--device", default=None, help="device override for every search (cpu, cuda, auto)")
+    p.add_argument("--restart", action="store_true",
+                   help="start every search over, removing the runs a previous comparison kept (default: "
+                        "reuse the finished ones and resume the interrupted ones)")
     return p
 
 
@@ -115,25 +122,85 @@ def estimator_overrides(spec: str, config_estimator: Dict, sets: Sequence[str], 
     return out
 
 
-def run_job(job: Job, env: Dict[str, str]) -> None:
+def job_command(job: Job, restart: bool = False) -> Optional[List[str]]:
+    """The command that (re)runs ``job``: None for a finished run (reused), ``nas-search --resume``
+    for one an interruption kept with a checkpoint, else ``job.cmd`` (after removing what a run
+    without a checkpoint left, or everything with ``restart``)."""
+    import shutil
+    if restart and job.out.exists():
+        shutil.rmtree(job.out)
     if (job.out / "metrics.json").is_file():
-        return  # finished earlier: reuse
+        return None
+    ckpt = job.out / "checkpoint.pt"
+    if ckpt.is_file():
+        print(f"nas-compare: {job.method} seed {job.seed}: resuming the run kept in {job.out} "
+              f"(--restart starts it over)", file=sys.stderr)
+        return [job.cmd[0], "-m", "nas", "--resume", str(job.out), "--quiet"]
     if job.out.exists():
-        import shutil
-        shutil.rmtree(job.out)  # an interrupted run: start it again from scratch
+        shutil.rmtree(job.out)  # stopped before its first checkpoint: nothing in it to resume
+    return job.cmd
+
+
+class Running:
+    """The searches running now, and whether the comparison is stopping (then none starts)."""
+
+    def __init__(self) -> None:
+        self.procs: set = set()
+        self.stopping = False
+        self.lock = threading.Lock()
+
+    def start(self, cmd: List[str], **kw) -> Optional[subprocess.Popen]:
+        with self.lock:
+            if self.stopping:
+                return None
+            proc = subprocess.Popen(cmd, **kw)
+            self.procs.add(proc)
+            return proc
+
+    def stop(self) -> None:
+        """SIGINT to every running search: each ends keeping its last checkpoint."""
+        with self.lock:
+            self.stopping = True
+            for proc in self.procs:
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGINT)
+
+
+def run_job(job: Job, env: Dict[str, str], restart: bool = False, running: Optional[Running] = None) -> None:
+    cmd = job_command(job, restart)
+    if cmd is None:
+        return  # finished earlier: reuse
     job.out.parent.mkdir(parents=True, exist_ok=True)
-    with open(job.out.parent / f"{job.out.name}.log", "w") as log:
-        rc = subprocess.run(job.cmd, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
+    running = running or Running()
+    with open(job.out.parent / f"{job.out.name}.log", "a" if cmd is not job.cmd else "w") as log:
+        proc = running.start(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+        if proc is None:
+            return  # the comparison is stopping
+        rc = proc.wait()
     if rc != 0:
         tail = (job.out.parent / f"{job.out.name}.log").read_text().strip().splitlines()[-1:]
         raise NasError(f"{job.method} seed {job.seed} failed (exit {rc}): {tail[0] if tail else ''}")
 
 
-def run_all(jobs: List[Job], n_parallel: int, threads: int) -> None:
+def run_all(jobs: List[Job], n_parallel: int, threads: int, restart: bool = False) -> None:
+    """Run ``jobs``, ``n_parallel`` at a time. The first failure, a signal or Ctrl-C stops the
+    comparison at once: queued searches never start and running ones get SIGINT (a search
+    keeps its checkpoint, which the next run of the comparison resumes)."""
+    from concurrent.futures import FIRST_EXCEPTION, wait
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    with ThreadPoolExecutor(max(n_parallel, 1)) as pool:
-        for f in [pool.submit(run_job, j, env) for j in jobs]:
-            f.result()
+    running = Running()
+    pool = ThreadPoolExecutor(max(n_parallel, 1))
+    futures = [pool.submit(run_job, j, env, restart, running) for j in jobs]
+    try:
+        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+        for f in futures:
+            if f in done and f.exception() is not None:
+                raise f.exception()
+    finally:
+        for f in futures:
+            f.cancel()
+        running.stop()
+        pool.shutdown(wait=True)
 
 
 def mean_std(xs: Sequence[float]) -> str:
@@ -206,27 +273,49 @@ def run(args: argparse.Namespace) -> int:
                  f"seed={seed}", "--out", str(out / label / f"seed{seed}"), "--quiet"])
             for label, spec in specs for seed in seeds]
     t0 = time.time()
-    run_all(jobs, args.jobs, threads)
-    rows = collect(table, jobs)
-    if not args.no_random:
-        budget = args.random_budget or statistics.mean(
-            r["search_seconds"] for rs in rows.values() for r in rs)
-        rjobs = [Job(RANDOM, seed, out / RANDOM / f"seed{seed}",
-                     [sys.executable, "-m", "nas.commands.random_search", cfg_path, *common,
-                      f"seed={seed}", "--budget", f"{budget:.1f}", "--epochs-per-cell",
-                      str(args.random_epochs), "--out", str(out / RANDOM / f"seed{seed}"), "--quiet"])
-                 for seed in seeds]
-        run_all(rjobs, args.jobs, threads)
-        rows.update(collect(table, rjobs))
+    done: List[Job] = []
+    try:
+        run_all(jobs, args.jobs, threads, args.restart)
+        done += jobs
+        if not args.no_random:
+            rows = collect(table, jobs)
+            budget = args.random_budget or statistics.mean(
+                r["search_seconds"] for rs in rows.values() for r in rs)
+            rjobs = [Job(RANDOM, seed, out / RANDOM / f"seed{seed}",
+                         [sys.executable, "-m", "nas.commands.random_search", cfg_path, *common,
+                          f"seed={seed}", "--budget", f"{budget:.1f}", "--epochs-per-cell",
+                          str(args.random_epochs), "--out", str(out / RANDOM / f"seed{seed}"), "--quiet"])
+                     for seed in seeds]
+            run_all(rjobs, args.jobs, threads, args.restart)
+            done += rjobs
+    except (NasError, KeyboardInterrupt) as e:
+        finished = [j for j in jobs if (j.out / "metrics.json").is_file()]
+        where = write_report(out, collect(table, finished), f"{Path(args.config).name} {' '.join(args.overrides)} "
+                             f"— partial: {len(finished)} of {len(jobs)} searches") if finished else None
+        kept = (f"the partial report of {len(finished)} finished search(es) is in {where}" if where else
+                "no search finished")
+        again = "run the same command again to resume the rest (--restart starts over)"
+        if isinstance(e, NasError):
+            raise NasError(f"{e}; the other searches were stopped, {kept}; {again}") from None
+        from nas.engine.signals import as_interrupted
+        stop = as_interrupted(e)
+        stop.note = f"interrupted by {stop.name}: {kept}; {again}"
+        raise stop from None
     title = (f"{Path(args.config).name} {' '.join(args.overrides)} — seeds {args.seeds}, "
              f"{args.jobs} parallel job(s) x {threads} thread(s), {(time.time() - t0) / 60:.0f} min total")
-    text = report(rows, title)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "report.md").write_text(text)
-    (out / "results.json").write_text(json.dumps(rows, indent=2))
-    print(text)
+    rows = collect(table, done)
+    write_report(out, rows, title)
+    print(report(rows, title))
     print(f"written: {out / 'report.md'}")
     return 0
+
+
+def write_report(out: Path, rows: Dict[str, List[dict]], title: str) -> Path:
+    """``report.md`` and ``results.json`` of ``rows`` in ``out``; the report's path."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.md").write_text(report(rows, title))
+    (out / "results.json").write_text(json.dumps(rows, indent=2))
+    return out / "report.md"
 
 
 def main(args: argparse.Namespace) -> int:
