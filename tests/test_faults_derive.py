@@ -59,3 +59,30 @@ def test_derive_respects_the_lock_of_a_running_search(run, tmp_path, capsys):
     finally:
         os.unlink(run / ".lock")
         os.close(fd)
+
+
+DARTS = ["darts_tiny", "space.layers=3", "space.C=4", "data.subset=64", "data.resize=8", "data.batch_size=16",
+         "trainer.epochs=1", "trainer.max_steps_per_epoch=2"]
+
+
+def test_a_hard_budget_below_the_darts_skeleton_is_refused_up_front(tmp_path, capsys):
+    out = tmp_path / "D"
+    line = one_line(capsys, search(*DARTS, "cost.metric=params", "cost.target=1.0", "--out", str(out)))
+    # the trained network (C=36, 20 cells) without its cells' ops: stem, preprocessing, head
+    assert line == ("nas-search: error: cost.target=1 M params is below the cost of the network without its "
+                    "cells' ops (1.37013); raise it or set cost.hard=false")
+    assert not (out / "checkpoint.pt").exists()
+
+
+def test_a_darts_derive_never_exceeds_a_hard_target(tmp_path, capsys):
+    out = tmp_path / "D"
+    assert search(*DARTS, "--out", str(out)) == 0
+    capsys.readouterr()
+    before = files(out)
+    # over the skeleton (1.37 M), under the cell the greedy descent reaches from this α
+    line = one_line(capsys, derive([str(out), "--cost", "metric=params", "--cost", "target=2.0"]), prog="nas-derive")
+    assert line.startswith("nas-derive: error: the cheapest cell derive finds costs ")
+    assert line.endswith(" M params, over cost.target=2 (cost.hard); give a higher --cost target=T, or "
+                         "--cost hard=false")
+    assert float(line.split("costs ")[1].split(" M")[0]) > 2.0
+    assert files(out) == before  # no genotype over the target written

@@ -104,8 +104,11 @@ class Budget(nn.Module):
             least = table.fixed + sum(float(table.min_cost(n, self._allowed[n], ch.candidates).sum())
                                       for n, ch in self._choices.items())
             if least > target:
-                raise ConfigError(f"cost.target={target:g} {UNITS[table.metric]} is below the cheapest cell "
-                                  f"derive may pick ({least:.4g}); raise it or set cost.hard=false")
+                raise ConfigError(f"cost.target={target:.6g} {UNITS[table.metric]} is below the cheapest cell "
+                                  f"derive may pick ({least:.6g}); raise it or set cost.hard=false")
+        elif self.hard and table.fixed > target:  # cells of unknown shape: their skeleton alone is a bound
+            raise ConfigError(f"cost.target={target:.6g} {UNITS[table.metric]} is below the cost of the network "
+                              f"without its cells' ops ({table.fixed:.6g}); raise it or set cost.hard=false")
         self.sample_within = sample_within
         if sample_within:
             self._install_decoders(model)
@@ -174,6 +177,13 @@ class Budget(nn.Module):
     def over(self, genotype: Any) -> bool:
         """Whether derive must look for a cheaper cell."""
         return self.hard and self.exact(genotype) > self.target * (1 + 1e-9)
+
+    def require_within(self, genotype: Any, fix: str = "raise cost.target or set cost.hard=false") -> None:
+        """A one-line ConfigError when a hard target is exceeded by ``genotype``, the cell derive
+        found (DARTS's greedy descent can stop over the target when no cell of the space fits)."""
+        if self.over(genotype):
+            raise ConfigError(f"the cheapest cell derive finds costs {self.exact(genotype):.6g} "
+                              f"{UNITS[self.table.metric]}, over cost.target={self.target:.6g} (cost.hard); {fix}")
 
     def within(self, name: str, probs: Tensor, allowed: Tensor, count_limit: Optional[Tuple[int, int]] = None,
                candidates: Optional[Sequence[str]] = None) -> Optional[List[int]]:

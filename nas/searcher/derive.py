@@ -76,6 +76,8 @@ def derive(source: Path, top_k: Optional[int] = None, device: str = "cpu", metho
     cfg, space, model, genotype = _derive(source, top_k, device, method, batches, tune_steps, seed, tune_lr,
                                           exclude, max_skip, cost)
     budget = model.budget()
+    if budget is not None:
+        budget.require_within(genotype, "give a higher --cost target=T, or --cost hard=false")
     if write is not None:
         from .run import write_genotype
         record = provenance(Path(source), Path(write), method, exclude, max_skip, cost, top_k)

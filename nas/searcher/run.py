@@ -320,9 +320,12 @@ def _finish(cfg: Config, folder: RunFolder, space: Any, model: torch.nn.Module, 
         recalibrate_bn(model, itertools.islice(iter(_plain(train_loader, cfg, info, device, shard)), t.bn_batches))
     final = searcher.evaluate(_plain(val_loader, cfg, info, device))
     genotype = model.genotype()
+    budget = model.budget()
+    if budget is not None:
+        budget.require_within(genotype, f"derive within another budget with nas-derive {out_dir} --cost target=T "
+                                        f"(the checkpoint is kept), or set cost.hard=false")
     if folder.writer:
         write_genotype(out_dir / "genotype.yaml", cfg, space, model, genotype)
-    budget = model.budget()
     cost = {} if budget is None else {f"cost_{budget.table.metric}": round(budget.exact(genotype), 6)}
     if budget is not None:
         log.info(cost_report(budget, genotype))
