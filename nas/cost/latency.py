@@ -13,6 +13,7 @@ under ``torch.inference_mode`` (CUDA: synchronised before and after each call).
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import statistics
@@ -30,6 +31,15 @@ from .table import EdgeShape, network_key
 
 def op_key(op: str, C_in: int, C_out: int, stride: int, H: int, W: int, batch: int) -> str:
     return f"{op}|{C_in}|{C_out}|{stride}|{H}x{W}|b{batch}"
+
+
+def describe_key(key: str) -> str:
+    """``op on CxHxW (stride s) at batch b`` for an :func:`op_key`, else the key as it is."""
+    parts = key.split("|")
+    if len(parts) == 6:
+        op, c_in, c_out, stride, hw, b = parts
+        return f"{op} on {c_in}x{hw} -> {c_out} channels, stride {stride}, at batch {b.lstrip('b')}"
+    return f"'{key}'"
 
 
 @dataclass
@@ -67,6 +77,10 @@ class LatencyTable:
         except (ValueError, KeyError, TypeError, AttributeError):
             raise DataError(f"cost.latency_table: {path} is not a latency table written by "
                             f"tools/profile_latency.py; measure it again") from None
+        for key, ms in entries.items():  # a negative or NaN entry would pass as a cost, or end in a NaN loss
+            if not (math.isfinite(ms) and ms >= 0):
+                raise DataError(f"cost.latency_table: {path}: {describe_key(key)} takes {ms:g} ms; every entry "
+                                f"must be a finite time >= 0 ms; measure it again with tools/profile_latency.py")
         return cls(entries, str(data.get("device", "")), path)
 
 
