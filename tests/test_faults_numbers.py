@@ -21,3 +21,37 @@ def test_a_latency_table_entry_that_is_not_a_time_is_refused_on_load(tmp_path, c
                     f"at batch 1 takes {shown} ms; every entry must be a finite time >= 0 ms; measure it again with "
                     f"tools/profile_latency.py")
     assert not (out / "checkpoint.pt").exists()
+
+
+RETRAIN = ["retrain_nb201_digits", "trainer.epochs=1", "trainer.max_steps_per_epoch=2", "data.subset=64",
+           "data.test_subset=64", "model.C=4"]
+OTHER = "|skip_connect~0|+|skip_connect~0|skip_connect~1|+|skip_connect~0|skip_connect~1|skip_connect~2|"
+
+
+def test_resume_with_another_genotype_is_refused(tmp_path, capsys):
+    from nas.commands.retrain import cli as retrain
+    out = tmp_path / "r"
+    assert retrain([*RETRAIN, "--out", str(out), "--quiet"]) == 0
+    capsys.readouterr()
+    before = (out / "config.yaml").read_text()
+    line = one_line(capsys, retrain(["--resume", str(out), "trainer.epochs=2", "--genotype", OTHER, "--quiet"]),
+                    prog="nas-retrain")
+    assert line == (f"nas-retrain: error: --genotype {OTHER} is not the cell {out} trains "
+                    f"(|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|); "
+                    f"resume without --genotype, or retrain {OTHER} in a new run with --out")
+    assert (out / "config.yaml").read_text() == before
+    # the same cell, however it is named, resumes
+    assert retrain(["--resume", str(out), "trainer.epochs=2", "--genotype", str(out / "genotype.yaml"), "--quiet"]) == 0
+
+
+@pytest.mark.parametrize("config, genotype, given, own", [
+    ("retrain_nb201_digits", "DARTS_V2", "darts", "nb201"),
+    ("retrain_darts_digits", OTHER, "nb201", "darts")])
+def test_a_genotype_of_another_space_than_the_configs_is_refused(tmp_path, capsys, config, genotype, given, own):
+    from nas.commands.retrain import cli as retrain
+    out = tmp_path / "r"
+    line = one_line(capsys, retrain([config, "--genotype", genotype, "--out", str(out), "--quiet"]), prog="nas-retrain")
+    assert line == (f"nas-retrain: error: --genotype {genotype} is a cell of the {given} space; {config} is a config "
+                    f"for the {own} space (its model.genotype and model.* keys are for that network): give a {given} "
+                    f"retrain config")
+    assert not out.exists()
