@@ -39,7 +39,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, List, Optional, Sequence, Tuple, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -53,6 +53,8 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 DEFAULT_TIMEOUT_S = 1800.0  # torch's own default for gloo and nccl
+# config keys that may differ between ranks: where each machine keeps the data, its device
+LOCAL_KEYS = ("device", "data.root", "data.download", "data.workers")
 
 
 class DistributedError(NasError):
@@ -188,6 +190,26 @@ class World:
             raise DistributedError(f"the ranks disagree on {what} (rank(s) {odd} differ from rank 0): something "
                                    f"draws per-rank randomness outside the data loaders; report it with the config")
 
+    def check_config(self, flat: Dict[str, Any], local: Sequence[str] = LOCAL_KEYS) -> None:
+        """A :class:`DistributedError` naming the first key (in sorted order) whose value differs
+        from rank 0's, unless every rank runs the same resolved config (``flat``: its flattened
+        dict; the ``local`` keys may differ per machine) and the same code (:func:`code_version`).
+        One all-gather of digests; the configs travel only when they differ."""
+        if not self.enabled:
+            return
+        import json
+        mine = {k: v for k, v in flat.items() if k not in local}
+        mine["the nas code"] = code_version()
+        digest = hashlib.sha1(json.dumps(mine, sort_keys=True, default=repr).encode()).hexdigest()
+        if len(set(self.gather(digest, "comparing the ranks' configs"))) == 1:
+            return
+        configs = self.gather(mine, "comparing the ranks' configs")
+        r = next(r for r, c in enumerate(configs) if c != configs[0])
+        key = next(k for k in sorted(set(configs[0]) | set(configs[r])) if configs[0].get(k) != configs[r].get(k))
+        raise DistributedError(f"rank {r} runs another config than rank 0: {key}={configs[r].get(key)!r} there, "
+                               f"{configs[0].get(key)!r} on rank 0; start every rank with the same config, overrides "
+                               f"and nas version")
+
     def sync_rng(self) -> None:
         """Every rank continues rank 0's global RNG streams (the architecture RNG)."""
         if self.enabled:
@@ -263,6 +285,18 @@ class World:
             self.barrier("sharing the data")
             if self.local_rank == 0:
                 path.unlink(missing_ok=True)  # the mappings outlive the name
+
+
+def code_version() -> str:
+    """``nas.__version__`` and a digest of the package's source files: ranks that run different
+    checkouts of one version differ too."""
+    import nas
+    root = Path(nas.__file__).parent
+    h = hashlib.sha1()
+    for f in sorted(root.rglob("*.py")):
+        h.update(str(f.relative_to(root)).encode())
+        h.update(f.read_bytes())
+    return f"{nas.__version__} ({h.hexdigest()[:12]})"
 
 
 def _shm_dir() -> Path:

@@ -9,8 +9,10 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple, TypeVar
 
+from ..config import to_dict
+from ..errors import ConfigError
 from .distributed import World
-from .monitor import setup_logging
+from .monitor import flatten, setup_logging
 from .run_folder import REQUIRED, RunFolder
 from .signals import as_interrupted
 
@@ -50,6 +52,11 @@ def claim_shared(world: World, path: Optional[os.PathLike], cfg: Any, *, kind: s
     """:meth:`RunFolder.claim` on rank 0 (its error, if any, raised on every rank); a
     :class:`FollowerFolder` of the folder it claimed on the others."""
     claimed: Dict[str, RunFolder] = {}
+    world.check_config(flatten(to_dict(cfg)))  # ranks started by hand with different overrides
+    batch = getattr(getattr(cfg, "data", None), "batch_size", None)
+    if world.enabled and isinstance(batch, int) and batch < world.size:  # a rank with no image: NaN statistics
+        raise ConfigError(f"data.batch_size={batch} is the global batch, split over {world.size} ranks: give at least "
+                          f"one image per rank (data.batch_size >= {world.size}), or start fewer ranks")
 
     def claim() -> Tuple[str, bool, Optional[str]]:
         f = RunFolder.claim(path, cfg, kind=kind, resumable=resumable, resume=resume, copy_from=copy_from,
