@@ -38,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from nas.engine.distributed import is_main_process
     from nas.retrainer import RetrainConfig, run_retrain
     from nas.engine.run_folder import load_run_config
+    from nas.retrainer.genotypes import check_replacement
 
     items: List[str] = list(args.items)
     if args.device is not None:
@@ -47,6 +48,12 @@ def run(args: argparse.Namespace) -> int:
     check_config_file_kept(items, args.out)
     if args.genotype is not None:  # set as is: a '|op~0|...' string is not YAML
         cfg.model.genotype = args.genotype
+    if base is not None and cfg.model.genotype != base.model.genotype:
+        check_replacement(cfg.model.genotype, str(args.resume / "genotype.yaml"), str(args.resume), resuming=True)
+    elif base is None and args.genotype is not None:
+        own = config_from_cli(items, cls=RetrainConfig, default=DEFAULT_CONFIG).model.genotype
+        where = next((a for a in items if "=" not in a), DEFAULT_CONFIG)
+        check_replacement(args.genotype, own, where, resuming=False)
     result = run_retrain(cfg, args.out, quiet=args.quiet, resume_from=args.resume)
     if not is_main_process():  # under torchrun rank 0 prints the result
         return 0

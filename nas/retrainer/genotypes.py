@@ -78,3 +78,25 @@ def resolve_record(spec: str) -> Tuple[Any, Any, Dict[str, Any]]:
         return record_from_data(data, str(path))
     raise ConfigError(f"model.genotype: '{spec[:80]}' is not a file or folder, a named cell "
                       f"({', '.join(GENOTYPES)}), an NB201 string '|op~0|+...' nor 'Genotype(...)'")
+
+
+def check_replacement(given: str, own: str, where: str, resuming: bool) -> None:
+    """A one-line ConfigError for ``--genotype given`` where the cell ``own`` belongs: on resume
+    (``own``: the run's genotype.yaml) any other cell, since the checkpoint's is the one trained;
+    else a cell of another space than the config's own (``where``), whose ``model`` keys are
+    another network's. Nothing when ``own`` cannot be read (there is nothing to compare with)."""
+    from ..errors import NasError
+    if not own or given == own:
+        return
+    try:
+        own_space, own_cell, _ = resolve_record(own)
+    except NasError:
+        return
+    space, cell, _ = resolve_record(given)
+    if resuming and (space.name, space.genotype_to_dict(cell)) != (own_space.name, own_space.genotype_to_dict(own_cell)):
+        raise ConfigError(f"--genotype {given} is not the cell {where} trains ({own_cell}); resume without "
+                          f"--genotype, or retrain {given} in a new run with --out")
+    if space.name != own_space.name:
+        raise ConfigError(f"--genotype {given} is a cell of the {space.name} space; {where} is a config for the "
+                          f"{own_space.name} space (its model.genotype and model.* keys are for that network): give a "
+                          f"{space.name} retrain config")
