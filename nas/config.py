@@ -105,8 +105,9 @@ class SpaceConfig:
 @dataclass
 class EstimatorConfig:
     name: str = "softmax"
-    tau: Optional[float] = ranged(None, gt=0)      # start temperature (None: the estimator's default)
-    tau_end: Optional[float] = ranged(None, gt=0)  # end temperature (None: = tau or the default)
+    # temperatures: below 0.01 a relaxation saturates in float32 (exp(-Δα/τ) underflows: no gradient)
+    tau: Optional[float] = ranged(None, ge=0.01, le=1e4)      # start temperature (None: the estimator's default)
+    tau_end: Optional[float] = ranged(None, ge=0.01, le=1e4)  # end temperature (None: = tau or the default)
     schedule: Optional[Literal["constant", "linear", "exponential", "cosine"]] = None
     per: Optional[Literal["epoch", "step"]] = None   # schedule counted per epoch (default) or step
     noise: Literal["none", "adaptive"] = "none"

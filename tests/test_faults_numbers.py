@@ -55,3 +55,33 @@ def test_a_genotype_of_another_space_than_the_configs_is_refused(tmp_path, capsy
                     f"for the {own} space (its model.genotype and model.* keys are for that network): give a {given} "
                     f"retrain config")
     assert not out.exists()
+
+
+def test_a_temperature_that_underflows_in_float32_is_refused(tmp_path, capsys):
+    line = one_line(capsys, search(*TINY, "estimator.tau=1e-30", "--out", str(tmp_path / "o")))
+    assert line == "nas-search: error: estimator.tau=1e-30 is out of range; allowed: [0.01, 10000.0]"
+
+
+def test_an_architecture_without_gradient_is_reported(tmp_path, capsys):
+    """A user estimator that detaches α: the search runs, α's gradient is zero in every epoch."""
+    import nas
+    from nas.estimators.surrogate import Softmax
+
+    @nas.register_estimator("test_detached")
+    class Detached(Softmax):
+        def relaxed(self, alpha, kind):
+            return super().relaxed(alpha.detach(), kind)
+
+    out = tmp_path / "o"
+    assert search(*TINY, "trainer.epochs=2", "estimator.name=test_detached", "--out", str(out)) == 0
+    expect = ("warning: the architecture learned nothing: its gradient was identically zero in epoch(s) 1, 2 of 2, "
+              "so the derived cell is not a search result; check the temperature (estimator.tau=None, "
+              "estimator.tau_end=None: a saturated relaxation has no gradient) and the architecture learning rate "
+              "(optim.arch.lr=0.003)")
+    assert capsys.readouterr().err.strip() == expect
+    assert json.loads((out / "metrics.json").read_text())["warning"] == expect
+    log = (out / "log.txt").read_text()
+    assert expect in log and "the architecture's gradient was identically zero in epoch 1" in log
+    # a search that learns says nothing
+    assert search(*TINY, "--out", str(tmp_path / "fine")) == 0
+    assert capsys.readouterr().err == "" and "warning" not in json.loads((tmp_path / "fine" / "metrics.json").read_text())

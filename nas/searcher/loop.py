@@ -6,7 +6,7 @@ Liu et al. 2019 (DARTS §2.3), Dong & Yang 2019 (GDAS), Xie et al. 2019 (SNAS).
 from __future__ import annotations
 
 from contextlib import contextmanager, nullcontext
-from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -143,13 +143,23 @@ class Searcher:
             loss, logits = self.loss(x, y, with_penalty=update_arch)
         # one loss, one scale: the weight and architecture optimizers step under one scaler
         self.weight_grad.backward(loss, self.weights + arch, len(y))
+        self.note_arch_grads(arch)
         self.weight_grad.step([self.opt.weights] + ([self.opt.arch, self.opt.discrete] if update_arch else []),
                               self.weights, self.grad_clip)
         if update_arch:
             self.estimator.after_step(self.opt.arch_params)
         return loss, logits
 
+    def note_arch_grads(self, params: List[nn.Parameter]) -> None:
+        """Add ``Σ|∂L/∂α|`` to the epoch's sum (a tensor: no device sync per step). Zero over an
+        epoch means the architecture learned nothing, e.g. a temperature so low that the
+        relaxation saturated (run.py warns)."""
+        for p in params:
+            if p.grad is not None:
+                self.arch_grad_abs = p.grad.detach().abs().sum().float() + self.arch_grad_abs
+
     def arch_update(self) -> None:
+        self.note_arch_grads(self.arch_trainable())
         self.arch_grad.step([self.opt.arch, self.opt.discrete])
         self.estimator.after_step(self.opt.arch_params)
 
@@ -189,6 +199,7 @@ class Searcher:
         update_arch = epoch >= self.warmup_epochs
         self.beta_weight = self.beta_decay * epoch / max(self.epochs, 1)
         train_m, val_m = Meter(), Meter()
+        self.arch_grad_abs: Any = 0.0
         steps = self.steps_per_epoch()
         val_iter = iter(self.val_loader) if self.mode == "alternating" else None
         for step, (x, y) in enumerate(self.train_loader):

@@ -160,6 +160,21 @@ def collapse_warning(space: Any, genotype: Any) -> Optional[str]:
             f"try nas-derive RUN --method perturbation, estimator.noise=adaptive, or another seed")
 
 
+def stalled_warning(cfg: Config, searcher: Any, epochs: int) -> Optional[str]:
+    """A one-line warning when the architecture learned nothing: its gradient was identically
+    zero in an epoch (``searcher.stalled``), or α ended where this run started it."""
+    now = [p.detach() for g in searcher.opt.arch_params.values() for p in g]
+    moved = any(not torch.equal(a, p) for a, p in zip(searcher.alpha0, now))
+    if not searcher.stalled and (moved or not searcher.alpha0):
+        return None
+    what = (f"its gradient was identically zero in epoch(s) {', '.join(map(str, searcher.stalled))} of {epochs}"
+            if searcher.stalled else "it never moved from its initial value")
+    e, a = cfg.estimator, cfg.optim.arch
+    return (f"warning: the architecture learned nothing: {what}, so the derived cell is not a search result; "
+            f"check the temperature (estimator.tau={e.tau}, estimator.tau_end={e.tau_end}: a saturated "
+            f"relaxation has no gradient) and the architecture learning rate (optim.arch.lr={a.lr:g})")
+
+
 def aux_none_warning(cfg: Config, genotype: Any) -> Optional[str]:
     """A one-line warning when a search with the auxiliary skip derives ``none`` (only an estimator
     without logits can: the supernet leaves ``none`` out otherwise): in that supernet the edge
@@ -263,6 +278,8 @@ def _search(cfg: Config, folder: RunFolder, quiet: bool, stop_after: Optional[in
     end_epoch = t.epochs if stop_after is None else max(start_epoch, min(t.epochs, stop_after))
     monitor.start(start_epoch)
     t0 = time.time() - elapsed
+    arch = [p for g in opts.arch_params.values() for p in g]
+    searcher.alpha0, searcher.stalled = [p.detach().clone() for p in arch], []
     try:
         for epoch in range(start_epoch, end_epoch):
             folder.epoch = epoch + 1
@@ -270,6 +287,9 @@ def _search(cfg: Config, folder: RunFolder, quiet: bool, stop_after: Optional[in
             metrics = searcher.train_epoch(epoch, on_step=lambda s, m: monitor.step(
                 lambda: {**m(), **estimator.scalars()}))
             history.append({"epoch": epoch + 1, **metrics})
+            if arch and epoch >= searcher.warmup_epochs and float(searcher.arch_grad_abs) == 0:
+                searcher.stalled.append(epoch + 1)
+                log.warning(f"warning: the architecture's gradient was identically zero in epoch {epoch + 1}")
             world.check_same([p for g in opts.arch_params.values() for p in g],
                              f"the architecture after epoch {epoch + 1}")
             scalars = {f"estimator/{k}": v for k, v in estimator.scalars().items()}
@@ -336,12 +356,14 @@ def _finish(cfg: Config, folder: RunFolder, space: Any, model: torch.nn.Module, 
                "history": history}
     extra = model.extra_metrics(info)  # held-out scores the model computes itself (the maze's test mazes)
     metrics.update(extra)
-    folder.write_text("metrics.json", json.dumps(metrics, indent=2))
     log.info(f"done in {seconds:.1f}s: val_acc={final['acc']:.2f} genotype={genotype}"
              + "".join(f" {k}={v:.4g}" if isinstance(v, float) else f" {k}={v}" for k, v in extra.items()))
-    warning = collapse_warning(space, genotype) or aux_none_warning(cfg, genotype)
+    warning = (stalled_warning(cfg, searcher, t.epochs) or collapse_warning(space, genotype)
+               or aux_none_warning(cfg, genotype))
     if warning:
         log.warning(warning)
+        metrics["warning"] = warning
+    folder.write_text("metrics.json", json.dumps(metrics, indent=2))
     return SearchResult(out_dir, genotype, str(genotype), metrics, warning)
 
 
