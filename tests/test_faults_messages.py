@@ -1,0 +1,35 @@
+"""Fault injection, tracebacks and misleading messages (issue 32, items 10, 11, 14): the shape probe
+blames the image size only when another size fits, registrations are checked when they are made,
+and the smaller cases (digits shown, a subset's classes, a syntax error's file and line...)."""
+import pytest
+import torch
+from torch import nn
+
+from nas.engine.shapes import check_input_fits
+from nas.errors import ConfigError, NasError
+
+
+class NoSample(nn.Module):
+    def forward(self, x):
+        raise NotImplementedError("the estimator has no sample()")
+
+
+@pytest.mark.parametrize("bad, where, error", [
+    (nn.Conv2d(5, 4, 1), "1 (Conv2d)", "RuntimeError: Given groups=1, weight of size [4, 5, 1, 1], expected "
+                                       "input[2, 4, 8, 8] to have 5 channels, but got 4 channels instead"),
+    (NoSample(), "1 (NoSample)", "NotImplementedError: the estimator has no sample()")])
+def test_the_shape_probe_names_the_module_when_no_size_is_the_cause(bad, where, error):
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), bad, nn.AdaptiveAvgPool2d(1))
+    with pytest.raises(NasError) as e:
+        check_input_fits(net, (3, 8, 8), "test network")
+    assert not isinstance(e.value, ConfigError) or "data.resize" not in str(e.value)
+    assert str(e.value) == (f"the test network fails on a batch of 3x8x8 inputs (and on every size near it) in {where}: "
+                            f"{error}; check that module (its channels, its input size, the methods it must have)")
+
+
+def test_the_shape_probe_still_blames_a_size_that_does_not_fit():
+    net = nn.Sequential(nn.Conv2d(3, 4, 5), nn.Flatten(), nn.Linear(4 * 4 * 4, 2))  # only 8x8 images fit
+    with pytest.raises(ConfigError, match=r"^data.resize: 9x9 images do not fit the test network \(sizes near it "
+                                          r"that fit: 8\); set data.resize=<one of them>$"):
+        check_input_fits(net, (3, 9, 9), "test network")
+    check_input_fits(net, (3, 8, 8), "test network")
