@@ -152,7 +152,7 @@ def test_only_finite_numbers(run, key, value, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("override, message", [
-    ("estimator.tau=-1", "estimator.tau=-1.0 is out of range; allowed: > 0"),
+    ("estimator.tau=-1", "estimator.tau=-1.0 is out of range; allowed: [0.01, 10000.0]"),
     ("optim.weights.momentum=5", "optim.weights.momentum=5.0 is out of range; allowed: [0, 1)"),
     ("optim.weights.lr_min=0.1", "optim.weights.lr_min=0.1 is out of range; allowed: [0, optim.weights.lr=0.05]"),
     ("optim.arch.betas=[2, 3]", "optim.arch.betas[0]=2.0 is out of range; allowed: [0, 1)"),
