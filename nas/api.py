@@ -163,13 +163,18 @@ def register_op(name: str, *, spelling: Optional[Callable[[Any], Any]] = None) -
     return _register(name, spelling=spelling)
 
 
-def _class_registrar(fn: str, name: str, registry: Any, base: type) -> Callable[[Any], Any]:
-    """The decorator of ``fn(name)``: checks that it decorates a ``base`` subclass, names the
-    class ``name`` and registers it."""
+def _class_registrar(fn: str, name: str, registry: Any, base: type, required: Sequence[str] = ()) -> Callable[[Any], Any]:
+    """The decorator of ``fn(name)``: checks that it decorates a ``base`` subclass that defines
+    the ``required`` methods of the contract, names the class ``name`` and registers it."""
     def add(cls: Any) -> Any:
         if not (isinstance(cls, type) and issubclass(cls, base)):
             raise ConfigError(f"{fn}('{name}'): expected a{'n' if base.__name__[0] in 'AEIOU' else ''} "
                               f"{base.__name__} subclass, got {cls!r}")
+        # checked now: the base's method raises NotImplementedError at the first run, a traceback
+        missing = [m for m in required if getattr(cls, m, None) is getattr(base, m)]
+        if missing:
+            raise ConfigError(f"{fn}('{name}'): {cls.__name__} does not define {', '.join(missing)}, which every "
+                              f"{base.__name__} must (see {base.__module__.replace('.', '/')}.py)")
         cls.name = name
         return registry.register(name, cls)
     return add
@@ -184,7 +189,8 @@ def register_space(name: str) -> Callable[[Any], Any]:
     :class:`nas.spaces.Network` and gets the ``model.*`` keys it names plus
     ``model.args``; ``genotype_to_dict``/``genotype_from_dict`` give the YAML round trip."""
     from nas.spaces import SPACES, SearchSpace
-    return _class_registrar("register_space", name, SPACES, SearchSpace)
+    return _class_registrar("register_space", name, SPACES, SearchSpace,
+                            ("build_supernet", "build_network", "genotype_from_dict", "genotype_to_dict"))
 
 
 def register_estimator(name: str) -> Callable[[Any], Any]:
@@ -192,7 +198,7 @@ def register_estimator(name: str) -> Callable[[Any], Any]:
     (``create``, ``sample``, ``probs``; see ``nas/estimators/base.py``); its ``__init__``
     keywords are the ``estimator.*`` keys it accepts."""
     from .estimators import ESTIMATORS, Estimator
-    return _class_registrar("register_estimator", name, ESTIMATORS, Estimator)
+    return _class_registrar("register_estimator", name, ESTIMATORS, Estimator, ("create", "sample", "probs"))
 
 
 def register_dataset(name: str) -> Callable[[Any], Any]:

@@ -33,3 +33,29 @@ def test_the_shape_probe_still_blames_a_size_that_does_not_fit():
                                           r"that fit: 8\); set data.resize=<one of them>$"):
         check_input_fits(net, (3, 9, 9), "test network")
     check_input_fits(net, (3, 8, 8), "test network")
+
+
+def test_an_estimator_without_its_contracts_methods_is_refused_at_registration():
+    import nas
+    from nas.estimators import ESTIMATORS, Estimator
+
+    class NoCreate(Estimator):
+        def sample(self, params, kind, training):
+            return None
+
+    with pytest.raises(ConfigError) as e:
+        nas.register_estimator("test_no_create")(NoCreate)
+    assert str(e.value) == ("register_estimator('test_no_create'): NoCreate does not define create, probs, which every "
+                            "Estimator must (see nas/estimators/base.py)")
+    assert "test_no_create" not in ESTIMATORS.names()
+
+
+@pytest.mark.parametrize("thing", [5, "conv"])
+def test_an_op_that_is_not_a_builder_is_refused_at_registration(thing):
+    import nas
+    from nas.ops import OPS
+    with pytest.raises(ConfigError) as e:
+        nas.register_op("test_not_callable")(thing)
+    assert str(e.value) == (f"register_op('test_not_callable'): expected a builder (C_in, C_out, stride, affine, "
+                            f"**context) -> nn.Module, got {type(thing).__name__} {thing!r}")
+    assert "test_not_callable" not in OPS.names()

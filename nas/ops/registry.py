@@ -44,7 +44,14 @@ def register_op(name: str, *, spelling: Optional[Callable[[nn.Module], Any]] = N
     ``torch.fx`` cannot trace into ``torch.nn`` modules and torch functions."""
     if spelling is not None:
         SPELLINGS[name] = spelling
-    return OPS.register(name)
+    add = OPS.register(name)
+
+    def checked(builder: OpBuilder) -> OpBuilder:
+        if not callable(builder):  # else a raw TypeError when the first supernet is built
+            raise ConfigError(f"register_op('{name}'): expected a builder (C_in, C_out, stride, affine, **context) "
+                              f"-> nn.Module, got {type(builder).__name__} {builder!r:.60}")
+        return add(builder)
+    return checked
 
 
 def _signature(builder: OpBuilder) -> Tuple[Tuple[str, ...], bool]:
