@@ -174,7 +174,7 @@ def test_the_loss_guard_judges_the_global_batch():
     g.check(torch.tensor(2.0), m, 0, 0, False, n=3)
     assert g.start == pytest.approx((3 * 2.0 + 6.0) / 4)
     g = guard_of([float("nan"), 1.0, float("nan"), 1.0])
-    with pytest.raises(TrainingError, match="the loss became nan in epoch 1 step 1"):
+    with pytest.raises(TrainingError, match=r"the loss was nan at the first step \(epoch 1 step 1\), before any update"):
         g.check(torch.tensor(2.0), m, 0, 0, False, n=3)
     alone = LossGuard("lr")
     alone.check(torch.tensor(2.0), m, 0, 0, False, n=3)

@@ -85,3 +85,20 @@ def test_an_architecture_without_gradient_is_reported(tmp_path, capsys):
     # a search that learns says nothing
     assert search(*TINY, "--out", str(tmp_path / "fine")) == 0
     assert capsys.readouterr().err == "" and "warning" not in json.loads((tmp_path / "fine" / "metrics.json").read_text())
+
+
+def test_a_nan_at_the_first_step_does_not_blame_the_learning_rates(tmp_path, capsys):
+    import nas
+    from torch import nn
+
+    class NaNOp(nn.Module):
+        def forward(self, x):
+            return x * float("nan")
+
+    nas.register_op("test_nan_op")(lambda C_in, C_out, stride, affine, **_: NaNOp())
+    out = tmp_path / "o"
+    line = one_line(capsys, search(*TINY, "space.ops=[test_nan_op,skip_connect]", "--out", str(out)))
+    assert line.startswith("nas-search: error: the loss was nan at the first step (epoch 1 step 1), before any "
+                           "update, so no learning rate caused it; likely causes: an op or user module that outputs "
+                           "non-finite values (space.ops, imports), or non-finite inputs in the data"), line
+    assert "learning rate too high" not in line

@@ -111,6 +111,10 @@ class LossGuard:
         value = step_loss if on_cpu or first else mean
         where = f"epoch {epoch + 1} step {step + 1}" if on_cpu or first else \
             f"epoch {epoch + 1}, one of the steps up to {step + 1}"
+        if not math.isfinite(value) and first and epoch == step == 0:  # the initial weights: no update made it so
+            raise TrainingError(f"the loss was {value} at the first step ({where}), before any update, so no learning "
+                                f"rate caused it; likely causes: an op or user module that outputs non-finite values "
+                                f"(space.ops, imports), or non-finite inputs in the data")
         if not math.isfinite(value):
             raise TrainingError(f"the loss became {value} in {where}; likely causes: {self.causes}")
         if first:

@@ -112,6 +112,7 @@ class Searcher:
         self.guard = LossGuard(loss_causes, reduce=hooks.loss_reduce())
         self.autocast: Callable[[], object] = hooks.autocast
         self.weight_grad, self.arch_grad = hooks.grad_step(), hooks.grad_step()
+        self.arch_grad_abs: Any = 0.0  # Σ|∂L/∂α| of the epoch so far (note_arch_grads)
         self.world = hooks.world
 
     # ------------------------------------------------------------------ steps
@@ -199,7 +200,7 @@ class Searcher:
         update_arch = epoch >= self.warmup_epochs
         self.beta_weight = self.beta_decay * epoch / max(self.epochs, 1)
         train_m, val_m = Meter(), Meter()
-        self.arch_grad_abs: Any = 0.0
+        self.arch_grad_abs = 0.0
         steps = self.steps_per_epoch()
         val_iter = iter(self.val_loader) if self.mode == "alternating" else None
         for step, (x, y) in enumerate(self.train_loader):
