@@ -40,6 +40,9 @@ def resolve_imports(items: Iterable[str]) -> List[str]:
 def _failure(item: str, e: BaseException) -> ConfigError:
     frames = [f for f in traceback.extract_tb(e.__traceback__) if not f.filename.startswith(str(Path(__file__).parent))]
     at = f" at {frames[-1].filename}:{frames[-1].lineno}" if frames else ""
+    if isinstance(e, SyntaxError) and e.filename:  # raised by the compiler: no frame of the user's file
+        at = f" at {e.filename}:{e.lineno}"
+        e = SyntaxError(e.msg)
     return ConfigError(f"imports: {item} failed{at} ({type(e).__name__}: {' '.join(str(e).split())[:160]})")
 
 

@@ -59,3 +59,26 @@ def test_an_op_that_is_not_a_builder_is_refused_at_registration(thing):
     assert str(e.value) == (f"register_op('test_not_callable'): expected a builder (C_in, C_out, stride, affine, "
                             f"**context) -> nn.Module, got {type(thing).__name__} {thing!r}")
     assert "test_not_callable" not in OPS.names()
+
+
+def test_a_subset_with_one_class_names_that_class(tmp_path, capsys):
+    from faults import one_line, search
+    line = one_line(capsys, search("data.subset=1", "trainer.epochs=1", "--out", str(tmp_path / "o")))
+    assert line == ("nas-search: error: data.dataset=digits: its training data holds 1 class (0) but a classifier "
+                    "needs at least 2; check data.root (one subfolder per class), data.subset or the dataset's options")
+
+
+def test_a_syntax_error_in_an_import_names_the_file_and_line(tmp_path, capsys):
+    from faults import one_line, search
+    bad = tmp_path / "bad_syntax.py"
+    bad.write_text("x = 1\ndef f(:\n")
+    line = one_line(capsys, search(f"imports=[{bad}]", "--out", str(tmp_path / "o")))
+    assert line == f"nas-search: error: imports: {bad} failed at {bad}:2 (SyntaxError: invalid syntax)"
+
+
+def test_the_cheapest_cell_is_printed_with_enough_digits(tmp_path, capsys):
+    from faults import one_line, search
+    line = one_line(capsys, search("space.C=4", "cost.target=7.783", "--out", str(tmp_path / "o")))
+    # 7.783 < 7.78305: the two must not print alike
+    assert line == ("nas-search: error: cost.target=7.783 M MACs is below the cheapest cell derive may pick "
+                    "(7.78305); raise it or set cost.hard=false")

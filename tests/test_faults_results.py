@@ -25,7 +25,7 @@ def test_a_dataset_with_one_class_is_refused(tmp_path, capsys):
     out = tmp_path / "o"
     line = one_line(capsys, search(*TINY, "data.dataset=imagefolder", f"data.root={root}", "--out", str(out)))
     assert line == ("nas-search: error: data.dataset=imagefolder: its training data holds 1 class (cat) but a "
-                    "classifier needs at least 2; check data.root (one subfolder per class) or the dataset's options")
+                    "classifier needs at least 2; check data.root (one subfolder per class), data.subset or the dataset's options")
     assert not (out / "checkpoint.pt").exists() and "error: data.dataset=imagefolder" in (out / "log.txt").read_text()
 
 

@@ -79,14 +79,15 @@ def require_classes(labels: Optional[torch.Tensor], classes: Sequence[str], data
     0 and every accuracy 100 %, and a search would "derive" its random initialisation. Without
     ``labels`` (a streamed dataset that does not list them) the ``classes`` found count."""
     if labels is None:
-        present = len(classes)
+        present, found = len(classes), list(classes)
     else:
-        present = torch.unique(labels).numel() if labels.numel() else 0
+        found = [classes[i] if 0 <= i < len(classes) else i for i in torch.unique(labels).tolist()]
+        present = len(found)
     if present < 2:
-        names = ", ".join(map(str, classes[:3])) or "none"
+        names = ", ".join(map(str, found[:3])) or "none"
         raise DataError(f"data.dataset={dataset}: its training data holds {present} class"
                         f"{'' if present == 1 else 'es'} ({names}) but a classifier needs at least 2; "
-                        f"check data.root (one subfolder per class) or the dataset's options")
+                        f"check data.root (one subfolder per class), data.subset or the dataset's options")
 
 
 def resize_u8(images: torch.Tensor, size: int) -> torch.Tensor:
