@@ -82,3 +82,14 @@ def test_the_cheapest_cell_is_printed_with_enough_digits(tmp_path, capsys):
     # 7.783 < 7.78305: the two must not print alike
     assert line == ("nas-search: error: cost.target=7.783 M MACs is below the cheapest cell derive may pick "
                     "(7.78305); raise it or set cost.hard=false")
+
+
+def test_a_user_op_with_the_wrong_channels_is_named_by_the_cost_table(tmp_path, capsys):
+    import nas
+    from faults import TINY, one_line, search
+    nas.register_op("test_bad_channels")(lambda C_in, C_out, stride, affine, **_: nn.Conv2d(C_in + 1, C_out, 1))
+    line = one_line(capsys, search(*TINY, "space.ops=[test_bad_channels,skip_connect]", "--out", str(tmp_path / "o")))
+    # the cost table is of the trained network (C=16), not of the supernet
+    assert line == ("nas-search: error: op 'test_bad_channels' fails on a 16x32x32 input (C_out=16, stride 1) while "
+                    "its cost is counted: RuntimeError: Given groups=1, weight of size [16, 17, 1, 1], expected "
+                    "input[1, 16, 32, 32] to have 17 channels, but got 16 channels instead; fix the op's builder")

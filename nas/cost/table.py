@@ -104,7 +104,13 @@ def build_cost_table(cost_model: Any, metric: str, *, num_classes: int, in_chann
                 cache[key] = latency.op(op, s.C_in, s.C_out, s.stride, s.H, s.W, batch_size)
             else:
                 module = cost_model.ops_table[op](s.C_in, s.C_out, s.stride, True)
-                cache[key] = counted(metric, module, (s.C_in, s.H, s.W))
+                try:
+                    cache[key] = counted(metric, module, (s.C_in, s.H, s.W))
+                except (RuntimeError, ValueError, TypeError, IndexError) as e:  # a user op that cannot run
+                    text = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+                    raise ConfigError(f"op '{op}' fails on a {s.C_in}x{s.H}x{s.W} input (C_out={s.C_out}, stride "
+                                      f"{s.stride}) while its cost is counted: {type(e).__name__}: {text}; fix the "
+                                      f"op's builder") from None
         return cache[key]
 
     edges: Dict[str, Tensor] = {}
