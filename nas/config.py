@@ -181,7 +181,9 @@ class CostConfig:
     """A hardware budget (nas/cost): the expected cost of the network that will be trained."""
     metric: Literal["macs", "params", "latency"] = "macs"
     target: Optional[float] = ranged(None, gt=0)  # millions of MACs or params, or ms (None: report the cost only)
-    weight: float = ranged(1.0, ge=0)             # λ of the penalty on the architecture loss
+    # λ of the penalty on the architecture loss. 0 (default): cost.target alone searches as without a
+    # budget and derives the most probable cell within it, the recipe that measured best (docs/devices.md)
+    weight: float = ranged(0.0, ge=0)
     form: Literal["hinge", "log", "abs"] = "hinge"  # λ·max(0, E/T-1), FBNet's λ·log(E/T), TuNAS's λ·|E/T-1|
     hard: Optional[bool] = None          # derive never exceeds the target (None: true when target is set)
     estimate: Literal["expected", "derived"] = "expected"  # E under the distribution, or the argmax cell's (straight through)
@@ -193,6 +195,7 @@ class CostConfig:
     resolution: int = ranged(32, ge=1)            # input side of the trained network
     classes: Optional[int] = ranged(None, ge=1)   # its outputs (None: the dataset's classes)
     latency_table: Optional[str] = None  # metric latency: a table from tools/profile_latency.py
+    device: Optional[str] = None  # metric latency: a device of the shipped NB201 table (nas-lookup --devices)
     batch_size: int = ranged(1, ge=1)             # metric latency: the batch size of the table's entries read
 
 

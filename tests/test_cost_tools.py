@@ -117,7 +117,8 @@ def test_darts_search_takes_the_same_keys(tmp_path):
 def test_cost_config_errors_are_one_line(tmp_path, capsys):
     for args, pattern in ((["cost.metric=flops"], "cost.metric: 'flops' is not allowed"),
                           (["cost.target=1"], "below the cheapest cell"),
-                          (["cost.metric=latency"], "cost.metric=latency needs cost.latency_table"),
+                          (["cost.metric=latency"], "cost.metric=latency needs cost.device (a device of the shipped NB201 table"),
+                          (["cost.metric=latency", "cost.device=pixel9"], "unknown device 'pixel9'; known: 1080ti_1"),
                           (["cost.metric=latency", f"cost.latency_table={tmp_path}/none.json"], "not found"),
                           (["cost.layers=8"], "cost.layers applies to the darts space")):
         assert main([*TINY, *args, "--out", str(tmp_path / "x"), "--quiet"]) == 2
@@ -246,7 +247,7 @@ def test_cost_benchmark_prints_the_table_and_writes_the_plot(tmp_path):
     for i, (arch, method) in enumerate([(rows[1][0], "softmax"), (rows[2][0], "softmax"), (rows[2][0], "random")]):
         run = tmp_path / f"run{i}"
         run.mkdir()
-        (run / "config.yaml").write_text(f"estimator: {{name: softmax}}\ncost: {{metric: macs, target: 50}}\n")
+        (run / "config.yaml").write_text(f"estimator: {{name: softmax}}\ncost: {{metric: macs, target: 50, weight: 1}}\n")
         (run / "genotype.yaml").write_text(f"space: nb201\narch: '{arch}'\n")
         (run / "metrics.json").write_text(json.dumps({"search_seconds": 10 + i, **({"method": "random"} if method == "random" else {})}))
         runs.append(str(run))
@@ -268,19 +269,22 @@ def test_cost_benchmark_labels_name_how_the_budget_entered_the_search():
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
     est = {"name": "softmax"}
-    assert tool.label({"estimator": est, "cost": {"weight": 0}}) == "softmax w=0"
-    assert tool.label({"estimator": est, "cost": {"target": 55}}) == "softmax hinge 1"
-    assert (tool.label({"estimator": est, "cost": {"target": 55, "form": "abs", "estimate": "derived"}})
+    assert tool.label({"estimator": est, "cost": {"target": 55, "weight": 0}}) == "softmax w=0"
+    assert tool.label({"estimator": est, "cost": {"target": None, "weight": 0}}) == "softmax"  # a dumped unbudgeted run
+    assert tool.label({"estimator": est, "cost": {"target": 55}}) == "softmax w=0"  # the default: derive within
+    assert tool.label({"estimator": est, "cost": {"target": 55, "weight": 1}}) == "softmax hinge 1"
+    assert (tool.label({"estimator": est, "cost": {"target": 55, "weight": 1, "form": "abs", "estimate": "derived"}})
             == "softmax abs 1 derived")
-    assert (tool.label({"estimator": est, "cost": {"target": 55, "estimate": "derived", "warmup_epochs": 2}})
+    assert (tool.label({"estimator": est, "cost": {"target": 55, "weight": 1, "estimate": "derived", "warmup_epochs": 2}})
             == "softmax hinge 1 derived after 2 ep")
     assert tool.label({"estimator": est, "cost": {"target": None}}) == tool.label({"estimator": est}) == "softmax"
-    assert tool.label({"estimator": est, "cost": {"target": 55}}, derived_within=True) == "softmax hinge 1 + derive within"
+    assert (tool.label({"estimator": est, "cost": {"target": 55, "weight": 1}}, derived_within=True)
+            == "softmax hinge 1 + derive within")
     assert tool.label({"estimator": est, "cost": {"target": None}}, derived_within=True) == "softmax derive within"
     assert tool.label({"estimator": est}, derived_within=True) == "softmax derive within"
     ste = {"name": "ste"}
     assert tool.label({"estimator": ste, "cost": {"target": 55, "weight": 0, "sample_within": True}}) == "ste sample within"
-    assert (tool.label({"estimator": ste, "cost": {"target": 55, "sample_within": True}})
+    assert (tool.label({"estimator": ste, "cost": {"target": 55, "weight": 1, "sample_within": True}})
             == "ste sample within + ste hinge 1")
 
 

@@ -151,12 +151,14 @@ def within_budget(cfg: Config, space: Any, num_classes: int, in_channels: int) -
     c = cfg.cost
     if c.target is None:
         return lambda genotype: True
-    from ..cost import LatencyTable, build_cost_table, require_cost_model
+    from ..cost import build_cost_table, require_cost_model
+    from ..cost.device import cost_source
     cost_model = require_cost_model(space)
-    table = build_cost_table(cost_model, c.metric, num_classes=c.classes or num_classes, in_channels=in_channels,
-                             resolution=c.resolution, network=cost_model.trained_network(c.C, c.N, c.layers),
-                             latency=LatencyTable.load(c.latency_table) if c.metric == "latency" else None,
-                             batch_size=c.batch_size)
+    network = cost_model.trained_network(c.C, c.N, c.layers)
+    latency, table = cost_source(c, cost_model, network, cfg.space.ops)
+    table = table or build_cost_table(cost_model, c.metric, num_classes=c.classes or num_classes,
+                                      in_channels=in_channels, resolution=c.resolution, network=network,
+                                      latency=latency, batch_size=c.batch_size)
     return lambda genotype: table.exact(space.selected_edges(genotype)) <= c.target * (1 + 1e-9)
 
 

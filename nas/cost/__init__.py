@@ -6,6 +6,9 @@
 * :mod:`.table` — :class:`CostTable`, the cost of every candidate on every edge of the trained
   network, summed over the cells that share the edge's choice, plus the fixed skeleton;
 * :mod:`.latency` — the lookup table: measured per op, edge shape and batch size on a device;
+* :mod:`.device` — ``cost.device``: an NB201 cell's measured latency on a device of the shipped
+  table (:mod:`nas.benchmarks.device_latency`), with :mod:`.latency_model`'s differentiable fit
+  for the relaxed cell;
 * :mod:`.feasible` — the most probable cell within a budget;
 * :mod:`.budget` — :class:`Budget`, the differentiable expected cost added to the architecture
   loss, with its TensorBoard scalars and the derive constraint.

@@ -101,7 +101,7 @@ class Budget(nn.Module):
         self._cost = {n: table.for_candidates(n, ch.candidates).float() for n, ch in self._choices.items()}
         self._on: Dict[Tuple[str, Any], Tensor] = {}
         if self.hard and all(bool((table.share[n] == 1).all()) for n in self._choices):
-            least = table.fixed + sum(float(table.min_cost(n, self._allowed[n], ch.candidates).sum())
+            least = table.fixed + sum(table.cheapest(n, self._allowed[n], ch.candidates)
                                       for n, ch in self._choices.items())
             if least > target:
                 raise ConfigError(f"cost.target={target:.6g} {UNITS[table.metric]} is below the cheapest cell "
@@ -129,7 +129,8 @@ class Budget(nn.Module):
                 raise ConfigError(f"cost.sample_within needs an estimator whose sample is one-hot (gumbel_hard, ste); "
                                   f"'{ch.estimator.name}' mixes the candidates: set estimator.name or cost.sample_within=false")
             ch.set_decoder(FeasibleArgmax(self.table.for_candidates(name, ch.candidates), self.target - self.table.fixed,
-                                          self._allowed[name], model.derive_limit(name, ch.candidates)))
+                                          self._allowed[name], model.derive_limit(name, ch.candidates),
+                                          self.table.cell_costs(name, ch.candidates)))
 
     def set_progress(self, epoch: int, epochs: int, step: int = 0, steps_per_epoch: int = 1) -> None:
         """The search's progress before step ``step`` of epoch ``epoch`` (both from 0), as
@@ -159,6 +160,9 @@ class Budget(nn.Module):
                 hard = F.one_hot(q.detach().argmax(-1), q.shape[-1]).to(q.dtype)
                 q = straight_through(hard * (q.detach().sum(-1, keepdim=True) > 0), q)
             term = (q * self._dev("cost", name, q)).sum()
+            extra = self.table.interactions(name, q, ch.candidates)
+            if extra is not None:
+                term = term + extra
             total = term if total is None else total + term
         return total + self.table.fixed
 
@@ -189,9 +193,11 @@ class Budget(nn.Module):
                candidates: Optional[Sequence[str]] = None) -> Optional[List[int]]:
         """The most probable index per edge of choice ``name`` (one op per edge, NB201) into
         ``candidates`` (default: the choice's) whose cell fits the target; ``None`` if none does."""
-        cost = self.table.for_candidates(name, candidates or self._choices[name].candidates)
+        candidates = candidates or self._choices[name].candidates
+        cost = self.table.for_candidates(name, candidates)
         logp = probs.double().clamp_min(1e-300).log()
-        return most_probable_within(logp, cost, self.target - self.table.fixed, allowed.bool(), count_limit)
+        return most_probable_within(logp, cost, self.target - self.table.fixed, allowed.bool(), count_limit,
+                                    self.table.cell_costs(name, candidates))
 
     @torch.no_grad()
     def scalars(self) -> Dict[str, float]:
@@ -219,14 +225,15 @@ def attach_budget(model: nn.Module, cost_model: Any, *, metric: str, target: Opt
                   form: str, hard: Optional[bool], num_classes: int, in_channels: int, resolution: int,
                   estimate: str = "expected", warmup: float = 0.0, sample_within: bool = False,
                   network: Dict[str, Any], cell: Optional[Dict[str, Any]] = None, latency: Any = None,
-                  batch_size: int = 1, ops: Optional[Sequence[str]] = None) -> Budget:
+                  batch_size: int = 1, ops: Optional[Sequence[str]] = None,
+                  table: Optional[CostTable] = None) -> Budget:
     """Build the cost table of a space's trained network (its :class:`~nas.cost.model.CostModel`,
-    with the candidates ``ops``, default the space's own) and attach a :class:`Budget` to
-    ``model`` as ``model.cost``."""
+    with the candidates ``ops``, default the space's own), unless ``table`` is given (a device's,
+    :mod:`nas.cost.device`), and attach a :class:`Budget` to ``model`` as ``model.cost``."""
     from .table import build_cost_table
-    table = build_cost_table(cost_model, metric, num_classes=num_classes, in_channels=in_channels,
-                             resolution=resolution, network=network, cell=cell, latency=latency,
-                             batch_size=batch_size, ops=ops)
+    table = table or build_cost_table(cost_model, metric, num_classes=num_classes, in_channels=in_channels,
+                                      resolution=resolution, network=network, cell=cell, latency=latency,
+                                      batch_size=batch_size, ops=ops)
     budget = Budget(model, table, cost_model.derivable(model), cost_model.selected_edges, target=target,
                     weight=weight, form=form, hard=hard, estimate=estimate, warmup=warmup,
                     sample_within=sample_within)

@@ -11,7 +11,7 @@ is then equally probable, and the first in order would put ``none`` on all of th
 from __future__ import annotations
 
 import math
-from typing import List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -21,11 +21,23 @@ from ..errors import ConfigError
 MAX_CELLS = 2_000_000  # beyond this the enumeration would take minutes: not an NB201-sized cell
 
 
+CellCost = Callable[[Tensor], Tensor]  # [n, E] op indices -> [n] cost of each cell
+
+
+def grid_cost(cost: Tensor, grid: Tensor, cell_cost: Optional[CellCost] = None) -> Tensor:
+    """``[n]`` the cost of the cells ``grid`` (``[n, E]``): ``cell_cost`` where the cost of a cell
+    is measured whole (a device table, :mod:`nas.cost.device`), else the sum of its edges' ``cost``."""
+    if cell_cost is not None:
+        return cell_cost(grid).double()
+    return cost.double()[torch.arange(grid.shape[1]), grid].sum(1)
+
+
 def feasible_grid(cost: Tensor, limit: float, allowed: Tensor,
-                  count_limit: Optional[Tuple[int, int]] = None) -> Optional[Tensor]:
-    """``[F, E]`` every cell (op index per edge, lexicographic order) of allowed ops whose summed
-    ``cost`` is at most ``limit`` and that keeps op k on at most M edges (``count_limit = (k, M)``);
-    ``None`` when none does."""
+                  count_limit: Optional[Tuple[int, int]] = None,
+                  cell_cost: Optional[CellCost] = None) -> Optional[Tensor]:
+    """``[F, E]`` every cell (op index per edge, lexicographic order) of allowed ops whose cost
+    (:func:`grid_cost`) is at most ``limit`` and that keeps op k on at most M edges
+    (``count_limit = (k, M)``); ``None`` when none does."""
     options = [torch.nonzero(allowed[e]).flatten() for e in range(allowed.shape[0])]
     if any(o.numel() == 0 for o in options):
         return None
@@ -34,8 +46,7 @@ def feasible_grid(cost: Tensor, limit: float, allowed: Tensor,
         raise ConfigError(f"the budget derive enumerates {n} cells, more than {MAX_CELLS}; "
                           f"restrict space.ops or set cost.hard=false")
     grid = torch.cartesian_prod(*options) if len(options) > 1 else options[0][:, None]  # [n, E]
-    rows = torch.arange(grid.shape[1])
-    total = cost.double()[rows, grid].sum(1)
+    total = grid_cost(cost, grid, cell_cost)
     ok = total <= limit + 1e-9 * max(1.0, abs(limit))
     if count_limit is not None:
         k, m = count_limit
@@ -44,15 +55,17 @@ def feasible_grid(cost: Tensor, limit: float, allowed: Tensor,
 
 
 def most_probable_within(logp: Tensor, cost: Tensor, limit: float, allowed: Tensor,
-                         count_limit: Optional[Tuple[int, int]] = None) -> Optional[List[int]]:
-    """Op index per edge (``logp``, ``cost``, ``allowed``: ``[E, K]``; ``limit`` on ``Σ cost``),
-    or ``None`` when no allowed cell fits. ``count_limit = (k, M)``: at most M edges pick op k."""
-    grid = feasible_grid(cost, limit, allowed, count_limit)
+                         count_limit: Optional[Tuple[int, int]] = None,
+                         cell_cost: Optional[CellCost] = None) -> Optional[List[int]]:
+    """Op index per edge (``logp``, ``cost``, ``allowed``: ``[E, K]``; ``limit`` on ``Σ cost``, or
+    on ``cell_cost``), or ``None`` when no allowed cell fits. ``count_limit = (k, M)``: at most M
+    edges pick op k."""
+    grid = feasible_grid(cost, limit, allowed, count_limit, cell_cost)
     if grid is None:
         return None
     rows = torch.arange(grid.shape[1])
     score = logp.double()[rows, grid].sum(1)
-    spent = cost.double()[rows, grid].sum(1)
+    spent = grid_cost(cost, grid, cell_cost)
     best = _near_max(score) & _near_max(spent.masked_fill(~_near_max(score), float("-inf")))
     return grid[best.nonzero()[0, 0]].tolist()  # the first of equally probable, equally costly cells
 
@@ -71,8 +84,9 @@ class FeasibleArgmax:
     the draw lies within the budget and follows the distribution's order, though it is not an
     exact sample of the distribution restricted to those cells. The cells are enumerated once."""
 
-    def __init__(self, cost: Tensor, limit: float, allowed: Tensor, count_limit: Optional[Tuple[int, int]] = None):
-        grid = feasible_grid(cost, limit, allowed, count_limit)
+    def __init__(self, cost: Tensor, limit: float, allowed: Tensor, count_limit: Optional[Tuple[int, int]] = None,
+                 cell_cost: Optional[CellCost] = None):
+        grid = feasible_grid(cost, limit, allowed, count_limit, cell_cost)
         if grid is None:
             raise ConfigError("cost.sample_within: no cell the derive rules allow fits cost.target; raise it")
         self.grid = grid

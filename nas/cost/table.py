@@ -71,6 +71,20 @@ class CostTable:
             total += sum(float(t[e, self.column(op)]) for e, op in pairs)
         return total
 
+    def interactions(self, choice: str, q: Tensor, candidates: Sequence[str]) -> Optional[Tensor]:
+        """The expected cost beyond ``Σ q·c`` of a choice's distribution ``q`` (``[E, K]``): none
+        here, as costs add up over ops; a measured device table has some (:mod:`nas.cost.device`)."""
+        return None
+
+    def cell_costs(self, choice: str, candidates: Sequence[str]):
+        """A function of ``[n, E]`` candidate indices giving the cells' cost minus ``fixed`` where
+        cells are measured whole (:mod:`nas.cost.device`); ``None``: the sum of the edges' costs."""
+        return None
+
+    def cheapest(self, choice: str, allowed: Tensor, candidates: Sequence[str]) -> float:
+        """The cost minus ``fixed`` of the cheapest cell of allowed candidates."""
+        return float(self.min_cost(choice, allowed, candidates).sum())
+
     def min_cost(self, choice: str, allowed: Tensor, candidates: Sequence[str]) -> Tensor:
         """``[E]`` the cheapest allowed candidate per edge (``allowed``: ``[E, K]`` or ``[K]``)."""
         c = self.edges[choice][:, [self.column(op) for op in candidates]]

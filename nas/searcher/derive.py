@@ -41,7 +41,7 @@ def load_supernet(source: Path, device: str = "cpu", exclude: Optional[str] = No
         from ..config import apply_overrides, to_dict
         cfg = from_dict(Config, apply_overrides(to_dict(cfg), [f"cost.{kv}" for kv in cost]))
     kept = (source if source.is_dir() else source.parent) / "latency.json"
-    if cfg.cost.metric == "latency" and kept.is_file():  # the table the run was searched with
+    if cfg.cost.metric == "latency" and not cfg.cost.device and kept.is_file():  # the table the run was searched with
         cfg.cost.latency_table = str(kept)
     state = ckpt["model"]
     data = ckpt.get("data")

@@ -108,6 +108,10 @@ def make_supernet(cfg: Config, estimator: Estimator, num_classes: int, in_channe
     cost_model = space.cost_model()
     if cost_model is not None:  # the cost of the network the cell will be trained in
         make_budget(cfg, cost_model, model, num_classes, in_channels)
+    elif cfg.cost.device:
+        raise ConfigError(f"cost.device: the device latency table covers the nb201 space only, not '{space.name}'; "
+                          f"give the space a cost model and profile it with tools/profile_latency.py "
+                          f"(docs/devices.md)")
     elif cfg.cost != CostConfig():
         raise ConfigError(f"the {space.name} space has no cost model; the cost: keys apply to spaces with one "
                           f"(nb201, darts): remove the cost section")
@@ -127,18 +131,15 @@ def run_op_args(cfg: Config, ops: Any) -> Dict[str, Dict[str, Any]]:
 
 def make_budget(cfg: Config, cost_model: Any, model: torch.nn.Module, num_classes: int, in_channels: int):
     """Attach the ``cost:`` section's :class:`~nas.cost.Budget` to ``model`` (``model.cost``)."""
-    from ..cost import LatencyTable, attach_budget
+    from ..cost import attach_budget
+    from ..cost.device import cost_source
     c = cfg.cost  # its ranges are checked with the config (nas.bounds)
-    latency = None
-    if c.metric == "latency":
-        if not c.latency_table:
-            raise ConfigError("cost.metric=latency needs cost.latency_table: measure one with "
-                              "tools/profile_latency.py CONFIG --out latency.json")
-        latency = LatencyTable.load(c.latency_table)
+    network = cost_model.trained_network(c.C, c.N, c.layers)
+    latency, table = cost_source(c, cost_model, network, cfg.space.ops)
     return attach_budget(model, cost_model, metric=c.metric, target=c.target, weight=c.weight, form=c.form,
                          hard=c.hard, estimate=c.estimate, warmup=c.warmup_epochs, sample_within=c.sample_within,
                          num_classes=c.classes or num_classes, in_channels=in_channels,
-                         resolution=c.resolution, network=cost_model.trained_network(c.C, c.N, c.layers),
+                         resolution=c.resolution, network=network, table=table,
                          cell=cost_model.cell(cfg), latency=latency, batch_size=c.batch_size, ops=cfg.space.ops)
 
 
@@ -241,7 +242,8 @@ def _search(cfg: Config, folder: RunFolder, quiet: bool, stop_after: Optional[in
         check_input_fits(model, info["shape"], f"{space.name} supernet (space.C={cfg.space.C})")
     # rank 0's weights and BN buffers everywhere, whatever each rank consumed while loading
     model = prepare_model(model, world, sync_bn=cfg.trainer.sync_bn, channels_last=cfg.trainer.channels_last)
-    if cfg.cost.metric == "latency" and model.budget() is not None and folder.writer:
+    # a profiled table travels with the run; a device's is in the package (cost.device in config.yaml)
+    if cfg.cost.metric == "latency" and model.budget() is not None and model.budget().table_source and folder.writer:
         model.budget().table_source.save(out_dir / "latency.json")  # the run keeps the table it was searched with
     w, a, t = cfg.optim.weights, cfg.optim.arch, cfg.trainer
     opts = build_optimizers(model, estimator, epochs=t.epochs, lr=w.lr, lr_min=w.lr_min, momentum=w.momentum,
