@@ -97,7 +97,7 @@ def supernet(device="pixel3", target=10.68, weight=1.0, **kw):
     model = space.build_supernet(build_estimator("softmax"), num_classes=3, C=4, N=1,
                                  generator=torch.Generator().manual_seed(0), **kw)
     table = device_cost_table(space, device, target=target)
-    budget = attach_budget(model, space, metric="latency", target=target, weight=weight, form="hinge", hard=None,
+    budget = attach_budget(model, space.cost_model(), metric="latency", target=target, weight=weight, form="hinge", hard=None,
                            num_classes=3, in_channels=3, resolution=32, network={}, table=table)
     return model, budget
 
