@@ -5,20 +5,12 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
 
 # The test models are tiny: one thread is faster than two (no fork/join overhead per op) and
 # leaves the other core to whatever else runs.
 torch.set_num_threads(1)
 # ... and the same for the nas-search / tools subprocesses the end-to-end tests start.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-
-
-@pytest.fixture
-def shared_dir() -> Path:
-    if not SHARED.is_dir():
-        pytest.skip(f"{SHARED} (the shared data folder beside the checkout) is absent")
-    return SHARED
 
 
 @pytest.fixture(autouse=True)

@@ -27,7 +27,7 @@ def _epoch(loader):
 
 def _same(a, b):
     return len(a) == len(b) and all(torch.equal(x1, x2) and torch.equal(y1, y2)
-                                    for (x1, y1), (x2, y2) in zip(a, b))
+                                    for (x1, y1), (x2, y2) in zip(a, b, strict=True))
 
 
 def test_registry_names():
@@ -103,7 +103,7 @@ def test_crop_flip_matches_padded_slice():
 def test_loader_augmentation_changes_images():
     plain = _epoch(_loader(0, augment=False))
     aug = _epoch(_loader(0))
-    assert all(xa.shape == xp.shape for (xa, _), (xp, _) in zip(aug, plain))
+    assert all(xa.shape == xp.shape for (xa, _), (xp, _) in zip(aug, plain, strict=True))
     assert not _same(aug, plain)
 
 

@@ -314,7 +314,7 @@ def test_sampled_estimators_draw_the_same_sample_on_every_rank(tmp_path):
     runs.append({"out": str(tmp_path / "per-rank-bn"), "overrides": TINY + ["trainer.epochs=2",
                                                                             "estimator.name=gumbel_hard"]})
     ok(torchrun({"float64": True, "runs": runs}, timeout=900))
-    for run, (name, extra) in zip(runs, SAMPLED):
+    for run, (name, extra) in zip(runs[:-1], SAMPLED, strict=True):
         a, b = ranks(Path(run["out"]))
         assert_same(a, b, f"{name} {extra}")
         _, ref = single(run["overrides"], Path(run["out"] + "-one"))
@@ -420,7 +420,8 @@ def test_retrain_on_two_ranks_follows_one_process(tmp_path):
     out = tmp_path / "two"
     ok(torchrun({"float64": True, "runs": [{"kind": "retrain", "config": cfg, "out": str(out), "overrides": over}]}))
     a, b = ranks(out)
-    assert_same(a["model"], b["model"]) and assert_same(a["optim"], b["optim"])
+    assert_same(a["model"], b["model"])
+    assert_same(a["optim"], b["optim"])
     torch.set_default_dtype(torch.float64)
     try:
         run_retrain(load_config(cfg, over, cls=RetrainConfig), tmp_path / "one", quiet=True)
@@ -540,7 +541,8 @@ def test_fp16_search_with_the_second_order_step_runs_and_resumes(tmp_path):
     a = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=False)
     b = torch.load(tmp_path / "split" / "checkpoint.pt", weights_only=False)
     assert a["scalers"]["weights"]["scale"] > 0 and a["scalers"]["arch"]
-    assert_same(a["model"], b["model"]) and assert_same(a["scalers"], b["scalers"])
+    assert_same(a["model"], b["model"])
+    assert_same(a["scalers"], b["scalers"])
     assert all(torch.isfinite(v).all() for v in a["model"].values() if v.is_floating_point())
     assert full.metrics["val_acc"] >= 0
 

@@ -28,12 +28,18 @@ def test_convergence_tool_one_seed_small_problem(tmp_path, capsys):
     ran = [r for r in results if "error" not in r]
     assert [r["spec"] for r in ran] == [s for s in specs if s != "no_such_estimator"]
     for r in ran:
-        assert len(r["curve"]) == 4 and 0.0 <= r["train_acc"] <= 100.0 and 0.0 <= r["live_grad"] <= 1.0
-        assert isinstance(r["exact"], bool)
-        if r["exact"]:  # the derived rules equal the truth on every input, so on the test split too
-            assert r["test_acc"] == 100.0
+        assert [c["epoch"] for c in r["curve"]] == [1, 2, 3, 4]
+        last = r["curve"][-1]  # the table's figures are the last epoch's
+        assert (r["train_acc"], r["test_acc"], r["live_grad"]) == (last["train_acc"], last["test_acc"], last["live_grad"])
+        if r["exact"]:  # the derived rules equal the truth on every input: no error on either split
+            assert r["train_acc"] == pytest.approx(100.0) and r["test_acc"] == pytest.approx(100.0)
+            assert r["epochs_to_target"] is not None
         if r["epochs_to_target"] is not None:
             assert r["curve"][r["epochs_to_target"] - 1]["train_acc"] >= 99.0
+            assert all(c["train_acc"] < 99.0 for c in r["curve"][:r["epochs_to_target"] - 1])
+    # seed 0 of this small problem is solved: adaptive noise recovers the exact rule in 4 epochs
+    # (measured: ste+noise and bop+noise exact, plain ste stuck at 49 % with 8 % live gradients)
+    assert [r["spec"] for r in ran if r["exact"] is True], [(r["spec"], r["rules"], r["truth"]) for r in ran]
     saved = json.loads((tmp_path / "results.json").read_text())
     assert [r["spec"] for r in saved["results"]] == [r["spec"] for r in results]
     assert (tmp_path / "report.md").read_text() in out

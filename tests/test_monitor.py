@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from tensorboard.backend.event_processing import event_accumulator
 from torch import nn
 
 from nas.config import load_config
@@ -24,8 +25,6 @@ from nas.searcher.run import run_search
 from nas.supernet import Choice
 from nas.spaces.nb201 import EDGE_NAMES, OPS, NB201Genotype
 from nas.spaces.base import Supernet
-
-event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
 
 TINY = ["trainer.max_steps_per_epoch=2", "space.C=4", "space.N=1", "data.resize=8",
         "data.batch_size=16", "data.subset=120", "device=cpu"]

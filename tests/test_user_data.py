@@ -58,14 +58,14 @@ def test_streamed_and_in_memory_batches_are_the_same(kind):
     for a, b in ((mem[0], stream[0]), (mem[1], stream[1]), (mem[1].eval_loader(), stream[1].eval_loader())):
         ea, eb = epochs(a), epochs(b)
         assert len(ea[0]) == len(a) == 4
-        for x, y in zip(ea, eb):
-            assert all(torch.equal(x1, x2) and torch.equal(y1, y2) for (x1, y1), (x2, y2) in zip(x, y))
+        for x, y in zip(ea, eb, strict=True):
+            assert all(torch.equal(x1, x2) and torch.equal(y1, y2) for (x1, y1), (x2, y2) in zip(x, y, strict=True))
     # resuming the stream loader gives the epoch the saved one would have
     state = stream[0].state_dict()
     nxt = epochs(stream[0], 1)[0]
     again = build_search_loaders("x", workers=0, given=ds, stream=True, **KW)[0]
     again.load_state_dict(state)
-    assert all(torch.equal(x1, x2) for (x1, _), (x2, _) in zip(nxt, epochs(again, 1)[0]))
+    assert all(torch.equal(x1, x2) for (x1, _), (x2, _) in zip(nxt, epochs(again, 1)[0], strict=True))
 
 
 def test_a_failing_or_malformed_dataset_is_a_one_line_error():
@@ -118,8 +118,8 @@ def test_imagefolder_streams_the_same_images(tmp_path):
     mem = build_search_loaders("imagefolder", workers=0, **kw)
     stream = build_search_loaders("imagefolder", workers=0, stream=True, **kw)
     assert isinstance(stream[0], StreamLoader) and stream[2]["classes"] == ["cat", "dog"]
-    for a, b in zip(epochs(mem[0]), epochs(stream[0])):
-        assert all(torch.equal(x1, x2) for (x1, _), (x2, _) in zip(a, b))
+    for a, b in zip(epochs(mem[0]), epochs(stream[0]), strict=True):
+        assert all(torch.equal(x1, x2) for (x1, _), (x2, _) in zip(a, b, strict=True))
 
 
 def test_search_and_retrain_on_a_dataset_object(tmp_path):
