@@ -18,6 +18,7 @@ from nas.supernet import choices
 from nas.spaces import get_space
 from nas.spaces.nb201 import EDGE_NAMES, NB201Genotype
 
+from recompute import retrain_test_acc, search_val_acc
 from test_dnf import set_binary
 
 BINARY_ESTIMATORS = [n for n in ESTIMATORS.names() if BINARY in ESTIMATORS.get(n).kinds]
@@ -245,7 +246,7 @@ def test_retrained_dnf_op_stays_binary_and_writes_its_rules(tmp_path):
     learned = (tmp_path / "rt" / "learned_ops.txt").read_text()
     assert learned.count("THEN out") == 2 * (4 + 8 + 16) and "open channels" in learned
     assert yaml.safe_load((tmp_path / "rt" / "genotype.yaml").read_text())["op_args"] == {"dnf_1x1": {"rules": 2}}
-    assert res.metrics["test_acc"] >= 0
+    assert res.metrics["test_acc"] == pytest.approx(retrain_test_acc(tmp_path / "rt"))  # with the recorded op_args
 
 
 def test_search_with_dnf_and_gated_candidates_end_to_end(tmp_path):
@@ -261,6 +262,8 @@ def test_search_with_dnf_and_gated_candidates_end_to_end(tmp_path):
                                      "space.op_args={dnf_1x1: {rules: 2}}", "space.gates=edge",
                                      "space.gate_estimator=search", "space.l0_lambda=0.01"])
     res = run_search(cfg, tmp_path / "run", quiet=True)
+    # the supernet rebuilt from the checkpoint (rule pools, gates, Bop and σ state) scores the same
+    assert res.metrics["val_acc"] == pytest.approx(search_val_acc(tmp_path / "run"))
     record = yaml.safe_load((tmp_path / "run" / "genotype.yaml").read_text())
     assert record["op_args"] == {"dnf_1x1": {"rules": 2}, "l0_sep_conv_3x3": {"l0_lambda": 0.01}}
     ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
