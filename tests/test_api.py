@@ -11,6 +11,7 @@ from nas.config import Config
 from nas.retrainer import RetrainConfig
 
 from conftest import REPO
+from recompute import search_val_acc
 
 CELL = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|"
 
@@ -48,6 +49,7 @@ def test_load_config_picks_the_kind_and_applies_overrides():
 
 def test_build_network_from_a_string_equals_the_space_builder():
     from nas.spaces import get_space
+    from nas.spaces.darts import GENOTYPES
     torch.manual_seed(0)
     a = nas.build_network("nb201", CELL, num_classes=10, C=4, N=1)
     torch.manual_seed(0)
@@ -56,7 +58,12 @@ def test_build_network_from_a_string_equals_the_space_builder():
     x = torch.randn(2, 3, 8, 8)
     a.eval(), b.eval()
     assert torch.equal(a(x), b(x))
-    assert isinstance(nas.build_network("darts", "DARTS_V2", C=8, layers=3), torch.nn.Module)
+    torch.manual_seed(0)
+    c = nas.build_network("darts", "DARTS_V2", num_classes=10, C=8, layers=3)
+    torch.manual_seed(0)
+    d = get_space("darts").build_network(GENOTYPES["DARTS_V2"], num_classes=10, C=8, layers=3)
+    c.eval(), d.eval()
+    assert torch.equal(c(x), d(x)) and c(x).shape == (2, 10)
     with pytest.raises(nas.ConfigError, match="genotype of space 'darts'"):
         nas.build_network("nb201", "DARTS_V2")
 
@@ -65,4 +72,5 @@ def test_search_and_derive_agree(tmp_path):
     cfg = nas.load_config("quickstart", "trainer.epochs=1", "space.C=4", "data.subset=300")
     result = nas.search(cfg, tmp_path / "run")
     assert str(nas.derive(tmp_path / "run")) == str(result.genotype)
-    assert result.out_dir == tmp_path / "run" and "val_acc" in result.metrics
+    assert result.out_dir == tmp_path / "run"
+    assert result.metrics["val_acc"] == pytest.approx(search_val_acc(tmp_path / "run"))

@@ -1,5 +1,6 @@
 """nas-bench runs for one tiny configuration and prints one table row per estimator."""
 import re
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -97,8 +98,16 @@ def test_against_xautodl_alternates_and_prints_ratios(tmp_path):
     rows = re.findall(r"^\| (dense|single path): \S+ vs (DARTS|GDAS) \| ([\d.]+) \([\d.]+\) \| ([\d.]+) \([\d.]+\) "
                       r"\| ([\d.]+)x", r.stdout, re.M)
     assert [row[:2] for row in rows] == [("dense", "DARTS"), ("single path", "GDAS")]
-    for _, _, nas_ips, x_ips, ratio in rows:
-        assert float(ratio) > 0 and float(nas_ips) > 0 and float(x_ips) > 0
+    # each cell is the median over the rounds of what the round lines say (2 rounds: their mean)
+    ips = {(rnd, what): float(v) for rnd, what, v in
+           re.findall(r"^round (\d): (?:nas|xautodl) (\w+): ([\d.]+) images/s", r.stderr, re.M)}
+    for (_, _, nas_ips, x_ips, ratio), (spec, model) in zip(rows, [("softmax", "darts"), ("gumbel_hard", "gdas")],
+                                                            strict=True):
+        assert float(nas_ips) == pytest.approx(statistics.median(ips[r, spec] for r in "12"), abs=0.11)
+        assert float(x_ips) == pytest.approx(statistics.median(ips[r, model] for r in "12"), abs=0.11)
+        # the wall speed-up: xautodl's ms per step over this project's, round by round
+        want = statistics.median(ips[r, spec] / ips[r, model] for r in "12")
+        assert float(ratio) == pytest.approx(want, rel=0.01, abs=0.006)
     assert "load average" in r.stdout
 
 

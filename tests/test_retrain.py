@@ -13,7 +13,7 @@ from nas.errors import CheckpointError, ConfigError
 from nas.retrainer import RetrainConfig, make_network, resolve_genotype, run_retrain
 from nas.retrainer.augment import cutout
 from nas.retrainer.trainer import Trainer
-from nas.utils import count_params
+from nas.utils import count_macs, count_params
 from nas.spaces.darts import GENOTYPES
 
 REPO = Path(__file__).resolve().parents[1]
@@ -46,7 +46,8 @@ def test_retrain_one_epoch_writes_a_run_folder(tmp_path, capsys, config, genotyp
     assert str(g) == m["genotype"] and f"genotype: {g}" in printed
     # params (auxiliary head excluded) and MACs in millions, of the network that was trained
     net = make_network(cfg, space, g, 10, 3)
-    assert m["params_m"] == pytest.approx(count_params(net) / 1e6, abs=1e-6) and m["macs_m"] > 0
+    assert m["params_m"] == pytest.approx(count_params(net) / 1e6, abs=1e-6)
+    assert m["macs_m"] == pytest.approx(count_macs(net, (3, 8, 8)) / 1e6, abs=1e-3) and m["macs_m"] > 0
     # the test accuracy is the checkpointed network's accuracy on the real test split
     train, test, info = build_eval_loaders("digits", root=None, download=False, resize=8, subset=96,
                                            batch_size=32, workers=0, seed=0, device="cpu", augment=False,
