@@ -90,6 +90,10 @@ def _numbers(value: Any) -> Iterator[Tuple[str, Any]]:
         yield "", value
 
 
+def _names_sibling(rng: Optional[Range]) -> bool:
+    return rng is not None and any(isinstance(b, str) for b in (rng.ge, rng.gt, rng.le, rng.lt))
+
+
 def check_fields(obj: Any, prefix: str = "") -> None:
     """One-line :class:`ConfigError` for the first field of dataclass ``obj`` (not its nested
     sections) holding a non-finite float, else for the first outside its range or pattern
@@ -102,6 +106,9 @@ def check_fields(obj: Any, prefix: str = "") -> None:
                 rng = f.metadata.get("range")
                 allowed = rng.describe(obj, prefix) if rng is not None else "any finite number"
                 raise ConfigError(f"{prefix}{f.name}{suffix}={v!r} is not a finite number; allowed: {allowed}")
+    # a range bounded by a sibling key after that key's own: a bad sigma_max is named as itself,
+    # not as the bound that sigma0 then fails
+    leaves.sort(key=lambda fv: _names_sibling(fv[0].metadata.get("range")))
     for f, value in leaves:
         key = f"{prefix}{f.name}"
         rng: Optional[Range] = f.metadata.get("range")

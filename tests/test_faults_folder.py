@@ -51,7 +51,7 @@ def test_a_run_that_stopped_before_its_first_checkpoint_is_started_again_in_plac
     out = tmp_path / "o"
     one_line(capsys, search(*TINY, "data.dataset=imagefolder", f"data.root={tmp_path / 'none'}", "--out", str(out)))
     assert {p.name for p in out.iterdir()} == {"config.yaml", "log.txt"}
-    assert "error: imagefolder root" in (out / "log.txt").read_text()  # the error reached log.txt
+    assert "error: data.root: imagefolder root" in (out / "log.txt").read_text()  # the error reached log.txt
     assert search(*TINY, "--out", str(out)) == 0
     assert RUN_FILES <= {p.name for p in out.iterdir()}
     no_leftovers(out)

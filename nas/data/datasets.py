@@ -374,7 +374,7 @@ def load_imagefolder(*, root, download, resize, subset, split, seed, workers, st
         raise DataError(f"data.dataset=imagefolder needs a folder: {_IF_HINT}")
     path = Path(root).expanduser().absolute()
     if not path.exists():
-        raise DataError(f"imagefolder root {path} does not exist; {_IF_HINT}")
+        raise DataError(f"data.root: imagefolder root {path} does not exist; {_IF_HINT}")
     if path.is_file():
         if not path.name.lower().endswith((".tar", ".tar.gz", ".tgz")):
             raise DataError(f"{path} is a file, not a folder or .tar/.tar.gz archive; {_IF_HINT}")
