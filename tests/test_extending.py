@@ -1,6 +1,7 @@
 """docs/extending.md: the page has an example of each extension point (tests/test_docs.py runs
 its blocks), and the user space of examples/ is searched, derived and retrained with the
 commands, from a folder that is not the checkout."""
+import json
 import re
 import subprocess
 import sys
@@ -9,6 +10,7 @@ import pytest
 import yaml
 
 from conftest import REPO
+from recompute import retrain_test_acc
 
 
 def page_blocks():
@@ -52,7 +54,11 @@ def test_the_example_space_through_the_commands(tmp_path):
              "--genotype", str(run_dir), "trainer.epochs=1", "data.subset=200", "--out", str(tmp_path / "rt"),
              "--quiet"], tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "test_acc" in r.stdout and (tmp_path / "rt" / "metrics.json").is_file()
+    m, m_g = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("rt", "rt_g"))
+    assert "test_acc" in r.stdout
+    # the same genotype (run folder or derived file) and seed: the same retraining; its score is the checkpoint's
+    assert m["test_acc"] == m_g["test_acc"] and m["genotype"] == m_g["genotype"]
+    assert m["test_acc"] == pytest.approx(retrain_test_acc(tmp_path / "rt"))
     again = run([sys.executable, "-m", "nas", "trainer.epochs=3", "--resume", str(run_dir), "--quiet"], tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["trainer"]["epochs"] == 3
