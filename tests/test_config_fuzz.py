@@ -35,6 +35,7 @@ BAD_TEXT = {
     "model.op_args": ("{no_such_op: {rules: 8}}", ()),
     "model.args": ("{no_such_keyword: 1}", ()),
     "cost.latency_table": ("/nonexistent/nas-fuzz.json", ("cost.metric=latency",)),
+    "cost.device": ("no_such_device", ("cost.metric=latency",)),
 }
 # keys whose every value of the right type is allowed (switches)
 ANY_VALUE = bool
