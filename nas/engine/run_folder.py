@@ -25,9 +25,10 @@ import os
 import re
 import shutil
 import sys
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, TypeVar
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, TypeVar
 
 import torch
 import yaml
@@ -35,6 +36,7 @@ import yaml
 from ..config import from_dict, parse_yaml, to_dict
 from ..errors import CheckpointError, NasError, StorageError, TrainingError, storage_error
 from .checkpoint import load_checkpoint, save_atomic, write_text_atomic
+from .distributed import DistributedError
 from .monitor import Monitor, flatten, log, setup_logging
 from .runtime import replan_epochs, rng_state, set_rng_state
 from .signals import as_interrupted
@@ -400,6 +402,17 @@ class RunFolder:
         return Monitor(self.path / "tb" if self.writer else None, epochs=self.cfg.trainer.epochs,
                        quiet=quiet or not self.writer,
                        purge_step=start_epoch + 1 if self.resumed or self.reused else None, **kwargs)
+
+    @contextmanager
+    def closing(self, monitor: Monitor) -> Iterator[Monitor]:
+        """The run's epochs with ``monitor``, closed however they end; a rank's failure of a
+        data-parallel run names what the run leaves (:meth:`state_note`)."""
+        try:
+            yield monitor
+        except DistributedError as e:
+            raise DistributedError(f"{e}; {self.state_note()}") from None
+        finally:
+            monitor.close()
 
     def save(self, epoch_done: int, seconds: float, history: list, state: Dict[str, Any],
              loaders: Dict[str, Any], device: torch.device) -> None:

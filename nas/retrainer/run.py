@@ -17,7 +17,7 @@ from ..bounds import check_config
 from ..config import to_dict
 from ..errors import ConfigError
 from ..engine.amp import Precision
-from ..engine.distributed import DistributedError, World, setup as setup_world
+from ..engine.distributed import World, setup as setup_world
 from ..engine.meter import loss_causes as engine_loss_causes
 from ..engine.monitor import log
 from ..engine.prepare import RunHooks, engine_note, prepare_model
@@ -148,7 +148,7 @@ def _retrain(cfg: RetrainConfig, folder: RunFolder, quiet: bool, resolved: Any, 
     monitor = folder.monitor(quiet, start_epoch, desc="retrain")
     monitor.start(start_epoch)
     t0 = time.time() - elapsed
-    try:
+    with folder.closing(monitor):  # a data-parallel failure says what the run leaves
         for epoch in range(start_epoch, t.epochs):
             folder.epoch = epoch + 1
             monitor.start_epoch(epoch, trainer.steps_per_epoch())
@@ -179,10 +179,6 @@ def _retrain(cfg: RetrainConfig, folder: RunFolder, quiet: bool, resolved: Any, 
         failed = monitor.close()
         if failed is not None:
             raise failed
-    except DistributedError as e:
-        raise DistributedError(f"{e}; {folder.state_note()}") from None
-    finally:
-        monitor.close()
     return RetrainResult(out_dir, genotype, metrics)
 
 

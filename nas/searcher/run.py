@@ -23,7 +23,7 @@ from ..plugins import accepted_kwargs, genotype_record, import_user_modules
 from ..supernet.bn import recalibrate_bn
 from ..engine.amp import Precision
 from ..engine.checkpoint import write_text_atomic
-from ..engine.distributed import DistributedError, World, setup as setup_world
+from ..engine.distributed import World, setup as setup_world
 from ..engine.meter import loss_causes as engine_loss_causes
 from ..engine.monitor import log
 from ..engine.prepare import RunHooks, engine_note, prepare_model
@@ -282,7 +282,7 @@ def _search(cfg: Config, folder: RunFolder, quiet: bool, stop_after: Optional[in
     t0 = time.time() - elapsed
     arch = [p for g in opts.arch_params.values() for p in g]
     searcher.alpha0, searcher.stalled = [p.detach().clone() for p in arch], []
-    try:
+    with folder.closing(monitor):  # a data-parallel failure says what the run leaves
         for epoch in range(start_epoch, end_epoch):
             folder.epoch = epoch + 1
             monitor.start_epoch(epoch, searcher.steps_per_epoch())
@@ -314,10 +314,6 @@ def _search(cfg: Config, folder: RunFolder, quiet: bool, stop_after: Optional[in
         failed = monitor.close()
         if failed is not None:
             raise failed
-    except DistributedError as e:
-        raise DistributedError(f"{e}; {folder.state_note()}") from None
-    finally:
-        monitor.close()
     return final
 
 
