@@ -290,13 +290,13 @@ class World:
 def code_version() -> str:
     """``nas.__version__`` and a digest of the package's source files: ranks that run different
     checkouts of one version differ too."""
-    import nas
-    root = Path(nas.__file__).parent
+    from ..version import __version__
+    root = Path(__file__).resolve().parents[1]  # the package's folder (not `import nas`: a layer above)
     h = hashlib.sha1()
     for f in sorted(root.rglob("*.py")):
         h.update(str(f.relative_to(root)).encode())
         h.update(f.read_bytes())
-    return f"{nas.__version__} ({h.hexdigest()[:12]})"
+    return f"{__version__} ({h.hexdigest()[:12]})"
 
 
 def _shm_dir() -> Path:
