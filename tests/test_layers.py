@@ -22,6 +22,9 @@ LAYERS: List[List[str]] = [
     ["nas.searcher.loop", "nas.searcher.optim", "nas.searcher.unrolled",   # the loops: no space
      "nas.retrainer.trainer", "nas.retrainer.augment"],
     ["nas.spaces"],                                    # search spaces
+    # the NB201 device latency table and the per-device latency models fitted on it: they read NB201
+    # genotypes, and a search's budget reads them (so they sit between the spaces and the runs)
+    ["nas.benchmarks.device_latency", "nas.cost.device", "nas.cost.latency_model"],
     ["nas.searcher", "nas.retrainer"],                 # runs: config -> objects
     ["nas.benchmarks", "nas.deploy"],                  # baselines, benchmark tables, export
     ["nas.api", "nas"],                                # the Python API
