@@ -86,10 +86,6 @@ class ChainGenotype:
     def __str__(self) -> str:
         return f"stem {self.stem} > " + " > ".join(f"{o} w{w}" + (" s2" if s == 2 else "") for o, w, s in self.layers)
 
-    def edges(self) -> List[Tuple[int, int, str]]:
-        """The chain as ``(to, from, op)`` edges, for the TensorBoard diagram."""
-        return [(i + 1, i, f"{o} w{w}") for i, (o, w, _) in enumerate(self.layers)]
-
     def to_dict(self) -> Dict[str, Any]:
         return {"space": "mobile_chain", "stem": self.stem, "layers": [list(layer) for layer in self.layers]}
 
@@ -155,9 +151,8 @@ class ChainNetwork(Network):
 class MobileChainSpace(SearchSpace):
     ops = tuple(BLOCKS)
     data_kind = IMAGE
-    # the space.* keys it reads (the default supernet_kwargs passes them to build_supernet); any
-    # other key set away from its default is refused before a run starts
-    config_keys = ("C", "N", "ops", "l0_lambda", "gate_estimator")
+    # its space.* keys are the keywords of build_supernet (C, N, ops, l0_lambda, gate_estimator):
+    # the default supernet_kwargs passes them, and any other key is refused when the config loads
     tiny_supernet = {"C": 4, "N": 1}
     tiny_network: Dict[str, Any] = {}
 
@@ -179,6 +174,13 @@ class MobileChainSpace(SearchSpace):
 
     def genotype_to_dict(self, genotype: ChainGenotype) -> Dict[str, Any]:
         return genotype.to_dict()
+
+    # the TensorBoard cell diagram: layer i is the edge from node i to node i + 1
+    def selected_edges(self, genotype: ChainGenotype) -> Dict[str, List[Tuple[int, str]]]:
+        return {"arch.layers": [(i, op) for i, (op, _, _) in enumerate(genotype.layers)]}
+
+    def edge_nodes(self, choice: str, edge: int) -> Tuple[int, int]:
+        return edge + 1, edge
 
     def genotype_from_dict(self, data: Dict[str, Any]) -> ChainGenotype:
         try:

@@ -16,7 +16,7 @@ from .config import Config, apply_overrides, from_dict, load_yaml
 from .errors import ConfigError
 
 ConfigLike = Union[str, os.PathLike, Config, Any]
-API_DATASET = "<python>"  # data.dataset of a run given a dataset object (no command can load it)
+from .data.registry import GIVEN as API_DATASET  # data.dataset of a run given a dataset object
 
 
 def load_config(name_or_path: Optional[Union[str, os.PathLike]] = None, *overrides: str) -> Any:
@@ -182,10 +182,10 @@ def _class_registrar(fn: str, name: str, registry: Any, base: type, required: Se
 
 def register_space(name: str) -> Callable[[Any], Any]:
     """``@nas.register_space("name")`` on a :class:`nas.spaces.SearchSpace` subclass (the
-    contract of ``nas/spaces/base.py``): it declares ``data_kind`` and ``config_keys`` (by
-    default the ``space.*`` keys its builder names, and ``args``); its ``build_supernet(estimator,
-    *, num_classes, ...)`` returns a :class:`nas.spaces.Supernet` and gets the ``space.*`` keys
-    it names plus ``space.args``; ``build_network(genotype, *, num_classes, ...)`` returns a
+    contract of ``nas/spaces/base.py``): it declares ``data_kind`` and its ``Options`` (the
+    ``space.*`` keys; by default the keywords its ``build_supernet`` names besides the search's
+    own; docs/extending.md); its ``build_supernet(estimator, *, num_classes, ...)`` returns a
+    :class:`nas.spaces.Supernet` and gets those options; ``build_network(genotype, *, num_classes, ...)`` returns a
     :class:`nas.spaces.Network` and gets the ``model.*`` keys it names plus
     ``model.args``; ``genotype_to_dict``/``genotype_from_dict`` give the YAML round trip."""
     from nas.spaces import SPACES, SearchSpace
@@ -195,16 +195,18 @@ def register_space(name: str) -> Callable[[Any], Any]:
 
 def register_estimator(name: str) -> Callable[[Any], Any]:
     """``@nas.register_estimator("name")`` on an :class:`nas.estimators.Estimator` subclass
-    (``create``, ``sample``, ``probs``; see ``nas/estimators/base.py``); its ``__init__``
-    keywords are the ``estimator.*`` keys it accepts."""
+    (``create``, ``sample``, ``probs``; see ``nas/estimators/base.py``); its ``Options`` dataclass
+    (or else its ``__init__`` keywords) are the ``estimator.*`` keys it accepts (docs/extending.md)."""
     from .estimators import ESTIMATORS, Estimator
     return _class_registrar("register_estimator", name, ESTIMATORS, Estimator, ("create", "sample", "probs"))
 
 
-def register_dataset(name: str) -> Callable[[Any], Any]:
+def register_dataset(name: str, *, kind: str = "image", options: Any = None) -> Callable[[Any], Any]:
     """``@nas.register_dataset("name")`` on ``fn(*, split, root, **_)`` returning a
     torchvision-style dataset (``len`` and ``ds[i] -> (image, label)``) or a
     :class:`nas.data.ImageSet`; ``data.dataset=name`` then uses it (``split``: ``"train"`` or
-    ``"test"``; further keywords: ``download``, ``resize``, ``subset``, ``seed``, ``workers``)."""
-    from .data import DATASETS
-    return DATASETS.register(name)
+    ``"test"``; further keywords: ``download``, ``resize``, ``subset``, ``seed``, ``workers``).
+    Another ``kind`` of data (:mod:`nas.data.registry`) decides the function's contract;
+    ``options``: a dataclass of the dataset's own ``data.*`` keys (docs/extending.md)."""
+    from .data import register_dataset as register
+    return register(name, kind=kind, options=options)

@@ -43,6 +43,8 @@ class Range:
 
     def _bound(self, b: Bound, obj: Any, prefix: str) -> Tuple[Optional[float], str]:
         if isinstance(b, str):
+            if obj is None:  # the range itself (the configuration reference): name the sibling
+                return None, f"{prefix}{b}"
             v = getattr(obj, b)
             return v, f"{prefix}{b}={v!r}"
         return b, (_show(b) if b is not None else "")
@@ -69,12 +71,15 @@ class Range:
 
 
 def ranged(default: Any = dataclasses.MISSING, *, ge: Bound = None, gt: Bound = None, le: Bound = None,
-           lt: Bound = None, default_factory: Any = dataclasses.MISSING) -> Any:
-    """A dataclass field whose numbers (or each number of a list/tuple) must lie in the range."""
+           lt: Bound = None, default_factory: Any = dataclasses.MISSING, help: str = "") -> Any:
+    """A dataclass field whose numbers (or each number of a list/tuple) must lie in the range;
+    ``help``: its one line in the configuration reference (:func:`nas.options.describe`)."""
     if isinstance(default, (list, dict)):  # mutable defaults need a factory
         default, default_factory = dataclasses.MISSING, (lambda d=default: type(d)(d))
-    return dataclasses.field(default=default, default_factory=default_factory,
-                             metadata={"range": Range(ge=ge, gt=gt, le=le, lt=lt)})
+    metadata: dict = {"range": Range(ge=ge, gt=gt, le=le, lt=lt)}
+    if help:
+        metadata["help"] = help
+    return dataclasses.field(default=default, default_factory=default_factory, metadata=metadata)
 
 
 def matching(default: Any, pattern: str, hint: str) -> Any:

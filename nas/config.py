@@ -18,6 +18,7 @@ import yaml
 
 from .bounds import MAX_SEED, RUN_NAME, RUN_NAME_HINT, check_fields, matching, ranged
 from .errors import ConfigError
+from .options import option
 
 def _config_dir() -> Path:
     """The shipped configs: ``nas/configs`` in an installed wheel, ``configs/`` in a checkout."""
@@ -29,98 +30,115 @@ def _config_dir() -> Path:
 CONFIG_DIR = _config_dir()
 
 
-@dataclass
-class DNFDataConfig:
-    """The synthetic DNF task (``data.dataset=synthetic_dnf``)."""
-    features: int = ranged(10, ge=1)             # K binary features
-    clauses: int = ranged(3, ge=1)               # conjunctions of the ground-truth rule
-    width: int = ranged(3, ge=1, le="features")  # literals per conjunction
-    noise: float = ranged(0.0, ge=0, le=1)       # probability of flipping a train label
-    samples: int = ranged(2000, ge=2)            # train + test samples
+class _Section:
+    """A config section that names a registry entry: the dataclass holds the section's own keys;
+    the class built for an entry (:func:`nas.options.entry_section`) adds the entry's options.
+    Constructing the bare section (``SpaceConfig(name="darts", C=8)``) builds the entry's class."""
+
+    _option_sources: Tuple[type, ...] = ()
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        if not cls._option_sources and cls in _SECTION_KEYS.values():
+            cls = cls.entry_class(kwargs.get(cls.entry_key, cls.default_entry))
+        return object.__new__(cls)
+
+    entry_key = "name"
+    default_entry = ""
+
+    def __reduce__(self) -> Any:  # the class is built at run time: pickle how to build it again
+        base = next(b for b in type(self).__mro__[1:] if b in _BASES)
+        return _rebuild_section, (base, type(self)._option_sources, _plain_section(self))
+
+    @classmethod
+    def entry_class(cls, name: str) -> type:
+        raise NotImplementedError
 
 
 @dataclass
-class MazeDataConfig:
-    """The digit maze (``data.dataset=maze``, searched by ``space.name=program``; nas/data/maze.py)."""
-    width: int = ranged(5, ge=1)
-    height: int = ranged(3, ge=1)
-    count: int = ranged(15, ge=2)                # the move counter's modulus
-    max_moves: int = ranged(14, ge=0)            # longest path (the 3-line program needs 3·14 + 1 = 43 of 45 steps)
-    decay: float = ranged(0.7, gt=0)             # P(L moves) ∝ decay^L for L = 0..max_moves (1: uniform)
-    train: int = ranged(2000, ge=2)              # mazes of train-split digit images (split by data.train_portion)
-    test: int = ranged(1000, ge=1)               # mazes of test-split digit images (the final end-to-end scores)
+class DataConfig(_Section):
+    """``data:`` the dataset's name and batching, then the options its kind and its registry
+    entry declare (:mod:`nas.data.registry`; e.g. ``root``, ``resize`` of image data)."""
+    dataset: str = option("digits", help="a registered dataset (nas.data.DATASETS); its kind says which spaces take it")
+    train_portion: float = ranged(0.5, gt=0, lt=1, help="share of the train split that trains the weights; the rest the architecture")
+    batch_size: int = ranged(64, ge=1, help="samples per batch")
+
+    entry_key = "dataset"
+    default_entry = "digits"
+
+    @classmethod
+    def entry_class(cls, name: str) -> type:
+        from .data.registry import dataset_options
+        from .options import entry_section
+        return entry_section(DataConfig, *dataset_options(name))
 
 
 @dataclass
-class DataConfig:
-    dataset: str = "digits"
-    root: Optional[str] = None
-    download: bool = False
-    resize: Optional[int] = ranged(None, ge=1)   # the network may need more: checked when it is built
-    subset: Optional[int] = ranged(None, ge=1)
-    train_portion: float = ranged(0.5, gt=0, lt=1)
-    batch_size: int = ranged(64, ge=1)
-    workers: int = ranged(0, ge=0)
-    stream: bool = False           # read images batch by batch (DataLoader, data.workers) instead of in memory
-    augment: bool = True
-    dnf: DNFDataConfig = field(default_factory=DNFDataConfig)
-    maze: MazeDataConfig = field(default_factory=MazeDataConfig)
-    quantiles: List[float] = ranged([0.25, 0.5, 0.75], gt=0, lt=1)  # tabular binarisation
+class SpaceConfig(_Section):
+    """``space:`` the space's name, then the options the space declares (its ``Options``;
+    :meth:`nas.spaces.base.SearchSpace.options`)."""
+    name: str = option("nb201", help="a registered search space (nas.spaces.SPACES)")
+
+    default_entry = "nb201"
+
+    @classmethod
+    def entry_class(cls, name: str) -> type:
+        from nas.spaces import get_space_class
+        from .options import entry_section
+        return entry_section(SpaceConfig, get_space_class(name).options())
 
 
 @dataclass
-class ProgramSpaceConfig:
-    """The ``program`` space (nas/spaces/program): its template's size and its LOOK network."""
-    lines: int = ranged(3, ge=1)                 # learnable program lines
-    steps: int = ranged(45, ge=1)                # unrolled execution steps
-    look_hidden: int = ranged(32, ge=1)          # hidden units of the LOOK network (nas/spaces/program/maze.py)
-    halt: Literal["value", "write"] = "value"    # halt after a step that leaves dir = 0 / that writes it
+class EstimatorConfig(_Section):
+    """``estimator:`` the estimator's name, the adaptive-noise wrapper's keys
+    (:class:`nas.estimators.noise.NoiseOptions`), then the options the estimator declares.
+
+    One estimator per kind of discrete parameter (op choices, gates, rule pools, program lines)
+    fits this shape: a mapping ``{kind: section}`` beside ``name`` whose every value is read with
+    :meth:`entry_class` of its own ``name`` (the same validation, defaults and dump), and
+    :func:`nas.estimators.estimator_from_config` called once per kind."""
+    name: str = option("softmax", help="a registered estimator (nas.estimators.ESTIMATORS)")
+
+    default_entry = "softmax"
+
+    @classmethod
+    def entry_class(cls, name: str) -> type:
+        from .estimators import estimator_options
+        from .estimators.noise import NoiseOptions
+        from .options import entry_section
+        return entry_section(EstimatorConfig, NoiseOptions, estimator_options(name))
 
 
 @dataclass
-class SpaceConfig:
-    name: str = "nb201"
-    C: int = ranged(16, ge=1)
-    N: int = ranged(5, ge=1)                     # NB201: cells per stage
-    layers: int = ranged(8, ge=1)                # DARTS: cells in the search network
-    steps: int = ranged(4, ge=1)                 # DARTS: intermediate nodes per cell
-    multiplier: int = ranged(4, ge=1, le="steps")  # DARTS: nodes concatenated into the cell output
-    stem_multiplier: int = ranged(3, ge=1)       # DARTS
-    ops: Optional[List[str]] = None  # candidate subset (default: the space's full op list)
-    affine: bool = False           # BN affine in the supernet (the papers use False)
-    gates: Literal["none", "edge", "op", "channel"] = "none"  # L0 gates (nb201, darts)
-    l0_lambda: float = ranged(1e-4, ge=0)
-    gate_estimator: Literal["hard_concrete", "search"] = "hard_concrete"  # who learns L0 gates
-    rules: int = ranged(64, ge=1)                # DNF space: conjunctions per tower (N)
-    lambda_g: float = ranged(1e-4, ge=0)         # DNF space: sparsity weight λ_g
-    program: ProgramSpaceConfig = field(default_factory=ProgramSpaceConfig)  # program space
-    op_args: Dict[str, Dict[str, Any]] = field(default_factory=dict)  # options per op, e.g. {dnf_1x1: {rules: 8}}
-    args: Dict[str, Any] = field(default_factory=dict)  # a user space's own build_supernet keywords
-    fused: bool = True             # nb201: fused cell execution (nas/supernet/fused.py; exact)
-    channels_last: bool = True     # nb201: NHWC activations (layout only; faster convs on CPU)
-    partial_channels: int = ranged(1, ge=1)  # PC-DARTS: 1/K of the channels through each mixed op (1: off)
-    group_convs: Optional[bool] = None  # nb201 fused: one conv per node for same-shaped candidates (null: not on CPU)
+class DeriveConfig(_Section):
+    """``derive:`` how the search picks its cell: the options the space's derive declares
+    (``SearchSpace.DeriveOptions``; nb201: ``exclude``, ``max_skip``)."""
+
+    entry_key = "space"
+    default_entry = "nb201"
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        if not cls._option_sources:  # built in Python without its space: the first that takes the keys
+            from nas.spaces import SPACES
+            for name in ["nb201"] + SPACES.names():
+                cls = DeriveConfig.entry_class(name)
+                if set(kwargs) <= {f.name for f in dataclasses.fields(cls)}:
+                    break
+        return object.__new__(cls)
+
+    @classmethod
+    def entry_class(cls, name: str) -> type:
+        from nas.spaces import get_space_class
+        from .options import entry_section
+        return entry_section(DeriveConfig, get_space_class(name).derive_options_class())
 
 
-@dataclass
-class EstimatorConfig:
-    name: str = "softmax"
-    # temperatures: below 0.01 a relaxation saturates in float32 (exp(-Δα/τ) underflows: no gradient)
-    tau: Optional[float] = ranged(None, ge=0.01, le=1e4)      # start temperature (None: the estimator's default)
-    tau_end: Optional[float] = ranged(None, ge=0.01, le=1e4)  # end temperature (None: = tau or the default)
-    schedule: Optional[Literal["constant", "linear", "exponential", "cosine"]] = None
-    per: Optional[Literal["epoch", "step"]] = None   # schedule counted per epoch (default) or step
-    noise: Literal["none", "adaptive"] = "none"
-    sigma0: float = ranged(0.2, ge=0, le="sigma_max")
-    sigma_max: float = ranged(0.5, ge=0)
-    noise_lr: Optional[float] = ranged(None, gt=0)  # Adam lr of the noise temperatures (None: optim.arch.lr)
-    gamma: Optional[float] = ranged(None, gt=0, le=1)      # Bop momentum rate
-    gamma_end: Optional[float] = ranged(None, gt=0, le=1)  # Bop momentum rate at the end of the schedule
-    threshold: Optional[float] = ranged(None, ge=0)        # Bop flip threshold
-    threshold_end: Optional[float] = ranged(None, ge=0)    # Bop flip threshold at the end of the schedule
-    single_path: Optional[bool] = None   # run only the selected op when the forward is one-hot
-    derive_exclude: List[str] = field(default_factory=list)  # NB201: ops derive never picks (DARTS §2.4: none)
-    derive_max_skip: Optional[int] = ranged(None, ge=0)  # most skip_connect edges derive keeps (P-DARTS §3.3; None: no limit)
+_SECTION_KEYS = {"data": DataConfig, "space": SpaceConfig, "estimator": EstimatorConfig}
+_BASES = (DataConfig, SpaceConfig, EstimatorConfig, DeriveConfig)
+
+
+def _rebuild_section(base: type, options: Tuple[type, ...], values: Dict[str, Any]) -> Any:
+    from .options import entry_section
+    return entry_section(base, *options)(**values)
 
 
 @dataclass
@@ -166,7 +184,7 @@ class RunTrainerConfig:
     ckpt_every: int = ranged(1, ge=1)
     max_steps_per_epoch: Optional[int] = ranged(None, ge=1)  # cap for smoke runs
     amp: Literal["off", "bf16", "fp16"] = "off"  # mixed precision (fp16: with loss scaling)
-    channels_last: bool = False                  # NHWC memory format for the convolutions (tensor-core GPUs)
+    channels_last: Optional[bool] = None         # NHWC layout: true everywhere (tensor-core GPUs), false nowhere, null: the space's default (nb201: activations)
     sync_bn: bool = False                        # data parallel: BN statistics over the global batch, not per rank
     dist_timeout: float = ranged(1800.0, gt=0)   # data parallel: seconds a rank waits for the others before failing
 
@@ -215,9 +233,41 @@ class Config(RunConfig):
     data: DataConfig = field(default_factory=DataConfig)
     space: SpaceConfig = field(default_factory=SpaceConfig)
     estimator: EstimatorConfig = field(default_factory=EstimatorConfig)
+    derive: DeriveConfig = field(default_factory=DeriveConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     cost: CostConfig = field(default_factory=CostConfig)
+
+    def __post_init__(self) -> None:
+        # a derive section built without its space is read again as the space's own
+        want = DeriveConfig.entry_class(self.space.name)
+        if type(self.derive) is not want:
+            given = _plain_section(self.derive)
+            default = type(self.derive)()
+            self.derive = from_dict(want, {k: v for k, v in given.items() if v != getattr(default, k)}, "derive.")
+
+    @staticmethod
+    def section_types(data: Dict[str, Any]) -> Dict[str, type]:
+        """The section classes of the entries ``data`` names (the config's user modules imported
+        first: their registrations must be seen)."""
+        from .plugins import import_user_modules
+        imports = data.get("imports")
+        if imports:
+            import_user_modules(_convert(imports, List[str], "imports"))
+        out = {}
+        for key, base in _SECTION_KEYS.items():
+            section = data.get(key)
+            name = section.get(base.entry_key) if isinstance(section, dict) else None
+            out[key] = base.entry_class(base.default_entry if name is None else _convert(name, str, f"{key}.{base.entry_key}"))
+        space = data.get("space")
+        name = space.get("name") if isinstance(space, dict) else None
+        out["derive"] = DeriveConfig.entry_class("nb201" if name is None else name)
+        return out
+
+    @staticmethod
+    def migrate(data: Dict[str, Any]) -> Dict[str, Any]:
+        from .legacy import migrate_search_config
+        return migrate_search_config(data)
 
 
 # --------------------------------------------------------------------------- YAML and overrides
@@ -265,7 +315,31 @@ def load_yaml(path: os.PathLike, _seen: Optional[set] = None) -> Dict[str, Any]:
     merged: Dict[str, Any] = {}
     for b in bases or []:
         merged = _merge(merged, load_yaml(_resolve_base(b, path.parent), seen))
-    return _merge(merged, data)
+    return _merge(_other_entry(merged, data), data)
+
+
+def _other_entry(base: Dict[str, Any], top: Dict[str, Any]) -> Dict[str, Any]:
+    """``base`` without the options of a section whose entry ``top`` changes (``data: {dataset:
+    breast_cancer}`` over a ``synthetic_dnf`` base) that the new entry does not declare."""
+    out = dict(base)
+    if "model" in base or "model" in top:  # a retrain config (nas.api.load_config's rule): no entry sections
+        return out
+    for key, section in _SECTION_KEYS.items():
+        old, new = base.get(key), top.get(key)
+        if not (isinstance(old, dict) and isinstance(new, dict)):
+            continue
+        name = new.get(section.entry_key)
+        if not isinstance(name, str) or name == old.get(section.entry_key, section.default_entry):
+            continue
+        try:
+            declared = {f.name for f in dataclasses.fields(section.entry_class(name))}
+        except (ConfigError, ImportError):  # a user's entry not imported yet: validation reports it
+            continue
+        out[key] = {k: v for k, v in old.items() if k in declared}
+        if key == "space" and isinstance(base.get("derive"), dict):  # derive's keys are the space's too
+            derive = {f.name for f in dataclasses.fields(DeriveConfig.entry_class(name))}
+            out["derive"] = {k: v for k, v in base["derive"].items() if k in derive}
+    return out
 
 
 def read_config_text(path: Path) -> str:
@@ -313,6 +387,16 @@ def parse_yaml(text: str, source: Any) -> Any:
 def apply_overrides(data: Dict[str, Any], overrides: Sequence[str]) -> Dict[str, Any]:
     """Apply ``a.b.c=value`` strings; the value is parsed as YAML (``5``, ``true``, ``[1, 2]``)."""
     data = _merge({}, data)
+    switched: Dict[str, Any] = {}  # an override naming another entry drops the old entry's options
+    for item in overrides:
+        key, _, raw = item.partition("=")
+        parts = key.strip().split(".")
+        if len(parts) == 2 and parts[0] in _SECTION_KEYS and parts[1] == _SECTION_KEYS[parts[0]].entry_key:
+            try:
+                switched.setdefault(parts[0], {})[parts[1]] = yaml.safe_load(raw) if raw else None
+            except yaml.YAMLError:
+                pass
+    data = _other_entry(data, switched)
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override '{item}' is not key=value (e.g. trainer.epochs=5)")
@@ -412,6 +496,12 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
 def from_dict(cls: type, data: Dict[str, Any], prefix: str = "") -> Any:
     """Build dataclass ``cls`` from a plain dict, rejecting unknown keys and wrong types."""
     hints = typing.get_type_hints(cls)
+    if hasattr(cls, "section_types") and isinstance(data, dict):
+        data = cls.migrate(data)
+        hints.update(cls.section_types(data))
+    elif getattr(cls, "_option_sources", ()) and isinstance(data, dict):
+        from .options import nulls_to_defaults
+        data = nulls_to_defaults(cls, data, keep=[f.name for f in dataclasses.fields(_section_base(cls))])
     names = [f.name for f in dataclasses.fields(cls)]
     kwargs = {}
     for key, value in data.items():
@@ -424,6 +514,64 @@ def from_dict(cls: type, data: Dict[str, Any], prefix: str = "") -> Any:
     obj = cls(**kwargs)
     check_fields(obj, prefix)  # ranges declared next to the fields (nas.bounds)
     return obj
+
+
+def _section_base(cls: type) -> type:
+    return next(b for b in cls.__mro__ if b in _BASES)
+
+
+def _plain_section(obj: Any) -> Dict[str, Any]:
+    return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+
+
+def entry_names(key: str) -> List[str]:
+    """The registered entries a section may name (the default first): spaces, estimators, datasets."""
+    if key == "space":
+        from nas.spaces import SPACES as reg
+    elif key == "estimator":
+        from .estimators import ESTIMATORS as reg
+    else:
+        from .data import DATASETS as reg
+    default = _SECTION_KEYS[key].default_entry
+    return [default] + [n for n in reg.names() if n != default]
+
+
+def config_fields(cls: type = None) -> List[Tuple[str, dataclasses.Field, Any, Tuple[str, ...], type]]:
+    """``(dotted key, field, type, overrides that select its entry, declaring class)`` of every key
+    a search config may hold: the fixed sections' and each registered entry's options (a key two
+    entries declare is listed once, for the first); the configuration reference's rows."""
+    from .bounds import walk_fields
+    from .options import describe  # noqa: F401  (help text: nas.options.section_help)
+    cls = cls or Config
+    out, seen = [], set()
+    for key, f, tp in walk_fields(cls):
+        out.append((key, f, tp, (), cls))
+        seen.add(key)
+    if cls is not Config:
+        return out
+    for section, base in (*_SECTION_KEYS.items(), ("derive", DeriveConfig)):
+        names = entry_names("space" if section == "derive" else section)
+        for name in names:
+            entry = base.entry_class(name)
+            select = (f"{'space.name' if section == 'derive' else f'{section}.{base.entry_key}'}={name}",)
+            for k, f, tp in walk_fields(entry, f"{section}."):
+                if k not in seen:
+                    seen.add(k)
+                    out.append((k, f, tp, select if name != base.default_entry else (), entry))
+    return out
+
+
+def option_reference() -> Dict[str, List[Any]]:
+    """The configuration reference's tables: ``{"space: darts": [OptionInfo, ...], ...}`` for each
+    registered entry's section (its own keys, then its options), and ``"fixed"`` for the sections
+    that name no entry (:func:`nas.options.describe`)."""
+    from .options import describe
+    fixed = [row for row in describe(Config) if row.key.split(".")[0] not in (*_SECTION_KEYS, "derive")]
+    out: Dict[str, List[Any]] = {"fixed": fixed}
+    for section, base in (*_SECTION_KEYS.items(), ("derive", DeriveConfig)):
+        for name in entry_names("space" if section == "derive" else section):
+            out[f"{section}: {name}"] = describe(base.entry_class(name), f"{section}.")
+    return out
 
 
 def to_dict(cfg: Any) -> Dict[str, Any]:

@@ -219,7 +219,7 @@ def test_darts_search_with_the_auxiliary_skip_runs_and_derive_restores_beta(tmp_
     cfg = load_config("darts_tiny", ["space.layers=3", "space.C=4", "trainer.max_steps_per_epoch=2",
                              "data.resize=8", "data.batch_size=16", "data.subset=120", "device=cpu",
                              "trainer.epochs=2", "optim.aux_skip=1", "optim.aux_skip_end=0.5",
-                             "estimator.derive_max_skip=2"])
+                             "derive.max_skip=2"])
     result = run_search(cfg, tmp_path / "run", quiet=True)
     assert sum(op == "skip_connect" for op, _ in result.genotype.normal) <= 2
     _, _, model = _load_supernet(tmp_path / "run")

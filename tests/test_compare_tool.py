@@ -91,15 +91,17 @@ def test_labelled_variants_get_their_own_overrides():
 
 def test_the_skip_limit_carries_over_to_estimators_with_logits():
     from nas.commands import compare as ce
-    section = {"name": "softmax", "derive_exclude": ["none"], "derive_max_skip": 1}
-    assert ce.estimator_overrides("gumbel_hard", section, [])[0] == \
-        'estimator={"name": "gumbel_hard", "derive_max_skip": 1}'
-    assert ce.estimator_overrides("ste+noise", section, [])[0] == 'estimator={"name": "ste", "derive_max_skip": 1}'
+    section, derive = {"name": "softmax"}, {"exclude": ["none"], "max_skip": 1}
+    # the derive: section stays for every estimator with logits
+    assert ce.estimator_overrides("gumbel_hard", section, [], "", derive)[:2] == \
+        ['estimator={"name": "gumbel_hard"}', "estimator.name=gumbel_hard"]
+    assert ce.estimator_overrides("ste+noise", section, [], "", derive)[0] == 'estimator={"name": "ste"}'
     # bop keeps a discrete state, no logits to rank the skip edges by
-    assert ce.estimator_overrides("bop", section, [])[0] == 'estimator={"name": "bop"}'
-    assert ce.estimator_overrides("gumbel", {"name": "softmax"}, [])[0] == 'estimator={"name": "gumbel"}'
+    assert ce.estimator_overrides("bop", section, [], "", derive)[:3] == \
+        ['estimator={"name": "bop"}', "derive.exclude=[]", "derive.max_skip=null"]
+    assert ce.estimator_overrides("bop", section, [], "", {"max_skip": 1})[1] == "derive.max_skip=null"
     # the estimator the config names keeps its whole section
-    assert not any(o.startswith("estimator=") for o in ce.estimator_overrides("softmax", section, []))
+    assert not any(o.startswith("estimator=") for o in ce.estimator_overrides("softmax", section, [], "", derive))
 
 
 def test_compare_rejects_duplicate_labels(tmp_path):

@@ -99,3 +99,78 @@ def test_dump_and_reload_round_trip(tmp_path):
     again = from_dict(Config, yaml.safe_load((tmp_path / "c.yaml").read_text()))
     assert again == cfg
     assert to_dict(again) == to_dict(cfg)
+
+
+# ----------------------------------------------------------------------------- options of the entries
+
+def test_a_section_takes_the_keys_its_entry_declares():
+    from nas.config import SpaceConfig
+    cfg = load_config(None, ["space.name=darts", "space.layers=5", "estimator.name=bop", "estimator.gamma=0.01"])
+    assert (cfg.space.layers, cfg.estimator.gamma) == (5, 0.01)
+    assert "N" not in to_dict(cfg)["space"] and "tau" not in to_dict(cfg)["estimator"]
+    with pytest.raises(ConfigError, match=r"^unknown config key 'space\.layers'; allowed under 'space': name, "):
+        load_config(None, ["space.layers=5"])  # nb201 has no layers
+    with pytest.raises(ConfigError, match=r"^unknown config key 'estimator\.gamma'"):
+        load_config(None, ["estimator.gamma=0.01"])
+    with pytest.raises(ConfigError, match=r"^unknown config key 'derive\.exclude'; allowed under 'derive': max_skip$"):
+        load_config(None, ["space.name=darts", "derive.exclude=[none]"])
+    # null means the entry's default; a section built in Python is its entry's class
+    assert load_config(None, ["estimator.name=gumbel_hard", "estimator.tau=null"]).estimator.tau == 10.0
+    assert SpaceConfig(name="darts", C=8).layers == 8
+
+
+def test_old_keys_are_read_with_one_line_warning_each(capsys):
+    from nas import options
+    options._warned.clear()
+    cfg = load_config("nb201_cifar10_cpu", ["estimator.derive_max_skip=2", "space.channels_last=false"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["nas: deprecated config key estimator.derive_max_skip: use derive.max_skip (the old key is "
+                   "read for one more release)",
+                   "nas: deprecated config key space.channels_last: use trainer.channels_last (the old key is "
+                   "read for one more release)"]
+    assert (cfg.derive.max_skip, cfg.derive.exclude, cfg.trainer.channels_last) == (2, ["none"], False)
+    cfg = load_config("program_maze", ["space.program.lines=4", "data.maze.count=9"])
+    assert (cfg.space.lines, cfg.space.steps, cfg.data.count, cfg.data.width) == (4, 45, 9, 5)
+    assert len(capsys.readouterr().err.strip().splitlines()) == 2
+
+
+def test_an_old_run_config_loads_as_it_ran(capsys):
+    """A config.yaml of the previous release holds every entry's keys (the union), at defaults."""
+    from nas import options
+    from nas.config import from_dict
+    options._warned.clear()
+    old = {"name": "quickstart", "seed": 0,
+           "data": {"dataset": "digits", "resize": 16, "root": None, "download": False, "subset": None,
+                    "train_portion": 0.5, "batch_size": 64, "workers": 0, "stream": False, "augment": True,
+                    "dnf": {"features": 10, "clauses": 3, "width": 3, "noise": 0.0, "samples": 2000},
+                    "maze": {"width": 5, "height": 3, "count": 15, "max_moves": 14, "decay": 0.7, "train": 2000,
+                             "test": 1000},
+                    "quantiles": [0.25, 0.5, 0.75]},
+           "space": {"name": "program", "C": 16, "N": 5, "layers": 8, "steps": 4, "multiplier": 4,
+                     "stem_multiplier": 3, "ops": None, "affine": False, "gates": "none", "l0_lambda": 1e-4,
+                     "gate_estimator": "hard_concrete", "rules": 64, "lambda_g": 1e-4,
+                     "program": {"lines": 3, "steps": 45, "look_hidden": 32, "halt": "value"}, "op_args": {},
+                     "args": {}, "fused": True, "channels_last": True, "partial_channels": 1, "group_convs": None},
+           "estimator": {"name": "gumbel", "tau": None, "tau_end": None, "schedule": None, "per": None,
+                         "noise": "none", "sigma0": 0.2, "sigma_max": 0.5, "noise_lr": None, "gamma": None,
+                         "gamma_end": None, "threshold": None, "threshold_end": None, "single_path": None,
+                         "derive_exclude": [], "derive_max_skip": None},
+           "trainer": {"channels_last": False}}
+    cfg = from_dict(Config, {**old, "data": {**old["data"], "dataset": "maze", "resize": None}})
+    assert capsys.readouterr().err == ""  # old defaults say nothing: no warning
+    assert (cfg.space.steps, cfg.space.lines, cfg.data.width) == (45, 3, 5)  # the program's steps, not darts's
+    assert (cfg.estimator.tau, cfg.estimator.tau_end) == (1.0, 0.03)  # null was "the estimator's default"
+    assert cfg.trainer.channels_last is None and to_dict(cfg)["derive"] == {}
+    digits = from_dict(Config, {**old, "space": {**old["space"], "name": "nb201"}})
+    assert digits.space.N == 5 and not hasattr(digits.data, "features")
+
+
+def test_the_reference_lists_every_entry_key_with_type_default_range_and_help():
+    from nas.config import option_reference
+    ref = option_reference()
+    assert {"space: darts", "estimator: bop", "data: maze", "derive: nb201"} <= set(ref)
+    rows = {row.key: row for row in ref["space: darts"]}
+    assert (rows["space.multiplier"].default, rows["space.multiplier"].range) == (4, "[1, steps]")
+    assert rows["space.layers"].help == "cells in the search network" and rows["space.layers"].type == "int"
+    assert [r.key for r in ref["derive: darts"]] == ["derive.max_skip"]
+    assert all(row.help for name, table in ref.items() if name != "fixed" for row in table)

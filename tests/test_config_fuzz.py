@@ -14,7 +14,7 @@ from faults import NEEDS_3X3
 from nas.bounds import Range, undeclared_numeric_fields, walk_fields
 from nas.cli import main as search_main
 from nas.commands import retrain as retrain_command
-from nas.config import Config, load_config
+from nas.config import Config, config_fields, load_config
 from nas.errors import ConfigError
 from nas.retrainer.config import RetrainConfig
 
@@ -27,11 +27,10 @@ BAD_TEXT = {
     "space.name": ("no_such_space", ()),
     "space.ops": ("[no_such_op]", ()),
     "estimator.name": ("no_such_estimator", ()),
-    "estimator.derive_exclude": ("[no_such_op]", ()),
+    "derive.exclude": ("[no_such_op]", ()),
     "model.genotype": ("no_such_genotype", ()),
     "imports": ("[no_such_module_nas_fuzz]", ()),
     "space.op_args": ("{no_such_op: {rules: 8}}", ()),
-    "space.args": ("{no_such_keyword: 1}", ()),
     "model.op_args": ("{no_such_op: {rules: 8}}", ()),
     "model.args": ("{no_such_keyword: 1}", ()),
     "cost.latency_table": ("/nonexistent/nas-fuzz.json", ("cost.metric=latency",)),
@@ -42,7 +41,10 @@ ANY_VALUE = bool
 
 
 def keys(cls):
-    return [(key, f, tp) for key, f, tp in walk_fields(cls)]
+    """Every key of ``cls`` with the overrides that select the registry entry declaring it."""
+    if cls is Config:
+        return [(key, f, tp, select) for key, f, tp, select, _ in config_fields(Config)]
+    return [(key, f, tp, ()) for key, f, tp in walk_fields(cls)]
 
 
 def base(tp):
@@ -93,15 +95,16 @@ def out_of_range(key, f, tp):
 
 CASES = []
 for cls, run in ((Config, "search"), (RetrainConfig, "retrain")):
-    for key, f, tp in keys(cls):
-        CASES.append(pytest.param(run, key, wrong_type(tp), (), id=f"{run}-{key}-type"))
+    for key, f, tp, select in keys(cls):
+        CASES.append(pytest.param(run, key, wrong_type(tp), select, id=f"{run}-{key}-type"))
         bad = out_of_range(key, f, tp)
         if bad is not None:
-            CASES.append(pytest.param(run, key, bad[0], bad[1], id=f"{run}-{key}-range"))
+            CASES.append(pytest.param(run, key, bad[0], (*select, *bad[1]), id=f"{run}-{key}-range"))
 
 
 def test_every_numeric_key_declares_a_range():
-    assert undeclared_numeric_fields(Config) == []
+    entries = {cls for *_, cls in config_fields(Config)}
+    assert [k for cls in entries for k in undeclared_numeric_fields(cls)] == []
     assert undeclared_numeric_fields(RetrainConfig) == []
 
 
@@ -138,16 +141,16 @@ def test_a_bad_value_is_one_line_naming_the_key(run, key, value, extra, tmp_path
     assert re.match(rf"nas-{run}: error: {re.escape(key)}\b", lines[0]), lines[0]
 
 
-FLOAT_KEYS = [pytest.param(run, key, f"[{v}, {v}]" if typing.get_origin(base(tp)) in (list, tuple) else v,
+FLOAT_KEYS = [pytest.param(run, key, f"[{v}, {v}]" if typing.get_origin(base(tp)) in (list, tuple) else v, select,
                            id=f"{run}-{key}-{v}")
               for cls, run in ((Config, "search"), (RetrainConfig, "retrain"))
-              for key, f, tp in keys(cls) if float in (base(tp), *typing.get_args(base(tp)))
+              for key, f, tp, select in keys(cls) if float in (base(tp), *typing.get_args(base(tp)))
               for v in (".nan", "-.inf")]
 
 
-@pytest.mark.parametrize("run, key, value", FLOAT_KEYS)
-def test_only_finite_numbers(run, key, value, tmp_path, capsys):
-    code, err = run_cli(run, [f"{key}={value}"], tmp_path / "o", capsys)
+@pytest.mark.parametrize("run, key, value, select", FLOAT_KEYS)
+def test_only_finite_numbers(run, key, value, select, tmp_path, capsys):
+    code, err = run_cli(run, [*select, f"{key}={value}"], tmp_path / "o", capsys)
     assert code == 2 and len(err.splitlines()) == 1 and key in err and "not a finite number" in err, err
 
 
@@ -163,11 +166,12 @@ def test_only_finite_numbers(run, key, value, tmp_path, capsys):
     ("trainer.ckpt_every=0", "trainer.ckpt_every=0 is out of range; allowed: >= 1"),
     ("trainer.grad_clip=-1", "trainer.grad_clip=-1.0 is out of range; allowed: >= 0"),
     ("optim.arch.lr=.nan", "optim.arch.lr=nan is not a finite number; allowed: > 0"),
-    ("data.quantiles=[0.5, 1]", "data.quantiles[1]=1.0 is out of range; allowed: (0, 1)"),
+    ("dnf_breast_cancer|data.quantiles=[0.5, 1]", "data.quantiles[1]=1.0 is out of range; allowed: (0, 1)"),
 ])
 def test_the_message_names_the_key_the_value_and_the_range(override, message):
     with pytest.raises(ConfigError) as e:
-        load_config(None, [override])
+        config, _, override = override.rpartition("|")  # a config of the entry that declares the key
+        load_config(config or None, [override])
     assert str(e.value) == message
 
 

@@ -120,12 +120,11 @@ def test_trained_network_keys_and_spaces_without_a_cost_model():
 
 
 def test_a_search_of_a_space_without_a_cost_model_refuses_the_cost_section():
-    from nas.config import Config, CostConfig
+    from nas.config import Config, CostConfig, from_dict
     from nas.errors import ConfigError
     from nas.estimators import build_estimator
     from nas.searcher.run import make_supernet
-    cfg = Config()
-    cfg.space.name = "dnf"
+    cfg = from_dict(Config, {"space": {"name": "dnf"}, "data": {"dataset": "synthetic_dnf"}})
     assert get_space("dnf").cost_model() is None and get_space("nb201").cost_model() is not None
     _, model = make_supernet(cfg, build_estimator("softmax"), 2, 4)  # no cost section: no budget
     assert model.budget() is None

@@ -239,7 +239,7 @@ def test_dnf_space_search_writes_rules_that_rebuild_the_scored_classifier(tmp_pa
 
     noisy = "ste" in NOISY
     cfg = load_config("configs/dnf_synthetic.yaml", [
-        "data.dnf.features=5", "data.dnf.clauses=2", "data.dnf.width=2", "data.dnf.samples=400",
+        "data.features=5", "data.clauses=2", "data.width=2", "data.samples=400",
         "space.rules=8", "trainer.epochs=3", "device=cpu",
         f"estimator.name={'ste' if noisy else 'softmax'}", f"estimator.noise={'adaptive' if noisy else 'none'}"])
     res = run_search(cfg, tmp_path / "run", quiet=True)
@@ -308,5 +308,5 @@ def test_tabular_loader_resumes_the_same_order_and_bad_options_are_errors():
     assert sorted(sum(first, [])) == list(range(10))
     with pytest.raises(ConfigError, match="width"):
         load_tabular("synthetic_dnf", options=TabularOptions(features=2, width=3))
-    with pytest.raises(ConfigError, match="unknown tabular dataset"):
+    with pytest.raises(ConfigError, match="unknown dataset .iris."):
         load_tabular("iris")

@@ -26,7 +26,12 @@ def run(args, cwd, timeout=600):
 def test_the_section_has_an_example_of_each_extension_point():
     blocks = page_blocks()
     for decorator in ("register_op", "register_estimator", "register_dataset", "register_space"):
-        assert sum(f"@nas.{decorator}(" in b for b in blocks) == 1, decorator
+        assert sum(f"@nas.{decorator}(" in b for b in blocks) >= 1, decorator
+    # options of one's own: an estimator option, a dataset kind, a space option (tests/test_docs.py runs them)
+    options = (REPO / "docs" / "extending.md").read_text().split("## Options of your own", 1)[1]
+    own = re.findall(r"```python\n(.*?)```", options, flags=re.S)
+    assert len(own) == 3 and "Options = FloorOptions" in own[0] and "register_kind(" in own[1] \
+        and "Options = MLPOptions" in own[2]
 
 
 @pytest.mark.slow

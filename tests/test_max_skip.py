@@ -1,5 +1,5 @@
 """P-DARTS's limit on the skip connections a derived cell keeps (Chen et al., ICCV 2019, §3.3),
-``estimator.derive_max_skip``: NB201 and DARTS cells by hand, the config key and one-line errors."""
+``derive.max_skip``: NB201 and DARTS cells by hand, the config key and one-line errors."""
 import pytest
 import torch
 
@@ -60,11 +60,11 @@ def test_nb201_limit_respects_derive_exclude():
 def test_nb201_limit_errors_are_one_line():
     with pytest.raises(ConfigError, match="must be 0 or more"):
         nb201(-1)
-    with pytest.raises(ConfigError, match="needs an estimator with logits.*set estimator.derive_max_skip=null$"):
+    with pytest.raises(ConfigError, match="needs an estimator with logits.*set derive.max_skip=null$"):
         nb201(1, estimator="bop")
     # both derive keys at once: one message naming both fixes
-    with pytest.raises(ConfigError, match="derive_exclude and estimator.derive_max_skip need an estimator "
-                                          ".*set estimator.derive_exclude=\\[\\] estimator.derive_max_skip=null$"):
+    with pytest.raises(ConfigError, match="derive.exclude and derive.max_skip need an estimator "
+                                          ".*set derive.exclude=\\[\\] derive.max_skip=null$"):
         nb201(1, estimator="bop", derive_exclude=["none"])
 
 
@@ -125,15 +125,14 @@ def configure(*overrides):
 
 @pytest.mark.parametrize("space,extra", [("nb201", ["space.N=1"]), ("darts", ["space.layers=3"])])
 def test_config_key_reaches_the_supernet(space, extra):
-    cfg = configure(f"space.name={space}", "space.C=4", *extra, "estimator.derive_max_skip=1")
-    assert cfg.estimator.derive_max_skip == 1
+    cfg = configure(f"space.name={space}", "space.C=4", *extra, "derive.max_skip=1")
+    assert cfg.derive.max_skip == 1
     _, model = make_supernet(cfg, make_estimator(cfg), 3, 3)
     assert model.derive_max_skip == 1
-    cfg = configure(f"space.name={space}", "space.C=4", *extra, "estimator.derive_max_skip=null")
+    cfg = configure(f"space.name={space}", "space.C=4", *extra, "derive.max_skip=null")
     assert make_supernet(cfg, make_estimator(cfg), 3, 3)[1].derive_max_skip is None
 
 
 def test_config_key_is_refused_where_there_is_nothing_to_limit():
-    cfg = configure("space.name=dnf", "data.dataset=synthetic_dnf", "estimator.derive_max_skip=1")
-    with pytest.raises(ConfigError, match="applies to the nb201 and darts spaces"):
-        make_supernet(cfg, make_estimator(cfg), 2, 10)
+    with pytest.raises(ConfigError, match=r"^unknown config key 'derive.max_skip'; allowed under 'derive': $"):
+        configure("space.name=dnf", "data.dataset=synthetic_dnf", "derive.max_skip=1")

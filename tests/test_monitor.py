@@ -17,6 +17,7 @@ from torch import nn
 from nas.config import load_config
 from nas.estimators.base import Estimator, Sample
 from nas.engine.checkpoint import load_checkpoint
+from nas.spaces import get_space
 from nas.searcher.figures import cell_diagram, cell_edges, colormap, heatmap
 from nas.utils.draw import PALETTE as _PALETTE
 from nas.engine.monitor import Monitor, log, setup_logging, to_chw_uint8
@@ -168,7 +169,7 @@ class Toy(Supernet):
 def test_generic_hooks_noise_flips_module_scalars_and_binary_choices(tmp_path):
     model = Toy()
     mon = Monitor(tmp_path / "tb", epochs=2, quiet=True)
-    summ = SearchSummaries(mon, model)
+    summ = SearchSummaries(mon, model, get_space("nb201"))  # the space draws its genotype's cell
     with torch.no_grad():
         model.arch["cell"].alpha[0, 1] = math.log(3.0)  # p(e0) = (1/4, 3/4)
         model.arch["cell"].state[1, 0] = 1.0             # two entries flip during "epoch 1"
@@ -216,28 +217,31 @@ def test_heatmap_colours_are_the_probabilities():
 
 def test_cell_diagram_draws_kept_edges_in_their_op_colour():
     g = NB201Genotype(("nor_conv_3x3", "none", "skip_connect", "none", "none", "avg_pool_3x3"))
-    edges = cell_edges(g)["cell"]
+    edges = cell_edges(get_space("nb201"), g)["cell"]
     assert edges[0] == (1, 0, "nor_conv_3x3") and len(edges) == 6
     img = cell_diagram(edges)
     colours = {c for _, c in img.getcolors(maxcolors=100000)}
     kept = sorted({"nor_conv_3x3", "skip_connect", "avg_pool_3x3"})
     assert all(_PALETTE[i] in colours for i in range(len(kept)))
     assert _PALETTE[len(kept)] not in colours  # 'none' edges are not drawn
-    empty = cell_diagram(cell_edges(NB201Genotype(("none",) * 6))["cell"])
+    empty = cell_diagram(cell_edges(get_space("nb201"), NB201Genotype(("none",) * 6))["cell"])
     assert empty.width > 300
     t = to_chw_uint8(img)
     assert t.shape == (3, img.height, img.width) and t.dtype == torch.uint8
     assert tuple(t[:, 0, 0].tolist()) == img.getpixel((0, 0))
 
 
-def test_cell_edges_of_a_darts_style_genotype():
-    class G:
-        normal = [("sep_conv_3x3", 0), ("skip_connect", 1), ("sep_conv_5x5", 2), ("none", 0)]
-        reduce = [("max_pool_3x3", 0), ("max_pool_3x3", 1)]
-    e = cell_edges(G())
-    assert e["normal"] == [(2, 0, "sep_conv_3x3"), (2, 1, "skip_connect"), (3, 2, "sep_conv_5x5"), (3, 0, "none")]
-    assert e["reduce"] == [(2, 0, "max_pool_3x3"), (2, 1, "max_pool_3x3")]
-    assert cell_edges(object()) == {}
+def test_cell_edges_of_a_darts_genotype():
+    """DARTS (Liu et al. 2019): nodes 0 and 1 are the cell inputs; the pair 2i, 2i+1 feeds node i + 2."""
+    from nas.spaces.darts import Genotype
+    g = Genotype(normal=(("sep_conv_3x3", 0), ("skip_connect", 1), ("sep_conv_5x5", 2), ("dil_conv_3x3", 0)),
+                 normal_concat=(2, 3), reduce=(("max_pool_3x3", 0), ("max_pool_3x3", 1), ("skip_connect", 2),
+                                               ("max_pool_3x3", 1)), reduce_concat=(2, 3))
+    e = cell_edges(get_space("darts"), g)
+    assert e["normal"] == [(2, 0, "sep_conv_3x3"), (2, 1, "skip_connect"), (3, 2, "sep_conv_5x5"), (3, 0, "dil_conv_3x3")]
+    assert e["reduce"] == [(2, 0, "max_pool_3x3"), (2, 1, "max_pool_3x3"), (3, 2, "skip_connect"), (3, 1, "max_pool_3x3")]
+    from nas.spaces.dnf import DNFGenotype
+    assert cell_edges(get_space("dnf"), DNFGenotype(("x0",), ("0", "1"), (("1", ()),))) == {}  # no cells to draw
 
 
 # ----------------------------------------------------------------------------- progress

@@ -19,8 +19,8 @@ from nas.spaces.program import ProgramGenotype
 from nas.spaces.program.maze import MazeSupernet, scores
 
 REPO = Path(__file__).resolve().parents[1]
-SMALL = ["data.maze.train=120", "data.maze.test=60", "data.batch_size=32", "trainer.epochs=2",
-         "space.program.steps=12", "space.program.look_hidden=8"]
+SMALL = ["data.train=120", "data.test=60", "data.batch_size=32", "trainer.epochs=2",
+         "space.steps=12", "space.look_hidden=8"]
 
 
 def test_every_maze_halts_where_and_when_its_targets_say():
@@ -67,7 +67,7 @@ def test_train_and_test_mazes_use_disjoint_digit_images():
 
 def test_bad_maze_options_are_config_errors():
     for bad in (MazeOptions(max_moves=15), MazeOptions(decay=0.0), MazeOptions(count=1), MazeOptions(width=0)):
-        with pytest.raises(ConfigError, match="data.maze"):
+        with pytest.raises(ConfigError, match="^data[.:]"):
             generate("train", 0, bad)
 
 
@@ -109,28 +109,26 @@ def test_network_of_a_genotype_scores_like_the_supernet_in_eval():
 
 
 def test_config_keys_are_validated_and_spaces_and_data_must_match():
-    with pytest.raises(ConfigError, match="data.maze.widht"):
-        load_config(REPO / "configs" / "program_maze.yaml", ["data.maze.widht=4"])
-    with pytest.raises(ConfigError, match="space.program.lines"):
-        load_config(REPO / "configs" / "program_maze.yaml", ["space.program.lines=two"])
-    with pytest.raises(ConfigError, match="data.maze.decay"):
-        load_config(REPO / "configs" / "program_maze.yaml", ["data.maze.decay=0"])
+    with pytest.raises(ConfigError, match=r"^unknown config key 'data.widht' \(did you mean 'data.width'\?\)"):
+        load_config(REPO / "configs" / "program_maze.yaml", ["data.widht=4"])
+    with pytest.raises(ConfigError, match="^space.lines: expected int"):
+        load_config(REPO / "configs" / "program_maze.yaml", ["space.lines=two"])
+    with pytest.raises(ConfigError, match="^data.decay=0.0 is out of range"):
+        load_config(REPO / "configs" / "program_maze.yaml", ["data.decay=0"])
     cfg = load_config(REPO / "configs" / "program_maze.yaml", ["data.dataset=synthetic_dnf"])
     with pytest.raises(ConfigError, match=r"the program space takes maze data: choose a dataset of that kind \(maze\)"):
         check_space(cfg)
     cfg = load_config(REPO / "configs" / "program_maze.yaml", ["space.name=dnf"])
     with pytest.raises(ConfigError, match="data.dataset=maze is maze data.* or space.name=program"):
         check_space(cfg)
-    cfg = load_config(REPO / "configs" / "program_maze.yaml", ["space.rules=8"])
-    with pytest.raises(ConfigError, match=r"space.rules=8 is not used by the program space \(it takes space.program\)"):
-        check_space(cfg)
-    cfg = load_config(REPO / "configs" / "quickstart.yaml", ["space.program.lines=2"])
-    with pytest.raises(ConfigError, match="space.program=.* is not used by the nb201 space"):
-        check_space(cfg)
+    with pytest.raises(ConfigError, match=r"^unknown config key 'space.rules'.*; allowed under 'space': name, lines"):
+        load_config(REPO / "configs" / "program_maze.yaml", ["space.rules=8"])
+    with pytest.raises(ConfigError, match=r"^unknown config key 'space.lines'; allowed under 'space': name, ops"):
+        load_config(REPO / "configs" / "quickstart.yaml", ["space.lines=2"])
 
 
 def test_the_search_builds_the_space_from_its_own_keys_and_the_maze():
-    cfg = load_config(REPO / "configs" / "program_maze.yaml", [*SMALL, "data.maze.width=4", "data.maze.max_moves=8", "space.program.lines=2"])
+    cfg = load_config(REPO / "configs" / "program_maze.yaml", [*SMALL, "data.width=4", "data.max_moves=8", "space.lines=2"])
     check_space(cfg)
     train, _, info = make_loaders(cfg, torch.device("cpu"))
     assert info["num_classes"] == 4 * 3 * 15 and len(info["test_set"]) == 60

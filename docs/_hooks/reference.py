@@ -203,10 +203,7 @@ def space_readers() -> Dict[str, List[str]]:
     from nas.spaces import SPACES
     out: Dict[str, List[str]] = {}
     for name in SPACES.names():
-        try:
-            keys = SPACES.get(name)().used_config_keys()
-        except Exception:  # a space that cannot be built without arguments lists nothing
-            continue
+        keys = [f.name for f in dataclasses.fields(SPACES.get(name).options())]  # its declared options
         for k in keys:
             out.setdefault(f"space.{k}", []).append(name)
     return out
@@ -221,11 +218,16 @@ def _first_line(obj: Any) -> str:
 
 def entry_options(obj: Any) -> List[Tuple[str, type]]:
     """Dataclasses a registry entry (a class or a function) carries as its own options: any
-    attribute of its own that is a dataclass or a dataclass instance."""
+    attribute of its own that is a dataclass or a dataclass instance, and the ``Options`` it
+    inherits (``nas/options.py``: the options an entry declares)."""
     found = []
-    for attr, value in sorted(getattr(obj, "__dict__", {}).items()):
+    own = getattr(obj, "__dict__", {})
+    for attr, value in sorted(own.items()):
         if dataclasses.is_dataclass(value):
             found.append((attr, value if isinstance(value, type) else type(value)))
+    inherited = getattr(obj, "Options", None)
+    if "Options" not in own and dataclasses.is_dataclass(inherited):
+        found.append(("Options", inherited))
     return found
 
 
@@ -238,7 +240,8 @@ def registry_section(title: str, module: str, name: str, key: str, prefix: str) 
         obj = reg.get(entry)
         lines.append(f"| `{entry}` | {_cell(_first_line(obj))} |")
         for attr, dc in entry_options(obj):
-            options += ["", f"### `{entry}`: `{attr}`", ""] + key_table(dc, prefix.format(name=entry))
+            where = "derive." if attr == "DeriveOptions" else prefix.format(name=entry)  # a space's derive: keys
+            options += ["", f"### `{entry}`: `{attr}`", ""] + key_table(dc, where)
     return lines + options + [""]
 
 

@@ -50,7 +50,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-fused", dest="fused", action="store_false",
                    help="the per-edge cell (space.fused=false) instead of the fused one")
     p.add_argument("--no-channels-last", dest="channels_last", action="store_false",
-                   help="NCHW activations (space.channels_last=false)")
+                   help="NCHW activations (trainer.channels_last=false)")
     p.add_argument("--group-convs", choices=("auto", "on", "off"), default="auto",
                    help="fused cells: one conv per node for same-shaped candidates (space.group_convs; "
                         "auto: off on the CPU, on elsewhere)")

@@ -101,17 +101,19 @@ def has_logits(name: str) -> bool:
     return "logits" in roles
 
 
-def estimator_overrides(spec: str, config_estimator: Dict, sets: Sequence[str], label: str = "") -> List[str]:
+def estimator_overrides(spec: str, config_estimator: Dict, sets: Sequence[str], label: str = "",
+                        config_derive: Optional[Dict] = None) -> List[str]:
     """Overrides that switch the config to ``spec``: keep the config's estimator section only for the
-    estimator it names (its temperatures etc. may not exist for another one); its
-    ``derive_max_skip`` goes to every estimator with logits."""
+    estimator it names (its temperatures etc. may not exist for another one); the config's
+    ``derive:`` rules, which rank candidates by their logits, are turned off for an estimator
+    without logits (bop)."""
     base = parse_spec(spec)
     out = []
     if base["estimator.name"] != config_estimator.get("name"):
-        section = {"name": base["estimator.name"]}
-        if config_estimator.get("derive_max_skip") is not None and has_logits(base["estimator.name"]):
-            section["derive_max_skip"] = config_estimator["derive_max_skip"]
-        out.append("estimator=" + json.dumps(section))
+        out.append("estimator=" + json.dumps({"name": base["estimator.name"]}))
+        if not has_logits(base["estimator.name"]):
+            out += [f"derive.{k}={off}" for k, off in (("exclude", "[]"), ("max_skip", "null"))
+                    if (config_derive or {}).get(k)]
     out += [f"{k}={v}" for k, v in base.items()]
     for s in sets:
         name, sep, kv = s.partition(":")
@@ -269,7 +271,8 @@ def run(args: argparse.Namespace) -> int:
     threads = args.threads or max(1, (os.cpu_count() or 1) // max(args.jobs, 1))
     jobs = [Job(label, seed, out / label / f"seed{seed}",
                 [sys.executable, "-m", "nas", cfg_path, *common,
-                 *estimator_overrides(spec, cfg_data.get("estimator", {}), args.set, label),
+                 *estimator_overrides(spec, cfg_data.get("estimator", {}), args.set, label,
+                                      cfg_data.get("derive", {})),
                  f"seed={seed}", "--out", str(out / label / f"seed{seed}"), "--quiet"])
             for label, spec in specs for seed in seeds]
     t0 = time.time()

@@ -9,8 +9,8 @@
 rebuilds the supernet from the checkpoint's own config, loads its architecture parameters and
 estimator state, applies the space's derive rule (NB201: the estimator's decision per edge;
 DARTS: per node the K strongest non-``none`` incoming edges by ``Choice.probs()``, K=2 as in the
-paper; ``--exclude`` overrides the run's ``estimator.derive_exclude``, ``--max-skip`` its
-``estimator.derive_max_skip``), writes ``genotype.yaml`` (default: into the run folder) and prints
+paper; ``--exclude`` overrides the run's ``derive.exclude``, ``--max-skip`` its
+``derive.max_skip``), writes ``genotype.yaml`` (default: into the run folder) and prints
 the genotype (with the run's ``imports`` and op options, and beside it the ``learned_ops.txt`` of
 DNF and L0-gated candidates).
 ``--method perturbation`` selects each NB201 edge's op by how much removing it costs the supernet's
@@ -49,10 +49,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="perturbation: seed of the edge order")
     p.add_argument("--exclude", default=None, metavar="OPS",
                    help="nb201 argmax: comma-separated ops derive never picks, e.g. 'none' as DARTS does "
-                        "(overrides the run's estimator.derive_exclude; '' picks among all)")
+                        "(overrides the run's derive.exclude; '' picks among all)")
     p.add_argument("--max-skip", default=None, metavar="M",
                    help="most skip_connect edges the derived cell keeps, P-DARTS's limit (darts: in the "
-                        "normal cell); overrides the run's estimator.derive_max_skip; 'none' for no limit")
+                        "normal cell); overrides the run's derive.max_skip; 'none' for no limit")
     p.add_argument("--cost", action="append", default=[], metavar="KEY=VALUE",
                    help="override the run's cost section for derive, e.g. --cost target=55 --cost metric=params: "
                         "the most probable cell within that budget (cost.hard)")

@@ -13,12 +13,18 @@ from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 import torch
 
+from dataclasses import dataclass
+
+from ..bounds import ranged
 from ..errors import DataError
+from ..options import option
 from .datasets import DATASETS, ImageSet, load_dataset, require_classes
+from .registry import KINDS, DataKind, dataset_options, datasets_of, kind_of, register_dataset, register_kind
 from .loader import BatchLoader, StreamLoader, split_indices
 from .stream import StreamSet, dataset_source
 
 __all__ = ["ImageSet", "StreamSet", "load_dataset", "split_indices", "BatchLoader", "StreamLoader", "DATASETS",
+           "KINDS", "DataKind", "register_dataset", "register_kind", "kind_of", "dataset_options", "datasets_of",
            "build_search_loaders", "build_eval_loaders"]
 
 # the second loader gets its own random stream, different from the first's for any seed
@@ -142,3 +148,29 @@ def build_eval_loaders(dataset: str, *, root: Optional[str], download: bool,
     train_loader = _loader(parts["train"], shuffle=True, augment=augment, seed=seed, **common)
     test_loader = _loader(parts["test"], shuffle=False, augment=False, **common)
     return train_loader, test_loader, info
+
+
+@dataclass
+class ImageOptions:
+    """The ``data.*`` keys of every image dataset."""
+    root: Optional[str] = option(None, help="where the dataset lives (a folder, an archive)")
+    download: bool = option(False, help="download a missing dataset (nothing is downloaded otherwise)")
+    resize: Optional[int] = ranged(None, ge=1, help="image side after resizing (null: as stored)")
+    subset: Optional[int] = ranged(None, ge=1, help="keep this many train images, class-balanced (null: all)")
+    workers: int = ranged(0, ge=0, help="decoding processes of a streamed dataset")
+    stream: bool = option(False, help="read images batch by batch (DataLoader) instead of in memory")
+    augment: bool = option(True, help="random crop and horizontal flip while searching")
+
+
+def image_search_loaders(name: str, d: Any, *, seed: int, device: torch.device, world: Any, given: Any = None,
+                         channels_last: bool = False) -> Tuple[BatchLoader, BatchLoader, Dict[str, Any]]:
+    """The ``image`` kind's search loaders (:func:`build_search_loaders`) for a config's ``data``."""
+    return build_search_loaders(name, root=d.root, download=d.download, resize=d.resize, subset=d.subset,
+                                train_portion=d.train_portion, batch_size=d.batch_size, workers=d.workers,
+                                seed=seed, device=device, augment=d.augment, stream=d.stream, given=given,
+                                shard=world.shard, share=world.node_shared, channels_last=channels_last)
+
+
+register_kind(DataKind("image", ImageOptions, image_search_loaders))
+
+from . import tabular, maze  # noqa: E402,F401  (their kinds and datasets register on import)

@@ -30,10 +30,8 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError, DataError, storage_error
-from ..registry import Registry
+from .registry import DATASETS
 from .sets import ImageSet, channel_stats, stratified_subset  # noqa: F401  (the names data readers import)
-
-DATASETS = Registry("dataset")
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".ppm", ".pgm", ".tif",
                     ".tiff")

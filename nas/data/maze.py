@@ -37,8 +37,10 @@ from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 import torch
 
+from ..bounds import ranged
 from ..errors import ConfigError
-from ..registry import Registry
+from ..options import NoOptions
+from .registry import DATASETS, DataKind, register_dataset, register_kind
 from .loader import split_indices
 from .tabular import TabularLoader
 
@@ -48,22 +50,22 @@ DY = (0, 0, -1, 0, 1)
 _TEST_STREAM = 7_919
 _SECOND_STREAM = 1_000_003
 
-# maze generators ``fn(split, seed, options) -> MazeSet`` by ``data.dataset`` name: the data of
+# maze generators ``fn(split, seed, options) -> MazeSet``: datasets of kind "maze", the data of
 # the spaces whose data kind is "maze" (nas.spaces.base.MAZE)
-MAZES = Registry("maze dataset")
+MAZE = "maze"
 
 
 @dataclass
 class MazeOptions:
-    """``data.maze.*`` of the config."""
+    """``data.*`` of the ``maze`` dataset."""
 
-    width: int = 5
-    height: int = 3
-    count: int = 15
-    max_moves: int = 14
-    decay: float = 0.7
-    train: int = 2000
-    test: int = 1000
+    width: int = ranged(5, ge=1, help="grid width")
+    height: int = ranged(3, ge=1, help="grid height")
+    count: int = ranged(15, ge=2, help="the move counter's modulus")
+    max_moves: int = ranged(14, ge=0, help="longest path (the 3-line program needs 3·14 + 1 = 43 of 45 steps)")
+    decay: float = ranged(0.7, gt=0, help="P(L moves) ∝ decay^L for L = 0..max_moves (1: uniform)")
+    train: int = ranged(2000, ge=2, help="mazes of train-split digit images (split by data.train_portion)")
+    test: int = ranged(1000, ge=1, help="mazes of test-split digit images (the final end-to-end scores)")
 
 
 class MazeInput(NamedTuple):
@@ -137,20 +139,20 @@ def digit_pools(split: str) -> List[torch.Tensor]:
 
 def check_options(o: MazeOptions) -> None:
     if o.width < 1 or o.height < 1 or o.width * o.height < 2:
-        raise ConfigError(f"data.maze: width and height must be positive with at least 2 cells, "
+        raise ConfigError(f"data: maze width and height must be positive with at least 2 cells, "
                           f"got {o.width}x{o.height}")
     if not 0 <= o.max_moves < o.width * o.height:
-        raise ConfigError(f"data.maze.max_moves must lie in [0, width·height-1 = {o.width * o.height - 1}] "
+        raise ConfigError(f"data.max_moves must lie in [0, width·height-1 = {o.width * o.height - 1}] "
                           f"(a path never revisits a cell), got {o.max_moves}")
     if not o.decay > 0:
-        raise ConfigError(f"data.maze.decay (P(L moves) ∝ decay^L) must be positive, got {o.decay}")
+        raise ConfigError(f"data.decay (P(L moves) ∝ decay^L) must be positive, got {o.decay}")
     if o.count < 2:
-        raise ConfigError(f"data.maze.count (the move counter's modulus) must be >= 2, got {o.count}")
+        raise ConfigError(f"data.count (the move counter's modulus) must be >= 2, got {o.count}")
     if o.train < 2 or o.test < 1:
-        raise ConfigError(f"data.maze: need train >= 2 and test >= 1 mazes, got train={o.train}, test={o.test}")
+        raise ConfigError(f"data: need train >= 2 and test >= 1 mazes, got train={o.train}, test={o.test}")
 
 
-@MAZES.register("maze")
+@register_dataset("maze", kind=MAZE, options=MazeOptions)
 def generate(split: str, seed: int, options: MazeOptions) -> MazeSet:
     """The ``options.train`` (or ``options.test``) mazes of a split (see the module docstring)."""
     if split not in ("train", "test"):
@@ -214,7 +216,7 @@ def build_maze_search_loaders(name: str = "maze", *, options: MazeOptions, train
     from its train mazes; ``info`` also holds the test mazes (``info["test_set"]``) for the final
     end-to-end scores."""
     o = options
-    make = MAZES.get(name, "data.dataset")
+    make = DATASETS.get(name, "data.dataset")
     train = make("train", seed, o)
     tr, va = split_indices(len(train), train_portion, seed)
     loaders = (MazeLoader(train, tr, batch_size=batch_size, shuffle=True, seed=seed, device=device),
@@ -224,3 +226,16 @@ def build_maze_search_loaders(name: str = "maze", *, options: MazeOptions, train
                 mean=None, std=None, n_train=len(tr), n_val=len(va), maze=o,
                 test_set=make("test", seed, o))
     return loaders[0], loaders[1], info
+
+
+def maze_search_loaders(name: str, d: Any, *, seed: int, device: Any, world: Any, given: Any = None,
+                        channels_last: bool = False) -> Tuple[MazeLoader, MazeLoader, Dict[str, Any]]:
+    """The ``maze`` kind's search loaders for a config's ``data`` (the maze's options)."""
+    if world.enabled:  # the maze loaders have no shards, and the final scores would be one rank's
+        raise ConfigError("data.dataset=maze searches in one process: run nas-search without torchrun")
+    options = MazeOptions(**{f: getattr(d, f) for f in MazeOptions.__dataclass_fields__})
+    return build_maze_search_loaders(name, options=options, train_portion=d.train_portion,
+                                     batch_size=d.batch_size, seed=seed, device=device)
+
+
+register_kind(DataKind(MAZE, NoOptions, maze_search_loaders, tensors=False))  # MazeInput batches

@@ -18,12 +18,14 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 
+from ..bounds import ranged
 from ..errors import ConfigError, DataError
-from ..registry import Registry
+from ..options import NoOptions
 from .datasets import require_classes
 from .loader import shard_bounds, sharded_len, split_indices
+from .registry import DATASETS, DataKind, register_dataset, register_kind
 
-TABULAR = Registry("tabular dataset")
+TABULAR = "tabular"
 TEST_FRACTION = 0.2
 TEST_SPLIT_SEED = 0          # breast_cancer: the held-out test split is the same for every run seed
 _TEST_STREAM = 7_919         # synthetic test samples come from their own random stream
@@ -34,7 +36,7 @@ Literal_ = Tuple[int, bool]  # (feature, negated)
 
 @dataclass
 class TabularOptions:
-    """Options of the tabular datasets (``data.dnf.*`` and ``data.quantiles`` in the config)."""
+    """Options of the tabular datasets (the ``data.*`` keys of ``synthetic_dnf`` and ``breast_cancer``; each declares its own)."""
 
     features: int = 10
     clauses: int = 3
@@ -42,6 +44,22 @@ class TabularOptions:
     noise: float = 0.0
     samples: int = 2000
     quantiles: Sequence[float] = (0.25, 0.5, 0.75)
+
+
+@dataclass
+class SyntheticDNFOptions:
+    """``data.*`` of ``synthetic_dnf``."""
+    features: int = ranged(10, ge=1, help="K binary features")
+    clauses: int = ranged(3, ge=1, help="conjunctions of the ground-truth rule")
+    width: int = ranged(3, ge=1, le="features", help="literals per conjunction")
+    noise: float = ranged(0.0, ge=0, le=1, help="probability of flipping a train label")
+    samples: int = ranged(2000, ge=2, help="train + test samples")
+
+
+@dataclass
+class BreastCancerOptions:
+    """``data.*`` of ``breast_cancer``."""
+    quantiles: List[float] = ranged([0.25, 0.5, 0.75], gt=0, lt=1, help="thresholds binarising each feature")
 
 
 @dataclass
@@ -83,14 +101,15 @@ def dnf_string(rule: Sequence[Sequence[Literal_]], features: Sequence[str]) -> s
                        for c in rule) or "FALSE"
 
 
-@TABULAR.register("synthetic_dnf")
+@register_dataset("synthetic_dnf", kind=TABULAR, options=SyntheticDNFOptions)
 def synthetic_dnf(*, split: str, seed: int, options: TabularOptions) -> TabularSet:
+    """K random bits per sample labelled by a random ground-truth DNF (see the module docstring)."""
     o = options
     if not (o.features >= 1 and o.clauses >= 1 and 1 <= o.width <= o.features):
-        raise ConfigError(f"data.dnf: need features >= 1, clauses >= 1 and 1 <= width <= features; got "
+        raise ConfigError(f"data: need features >= 1, clauses >= 1 and 1 <= width <= features; got "
                           f"features={o.features}, clauses={o.clauses}, width={o.width}")
     if not 0.0 <= o.noise < 0.5 or o.samples < 2:
-        raise ConfigError(f"data.dnf: need 0 <= noise < 0.5 and samples >= 2; got noise={o.noise}, "
+        raise ConfigError(f"data: need 0 <= noise < 0.5 and samples >= 2; got noise={o.noise}, "
                           f"samples={o.samples}")
     g = torch.Generator().manual_seed(seed)
     rule = random_dnf(o.features, o.clauses, o.width, g)
@@ -105,8 +124,9 @@ def synthetic_dnf(*, split: str, seed: int, options: TabularOptions) -> TabularS
     return TabularSet(x, y.long(), names, ["0", "1"], rule)
 
 
-@TABULAR.register("breast_cancer")
+@register_dataset("breast_cancer", kind=TABULAR, options=BreastCancerOptions)
 def breast_cancer(*, split: str, seed: int, options: TabularOptions) -> TabularSet:
+    """scikit-learn's bundled breast-cancer set, each feature binarised at quantiles of the train split."""
     from sklearn.datasets import load_breast_cancer
 
     q = list(options.quantiles)
@@ -129,7 +149,14 @@ def load_tabular(name: str, *, split: str = "train", seed: int = 0,
                  options: Optional[TabularOptions] = None) -> TabularSet:
     if split not in ("train", "test"):
         raise DataError(f"split must be 'train' or 'test', got '{split}'")
-    return TABULAR.get(name, "data.dataset")(split=split, seed=seed, options=options or TabularOptions())
+    return tabular_dataset(name)(split=split, seed=seed, options=options or TabularOptions())
+
+
+def tabular_dataset(name: str) -> Any:
+    fn = DATASETS.get(name, "data.dataset")
+    if getattr(fn, "kind", None) != TABULAR:
+        raise ConfigError(f"data.dataset={name} is not a tabular dataset")
+    return fn
 
 
 class TabularLoader:
@@ -207,3 +234,13 @@ def build_tabular_eval_loaders(name: str, *, options: TabularOptions, batch_size
     return (TabularLoader(train.x, train.y, batch_size=batch_size, shuffle=True, seed=seed, device=device),
             TabularLoader(test.x, test.y, batch_size=batch_size, shuffle=False, device=device),
             _info(train, n_train=len(train), n_test=len(test)))
+
+
+def tabular_search_loaders(name: str, d: Any, *, seed: int, device: Any, world: Any, given: Any = None,
+                           channels_last: bool = False) -> Tuple[Any, Any, Dict[str, Any]]:
+    """The ``tabular`` kind's search loaders for a config's ``data`` (its dataset's options)."""
+    return build_tabular_search_loaders(name, options=d, train_portion=d.train_portion, batch_size=d.batch_size,
+                                        seed=seed, device=device, shard=world.shard)
+
+
+register_kind(DataKind(TABULAR, NoOptions, tabular_search_loaders))

@@ -1,8 +1,8 @@
 """Estimators for discrete choices, one registry entry each (see ``base.py`` for the interface)."""
 from __future__ import annotations
 
-import inspect
-from typing import Any, List, NamedTuple
+import dataclasses
+from typing import Any, List, NamedTuple, Optional
 
 from ..errors import ConfigError, NasError
 from ..registry import Registry
@@ -34,17 +34,25 @@ def noise_capable() -> list:
     return [n for n in ESTIMATORS.names() if ESTIMATORS.get(n).supports_noise]
 
 
-def build_estimator(name: str, noise: str = "none", sigma0: float = 0.2, sigma_max: float = 0.5,
-                    **kwargs: Any) -> Estimator:
-    """``ESTIMATORS[name](**kwargs)``, wrapped in :class:`AdaptiveNoise` when ``noise="adaptive"``;
-    ``None`` values mean "the estimator's default".
+def estimator_options(name: str) -> type:
+    """The options dataclass estimator ``name`` declares (its ``Options``, else its constructor's
+    keywords): the keys of the ``estimator:`` section that names it, besides the noise wrapper's."""
+    from ..options import options_of
+    return options_of(ESTIMATORS.get(name, "estimator.name"))
 
-    A keyword the estimator does not take is an error naming the config key, so that a setting
-    that would silently do nothing (e.g. ``estimator.gamma`` with ``softmax``) is caught.
+
+def build_estimator(name: str, noise: str = "none", sigma0: float = 0.2, sigma_max: float = 0.5,
+                    noise_lr: Optional[float] = None, **kwargs: Any) -> Estimator:
+    """``ESTIMATORS[name](**options)``, wrapped in :class:`AdaptiveNoise` when ``noise="adaptive"``;
+    ``None`` values mean "the estimator's default"; ``noise_lr`` is the optimizer's (ignored here).
+
+    A keyword the estimator does not declare (:func:`estimator_options`) is an error naming the
+    config key, so that a setting that would silently do nothing (``estimator.gamma`` with
+    ``softmax``) is caught.
     """
     cls = ESTIMATORS.get(name, "estimator.name")
     given = {k: v for k, v in kwargs.items() if v is not None}
-    accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
+    accepted = {f.name for f in dataclasses.fields(estimator_options(name))}
     extra = sorted(set(given) - accepted)
     if extra:
         raise ConfigError(f"estimator.{extra[0]} is not used by estimator '{name}'; "
@@ -95,5 +103,12 @@ def parse_spec(spec: str, single_path: bool = False) -> EstimatorSpec:
     return EstimatorSpec(name, "adaptive" if plus else "none", bool(opt))
 
 
-__all__ = ["ESTIMATORS", "build_estimator", "noise_capable", "parse_spec", "EstimatorSpec", "Estimator", "Sample", "Schedule",
+def estimator_from_config(section: Any) -> Estimator:
+    """The estimator an ``estimator:`` section (:class:`nas.config.EstimatorConfig`) names."""
+    from ..options import options_dict
+    return build_estimator(section.name, **options_dict(section))
+
+
+__all__ = ["ESTIMATORS", "build_estimator", "estimator_options", "estimator_from_config", "noise_capable",
+           "parse_spec", "EstimatorSpec", "Estimator", "Sample", "Schedule",
            "AdaptiveNoise", "Bop", "BopEstimator", "STE", "CATEGORICAL", "BINARY"]

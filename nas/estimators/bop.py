@@ -28,14 +28,29 @@ selected one and gives the others the zero-valued GDAS terms (an approximation, 
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Optional, Tuple
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Literal, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..bounds import ranged
+from ..options import option
 from .base import BINARY, CATEGORICAL, Estimator, Sample, check_shape
-from .schedules import Schedule
+from .schedules import SCHEDULE_KINDS, Schedule
+
+
+@dataclass
+class BopOptions:
+    """Bop's momentum rate γ and flip threshold τ (Helwegen et al. 2019), each on a schedule."""
+    gamma: float = ranged(1e-4, gt=0, le=1, help="momentum rate γ")
+    gamma_end: Optional[float] = ranged(None, gt=0, le=1, help="γ at the end of the schedule (null: constant)")
+    threshold: float = ranged(1e-8, ge=0, help="flip threshold τ")
+    threshold_end: Optional[float] = ranged(None, ge=0, help="τ at the end of the schedule (null: constant)")
+    schedule: Optional[SCHEDULE_KINDS] = option(None, help="how γ and τ move to their end values (null: linear)")
+    per: Literal["epoch", "step"] = option("epoch", help="the schedule counts epochs or steps")
+    single_path: bool = option(False, help="run only the selected op (the forward is one-hot)")
 
 
 class Bop(torch.optim.Optimizer):
@@ -93,6 +108,7 @@ class BopEstimator(Estimator):
 
     name = "bop"
     supports_noise = True
+    Options = BopOptions
 
     def __init__(self, gamma: float = 1e-4, gamma_end: Optional[float] = None,
                  threshold: float = 1e-8, threshold_end: Optional[float] = None,

@@ -13,15 +13,30 @@ exceeds 1/2 with probability ``sigmoid(α)``), whatever τ is. Derive: argmax of
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..bounds import ranged
 from ..errors import NasError
 from .base import CATEGORICAL, LogitEstimator, Sample, hard_value, straight_through
-from .schedules import Schedule
+from .schedules import Schedule, TemperatureOptions
+
+
+@dataclass
+class GumbelOptions(TemperatureOptions):
+    """GDAS/SNAS anneal τ from 1 towards 0.03 by default."""
+    tau_end: Optional[float] = ranged(0.03, ge=0.01, le=1e4, help="end temperature (null: 0.03)")
+
+
+@dataclass
+class GumbelHardOptions(TemperatureOptions):
+    """GDAS (Dong & Yang 2019): τ from 10 to 0.1."""
+    tau: float = ranged(10.0, ge=0.01, le=1e4, help="start temperature τ")
+    tau_end: Optional[float] = ranged(0.1, ge=0.01, le=1e4, help="end temperature (null: 0.1)")
 
 _EPS = 1e-6  # keeps U away from 0 and 1 so that log(-log U) is finite
 RESAMPLES = 10  # draws before a non-finite sample is an error instead of an endless loop
@@ -42,6 +57,8 @@ class Gumbel(LogitEstimator):
 
     name = "gumbel"
     hard = False
+
+    Options = GumbelOptions
 
     def __init__(self, tau: float = 1.0, tau_end: Optional[float] = 0.03,
                  schedule: Optional[str] = None, per: str = "epoch"):
@@ -91,6 +108,8 @@ class GumbelHard(Gumbel):
     name = "gumbel_hard"
     hard = True
     decodes = True
+
+    Options = GumbelHardOptions
 
     def __init__(self, tau: float = 10.0, tau_end: Optional[float] = 0.1,
                  schedule: Optional[str] = None, per: str = "epoch"):

@@ -23,7 +23,21 @@ from typing import Dict, List, Optional, Tuple
 import torch
 from torch import Tensor
 
+from dataclasses import dataclass
+from typing import Literal
+
+from ..bounds import ranged
+from ..options import option
 from .base import Estimator, Sample
+
+
+@dataclass
+class NoiseOptions:
+    """The adaptive-noise wrapper's keys, beside any estimator's own in its config section."""
+    noise: Literal["none", "adaptive"] = option("none", help="adaptive noise on a discrete forward value")
+    sigma0: float = ranged(0.2, ge=0, le="sigma_max", help="initial noise temperature σ")
+    sigma_max: float = ranged(0.5, ge=0, help="largest σ (clipped after every step)")
+    noise_lr: Optional[float] = ranged(None, gt=0, help="Adam lr of the noise temperatures (null: optim.arch.lr)")
 
 SIGMA = "sigma"
 

@@ -8,9 +8,23 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import Literal, Optional
 
+from ..bounds import ranged
 from ..errors import ConfigError
+from ..options import option
+
+SCHEDULE_KINDS = Literal["constant", "linear", "exponential", "cosine"]
+
+
+@dataclass
+class TemperatureOptions:
+    """The options of an estimator with a temperature τ on a schedule (:meth:`Schedule.of`)."""
+    # below 0.01 a relaxation saturates in float32 (exp(-Δα/τ) underflows: no gradient)
+    tau: float = ranged(1.0, ge=0.01, le=1e4, help="start temperature τ")
+    tau_end: Optional[float] = ranged(None, ge=0.01, le=1e4, help="end temperature (null: τ stays constant)")
+    schedule: Optional[SCHEDULE_KINDS] = option(None, help="how τ goes from tau to tau_end (null: linear)")
+    per: Literal["epoch", "step"] = option("epoch", help="the schedule counts epochs or steps")
 
 KINDS = ("constant", "linear", "exponential", "cosine")
 

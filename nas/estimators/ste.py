@@ -22,7 +22,15 @@ from typing import Dict
 import torch.nn.functional as F
 from torch import Tensor
 
+from dataclasses import dataclass
+
+from ..options import option
 from .base import CATEGORICAL, LogitEstimator, Sample, hard_value, straight_through
+
+
+@dataclass
+class STEOptions:
+    single_path: bool = option(False, help="run only the selected op (the forward is one-hot)")
 
 
 class STE(LogitEstimator):
@@ -31,6 +39,7 @@ class STE(LogitEstimator):
     name = "ste"
     supports_noise = True
     decodes = True
+    Options = STEOptions
 
     def __init__(self, single_path: bool = False):
         super().__init__()

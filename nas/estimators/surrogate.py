@@ -23,11 +23,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .base import CATEGORICAL, LogitEstimator, Sample
-from .schedules import Schedule
+from .schedules import Schedule, TemperatureOptions
 
 
 class Surrogate(LogitEstimator):
     """Shared by the surrogates: a τ schedule and ``sample = probs = relaxed(α)``."""
+
+    Options = TemperatureOptions
 
     def __init__(self, tau: float = 1.0, tau_end: Optional[float] = None,
                  schedule: Optional[str] = None, per: str = "epoch"):

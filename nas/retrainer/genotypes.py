@@ -31,8 +31,8 @@ def record_from_data(data: Any, where: str) -> Tuple[Any, Any, Dict[str, Any]]:
     if not isinstance(data, dict):
         raise CheckpointError(f"{where} is not a genotype file (expected a mapping with 'space' and the cell)")
     name = data.get("space")
-    if name is None:  # files written by hand: recognise the space by its keys
-        name = "darts" if "normal" in data else "nb201" if str(data.get("arch", "")).startswith("|") else None
+    if name is None:  # files written by hand: the space that recognises its keys
+        name = next((n for n in SPACES.names() if get_space(n).claims_genotype_dict(data)), None)
     if name not in SPACES.names():
         raise CheckpointError(f"{where}: unknown or missing 'space' ({name!r}); known: {', '.join(SPACES.names())}")
     space = get_space(name)
@@ -48,18 +48,16 @@ def resolve_genotype(spec: str) -> Tuple[Any, Any]:
 def resolve_record(spec: str) -> Tuple[Any, Any, Dict[str, Any]]:
     """``(space, genotype, extras)`` for ``model.genotype`` (extras: the imports and op options a
     genotype.yaml records; none for a string or a named cell)."""
-    from nas.spaces import get_space
-    from nas.spaces.darts import GENOTYPES
+    from nas.spaces import SPACES, get_space
+    spaces = [get_space(n) for n in SPACES.names()]
+    forms = ", ".join(s.genotype_hint for s in spaces if s.genotype_hint)
     spec = (spec or "").strip()
     if not spec:
-        raise ConfigError("model.genotype is empty; give a genotype.yaml, a run folder, a named cell "
-                          f"({', '.join(GENOTYPES)}) or a genotype string")
-    if spec in GENOTYPES or spec.startswith("Genotype("):
-        space = get_space("darts")
-        return space, space.genotype_from_dict({"arch": spec}), dict(NO_EXTRAS)
-    if spec.startswith("|"):
-        space = get_space("nb201")
-        return space, space.genotype_from_dict({"arch": spec}), dict(NO_EXTRAS)
+        raise ConfigError(f"model.genotype is empty; give a genotype.yaml, a run folder or a genotype string ({forms})")
+    for space in spaces:  # each space reads its own printed genotypes and named cells
+        genotype = space.genotype_from_string(spec)
+        if genotype is not None:
+            return space, genotype, dict(NO_EXTRAS)
     path = Path(spec).expanduser()
     try:
         is_dir, is_file = path.is_dir(), path.is_file()
@@ -76,10 +74,7 @@ def resolve_record(spec: str) -> Tuple[Any, Any, Dict[str, Any]]:
         except (yaml.YAMLError, UnicodeDecodeError) as e:
             raise CheckpointError(f"{path} is not valid YAML ({str(e).splitlines()[0][:100]})") from None
         return record_from_data(data, str(path))
-    raise ConfigError(f"model.genotype: '{spec[:80]}' is not a file or folder, a named cell "
-                      f"({', '.join(GENOTYPES)}), an NB201 string '|op~0|+...' nor 'Genotype(...)'")
-
-
+    raise ConfigError(f"model.genotype: '{spec[:80]}' is not a file or folder nor a genotype string ({forms})")
 def check_replacement(given: str, own: str, where: str, resuming: bool) -> None:
     """A one-line ConfigError for ``--genotype given`` where the cell ``own`` belongs: on resume
     (``own``: the run's genotype.yaml) any other cell, since the checkpoint's is the one trained;

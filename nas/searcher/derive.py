@@ -32,10 +32,16 @@ def load_supernet(source: Path, device: str = "cpu", exclude: Optional[str] = No
         cfg = from_dict(Config, ckpt["config"])
     except (NasError, TypeError, AttributeError) as e:
         raise CheckpointError(f"checkpoint {source} holds a config this nas cannot read ({e})") from None
+    changes: Dict[str, Any] = {}
     if exclude is not None:
-        cfg.estimator.derive_exclude = [op.strip() for op in exclude.split(",") if op.strip()]
+        changes["exclude"] = [op.strip() for op in exclude.split(",") if op.strip()]
     if max_skip is not ...:
-        cfg.estimator.derive_max_skip = max_skip
+        changes["max_skip"] = max_skip
+    if changes:  # the space's derive section takes them (an empty one is no change where it has none)
+        from ..config import to_dict
+        plain = to_dict(cfg)
+        plain["derive"].update({k: v for k, v in changes.items() if v not in ([], None) or k in plain["derive"]})
+        cfg = from_dict(Config, plain)
     import_user_modules(cfg.imports)  # the run's own ops, spaces, estimators
     if cost:
         from ..config import apply_overrides, to_dict

@@ -73,21 +73,16 @@ def heatmap(probs: torch.Tensor, rows: Sequence[str], cols: Sequence[str], title
     return img
 
 
-def cell_edges(genotype: Any) -> Dict[str, List[Edge]]:
-    """The cells of a genotype as ``{cell name: [(to, from, op), ...]}``; ``{}`` if unknown.
-
-    NB201: ``genotype.edges()``. DARTS (Liu et al. 2019): ``normal``/``reduce`` lists of
-    ``(op, input)`` pairs, two per intermediate node; nodes 0 and 1 are the cell inputs, so the
-    pair ``2i, 2i+1`` feeds node ``i + 2``.
-    """
-    if hasattr(genotype, "edges") and callable(genotype.edges):
-        return {"cell": [(int(j), int(i), str(op)) for j, i, op in genotype.edges()]}
-    out: Dict[str, List[Edge]] = {}
-    for name in ("normal", "reduce"):
-        pairs = getattr(genotype, name, None)
-        if pairs:
-            out[name] = [(2 + n // 2, int(src), str(op)) for n, (op, src) in enumerate(pairs)]
-    return out
+def cell_edges(space: Any, genotype: Any) -> Dict[str, List[Edge]]:
+    """The cells of a genotype as ``{cell name: [(to, from, op), ...]}``: the edges the space
+    says it keeps (:meth:`~nas.spaces.base.SearchSpace.selected_edges`) between the nodes it
+    names (:meth:`~nas.spaces.base.SearchSpace.edge_nodes`); ``{}`` for a space without cells."""
+    try:
+        selected = space.selected_edges(genotype)
+    except NotImplementedError:
+        return {}
+    return {name.rsplit(".", 1)[-1]: [(*space.edge_nodes(name, e), str(op)) for e, op in edges]
+            for name, edges in selected.items()}
 
 
 def cell_diagram(edges: Sequence[Edge], title: str = "", hidden: Sequence[str] = ("none",),

@@ -8,7 +8,7 @@ import json
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 import yaml
@@ -17,7 +17,8 @@ from ..bounds import check_config
 from ..config import Config, CostConfig, to_dict
 from ..cost import cost_report
 from ..errors import ConfigError
-from ..estimators import build_estimator
+from ..data.registry import datasets_of, kind_of
+from ..estimators import estimator_from_config
 from ..estimators.base import Estimator
 from ..plugins import accepted_kwargs, genotype_record, import_user_modules
 from ..supernet.bn import recalibrate_bn
@@ -37,61 +38,24 @@ from .summaries import SearchSummaries
 
 
 def make_estimator(cfg: Config) -> Estimator:
-    e = cfg.estimator
-    return build_estimator(e.name, noise=e.noise, sigma0=e.sigma0, sigma_max=e.sigma_max,
-                           tau=e.tau, tau_end=e.tau_end, schedule=e.schedule, per=e.per,
-                           gamma=e.gamma, threshold=e.threshold, single_path=e.single_path,
-                           gamma_end=e.gamma_end, threshold_end=e.threshold_end)
-
-
-def data_kind(dataset: str) -> str:
-    """``"tabular"`` for a tabular dataset (binary features), ``"maze"`` for a maze (the program
-    space's task), ``"image"`` for the others."""
-    from ..data.maze import MAZES
-    from ..data.tabular import TABULAR
-    return "tabular" if dataset in TABULAR else "maze" if dataset in MAZES else "image"
-
-
-def datasets_of(kind: str) -> List[str]:
-    from ..data import DATASETS
-    from ..data.maze import MAZES
-    from ..data.tabular import TABULAR
-    return {"tabular": TABULAR, "maze": MAZES}.get(kind, DATASETS).names()
+    """The estimator the ``estimator:`` section names, with its options."""
+    return estimator_from_config(cfg.estimator)
 
 
 def make_loaders(cfg: Config, device: torch.device, dataset: Any = None, world: Optional[World] = None):
-    """The search's loaders; with a data-parallel ``world``, this rank's shards of them."""
-    from ..data import build_search_loaders
-    from ..data.tabular import TabularOptions, build_tabular_search_loaders
+    """The search's loaders, from the dataset's kind (:mod:`nas.data.registry`); with a
+    data-parallel ``world``, this rank's shards of them."""
     d = cfg.data
-    world = world or World(device=device)
-    if data_kind(d.dataset) == "maze":
-        if world.enabled:  # the maze loaders have no shards, and the final scores would be one rank's
-            raise ConfigError("data.dataset=maze searches in one process: run nas-search without torchrun")
-        from ..data.maze import MazeOptions, build_maze_search_loaders
-        return build_maze_search_loaders(d.dataset, options=MazeOptions(**to_dict(d.maze)),
-                                         train_portion=d.train_portion, batch_size=d.batch_size,
-                                         seed=cfg.seed, device=device)
-    if data_kind(d.dataset) == "tabular":
-        opts = TabularOptions(features=d.dnf.features, clauses=d.dnf.clauses, width=d.dnf.width,
-                              noise=d.dnf.noise, samples=d.dnf.samples, quantiles=d.quantiles)
-        return build_tabular_search_loaders(d.dataset, options=opts, train_portion=d.train_portion,
-                                            batch_size=d.batch_size, seed=cfg.seed, device=device,
-                                            shard=world.shard)
-    return build_search_loaders(d.dataset, root=d.root, download=d.download, resize=d.resize,
-                                subset=d.subset, train_portion=d.train_portion, batch_size=d.batch_size,
-                                workers=d.workers, seed=cfg.seed, device=device, augment=d.augment,
-                                stream=d.stream, given=dataset, shard=world.shard, share=world.node_shared,
-                                channels_last=cfg.trainer.channels_last)
+    return kind_of(d.dataset).search_loaders(d.dataset, d, seed=cfg.seed, device=device, world=world or World(device=device),
+                                             given=dataset, channels_last=cfg.trainer.channels_last is True)
 
 
 def check_space(cfg: Config) -> None:
-    """One-line errors for a config its space would misread: ``space.*`` keys the space does not
-    use, data of another kind (see :meth:`nas.spaces.base.SearchSpace.check_config`)."""
+    """One-line errors for a config its space would misread: data of another kind (see
+    :meth:`nas.spaces.base.SearchSpace.check_config`)."""
     from nas.spaces import get_space
     space = get_space(cfg.space.name)
-    kind = data_kind(cfg.data.dataset)
-    space.check_config(cfg, kind, datasets_of(space.data_kind))
+    space.check_config(cfg, kind_of(cfg.data.dataset).name, datasets_of(space.data_kind))
 
 
 def make_supernet(cfg: Config, estimator: Estimator, num_classes: int, in_channels: int,
@@ -122,9 +86,10 @@ def run_op_args(cfg: Config, ops: Any) -> Dict[str, Dict[str, Any]]:
     """The options the run's ops were built with, for its genotype.yaml: ``space.op_args``, plus
     ``space.l0_lambda`` for the candidates that take one (the L0-gated ops)."""
     from ..ops.registry import OPS, op_options
-    out = {op: dict(v) for op, v in cfg.space.op_args.items()}
+    out = {op: dict(v) for op, v in getattr(cfg.space, "op_args", {}).items()}  # the options a space declares
     for op in ops or ():
-        if op in OPS and "l0_lambda" in op_options(op) and "l0_lambda" not in out.get(op, {}):
+        if op in OPS and "l0_lambda" in op_options(op) and "l0_lambda" not in out.get(op, {}) \
+                and hasattr(cfg.space, "l0_lambda"):
             out.setdefault(op, {})["l0_lambda"] = cfg.space.l0_lambda
     return out
 
@@ -140,7 +105,7 @@ def make_budget(cfg: Config, cost_model: Any, model: torch.nn.Module, num_classe
                          hard=c.hard, estimate=c.estimate, warmup=c.warmup_epochs, sample_within=c.sample_within,
                          num_classes=c.classes or num_classes, in_channels=in_channels,
                          resolution=c.resolution, network=network, table=table,
-                         cell=cost_model.cell(cfg), latency=latency, batch_size=c.batch_size, ops=cfg.space.ops)
+                         cell=cost_model.cell(cfg), latency=latency, batch_size=c.batch_size, ops=getattr(cfg.space, "ops", None))
 
 
 @dataclass
@@ -181,7 +146,7 @@ def aux_none_warning(cfg: Config, genotype: Any) -> Optional[str]:
     without logits can: the supernet leaves ``none`` out otherwise): in that supernet the edge
     computed ``β·x``, an identity path, not zero. Edges that L0 gates closed are real zeros."""
     ops = getattr(genotype, "ops", ())
-    if not cfg.optim.uses_aux_skip or cfg.space.gates != "none" or "none" not in ops:
+    if not cfg.optim.uses_aux_skip or getattr(cfg.space, "gates", "none") != "none" or "none" not in ops:
         return None
     return (f"warning: the derived cell {genotype} has 'none' edges, which beside the auxiliary skip "
             f"(optim.aux_skip) were identity paths in the supernet, not zero edges; '{cfg.estimator.name}' "
@@ -191,8 +156,9 @@ def aux_none_warning(cfg: Config, genotype: Any) -> Optional[str]:
 def loss_causes(cfg: Config) -> str:
     """The settings that most often make a search's loss explode, with their values."""
     w, a, e = cfg.optim.weights, cfg.optim.arch, cfg.estimator
-    tau = ([f"a temperature too low (estimator.tau={e.tau}, estimator.tau_end={e.tau_end})"]
-           if e.tau is not None or e.tau_end is not None else [])
+    t, t_end = getattr(e, "tau", None), getattr(e, "tau_end", None)  # estimators with a temperature
+    tau = ([f"a temperature too low (estimator.tau={t}, estimator.tau_end={t_end})"]
+           if t is not None or t_end is not None else [])
     return engine_loss_causes(cfg.trainer.grad_clip, [("a weight learning rate", "optim.weights", w.lr, w.lr_min),
                                                       ("an architecture learning rate", "optim.arch", a.lr, None)], *tau)
 
@@ -238,10 +204,11 @@ def _search(cfg: Config, folder: RunFolder, quiet: bool, stop_after: Optional[in
     estimator = make_estimator(cfg)
     train_loader, val_loader, info = make_loaders(cfg, device, dataset, world)
     space, model = make_supernet(cfg, estimator, info["num_classes"], info["shape"][0], info)
-    if space.data_kind != "maze":  # tensor batches (a maze batch is a MazeInput, sized by its generator)
-        check_input_fits(model, info["shape"], f"{space.name} supernet (space.C={cfg.space.C})")
+    if kind_of(cfg.data.dataset).tensors:  # tensor batches (a maze batch is a MazeInput, sized by its generator)
+        check_input_fits(model, info["shape"], f"{space.name} supernet" + (f" (space.C={cfg.space.C})" if hasattr(cfg.space, "C") else ""))
     # rank 0's weights and BN buffers everywhere, whatever each rank consumed while loading
-    model = prepare_model(model, world, sync_bn=cfg.trainer.sync_bn, channels_last=cfg.trainer.channels_last)
+    # (trainer.channels_last null: the space's own layout inside, as nb201's, and NCHW batches)
+    model = prepare_model(model, world, sync_bn=cfg.trainer.sync_bn, channels_last=cfg.trainer.channels_last is True)
     # a profiled table travels with the run; a device's is in the package (cost.device in config.yaml)
     if cfg.cost.metric == "latency" and model.budget() is not None and model.budget().table_source and folder.writer:
         model.budget().table_source.save(out_dir / "latency.json")  # the run keeps the table it was searched with
@@ -276,7 +243,7 @@ def _search(cfg: Config, folder: RunFolder, quiet: bool, stop_after: Optional[in
     log.info(f"search {cfg.name}: space={cfg.space.name} estimator={estimator!r} device={device} "
              f"train={info['n_train']} val={info['n_val']} out={out_dir}" + engine_note(world, t.sync_bn, t.amp))
     monitor = folder.monitor(quiet, start_epoch)
-    summaries = SearchSummaries(monitor, model)
+    summaries = SearchSummaries(monitor, model, space)
     end_epoch = t.epochs if stop_after is None else max(start_epoch, min(t.epochs, stop_after))
     monitor.start(start_epoch)
     t0 = time.time() - elapsed
@@ -371,7 +338,7 @@ def write_genotype(path: Path, cfg: Config, space: Any, model: torch.nn.Module, 
     and beside it the files the model keeps with its genotype (``artifacts(genotype)``: the dnf
     space's ``rules.txt``, the ``learned_ops.txt`` of DNF and L0-gated candidates). ``derived``:
     nas-derive's record of where and how (its ``derived:`` key; readers of the genotype skip it)."""
-    record = genotype_record(space, genotype, cfg.imports, run_op_args(cfg, cfg.space.ops or space.ops))
+    record = genotype_record(space, genotype, cfg.imports, run_op_args(cfg, getattr(cfg.space, "ops", None) or space.ops))
     if derived:
         record["derived"] = derived
     write_text_atomic(path, yaml.safe_dump(record, sort_keys=False))

@@ -118,7 +118,7 @@ class SearchSummaries:
             m.image(f"choices/{tag}", heatmap(ch.probs(), ch.labels, ch.candidates,
                                               title=f"{tag}: P(candidate | edge), epoch {step}"), step)
         if genotype is not None:
-            for cell, edges in cell_edges(genotype).items():
+            for cell, edges in (cell_edges(self.space, genotype) if self.space is not None else {}).items():
                 m.image(f"cell/{cell}", cell_diagram(edges, title=f"derived {cell} cell, epoch {step}"), step)
             m.text("genotype", str(genotype), step)
 

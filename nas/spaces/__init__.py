@@ -6,7 +6,7 @@ from .darts import DartsSpace
 from .dnf import DNFSpace
 from .nb201 import NB201Space
 from .program import ProgramSpace
-from .registry import SPACES, get_space
+from .registry import SPACES, get_space, get_space_class
 
 SPACES.register("nb201", NB201Space)
 SPACES.register("darts", DartsSpace)
@@ -14,4 +14,4 @@ SPACES.register("dnf", DNFSpace)
 SPACES.register("program", ProgramSpace)
 
 
-__all__ = ["SPACES", "SearchSpace", "Supernet", "Network", "IMAGE", "TABULAR", "MAZE", "get_space"]
+__all__ = ["SPACES", "SearchSpace", "Supernet", "Network", "IMAGE", "TABULAR", "MAZE", "get_space", "get_space_class"]

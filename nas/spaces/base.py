@@ -22,11 +22,14 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from dataclasses import dataclass
+from typing import Any, Dict, Iterable, List, Literal, Optional, Sequence, Tuple
 
 from torch import nn
 
+from nas.bounds import ranged
 from nas.errors import CheckpointError, ConfigError
+from nas.options import NoOptions, option, options_dict, options_of
 from nas.estimators.base import CATEGORICAL
 from nas.supernet.model import (Network, Penalized, Reporting, Supernet,  # noqa: F401  (a space's author's names)
                                 module_penalty, module_scalars)
@@ -38,10 +41,39 @@ DATA_KINDS = (IMAGE, TABULAR, MAZE)
 
 
 def check_max_skip(value: Optional[int]) -> Optional[int]:
-    """``estimator.derive_max_skip`` as a supernet takes it: ``None`` (no limit) or 0 or more."""
+    """``derive.max_skip`` as a supernet takes it: ``None`` (no limit) or 0 or more."""
     if value is not None and value < 0:
-        raise ConfigError(f"estimator.derive_max_skip must be 0 or more (or null for no limit), got {value}")
+        raise ConfigError(f"derive.max_skip must be 0 or more (or null for no limit), got {value}")
     return value
+
+
+# the build_supernet keywords a search fills in itself: never space.* options
+SUPERNET_CONTEXT = ("estimator", "num_classes", "in_channels", "init_std", "generator")
+
+
+@dataclass
+class CellOptions:
+    """The ``space.*`` options the cell spaces (nb201, darts) share."""
+    ops: Optional[List[str]] = option(None, help="candidate subset (null: the space's own op list)")
+    affine: bool = option(False, help="BN affine in the supernet (the papers use false)")
+    gates: Literal["none", "edge", "op", "channel"] = option("none", help="L0 gates on edges, ops or channels")
+    l0_lambda: float = ranged(1e-4, ge=0, help="weight of the L0 gates' penalty (and of the l0_* candidates')")
+    gate_estimator: Literal["hard_concrete", "search"] = option(
+        "hard_concrete", help="who learns the L0 gates: hard concrete or the search's estimator")
+    op_args: Dict[str, Dict[str, Any]] = option({}, help="options per op, e.g. {dnf_1x1: {rules: 8}}")
+    partial_channels: int = ranged(1, ge=1, help="PC-DARTS: 1/K of the channels through each mixed op (1: off)")
+
+
+@dataclass
+class MaxSkipOptions:
+    """``derive.max_skip``: P-DARTS's limit on skip connections (Chen et al. 2019, §3.3)."""
+    max_skip: Optional[int] = ranged(None, ge=0, help="most skip_connect edges derive keeps (null: no limit)")
+
+
+def nhwc(cfg: Any, default: bool) -> bool:
+    """``trainer.channels_last`` as a space's own layout: null is the space's ``default``."""
+    value = cfg.trainer.channels_last
+    return default if value is None else bool(value)
 
 
 def refuse_without_logits(choice: Any, estimator_name: str, settings: Sequence[str]) -> None:
@@ -61,10 +93,6 @@ def refuse_model_args(model_cfg: Any, space_name: str) -> None:
                           f"has its own model.* keys: remove model.args")
 
 
-def refuse_estimator_key(given: Any, key: str, where: str, why: str) -> None:
-    """One error for an ``estimator.*`` derive key that only other spaces use."""
-    if given:
-        raise ConfigError(f"{key} applies to {where}; {why}: remove the key")
 
 
 # --------------------------------------------------------------------------- the space
@@ -78,8 +106,10 @@ class SearchSpace:
     * ``name``, ``ops``: the registry name and the candidate ops ``space.ops`` may name;
     * ``data_kind``: ``"image"``, ``"tabular"`` or ``"maze"``, the batches its supernet takes;
     * ``choice_kinds``: the kinds of choice its supernet has (an estimator must support them);
-    * ``config_keys``: the ``space.*`` keys it reads; any other set to a non-default value is a
-      one-line error (:meth:`check_config`);
+    * ``Options``: a dataclass of the ``space.*`` keys it reads, with ranges and help
+      (:mod:`nas.options`); ``None`` (a user's space): the keywords of its ``build_supernet``
+      besides the search's own (:data:`SUPERNET_CONTEXT`); any other key is a one-line error;
+    * ``DeriveOptions``: a dataclass of the ``derive.*`` keys it reads (``None``: none);
     * ``derive_options``: keyword arguments of its supernet's ``genotype()`` (darts: ``top_k``);
     * ``perturbation_choice``: the choice DARTS-PT's perturbation derive selects on, if supported;
     * ``tiny_supernet``, ``tiny_network``: the smallest ``build_supernet``/``build_network``
@@ -92,9 +122,11 @@ class SearchSpace:
     ops: Sequence[str] = ()
     data_kind: str = IMAGE
     choice_kinds: Tuple[str, ...] = (CATEGORICAL,)
-    config_keys: Tuple[str, ...] = ()
+    Options: Optional[type] = None
+    DeriveOptions: Optional[type] = None
     derive_options: Tuple[str, ...] = ()
     perturbation_choice: Optional[str] = None
+    genotype_hint: str = ""  # what genotype_from_string takes, for messages
     tiny_supernet: Dict[str, Any] = {}
     tiny_network: Dict[str, Any] = {}
 
@@ -110,22 +142,21 @@ class SearchSpace:
     def genotype_to_dict(self, genotype: Any) -> Dict[str, Any]:
         raise NotImplementedError
 
+    @classmethod
+    def options(cls) -> type:
+        """The dataclass of the ``space.*`` keys (see ``Options``)."""
+        return options_of(cls, cls.build_supernet, skip=SUPERNET_CONTEXT)
+
+    @classmethod
+    def derive_options_class(cls) -> type:
+        """The dataclass of the ``derive.*`` keys (see ``DeriveOptions``)."""
+        return cls.DeriveOptions or NoOptions
+
     def supernet_kwargs(self, cfg: Any, info: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
         """The ``build_supernet`` keywords a search config asks for, besides the estimator, the
-        data's sizes, ``init_std`` and ``generator``. The default (a user's space): the
-        ``space.*`` keys ``build_supernet`` names — one it does not name must keep its default —
-        and every key of ``space.args``."""
-        from nas.config import SpaceConfig
-        from nas.plugins import accepted_kwargs
-        for key, given in (("estimator.derive_exclude", cfg.estimator.derive_exclude),
-                           ("estimator.derive_max_skip", cfg.estimator.derive_max_skip)):
-            if given:
-                raise ConfigError(f"{key} applies to the nb201 and darts spaces, not to '{self.name}': remove the key")
-        values = {f.name: getattr(cfg.space, f.name) for f in dataclasses.fields(SpaceConfig)
-                  if f.name not in ("name", "args")}
-        defaults = {f.name: getattr(SpaceConfig(), f.name) for f in dataclasses.fields(SpaceConfig)}
-        return accepted_kwargs(self.build_supernet, f"space '{self.name}'", values, defaults,
-                               cfg.space.args, "space.args", prefix="space.")
+        data's sizes, ``init_std`` and ``generator``. The default (a user's space): its options,
+        ``space.*`` (:meth:`options`)."""
+        return options_dict(cfg.space)
 
     def network_kwargs(self, model_cfg: Any) -> Dict[str, Any]:
         """The ``build_network`` keywords a retrain config's ``model`` section asks for, besides the
@@ -142,15 +173,6 @@ class SearchSpace:
         return accepted_kwargs(self.build_network, f"the {self.name} network", values, defaults,
                                model_cfg.args, "model.args", prefix="model.")
 
-    def used_config_keys(self) -> Tuple[str, ...]:
-        """``config_keys``, or for a space that declares none (a user's): the ``space.*`` keys its
-        ``build_supernet`` names, and ``args``."""
-        if self.config_keys:
-            return tuple(self.config_keys)
-        from nas.config import SpaceConfig
-        named = inspect.signature(self.build_supernet).parameters
-        return tuple(f.name for f in dataclasses.fields(SpaceConfig) if f.name in named) + ("args",)
-
     def is_connected(self, genotype: Any) -> bool:
         """Whether the derived cell passes its input to its output (a cell of ``none`` edges
         outputs zeros); True where the space cannot collapse that way."""
@@ -159,8 +181,8 @@ class SearchSpace:
     def check_config(self, cfg: Any, data_kind: str, datasets: Sequence[str] = ()) -> None:
         """One-line errors, before anything is built, for a search config that this space would
         misread: data of another kind (``data_kind``: what ``cfg.data.dataset`` gives;
-        ``datasets``: names of the ones this space takes, for the message), a ``space.*`` key it
-        does not use set to a non-default value, and the refusals of :meth:`supernet_kwargs`."""
+        ``datasets``: names of the ones this space takes, for the message), and the refusals of
+        :meth:`supernet_kwargs` (a key it does not declare never loads: :mod:`nas.options`)."""
         if data_kind != self.data_kind:
             from .registry import SPACES, get_space
             fits = [n for n in SPACES.names() if get_space(n).data_kind == data_kind]
@@ -168,14 +190,6 @@ class SearchSpace:
             raise ConfigError(f"data.dataset={cfg.data.dataset} is {data_kind} data; the {self.name} space "
                               f"takes {self.data_kind} data: choose a dataset of that kind{names} or "
                               f"space.name={' or '.join(fits) or '<a space for it>'}")
-        from nas.config import SpaceConfig
-        default = SpaceConfig()
-        for f in dataclasses.fields(SpaceConfig):
-            value = getattr(cfg.space, f.name)
-            if f.name != "name" and f.name not in self.used_config_keys() and value != getattr(default, f.name):
-                keys = ", ".join(f"space.{k}" for k in self.used_config_keys()) or "no other keys"
-                raise ConfigError(f"space.{f.name}={value!r} is not used by the {self.name} space (it takes "
-                                  f"{keys}); remove it or set space.{f.name}={getattr(default, f.name)!r}")
         self.supernet_kwargs(cfg)
 
     def cost_model(self) -> Optional[Any]:
@@ -186,6 +200,20 @@ class SearchSpace:
     def selected_edges(self, genotype: Any) -> Dict[str, List[Tuple[int, str]]]:
         """Per choice name, the (edge, op) pairs ``genotype`` keeps (the cost model and the
         figures read a genotype through it)."""
+        raise NotImplementedError
+
+    def edge_nodes(self, choice: str, edge: int) -> Tuple[int, int]:
+        """``(to, from)``: the nodes edge ``edge`` of choice ``choice`` joins (cell figures)."""
+        raise NotImplementedError
+
+    def genotype_from_string(self, text: str) -> Optional[Any]:
+        """The genotype ``text`` names in this space (its printed form, a published cell's
+        name), or ``None`` when it is none of this space's (``model.genotype``)."""
+        return None
+
+    def claims_genotype_dict(self, data: Dict[str, Any]) -> bool:
+        """Whether a genotype mapping written without ``space:`` (by hand) is this space's."""
+        return False
         raise NotImplementedError
 
     def check_ops(self, ops: Sequence[str], key: str = "space.ops") -> list:

@@ -8,3 +8,8 @@ SPACES = Registry("search space")
 
 def get_space(name: str):
     return SPACES.get(name, "space.name")()
+
+
+def get_space_class(name: str) -> type:
+    """The registered space class ``name`` (its ``options()`` are the ``space.*`` keys)."""
+    return SPACES.get(name, "space.name")

@@ -13,11 +13,25 @@ from nas.blocks.l0 import gate_estimator_for
 from nas.estimators.base import Estimator
 from nas.ops import check_op_args
 
-from ..base import SearchSpace, refuse_estimator_key, refuse_model_args
+from dataclasses import dataclass
+
+from nas.bounds import ranged
+
+from ..base import CellOptions, MaxSkipOptions, SearchSpace, refuse_model_args
 from .genotype import GENOTYPES, Genotype, derive_cell, named_genotype
 from .network import DartsNetwork
 from .ops import PRIMITIVES
 from .supernet import DartsSupernet, edge_names, reduction_layers
+
+
+@dataclass
+class DartsOptions(CellOptions):
+    """``space.*`` of the darts space (its search network)."""
+    C: int = ranged(16, ge=1, help="channels of the first cell")
+    layers: int = ranged(8, ge=1, help="cells in the search network")
+    steps: int = ranged(4, ge=1, help="intermediate nodes per cell")
+    multiplier: int = ranged(4, ge=1, le="steps", help="nodes concatenated into the cell output")
+    stem_multiplier: int = ranged(3, ge=1, help="stem channels = stem_multiplier·C")
 
 
 class DartsSpace(SearchSpace):
@@ -25,19 +39,17 @@ class DartsSpace(SearchSpace):
     keeping its 2 strongest non-``none`` inputs at derive."""
     name = "darts"
     ops = PRIMITIVES
-    config_keys = ("C", "layers", "steps", "multiplier", "stem_multiplier", "ops", "affine", "gates", "l0_lambda",
-                   "gate_estimator", "op_args", "partial_channels")
+    Options = DartsOptions
+    DeriveOptions = MaxSkipOptions  # 'none' never derives in darts: no derive.exclude
     derive_options = ("top_k",)
     tiny_supernet = {"C": 2, "layers": 3, "steps": 2, "multiplier": 2, "stem_multiplier": 1}
     tiny_network = {"C": 2, "layers": 3, "stem_multiplier": 1, "auxiliary": True}
 
     def supernet_kwargs(self, cfg: Any, info: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
-        refuse_estimator_key(cfg.estimator.derive_exclude, "estimator.derive_exclude", "the nb201 space",
-                             f"the {self.name} space has its own derive rule (darts already leaves 'none' out)")
         s = cfg.space
         return dict(C=s.C, layers=s.layers, steps=s.steps, multiplier=s.multiplier,
                     stem_multiplier=s.stem_multiplier, ops=s.ops, affine=s.affine,
-                    derive_max_skip=cfg.estimator.derive_max_skip, with_aux_skip=cfg.optim.uses_aux_skip,
+                    derive_max_skip=cfg.derive.max_skip, with_aux_skip=cfg.optim.uses_aux_skip,
                     gates=s.gates, l0_lambda=s.l0_lambda, gate_estimator=s.gate_estimator, op_args=s.op_args,
                     partial_channels=s.partial_channels)
 
@@ -92,6 +104,23 @@ class DartsSpace(SearchSpace):
             out[f"arch.{cell}"] = [(sum(m + 2 for m in range(n)) + src, op)
                                    for n, node in enumerate(genotype.nodes(cell)) for op, src in node]
         return out
+
+    def edge_nodes(self, choice: str, edge: int) -> Tuple[int, int]:
+        node, first = 0, 0
+        while edge >= first + node + 2:  # node n has the n + 2 inputs after the earlier nodes' edges
+            first += node + 2
+            node += 1
+        return node + 2, edge - first
+
+    genotype_hint = f"a named cell ({', '.join(GENOTYPES)}) or 'Genotype(...)'"
+
+    def genotype_from_string(self, text: str) -> Optional[Genotype]:
+        if text in GENOTYPES or text.startswith("Genotype("):
+            return self.genotype_from_dict({"arch": text})
+        return None
+
+    def claims_genotype_dict(self, data: Dict[str, Any]) -> bool:
+        return "normal" in data
 
     def genotype_from_dict(self, data: Dict[str, Any]) -> Genotype:
         return Genotype.from_dict(data)

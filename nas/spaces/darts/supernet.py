@@ -166,7 +166,7 @@ class DartsSupernet(Supernet):
         if with_aux_skip:
             self.aux_skip = 0.0  # DARTS-'s β, set by the search loop (see the module docstring)
         refuse_without_logits(self.arch["normal"], estimator.name,
-                              ["estimator.derive_max_skip=null"] if derive_max_skip is not None else [])
+                              ["derive.max_skip=null"] if derive_max_skip is not None else [])
 
     def forward(self, x: Tensor) -> Tensor:
         samples = {name: self.arch[name]() for name in CELLS}

@@ -12,7 +12,18 @@ from nas.estimators.base import Estimator
 
 from nas.estimators.base import BINARY
 
-from ..base import TABULAR, SearchSpace, refuse_estimator_key
+from dataclasses import dataclass
+
+from nas.bounds import ranged
+
+from ..base import TABULAR, SearchSpace
+
+
+@dataclass
+class DNFOptions:
+    """``space.*`` of the dnf space (Lu 2020)."""
+    rules: int = ranged(RULES, ge=1, help="conjunctions per tower (N)")
+    lambda_g: float = ranged(LAMBDA_G, ge=0, help="sparsity weight λ_g")
 from .genotype import DNFGenotype, towers_for
 from .network import DNFNetwork
 from .supernet import DNFSupernet
@@ -25,14 +36,10 @@ class DNFSpace(SearchSpace):
     ops = ()
     data_kind = TABULAR
     choice_kinds = (BINARY,)
-    config_keys = ("rules", "lambda_g")
+    Options = DNFOptions
     tiny_supernet = {"rules": 4}
 
     def supernet_kwargs(self, cfg: Any, info: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
-        refuse_estimator_key(cfg.estimator.derive_exclude, "estimator.derive_exclude", "the nb201 space",
-                             f"the {self.name} space has its own derive rule")
-        refuse_estimator_key(cfg.estimator.derive_max_skip is not None, "estimator.derive_max_skip",
-                             "the nb201 and darts spaces", f"the {self.name} space has no skip connections to limit")
         info = info or {}
         return dict(rules=cfg.space.rules, lambda_g=cfg.space.lambda_g, feature_names=info.get("features"),
                     class_names=info.get("classes"))

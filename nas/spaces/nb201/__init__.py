@@ -13,19 +13,40 @@ from nas.errors import CheckpointError, ConfigError
 from nas.estimators.base import Estimator
 from nas.ops import check_op_args
 
-from ..base import SearchSpace, refuse_model_args
+from dataclasses import dataclass
+
+from nas.bounds import ranged
+from nas.options import option
+
+from ..base import CellOptions, MaxSkipOptions, SearchSpace, nhwc, refuse_model_args
 from .genotype import EDGE_NAMES, EDGES, OPS, NB201Genotype, all_genotypes
 from .network import NB201Network
 
 from .supernet import NB201Supernet
+
+@dataclass
+class NB201Options(CellOptions):
+    """``space.*`` of the nb201 space."""
+    C: int = ranged(16, ge=1, help="channels of the first stage")
+    N: int = ranged(5, ge=1, help="cells per stage")
+    fused: bool = option(True, help="fused cell execution (nas/supernet/fused.py; exact)")
+    group_convs: Optional[bool] = option(None, help="fused: one conv per node for same-shaped candidates "
+                                                    "(null: not on CPU)")
+
+
+@dataclass
+class NB201DeriveOptions(MaxSkipOptions):
+    """``derive.*`` of the nb201 space."""
+    exclude: List[str] = option([], help="ops derive never picks ([none]: DARTS's rule, §2.4)")
+
 
 class NB201Space(SearchSpace):
     """NAS-Bench-201 (Dong & Yang 2020): a 4-node cell of 6 edges, each choosing one of five ops,
     in a ResNet skeleton of 3 stages of ``N`` cells; derive is the argmax per edge."""
     name = "nb201"
     ops = OPS
-    config_keys = ("C", "N", "ops", "affine", "gates", "l0_lambda", "gate_estimator", "op_args", "fused",
-                   "channels_last", "partial_channels", "group_convs")
+    Options = NB201Options
+    DeriveOptions = NB201DeriveOptions
     perturbation_choice = "arch.cell"
     tiny_supernet = {"C": 4, "N": 1}
     tiny_network = {"C": 4, "N": 1}
@@ -33,12 +54,12 @@ class NB201Space(SearchSpace):
     def supernet_kwargs(self, cfg: Any, info: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
         s = cfg.space
         kwargs: Dict[str, Any] = dict(C=s.C, N=s.N, ops=s.ops, affine=s.affine,
-                                      derive_exclude=cfg.estimator.derive_exclude,
+                                      derive_exclude=cfg.derive.exclude,
                                       with_aux_skip=cfg.optim.uses_aux_skip,
-                                      derive_max_skip=cfg.estimator.derive_max_skip,
+                                      derive_max_skip=cfg.derive.max_skip,
                                       # l0_lambda also weighs the gates of the l0_* candidates
                                       gates=s.gates, l0_lambda=s.l0_lambda, gate_estimator=s.gate_estimator,
-                                      op_args=s.op_args, fused=s.fused, channels_last=s.channels_last,
+                                      op_args=s.op_args, fused=s.fused, channels_last=nhwc(cfg, True),
                                       partial_channels=s.partial_channels, group_convs=s.group_convs)
         return kwargs
 
@@ -81,6 +102,17 @@ class NB201Space(SearchSpace):
 
     def selected_edges(self, genotype: NB201Genotype) -> Dict[str, List[Tuple[int, str]]]:
         return {"arch.cell": list(enumerate(genotype.ops))}
+
+    def edge_nodes(self, choice: str, edge: int) -> Tuple[int, int]:
+        return EDGES[edge]
+
+    genotype_hint = "an NB201 string '|op~0|+...'"
+
+    def genotype_from_string(self, text: str) -> Optional[NB201Genotype]:
+        return NB201Genotype.from_string(text) if text.startswith("|") else None
+
+    def claims_genotype_dict(self, data: Dict[str, Any]) -> bool:
+        return str(data.get("arch", "")).startswith("|")
 
     def genotype_from_dict(self, data: Dict[str, Any]) -> NB201Genotype:
         if not isinstance(data, dict) or not isinstance(data.get("arch"), str):

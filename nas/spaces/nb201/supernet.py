@@ -136,11 +136,11 @@ class NB201Supernet(Supernet, Skeleton):
         self.op_names = list(ops) if ops else list(OPS)
         unknown = [op for op in derive_exclude if op not in self.op_names]
         if unknown:
-            raise ConfigError(f"estimator.derive_exclude: '{unknown[0]}' is not a candidate op here; "
+            raise ConfigError(f"derive.exclude: '{unknown[0]}' is not a candidate op here; "
                               f"candidates: {', '.join(self.op_names)}")
         self.derive_allowed = torch.tensor([op not in derive_exclude for op in self.op_names])
         if not self.derive_allowed.any():
-            raise ConfigError("estimator.derive_exclude leaves no candidate to derive; keep at least one op")
+            raise ConfigError("derive.exclude leaves no candidate to derive; keep at least one op")
         self.derive_max_skip = check_max_skip(derive_max_skip)
         self.gates = gates
         self.aux_skip = 0.0  # DARTS-'s β, set by the search loop (see the module docstring)
@@ -163,8 +163,8 @@ class NB201Supernet(Supernet, Skeleton):
                 raise ConfigError("space.ops: with optim.aux_skip derive never picks 'none'; "
                                   "give at least one other op")
         refuse_without_logits(self.arch["cell"], estimator.name,
-                              [key for key, given in (("estimator.derive_exclude=[]", not self.derive_allowed.all()),
-                                                      ("estimator.derive_max_skip=null", derive_max_skip is not None))
+                              [key for key, given in (("derive.exclude=[]", not self.derive_allowed.all()),
+                                                      ("derive.max_skip=null", derive_max_skip is not None))
                                if given])
         if K > 1:  # PC-DARTS edge normalisation (nas.supernet.partial)
             self.arch["edges"] = EdgeNormalization(EDGES_FROM_TO, EDGE_NAMES, init_std, generator)

@@ -10,7 +10,13 @@ import torch
 from nas.errors import ConfigError
 from nas.estimators.base import Estimator
 
-from ..base import MAZE, SearchSpace, bad_genotype, refuse_estimator_key
+from dataclasses import dataclass
+from typing import Literal
+
+from nas.bounds import ranged
+from nas.options import option
+
+from ..base import MAZE, SearchSpace, bad_genotype
 from .genotype import ProgramGenotype
 from .maze import INSTRUCTIONS, LINES, LOOK_HIDDEN, STEPS, MazeNetwork, MazeSupernet, maze_template, scores
 
@@ -22,24 +28,29 @@ from .maze import INSTRUCTIONS, LINES, LOOK_HIDDEN, STEPS, MazeNetwork, MazeSupe
 TINY = dict(width=1, height=1, count=3, steps=6, look_hidden=4, halt_on="write")
 
 
+@dataclass
+class ProgramOptions:
+    """``space.*`` of the program space: its template's size and its LOOK network."""
+    lines: int = ranged(LINES, ge=1, help="learnable program lines")
+    steps: int = ranged(STEPS, ge=1, help="unrolled execution steps")
+    look_hidden: int = ranged(LOOK_HIDDEN, ge=1, help="hidden units of the LOOK network")
+    halt: Literal["value", "write"] = option("value", help="halt after a step that leaves dir = 0 / that writes it")
+
+
 class ProgramSpace(SearchSpace):
     """The maze template (:mod:`.maze`): its instructions are fixed by the template, not
-    registered ops, so ``space.ops`` does not apply; ``space.program.*`` sizes the template and
-    ``data.maze.*`` (the task) the registers."""
+    registered ops, so ``space.ops`` does not apply; ``space.*`` (:class:`ProgramOptions`) sizes the template and
+    ``data.*`` of the maze (the task) the registers."""
 
     name = "program"
     ops = ()
     data_kind = MAZE
-    config_keys = ("program",)
+    Options = ProgramOptions
     tiny_supernet = {**TINY, "lines": 3}
     tiny_network = TINY
 
     def supernet_kwargs(self, cfg: Any, info: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
-        refuse_estimator_key(cfg.estimator.derive_exclude, "estimator.derive_exclude", "the nb201 space",
-                             f"the {self.name} space derives each line by argmax")
-        refuse_estimator_key(cfg.estimator.derive_max_skip is not None, "estimator.derive_max_skip",
-                             "the nb201 and darts spaces", f"the {self.name} space has no skip connections to limit")
-        p, m = cfg.space.program, cfg.data.maze
+        p, m = cfg.space, cfg.data
         return dict(lines=p.lines, steps=p.steps, look_hidden=p.look_hidden, halt_on=p.halt, width=m.width,
                     height=m.height, count=m.count)
 
@@ -48,7 +59,7 @@ class ProgramSpace(SearchSpace):
                        halt_on: str = "value", init_std: float = 1e-3,
                        generator: Optional[torch.Generator] = None, **_: Any) -> MazeSupernet:
         if lines < 1 or steps < 1 or look_hidden < 1:
-            raise ConfigError(f"space.program: lines, steps and look_hidden must be positive, got "
+            raise ConfigError(f"space: lines, steps and look_hidden must be positive, got "
                               f"lines={lines}, steps={steps}, look_hidden={look_hidden}")
         if num_classes != width * height * count:
             raise ConfigError(f"the program space scores width·height·count = {width * height * count} "

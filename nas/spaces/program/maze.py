@@ -9,7 +9,7 @@ the start cell ``(X0, Y0)``; instructions
 * ``LOOK``: ``dir ← LOOK(image at X, Y)``, a learned function (:class:`LookNet`);
 
 ``lines`` learnable lines (default 3) and ``steps`` unrolled steps (default 45). ``halt_on``
-(``space.program.halt``): ``"value"`` (the default) halts after the first step that leaves
+(``space.halt``): ``"value"`` (the default) halts after the first step that leaves
 ``dir = 0``, so a program whose first line is not LOOK halts after one step (``dir`` starts at 0);
 ``"write"`` halts after a step that writes ``dir = 0``, a LOOK at a halt cell. One correct program
 is ``0: LOOK; goto 1 / 1: MOVE; goto 2 / 2: INC; goto 0``; with ``L ≤ 14`` moves it halts after
