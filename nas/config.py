@@ -18,7 +18,7 @@ import yaml
 
 from .bounds import MAX_SEED, RUN_NAME, RUN_NAME_HINT, check_fields, matching, ranged
 from .errors import ConfigError
-from .options import option
+from .options import _type_name, option
 
 def _config_dir() -> Path:
     """The shipped configs: ``nas/configs`` in an installed wheel, ``configs/`` in a checkout."""
@@ -28,6 +28,30 @@ def _config_dir() -> Path:
 
 
 CONFIG_DIR = _config_dir()
+
+
+# The registries a config section names an entry of sit above the config layer; each registers
+# here how to read its entries' options (``register_entry_options``) when it is imported, and a
+# config that names an entry imports the registry's module by name first (as ``imports:`` does).
+ENTRY_MODULES = {"data": "nas.data", "space": "nas.spaces", "derive": "nas.spaces", "estimator": "nas.estimators"}
+_RESOLVERS: Dict[str, Tuple[Any, Any]] = {}
+
+
+def register_entry_options(section: str, options: Any, names: Any) -> None:
+    """``options(name)``: the option dataclasses of entry ``name`` of ``section``; ``names()``: the
+    registered entries (called by the registries of nas.data, nas.spaces, nas.estimators)."""
+    _RESOLVERS[section] = (options, names)
+
+
+def _resolver(section: str) -> Tuple[Any, Any]:
+    if section not in _RESOLVERS:
+        import importlib
+        importlib.import_module(ENTRY_MODULES[section])
+    return _RESOLVERS[section]
+
+
+def _entry_options(section: str, name: str) -> Tuple[type, ...]:
+    return tuple(_resolver(section)[0](name))
 
 
 class _Section:
@@ -67,9 +91,8 @@ class DataConfig(_Section):
 
     @classmethod
     def entry_class(cls, name: str) -> type:
-        from .data.registry import dataset_options
         from .options import entry_section
-        return entry_section(DataConfig, *dataset_options(name))
+        return entry_section(DataConfig, *_entry_options("data", name))
 
 
 @dataclass
@@ -82,9 +105,8 @@ class SpaceConfig(_Section):
 
     @classmethod
     def entry_class(cls, name: str) -> type:
-        from nas.spaces import get_space_class
         from .options import entry_section
-        return entry_section(SpaceConfig, get_space_class(name).options())
+        return entry_section(SpaceConfig, *_entry_options("space", name))
 
 
 @dataclass
@@ -102,10 +124,8 @@ class EstimatorConfig(_Section):
 
     @classmethod
     def entry_class(cls, name: str) -> type:
-        from .estimators import estimator_options
-        from .estimators.noise import NoiseOptions
         from .options import entry_section
-        return entry_section(EstimatorConfig, NoiseOptions, estimator_options(name))
+        return entry_section(EstimatorConfig, *_entry_options("estimator", name))
 
 
 @dataclass
@@ -118,8 +138,7 @@ class DeriveConfig(_Section):
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Any:
         if not cls._option_sources:  # built in Python without its space: the first that takes the keys
-            from nas.spaces import SPACES
-            for name in ["nb201"] + SPACES.names():
+            for name in ["nb201"] + list(_resolver("derive")[1]()):
                 cls = DeriveConfig.entry_class(name)
                 if set(kwargs) <= {f.name for f in dataclasses.fields(cls)}:
                     break
@@ -127,9 +146,8 @@ class DeriveConfig(_Section):
 
     @classmethod
     def entry_class(cls, name: str) -> type:
-        from nas.spaces import get_space_class
         from .options import entry_section
-        return entry_section(DeriveConfig, get_space_class(name).derive_options_class())
+        return entry_section(DeriveConfig, *_entry_options("derive", name))
 
 
 _SECTION_KEYS = {"data": DataConfig, "space": SpaceConfig, "estimator": EstimatorConfig}
@@ -267,7 +285,7 @@ class Config(RunConfig):
     @staticmethod
     def migrate(data: Dict[str, Any]) -> Dict[str, Any]:
         from .legacy import migrate_search_config
-        return migrate_search_config(data)
+        return migrate_search_config(data, Config.section_types, _SECTION_KEYS)
 
 
 # --------------------------------------------------------------------------- YAML and overrides
@@ -417,21 +435,6 @@ def apply_overrides(data: Dict[str, Any], overrides: Sequence[str]) -> Dict[str,
 
 # --------------------------------------------------------------------------- validation
 
-def _type_name(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
-    if origin is typing.Union:
-        return " or ".join(_type_name(a) for a in typing.get_args(tp) if a is not type(None))
-    if origin in (list, List):
-        return f"a list of {_type_name(typing.get_args(tp)[0])}"
-    if origin in (tuple, Tuple):
-        return "a list of " + str(len(typing.get_args(tp))) + " numbers"
-    if origin in (dict, Dict):
-        return "a mapping"
-    return getattr(tp, "__name__", str(tp))
-
-
 def _convert(value: Any, tp: Any, key: str) -> Any:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
@@ -526,14 +529,8 @@ def _plain_section(obj: Any) -> Dict[str, Any]:
 
 def entry_names(key: str) -> List[str]:
     """The registered entries a section may name (the default first): spaces, estimators, datasets."""
-    if key == "space":
-        from nas.spaces import SPACES as reg
-    elif key == "estimator":
-        from .estimators import ESTIMATORS as reg
-    else:
-        from .data import DATASETS as reg
     default = _SECTION_KEYS[key].default_entry
-    return [default] + [n for n in reg.names() if n != default]
+    return [default] + [n for n in _resolver(key)[1]() if n != default]
 
 
 def config_fields(cls: type = None) -> List[Tuple[str, dataclasses.Field, Any, Tuple[str, ...], type]]:

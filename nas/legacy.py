@@ -72,9 +72,10 @@ def _drop_union(section: Dict[str, Any], where: str, declared: Sequence[str], ow
             del section[k]
 
 
-def migrate_search_config(data: Dict[str, Any]) -> Dict[str, Any]:
-    """``data`` (a search config's mapping) with the previous release's keys moved or dropped."""
-    from .config import Config, _SECTION_KEYS
+def migrate_search_config(data: Dict[str, Any], section_types: Any, section_keys: Dict[str, Any]) -> Dict[str, Any]:
+    """``data`` (a search config's mapping) with the previous release's keys moved or dropped;
+    ``section_types(data)``: the section classes of the entries it names (``nas.config``)."""
+    _SECTION_KEYS = section_keys
     if not isinstance(data, dict):
         return data
     data = copy.deepcopy(data)
@@ -94,7 +95,7 @@ def migrate_search_config(data: Dict[str, Any]) -> Dict[str, Any]:
                 deprecated("space.channels_last", "trainer.channels_last")
             if trainer.get("channels_last") is not True:  # the old trainer key was true: NHWC everywhere
                 trainer["channels_last"] = None if nhwc is True else nhwc
-    types = Config.section_types(data)
+    types = section_types(data)
     for where in _SECTION_KEYS:
         section = data.get(where)
         if not isinstance(section, dict):

@@ -33,7 +33,7 @@ import inspect
 import sys
 import typing
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Literal, Optional, Sequence, Tuple
 
 from .bounds import Range
 from .errors import ConfigError
@@ -44,6 +44,21 @@ def option(default: Any = dataclasses.MISSING, *, help: str = "", default_factor
     if isinstance(default, (list, dict)):
         default, default_factory = dataclasses.MISSING, (lambda d=default: type(d)(d))
     return dataclasses.field(default=default, default_factory=default_factory, metadata={"help": help})
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin is typing.Union:
+        return " or ".join(_type_name(a) for a in typing.get_args(tp) if a is not type(None))
+    if origin in (list, List):
+        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    if origin in (tuple, Tuple):
+        return "a list of " + str(len(typing.get_args(tp))) + " numbers"
+    if origin in (dict, Dict):
+        return "a mapping"
+    return getattr(tp, "__name__", str(tp))
 
 
 # --------------------------------------------------------------------------- introspection
@@ -89,7 +104,6 @@ def _default(f: dataclasses.Field) -> Any:
 
 def describe(cls: type, prefix: str = "") -> List[OptionInfo]:
     """Every leaf key of dataclass ``cls`` (nested sections flattened with dots)."""
-    from .config import _type_name
     hints = typing.get_type_hints(cls)
     out: List[OptionInfo] = []
     for f in dataclasses.fields(cls):

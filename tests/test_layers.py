@@ -13,8 +13,9 @@ PACKAGE = Path(__file__).resolve().parents[1] / "nas"
 # module belongs to the layer of the longest prefix that names it (``nas.searcher.loop`` is a loop,
 # the rest of ``nas.searcher`` a run).
 LAYERS: List[List[str]] = [
-    ["nas.errors", "nas.registry", "nas.bounds", "nas.plugins", "nas.utils", "nas.version"],  # shared leaves
-    ["nas.config"],                                    # typed configs
+    ["nas.errors", "nas.registry", "nas.bounds", "nas.plugins", "nas.utils", "nas.version",
+     "nas.options"],                                   # shared leaves (an entry's declared options)
+    ["nas.config", "nas.legacy"],                      # typed configs (and the previous release's keys)
     ["nas.engine", "nas.estimators", "nas.data"],      # run machinery, relaxations, data
     ["nas.ops"],                                       # candidate ops
     ["nas.supernet"],                                  # choices, mixed ops, the supernet contract

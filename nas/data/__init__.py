@@ -174,3 +174,6 @@ def image_search_loaders(name: str, d: Any, *, seed: int, device: torch.device, 
 register_kind(DataKind("image", ImageOptions, image_search_loaders))
 
 from . import tabular, maze  # noqa: E402,F401  (their kinds and datasets register on import)
+from ..config import register_entry_options  # noqa: E402
+
+register_entry_options("data", dataset_options, DATASETS.names)

@@ -6,7 +6,8 @@ and its ``Options`` (a dataclass of the ``data.*`` keys it reads besides its kin
 kind's alone). A kind (:class:`DataKind`, in :data:`KINDS`) declares the ``data.*`` keys every
 dataset of it takes and builds a search's loaders; the spaces name the kind of data they take
 (``SearchSpace.data_kind``). The search asks the dataset's kind for its loaders, so a new kind
-lives in its own module: its ``DataKind``, its datasets, its tests.
+lives in its own module: its ``DataKind``, its datasets, its tests. (Importing this module
+imports :mod:`nas.data` first, which registers the built-in kinds and datasets.)
 """
 from __future__ import annotations
 
@@ -51,13 +52,8 @@ def register_dataset(name: str, fn: Optional[Callable] = None, *, kind: str = IM
     return add(fn) if fn is not None else add
 
 
-def _loaded() -> None:
-    from .. import data  # noqa: F401  (the built-in kinds and datasets register on import)
-
-
 def kind_of(name: str) -> DataKind:
     """The :class:`DataKind` of dataset ``name`` (a one-line error for an unknown one)."""
-    _loaded()
     if name == GIVEN:
         return KINDS.get(IMAGE)
     return KINDS.get(getattr(DATASETS.get(name, "data.dataset"), "kind", IMAGE), f"data.dataset={name}: kind")
@@ -72,5 +68,4 @@ def dataset_options(name: str) -> Tuple[type, ...]:
 
 def datasets_of(kind: str) -> List[str]:
     """The names of the registered datasets of ``kind``."""
-    _loaded()
     return [n for n in DATASETS.names() if getattr(DATASETS.get(n), "kind", IMAGE) == kind]

@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, List, NamedTuple, Optional
 
+from ..config import register_entry_options
 from ..errors import ConfigError, NasError
 from ..registry import Registry
 from .base import BINARY, CATEGORICAL, Estimator, Sample
@@ -108,6 +109,13 @@ def estimator_from_config(section: Any) -> Estimator:
     from ..options import options_dict
     return build_estimator(section.name, **options_dict(section))
 
+
+def _section_options(name: str) -> tuple:
+    from .noise import NoiseOptions
+    return NoiseOptions, estimator_options(name)
+
+
+register_entry_options("estimator", _section_options, ESTIMATORS.names)
 
 __all__ = ["ESTIMATORS", "build_estimator", "estimator_options", "estimator_from_config", "noise_capable",
            "parse_spec", "EstimatorSpec", "Estimator", "Sample", "Schedule",
