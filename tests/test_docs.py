@@ -135,7 +135,7 @@ def test_config_reference_lists_every_key_with_its_default_and_range(reference):
                 assert reference.describe(rng) in rows[key].replace("\\|", "|"), key
                 if not any(isinstance(b, str) for b in (rng.ge, rng.gt, rng.le, rng.lt)):
                     assert reference.describe(rng) == rng.describe(), key   # the words of the error
-    assert "| `estimator.tau` | `float` | `1.0` | > 0 |" in page   # softmax's, gumbel's: the entry's own option
+    assert "| `estimator.tau` | `float` | `1.0` | [0.01, 10000.0] |" in page   # softmax's, gumbel's: the entry's own option
     assert "| `optim.weights.lr_min` | `float` | `0.001` | [0, lr] |" in page
     # a space's keys are listed under the space that declares them
     darts = page.split("### `darts`: `Options`", 1)[1].split("###", 1)[0]
