@@ -75,7 +75,7 @@ def test_an_architecture_without_gradient_is_reported(tmp_path, capsys):
     out = tmp_path / "o"
     assert search(*TINY, "trainer.epochs=2", "estimator.name=test_detached", "--out", str(out)) == 0
     expect = ("warning: the architecture learned nothing: its gradient was identically zero in epoch(s) 1, 2 of 2, "
-              "so the derived cell is not a search result; check the temperature (estimator.tau=None, "
+              "so the derived cell is not a search result; check the temperature (estimator.tau=1.0, "
               "estimator.tau_end=None: a saturated relaxation has no gradient) and the architecture learning rate "
               "(optim.arch.lr=0.003)")
     assert capsys.readouterr().err.strip() == expect

@@ -136,9 +136,10 @@ def stalled_warning(cfg: Config, searcher: Any, epochs: int) -> Optional[str]:
     what = (f"its gradient was identically zero in epoch(s) {', '.join(map(str, searcher.stalled))} of {epochs}"
             if searcher.stalled else "it never moved from its initial value")
     e, a = cfg.estimator, cfg.optim.arch
+    tau = (f"the temperature (estimator.tau={e.tau}, estimator.tau_end={e.tau_end}: a saturated relaxation has "
+           f"no gradient) and " if hasattr(e, "tau") else "")  # the estimators that declare one
     return (f"warning: the architecture learned nothing: {what}, so the derived cell is not a search result; "
-            f"check the temperature (estimator.tau={e.tau}, estimator.tau_end={e.tau_end}: a saturated "
-            f"relaxation has no gradient) and the architecture learning rate (optim.arch.lr={a.lr:g})")
+            f"check {tau}the architecture learning rate (optim.arch.lr={a.lr:g})")
 
 
 def aux_none_warning(cfg: Config, genotype: Any) -> Optional[str]:
