@@ -100,7 +100,7 @@ def make_budget(cfg: Config, cost_model: Any, model: torch.nn.Module, num_classe
     from ..cost.device import cost_source
     c = cfg.cost  # its ranges are checked with the config (nas.bounds)
     network = cost_model.trained_network(c.C, c.N, c.layers)
-    latency, table = cost_source(c, cost_model, network, cfg.space.ops)
+    latency, table = cost_source(c, cost_model, network, getattr(cfg.space, "ops", None))
     return attach_budget(model, cost_model, metric=c.metric, target=c.target, weight=c.weight, form=c.form,
                          hard=c.hard, estimate=c.estimate, warmup=c.warmup_epochs, sample_within=c.sample_within,
                          num_classes=c.classes or num_classes, in_channels=in_channels,
