@@ -186,6 +186,9 @@ class OptimConfig:
     aux_skip_end: float = ranged(0.0, ge=0)  # its β at the end of the search, reached linearly (DARTS-: 0)
     weights: WeightOptimConfig = field(default_factory=WeightOptimConfig)
     arch: ArchOptimConfig = field(default_factory=ArchOptimConfig)
+    # name -> options of the entries of nas.searcher.hooks (their options and ranges live there):
+    regularisers: Dict[str, Any] = field(default_factory=dict)  # terms of the arch loss, e.g. {drnas_kl: {weight: 1.0e-3}}
+    hooks: Dict[str, Any] = field(default_factory=dict)         # step hooks, e.g. {sdarts: {mode: adv}}, {oles: {}}
 
     @property
     def uses_aux_skip(self) -> bool:

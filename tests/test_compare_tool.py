@@ -109,3 +109,44 @@ def test_compare_rejects_duplicate_labels(tmp_path):
                         "--estimators", "a=softmax,a=gumbel", "--seeds", "0", "--out", str(tmp_path / "o"),
                         *TINY], cwd=REPO, capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "its own label" in r.stderr
+
+
+def _recipe(path, body):
+    path.write_text(body)
+    return path
+
+
+@pytest.mark.slow
+def test_compare_runs_recipes_times_seeds(tmp_path):
+    table = tmp_path / "fake.csv"
+    table.write_text("arch,cifar10,cifar100,imagenet16_120\n" + "".join(
+        f"{g},{fake_accuracy(str(g))},{fake_accuracy(str(g)) - 30},1.0\n" for g in all_genotypes()))
+    rs = _recipe(tmp_path / "rs.yaml", "_base_: quickstart\noptim: {hooks: {sdarts: {mode: rs}}}\n")
+    kl = _recipe(tmp_path / "kl.yaml", "_base_: quickstart\nestimator: {name: dirichlet}\n"
+                                       "optim: {regularisers: {drnas_kl: {weight: 0.01}}}\n")
+    out = tmp_path / "cmp"
+    r = subprocess.run([sys.executable, "-m", "nas.commands.compare", "--recipes", f"{rs},klreg={kl}",
+                        "--seeds", "0,1", "--out", str(out), "--table", str(table), "--no-random",
+                        "--threads", "1", "--device", "cpu", "--set", "klreg:optim.regularisers.drnas_kl.weight=0.02",
+                        *TINY], cwd=REPO, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    results = json.loads((out / "results.json").read_text())
+    assert set(results) == {"rs", "klreg"} and all([x["seed"] for x in v] == [0, 1] for v in results.values())
+    cfg = yaml.safe_load((out / "klreg" / "seed1" / "config.yaml").read_text())
+    assert cfg["estimator"]["name"] == "dirichlet" and cfg["seed"] == 1
+    assert cfg["optim"]["regularisers"] == {"drnas_kl": {"weight": 0.02}}
+    cfg = yaml.safe_load((out / "rs" / "seed0" / "config.yaml").read_text())
+    assert cfg["optim"]["hooks"] == {"sdarts": {"mode": "rs"}} and cfg["space"]["C"] == 4
+
+
+def test_compare_recipes_fail_before_searching(tmp_path):
+    bad = _recipe(tmp_path / "bad.yaml", "_base_: quickstart\noptim: {hooks: {sdarts: {epsilon: -1}}}\n")
+    (tmp_path / "t.csv").write_text("arch,cifar10,cifar100,imagenet16_120\n"
+                                    "|none~0|+|none~0|none~1|+|none~0|none~1|none~2|,10,1,1\n")
+    for recipes, message in ((str(bad), "optim.hooks.sdarts.epsilon=-1.0 is out of range"),
+                             ("no_such_recipe", "neither a YAML file nor a shipped recipe; shipped: bop, bop_noise, darts, drnas")):
+        r = subprocess.run([sys.executable, "-m", "nas.commands.compare", "--recipes", recipes, "--seeds", "0",
+                            "--out", str(tmp_path / "o"), "--table", str(tmp_path / "t.csv"), "--partial-table"],
+                           cwd=REPO, capture_output=True, text=True)
+        assert r.returncode == 2 and r.stderr.count("\n") == 1 and message in r.stderr, r.stderr
+    assert not (tmp_path / "o").exists()

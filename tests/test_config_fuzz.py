@@ -31,6 +31,8 @@ BAD_TEXT = {
     "model.genotype": ("no_such_genotype", ()),
     "imports": ("[no_such_module_nas_fuzz]", ()),
     "space.op_args": ("{no_such_op: {rules: 8}}", ()),
+    "optim.regularisers": ("{no_such_regulariser: {}}", ()),
+    "optim.hooks": ("{no_such_hook: {}}", ()),
     "model.op_args": ("{no_such_op: {rules: 8}}", ()),
     "model.args": ("{no_such_keyword: 1}", ()),
     "cost.latency_table": ("/nonexistent/nas-fuzz.json", ("cost.metric=latency",)),

@@ -27,7 +27,10 @@ TINY = ["trainer.max_steps_per_epoch=2", "space.C=4", "space.N=1", "data.resize=
         "data.batch_size=16", "data.subset=120", "device=cpu"]
 RUN_FILES = {"config.yaml", "genotype.yaml", "checkpoint.pt", "tb", "log.txt", "metrics.json"}
 
-CASES = [("softmax", {}), ("gumbel_hard", {}),
+CASES = [("softmax", {}), ("gumbel_hard", {}), ("reinmax", {}),
+         # step hooks keep state (SDARTS's ε, OLES's scores and frozen ops) and draw random numbers
+         ("softmax", {"optim.hooks": "{sdarts: {mode: rs}, oles: {threshold: 0.5, window: 2}, lambda_darts: {}}"}),
+         ("dirichlet", {"optim.regularisers": "{drnas_kl: {weight: 0.1}}"}),
          pytest.param("bop", {"estimator.noise": "adaptive"},
                       marks=pytest.mark.skipif("bop" not in ESTIMATORS.names(),
                                                reason="the bop estimator is not registered yet"))]
@@ -84,6 +87,7 @@ def test_interrupted_then_resumed_equals_uninterrupted_bitwise(tmp_path, name, e
     assert_same(a["model"], b["model"], "model")          # weights and BN running statistics
     assert_same(a["optim"], b["optim"], "optim")          # SGD momentum, Adam moments, Bop momentum, LR schedule
     assert_same(a["estimator"], b["estimator"], "estimator")
+    assert_same(a["step_hooks"], b["step_hooks"], "step_hooks")
     assert_same(a["loaders"], b["loaders"], "loaders")
     assert_same(a["rng"]["torch"], b["rng"]["torch"], "rng")
     assert resumed.genotype_str == full.genotype_str

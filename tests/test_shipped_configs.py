@@ -13,7 +13,8 @@ from nas.commands import retrain as retrain_command
 from nas.config import CONFIG_DIR, load_yaml
 from recompute import retrain_test_acc, search_val_acc
 
-CONFIGS = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+CONFIGS = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")) + sorted(
+    f"recipes/{p.stem}" for p in (CONFIG_DIR / "recipes").glob("*.yaml"))  # one method each, on the proxy
 SLOW = {"darts_cifar10"}  # one second-order step of the full DARTS supernet: over 20 s on 2 cores
 SHORT = ["trainer.epochs=1", "trainer.max_steps_per_epoch=1", "data.batch_size=8"]
 

@@ -9,6 +9,11 @@ baseline with the same wall-clock budget (the mean search time unless ``--random
 writes ``report.md`` (a markdown table: mean ± std of the CIFAR-10 test accuracy, rank, search
 minutes, derived cells) and ``results.json`` into ``--out``, and prints the table.
 
+Recipes: ``--recipes drnas,sdarts_rs,...`` runs shipped method configs (``configs/recipes/NAME.yaml``)
+or YAML paths, each as it is (``LABEL=PATH`` to label one), every one with every seed, beside or
+instead of the estimator specs; ``--config`` is then optional (the random baseline uses the first
+recipe's config when it is absent).
+
 Estimator specs: a registered name (``gumbel_hard``), or ``NAME+noise`` for adaptive noise,
 optionally labelled ``LABEL=SPEC`` to compare variants of one estimator (``fast=softmax`` with
 ``--set fast:optim.arch.lr=1e-3``). The config's ``estimator`` section applies to the estimator it
@@ -58,12 +63,16 @@ class Job:
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="nas-compare", description=__doc__.split("\n\n")[0])
     p.add_argument("overrides", nargs="*", metavar="key=value", help="overrides for every search")
-    p.add_argument("--config", required=True, help="search config (YAML path or name in configs/)")
-    p.add_argument("--estimators", default="softmax,gumbel,gumbel_hard",
-                   help="comma-separated estimator specs (NAME, NAME+noise, or LABEL=SPEC for a variant)")
+    p.add_argument("--config", default=None, help="search config (YAML path or name in configs/) the "
+                                                   "--estimators switch (required unless --recipes is given)")
+    p.add_argument("--estimators", default=None,
+                   help="comma-separated estimator specs (NAME, NAME+noise, or LABEL=SPEC for a variant); "
+                        "default softmax,gumbel,gumbel_hard without --recipes")
+    p.add_argument("--recipes", default=None,
+                   help="comma-separated recipes: names in configs/recipes/ or YAML paths (LABEL=PATH to label one)")
     p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
     p.add_argument("--set", action="append", default=[], metavar="NAME:key=value",
-                   help="an override for one estimator only (repeatable)")
+                   help="an override for one estimator or recipe only, by its label (repeatable)")
     p.add_argument("--out", type=Path, default=None, help="folder (default runs/compare-<timestamp>)")
     p.add_argument("--table", type=Path, default=None, help=f"NB201 table CSV (default {DEFAULT_TABLE})")
     p.add_argument("--partial-table", action="store_true",
@@ -115,11 +124,35 @@ def estimator_overrides(spec: str, config_estimator: Dict, sets: Sequence[str], 
             out += [f"derive.{k}={off}" for k, off in (("exclude", "[]"), ("max_skip", "null"))
                     if (config_derive or {}).get(k)]
     out += [f"{k}={v}" for k, v in base.items()]
+    return out + set_overrides(sets, (spec, label, base["estimator.name"]))
+
+
+def resolve_recipe(entry: str) -> Path:
+    """A recipe name (``configs/recipes/NAME.yaml``) or a YAML path."""
+    from nas.config import CONFIG_DIR
+    if Path(entry).is_file():
+        return Path(entry).resolve()
+    shipped = CONFIG_DIR / "recipes" / f"{entry}.yaml"
+    if shipped.is_file():
+        return shipped
+    known = sorted(p.stem for p in (CONFIG_DIR / "recipes").glob("*.yaml"))
+    raise NasError(f"--recipes: '{entry}' is neither a YAML file nor a shipped recipe; shipped: {', '.join(known)}")
+
+
+def check_recipe(path: Path) -> None:
+    """A recipe that cannot run fails now (unknown keys, options out of range), not after hours."""
+    from nas.config import load_config
+    from nas.searcher.run import make_hooks
+    make_hooks(load_config(path))
+
+
+def set_overrides(sets: Sequence[str], names: Sequence[str]) -> List[str]:
+    out = []
     for s in sets:
         name, sep, kv = s.partition(":")
         if not sep or "=" not in kv:
             raise NasError(f"--set '{s}': expected NAME:key=value")
-        if name in (spec, label, base["estimator.name"]):
+        if name in names:
             out.append(kv)
     return out
 
@@ -252,20 +285,32 @@ def report(rows: Dict[str, List[dict]], title: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     table = NB201Table.load(args.table, partial=args.partial_table)  # fail before hours of searching, not after
-    cfg_data = load_yaml(args.config)
-    cfg_path = str(Path(args.config).resolve()) if Path(args.config).is_file() else args.config
-    specs = [split_label(s) for s in args.estimators.split(",") if s.strip()]
+    # a bare path is labelled by its file name
+    recipes = [(Path(label).stem if label == path else label, resolve_recipe(path)) for label, path in
+               (split_label(r) for r in (args.recipes or "").split(",") if r.strip())]
+    for _, path in recipes:
+        check_recipe(path)
+    if args.config is None and not recipes:
+        raise NasError("give --config (with --estimators) or --recipes")
+    estimators = args.estimators if args.estimators is not None else ("" if recipes else "softmax,gumbel,gumbel_hard")
+    if estimators and args.config is None:
+        raise NasError("--estimators switch the estimator of --config: give --config too")
+    config = args.config or str(recipes[0][1])
+    cfg_data = load_yaml(config)
+    cfg_path = str(Path(config).resolve()) if Path(config).is_file() else config
+    specs = [split_label(s) for s in estimators.split(",") if s.strip()]
     try:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     except ValueError:
         raise NasError(f"--seeds '{args.seeds}': expected comma-separated integers") from None
-    if not specs or not seeds:
-        raise NasError("give at least one estimator and one seed")
+    if not (specs or recipes) or not seeds:
+        raise NasError("give at least one estimator or recipe, and one seed")
     from nas.estimators import ESTIMATORS
     for _, spec in specs:  # a typo fails now, not after the first searches
         ESTIMATORS.get(parse_spec(spec)["estimator.name"], "--estimators")
-    if len({label for label, _ in specs}) < len(specs):
-        raise NasError("--estimators: each entry needs its own label (LABEL=SPEC for variants)")
+    labels = [label for label, _ in specs + recipes]
+    if len(set(labels)) < len(labels):
+        raise NasError("--estimators/--recipes: each entry needs its own label (LABEL=SPEC for variants)")
     out = args.out or Path("runs") / f"compare-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
     common = list(args.overrides) + ([f"device={args.device}"] if args.device else [])
     threads = args.threads or max(1, (os.cpu_count() or 1) // max(args.jobs, 1))
@@ -275,6 +320,11 @@ def run(args: argparse.Namespace) -> int:
                                       cfg_data.get("derive", {})),
                  f"seed={seed}", "--out", str(out / label / f"seed{seed}"), "--quiet"])
             for label, spec in specs for seed in seeds]
+    jobs += [Job(label, seed, out / label / f"seed{seed}",
+                 [sys.executable, "-m", "nas", str(path), *common, *set_overrides(args.set, (label, path.stem)),
+                  f"seed={seed}", "--out", str(out / label / f"seed{seed}"), "--quiet"])
+             for label, path in recipes for seed in seeds]
+    what = Path(config).name if not recipes else "recipes " + ",".join(label for label, _ in recipes)
     t0 = time.time()
     done: List[Job] = []
     try:
@@ -293,7 +343,7 @@ def run(args: argparse.Namespace) -> int:
             done += rjobs
     except (NasError, KeyboardInterrupt) as e:
         finished = [j for j in jobs if (j.out / "metrics.json").is_file()]
-        where = write_report(out, collect(table, finished), f"{Path(args.config).name} {' '.join(args.overrides)} "
+        where = write_report(out, collect(table, finished), f"{what} {' '.join(args.overrides)} "
                              f"— partial: {len(finished)} of {len(jobs)} searches") if finished else None
         kept = (f"the partial report of {len(finished)} finished search(es) is in {where}" if where else
                 "no search finished")
@@ -304,7 +354,7 @@ def run(args: argparse.Namespace) -> int:
         stop = as_interrupted(e)
         stop.note = f"interrupted by {stop.name}: {kept}; {again}"
         raise stop from None
-    title = (f"{Path(args.config).name} {' '.join(args.overrides)} — seeds {args.seeds}, "
+    title = (f"{what} {' '.join(args.overrides)} — seeds {args.seeds}, "
              f"{args.jobs} parallel job(s) x {threads} thread(s), {(time.time() - t0) / 60:.0f} min total")
     rows = collect(table, done)
     write_report(out, rows, title)

@@ -152,7 +152,7 @@ class Monitor:
             self.step_bar.close()
             self.step_bar = None
         short = {k: v for k, v in metrics.items() if k.endswith(("loss", "acc"))}
-        short.update({k: v for k, v in scalars.items() if k.startswith("estimator/")})
+        short.update({k: v for k, v in scalars.items() if k.startswith(("estimator/", "hooks/"))})
         if self.epoch_bar is not None:
             self.epoch_bar.set_postfix({k.split("/")[-1]: f"{v:.3g}" for k, v in short.items()},
                                        refresh=False)

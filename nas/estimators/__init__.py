@@ -12,6 +12,7 @@ from .bop import Bop, BopEstimator
 from .dirichlet import Dirichlet
 from .gumbel import Gumbel, GumbelHard
 from .noise import AdaptiveNoise
+from .reinmax import ReinMax
 from .schedules import Schedule
 from .ste import STE
 from .surrogate import SigmoidGate, Softmax, SoftsignGate, TanhGate
@@ -26,6 +27,7 @@ ESTIMATORS.register("gumbel_hard", GumbelHard)
 ESTIMATORS.register("ste", STE)
 ESTIMATORS.register("bop", BopEstimator)
 ESTIMATORS.register("dirichlet", Dirichlet)
+ESTIMATORS.register("reinmax", ReinMax)
 
 NOISES = ("none", "adaptive")
 
@@ -119,4 +121,4 @@ register_entry_options("estimator", _section_options, ESTIMATORS.names)
 
 __all__ = ["ESTIMATORS", "build_estimator", "estimator_options", "estimator_from_config", "noise_capable",
            "parse_spec", "EstimatorSpec", "Estimator", "Sample", "Schedule",
-           "AdaptiveNoise", "Bop", "BopEstimator", "STE", "CATEGORICAL", "BINARY"]
+           "AdaptiveNoise", "ReinMax", "Bop", "BopEstimator", "STE", "CATEGORICAL", "BINARY"]

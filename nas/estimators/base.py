@@ -53,6 +53,9 @@ class Estimator:
     # True when a categorical training sample is the one-hot of hard_value(scores): a structured
     # argmax (a cost budget's feasible cells, nas.cost.budget) can then replace the row-wise one.
     decodes: bool = False
+    # True when every entry of a categorical choice is its own value in [0, 1] (independent
+    # gates, FairDARTS) rather than a share of a distribution over the row
+    independent_gates: bool = False
 
     def __init__(self) -> None:
         # Scheduled hyper-parameters by name (e.g. {"tau": Schedule(...)}); their current values
@@ -82,6 +85,11 @@ class Estimator:
         value (softmax(α), a Dirichlet mean, Bop's state); estimators whose eval value is a
         detached decision override it."""
         return self.sample(params, kind, training=False).weights
+
+    def distribution(self, params: Dict[str, Tensor], kind: str) -> Optional[torch.distributions.Distribution]:
+        """The distribution the mixing weights are drawn from, differentiable in the parameters
+        (DrNAS's KL regulariser reads it); ``None`` when the estimator defines none."""
+        return None
 
     def derive(self, params: Dict[str, Tensor], kind: str) -> Tensor:
         """The discrete decision: categorical -> LongTensor [E] of indices; binary -> BoolTensor."""

@@ -15,7 +15,9 @@ regulariser is plain weight decay on α (``optim.arch.weight_decay``, 1e-3 in bo
 * binary form (this project's generalisation; DrNAS only defines the categorical one):
   ``w ~ Beta(ELU(α) + 1, ELU(-α) + 1)``, a two-category Dirichlet whose mean exceeds 1/2 iff α > 0.
 
-Not implemented: DrNAS's progressive partial-channel schedule and its "kl" regulariser.
+DrNAS's "kl" regulariser is the ``drnas_kl`` entry of ``optim.regularisers``
+(:mod:`nas.searcher.regularisers`), which reads :meth:`Dirichlet.distribution`. Not implemented:
+DrNAS's progressive schedule (partial channels with K decreasing, op pruning between stages).
 """
 from __future__ import annotations
 
@@ -59,3 +61,11 @@ class Dirichlet(LogitEstimator):
 
     def probs(self, params: Dict[str, Tensor], kind: str) -> Tensor:
         return self.mean(params["alpha"].detach(), kind)
+
+    def distribution(self, params: Dict[str, Tensor], kind: str) -> torch.distributions.Distribution:
+        """The learned distribution of the mixing weights, differentiable in α: ``Dir(β)`` per
+        row, ``Beta(β(α), β(-α))`` per gate."""
+        alpha = params["alpha"]
+        if kind == CATEGORICAL:
+            return torch.distributions.Dirichlet(concentration(alpha), validate_args=False)
+        return torch.distributions.Beta(concentration(alpha), concentration(-alpha), validate_args=False)

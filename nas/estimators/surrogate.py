@@ -65,6 +65,7 @@ class Gate(Surrogate):
     """
 
     gate: Callable[[Tensor], Tensor]
+    independent_gates = True
 
     def relaxed(self, alpha: Tensor, kind: str) -> Tensor:
         return type(self).gate(alpha / self.values["tau"])

@@ -6,7 +6,7 @@ Liu et al. 2019 (DARTS §2.3), Dong & Yang 2019 (GDAS), Xie et al. 2019 (SNAS).
 from __future__ import annotations
 
 from contextlib import contextmanager, nullcontext
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +17,7 @@ from ..errors import NasError
 from ..estimators.base import Estimator
 from ..supernet.model import Supernet
 from ..engine.prepare import RunHooks
+from .hooks import SearchHook
 from .optim import Optimizers
 from .unrolled import unrolled_arch_backward
 
@@ -65,7 +66,9 @@ class Searcher:
     Architecture steps start after ``warmup_epochs``. ``hooks``: the run's mixed precision and
     data parallelism (:class:`~nas.engine.prepare.RunHooks`; default: one process, full precision). The estimator's schedules and the
     auxiliary skip β follow the progress per step. ``optimizers``: from
-    :func:`nas.searcher.optim.build_optimizers`.
+    :func:`nas.searcher.optim.build_optimizers`. ``step_hooks``: regularisers and step hooks
+    (:mod:`nas.searcher.hooks`: SDARTS, Λ-DARTS, OLES, FairDARTS's and DrNAS's regularisers),
+    called at fixed points of every step.
     """
 
     def __init__(self, model: Supernet, estimator: Estimator, optimizers: Optimizers,
@@ -73,6 +76,7 @@ class Searcher:
                  mode: str = "alternating", order: int = 1, warmup_epochs: int = 0,
                  grad_clip: float = 5.0, max_steps_per_epoch: Optional[int] = None,
                  beta_decay: float = 0.0, aux_skip: float = 0.0, aux_skip_end: float = 0.0,
+                 step_hooks: Sequence[SearchHook] = (),
                  loss_causes: str = "a learning rate too high (optim.weights.lr, optim.arch.lr), "
                                     "no gradient clipping (trainer.grad_clip=0)",
                  hooks: Optional[RunHooks] = None):
@@ -114,6 +118,9 @@ class Searcher:
         self.weight_grad, self.arch_grad = hooks.grad_step(), hooks.grad_step()
         self.arch_grad_abs: Any = 0.0  # Σ|∂L/∂α| of the epoch so far (note_arch_grads)
         self.world = hooks.world
+        self.step_hooks = list(step_hooks)
+        for h in self.step_hooks:
+            h.bind(self)
 
     # ------------------------------------------------------------------ steps
     def loss(self, x: Tensor, y: Tensor, with_penalty: bool) -> Tuple[Tensor, Tensor]:
@@ -128,7 +135,17 @@ class Searcher:
                 beta = beta_decay_penalty(self.opt.arch_params.get("logits", []))
                 if beta is not None:
                     loss = loss + self.beta_weight * beta
+            for h in self.step_hooks:
+                term = h.arch_term()
+                if term is not None:
+                    loss = loss + term
         return loss, logits
+
+    def weight_loss(self, x: Tensor, y: Tensor) -> Tensor:
+        """``L_train`` as the weight step computes it (architecture frozen, no penalty): what
+        the step hooks differentiate (SDARTS's PGD, Λ-DARTS's finite differences)."""
+        with frozen(self.arch_trainable()):
+            return self.loss(x, y, with_penalty=False)[0]
 
     def zero_grad(self) -> None:
         """``model.zero_grad(set_to_none=True)`` without walking the module tree."""
@@ -138,13 +155,21 @@ class Searcher:
     def weight_step(self, x: Tensor, y: Tensor, update_arch: bool = False) -> Tuple[Tensor, Tensor]:
         """SGD on the weights from ``L_train``; with ``update_arch`` (joint mode) the same backward,
         of ``L_train`` + penalty, also updates the architecture."""
-        self.zero_grad()
-        arch = self.arch_trainable() if update_arch else []
-        with nullcontext() if update_arch else frozen(self.arch_trainable()):
-            loss, logits = self.loss(x, y, with_penalty=update_arch)
-        # one loss, one scale: the weight and architecture optimizers step under one scaler
-        self.weight_grad.backward(loss, self.weights + arch, len(y))
-        self.note_arch_grads(arch)
+        for h in self.step_hooks:
+            h.before_weight_step(x, y)
+        try:
+            self.zero_grad()
+            arch = self.arch_trainable() if update_arch else []
+            with nullcontext() if update_arch else frozen(self.arch_trainable()):
+                loss, logits = self.loss(x, y, with_penalty=update_arch)
+            # one loss, one scale: the weight and architecture optimizers step under one scaler
+            self.weight_grad.backward(loss, self.weights + arch, len(y))
+            for h in self.step_hooks:
+                h.after_weight_backward(x, y)
+            self.note_arch_grads(arch)
+        finally:
+            for h in self.step_hooks:
+                h.after_weight_step()
         self.weight_grad.step([self.opt.weights] + ([self.opt.arch, self.opt.discrete] if update_arch else []),
                               self.weights, self.grad_clip)
         if update_arch:
@@ -176,9 +201,12 @@ class Searcher:
                                                   grad_step=self.arch_grad)
         else:
             loss, logits = self.loss(x, y, with_penalty=True)
-            # only the architecture's gradients: autograd then skips every weight-gradient
-            # kernel (a conv's grad_weight is about a third of its backward)
-            self.arch_grad.grads(loss, params, len(y))
+            # only the architecture's gradients (and those a hook asks for): autograd then skips
+            # every other weight-gradient kernel (a conv's grad_weight is about a third of its backward)
+            extra = [p for h in self.step_hooks for p in h.arch_grad_params()]
+            self.arch_grad.grads(loss, params + extra, len(y))
+            for h in self.step_hooks:
+                h.after_arch_backward()
         self.arch_update()
         return loss, logits
 
@@ -199,6 +227,8 @@ class Searcher:
         self.model.train()
         update_arch = epoch >= self.warmup_epochs
         self.beta_weight = self.beta_decay * epoch / max(self.epochs, 1)
+        for h in self.step_hooks:
+            h.start_epoch(epoch, self.epochs)
         train_m, val_m = Meter(), Meter()
         self.arch_grad_abs = 0.0
         steps = self.steps_per_epoch()
@@ -245,7 +275,8 @@ class Searcher:
     def state_dict(self) -> dict:
         return {"model": self.model.state_dict(), "optim": self.opt.state_dict(),
                 "estimator": self.estimator.state_dict(), "loss_guard": self.guard.state_dict(),
-                "scalers": {"weights": self.weight_grad.state_dict(), "arch": self.arch_grad.state_dict()}}
+                "scalers": {"weights": self.weight_grad.state_dict(), "arch": self.arch_grad.state_dict()},
+                "step_hooks": {h.name: h.state_dict() for h in self.step_hooks}}
 
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
@@ -255,3 +286,9 @@ class Searcher:
         scalers = state.get("scalers") or {}
         self.weight_grad.load_state_dict(scalers.get("weights"))
         self.arch_grad.load_state_dict(scalers.get("arch"))
+        for h in self.step_hooks:
+            h.load_state_dict((state.get("step_hooks") or {}).get(h.name, {}))
+
+    def scalars(self) -> Dict[str, float]:
+        """The hooks' current values (ε of SDARTS, λ of Λ-DARTS, ops OLES froze), for logs."""
+        return {k: v for h in self.step_hooks for k, v in h.scalars().items()}

@@ -42,6 +42,12 @@ def make_estimator(cfg: Config) -> Estimator:
     return estimator_from_config(cfg.estimator)
 
 
+def make_hooks(cfg: Config) -> list:
+    """The search's regularisers and step hooks (``optim.regularisers``, ``optim.hooks``)."""
+    from .hooks import search_hooks
+    return search_hooks(cfg.optim.regularisers, cfg.optim.hooks)
+
+
 def make_loaders(cfg: Config, device: torch.device, dataset: Any = None, world: Optional[World] = None):
     """The search's loaders, from the dataset's kind (:mod:`nas.data.registry`); with a
     data-parallel ``world``, this rank's shards of them."""
@@ -189,6 +195,7 @@ def run_search(cfg: Config, out_dir: Optional[Path] = None, *, quiet: bool = Fal
     cfg = replace(cfg, imports=import_user_modules(cfg.imports))
     if not resume and resume_from is None:
         check_space(cfg)  # before claiming: a config its space refuses leaves no folder behind
+        make_hooks(cfg)   # unknown names and options out of range, too
     world = setup_world(cfg.device, cfg.trainer.dist_timeout)
     folder = claim_shared(world, out_dir, cfg, kind="search", resumable=RESUMABLE_CHANGES, resume=resume,
                           copy_from=resume_from)
@@ -221,7 +228,8 @@ def _search(cfg: Config, folder: RunFolder, quiet: bool, stop_after: Optional[in
                         mode=cfg.optim.mode, order=cfg.optim.order, warmup_epochs=cfg.optim.warmup_epochs,
                         grad_clip=t.grad_clip, max_steps_per_epoch=t.max_steps_per_epoch,
                         beta_decay=a.beta_decay, aux_skip=cfg.optim.aux_skip,
-                        aux_skip_end=cfg.optim.aux_skip_end, loss_causes=loss_causes(cfg),
+                        aux_skip_end=cfg.optim.aux_skip_end, step_hooks=make_hooks(cfg),
+                        loss_causes=loss_causes(cfg),
                         hooks=RunHooks(world, Precision(t.amp, device)))
     world.sync_rng()  # the same architecture samples on every rank
 
@@ -255,7 +263,7 @@ def _search(cfg: Config, folder: RunFolder, quiet: bool, stop_after: Optional[in
             folder.epoch = epoch + 1
             monitor.start_epoch(epoch, searcher.steps_per_epoch())
             metrics = searcher.train_epoch(epoch, on_step=lambda s, m: monitor.step(
-                lambda: {**m(), **estimator.scalars()}))
+                lambda: {**m(), **estimator.scalars(), **searcher.scalars()}))
             history.append({"epoch": epoch + 1, **metrics})
             if arch and epoch >= searcher.warmup_epochs and float(searcher.arch_grad_abs) == 0:
                 searcher.stalled.append(epoch + 1)
@@ -263,6 +271,7 @@ def _search(cfg: Config, folder: RunFolder, quiet: bool, stop_after: Optional[in
             world.check_same([p for g in opts.arch_params.values() for p in g],
                              f"the architecture after epoch {epoch + 1}")
             scalars = {f"estimator/{k}": v for k, v in estimator.scalars().items()}
+            scalars.update({f"hooks/{k}": v for k, v in searcher.scalars().items()})
             scalars.update({f"lr/{k}": v for k, v in opts.lrs().items()})
             genotype = model.genotype()
             monitor.end_epoch(epoch, metrics, scalars, note=f"genotype={genotype}")
