@@ -13,7 +13,7 @@ from nas.config import Config, apply_overrides, from_dict, to_dict
 from nas.errors import ConfigError
 from nas.estimators import build_estimator
 from nas.estimators.base import Sample
-from nas.searcher.hooks import search_hooks
+from nas.searcher.registries import search_hooks
 from nas.searcher.lambda_darts import LambdaDARTS, harmony, harmony_grad
 from nas.searcher.loop import Searcher
 from nas.searcher.oles import OLES, cosine

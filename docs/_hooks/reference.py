@@ -33,9 +33,9 @@ REGISTRIES = (("Estimators", "nas.estimators", "ESTIMATORS", "estimator.name", "
               ("Search spaces", "nas.spaces", "SPACES", "space.name", "space."),
               ("Candidate ops", "nas.ops.registry", "OPS", "space.ops", "space.op_args.{name}."),
               ("Datasets", "nas.data", "DATASETS", "data.dataset", "data."),
-              ("Regularisers", "nas.searcher.hooks", "REGULARISERS", "optim.regularisers",
+              ("Regularisers", "nas.searcher.registries", "REGULARISERS", "optim.regularisers",
                "optim.regularisers.{name}."),
-              ("Step hooks", "nas.searcher.hooks", "HOOKS", "optim.hooks", "optim.hooks.{name}."))
+              ("Step hooks", "nas.searcher.registries", "HOOKS", "optim.hooks", "optim.hooks.{name}."))
 
 # Meanings of keys whose field carries no comment. A note for a key that no longer exists is
 # ignored (the key list itself always comes from the dataclasses).

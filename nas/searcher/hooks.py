@@ -5,8 +5,8 @@ A config names them with their options, which the entry declares as a dataclass 
 fields (:class:`SearchHook.Options`)::
 
     optim:
-      regularisers: {fair_zero_one: {weight: 10}}     # REGULARISERS
-      hooks: {sdarts: {mode: adv, epsilon: 0.03}}     # HOOKS
+      regularisers: {fair_zero_one: {weight: 10}}     # nas.searcher.registries.REGULARISERS
+      hooks: {sdarts: {mode: adv, epsilon: 0.03}}     # nas.searcher.registries.HOOKS
 
 The loop (:class:`~nas.searcher.loop.Searcher`) calls every entry at the same points, in this
 order per batch, and knows none of them by name:
@@ -29,7 +29,7 @@ travel in the search checkpoint, so a resumed search continues exactly.
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional
 
 import torch
 from torch import Tensor, nn
@@ -37,8 +37,8 @@ from torch import Tensor, nn
 from ..errors import ConfigError
 from ..registry import Registry
 
-if TYPE_CHECKING:
-    from .loop import Searcher
+# the Searcher (nas.searcher.loop) that calls the hooks; not imported: the loop imports this module
+Searcher = Any
 
 
 class SearchHook:
@@ -46,6 +46,7 @@ class SearchHook:
     whose fields carry their ranges, :func:`nas.bounds.ranged`) and override what they need."""
 
     name: str = "hook"
+    section: str = "hooks"  # its config section: optim.hooks
 
     @dataclasses.dataclass
     class Options:
@@ -53,10 +54,10 @@ class SearchHook:
 
     def __init__(self, options: Any = None):
         self.options = options if options is not None else self.Options()
-        self.searcher: Optional["Searcher"] = None
+        self.searcher: Optional[Searcher] = None
 
     # ------------------------------------------------------------------ loop points
-    def bind(self, searcher: "Searcher") -> None:
+    def bind(self, searcher: Searcher) -> None:
         self.searcher = searcher
 
     def start_epoch(self, epoch: int, epochs: int) -> None:
@@ -95,7 +96,7 @@ class SearchHook:
 
     @property
     def key(self) -> str:
-        return f"optim.{'regularisers' if self.name in REGULARISERS else 'hooks'}.{self.name}"
+        return f"optim.{self.section}.{self.name}"
 
     def __repr__(self) -> str:
         opts = ", ".join(f"{f.name}={getattr(self.options, f.name)}" for f in dataclasses.fields(self.options))
@@ -106,6 +107,8 @@ class Regulariser(SearchHook):
     """A term ``weight · R(α)`` added to the architecture loss; subclasses implement
     :meth:`penalty` (``R``, ``None`` when nothing applies) and declare ``weight`` in Options."""
 
+    section = "regularisers"  # optim.regularisers
+
     def penalty(self) -> Optional[Tensor]:
         raise NotImplementedError
 
@@ -115,12 +118,6 @@ class Regulariser(SearchHook):
             return None
         r = self.penalty()
         return None if r is None else w * r
-
-
-_HINT = ("your own? subclass nas.searcher.hooks.{cls}, add it with nas.searcher.hooks.{reg}.register "
-         "and list its module under 'imports:'")
-REGULARISERS = Registry("regulariser", _HINT.format(cls="Regulariser", reg="REGULARISERS"))
-HOOKS = Registry("search hook", _HINT.format(cls="SearchHook", reg="HOOKS"))
 
 
 def build_hooks(spec: Mapping[str, Any], registry: Registry, key: str) -> List[SearchHook]:
@@ -140,19 +137,9 @@ def build_hooks(spec: Mapping[str, Any], registry: Registry, key: str) -> List[S
     return out
 
 
-def search_hooks(regularisers: Mapping[str, Any], hooks: Mapping[str, Any]) -> List[SearchHook]:
-    """The entries of ``optim.regularisers`` and ``optim.hooks``, in that order."""
-    return (build_hooks(regularisers, REGULARISERS, "optim.regularisers")
-            + build_hooks(hooks, HOOKS, "optim.hooks"))
-
-
 def grad_vector(params: List[nn.Parameter]) -> Optional[Tensor]:
     """The gradients of ``params`` as one flat float vector (missing ones as zeros); ``None``
     when none has a gradient."""
     if all(p.grad is None for p in params):
         return None
     return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1).float() for p in params])
-
-
-# the built-in entries register themselves on import (after the names they import from here)
-from . import lambda_darts, oles, regularisers, sdarts  # noqa: E402,F401

@@ -28,7 +28,7 @@ from torch import Tensor
 
 from ..bounds import ranged
 from ..supernet.taps import LayerTaps, grads_by_group
-from .hooks import HOOKS, SearchHook
+from .hooks import SearchHook
 
 
 def harmony(grads: List[Tensor]) -> Tensor:
@@ -53,7 +53,6 @@ def harmony_grad(grads: List[Tensor]) -> List[Tensor]:
     return [scale * (s - ul * (ul @ s)) / n for ul, n in zip(u, norms)]
 
 
-@HOOKS.register("lambda_darts")
 class LambdaDARTS(SearchHook):
     """Λ-DARTS (Movahedi et al., ICLR 2023): the weight step also maximises the mean pairwise
     cosine of the layers' architecture gradients."""

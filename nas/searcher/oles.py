@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from ..bounds import ranged
 from ..supernet.choice import Choice
 from ..supernet.mixed import MixedOp
-from .hooks import HOOKS, SearchHook, grad_vector
+from .hooks import SearchHook, grad_vector
 
 
 def operation_units(model: nn.Module) -> List[List[nn.Parameter]]:
@@ -52,7 +52,6 @@ def cosine(a: Tensor, b: Tensor) -> float:
     return float((a @ b) / n) if n > 0 else 0.0
 
 
-@HOOKS.register("oles")
 class OLES(SearchHook):
     """OLES (Jiang et al., NeurIPS 2023): an op's weights freeze once its train/val
     gradient-matching score falls below ζ."""

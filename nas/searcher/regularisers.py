@@ -1,4 +1,4 @@
-"""Architecture-loss regularisers (``optim.regularisers``, :data:`~nas.searcher.hooks.REGULARISERS`).
+"""Architecture-loss regularisers (``optim.regularisers``, :data:`~nas.searcher.registries.REGULARISERS`).
 
 * ``fair_zero_one`` — FairDARTS (Chu, Zhou, Zhang, Li, "Fair DARTS: Eliminating Unfair
   Advantages in Differentiable Architecture Search", ECCV 2020, eq. 4): with independent sigmoid
@@ -23,7 +23,7 @@ from torch import Tensor
 from ..bounds import ranged
 from ..estimators.base import BINARY, CATEGORICAL
 from ..supernet.choice import Choice
-from .hooks import REGULARISERS, Regulariser
+from .hooks import Regulariser
 
 
 def _choices_with_logits(model: torch.nn.Module) -> List[Choice]:
@@ -38,7 +38,6 @@ def zero_one_loss(gates: List[Tensor]) -> Optional[Tensor]:
     return -((g - 0.5) ** 2).mean()
 
 
-@REGULARISERS.register("fair_zero_one")
 class FairZeroOne(Regulariser):
     """FairDARTS (Chu et al., ECCV 2020): the zero-one loss ``-(w_01/N)·Σ_i (σ(α_i) - 1/2)²`` on the gates."""
 
@@ -61,7 +60,6 @@ class FairZeroOne(Regulariser):
         return zero_one_loss([c.expected_weights() for c in self.gated])
 
 
-@REGULARISERS.register("drnas_kl")
 class DrNASKL(Regulariser):
     """DrNAS (Chen et al., ICLR 2021): ``λ·Σ KL(Dir(β) ‖ Dir(prior·1))`` of the learned Dirichlets."""
 

@@ -44,7 +44,7 @@ def make_estimator(cfg: Config) -> Estimator:
 
 def make_hooks(cfg: Config) -> list:
     """The search's regularisers and step hooks (``optim.regularisers``, ``optim.hooks``)."""
-    from .hooks import search_hooks
+    from .registries import search_hooks
     return search_hooks(cfg.optim.regularisers, cfg.optim.hooks)
 
 

@@ -28,7 +28,7 @@ from torch import Tensor
 from ..bounds import ranged
 from ..estimators.base import Sample
 from ..supernet.choice import Choice
-from .hooks import HOOKS, SearchHook
+from .hooks import SearchHook
 
 
 class Perturbation:
@@ -50,7 +50,6 @@ class Perturbation:
         self.handles = []
 
 
-@HOOKS.register("sdarts")
 class SDARTS(SearchHook):
     """SDARTS (Chen & Hsieh, ICML 2020): the weight step at randomly (RS) or adversarially
     (ADV) perturbed mixing weights."""
