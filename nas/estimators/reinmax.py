@@ -26,6 +26,7 @@ training every candidate runs unless ``single_path=True`` (the GDAS approximatio
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Dict, Optional
 
 import torch
@@ -34,7 +35,13 @@ from torch import Tensor
 
 from .base import CATEGORICAL, LogitEstimator, Sample, hard_value, straight_through
 from .gumbel import gumbel_noise
-from .schedules import Schedule
+from .schedules import Schedule, TemperatureOptions
+from .ste import STEOptions
+
+
+@dataclass
+class ReinMaxOptions(STEOptions, TemperatureOptions):
+    """ReinMax: τ of ``π1 = (D + softmax(α/τ))/2`` (1, constant unless scheduled)."""
 
 
 def reinmax_categorical(alpha: Tensor, D: Tensor, tau: float) -> Tensor:
@@ -58,6 +65,8 @@ def reinmax_binary(alpha: Tensor, D: Tensor, tau: float) -> Tensor:
 
 class ReinMax(LogitEstimator):
     """One-hot (``{0, 1}``) samples of ``softmax(α)`` (``sigmoid(α)``), ReinMax gradient."""
+
+    Options = ReinMaxOptions
 
     name = "reinmax"
     decodes = True
