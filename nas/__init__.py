@@ -15,12 +15,19 @@ _API = ("load_config", "search", "derive", "retrain", "export", "build_network",
 __all__ = [*_API, "NasError", "ConfigError", "DataError", "CheckpointError", "__version__"]
 
 
+# subpackages the docs use as ``nas.X.Y`` after a plain ``import nas``; imported on first use too
+_SUBPACKAGES = ("benchmarks",)
+
+
 def __getattr__(name: str):
     if name in _API:
         from . import api
         return getattr(api, name)
+    if name in _SUBPACKAGES:
+        import importlib
+        return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'nas' has no attribute '{name}'")
 
 
 def __dir__():
-    return sorted(set(globals()) | set(_API))
+    return sorted(set(globals()) | set(_API) | set(_SUBPACKAGES))

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Callable, List, Optional, Sequence, Union
 
 from .config import Config, apply_overrides, from_dict, load_yaml
-from .errors import ConfigError
+from .errors import ConfigError, NasError
 
 ConfigLike = Union[str, os.PathLike, Config, Any]
 from .data.registry import GIVEN as API_DATASET  # data.dataset of a run given a dataset object
@@ -26,6 +26,13 @@ def load_config(name_or_path: Optional[Union[str, os.PathLike]] = None, *overrid
     search config (:class:`~nas.config.Config`). ``None``: the quickstart."""
     from .config import CONFIG_DIR
     from .retrainer.config import RetrainConfig
+    if name_or_path is not None and not isinstance(name_or_path, (str, os.PathLike)):
+        raise ConfigError(f"load_config: name_or_path is a {type(name_or_path).__name__}; give a shipped "
+                          f"config's name or a YAML path")
+    for o in overrides:
+        if not isinstance(o, str):
+            raise ConfigError(f"load_config: override {o!r} is a {type(o).__name__}; give 'key=value' "
+                              f"strings, e.g. load_config('quickstart', 'trainer.epochs=5')")
     data = apply_overrides(load_yaml(name_or_path if name_or_path is not None else CONFIG_DIR / "quickstart.yaml"),
                            overrides)
     return from_dict(RetrainConfig if "model" in data else Config, data)
@@ -66,6 +73,9 @@ def derive(run_dir: Union[str, os.PathLike], *, top_k: Optional[int] = None, met
     ``["target=55"]`` (the most probable cell within that budget). ``write=True`` also writes
     ``genotype.yaml`` into the run folder."""
     from .searcher.derive import derive as _derive
+    if not isinstance(run_dir, (str, os.PathLike)):
+        raise NasError(f"derive: run_dir is {'None' if run_dir is None else 'a ' + type(run_dir).__name__}; "
+                       f"give a search run folder or its checkpoint.pt")
     source = Path(run_dir)
     out = (source if source.is_dir() else source.parent) / "genotype.yaml" if write else None
     _, genotype = _derive(source, top_k, device, method, exclude=exclude, max_skip=max_skip, write=out, cost=cost)
@@ -107,6 +117,10 @@ def export(run: Union[str, os.PathLike], formats: Union[str, Sequence[str]] = "a
                    allow_untrained=allow_untrained)
 
 
+# build_network keywords that count channels, cells or classes: a zero builds empty layers
+_SIZES = ("C", "N", "layers", "num_classes", "in_channels")
+
+
 def build_network(space: str, genotype: Any, **kwargs: Any) -> Any:
     """The discrete network of ``genotype`` in ``space`` as a plain ``nn.Module`` for your own
     training code, e.g. ``build_network("nb201", "|nor_conv_3x3~0|+...", num_classes=10)``
@@ -118,6 +132,13 @@ def build_network(space: str, genotype: Any, **kwargs: Any) -> Any:
     from nas.spaces import get_space
 
     from .retrainer.genotypes import resolve_record
+    if genotype is None:
+        raise ConfigError("build_network: genotype is None; give a genotype object, its string, a named "
+                          "cell, a genotype.yaml or a run folder")
+    for key in _SIZES:
+        value = kwargs.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ConfigError(f"build_network: {key}={value!r}; give a whole number of at least 1")
     sp = get_space(space)
     if isinstance(genotype, (str, os.PathLike)):
         found, genotype, extras = resolve_record(str(genotype))

@@ -93,3 +93,27 @@ def test_a_user_op_with_the_wrong_channels_is_named_by_the_cost_table(tmp_path, 
     assert line == ("nas-search: error: op 'test_bad_channels' fails on a 16x32x32 input (C_out=16, stride 1) while "
                     "its cost is counted: RuntimeError: Given groups=1, weight of size [16, 17, 1, 1], expected "
                     "input[1, 16, 32, 32] to have 17 channels, but got 16 channels instead; fix the op's builder")
+
+
+def test_the_documented_benchmarks_module_works_after_a_plain_import():
+    import nas
+    assert nas.benchmarks.NB201Table.__name__ == "NB201Table"
+    assert "benchmarks" in dir(nas)
+
+
+@pytest.mark.parametrize("call, names", [
+    (lambda nas: nas.load_config("quickstart", 5), "override 5"),
+    (lambda nas: nas.load_config(5), "name_or_path"),
+    (lambda nas: nas.build_network("nb201", None), "genotype is None"),
+    (lambda nas: nas.derive(None), "run_dir is None"),
+    (lambda nas: nas.build_network("nb201", "|nor_conv_3x3~0|+|skip_connect~0|skip_connect~1|+"
+                                   "|skip_connect~0|skip_connect~1|skip_connect~2|", C=0), "C=0"),
+    (lambda nas: nas.build_network("nb201", "|nor_conv_3x3~0|+|skip_connect~0|skip_connect~1|+"
+                                   "|skip_connect~0|skip_connect~1|skip_connect~2|", num_classes=-1),
+     "num_classes=-1"),
+])
+def test_api_misuse_is_one_line_naming_the_argument(call, names):
+    import nas
+    with pytest.raises(NasError) as e:
+        call(nas)
+    assert names in str(e.value) and "\n" not in str(e.value), str(e.value)
