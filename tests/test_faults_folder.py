@@ -123,7 +123,7 @@ def test_resume_with_another_out_continues_a_copy(done, tmp_path, capsys):
     assert sorted(p.name for p in busy.iterdir()) == ["x.txt"]
 
 
-@pytest.mark.parametrize("damage", ["garbage", "binary", "deleted", "empty"])
+@pytest.mark.parametrize("damage", ["garbage", "binary", "deleted", "empty", "not a config", "a wrong value"])
 def test_resume_with_a_damaged_config_uses_the_checkpoints(done, capsys, damage):
     cfg = done / "config.yaml"
     if damage == "garbage":
@@ -132,6 +132,10 @@ def test_resume_with_a_damaged_config_uses_the_checkpoints(done, capsys, damage)
         cfg.write_bytes(bytes(range(256)))
     elif damage == "deleted":
         cfg.unlink()
+    elif damage == "not a config":
+        cfg.write_text("shopping: [milk, eggs]\n")
+    elif damage == "a wrong value":
+        cfg.write_text("trainer: 3\n")
     else:
         cfg.write_text("")
     code = search("--resume", str(done), "trainer.epochs=2")

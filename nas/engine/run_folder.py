@@ -514,7 +514,10 @@ def load_run_config(path: os.PathLike, cls: type, kind: str, check_lock: Optiona
     except (OSError, UnicodeDecodeError) as e:
         why = getattr(e, "strerror", None) or type(e).__name__
     if why is None:
-        return from_dict(cls, data)
+        try:
+            return from_dict(cls, data)
+        except NasError as e:  # valid YAML but not this run's config (a stray edit, another file)
+            why = str(e)
     ckpt = load_checkpoint(path / CHECKPOINT)
     if not isinstance(ckpt.get("config"), dict):
         raise CheckpointError(f"{cfg} is damaged ({why}) and {path / CHECKPOINT} holds no config; start a new run")
