@@ -6,6 +6,7 @@ import os
 import threading
 
 import pytest
+import torch
 
 from faults import TINY, RUN_FILES, files, no_leftovers, one_line, search
 from nas.engine.checkpoint import load_checkpoint
@@ -175,3 +176,16 @@ def test_the_folder_is_left_as_it_was_by_a_refused_run(tmp_path, capsys):
     log_before, log_after = before.pop("log.txt"), after.pop("log.txt")
     assert after == before
     assert log_after.startswith(log_before) and line.split("error: ", 1)[1] in log_after.decode()
+
+
+def test_a_truncated_checkpoint_is_named_in_whole_words(tmp_path):
+    from nas.errors import CheckpointError
+    whole = tmp_path / "whole.pt"
+    torch.save({"model": {"w": torch.zeros(1000)}, "epoch": 1, "config": {}}, whole)
+    cut = tmp_path / "checkpoint.pt"
+    cut.write_bytes(whole.read_bytes()[:whole.stat().st_size // 2])
+    with pytest.raises(CheckpointError) as e:
+        load_checkpoint(cut)
+    msg = str(e.value)
+    assert msg == (f"checkpoint {cut} is corrupt or not a nas checkpoint (PytorchStreamReader failed reading "
+                   f"zip archive: failed finding central directory)"), msg

@@ -84,6 +84,16 @@ def write_text_atomic(path: os.PathLike, text: str) -> None:
     write_atomic(path, lambda f: f.write(text.encode("utf-8")))
 
 
+def _gist(error: BaseException, limit: int = 120) -> str:
+    """The first sentence of a loader's error, cut at a word: torch's zip errors run on with advice
+    about its internals."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    text = text.split(". ")[0].rstrip(".")
+    if len(text) > limit:
+        text = text[:limit].rsplit(" ", 1)[0] + " ..."
+    return text
+
+
 def load_checkpoint(path: os.PathLike, required: tuple = ("model", "epoch", "config")) -> Dict[str, Any]:
     """Load a checkpoint on CPU; a missing, truncated or foreign file is a one-line CheckpointError."""
     path = Path(path)
@@ -94,8 +104,7 @@ def load_checkpoint(path: os.PathLike, required: tuple = ("model", "epoch", "con
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"checkpoint {path} is corrupt or not a nas checkpoint ({first[:120]})") from None
+        raise CheckpointError(f"checkpoint {path} is corrupt or not a nas checkpoint ({_gist(e)})") from None
     if not isinstance(ckpt, dict) or any(k not in ckpt for k in required):
         raise CheckpointError(f"checkpoint {path} is not a nas checkpoint (missing "
                               f"{', '.join(k for k in required if not isinstance(ckpt, dict) or k not in ckpt)})")
