@@ -214,3 +214,22 @@ def subprocess_pid_that_ended() -> int:
     p.wait()
     time.sleep(0.1)
     return p.pid
+
+
+@pytest.mark.parametrize("when", ["collapse_warning", "_finish"])  # right after "done"; after metrics.json
+def test_a_signal_right_after_done_ends_the_run_as_finished(tmp_path, capsys, monkeypatch, when):
+    import nas.searcher.run as search_run
+    from faults import TINY, one_line
+    original = getattr(search_run, when)
+
+    def then_a_signal(*args, **kwargs):
+        result = original(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGINT)
+        return result
+
+    monkeypatch.setattr(search_run, when, then_a_signal)
+    out = tmp_path / "o"
+    line = one_line(capsys, search(*TINY, "--out", str(out)), expect_code=0)
+    assert line == f"nas-search: SIGINT arrived after the run finished; its results are complete in {out}"
+    assert RUN_FILES <= {p.name for p in out.iterdir()}
+    no_leftovers(out)

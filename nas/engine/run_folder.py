@@ -165,6 +165,7 @@ class RunFolder:
         self.epoch: Optional[int] = None        # the epoch being trained, from 1 (set by the run)
         self.epochs: Optional[int] = None
         self.saved_epoch: Optional[int] = None  # epochs done in the last checkpoint written
+        self.finished = False  # metrics.json is written: the run's results are complete
 
     # ------------------------------------------------------------------ claiming
     @classmethod
@@ -330,7 +331,11 @@ class RunFolder:
             return body()
         except KeyboardInterrupt as e:
             stop = as_interrupted(e)
-            stop.note = f"interrupted by {stop.name}{self.where()}; {self.state_note()}"
+            if self.finished:  # a signal during the last bookkeeping: exit as the finished run it is
+                stop.finished = True
+                stop.note = f"{stop.name} arrived after the run finished; its results are complete in {self.path}"
+            else:
+                stop.note = f"interrupted by {stop.name}{self.where()}; {self.state_note()}"
             log.warning(stop.note)
             raise stop from None
         except (NasError, OSError) as e:
@@ -435,6 +440,8 @@ class RunFolder:
 
     def write_text(self, name: str, text: str) -> None:
         write_text_atomic(self.path / name, text)
+        if name == "metrics.json":  # every command writes its results last
+            self.finished = True
 
     def write_config(self, data: Dict[str, Any]) -> None:
         self.write_text("config.yaml", HEADER.format(prog=self.prog) + yaml.safe_dump(data, sort_keys=False))

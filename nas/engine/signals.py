@@ -20,6 +20,7 @@ class Interrupted(KeyboardInterrupt):
         super().__init__(signum, note)
         self.signum = signum
         self.note = note
+        self.finished = False  # it came after the run's results were complete: nothing was lost
 
     @property
     def name(self) -> str:
@@ -27,7 +28,7 @@ class Interrupted(KeyboardInterrupt):
 
     @property
     def exit_code(self) -> int:
-        return 128 + self.signum
+        return 0 if self.finished else 128 + self.signum
 
 
 def as_interrupted(e: BaseException) -> Interrupted:

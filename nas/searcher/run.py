@@ -32,6 +32,7 @@ from ..engine.rank_folder import claim_shared, start_shared
 from ..engine.run_folder import RESUMABLE_CHANGES, RunFolder
 from ..engine.runtime import seed_everything
 from ..engine.shapes import check_input_fits
+from ..engine.signals import deferred
 from .loop import Searcher
 from .optim import build_optimizers
 from .summaries import SearchSummaries
@@ -331,14 +332,15 @@ def _finish(cfg: Config, folder: RunFolder, space: Any, model: torch.nn.Module, 
                "history": history}
     extra = model.extra_metrics(info)  # held-out scores the model computes itself (the maze's test mazes)
     metrics.update(extra)
-    log.info(f"done in {seconds:.1f}s: val_acc={final['acc']:.2f} genotype={genotype}"
-             + "".join(f" {k}={v:.4g}" if isinstance(v, float) else f" {k}={v}" for k, v in extra.items()))
-    warning = (stalled_warning(cfg, searcher, t.epochs) or collapse_warning(space, genotype)
-               or aux_none_warning(cfg, genotype))
-    if warning:
-        log.warning(warning)
-        metrics["warning"] = warning
-    folder.write_text("metrics.json", json.dumps(metrics, indent=2))
+    with deferred():  # a signal after "done" waits for metrics.json, so the run ends as finished
+        log.info(f"done in {seconds:.1f}s: val_acc={final['acc']:.2f} genotype={genotype}"
+                 + "".join(f" {k}={v:.4g}" if isinstance(v, float) else f" {k}={v}" for k, v in extra.items()))
+        warning = (stalled_warning(cfg, searcher, t.epochs) or collapse_warning(space, genotype)
+                   or aux_none_warning(cfg, genotype))
+        if warning:
+            log.warning(warning)
+            metrics["warning"] = warning
+        folder.write_text("metrics.json", json.dumps(metrics, indent=2))
     return SearchResult(out_dir, genotype, str(genotype), metrics, warning)
 
 
