@@ -4,6 +4,7 @@ architecture that never moves, and NaN diagnoses that name the cause they can se
 import json
 
 import pytest
+import torch
 
 from faults import TINY, one_line, search
 from nas.cost.latency import op_key
@@ -102,3 +103,61 @@ def test_a_nan_at_the_first_step_does_not_blame_the_learning_rates(tmp_path, cap
                            "update, so no learning rate caused it; likely causes: an op or user module that outputs "
                            "non-finite values (space.ops, imports), or non-finite inputs in the data"), line
     assert "learning rate too high" not in line
+
+
+def _darts_with_budget(seed):
+    from nas.cost import attach_budget
+    from nas.estimators import build_estimator
+    from nas.spaces import get_space
+    space = get_space("darts")
+    model = space.build_supernet(build_estimator("softmax"), num_classes=3, C=4, layers=3, steps=2, multiplier=2,
+                                 generator=torch.Generator().manual_seed(0))
+    budget = attach_budget(model, space.cost_model(), metric="params", target=None, weight=1.0, form="hinge",
+                           hard=None, num_classes=3, in_channels=3, resolution=8,
+                           network=space.cost_model().trained_network(C=4, layers=3), cell={"steps": 2, "multiplier": 2})
+    with torch.no_grad():
+        g = torch.Generator().manual_seed(seed)
+        for name in ("normal", "reduce"):
+            model.arch[name].alpha.copy_(3 * torch.randn(5, 8, generator=g))
+    return model, budget
+
+
+def _every_cell(model, budget, cell):
+    """(Σ log p, cost) of every derivable cell of one type (2 nodes: 49 * 147 cells)."""
+    import itertools
+    t = budget.table
+    cost = t.edges[f"arch.{cell}"][:, [t.column(op) for op in model.op_names]].double()
+    logp = model.open_weights(cell).double().log()
+    real = [k for k, op in enumerate(model.op_names) if op != "none"]
+    nodes = []
+    for start, inputs in ((0, 2), (2, 3)):
+        nodes.append([(sum(float(logp[start + i, k]) for i, k in zip(s, ks)),
+                       sum(float(cost[start + i, k]) for i, k in zip(s, ks)))
+                      for s in itertools.combinations(range(inputs), 2) for ks in itertools.product(real, repeat=2)])
+    return torch.tensor([(a[0] + b[0], a[1] + b[1]) for a in nodes[0] for b in nodes[1]], dtype=torch.float64)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("where", [0.0, 0.05, 0.3])
+def test_darts_derive_within_a_hard_target_finds_the_most_probable_feasible_cell(seed, where):
+    """Brute force over every pair of cells: a target at (or just above) the cheapest pair still
+    gets a cell, and it is the most probable pair within the target."""
+    model, budget = _darts_with_budget(seed)
+    normal, reduce = _every_cell(model, budget, "normal"), _every_cell(model, budget, "reduce")
+    fixed = budget.table.fixed
+    least = fixed + float(normal[:, 1].min() + reduce[:, 1].min())
+    free = budget.exact(model.genotype())
+    target = least + where * (free - least)
+    budget.target, budget.hard = target, True
+    g = model.genotype()
+    assert budget.exact(g) <= target * (1 + 1e-9)
+    # the best pair: for each normal cell, the most probable reduce cell within what is left
+    order = reduce[:, 1].argsort()
+    rc, rbest = reduce[order, 1], reduce[order, 0].cummax(0).values
+    idx = torch.searchsorted(rc, (target - fixed) * (1 + 1e-9) - normal[:, 1], right=True) - 1
+    ok = idx >= 0
+    optimum = float((normal[ok, 0] + rbest[idx[ok]]).max())
+    sel = budget.selected(g)
+    score = sum(float(model.open_weights(c.split(".")[1])[row, model.op_names.index(op)].double().log())
+                for c, pairs in sel.items() for row, op in pairs)
+    assert score == pytest.approx(optimum, abs=1e-9)

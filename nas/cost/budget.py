@@ -37,8 +37,8 @@ weights train only on cells derive could return, and α learns to rank those (th
 sampling of budgeted one-shot search, e.g. SPOS, Guo et al. 2020, there with uniform sampling).
 
 With ``hard`` the derived cell never costs more than T: when the estimator's decision does, derive
-takes the most probable cell that fits (``most_probable_within``; DARTS: a greedy descent, see
-``DartsSupernet.genotype``).
+takes the most probable cell that fits (``most_probable_within``; DARTS: an exact Pareto dynamic
+programme over the nodes, see ``DartsSupernet._within_budget``).
 """
 from __future__ import annotations
 
@@ -178,13 +178,21 @@ class Budget(nn.Module):
         """The cost of the network built from ``genotype``."""
         return self.table.exact(self.selected(genotype))
 
+    def edge_costs(self) -> Tuple[Dict[str, Tensor], Dict[str, Tensor]]:
+        """``({choice: [E, K] cost}, {choice: [E, K] allowed})`` over each choice's candidates: what a
+        space's own derive within the target weighs, the cost of each kept (edge, op) as
+        :meth:`exact` adds it up (not weighted by ``share``, the chance the edge is kept)."""
+        t = self.table
+        return ({n: t.edges[n][:, [t.column(op) for op in ch.candidates]].float() for n, ch in self._choices.items()},
+                dict(self._allowed))
+
     def over(self, genotype: Any) -> bool:
         """Whether derive must look for a cheaper cell."""
         return self.hard and self.exact(genotype) > self.target * (1 + 1e-9)
 
     def require_within(self, genotype: Any, fix: str = "raise cost.target or set cost.hard=false") -> None:
         """A one-line ConfigError when a hard target is exceeded by ``genotype``, the cell derive
-        found (DARTS's greedy descent can stop over the target when no cell of the space fits)."""
+        found (over the target only when no cell of the space fits)."""
         if self.over(genotype):
             raise ConfigError(f"the cheapest cell derive finds costs {self.exact(genotype):.6g} "
                               f"{UNITS[self.table.metric]}, over cost.target={self.target:.6g} (cost.hard); {fix}")

@@ -37,6 +37,7 @@ has fewer than ``top_k`` open inputs.
 """
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -223,34 +224,57 @@ class DartsSupernet(Supernet):
         concat = list(range(2 + self.steps - self.multiplier, self.steps + 2))
         return Genotype(cells["normal"], concat, cells["reduce"], concat, edges_per_node=top_k)
 
-    def _within_budget(self, budget, probs: Dict[str, Tensor], top_k: int, genotype: Genotype) -> Genotype:
-        """A greedy descent to the target: while the cell costs more, take out of the candidates
-        the kept (edge, op) whose removal saves the most cost per unit of log-probability lost
-        (Σ log p of the kept pairs), and derive again, so the edge may switch to a cheaper op or
-        give way to another input of its node. Stops at the target, or when no removal saves
-        anything (then the cheapest cell found, over the target)."""
-        def score(g: Genotype) -> float:
-            return sum(math.log(max(float(probs[c.split(".")[1]][row, self.op_names.index(op)]), 1e-30))
-                       for c, pairs in budget.selected(g).items() for row, op in pairs)
+    def _node_options(self, budget, probs: Dict[str, Tensor], top_k: int):
+        """Every way a node may be derived: ``(cell, node, pairs, log p, cost, skips)`` per node,
+        as tensors over its options (``top_k`` distinct inputs, one allowed non-``none`` op
+        each; ``skips`` counts ``skip_connect`` where ``derive_max_skip`` limits it)."""
+        costs, allowed = budget.edge_costs()
+        limited = self.derive_max_skip is not None and "skip_connect" in self.op_names
+        real = [k for k, op in enumerate(self.op_names) if op != "none"]
+        nodes = []
+        for cell in ("normal", "reduce"):
+            cost = costs.get(f"arch.{cell}", torch.zeros_like(probs[cell])).double()
+            ok = allowed.get(f"arch.{cell}", torch.ones_like(probs[cell], dtype=torch.bool))
+            logp = probs[cell].double().clamp_min(1e-30).log()
+            start = 0
+            for n in range(self.steps):
+                pairs, rows = [], []
+                for srcs in itertools.combinations(range(n + 2), min(top_k, n + 2)):
+                    for ks in itertools.product(real, repeat=len(srcs)):
+                        if all(ok[start + i, k] for i, k in zip(srcs, ks)):
+                            pairs.append(tuple((self.op_names[k], i) for i, k in zip(srcs, ks)))
+                            rows.append([(start + i, k) for i, k in zip(srcs, ks)])
+                if not pairs:
+                    return None
+                lp = torch.tensor([sum(float(logp[e, k]) for e, k in r) for r in rows], dtype=torch.float64)
+                c = torch.tensor([sum(float(cost[e, k]) for e, k in r) for r in rows], dtype=torch.float64)
+                sk = torch.tensor([sum(op == "skip_connect" for op, _ in pr) if limited and cell == "normal" else 0
+                                   for pr in pairs])
+                nodes.append((cell, pairs, lp, c, sk))
+                start += n + 2
+        return nodes
 
-        left = {name: p.clone() for name, p in probs.items()}
-        while budget.over(genotype):
-            cost, s0, best = budget.exact(genotype), score(genotype), None
-            for choice, pairs in budget.selected(genotype).items():
-                cell = choice.split(".")[1]
-                for row, op in pairs:
-                    trial = {name: p.clone() for name, p in left.items()}
-                    trial[cell][row, self.op_names.index(op)] = -1.0  # below every probability
-                    g = self._derive(trial, top_k)
-                    saved = cost - budget.exact(g)
-                    if saved > 0:
-                        rate = saved / max(s0 - score(g), 1e-12)
-                        if best is None or rate > best[0]:
-                            best = (rate, trial, g)
-            if best is None:
-                break
-            _, left, genotype = best
-        return genotype
+    def _within_budget(self, budget, probs: Dict[str, Tensor], top_k: int, genotype: Genotype) -> Genotype:
+        """The most probable pair of cells within the target, exactly: a multiple-choice knapsack
+        where every node picks one option (``top_k`` inputs with one non-``none`` op each),
+        ``max Σ log p  s.t.  fixed + Σ cost ≤ T`` (and at most ``derive_max_skip`` skips in the
+        normal cell). Costs add up per kept (edge, op), so a dynamic programme over the nodes
+        that keeps only the Pareto front (no cheaper option set is as probable) of the partial
+        cells within the target is exact; a cell is found whenever one fits. When none does:
+        the cheapest cell (derive then refuses it)."""
+        nodes = self._node_options(budget, probs, top_k)
+        if nodes is None:
+            return genotype
+        cap = self.derive_max_skip if self.derive_max_skip is not None else 0
+        limit = budget.target - budget.table.fixed
+        found = _pareto_best(nodes, limit + 1e-9 * max(1.0, abs(budget.target)), cap)
+        if found is None:
+            found = _pareto_best(nodes, math.inf, cap, cheapest=True)
+        cells = {"normal": [], "reduce": []}
+        for (cell, pairs, *_), j in zip(nodes, found):
+            cells[cell].extend(pairs[j])
+        concat = list(range(2 + self.steps - self.multiplier, self.steps + 2))
+        return Genotype(cells["normal"], concat, cells["reduce"], concat, edges_per_node=top_k)
 
     def artifacts(self, genotype: Optional[Genotype] = None) -> Dict[str, str]:
         """``learned_ops.txt``: what the derived cells' ops learned of their own in every cell
@@ -267,3 +291,36 @@ class DartsSupernet(Supernet):
                                   cell.edges[e].ops[self.op_names.index(op)]))
         text = describe_ops(found)
         return {"learned_ops.txt": text} if text else {}
+
+
+def _pareto_best(nodes, limit: float, cap: int, cheapest: bool = False) -> Optional[List[int]]:
+    """The option per node of the most probable (``cheapest``: the cheapest, then most probable)
+    set of options with ``Σ cost ≤ limit`` and ``Σ skips ≤ cap``, or ``None``: node by node, every
+    partial set extended by every option, then only the Pareto front kept per skip count."""
+    cost = torch.zeros(1, dtype=torch.float64)
+    logp = torch.zeros(1, dtype=torch.float64)
+    skips = torch.zeros(1, dtype=torch.long)
+    picks = torch.zeros(1, 0, dtype=torch.long)
+    for _, _, lp, c, sk in nodes:
+        f, o = cost.numel(), c.numel()
+        cost, logp = (cost[:, None] + c[None]).flatten(), (logp[:, None] + lp[None]).flatten()
+        skips = (skips[:, None] + sk[None]).flatten()
+        picks = torch.cat([picks.repeat_interleave(o, 0), torch.arange(o).repeat(f)[:, None]], 1)
+        keep = (cost <= limit) & (skips <= cap)
+        if not bool(keep.any()):
+            return None
+        cost, logp, skips, picks = cost[keep], logp[keep], skips[keep], picks[keep]
+        order = torch.argsort(-logp, stable=True)
+        order = order[torch.argsort(cost[order], stable=True)]
+        order = order[torch.argsort(skips[order], stable=True)]  # by skips, then cost, then most probable
+        cost, logp, skips, picks = cost[order], logp[order], skips[order], picks[order]
+        front = torch.ones_like(cost, dtype=torch.bool)
+        for s in skips.unique():
+            at = (skips == s).nonzero().flatten()
+            best_before = torch.cat([logp.new_tensor([-math.inf]), logp[at].cummax(0).values[:-1]])
+            front[at] = logp[at] > best_before + 1e-12  # no cheaper partial set is as probable
+        cost, logp, skips, picks = cost[front], logp[front], skips[front], picks[front]
+    if cheapest:
+        at = (cost <= cost.min() + 1e-12).nonzero().flatten()
+        return picks[at[logp[at].argmax()]].tolist()
+    return picks[logp.argmax()].tolist()
