@@ -161,3 +161,22 @@ def test_darts_derive_within_a_hard_target_finds_the_most_probable_feasible_cell
     score = sum(float(model.open_weights(c.split(".")[1])[row, model.op_names.index(op)].double().log())
                 for c, pairs in sel.items() for row, op in pairs)
     assert score == pytest.approx(optimum, abs=1e-9)
+
+
+def test_an_absurd_architecture_learning_rate_is_reported(tmp_path, capsys):
+    """optim.arch.lr=1e6: the loss stays finite while α jumps by ~1e6 per step; the run says so
+    (log, stderr, metrics.json) as it does for an architecture that never moved."""
+    out = tmp_path / "o"
+    assert search(*TINY, "optim.arch.lr=1e6", "--out", str(out)) == 0
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("warning: the architecture jumped instead of learning: one step moved α by up to ")
+    assert err.endswith("in epoch(s) 1 of 1, so the derived cell is not a search result; lower the "
+                        "architecture learning rate (optim.arch.lr=1e+06)"), err
+    worst = float(err.split("by up to ")[1].split(" ")[0])
+    assert worst > 1e5  # Adam moves α by about the learning rate
+    assert json.loads((out / "metrics.json").read_text())["warning"] == err
+    log = (out / "log.txt").read_text()
+    assert err in log and "one architecture step moved α by" in log
+    # a large but sane rate says nothing
+    assert search(*TINY, "optim.arch.lr=0.1", "--out", str(tmp_path / "fine")) == 0
+    assert capsys.readouterr().err == "" and "warning" not in json.loads((tmp_path / "fine" / "metrics.json").read_text())

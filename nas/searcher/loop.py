@@ -21,6 +21,11 @@ from .hooks import SearchHook
 from .optim import Optimizers
 from .unrolled import unrolled_arch_backward
 
+# α are logits (log-odds up to a constant): one step that moves one by more than 10 changes a
+# choice's odds e^10 ≈ 22,000-fold, which no sensible architecture step does (Adam moves α by
+# about optim.arch.lr per step, at most ~16·lr with DARTS's betas); it means α jumps back and forth
+ARCH_STEP_LIMIT = 10.0
+
 Batch = Tuple[Tensor, Tensor]
 
 
@@ -117,6 +122,7 @@ class Searcher:
         self.autocast: Callable[[], object] = hooks.autocast
         self.weight_grad, self.arch_grad = hooks.grad_step(), hooks.grad_step()
         self.arch_grad_abs: Any = 0.0  # Σ|∂L/∂α| of the epoch so far (note_arch_grads)
+        self.arch_step_max: Any = 0.0  # the largest |Δα| of one architecture step this epoch (_stepped)
         self.world = hooks.world
         self.step_hooks = list(step_hooks)
         for h in self.step_hooks:
@@ -170,8 +176,9 @@ class Searcher:
         finally:
             for h in self.step_hooks:
                 h.after_weight_step()
-        self.weight_grad.step([self.opt.weights] + ([self.opt.arch, self.opt.discrete] if update_arch else []),
-                              self.weights, self.grad_clip)
+        with self._stepped(arch if update_arch else []):
+            self.weight_grad.step([self.opt.weights] + ([self.opt.arch, self.opt.discrete] if update_arch else []),
+                                  self.weights, self.grad_clip)
         if update_arch:
             self.estimator.after_step(self.opt.arch_params)
         return loss, logits
@@ -185,9 +192,23 @@ class Searcher:
                 self.arch_grad_abs = p.grad.detach().abs().sum().float() + self.arch_grad_abs
 
     def arch_update(self) -> None:
-        self.note_arch_grads(self.arch_trainable())
-        self.arch_grad.step([self.opt.arch, self.opt.discrete])
+        params = self.arch_trainable()
+        self.note_arch_grads(params)
+        with self._stepped(params):
+            self.arch_grad.step([self.opt.arch, self.opt.discrete])
         self.estimator.after_step(self.opt.arch_params)
+
+    @contextmanager
+    def _stepped(self, params: List[nn.Parameter]) -> Iterator[None]:
+        """Keep the epoch's largest ``|Δα|`` of one step inside (a tensor: no device sync per
+        step); far above any sensible step it means a learning rate that makes α jump (run.py
+        warns, :data:`ARCH_STEP_LIMIT`)."""
+        before = [p.detach().clone() for p in params]
+        yield
+        for b, p in zip(before, params):
+            if p.numel():
+                self.arch_step_max = torch.maximum((p.detach() - b).abs().max().float(),
+                                                   torch.as_tensor(self.arch_step_max, device=p.device))
 
     def arch_trainable(self) -> List[nn.Parameter]:
         return [p for group in self.opt.arch_params.values() for p in group if p.requires_grad]
@@ -230,7 +251,7 @@ class Searcher:
         for h in self.step_hooks:
             h.start_epoch(epoch, self.epochs)
         train_m, val_m = Meter(), Meter()
-        self.arch_grad_abs = 0.0
+        self.arch_grad_abs = self.arch_step_max = 0.0
         steps = self.steps_per_epoch()
         val_iter = iter(self.val_loader) if self.mode == "alternating" else None
         for step, (x, y) in enumerate(self.train_loader):

@@ -33,7 +33,7 @@ from ..engine.run_folder import RESUMABLE_CHANGES, RunFolder
 from ..engine.runtime import seed_everything
 from ..engine.shapes import check_input_fits
 from ..engine.signals import deferred
-from .loop import Searcher
+from .loop import ARCH_STEP_LIMIT, Searcher
 from .optim import build_optimizers
 from .summaries import SearchSummaries
 
@@ -149,6 +149,18 @@ def stalled_warning(cfg: Config, searcher: Any, epochs: int) -> Optional[str]:
             f"check {tau}the architecture learning rate (optim.arch.lr={a.lr:g})")
 
 
+def jump_warning(cfg: Config, searcher: Any, epochs: int) -> Optional[str]:
+    """A one-line warning when an architecture step moved α by more than :data:`ARCH_STEP_LIMIT`
+    (``searcher.jumps``): α oscillates instead of converging, so the cell is noise."""
+    if not getattr(searcher, "jumps", None):
+        return None
+    worst = max(j for _, j in searcher.jumps)
+    return (f"warning: the architecture jumped instead of learning: one step moved α by up to {worst:.3g} "
+            f"(more than {ARCH_STEP_LIMIT:g}) in epoch(s) {', '.join(str(e) for e, _ in searcher.jumps)} of {epochs}, "
+            f"so the derived cell is not a search result; lower the architecture learning rate "
+            f"(optim.arch.lr={cfg.optim.arch.lr:g})")
+
+
 def aux_none_warning(cfg: Config, genotype: Any) -> Optional[str]:
     """A one-line warning when a search with the auxiliary skip derives ``none`` (only an estimator
     without logits can: the supernet leaves ``none`` out otherwise): in that supernet the edge
@@ -258,7 +270,7 @@ def _search(cfg: Config, folder: RunFolder, quiet: bool, stop_after: Optional[in
     monitor.start(start_epoch)
     t0 = time.time() - elapsed
     arch = [p for g in opts.arch_params.values() for p in g]
-    searcher.alpha0, searcher.stalled = [p.detach().clone() for p in arch], []
+    searcher.alpha0, searcher.stalled, searcher.jumps = [p.detach().clone() for p in arch], [], []
     with folder.closing(monitor):  # a data-parallel failure says what the run leaves
         for epoch in range(start_epoch, end_epoch):
             folder.epoch = epoch + 1
@@ -269,6 +281,10 @@ def _search(cfg: Config, folder: RunFolder, quiet: bool, stop_after: Optional[in
             if arch and epoch >= searcher.warmup_epochs and float(searcher.arch_grad_abs) == 0:
                 searcher.stalled.append(epoch + 1)
                 log.warning(f"warning: the architecture's gradient was identically zero in epoch {epoch + 1}")
+            jump = float(searcher.arch_step_max)
+            if jump > ARCH_STEP_LIMIT:
+                searcher.jumps.append((epoch + 1, jump))
+                log.warning(f"warning: one architecture step moved α by {jump:.3g} in epoch {epoch + 1}")
             world.check_same([p for g in opts.arch_params.values() for p in g],
                              f"the architecture after epoch {epoch + 1}")
             scalars = {f"estimator/{k}": v for k, v in estimator.scalars().items()}
@@ -335,7 +351,8 @@ def _finish(cfg: Config, folder: RunFolder, space: Any, model: torch.nn.Module, 
     with deferred():  # a signal after "done" waits for metrics.json, so the run ends as finished
         log.info(f"done in {seconds:.1f}s: val_acc={final['acc']:.2f} genotype={genotype}"
                  + "".join(f" {k}={v:.4g}" if isinstance(v, float) else f" {k}={v}" for k, v in extra.items()))
-        warning = (stalled_warning(cfg, searcher, t.epochs) or collapse_warning(space, genotype)
+        warning = (stalled_warning(cfg, searcher, t.epochs) or jump_warning(cfg, searcher, t.epochs)
+                   or collapse_warning(space, genotype)
                    or aux_none_warning(cfg, genotype))
         if warning:
             log.warning(warning)
