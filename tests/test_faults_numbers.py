@@ -105,20 +105,20 @@ def test_a_nan_at_the_first_step_does_not_blame_the_learning_rates(tmp_path, cap
     assert "learning rate too high" not in line
 
 
-def _darts_with_budget(seed):
+def _darts_with_budget(seed, metric="params", **supernet):
     from nas.cost import attach_budget
     from nas.estimators import build_estimator
     from nas.spaces import get_space
     space = get_space("darts")
     model = space.build_supernet(build_estimator("softmax"), num_classes=3, C=4, layers=3, steps=2, multiplier=2,
-                                 generator=torch.Generator().manual_seed(0))
-    budget = attach_budget(model, space.cost_model(), metric="params", target=None, weight=1.0, form="hinge",
-                           hard=None, num_classes=3, in_channels=3, resolution=8,
+                                 generator=torch.Generator().manual_seed(0), **supernet)
+    budget = attach_budget(model, space.cost_model(), metric=metric, target=None, weight=1.0, form="hinge",
+                           hard=None, num_classes=3, in_channels=3, resolution=8, ops=model.op_names,
                            network=space.cost_model().trained_network(C=4, layers=3), cell={"steps": 2, "multiplier": 2})
     with torch.no_grad():
         g = torch.Generator().manual_seed(seed)
         for name in ("normal", "reduce"):
-            model.arch[name].alpha.copy_(3 * torch.randn(5, 8, generator=g))
+            model.arch[name].alpha.copy_(3 * torch.randn(5, len(model.op_names), generator=g))
     return model, budget
 
 
@@ -180,3 +180,23 @@ def test_an_absurd_architecture_learning_rate_is_reported(tmp_path, capsys):
     # a large but sane rate says nothing
     assert search(*TINY, "optim.arch.lr=0.1", "--out", str(tmp_path / "fine")) == 0
     assert capsys.readouterr().err == "" and "warning" not in json.loads((tmp_path / "fine" / "metrics.json").read_text())
+
+
+def test_a_darts_hard_target_below_the_cheapest_cell_is_refused_up_front():
+    from nas.errors import ConfigError
+    # parameter-free candidates left out: otherwise the cheapest cells cost nothing beyond the skeleton
+    model, budget = _darts_with_budget(0, ops=["none", "sep_conv_3x3", "dil_conv_3x3"])
+    normal, reduce = _every_cell(model, budget, "normal"), _every_cell(model, budget, "reduce")
+    least = budget.table.fixed + float(normal[:, 1].min() + reduce[:, 1].min())
+    assert least > budget.table.fixed * (1 + 1e-6)
+    assert model.cheapest_cost() == pytest.approx(least, rel=1e-9)
+    from nas.cost import attach_budget
+    from nas.spaces import get_space
+    space = get_space("darts")
+    kw = dict(metric="params", ops=model.op_names, weight=1.0, form="hinge", hard=None, num_classes=3, in_channels=3, resolution=8,
+              network=space.cost_model().trained_network(C=4, layers=3), cell={"steps": 2, "multiplier": 2})
+    with pytest.raises(ConfigError) as e:
+        attach_budget(model, space.cost_model(), target=least * 0.999, **kw)
+    assert str(e.value) == (f"cost.target={least * 0.999:.6g} M params is below the cheapest cell derive may pick "
+                            f"({least:.6g}); raise it or set cost.hard=false")
+    attach_budget(model, space.cost_model(), target=least, **kw)  # the cheapest cell itself fits

@@ -183,7 +183,7 @@ class Budget(nn.Module):
         space's own derive within the target weighs, the cost of each kept (edge, op) as
         :meth:`exact` adds it up (not weighted by ``share``, the chance the edge is kept)."""
         t = self.table
-        return ({n: t.edges[n][:, [t.column(op) for op in ch.candidates]].float() for n, ch in self._choices.items()},
+        return ({n: t.edges[n][:, [t.column(op) for op in ch.candidates]] for n, ch in self._choices.items()},
                 dict(self._allowed))
 
     def over(self, genotype: Any) -> bool:
@@ -247,4 +247,10 @@ def attach_budget(model: nn.Module, cost_model: Any, *, metric: str, target: Opt
                     sample_within=sample_within)
     budget.table_source = latency  # the latency table, kept with the run
     model.cost = budget
+    cheapest = getattr(model, "cheapest_cost", None)  # spaces whose cells derive cannot enumerate up front
+    if budget.hard and cheapest is not None:
+        least = cheapest()
+        if least is not None and least > target * (1 + 1e-9):
+            raise ConfigError(f"cost.target={target:.6g} {UNITS[table.metric]} is below the cheapest cell derive "
+                              f"may pick ({least:.6g}); raise it or set cost.hard=false")
     return budget

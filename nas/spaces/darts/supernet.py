@@ -254,6 +254,18 @@ class DartsSupernet(Supernet):
                 start += n + 2
         return nodes
 
+    def cheapest_cost(self, top_k: int = 2) -> Optional[float]:
+        """The cost of the cheapest cells derive may pick under the attached budget (each node's
+        cheapest option, exactly), for a hard target to be refused before the search."""
+        budget = self.budget()
+        nodes = None if budget is None else self._node_options(
+            budget, {name: self.open_weights(name) for name in ("normal", "reduce")}, top_k)
+        if nodes is None:
+            return None
+        cap = self.derive_max_skip if self.derive_max_skip is not None else 0
+        picks = _pareto_best(nodes, math.inf, cap, cheapest=True)
+        return budget.table.fixed + sum(float(c[j]) for (_, _, _, c, _), j in zip(nodes, picks))
+
     def _within_budget(self, budget, probs: Dict[str, Tensor], top_k: int, genotype: Genotype) -> Genotype:
         """The most probable pair of cells within the target, exactly: a multiple-choice knapsack
         where every node picks one option (``top_k`` inputs with one non-``none`` op each),
