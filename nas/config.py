@@ -114,11 +114,13 @@ class EstimatorConfig(_Section):
     """``estimator:`` the estimator's name, the adaptive-noise wrapper's keys
     (:class:`nas.estimators.noise.NoiseOptions`), then the options the estimator declares.
 
-    One estimator per kind of discrete parameter (op choices, gates, rule pools, program lines)
-    fits this shape: a mapping ``{kind: section}`` beside ``name`` whose every value is read with
-    :meth:`entry_class` of its own ``name`` (the same validation, defaults and dump), and
-    :func:`nas.estimators.estimator_from_config` called once per kind."""
+    ``name`` learns the space's main kind of discrete parameter (op choices); ``kinds`` maps
+    each other kind (gates, rules, program, a registered one) to an estimator name,
+    ``NAME+noise`` or a section ``{name: ..., options}`` (:mod:`nas.estimators.kinds`)."""
     name: str = option("softmax", help="a registered estimator (nas.estimators.ESTIMATORS)")
+    kinds: Dict[str, Any] = option({}, help=(
+        "an estimator per other kind of discrete parameter, e.g. {rules: ste+noise, gates: hard_concrete}; "
+        "kinds left out take their block's default"))
 
     default_entry = "softmax"
 

@@ -11,6 +11,7 @@ from .base import BINARY, CATEGORICAL, Estimator, Sample
 from .bop import Bop, BopEstimator
 from .dirichlet import Dirichlet
 from .gumbel import Gumbel, GumbelHard
+from .kinds import KINDS, EstimatorSet, estimators_from_config, register_kind
 from .noise import AdaptiveNoise
 from .reinmax import ReinMax
 from .schedules import Schedule
@@ -109,7 +110,7 @@ def parse_spec(spec: str, single_path: bool = False) -> EstimatorSpec:
 def estimator_from_config(section: Any) -> Estimator:
     """The estimator an ``estimator:`` section (:class:`nas.config.EstimatorConfig`) names."""
     from ..options import options_dict
-    return build_estimator(section.name, **options_dict(section))
+    return build_estimator(section.name, **options_dict(section, exclude=("name", "kinds")))
 
 
 def _section_options(name: str) -> tuple:
@@ -120,5 +121,6 @@ def _section_options(name: str) -> tuple:
 register_entry_options("estimator", _section_options, ESTIMATORS.names)
 
 __all__ = ["ESTIMATORS", "build_estimator", "estimator_options", "estimator_from_config", "noise_capable",
-           "parse_spec", "EstimatorSpec", "Estimator", "Sample", "Schedule",
+           "parse_spec", "EstimatorSpec", "Estimator", "KINDS", "EstimatorSet", "estimators_from_config",
+           "register_kind", "Sample", "Schedule",
            "AdaptiveNoise", "ReinMax", "Bop", "BopEstimator", "STE", "CATEGORICAL", "BINARY"]

@@ -105,6 +105,16 @@ class Estimator:
     def after_step(self, params_by_role: Dict[str, List[Tensor]]) -> None:
         """Called after every architecture step (e.g. to clip noise temperatures)."""
 
+    # ---------------------------------------------------------------- kinds
+    def for_kind(self, kind: str) -> Optional["Estimator"]:
+        """The estimator of one kind of discrete parameter (``"rules"``, ``"gates"``, …;
+        :mod:`nas.estimators.kinds`): a lone estimator learns every kind it is handed."""
+        return self
+
+    def bind(self, model: torch.nn.Module) -> None:
+        """Called once with the built supernet (an :class:`~nas.estimators.kinds.EstimatorSet`
+        records which estimator owns which parameter)."""
+
     # ---------------------------------------------------------------- schedules
     def set_progress(self, epoch: int, epochs: int, step: int = 0, steps_per_epoch: int = 1) -> None:
         for key, sch in self.schedules.items():

@@ -18,7 +18,7 @@ from ..config import Config, CostConfig, to_dict
 from ..cost import cost_report
 from ..errors import ConfigError
 from ..data.registry import datasets_of, kind_of
-from ..estimators import estimator_from_config
+from ..estimators import estimators_from_config
 from ..estimators.base import Estimator
 from ..plugins import accepted_kwargs, genotype_record, import_user_modules
 from ..supernet.bn import recalibrate_bn
@@ -39,8 +39,10 @@ from .summaries import SearchSummaries
 
 
 def make_estimator(cfg: Config) -> Estimator:
-    """The estimator the ``estimator:`` section names, with its options."""
-    return estimator_from_config(cfg.estimator)
+    """The estimators the ``estimator:`` section names: ``name`` for the space's main kind of
+    discrete parameter, ``kinds`` for the others (:mod:`nas.estimators.kinds`)."""
+    from nas.spaces import get_space_class
+    return estimators_from_config(cfg.estimator, get_space_class(cfg.space.name).main_kind)
 
 
 def make_hooks(cfg: Config) -> list:
@@ -75,7 +77,14 @@ def make_supernet(cfg: Config, estimator: Estimator, num_classes: int, in_channe
     # a user's space may leave out what it does not use of the run's sizes and initialisation
     context = accepted_kwargs(space.build_supernet, "", dict(in_channels=in_channels, init_std=cfg.optim.arch.init_std,
                                                              generator=gen))
-    model = space.build_supernet(estimator, num_classes=num_classes, **context, **space.supernet_kwargs(cfg, info))
+    kwargs = space.supernet_kwargs(cfg, info)
+    if kwargs.get("gate_estimator", "search") != "search":   # hard concrete unless estimator.kinds.gates says
+        kwargs["gate_estimator"] = estimator.for_kind("gates")
+    elif "gates" in (getattr(cfg.estimator, "kinds", None) or {}):
+        raise ConfigError("space.gate_estimator=search and estimator.kinds.gates both name the gates' estimator: "
+                          "keep estimator.kinds.gates and remove space.gate_estimator")
+    model = space.build_supernet(estimator, num_classes=num_classes, **context, **kwargs)
+    estimator.bind(model)
     cost_model = space.cost_model()
     if cost_model is not None:  # the cost of the network the cell will be trained in
         make_budget(cfg, cost_model, model, num_classes, in_channels)

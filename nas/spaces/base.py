@@ -106,6 +106,8 @@ class SearchSpace:
     * ``name``, ``ops``: the registry name and the candidate ops ``space.ops`` may name;
     * ``data_kind``: ``"image"``, ``"tabular"`` or ``"maze"``, the batches its supernet takes;
     * ``choice_kinds``: the kinds of choice its supernet has (an estimator must support them);
+    * ``main_kind``: the kind of discrete parameter ``estimator.name`` learns
+      (:mod:`nas.estimators.kinds`); ``estimator.kinds`` sets the others;
     * ``Options``: a dataclass of the ``space.*`` keys it reads, with ranges and help
       (:mod:`nas.options`); ``None`` (a user's space): the keywords of its ``build_supernet``
       besides the search's own (:data:`SUPERNET_CONTEXT`); any other key is a one-line error;
@@ -122,6 +124,7 @@ class SearchSpace:
     ops: Sequence[str] = ()
     data_kind: str = IMAGE
     choice_kinds: Tuple[str, ...] = (CATEGORICAL,)
+    main_kind: str = "ops"
     Options: Optional[type] = None
     DeriveOptions: Optional[type] = None
     derive_options: Tuple[str, ...] = ()

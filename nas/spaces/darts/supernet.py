@@ -140,8 +140,8 @@ class DartsSupernet(Supernet):
         self.op_names = list(ops) if ops else list(PRIMITIVES)
         self.derive_max_skip = check_max_skip(derive_max_skip)
         self.steps, self.multiplier = steps, multiplier
-        # ops with discrete parameters of their own (dnf_1x1) learn them with the run's estimator
-        context = dict(estimator=estimator, generator=generator)
+        # ops with discrete parameters of their own (dnf_1x1) learn them with the rules' estimator
+        context = dict(estimator=estimator.for_kind("rules"), generator=generator)
         K = check_partial(partial_channels, [C * 2 ** sum(i >= r for r in reduction_layers(layers))
                                              for i in range(layers)])
         self.stem, self.cells, widths = stack_cells(

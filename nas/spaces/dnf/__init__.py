@@ -36,6 +36,7 @@ class DNFSpace(SearchSpace):
     ops = ()
     data_kind = TABULAR
     choice_kinds = (BINARY,)
+    main_kind = "rules"
     Options = DNFOptions
     tiny_supernet = {"rules": 4}
 

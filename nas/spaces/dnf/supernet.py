@@ -27,7 +27,7 @@ class DNFSupernet(Supernet):
         self.classes = list(class_names) if class_names else [str(c) for c in range(num_classes)]
         if len(self.features) != in_features or len(self.classes) != num_classes:
             raise ValueError("feature/class names do not match in_features/num_classes")
-        self.block = DNFBlock(estimator, in_features, rules=rules, towers=towers_for(num_classes),
+        self.block = DNFBlock(estimator.for_kind("rules"), in_features, rules=rules, towers=towers_for(num_classes),
                               lambda_g=lambda_g, init_std=init_std, generator=generator)
 
     def forward(self, x: Tensor) -> Tensor:

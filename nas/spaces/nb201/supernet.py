@@ -146,8 +146,8 @@ class NB201Supernet(Supernet, Skeleton):
         self.aux_skip = 0.0  # DARTS-'s β, set by the search loop (see the module docstring)
         self.channels_last = channels_last
         K = check_partial(partial_channels, (C, 2 * C, 4 * C))
-        # ops with discrete parameters of their own (dnf_1x1) learn them with the run's estimator
-        context = dict(estimator=estimator, generator=generator)
+        # ops with discrete parameters of their own (dnf_1x1) learn them with the rules' estimator
+        context = dict(estimator=estimator.for_kind("rules"), generator=generator)
         super().__init__(lambda c: SearchCell(c, self.op_names, affine, gates == "channel", l0_lambda,
                                               gate_estimator, op_args, context, fused, K, group_convs),
                          C, N, num_classes, in_channels)

@@ -44,6 +44,7 @@ class ProgramSpace(SearchSpace):
 
     name = "program"
     ops = ()
+    main_kind = "program"
     data_kind = MAZE
     Options = ProgramOptions
     tiny_supernet = {**TINY, "lines": 3}

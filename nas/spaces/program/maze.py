@@ -118,7 +118,7 @@ class MazeSupernet(MazeModel, Supernet):
                  init_std: float = 1e-3, generator: Optional[torch.Generator] = None):
         super().__init__()
         self.template = maze_template(width, height, count, lines, steps, halt_on)
-        self.block = ProgramBlock(self.template, estimator, {"look": LookNet(look_hidden)},
+        self.block = ProgramBlock(self.template, estimator.for_kind("program"), {"look": LookNet(look_hidden)},
                                   init_std=init_std, generator=generator)
 
     def program(self) -> Tuple[list, list]:
