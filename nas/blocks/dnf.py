@@ -187,6 +187,13 @@ class DNFOp(nn.Module):
         return [rule_text([[literal_name(lit, inputs) for lit in cl] for cl in clauses_of(W[t], S[t])], str(t), "out")
                 for t in range(self.block.T)]
 
+    def kept_fraction(self) -> float:
+        """The share of output channels whose derived rule can hold (not ``IF FALSE``): 0 when
+        the op derives to a constant, which a cell's derive then writes as ``none``."""
+        from .rules import clauses_of
+        W, S = (t.cpu() for t in self.block.derived())
+        return sum(bool(clauses_of(W[t], S[t])) for t in range(self.block.T)) / self.block.T
+
     def describe(self) -> str:
         """The learned rules, for the run folder's ``learned_ops.txt``."""
         return "\n".join(self.rules())

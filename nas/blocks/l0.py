@@ -258,7 +258,12 @@ def make_gate(n: int, l0_lambda: float = 1e-4, estimator: Optional[Estimator] = 
 
 class ChannelGatedOp(nn.Module):
     """``op(x) · z`` with one L0 gate per output channel: a candidate whose width the search
-    learns (the ``l0_*`` ops). An op that takes a shared ``relu(x)`` still does."""
+    learns (the ``l0_*`` ops). An op that takes a shared ``relu(x)`` still does.
+
+    Derive keeps its open channels: :meth:`kept_fraction` is the share a genotype records as the
+    edge's width, and the discrete network builds the op at that width (:class:`Pruned`)."""
+
+    sets_width = True   # its kept fraction is a width the discrete network is built at
 
     def __init__(self, op: nn.Module, C_out: int, l0_lambda: float = 1e-4,
                  estimator: Optional[Estimator] = None, generator: Optional[torch.Generator] = None):
@@ -274,7 +279,34 @@ class ChannelGatedOp(nn.Module):
     def open_channels(self) -> List[int]:
         return torch.nonzero(self.gate.open(), as_tuple=False).flatten().tolist()
 
+    def kept_fraction(self) -> float:
+        """The share of its output channels open at test time."""
+        return len(self.open_channels()) / self.gate.n
+
     def describe(self) -> str:
         """The channels open at test time, for the run folder's ``learned_ops.txt``."""
         kept = self.open_channels()
         return f"open channels {len(kept)}/{self.gate.n}: {' '.join(map(str, kept)) or '-'}"
+
+
+def pruned_width(fraction: float, C: int) -> int:
+    """The channels a width ``fraction`` of ``C`` keeps: ``round(fraction · C)``, at least 1."""
+    return max(1, min(C, int(round(fraction * C))))
+
+
+class Pruned(nn.Module):
+    """The derived form of a :class:`ChannelGatedOp`: ``op`` built with only the ``kept``
+    channels that stayed open, its output placed in the first ``kept`` of ``C_out`` channels and
+    zeros in the rest (a cell adds its edges, so every edge keeps the cell's width). The closed
+    channels cost nothing: no weights, no multiply-accumulates."""
+
+    def __init__(self, op: nn.Module, kept: int, C_out: int):
+        super().__init__()
+        self.op, self.kept, self.C_out = op, kept, C_out
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.op(x)
+        return torch.nn.functional.pad(y, (0, 0, 0, 0, 0, self.C_out - self.kept))
+
+    def extra_repr(self) -> str:
+        return f"kept={self.kept}/{self.C_out}"

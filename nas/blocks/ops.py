@@ -13,7 +13,7 @@ from torch import nn
 from ..estimators.base import Estimator
 from ..ops.registry import OPS, build_op, register_op
 from .dnf import LAMBDA_G, DNFOp
-from .l0 import ChannelGatedOp
+from .l0 import ChannelGatedOp, Pruned, pruned_width
 
 DNF_RULES = 8        # conjunctions per output channel of dnf_1x1 (space.op_args.dnf_1x1.rules)
 L0_LAMBDA = 1e-4     # the penalty weight of an l0_* op's gates when no space gives one
@@ -34,10 +34,15 @@ def dnf_1x1(C_in: int, C_out: int, stride: int, affine: bool, *, estimator: Opti
 
 def register_l0(name: str) -> str:
     """Register ``l0_<name>``: op ``name`` with one L0 gate per output channel, learned by the
-    context's ``gate_estimator`` (None: hard concrete) with penalty weight ``l0_lambda``."""
+    context's ``gate_estimator`` (None: hard concrete) with penalty weight ``l0_lambda``; with a
+    ``width`` (a discrete network of a genotype that recorded one) ``name`` at that share of its
+    channels instead (:class:`~nas.blocks.l0.Pruned`)."""
     def build(C_in: int, C_out: int, stride: int, affine: bool, *, gate_estimator: Optional[Estimator] = None,
               l0_lambda: float = L0_LAMBDA, generator: Optional[torch.Generator] = None,
-              **context: Any) -> nn.Module:
+              width: Optional[float] = None, **context: Any) -> nn.Module:
+        if width is not None:   # the derived form: only the channels the gates kept, no gates
+            kept = pruned_width(width, C_out)
+            return Pruned(build_op(name, C_in, kept, stride, affine, generator=generator, **context), kept, C_out)
         op = build_op(name, C_in, C_out, stride, affine, generator=generator, **context)
         return ChannelGatedOp(op, C_out, l0_lambda, gate_estimator, generator)
     build.__doc__ = f"``{name}`` with one L0 gate per output channel (Louizos et al. 2018): a learned width."

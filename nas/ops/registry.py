@@ -10,6 +10,8 @@ op table signature plus a context). The context carries what a space knows and s
   ``space.op_args.<op>.l0_lambda`` overrides it);
 * ``generator`` — the seeded generator of the supernet's initialisation;
 * ``pool_bn`` — True in the DARTS supernet, whose pooling candidates get a BN after them;
+* ``width`` — in a discrete network, the share of its output channels a width-searching op
+  (the ``l0_*`` ops) kept at derive (the genotype's ``widths``); the op is built that narrow;
 * the op's own options, ``space.op_args.<op>`` (e.g. ``rules`` of ``dnf_1x1``).
 
 A builder names the context keys it uses as keyword arguments and takes the rest with ``**_``;
@@ -32,7 +34,7 @@ OPS = Registry("op", USER_HINT.format(kind="op"))
 # (:mod:`nas.export.codegen`); an op whose module traces into torch.nn modules needs none
 SPELLINGS: Dict[str, Callable[[nn.Module], Any]] = {}
 # context keys a space fills in (objects and flags), never options of an op
-CONTEXT_KEYS = ("estimator", "gate_estimator", "generator", "pool_bn")
+CONTEXT_KEYS = ("estimator", "gate_estimator", "generator", "pool_bn", "width")
 
 
 def register_op(name: str, *, spelling: Optional[Callable[[nn.Module], Any]] = None

@@ -118,7 +118,7 @@ class NB201Space(SearchSpace):
         if not isinstance(data, dict) or not isinstance(data.get("arch"), str):
             raise CheckpointError("genotype: an NB201 genotype.yaml needs a key 'arch' with the cell "
                                   "string '|op~0|+|op~0|op~1|+|op~0|op~1|op~2|'")
-        return NB201Genotype.from_string(data["arch"])
+        return NB201Genotype.from_dict(data)
 
     def genotype_to_dict(self, genotype: NB201Genotype) -> Dict[str, Any]:
         return genotype.to_dict()

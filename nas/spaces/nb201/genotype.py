@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 import re
 from dataclasses import dataclass
-from typing import Iterator, List, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from nas.errors import CheckpointError
 
@@ -26,15 +26,31 @@ _NODE_RE = re.compile(r"^\|(.+)\|$")
 
 @dataclass(frozen=True)
 class NB201Genotype:
-    """``ops[e]`` is the op on edge ``EDGES[e]``."""
+    """``ops[e]`` is the op on edge ``EDGES[e]``; ``widths[e]``, where not None, the share of the
+    cell's channels the op of a width-searching edge (``l0_*``) kept at derive, which the
+    discrete network builds it at (``widths: {"3<-0": 0.5}`` in a genotype.yaml; the string form
+    has no widths)."""
 
     ops: Tuple[str, ...]
+    widths: Tuple[Optional[float], ...] = ()
 
     def __post_init__(self) -> None:
         if len(self.ops) != len(EDGES):
             raise CheckpointError(f"genotype: an NB201 cell has {len(EDGES)} edges, got {len(self.ops)}")
         check_genotype_ops(self.ops)
         object.__setattr__(self, "ops", tuple(self.ops))
+        widths = tuple(self.widths) if any(w is not None for w in self.widths) else ()
+        if widths and len(widths) != len(EDGES):
+            raise CheckpointError(f"genotype: widths has {len(widths)} entries for {len(EDGES)} edges")
+        for e, w in enumerate(widths):
+            if w is not None and not (isinstance(w, (int, float)) and 0 < w <= 1):
+                raise CheckpointError(f"genotype: widths.{EDGE_NAMES[e]} must be a share of the channels "
+                                      f"in (0, 1], got {w!r}")
+        object.__setattr__(self, "widths", widths)
+
+    def width(self, e: int) -> Optional[float]:
+        """The recorded width of edge ``e`` (None: the op's own, full width)."""
+        return self.widths[e] if self.widths else None
 
     def __str__(self) -> str:
         nodes, e = [], 0
@@ -53,7 +69,20 @@ class NB201Genotype:
         return [(j, i, op) for (j, i), op in zip(EDGES, self.ops)]
 
     def to_dict(self) -> dict:
-        return {"space": "nb201", "arch": str(self)}
+        out: Dict[str, Any] = {"space": "nb201", "arch": str(self)}
+        if self.widths:
+            out["widths"] = {EDGE_NAMES[e]: w for e, w in enumerate(self.widths) if w is not None}
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Dict[str, Any]) -> "NB201Genotype":
+        """``{"arch": ..., "widths": {edge: share}}`` (widths optional)."""
+        ops = parse_ops(data["arch"])
+        given = data.get("widths") or {}
+        if not isinstance(given, dict) or not set(given) <= set(EDGE_NAMES):
+            raise CheckpointError(f"genotype: widths maps edges ({', '.join(EDGE_NAMES)}) to shares of "
+                                  f"the channels, got {given!r}")
+        return cls(ops, tuple(given.get(name) for name in EDGE_NAMES))
 
     def is_connected(self) -> bool:
         """Whether some path of non-``none`` edges leads from the input node 0 to the output node

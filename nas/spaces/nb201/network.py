@@ -19,7 +19,9 @@ class InferCell(nn.Module):
         # `none` edges are dropped: they add nothing.
         self.inputs = [[(i, k) for k, (j2, i, op) in enumerate(genotype.edges()) if j2 == j and op != "none"]
                        for j in range(NODES)]
-        self.ops = nn.ModuleDict({str(k): build_op(op, C, C, 1, True, **op_args.get(op, {}))
+        # an edge with a recorded width is built at that share of C (nas.blocks.l0.Pruned)
+        self.ops = nn.ModuleDict({str(k): build_op(op, C, C, 1, True, **op_args.get(op, {}),
+                                                   **({} if genotype.width(k) is None else {"width": genotype.width(k)}))
                                   for k, (_, _, op) in enumerate(genotype.edges()) if op != "none"})
 
     def forward(self, x: Tensor) -> Tensor:

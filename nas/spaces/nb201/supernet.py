@@ -44,7 +44,7 @@ activation is NHWC, where CPU convolutions run about 3x faster at C=16 (docs/res
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -221,7 +221,26 @@ class NB201Supernet(Supernet, Skeleton):
         budget = self.budget()  # nas.cost.Budget, attached for a cost budget
         if budget is not None and budget.over(NB201Genotype(tuple(ops))):
             ops = self._within_budget(budget, ops, allowed)
-        return NB201Genotype(tuple(ops))
+        return self._derived_forms(ops)
+
+    def _derived_forms(self, ops: list) -> NB201Genotype:
+        """What the derived ops kept of their own, over every cell (an op's ``kept_fraction``):
+        an op that kept nothing (a DNF op whose every rule is ``IF FALSE``, an L0-gated op with
+        every channel closed) is ``none``; a width-searching op (``sets_width``) records the mean
+        share of channels it kept as the edge's width."""
+        cells = [c for c in self.cells if isinstance(c, SearchCell)]
+        widths: List[Optional[float]] = [None] * len(EDGES)
+        for e, op in enumerate(ops):
+            mods = [c.edges[e].ops[self.op_names.index(op)] for c in cells] if op in self.op_names else []
+            mods = [m for m in mods if hasattr(m, "kept_fraction")]
+            if not mods:
+                continue
+            kept = sum(m.kept_fraction() for m in mods) / len(mods)
+            if kept == 0:
+                ops[e] = "none"
+            elif all(getattr(m, "sets_width", False) for m in mods):
+                widths[e] = round(kept, 4)
+        return NB201Genotype(tuple(ops), tuple(widths))
 
     def _within_budget(self, budget, ops: list, allowed: Tensor) -> list:
         """The most probable cell under the same derive rules that fits ``cost.target`` (edges
