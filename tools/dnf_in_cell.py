@@ -1,6 +1,6 @@
 """Does a DNF candidate keep its rules inside a cell? (the rules' estimator per kind)
 
-    python tools/dnf_in_cell.py --rules ste+noise,softmax --seeds 0 [CONFIG] [key=value ...]
+    python tools/dnf_in_cell.py --rules default,ste+noise,softmax,none --seeds 0 [CONFIG] [key=value ...]
 
 For every rule-pool estimator (``estimator.kinds.rules``; the op choice keeps ``estimator.name``)
 and seed, runs a search with ``dnf_1x1`` among the NB201 candidates (default: the quickstart on
@@ -69,7 +69,9 @@ def rule_stats(model, genotype):
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("items", nargs="*", help="a config (default quickstart) and key=value overrides")
-    p.add_argument("--rules", default="ste+noise,softmax", help="rule-pool estimators, comma-separated")
+    p.add_argument("--rules", default="default,ste+noise,softmax,none",
+                   help="rule-pool estimators, comma-separated; default: the rules kind's own; "
+                        "none: the search without dnf_1x1")
     p.add_argument("--seeds", default="0")
     p.add_argument("--out", type=Path, default=Path("runs/dnf_in_cell"))
     a = p.parse_args(argv)
@@ -79,8 +81,10 @@ def main(argv=None) -> int:
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for rules in a.rules.split(","):
         for seed in [int(s) for s in a.seeds.split(",")]:
-            cfg = load_config(config, [OPS, "space.op_args={dnf_1x1: {rules: 4}}", "device=cpu", f"seed={seed}",
-                                       *overrides, f"estimator.kinds={{rules: {rules}}}"])
+            plain = rules == "none"   # the same search without the DNF candidate, for reference
+            cfg = load_config(config, [OPS.replace(", dnf_1x1", "") if plain else OPS, "space.op_args={dnf_1x1: {rules: 4}}",
+                                       "device=cpu", f"seed={seed}", *overrides,
+                                       *([] if plain or rules == "default" else [f"estimator.kinds={{rules: {rules}}}"])])
             out = a.out / f"{rules}-{seed}"
             t0 = time.time()
             res = run_search(cfg, out, quiet=True)

@@ -46,7 +46,7 @@ def estimator_options(name: str) -> type:
 
 
 def build_estimator(name: str, noise: str = "none", sigma0: float = 0.2, sigma_max: float = 0.5,
-                    noise_lr: Optional[float] = None, **kwargs: Any) -> Estimator:
+                    noise_lr: Optional[float] = None, sigma_end: Optional[float] = None, **kwargs: Any) -> Estimator:
     """``ESTIMATORS[name](**options)``, wrapped in :class:`AdaptiveNoise` when ``noise="adaptive"``;
     ``None`` values mean "the estimator's default"; ``noise_lr`` is the optimizer's (ignored here).
 
@@ -63,7 +63,11 @@ def build_estimator(name: str, noise: str = "none", sigma0: float = 0.2, sigma_m
                           f"it takes: {', '.join(sorted(accepted)) or 'no options'}")
     if noise not in NOISES:
         raise ConfigError(f"estimator.noise: unknown noise '{noise}'; allowed: {', '.join(NOISES)}")
+    if sigma_end is not None and noise != "adaptive":
+        raise ConfigError("estimator.sigma_end anneals adaptive noise: set estimator.noise=adaptive or remove it")
     if noise == "adaptive":
+        if sigma_end is not None and not 0.0 <= sigma_end <= sigma_max:
+            raise ConfigError(f"estimator.sigma_end must lie in [0, estimator.sigma_max={sigma_max}], got {sigma_end}")
         if not cls.supports_noise:
             raise ConfigError(f"estimator.noise=adaptive works only with estimator.name "
                               f"{' or '.join(noise_capable())}, not '{name}'")
@@ -76,7 +80,7 @@ def build_estimator(name: str, noise: str = "none", sigma0: float = 0.2, sigma_m
         est = cls(**given)
     except ValueError as e:
         raise ConfigError(f"estimator '{name}': {e}") from None
-    return AdaptiveNoise(est, sigma0, sigma_max) if noise == "adaptive" else est
+    return AdaptiveNoise(est, sigma0, sigma_max, sigma_end) if noise == "adaptive" else est
 
 
 class EstimatorSpec(NamedTuple):

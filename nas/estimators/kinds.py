@@ -61,7 +61,7 @@ def register_kind(name: str, shape: str, default: Optional[Any] = None, *, own: 
 register_kind("ops", CATEGORICAL, help="the op choice of each edge")
 register_kind("gates", BINARY, HARD_CONCRETE, own=(HARD_CONCRETE,),
               help="L0 gates of edges, ops and channels (space.gates, the l0_* ops)")
-register_kind("rules", BINARY, {"name": "ste", "noise": "adaptive"},
+register_kind("rules", BINARY, {"name": "ste", "noise": "adaptive", "sigma_end": 0.0},
               help="the rule pools and selectors of DNF blocks (dnf_1x1, the dnf space)")
 register_kind("program", CATEGORICAL, help="the instructions of a program (the program space)")
 

@@ -8,7 +8,9 @@ toward the other value,
 
 so 1 → 1 - σε and 0 → σε. There is one learned temperature σ per discrete entry (shape of the
 choice, role ``"noise"``), initialised to σ0 = 0.2, trained by Adam on the same loss through
-``∂w̃/∂σ = (1-2w)·ε`` and clipped to ``[0, σ_max]`` (σ_max = 0.5) after every step. The
+``∂w̃/∂σ = (1-2w)·ε`` and clipped to ``[0, σ_max]`` (σ_max = 0.5) after every step. With
+``sigma_end`` the bound goes linearly (per step) from σ_max to it over the search (this project's
+addition): ``sigma_end: 0`` ends the search on the binary value that derive keeps. The
 gradient to ``w`` is autograd's ``1 - 2σε`` (≥ 0 for σ ≤ 1/2), then whatever the base estimator
 does with it (identity to α for STE, Bop's momentum). At eval there is no noise.
 
@@ -29,6 +31,7 @@ from typing import Literal
 from ..bounds import ranged
 from ..options import option
 from .base import Estimator, Sample
+from .schedules import Schedule
 
 
 @dataclass
@@ -38,6 +41,9 @@ class NoiseOptions:
     sigma0: float = ranged(0.2, ge=0, le="sigma_max", help="initial noise temperature σ")
     sigma_max: float = ranged(0.5, ge=0, help="largest σ (clipped after every step)")
     noise_lr: Optional[float] = ranged(None, gt=0, help="Adam lr of the noise temperatures (null: optim.arch.lr)")
+    sigma_end: Optional[float] = ranged(None, ge=0, le="sigma_max", help=(
+        "σ's bound at the end of the search, reached linearly per step from sigma_max (null: constant); "
+        "0 makes the last steps run the binary value derive keeps"))
 
 SIGMA = "sigma"
 
@@ -45,7 +51,8 @@ SIGMA = "sigma"
 class AdaptiveNoise(Estimator):
     """Wraps a base estimator whose forward value is discrete (``supports_noise``)."""
 
-    def __init__(self, base: Estimator, sigma0: float = 0.2, sigma_max: float = 0.5):
+    def __init__(self, base: Estimator, sigma0: float = 0.2, sigma_max: float = 0.5,
+                 sigma_end: Optional[float] = None):
         super().__init__()
         if not base.supports_noise:
             raise ValueError(f"adaptive noise needs a discrete forward value; '{base.name}' has none")
@@ -57,6 +64,9 @@ class AdaptiveNoise(Estimator):
         # One set of scheduled values, the base's, seen through either object.
         self.schedules, self.values = base.schedules, base.values
         self._sigmas: List[Tensor] = []
+        # the clip bound of σ, annealed to sigma_end over the search when one is given
+        self._bound = Schedule.of(sigma_max, sigma_end, "linear" if sigma_end is not None else None, "step")
+        self.bound = float(sigma_max)
 
     def create(self, shape: Tuple[int, ...], kind: str, init_std: float = 1e-3,
                generator: Optional[torch.Generator] = None) -> Dict[str, Tuple[Tensor, str]]:
@@ -94,24 +104,28 @@ class AdaptiveNoise(Estimator):
         self.base.after_step(params_by_role)
         self._sigmas = list(params_by_role.get("noise", []))
         for s in self._sigmas:
-            s.clamp_(0.0, self.sigma_max)
+            s.clamp_(0.0, self.bound)
 
     def set_progress(self, epoch: int, epochs: int, step: int = 0, steps_per_epoch: int = 1) -> None:
         self.base.set_progress(epoch, epochs, step, steps_per_epoch)
+        self.bound = self._bound.value(self._bound.progress(epoch, epochs, step, steps_per_epoch))
 
     def scalars(self) -> Dict[str, float]:
         """The base's values plus the mean σ over all entries (once a step has run)."""
         out = self.base.scalars()
+        if self._bound.kind != "constant":
+            out["sigma_bound"] = self.bound
         if self._sigmas:
             with torch.no_grad():
                 out["sigma_mean"] = float(torch.cat([s.reshape(-1) for s in self._sigmas]).float().mean())
         return out
 
     def state_dict(self) -> dict:
-        return self.base.state_dict()
+        return {**self.base.state_dict(), "sigma_bound": self.bound}
 
     def load_state_dict(self, state: dict) -> None:
         self.base.load_state_dict(state)
+        self.bound = state.get("sigma_bound", self.bound)
 
     def __repr__(self) -> str:
         return f"AdaptiveNoise({self.base!r}, sigma0={self.sigma0}, sigma_max={self.sigma_max})"
