@@ -133,3 +133,21 @@ def test_two_ranks_with_mixed_estimators_follow_one_process(tmp_path):
     _, ref = single(overrides, tmp_path / "one")
     for k, v in ref["model"].items():
         assert torch.allclose(a["model"][k].double(), v.double(), rtol=1e-6, atol=1e-8), k
+
+
+def test_sigma_end_anneals_the_noise_bound_linearly_per_step_to_the_binary_forward():
+    from nas.estimators import build_estimator
+    est = build_estimator("ste", noise="adaptive", sigma0=0.4, sigma_max=0.4, sigma_end=0.0)
+    sigma = torch.full((3,), 0.4)
+    for k, (epoch, step) in enumerate([(0, 0), (0, 1), (1, 0), (1, 1)]):
+        est.set_progress(epoch, 2, step, 2)
+        est.after_step({"noise": [sigma]})
+        assert est.bound == pytest.approx(0.4 * (1 - k / 3)) and float(sigma.max()) == pytest.approx(est.bound)
+    alpha = torch.randn(5)
+    w = est.sample({"alpha": alpha, "sigma": torch.zeros(5)}, "binary", training=True).weights
+    assert torch.equal(w, (alpha > 0).float())          # σ = 0: the training forward is the derived gate
+    assert est.state_dict()["sigma_bound"] == 0.0 and est.scalars()["sigma_bound"] == 0.0
+    with pytest.raises(ConfigError, match="estimator.sigma_end anneals adaptive noise"):
+        build_estimator("ste", sigma_end=0.0)
+    with pytest.raises(ConfigError, match=r"estimator.sigma_end must lie in \[0, estimator.sigma_max=0.5\]"):
+        build_estimator("ste", noise="adaptive", sigma_end=0.7)
