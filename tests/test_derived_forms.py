@@ -128,3 +128,25 @@ def test_the_rules_default_estimator_runs_the_derived_rules_during_the_search():
     train = op.block.train()(log_b=log_b)[0]
     evals = op.block.eval()(log_b=log_b)[0]
     assert torch.equal(train, evals)
+
+
+def test_a_retrain_of_a_genotype_with_widths_trains_the_pruned_network_and_keeps_its_widths(tmp_path):
+    import nas.retrainer.run as R
+    from nas.retrainer import RetrainConfig, run_retrain
+    record = {"space": "nb201", "arch": "|nor_conv_3x3~0|+|skip_connect~0|none~1|+|l0_nor_conv_3x3~0|none~1|skip_connect~2|",
+              "widths": {"3<-0": 0.5}, "op_args": {"l0_nor_conv_3x3": {"l0_lambda": 0.01}}}
+    (tmp_path / "genotype.yaml").write_text(yaml.safe_dump(record))
+    cfg = load_config("retrain_nb201_digits", ["model.C=4", "model.N=1", "data.subset=96", "data.test_subset=64",
+                                               "data.resize=8", "trainer.epochs=1", "trainer.max_steps_per_epoch=2",
+                                               "device=cpu", f"model.genotype={tmp_path / 'genotype.yaml'}"],
+                      cls=RetrainConfig)
+    built = []
+    make = R.make_network
+    R.make_network = lambda *a, **k: built.append(make(*a, **k)) or built[-1]
+    try:
+        run_retrain(cfg, tmp_path / "rt", quiet=True)
+    finally:
+        R.make_network = make
+    pruned = [m for m in built[0].modules() if isinstance(m, Pruned)]
+    assert [(p.kept, p.C_out) for p in pruned] == [(2, 4), (4, 8), (8, 16)]
+    assert yaml.safe_load((tmp_path / "rt" / "genotype.yaml").read_text())["widths"] == {"3<-0": 0.5}

@@ -121,7 +121,8 @@ class AdaptiveNoise(Estimator):
         return out
 
     def state_dict(self) -> dict:
-        return {**self.base.state_dict(), "sigma_bound": self.bound}
+        annealed = self._bound.kind != "constant"   # a constant bound is the config's, nothing to keep
+        return {**self.base.state_dict(), **({"sigma_bound": self.bound} if annealed else {})}
 
     def load_state_dict(self, state: dict) -> None:
         self.base.load_state_dict(state)
