@@ -78,9 +78,9 @@ def make_supernet(cfg: Config, estimator: Estimator, num_classes: int, in_channe
     context = accepted_kwargs(space.build_supernet, "", dict(in_channels=in_channels, init_std=cfg.optim.arch.init_std,
                                                              generator=gen))
     kwargs = space.supernet_kwargs(cfg, info)
-    if kwargs.get("gate_estimator", "search") != "search":   # hard concrete unless estimator.kinds.gates says
+    if kwargs.get("gate_estimator") not in (None, "search"):   # hard concrete unless estimator.kinds.gates says
         kwargs["gate_estimator"] = estimator.for_kind("gates")
-    elif "gates" in (getattr(cfg.estimator, "kinds", None) or {}):
+    elif kwargs.get("gate_estimator") == "search" and "gates" in (getattr(cfg.estimator, "kinds", None) or {}):
         raise ConfigError("space.gate_estimator=search and estimator.kinds.gates both name the gates' estimator: "
                           "keep estimator.kinds.gates and remove space.gate_estimator")
     model = space.build_supernet(estimator, num_classes=num_classes, **context, **kwargs)
