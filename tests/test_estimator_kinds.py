@@ -82,7 +82,7 @@ class CategoricalOnly(Softmax):
     ("{bogus: ste}", "estimator.kinds.bogus: unknown kind 'bogus'; allowed: gates, ops, program, rules"),
     ("{gates: categorical_only}", "estimator.kinds.gates: estimator 'categorical_only' learns only categorical "
                                   "choices and kind 'gates' is binary"),
-    ("{rules: ste+nois}", "estimator.kinds.rules: 'ste+nois' is NAME or NAME+noise"),
+    ("{rules: ste+nois}", "estimator.kinds.rules: estimator spec 'ste+nois': use NAME or NAME+noise"),
     ("{rules: {name: softmax, gamma: 1}}", "estimator.kinds.rules: estimator.gamma is not used by estimator 'softmax'"),
     ("{ops: ste}", "estimator.kinds.ops: 'ops' is this space's main kind"),
 ])

@@ -26,7 +26,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from ..errors import ConfigError
+from ..errors import ConfigError, NasError
 from ..registry import Registry
 from .base import BINARY, CATEGORICAL, Estimator, Sample
 
@@ -69,10 +69,12 @@ register_kind("program", CATEGORICAL, help="the instructions of a program (the p
 def parse_spec(spec: Any, key: str) -> Dict[str, Any]:
     """``"ste"``, ``"ste+noise"`` or ``{name: ste, noise: adaptive, ...}`` as one section mapping."""
     if isinstance(spec, str):
-        name, plus, extra = spec.partition("+")
-        if plus and extra != "noise":
-            raise ConfigError(f"{key}: '{spec}' is NAME or NAME+noise, e.g. ste+noise")
-        return {"name": name.strip(), **({"noise": "adaptive"} if plus else {})}
+        from . import parse_spec as parse_name   # the commands' NAME / NAME+noise
+        try:
+            parsed = parse_name(spec)
+        except NasError as e:
+            raise ConfigError(f"{key}: {e}") from None
+        return {"name": parsed.name, **({"noise": parsed.noise} if parsed.noise != "none" else {})}
     if isinstance(spec, Mapping) and isinstance(spec.get("name"), str):
         return dict(spec)
     raise ConfigError(f"{key}: expected an estimator name, NAME+noise or a mapping with a name, got {spec!r}")
