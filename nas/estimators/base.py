@@ -17,7 +17,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -111,9 +111,9 @@ class Estimator:
         :mod:`nas.estimators.kinds`): a lone estimator learns every kind it is handed."""
         return self
 
-    def bind(self, model: torch.nn.Module) -> None:
-        """Called once with the built supernet (an :class:`~nas.estimators.kinds.EstimatorSet`
-        records which estimator owns which parameter)."""
+    def bind(self, owners: Iterable[Tuple["Estimator", Iterable[Tensor]]]) -> None:
+        """Called once with the built supernet's ``(choice estimator, choice parameters)`` pairs
+        (an :class:`~nas.estimators.kinds.EstimatorSet` records which estimator owns which)."""
 
     # ---------------------------------------------------------------- schedules
     def set_progress(self, epoch: int, epochs: int, step: int = 0, steps_per_epoch: int = 1) -> None:

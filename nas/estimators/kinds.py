@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..errors import ConfigError, NasError
 from ..registry import Registry
@@ -175,16 +175,13 @@ class EstimatorSet(Estimator):
                 out.append(e)
         return out
 
-    def bind(self, model: nn.Module) -> None:
-        """Record which estimator learns each architecture parameter of ``model`` (a choice's
-        estimator; the set itself stands for the main one)."""
-        from ..supernet.choice import Choice
+    def bind(self, owners: Iterable[Tuple[Estimator, Iterable[Tensor]]]) -> None:
+        """Record which estimator learns each architecture parameter: ``owners`` pairs each
+        choice's estimator with its parameters (the set itself stands for the main one)."""
         self._owner = {}
-        for m in model.modules():
-            if isinstance(m, Choice):
-                est = self.main if m.estimator is self else m.estimator
-                for p in m.parameters():
-                    self._owner[id(p)] = est
+        for est, params in owners:
+            for p in params:
+                self._owner[id(p)] = self.main if est is self else est
         self._bound = True
 
     def _split(self, params: Iterable[Tensor]) -> Dict[int, List[Tensor]]:

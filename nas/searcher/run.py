@@ -22,6 +22,7 @@ from ..estimators import estimators_from_config
 from ..estimators.base import Estimator
 from ..plugins import accepted_kwargs, genotype_record, import_user_modules
 from ..supernet.bn import recalibrate_bn
+from ..supernet.choice import choices
 from ..engine.amp import Precision
 from ..engine.checkpoint import write_text_atomic
 from ..engine.distributed import World, setup as setup_world
@@ -84,7 +85,7 @@ def make_supernet(cfg: Config, estimator: Estimator, num_classes: int, in_channe
         raise ConfigError("space.gate_estimator=search and estimator.kinds.gates both name the gates' estimator: "
                           "keep estimator.kinds.gates and remove space.gate_estimator")
     model = space.build_supernet(estimator, num_classes=num_classes, **context, **kwargs)
-    estimator.bind(model)
+    estimator.bind((c.estimator, list(c.parameters())) for c in choices(model).values())
     cost_model = space.cost_model()
     if cost_model is not None:  # the cost of the network the cell will be trained in
         make_budget(cfg, cost_model, model, num_classes, in_channels)
