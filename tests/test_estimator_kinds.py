@@ -13,7 +13,8 @@ from nas.blocks.l0 import EstimatorGate, HardConcreteGate
 from nas.cli import main
 from nas.config import load_config
 from nas.errors import ConfigError
-from nas.estimators import CATEGORICAL, ESTIMATORS, AdaptiveNoise, Bop, BopEstimator, EstimatorSet, STE
+from nas.estimators import CATEGORICAL, ESTIMATORS, AdaptiveNoise, BopEstimator, STE
+from nas.estimators.kinds import EstimatorSet
 from nas.estimators.surrogate import Softmax
 from nas.searcher.run import make_estimator, make_supernet, run_search
 

@@ -11,7 +11,6 @@ from .base import BINARY, CATEGORICAL, Estimator, Sample
 from .bop import Bop, BopEstimator
 from .dirichlet import Dirichlet
 from .gumbel import Gumbel, GumbelHard
-from .kinds import KINDS, EstimatorSet, estimators_from_config, register_kind
 from .noise import AdaptiveNoise
 from .reinmax import ReinMax
 from .schedules import Schedule
@@ -125,6 +124,5 @@ def _section_options(name: str) -> tuple:
 register_entry_options("estimator", _section_options, ESTIMATORS.names)
 
 __all__ = ["ESTIMATORS", "build_estimator", "estimator_options", "estimator_from_config", "noise_capable",
-           "parse_spec", "EstimatorSpec", "Estimator", "KINDS", "EstimatorSet", "estimators_from_config",
-           "register_kind", "Sample", "Schedule",
+           "parse_spec", "EstimatorSpec", "Estimator", "Sample", "Schedule",
            "AdaptiveNoise", "ReinMax", "Bop", "BopEstimator", "STE", "CATEGORICAL", "BINARY"]

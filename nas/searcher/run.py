@@ -18,7 +18,7 @@ from ..config import Config, CostConfig, to_dict
 from ..cost import cost_report
 from ..errors import ConfigError
 from ..data.registry import datasets_of, kind_of
-from ..estimators import estimators_from_config
+from ..estimators.kinds import estimators_from_config
 from ..estimators.base import Estimator
 from ..plugins import accepted_kwargs, genotype_record, import_user_modules
 from ..supernet.bn import recalibrate_bn
