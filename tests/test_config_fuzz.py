@@ -33,6 +33,7 @@ BAD_TEXT = {
     "space.op_args": ("{no_such_op: {rules: 8}}", ()),
     "optim.regularisers": ("{no_such_regulariser: {}}", ()),
     "optim.hooks": ("{no_such_hook: {}}", ()),
+    "estimator.kinds": ("{no_such_kind: ste}", ()),
     "model.op_args": ("{no_such_op: {rules: 8}}", ()),
     "model.args": ("{no_such_keyword: 1}", ()),
     "cost.latency_table": ("/nonexistent/nas-fuzz.json", ("cost.metric=latency",)),

@@ -157,6 +157,9 @@ class EstimatorSet(Estimator):
     def derive(self, params: Dict[str, Tensor], kind: str) -> Tensor:
         return self.main.derive(params, kind)
 
+    def distribution(self, params: Dict[str, Tensor], kind: str):
+        return self.main.distribution(params, kind)
+
     # ------------------------------------------------------------ kinds
     def for_kind(self, kind: str) -> Optional[Estimator]:
         if kind not in KINDS:
