@@ -61,7 +61,7 @@ def test_a_run_that_stopped_before_its_first_checkpoint_is_started_again_in_plac
 def test_the_config_being_run_is_not_the_one_written(tmp_path, capsys):
     """A nas-written config.yaml of a folder that may be reused, given as the config: refused."""
     out = tmp_path / "o"
-    one_line(capsys, search(*TINY, "data.dataset=nope", "--out", str(out)))
+    one_line(capsys, search(*TINY, "space.ops=[no_such_op]", "--out", str(out)))  # fails after the folder is written
     before = (out / "config.yaml").read_bytes()
     line = one_line(capsys, search(str(out / "config.yaml"), "--out", str(out)))
     assert "would overwrite your config" in line
@@ -161,7 +161,7 @@ def test_resume_of_the_other_commands_run_is_one_clear_line(done, tmp_path, caps
 
 def test_resume_of_a_run_without_a_checkpoint_says_there_is_none(tmp_path, capsys):
     out = tmp_path / "o"
-    one_line(capsys, search(*TINY, "data.dataset=nope", "--out", str(out)))
+    one_line(capsys, search(*TINY, "space.ops=[no_such_op]", "--out", str(out)))  # fails after the folder is written
     line = one_line(capsys, search("--resume", str(out)))
     assert f"{out} has no checkpoint yet" in line and f"start it again with --out {out}" in line
 
