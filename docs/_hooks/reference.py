@@ -144,19 +144,8 @@ def _default(f: dataclasses.Field) -> str:
 
 
 def describe(rng: Any) -> str:
-    """A range as ``Range.describe`` words it, a bound naming a sibling key shown by that name."""
-    def show(b: Any) -> str:
-        return "" if b is None else b if isinstance(b, str) else rng._bound(b, None, "")[1]
-    lo, lo_open = (rng.gt, True) if rng.gt is not None else (rng.ge, False)
-    hi, hi_open = (rng.lt, True) if rng.lt is not None else (rng.le, False)
-    lo, hi = show(lo), show(hi)
-    if lo and hi:
-        return f"{'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
-    if lo:
-        return f"{'>' if lo_open else '>='} {lo}"
-    if hi:
-        return f"{'<' if hi_open else '<='} {hi}"
-    return "any finite number"
+    """A range as ``Range.describe`` words it (a bound naming a sibling key shown by that name)."""
+    return rng.describe()
 
 
 def _allowed(f: dataclasses.Field) -> str:

@@ -26,31 +26,6 @@ from ..blocks.l0 import ChannelGatedOp
 from ..ops.common import Zero
 
 
-class DNFLogic(nn.Module):
-    """The rules of a trained ``dnf_1x1`` as fixed logic (Lu 2020, ALGORITHMS.md §4): output channel
-    ``t`` is ``1 - Π_m (1 - select[t, m] · r_tm)``, the disjunction of its ``M`` selected
-    conjunctions ``r = exp(log_b @ rules)`` over the literals ``log_b = [logσ(x_k), logσ(-x_k)]``
-    (the log-space conjunction of :func:`~nas.blocks.dnf.dnf_forward_log`), then the op's BN.
-    ``rules [2·C_in, C_out·M]`` holds only selected rules (``M``: the most any channel selects)."""
-
-    def __init__(self, C_in: int, C_out: int, rules: int, stride: int):
-        super().__init__()
-        self.C_out, self.rules_per_channel, self.stride = C_out, rules, stride
-        self.register_buffer("rules", torch.zeros(2 * C_in, C_out * rules))
-        self.register_buffer("select", torch.zeros(C_out, rules))
-        self.bn = nn.BatchNorm2d(C_out)
-
-    def forward(self, x: Tensor) -> Tensor:
-        if self.stride > 1:
-            x = x[:, :, ::self.stride, ::self.stride]
-        B, C, H, W = x.shape
-        rows = x.permute(0, 2, 3, 1).reshape(B * H * W, C)
-        log_b = torch.stack((F.logsigmoid(rows), F.logsigmoid(-rows)), -1).reshape(B * H * W, 2 * C)
-        r = (log_b @ self.rules).exp().reshape(B * H * W, self.C_out, self.rules_per_channel)
-        y = 1 - (1 - self.select * r).prod(-1)
-        return self.bn(y.reshape(B, H, W, self.C_out).permute(0, 3, 1, 2))
-
-
 DNF_LOGIC_SOURCE = '''class DNFLogic(nn.Module):
     """Learned logical rules (Neural DNF, Lu 2020): output channel t is the OR of its selected
     AND-rules over the input predicates sigmoid(x_k) and their negations, then a BN."""
@@ -72,6 +47,17 @@ DNF_LOGIC_SOURCE = '''class DNFLogic(nn.Module):
         y = 1 - (1 - self.select * r).prod(-1)
         return self.bn(y.reshape(B, H, W, self.C_out).permute(0, 3, 1, 2))
 '''
+
+# one text for both: the class below is the one model.py spells out, so the two cannot drift
+_namespace = {"torch": torch, "nn": nn, "F": F}
+exec(DNF_LOGIC_SOURCE, _namespace)
+DNFLogic = _namespace["DNFLogic"]
+DNFLogic.__module__ = __name__
+DNFLogic.__doc__ = """The rules of a trained ``dnf_1x1`` as fixed logic (Lu 2020, ALGORITHMS.md §4): output channel
+    ``t`` is ``1 - Π_m (1 - select[t, m] · r_tm)``, the disjunction of its ``M`` selected
+    conjunctions ``r = exp(log_b @ rules)`` over the literals ``log_b = [logσ(x_k), logσ(-x_k)]``
+    (the log-space conjunction of :func:`~nas.blocks.dnf.dnf_forward_log`), then the op's BN.
+    ``rules [2·C_in, C_out·M]`` holds only selected rules (``M``: the most any channel selects)."""
 
 
 @torch.no_grad()
