@@ -235,7 +235,7 @@ class CostConfig:
     layers: Optional[int] = ranged(None, ge=1)    # darts cells (None: 20)
     resolution: int = ranged(32, ge=1)            # input side of the trained network
     classes: Optional[int] = ranged(None, ge=1)   # its outputs (None: the dataset's classes)
-    latency_table: Optional[str] = None  # metric latency: a table from tools/profile_latency.py
+    latency_table: Optional[str] = None  # metric latency: a table from nas-profile-latency
     device: Optional[str] = None  # metric latency: a device of the shipped NB201 table (nas-lookup --devices)
     batch_size: int = ranged(1, ge=1)             # metric latency: the batch size of the table's entries read
 

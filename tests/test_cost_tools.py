@@ -128,7 +128,7 @@ def test_cost_config_errors_are_one_line(tmp_path, capsys):
 
 def test_profile_latency_then_search_with_a_latency_budget(tmp_path):
     table = tmp_path / "latency.json"
-    cmd = [sys.executable, str(REPO / "tools/profile_latency.py"), "space.C=4", "cost.C=4", "cost.N=1",
+    cmd = [sys.executable, "-m", "nas.commands.profile_latency", "space.C=4", "cost.C=4", "cost.N=1",
            "cost.resolution=8", "--batch", "1", "2", "--repeats", "2", "--warmup", "1",
            "--device", "cpu", "--out", str(table), "--quiet"]
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)

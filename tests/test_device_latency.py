@@ -129,7 +129,7 @@ def test_bad_input_one_line(table):
         device_cost_table(space, "fpga", target=1.0)
     with pytest.raises(ConfigError, match="no latency for op 'dnf_1x1'"):
         device_cost_table(space, "fpga", ops=["nor_conv_3x3", "dnf_1x1"])
-    with pytest.raises(ConfigError, match="covers the nb201 space only, not 'darts'.*profile_latency"):
+    with pytest.raises(ConfigError, match="covers the nb201 space only, not 'darts'.*nas-profile-latency"):
         device_cost_table(get_space("darts"), "fpga")
     with pytest.raises(ConfigError, match="C=16, N=5"):
         device_cost_table(space, "fpga", network={"C": 8, "N": 5})

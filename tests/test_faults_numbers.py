@@ -20,7 +20,7 @@ def test_a_latency_table_entry_that_is_not_a_time_is_refused_on_load(tmp_path, c
                                    "--out", str(out)))
     assert line == (f"nas-search: error: cost.latency_table: {table}: nor_conv_3x3 on 4x32x32 -> 4 channels, stride 1, "
                     f"at batch 1 takes {shown} ms; every entry must be a finite time >= 0 ms; measure it again with "
-                    f"tools/profile_latency.py")
+                    f"nas-profile-latency")
     assert not (out / "checkpoint.pt").exists()
 
 

@@ -86,16 +86,16 @@ def device_cost_table(space: Any, device: str, *, ops: Sequence[str] = (), targe
     if space.name != table.space:
         raise ConfigError(f"cost.device: the device latency table covers the {table.space} space only, not "
                           f"'{space.name}'; profile your own network on your device with "
-                          f"tools/profile_latency.py CONFIG --out latency.json and set cost.latency_table=latency.json")
+                          f"nas-profile-latency CONFIG --out latency.json and set cost.latency_table=latency.json")
     network = dict(network or NETWORK)
     if {k: network.get(k) for k in NETWORK} != NETWORK or resolution != RESOLUTION or batch_size != 1:
         raise ConfigError(f"cost.device gives the latency of NAS-Bench-201's network (C=16, N=5, {RESOLUTION}x"
                           f"{RESOLUTION}; the batch size is in the device's name); remove cost.C, cost.N, "
-                          f"cost.resolution and cost.batch_size, or profile this network with tools/profile_latency.py")
+                          f"cost.resolution and cost.batch_size, or profile this network with nas-profile-latency")
     missing = [op for op in ops if op not in table.ops]
     if missing:
         raise ConfigError(f"cost.device: the device table has no latency for op '{missing[0]}' of space.ops; it "
-                          f"covers {', '.join(table.ops)}: drop the op or profile with tools/profile_latency.py")
+                          f"covers {', '.join(table.ops)}: drop the op or profile with nas-profile-latency")
     ms = table.latency(device)  # unknown device: one line listing the known ones
     fastest = float(ms.min())
     if target is not None and target < fastest:
@@ -121,6 +121,6 @@ def cost_source(c: Any, space: Any, network: Dict[str, Any], ops: Optional[Seque
         if not c.latency_table:
             raise ConfigError("cost.metric=latency needs cost.device (a device of the shipped NB201 table: "
                               "nas-lookup --devices) or cost.latency_table (measure one with "
-                              "tools/profile_latency.py CONFIG --out latency.json)")
+                              "nas-profile-latency CONFIG --out latency.json)")
         return LatencyTable.load(c.latency_table), None
     return None, None

@@ -54,7 +54,7 @@ class LatencyTable:
         if key not in self.entries:
             where = f" {self.path}" if self.path else ""
             raise ConfigError(f"cost.latency_table{where} has no entry for {what}; measure it with "
-                              f"tools/profile_latency.py CONFIG --batch <cost.batch_size> on this network")
+                              f"nas-profile-latency CONFIG --batch <cost.batch_size> on this network")
         return self.entries[key]
 
     def op(self, op: str, C_in: int, C_out: int, stride: int, H: int, W: int, batch: int) -> float:
@@ -70,17 +70,17 @@ class LatencyTable:
     def load(cls, path: os.PathLike) -> "LatencyTable":
         path = Path(path)
         if not path.is_file():
-            raise ConfigError(f"cost.latency_table: {path} not found; measure one with tools/profile_latency.py")
+            raise ConfigError(f"cost.latency_table: {path} not found; measure one with nas-profile-latency")
         try:
             data = json.loads(path.read_text())
             entries = {str(k): float(v) for k, v in data["entries"].items()}
         except (ValueError, KeyError, TypeError, AttributeError):
             raise DataError(f"cost.latency_table: {path} is not a latency table written by "
-                            f"tools/profile_latency.py; measure it again") from None
+                            f"nas-profile-latency; measure it again") from None
         for key, ms in entries.items():  # a negative or NaN entry would pass as a cost, or end in a NaN loss
             if not (math.isfinite(ms) and ms >= 0):
                 raise DataError(f"cost.latency_table: {path}: {describe_key(key)} takes {ms:g} ms; every entry "
-                                f"must be a finite time >= 0 ms; measure it again with tools/profile_latency.py")
+                                f"must be a finite time >= 0 ms; measure it again with nas-profile-latency")
         return cls(entries, str(data.get("device", "")), path)
 
 

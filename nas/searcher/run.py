@@ -91,7 +91,7 @@ def make_supernet(cfg: Config, estimator: Estimator, num_classes: int, in_channe
         make_budget(cfg, cost_model, model, num_classes, in_channels)
     elif cfg.cost.device:
         raise ConfigError(f"cost.device: the device latency table covers the nb201 space only, not '{space.name}'; "
-                          f"give the space a cost model and profile it with tools/profile_latency.py "
+                          f"give the space a cost model and profile it with nas-profile-latency "
                           f"(docs/devices.md)")
     elif cfg.cost != CostConfig():
         raise ConfigError(f"the {space.name} space has no cost model; the cost: keys apply to spaces with one "

@@ -1,7 +1,7 @@
 """Measure the latency lookup table of a search's trained network on this machine's device.
 
-    python tools/profile_latency.py CONFIG.yaml [key=value ...] [--batch 1 64] [--device auto]
-                                    [--repeats 20] [--out latency.json]
+    nas-profile-latency CONFIG.yaml [key=value ...] [--batch 1 64] [--device auto]
+                        [--repeats 20] [--out latency.json]
 
 times every candidate op on every edge shape of the network the config's ``cost:`` section
 describes (nb201: the benchmark network C=16, N=5, 32x32 by default; darts: the evaluation
@@ -17,13 +17,11 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from nas.errors import NasError  # noqa: E402
+from nas.commands import entry, guarded
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="profile_latency", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="nas-profile-latency", description=__doc__.split("\n\n")[0])
     p.add_argument("items", nargs="*", metavar="CONFIG.yaml | key=value")
     p.add_argument("--batch", type=int, nargs="+", default=[1], help="batch sizes to measure (default 1)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
@@ -36,30 +34,32 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     from nas.config import config_from_cli
     from nas.cost import LatencyTable, profile_latency, require_cost_model
     from nas.engine.runtime import resolve_device
     from nas.spaces import get_space
-    try:
-        cfg = config_from_cli(args.items)
-        cost_model = require_cost_model(get_space(cfg.space.name))
-        c = cfg.cost
-        table = LatencyTable.load(args.out) if args.out.is_file() else None
-        table = profile_latency(cost_model, network=cost_model.trained_network(c.C, c.N, c.layers),
-                                resolution=c.resolution, num_classes=c.classes or args.classes,
-                                in_channels=args.in_channels, batch_sizes=args.batch,
-                                device=resolve_device(args.device), cell=cost_model.cell(cfg), repeats=args.repeats,
-                                warmup=args.warmup, table=table, log=None if args.quiet else print)
-        table.save(args.out)
-    except NasError as e:
-        print(f"profile_latency: error: {e}", file=sys.stderr)
-        return 2
+    cfg = config_from_cli(args.items)
+    cost_model = require_cost_model(get_space(cfg.space.name))
+    c = cfg.cost
+    table = LatencyTable.load(args.out) if args.out.is_file() else None
+    table = profile_latency(cost_model, network=cost_model.trained_network(c.C, c.N, c.layers),
+                            resolution=c.resolution, num_classes=c.classes or args.classes,
+                            in_channels=args.in_channels, batch_sizes=args.batch,
+                            device=resolve_device(args.device), cell=cost_model.cell(cfg), repeats=args.repeats,
+                            warmup=args.warmup, table=table, log=None if args.quiet else print)
+    table.save(args.out)
     print(f"{len(table.entries)} entries on {table.device} written to {args.out}")
     return 0
 
 
+def main(args: argparse.Namespace) -> int:
+    return guarded("nas-profile-latency", run, args)
+
+
+def cli(argv=None) -> int:
+    return entry("profile_latency", argv)
+
+
 if __name__ == "__main__":
-    from nas.utils.pipes import exit_quietly_on_closed_pipe
-    exit_quietly_on_closed_pipe()
-    sys.exit(main(get_args_parser().parse_args()))
+    sys.exit(cli())
