@@ -31,7 +31,7 @@ def _same(a, b):
 
 
 def test_registry_names():
-    assert DATASETS.names() == ["cifar10", "cifar100", "digits", "imagefolder"]
+    assert DATASETS.names() == ["breast_cancer", "cifar10", "cifar100", "digits", "imagefolder", "maze", "synthetic_dnf"]
 
 
 def test_digits_shapes_and_split():

@@ -137,6 +137,7 @@ class EstimatorSet(Estimator):
         self.main, self.main_kind = main, main_kind
         self.kinds: Dict[str, Optional[Estimator]] = {main_kind: main, **kinds}
         self.name, self.supports_noise, self.decodes = main.name, main.supports_noise, main.decodes
+        self.independent_gates = main.independent_gates   # FairDARTS asks the choice's estimator
         self.schedules, self.values = main.schedules, main.values
         self._owner: Dict[int, Estimator] = {}
         self._bound = False
