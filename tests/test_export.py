@@ -204,19 +204,6 @@ def test_onnx_in_onnx_runtime(which, tmp_path):
 
 # ---------------------------------------------------------------- user ops
 
-class ShapeScaled(nn.Module):
-    """Reads the input's width in Python: torch.fx cannot trace it, torch.export can."""
-
-    def __init__(self, C):
-        super().__init__()
-        self.conv = nn.Conv2d(C, C, 3, padding=1, bias=False)
-
-    def forward(self, x):
-        if x.shape[-1] > 4:
-            return self.conv(x) * 2.0
-        return self.conv(x)
-
-
 SHAPE_SCALED_SOURCE = '''class ShapeScaled(nn.Module):
     def __init__(self, C):
         super().__init__()
@@ -227,6 +214,12 @@ SHAPE_SCALED_SOURCE = '''class ShapeScaled(nn.Module):
             return self.conv(x) * 2.0
         return self.conv(x)
 '''
+
+# the op the test registers is the one its spelling writes out (one text: the two cannot drift)
+_namespace = {"nn": nn}
+exec(SHAPE_SCALED_SOURCE, _namespace)
+ShapeScaled = _namespace["ShapeScaled"]
+ShapeScaled.__doc__ = "Reads the input's width in Python: torch.fx cannot trace it, torch.export can."
 
 
 @nas.register_op("test_export_spelled", spelling=lambda m: (SHAPE_SCALED_SOURCE, f"ShapeScaled({m.conv.in_channels})"))
