@@ -142,15 +142,24 @@ def _is_numeric(tp: Any) -> bool:
     return any(_is_numeric(a) for a in typing.get_args(tp) if a is not type(None) and a is not Ellipsis)
 
 
-def walk_fields(cls: type, prefix: str = "") -> Iterator[Tuple[str, dataclasses.Field, Any]]:
-    """``(dotted key, field, type hint)`` of every leaf key of config class ``cls``."""
+def walk_owned(cls: type, prefix: str = "") -> Iterator[Tuple[str, dataclasses.Field, Any, type]]:
+    """``(dotted key, field, type hint, the dataclass declaring it)`` of every leaf key of config
+    class ``cls``."""
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         tp = hints[f.name]
+        if "section" in vars(tp) and hasattr(tp, "entry_class"):  # a section naming an entry: its default's keys
+            tp = tp.entry_class(tp.default_entry)
         if dataclasses.is_dataclass(tp):
-            yield from walk_fields(tp, f"{prefix}{f.name}.")
+            yield from walk_owned(tp, f"{prefix}{f.name}.")
         else:
-            yield f"{prefix}{f.name}", f, tp
+            yield f"{prefix}{f.name}", f, tp, cls
+
+
+def walk_fields(cls: type, prefix: str = "") -> Iterator[Tuple[str, dataclasses.Field, Any]]:
+    """``(dotted key, field, type hint)`` of every leaf key of config class ``cls``."""
+    for key, f, tp, _ in walk_owned(cls, prefix):
+        yield key, f, tp
 
 
 def undeclared_numeric_fields(cls: type) -> List[str]:

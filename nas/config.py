@@ -54,63 +54,59 @@ def _entry_options(section: str, name: str) -> Tuple[type, ...]:
     return tuple(_resolver(section)[0](name))
 
 
-class _Section:
+class EntrySection:
     """A config section that names a registry entry: the dataclass holds the section's own keys;
     the class built for an entry (:func:`nas.options.entry_section`) adds the entry's options.
     Constructing the bare section (``SpaceConfig(name="darts", C=8)``) builds the entry's class."""
 
     _option_sources: Tuple[type, ...] = ()
 
-    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
-        if not cls._option_sources and cls in _SECTION_KEYS.values():
-            cls = cls.entry_class(kwargs.get(cls.entry_key, cls.default_entry))
-        return object.__new__(cls)
-
+    # a base section sets ``section`` (the registry whose entries it names) in its own class body
+    section = ""
     entry_key = "name"
     default_entry = ""
 
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        if not cls._option_sources and "section" in cls.__dict__:
+            cls = cls.entry_class(kwargs.get(cls.entry_key, cls.default_entry))
+        return object.__new__(cls)
+
     def __reduce__(self) -> Any:  # the class is built at run time: pickle how to build it again
-        base = next(b for b in type(self).__mro__[1:] if b in _BASES)
-        return _rebuild_section, (base, type(self)._option_sources, _plain_section(self))
+        return _rebuild_section, (_section_base(type(self)), type(self)._option_sources, _plain_section(self))
 
     @classmethod
     def entry_class(cls, name: str) -> type:
-        raise NotImplementedError
+        """The section's class for entry ``name``: the base's keys, then the entry's options."""
+        from .options import entry_section
+        base = _section_base(cls)
+        return entry_section(base, *_entry_options(base.section, name))
 
 
 @dataclass
-class DataConfig(_Section):
+class DataConfig(EntrySection):
     """``data:`` the dataset's name and batching, then the options its kind and its registry
     entry declare (:mod:`nas.data.registry`; e.g. ``root``, ``resize`` of image data)."""
     dataset: str = option("digits", help="a registered dataset (nas.data.DATASETS); its kind says which spaces take it")
     train_portion: float = ranged(0.5, gt=0, lt=1, help="share of the train split that trains the weights; the rest the architecture")
     batch_size: int = ranged(64, ge=1, help="samples per batch")
 
+    section = "data"
     entry_key = "dataset"
     default_entry = "digits"
 
-    @classmethod
-    def entry_class(cls, name: str) -> type:
-        from .options import entry_section
-        return entry_section(DataConfig, *_entry_options("data", name))
-
 
 @dataclass
-class SpaceConfig(_Section):
+class SpaceConfig(EntrySection):
     """``space:`` the space's name, then the options the space declares (its ``Options``;
     :meth:`nas.spaces.base.SearchSpace.options`)."""
     name: str = option("nb201", help="a registered search space (nas.spaces.SPACES)")
 
+    section = "space"
     default_entry = "nb201"
-
-    @classmethod
-    def entry_class(cls, name: str) -> type:
-        from .options import entry_section
-        return entry_section(SpaceConfig, *_entry_options("space", name))
 
 
 @dataclass
-class EstimatorConfig(_Section):
+class EstimatorConfig(EntrySection):
     """``estimator:`` the estimator's name, the adaptive-noise wrapper's keys
     (:class:`nas.estimators.noise.NoiseOptions`), then the options the estimator declares.
 
@@ -122,19 +118,16 @@ class EstimatorConfig(_Section):
         "an estimator per other kind of discrete parameter, e.g. {rules: ste+noise, gates: hard_concrete}; "
         "kinds left out take their block's default"))
 
+    section = "estimator"
     default_entry = "softmax"
-
-    @classmethod
-    def entry_class(cls, name: str) -> type:
-        from .options import entry_section
-        return entry_section(EstimatorConfig, *_entry_options("estimator", name))
 
 
 @dataclass
-class DeriveConfig(_Section):
+class DeriveConfig(EntrySection):
     """``derive:`` how the search picks its cell: the options the space's derive declares
     (``SearchSpace.DeriveOptions``; nb201: ``exclude``, ``max_skip``)."""
 
+    section = "derive"
     entry_key = "space"
     default_entry = "nb201"
 
@@ -146,14 +139,8 @@ class DeriveConfig(_Section):
                     break
         return object.__new__(cls)
 
-    @classmethod
-    def entry_class(cls, name: str) -> type:
-        from .options import entry_section
-        return entry_section(DeriveConfig, *_entry_options("derive", name))
-
 
 _SECTION_KEYS = {"data": DataConfig, "space": SpaceConfig, "estimator": EstimatorConfig}
-_BASES = (DataConfig, SpaceConfig, EstimatorConfig, DeriveConfig)
 
 
 def _rebuild_section(base: type, options: Tuple[type, ...], values: Dict[str, Any]) -> Any:
@@ -250,6 +237,21 @@ class RunConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
 
+def import_config_modules(data: Dict[str, Any]) -> None:
+    """Import the user modules a config's ``imports:`` names: their registrations must be seen
+    before its sections' entries are looked up."""
+    from .plugins import import_user_modules
+    if data.get("imports"):
+        import_user_modules(_convert(data["imports"], List[str], "imports"))
+
+
+def named_entry(data: Dict[str, Any], key: str, base: type) -> str:
+    """The entry section ``data[key]`` names (``base``'s default when it names none)."""
+    section = data.get(key)
+    name = section.get(base.entry_key) if isinstance(section, dict) else None
+    return base.default_entry if name is None else _convert(name, str, f"{key}.{base.entry_key}")
+
+
 @dataclass
 class Config(RunConfig):
     name: str = matching("search", RUN_NAME, RUN_NAME_HINT)
@@ -273,18 +275,9 @@ class Config(RunConfig):
     def section_types(data: Dict[str, Any]) -> Dict[str, type]:
         """The section classes of the entries ``data`` names (the config's user modules imported
         first: their registrations must be seen)."""
-        from .plugins import import_user_modules
-        imports = data.get("imports")
-        if imports:
-            import_user_modules(_convert(imports, List[str], "imports"))
-        out = {}
-        for key, base in _SECTION_KEYS.items():
-            section = data.get(key)
-            name = section.get(base.entry_key) if isinstance(section, dict) else None
-            out[key] = base.entry_class(base.default_entry if name is None else _convert(name, str, f"{key}.{base.entry_key}"))
-        space = data.get("space")
-        name = space.get("name") if isinstance(space, dict) else None
-        out["derive"] = DeriveConfig.entry_class("nb201" if name is None else name)
+        import_config_modules(data)
+        out = {key: base.entry_class(named_entry(data, key, base)) for key, base in _SECTION_KEYS.items()}
+        out["derive"] = DeriveConfig.entry_class(named_entry(data, "space", SpaceConfig))
         return out
 
     @staticmethod
@@ -325,6 +318,8 @@ def load_yaml(path: os.PathLike, _seen: Optional[set] = None) -> Dict[str, Any]:
     data = parse_yaml(read_config_text(path), path) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a config must be a mapping of keys, got {type(data).__name__}")
+    from .legacy import rename_keys
+    rename_keys(data)  # before merging: a child's old key overrides its base's new one
     bases = data.pop("_base_", None)
     if isinstance(bases, str):
         bases = [bases]
@@ -525,7 +520,8 @@ def from_dict(cls: type, data: Dict[str, Any], prefix: str = "") -> Any:
 
 
 def _section_base(cls: type) -> type:
-    return next(b for b in cls.__mro__ if b in _BASES)
+    """The base section class of ``cls`` (``cls`` itself, or the base an entry's class extends)."""
+    return next(b for b in cls.__mro__ if "section" in b.__dict__ and b is not EntrySection)
 
 
 def _plain_section(obj: Any) -> Dict[str, Any]:

@@ -72,6 +72,17 @@ def _drop_union(section: Dict[str, Any], where: str, declared: Sequence[str], ow
             del section[k]
 
 
+def rename_keys(data: Dict[str, Any]) -> None:
+    """Move the renamed keys of ``data`` (one config file, or the overrides over the merged
+    files) to their new place, over what is there: called per file before ``_base_`` files are
+    merged, a child's old key overrides its base's new one, as the same key would. The old
+    default, written by every run folder of that release, moves without a warning."""
+    for (sec, key), (dst, old_default) in RENAMED.items():
+        section = data.get(sec)
+        if isinstance(section, dict) and key in section:
+            move_key(data, (sec, key), dst, warn=not _same(section[key], old_default))
+
+
 def migrate_search_config(data: Dict[str, Any], section_types: Any, section_keys: Dict[str, Any]) -> Dict[str, Any]:
     """``data`` (a search config's mapping) with the previous release's keys moved or dropped;
     ``section_types(data)``: the section classes of the entries it names (``nas.config``)."""
@@ -79,13 +90,7 @@ def migrate_search_config(data: Dict[str, Any], section_types: Any, section_keys
     if not isinstance(data, dict):
         return data
     data = copy.deepcopy(data)
-    for (sec, key), (dst, old_default) in RENAMED.items():
-        section = data.get(sec)
-        if isinstance(section, dict) and key in section:
-            if _same(section[key], old_default):
-                del section[key]
-            else:
-                move_key(data, (sec, key), dst)
+    rename_keys(data)
     space = data.get("space")
     if isinstance(space, dict) and "channels_last" in space:
         nhwc = space.pop("channels_last")

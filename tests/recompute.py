@@ -43,7 +43,7 @@ def retrain_test_acc(run_dir, dataset=None) -> float:
     options recorded there) holding the checkpoint's weights, on the real test split.
     ``dataset``: the ``{"train": ..., "test": ...}`` objects the run was given."""
     from nas.config import load_config
-    from nas.data import build_eval_loaders
+    from nas.data import build_eval_loaders, own_options
     from nas.retrainer import RetrainConfig, make_network
     from nas.retrainer.genotypes import resolve_record
     run_dir = Path(run_dir)
@@ -52,7 +52,8 @@ def retrain_test_acc(run_dir, dataset=None) -> float:
     d = cfg.data
     _, test, info = build_eval_loaders(d.dataset, root=d.root, download=False, resize=d.resize, subset=d.subset,
                                        batch_size=d.batch_size, workers=0, seed=cfg.seed, device="cpu",
-                                       augment=False, test_subset=d.test_subset, stream=d.stream, given=dataset)
+                                       augment=False, test_subset=d.test_subset, stream=d.stream, given=dataset,
+                                       options=own_options(d.dataset, d))
     net = make_network(cfg, space, genotype, info["num_classes"], info["shape"][0], extras["op_args"])
     net.load_state_dict(torch.load(run_dir / "checkpoint.pt", weights_only=False)["model"])
     return accuracy(net, test)

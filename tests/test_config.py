@@ -134,6 +134,21 @@ def test_old_keys_are_read_with_one_line_warning_each(capsys):
     assert len(capsys.readouterr().err.strip().splitlines()) == 2
 
 
+def test_an_old_key_in_a_child_config_overrides_its_bases_new_one(tmp_path, capsys):
+    """The old key is what the child says, even at the old default ([] and null): the base's
+    ``derive: {exclude: [none], max_skip: 1}`` gives way, as the new keys in the child would."""
+    child = tmp_path / "child.yaml"
+    child.write_text("_base_: nb201_cifar10_cpu\nestimator: {derive_exclude: [], derive_max_skip: null}\n")
+    cfg = load_config(child)
+    assert (cfg.derive.exclude, cfg.derive.max_skip) == ([], None)
+    child.write_text("_base_: nb201_cifar10_cpu\nestimator: {derive_max_skip: 2}\n")
+    cfg = load_config(child)
+    assert (cfg.derive.exclude, cfg.derive.max_skip) == (["none"], 2)
+    cfg = load_config("nb201_cifar10_cpu", ["estimator.derive_exclude=[]"])  # an override likewise
+    assert (cfg.derive.exclude, cfg.derive.max_skip) == ([], 1)
+    capsys.readouterr()
+
+
 def test_an_old_run_config_loads_as_it_ran(capsys):
     """A config.yaml of the previous release holds every entry's keys (the union), at defaults."""
     from nas import options

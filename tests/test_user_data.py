@@ -136,3 +136,37 @@ def test_search_and_retrain_on_a_dataset_object(tmp_path):
     assert out.metrics["test_acc"] == pytest.approx(retrain_test_acc(tmp_path / "r", dataset=given))
     with pytest.raises(DataError, match="no 'test' split"):
         nas.retrain(rcfg, res.genotype, tmp_path / "r2", dataset={"train": Shapes()})
+
+
+def test_an_image_datasets_own_options_reach_its_loader_in_search_and_retrain(tmp_path):
+    """``register_dataset(..., options=...)``: ``data.<key>`` of a search and of a retraining is
+    handed to the entry as ``options``; a retrain config takes the dataset's keys like a search's."""
+    from dataclasses import dataclass
+    from nas.bounds import ranged
+    from nas.retrainer.config import RetrainConfig
+    seen = []
+
+    @dataclass
+    class ShapesOptions:
+        classes: int = ranged(3, ge=2, help="classes of shapes")
+
+    @nas.register_dataset("test_shapes_k", options=ShapesOptions)
+    def shapes(*, split, options, **_):
+        seen.append((split, options.classes))
+        return Shapes(n=48 if split == "train" else 24, k=options.classes, seed=0 if split == "train" else 1)
+
+    cfg = nas.load_config("quickstart", "data.dataset=test_shapes_k", "data.classes=4", "data.resize=null",
+                          "space.C=4", "space.N=1", "trainer.epochs=1", "trainer.bn_batches=1", "data.batch_size=16")
+    res = nas.search(cfg, tmp_path / "s")
+    assert seen == [("train", 4)]
+    rcfg = nas.load_config("retrain_nb201_digits", "data.dataset=test_shapes_k", "data.classes=6", "model.C=4",
+                           "trainer.epochs=1", "data.resize=null", "device=cpu")
+    assert isinstance(rcfg, RetrainConfig)
+    assert rcfg.data.classes == 6
+    out = nas.retrain(rcfg, res.genotype, tmp_path / "r")
+    assert seen[1:] == [("train", 6), ("test", 6)]
+    assert out.metrics["test_acc"] == pytest.approx(retrain_test_acc(tmp_path / "r"))
+    with pytest.raises(nas.ConfigError, match=r"^data\.classes=1 is out of range"):
+        nas.load_config("retrain_nb201_digits", "data.dataset=test_shapes_k", "data.classes=1")
+    with pytest.raises(nas.ConfigError, match=r"^unknown config key 'data\.classes'"):
+        nas.load_config("retrain_nb201_digits", "data.classes=6")  # digits declares no such key

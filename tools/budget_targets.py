@@ -30,60 +30,61 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     from nas.benchmarks import NB201Table
     from nas.benchmarks.budget_truth import RULES, budget_truth, count_at_least, derive_rule, parse_budget, same_share_budget
     from nas.benchmarks.device_latency import DeviceTable
     from nas.benchmarks.nb201_table import cell_costs
-    try:
-        table = NB201Table.load(args.table)
-        devices = DeviceTable.load()
-        rows = list(args.rows)
-        if args.all:
-            rows += [f"{d}:{b}" for d in devices.devices for b in args.all]
-        if not rows:
-            raise NasError("give DEVICE:BUDGET rows or --all P%")
-        macs = cell_costs("macs")
-        costs_of = {"macs": macs}
-        head = "| device | budget | cells within | front | C-100 | IN16 | top-1% threshold | MACs same share: best, its cost |"
-        rules = [r[0] for r in RULES]
+    table = NB201Table.load(args.table)
+    devices = DeviceTable.load()
+    rows = list(args.rows)
+    if args.all:
+        rows += [f"{d}:{b}" for d in devices.devices for b in args.all]
+    if not rows:
+        raise NasError("give DEVICE:BUDGET rows or --all P%")
+    macs = cell_costs("macs")
+    costs_of = {"macs": macs}
+    head = "| device | budget | cells within | front | C-100 | IN16 | top-1% threshold | MACs same share: best, its cost |"
+    rules = [r[0] for r in RULES]
+    if args.rules:
+        head += "".join(f" {r}: best (n ≥ thr) |" for r in rules)
+    print(head)
+    print("|" + " --- |" * (head.count("|") - 1))
+    for spec in rows:
+        name, _, b = spec.partition(":")
+        if not b:
+            raise NasError(f"'{spec}': expected DEVICE:BUDGET, e.g. eyeriss:4.63 or macs:55")
+        if name not in costs_of:
+            costs_of[name] = cell_costs("params") if name == "params" else devices.by_arch(name)
+        costs = costs_of[name]
+        budget = parse_budget(b, costs)
+        t = budget_truth(table, costs, budget)
+        if t.front is None:
+            print(f"| {name} | {budget:.6g} | 0 | none fits | | | | |")
+            continue
+        unit = "M" if name in ("macs", "params") else "ms"
+        line = (f"| {name} | {budget:.6g} {unit} | {t.within:,} ({100 * t.share:.0f}%) | {t.front[1][0]:.2f} | "
+                f"{t.front[1][1]:.2f} | {t.front[1][2]:.2f} | {t.threshold:.2f} |")
+        if name in ("macs", "params"):
+            line += " |"
+        else:
+            m = same_share_budget(macs, t.within)
+            best = budget_truth(table, macs, m).front
+            over = costs[best[0]] > budget * (1 + 1e-12)
+            line += f" {best[1][0]:.2f}, {costs[best[0]]:.4g} ms{' OVER' if over else ''} |"
         if args.rules:
-            head += "".join(f" {r}: best (n ≥ thr) |" for r in rules)
-        print(head)
-        print("|" + " --- |" * (head.count("|") - 1))
-        for spec in rows:
-            name, _, b = spec.partition(":")
-            if not b:
-                raise NasError(f"'{spec}': expected DEVICE:BUDGET, e.g. eyeriss:4.63 or macs:55")
-            if name not in costs_of:
-                costs_of[name] = cell_costs("params") if name == "params" else devices.by_arch(name)
-            costs = costs_of[name]
-            budget = parse_budget(b, costs)
-            t = budget_truth(table, costs, budget)
-            if t.front is None:
-                print(f"| {name} | {budget:.6g} | 0 | none fits | | | | |")
-                continue
-            unit = "M" if name in ("macs", "params") else "ms"
-            line = (f"| {name} | {budget:.6g} {unit} | {t.within:,} ({100 * t.share:.0f}%) | {t.front[1][0]:.2f} | "
-                    f"{t.front[1][1]:.2f} | {t.front[1][2]:.2f} | {t.threshold:.2f} |")
-            if name in ("macs", "params"):
-                line += " |"
-            else:
-                m = same_share_budget(macs, t.within)
-                best = budget_truth(table, macs, m).front
-                over = costs[best[0]] > budget * (1 + 1e-12)
-                line += f" {best[1][0]:.2f}, {costs[best[0]]:.4g} ms{' OVER' if over else ''} |"
-            if args.rules:
-                for label, exclude, max_skip in RULES:
-                    keep = derive_rule(exclude, max_skip)
-                    r = budget_truth(table, costs, budget, keep=keep)
-                    n = count_at_least(table, costs, budget, t.threshold, keep)
-                    line += f" {r.front[1][0]:.2f} ({n}) |" if r.front else " none fits (0) |"
-            print(line)
-    except (NasError, OSError) as e:
-        print(f"budget_targets: error: {e}", file=sys.stderr)
-        return 2
+            for label, exclude, max_skip in RULES:
+                keep = derive_rule(exclude, max_skip)
+                r = budget_truth(table, costs, budget, keep=keep)
+                n = count_at_least(table, costs, budget, t.threshold, keep)
+                line += f" {r.front[1][0]:.2f} ({n}) |" if r.front else " none fits (0) |"
+        print(line)
     return 0
+
+
+def main(args: argparse.Namespace) -> int:
+    from nas.commands import guarded
+    return guarded("budget_targets", run, args, also=(OSError,))
 
 
 if __name__ == "__main__":

@@ -111,67 +111,68 @@ def cell_costs_of(metric: str) -> dict:
     return DeviceTable.load().by_arch(metric)
 
 
-def main(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     from nas.benchmarks import NB201Table
     from nas.benchmarks.budget_truth import budget_truth
     device = None if args.device in (None, "cpu", "cuda", "auto") else args.device
-    try:
-        table = NB201Table.load(args.table, partial=args.partial_table)
-        runs = [read_run(r) for r in args.runs if is_run(r)]
-        costs = {m: cell_costs_of(m) for m in {r["metric"] for r in runs} | ({device} if device else set())}
-        groups = defaultdict(list)
-        for r in runs:
-            r["acc"], r["cost"] = table.accuracy(r["arch"]), costs[r["metric"]][str(table.score(r["arch"]).arch)]
-            groups[(r["metric"], r["target"])].append(r)
-        for (metric, target), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] or 0)):
-            best = table.best_within(target, costs[metric]) if target else (*table.best(), None)
-            print(f"\n{metric} budget {target}: front {best[1]:.2f} ({best[0]})")
-            extra = f" ms on {device} (max) |" if device and device != metric else ""
-            # the rank measure: cells at or above the top-1% threshold of the cells within the budget
-            thr = budget_truth(table, costs[metric], target).threshold if target else None
-            print("| method | runs | NB201 CIFAR-10 | min | cost mean (max) | all within | gap to front | search s |"
-                  " CIFAR-100 | ImageNet16-120 |" + (f" ≥ top-1% ({thr:.2f}) |" if thr is not None else "") + extra)
-            print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |" + (" --- |" if thr is not None else "")
-                  + (" --- |" if extra else ""))
-            by = defaultdict(list)
-            for r in rs:
-                by[r["method"]].append(r)
-            for method, ms in sorted(by.items()):
-                accs = [r["acc"] for r in ms]
-                cs = [r["cost"] for r in ms]
-                ok = all(c <= target * (1 + 1e-9) for c in cs) if target else True
-                secs = [r["seconds"] for r in ms if r["seconds"] is not None]
-                print(f"| {method} | {len(ms)} | {fmt(accs)} | {min(accs):.2f} | {statistics.mean(cs):.2f} "
-                      f"({max(cs):.2f}) | {'yes' if ok else 'NO'} | {statistics.mean(accs) - best[1]:+.2f} | "
-                      f"{statistics.mean(secs) if secs else float('nan'):.0f} |"
-                      f" {fmt([table.score(r['arch']).acc['cifar100'] for r in ms])} |"
-                      f" {fmt([table.score(r['arch']).acc['imagenet16_120'] for r in ms])} |"
-                      + (f" {sum(a >= thr for a, c in zip(accs, cs) if c <= target * (1 + 1e-9))}/{len(ms)} |"
-                         if thr is not None else "")
-                      + (f" {statistics.mean(costs[device][table.score(r['arch']).arch] for r in ms):.4g} "
-                         f"({max(costs[device][table.score(r['arch']).arch] for r in ms):.4g}) |" if extra else ""))
-        if args.png:
-            from nas.cost.plot import front_plot
-            metric = device or ("macs" if "macs" in costs or not costs else sorted(costs)[0])
-            costs.setdefault(metric, cell_costs_of(metric))
-            c = costs[metric]
-            marks = defaultdict(list)
-            for r in runs:  # on a device: every run, scored by its cell's latency there
-                if r["metric"] == metric or device:
-                    at = f" @{r['target']:g}" + ("" if r["metric"] == metric else f" {r['metric']}") if r["target"] else ""
-                    marks[f"{r['method']}{at}"].append((c[table.score(r['arch']).arch], r["acc"]))
-            img = front_plot([(c[a], table.rows[a][0]) for a in table.rows],
-                             [(x, acc) for x, _, acc in table.front(c)],
-                             sorted({r["target"] for r in runs if r["metric"] == metric and r["target"]}), dict(marks),
-                             x_label=(f"ms on {metric} (measured)" if device else f"{metric} of the benchmark network (M)"),
-                             y_label="NB201 CIFAR-10 test %",
-                             title="searched cells vs the NAS-Bench-201 Pareto front")
-            img.save(args.png)
-            print(f"\nplot written to {args.png}")
-    except (NasError, OSError, KeyError, yaml.YAMLError) as e:
-        print(f"cost_benchmark: error: {e}", file=sys.stderr)
-        return 2
+    table = NB201Table.load(args.table, partial=args.partial_table)
+    runs = [read_run(r) for r in args.runs if is_run(r)]
+    costs = {m: cell_costs_of(m) for m in {r["metric"] for r in runs} | ({device} if device else set())}
+    groups = defaultdict(list)
+    for r in runs:
+        r["acc"], r["cost"] = table.accuracy(r["arch"]), costs[r["metric"]][str(table.score(r["arch"]).arch)]
+        groups[(r["metric"], r["target"])].append(r)
+    for (metric, target), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] or 0)):
+        best = table.best_within(target, costs[metric]) if target else (*table.best(), None)
+        print(f"\n{metric} budget {target}: front {best[1]:.2f} ({best[0]})")
+        extra = f" ms on {device} (max) |" if device and device != metric else ""
+        # the rank measure: cells at or above the top-1% threshold of the cells within the budget
+        thr = budget_truth(table, costs[metric], target).threshold if target else None
+        print("| method | runs | NB201 CIFAR-10 | min | cost mean (max) | all within | gap to front | search s |"
+              " CIFAR-100 | ImageNet16-120 |" + (f" ≥ top-1% ({thr:.2f}) |" if thr is not None else "") + extra)
+        print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |" + (" --- |" if thr is not None else "")
+              + (" --- |" if extra else ""))
+        by = defaultdict(list)
+        for r in rs:
+            by[r["method"]].append(r)
+        for method, ms in sorted(by.items()):
+            accs = [r["acc"] for r in ms]
+            cs = [r["cost"] for r in ms]
+            ok = all(c <= target * (1 + 1e-9) for c in cs) if target else True
+            secs = [r["seconds"] for r in ms if r["seconds"] is not None]
+            print(f"| {method} | {len(ms)} | {fmt(accs)} | {min(accs):.2f} | {statistics.mean(cs):.2f} "
+                  f"({max(cs):.2f}) | {'yes' if ok else 'NO'} | {statistics.mean(accs) - best[1]:+.2f} | "
+                  f"{statistics.mean(secs) if secs else float('nan'):.0f} |"
+                  f" {fmt([table.score(r['arch']).acc['cifar100'] for r in ms])} |"
+                  f" {fmt([table.score(r['arch']).acc['imagenet16_120'] for r in ms])} |"
+                  + (f" {sum(a >= thr for a, c in zip(accs, cs) if c <= target * (1 + 1e-9))}/{len(ms)} |"
+                     if thr is not None else "")
+                  + (f" {statistics.mean(costs[device][table.score(r['arch']).arch] for r in ms):.4g} "
+                     f"({max(costs[device][table.score(r['arch']).arch] for r in ms):.4g}) |" if extra else ""))
+    if args.png:
+        from nas.cost.plot import front_plot
+        metric = device or ("macs" if "macs" in costs or not costs else sorted(costs)[0])
+        costs.setdefault(metric, cell_costs_of(metric))
+        c = costs[metric]
+        marks = defaultdict(list)
+        for r in runs:  # on a device: every run, scored by its cell's latency there
+            if r["metric"] == metric or device:
+                at = f" @{r['target']:g}" + ("" if r["metric"] == metric else f" {r['metric']}") if r["target"] else ""
+                marks[f"{r['method']}{at}"].append((c[table.score(r['arch']).arch], r["acc"]))
+        img = front_plot([(c[a], table.rows[a][0]) for a in table.rows],
+                         [(x, acc) for x, _, acc in table.front(c)],
+                         sorted({r["target"] for r in runs if r["metric"] == metric and r["target"]}), dict(marks),
+                         x_label=(f"ms on {metric} (measured)" if device else f"{metric} of the benchmark network (M)"),
+                         y_label="NB201 CIFAR-10 test %",
+                         title="searched cells vs the NAS-Bench-201 Pareto front")
+        img.save(args.png)
+        print(f"\nplot written to {args.png}")
     return 0
+
+
+def main(args: argparse.Namespace) -> int:
+    from nas.commands import guarded
+    return guarded("cost_benchmark", run, args, also=(OSError, KeyError, yaml.YAMLError))
 
 
 if __name__ == "__main__":

@@ -166,21 +166,11 @@ def _cell(text: str) -> str:
                    p.replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;") for p in parts)
 
 
-def walk(cls: type, prefix: str = "") -> Iterator[Tuple[str, dataclasses.Field, Any, type]]:
-    """``(dotted key, field, type, owning class)`` of every leaf key under ``cls``."""
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        tp = hints[f.name]
-        if dataclasses.is_dataclass(tp):
-            yield from walk(tp, f"{prefix}{f.name}.")
-        else:
-            yield f"{prefix}{f.name}", f, tp, cls
-
-
 def key_table(cls: type, prefix: str = "", readers: Optional[Dict[str, List[str]]] = None) -> List[str]:
     comments: Dict[type, Dict[str, str]] = {}
     rows = ["| key | type | default | allowed | meaning |", "| --- | --- | --- | --- | --- |"]
-    for key, f, tp, owner in walk(cls, prefix):
+    from nas.bounds import walk_owned
+    for key, f, tp, owner in walk_owned(cls, prefix):
         if owner not in comments:
             comments[owner] = field_comments(owner)
         meaning = "; ".join(m for m in (NOTES.get(key), comments[owner].get(f.name)) if m)

@@ -8,20 +8,21 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Tuple, Type
 
 from ..errors import NasError
 
 
-def guarded(prog: str, run: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
-    """``run(args)``, with a user error printed as ``prog: error: ...`` (exit 2) and SIGINT or
-    SIGTERM as one line saying what the run left (exit 130 or 143): never a traceback for
-    something the user can fix."""
+def guarded(prog: str, run: Callable[[argparse.Namespace], int], args: argparse.Namespace,
+            also: Tuple[Type[BaseException], ...] = ()) -> int:
+    """``run(args)``, with a user error (a NasError, or one of ``also``: e.g. an unreadable
+    input file) printed as ``prog: error: ...`` (exit 2) and SIGINT or SIGTERM as one line
+    saying what the run left (exit 130 or 143): never a traceback for something the user can fix."""
     from ..engine.signals import as_interrupted, raise_on_signals
     with raise_on_signals():
         try:
             return run(args)
-        except NasError as e:
+        except (NasError, *also) as e:
             print(f"{prog}: error: {e}", file=sys.stderr)
             return 2
         except KeyboardInterrupt as e:

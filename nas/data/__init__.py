@@ -19,7 +19,7 @@ from ..bounds import ranged
 from ..errors import DataError
 from ..options import option
 from .datasets import DATASETS, ImageSet, load_dataset, require_classes
-from .registry import KINDS, DataKind, dataset_options, datasets_of, kind_of, register_dataset, register_kind
+from .registry import KINDS, DataKind, dataset_options, datasets_of, kind_of, own_options, register_dataset, register_kind
 from .loader import BatchLoader, StreamLoader, split_indices
 from .stream import StreamSet, dataset_source
 
@@ -92,17 +92,19 @@ def build_search_loaders(dataset: str, *, root: Optional[str], download: bool,
                          batch_size: int, workers: int, seed: int, device: Any,
                          augment: bool = True, stream: bool = False, given: Any = None,
                          shard: Tuple[int, int] = (0, 1), share: Share = _built_here,
-                         channels_last: bool = False) -> Tuple[BatchLoader, BatchLoader, Dict[str, Any]]:
+                         channels_last: bool = False, options: Any = None,
+                         ) -> Tuple[BatchLoader, BatchLoader, Dict[str, Any]]:
     """(weight-training loader, architecture-validation loader, info), both from the train split.
     ``stream``: read the images batch by batch (:class:`StreamLoader`) instead of holding them in
-    memory; ``given``: a dataset object instead of the registered ``dataset``.
+    memory; ``given``: a dataset object instead of the registered ``dataset``; ``options``: the
+    dataset's own declared options (:func:`nas.data.registry.own_options`).
 
     Data parallel: ``shard`` is (rank, world) (each rank iterates its slice of every global batch
     of ``batch_size``); ``share(build, key)`` runs ``build`` once per machine and hands its
     tensors to the machine's other ranks (:meth:`nas.engine.distributed.World.node_shared`)."""
     def build() -> Dict[str, Any]:
         data = _load(dataset, given, "train", root=root, download=download, resize=resize, subset=subset,
-                     seed=seed, workers=workers, stream=stream)
+                     seed=seed, workers=workers, stream=stream, options=options)
         require_classes(data.labels, data.classes, dataset)
         train_idx, val_idx = split_indices(len(data), train_portion, seed)
         return {"train": _part(data, train_idx), "val": _part(data, val_idx),
@@ -122,15 +124,16 @@ def build_eval_loaders(dataset: str, *, root: Optional[str], download: bool,
                        workers: int, seed: int, device: Any, augment: bool = True,
                        test_subset: Optional[int] = None, stream: bool = False, given: Any = None,
                        shard: Tuple[int, int] = (0, 1), share: Share = _built_here, channels_last: bool = False,
-                       ) -> Tuple[BatchLoader, BatchLoader, Dict[str, Any]]:
+                       options: Any = None) -> Tuple[BatchLoader, BatchLoader, Dict[str, Any]]:
     """(loader on the full train split, loader on the test split, info).
 
     ``subset`` limits the train split only; ``test_subset`` limits the test split (default: all).
-    ``stream``, ``given``: as for :func:`build_search_loaders` (``given``: ``{"train", "test"}``);
+    ``stream``, ``given``, ``options``: as for :func:`build_search_loaders` (``given``: ``{"train", "test"}``);
     ``shard``, ``share``: likewise (both loaders are sharded).
     """
     def build() -> Dict[str, Any]:
-        kw = dict(root=root, download=download, resize=resize, seed=seed, workers=workers, stream=stream)
+        kw = dict(root=root, download=download, resize=resize, seed=seed, workers=workers, stream=stream,
+                  options=options)
         train = _load(dataset, given, "train", subset=subset, **kw)
         require_classes(train.labels, train.classes, dataset)
         test = _load(dataset, given, "test", subset=test_subset, **kw)
@@ -159,7 +162,7 @@ class ImageOptions:
     subset: Optional[int] = ranged(None, ge=1, help="keep this many train images, class-balanced (null: all)")
     workers: int = ranged(0, ge=0, help="decoding processes of a streamed dataset")
     stream: bool = option(False, help="read images batch by batch (DataLoader) instead of in memory")
-    augment: bool = option(True, help="random crop and horizontal flip while searching")
+    augment: bool = option(True, help="random crop and horizontal flip of the training batches")
 
 
 def image_search_loaders(name: str, d: Any, *, seed: int, device: torch.device, world: Any, given: Any = None,
@@ -168,7 +171,8 @@ def image_search_loaders(name: str, d: Any, *, seed: int, device: torch.device, 
     return build_search_loaders(name, root=d.root, download=d.download, resize=d.resize, subset=d.subset,
                                 train_portion=d.train_portion, batch_size=d.batch_size, workers=d.workers,
                                 seed=seed, device=device, augment=d.augment, stream=d.stream, given=given,
-                                shard=world.shard, share=world.node_shared, channels_last=channels_last)
+                                shard=world.shard, share=world.node_shared, channels_last=channels_last,
+                                options=own_options(name, d))
 
 
 register_kind(DataKind("image", ImageOptions, image_search_loaders))

@@ -48,12 +48,14 @@ def cache_dir() -> Path:
 
 def load_dataset(name: str, *, root: Optional[str] = None, download: bool = False,
                  resize: Optional[int] = None, subset: Optional[int] = None, split: str = "train",
-                 seed: int = 0, workers: int = 0, stream: bool = False) -> Any:
+                 seed: int = 0, workers: int = 0, stream: bool = False, options: Any = None) -> Any:
     """Load one split of a registered dataset; ``subset`` keeps that many images, class-balanced.
 
     An entry returns an :class:`ImageSet`, or any torchvision-style dataset, which is then decoded
     into one (or, with ``stream``, read batch by batch: :mod:`nas.data.stream`). ``stream`` is
-    passed on to the entries that take it (``imagefolder``)."""
+    passed on to the entries that take it (``imagefolder``); ``options``, an instance of the
+    options the entry declares (``register_dataset(..., options=...)``), to an entry that declares
+    them (default: the declared defaults)."""
     if split not in ("train", "test"):
         raise ConfigError(f"data split must be 'train' or 'test', got '{split}'")
     if resize is not None and resize < 1:
@@ -64,8 +66,12 @@ def load_dataset(name: str, *, root: Optional[str] = None, download: bool = Fals
     fn = DATASETS.get(name, "data.dataset")
     kw = dict(root=root, download=download, resize=resize, subset=subset, split=split, seed=seed, workers=workers)
     params = inspect.signature(fn).parameters
-    if "stream" in params or any(p.kind == p.VAR_KEYWORD for p in params.values()):
+    takes_any = any(p.kind == p.VAR_KEYWORD for p in params.values())
+    if "stream" in params or takes_any:
         kw["stream"] = stream
+    declared = getattr(fn, "Options", None)
+    if declared is not None and ("options" in params or takes_any):
+        kw["options"] = options if options is not None else declared()
     out = fn(**kw)
     if isinstance(out, ImageSet):
         return out

@@ -40,7 +40,7 @@ import torch
 from ..bounds import ranged
 from ..errors import ConfigError
 from ..options import NoOptions
-from .registry import DATASETS, DataKind, register_dataset, register_kind
+from .registry import DATASETS, DataKind, own_options, register_dataset, register_kind
 from .loader import split_indices
 from .tabular import TabularLoader
 
@@ -233,8 +233,7 @@ def maze_search_loaders(name: str, d: Any, *, seed: int, device: Any, world: Any
     """The ``maze`` kind's search loaders for a config's ``data`` (the maze's options)."""
     if world.enabled:  # the maze loaders have no shards, and the final scores would be one rank's
         raise ConfigError("data.dataset=maze searches in one process: run nas-search without torchrun")
-    options = MazeOptions(**{f: getattr(d, f) for f in MazeOptions.__dataclass_fields__})
-    return build_maze_search_loaders(name, options=options, train_portion=d.train_portion,
+    return build_maze_search_loaders(name, options=own_options(name, d), train_portion=d.train_portion,
                                      batch_size=d.batch_size, seed=seed, device=device)
 
 

@@ -11,6 +11,7 @@ imports :mod:`nas.data` first, which registers the built-in kinds and datasets.)
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -64,6 +65,15 @@ def dataset_options(name: str) -> Tuple[type, ...]:
     from ..options import NoOptions
     kind = kind_of(name)
     return kind.Options, (NoOptions if name == GIVEN else getattr(DATASETS.get(name), "Options", NoOptions))
+
+
+def own_options(name: str, section: Any) -> Any:
+    """Dataset ``name``'s own declared options (its ``Options``), read from a config's ``data``
+    section; None when it declares none (its kind's keys are all it reads)."""
+    opts = None if name == GIVEN else getattr(DATASETS.get(name, "data.dataset"), "Options", None)
+    if opts is None:
+        return None
+    return opts(**{f.name: getattr(section, f.name) for f in dataclasses.fields(opts)})
 
 
 def datasets_of(kind: str) -> List[str]:

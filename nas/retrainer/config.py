@@ -9,22 +9,23 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Optional
 
 from ..bounds import RUN_NAME, RUN_NAME_HINT, ranged, matching
-from ..config import RunConfig, RunTrainerConfig, WeightOptimConfig
+from ..config import EntrySection, RunConfig, RunTrainerConfig, WeightOptimConfig, import_config_modules, named_entry
+from ..options import option
 
 
 @dataclass
-class RetrainDataConfig:
-    dataset: str = "digits"
-    root: Optional[str] = None
-    download: bool = False
-    resize: Optional[int] = ranged(None, ge=1)  # the network may need more: checked when it is built
-    subset: Optional[int] = ranged(None, ge=1)       # training images (default: the whole train split)
-    test_subset: Optional[int] = ranged(None, ge=1)  # test images (default: the whole test split)
-    batch_size: int = ranged(96, ge=1)
-    workers: int = ranged(0, ge=0)
-    stream: bool = False                # read images batch by batch instead of holding them in memory
-    augment: bool = True                # random crop + horizontal flip
-    cutout: int = ranged(0, ge=0)       # side of the Cutout square (DARTS: 16); 0 = off
+class RetrainDataConfig(EntrySection):
+    """``data:`` of a retraining: the dataset, the test set's size, batching and Cutout, then the
+    options its kind and its registry entry declare (image data: ``root``, ``resize``, ``subset``
+    of the training images, ...; :mod:`nas.data.registry`), as in a search's ``data:``."""
+    dataset: str = option("digits", help="a registered image dataset (nas.data.DATASETS)")
+    test_subset: Optional[int] = ranged(None, ge=1, help="test images, class-balanced (null: the whole test split)")
+    batch_size: int = ranged(96, ge=1, help="samples per batch")
+    cutout: int = ranged(0, ge=0, help="side of the Cutout square (DARTS: 16); 0: off")
+
+    section = "data"
+    entry_key = "dataset"
+    default_entry = "digits"
 
 
 @dataclass
@@ -62,3 +63,14 @@ class RetrainConfig(RunConfig):
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: RetrainOptimConfig = field(default_factory=RetrainOptimConfig)
     trainer: RetrainTrainerConfig = field(default_factory=RetrainTrainerConfig)
+
+    @staticmethod
+    def section_types(data: Dict[str, Any]) -> Dict[str, type]:
+        """The ``data:`` class of the dataset ``data`` names (the config's user modules imported
+        first: their registrations must be seen)."""
+        import_config_modules(data)
+        return {"data": RetrainDataConfig.entry_class(named_entry(data, "data", RetrainDataConfig))}
+
+    @staticmethod
+    def migrate(data: Dict[str, Any]) -> Dict[str, Any]:
+        return data

@@ -102,15 +102,16 @@ def _retrain(cfg: RetrainConfig, folder: RunFolder, quiet: bool, resolved: Any, 
 
     device = world.device
     seed_everything(cfg.seed + world.rank)  # drop-path masks: a stream per rank
-    from ..data import build_eval_loaders
+    from ..data import build_eval_loaders, kind_of, own_options
     d = cfg.data
-    if d.cutout < 0:
-        raise ConfigError(f"data.cutout must be >= 0 (0 = off), got {d.cutout}")
+    if kind_of(d.dataset).name != "image":
+        raise ConfigError(f"data.dataset={d.dataset} is {kind_of(d.dataset).name} data, and nas-retrain trains "
+                          f"image networks (nb201, darts, image spaces); retrain on an image dataset")
     train_loader, test_loader, info = build_eval_loaders(
         d.dataset, root=d.root, download=d.download, resize=d.resize, subset=d.subset,
         batch_size=d.batch_size, workers=d.workers, seed=cfg.seed, device=device, augment=d.augment,
         test_subset=d.test_subset, stream=d.stream, given=dataset, shard=world.shard, share=world.node_shared,
-        channels_last=cfg.trainer.channels_last)
+        channels_last=cfg.trainer.channels_last, options=own_options(d.dataset, d))
     model = make_network(cfg, space, genotype, info["num_classes"], info["shape"][0], extras["op_args"])
     check_input_fits(model, info["shape"], f"{space.name} network")
     params_m = count_params(model) / 1e6
