@@ -9,7 +9,8 @@ import torch
 from nas.benchmarks.device_latency import DeviceTable, cell_index
 from nas.cost import attach_budget
 from nas.cost.device import device_cost_table, device_models
-from nas.cost.latency_model import all_cells, features, fit_models, live_edges, significant, spearman
+from nas.cost.latency_model import (all_cells, features, fit_models, live_edges, noise_ceiling, significant, spearman,
+                                    twin_cells)
 from nas.errors import ConfigError
 from nas.estimators import build_estimator
 from nas.spaces import get_space
@@ -81,6 +82,34 @@ def test_fit_on_the_shipped_table(table, device, rho):
     assert spearman(significant(pred, 6), ms) == pytest.approx(model.fit.rho, abs=1e-6)
     assert model.fit.rho >= rho
     assert model.fit.rho >= model.additive_fit.rho - 1e-3  # never worse than the additive model
+
+
+def test_twin_cells_are_one_network_and_the_noise_ceiling_by_hand(table):
+    a, b = twin_cells()
+    cells = all_cells()
+    # 2<-1 none in both; 1<-0 <-> 2<-0 and 3<-1 <-> 3<-2 swapped; 3<-0 the same; each pair once
+    assert bool((cells[a, 2] == 0).all())
+    assert bool((cells[b, 2] == 0).all())
+    assert torch.equal(cells[a][:, [1, 0, 2, 3, 5, 4]], cells[b])
+    assert bool((a < b).all())
+    assert len(a) == (5 ** 5 - 5 ** 3) // 2  # 3125 cells with 2<-1 none, less the 125 that are their own twin, halved
+    # twins measured alike (a table symmetric in the swap): no noise, ceiling 1
+    ms = 1.0 + all_cells()[:, [0, 1, 3, 4, 5]].double().sum(1)
+    assert noise_ceiling(ms) == pytest.approx(1.0)
+    noisy = ms.clone()
+    noisy[a] += 0.5
+    noisy[b] -= 0.5  # every twin difference is exactly 1: a bias, not noise (its variance is 0)
+    assert noise_ceiling(noisy) == pytest.approx(1.0)
+    sign = torch.where(torch.arange(len(a)) % 2 == 0, 1.0, -1.0).double()
+    noisy = ms.clone()
+    noisy[a] += 0.5 * sign  # differences +-1: sigma^2 = Var(d)/2 by hand
+    d = (noisy[a] - noisy[b])
+    var, noise = float(noisy.var()), float(d.var()) / 2
+    assert noise_ceiling(noisy) == pytest.approx(((var - noise) / var) ** 0.5)
+    assert noise_ceiling(table.latency("eyeriss")) == pytest.approx(1.0, abs=1e-6)  # simulated: no noise
+    # the model never beats the measurements' own noise by more than chance (Pearson r)
+    for device in ("pixel2", "titan_rtx_1"):
+        assert device_models()[device].fit.r <= noise_ceiling(table.latency(device)) + 0.002
 
 
 def test_spearman_with_ties_by_hand():

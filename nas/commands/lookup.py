@@ -113,20 +113,23 @@ def run(args: argparse.Namespace) -> int:
 
 
 def format_devices() -> str:
-    """One row per device: latency range and the fit of the additive and the full model."""
+    """One row per device: latency range, the fit of the additive and the full model, and the
+    noise ceiling of the measurements (:func:`nas.cost.latency_model.noise_ceiling`)."""
     from nas.benchmarks.device_latency import DeviceTable
     from nas.cost.device import device_models
+    from nas.cost.latency_model import noise_ceiling
     t = DeviceTable.load()
     models = device_models()
     lines = [f"{len(t.devices)} devices of {t.path.name} (ms of NAS-Bench-201's network, C=16 N=5 32x32; "
              f"model: docs/devices.md)",
-             "| device | fastest ms | median ms | slowest ms | additive rho | additive error | model rho | model error |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| device | fastest ms | median ms | slowest ms | additive rho | additive error | model rho | model error "
+             "| model r | noise ceiling r |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for d in t.devices:
         ms, m = t.latency(d), models[d]
         lines.append(f"| {d} | {float(ms.min()):.6g} | {float(ms.median()):.4g} | {float(ms.max()):.4g} | "
                      f"{m.additive_fit.rho:.4f} | {100 * m.additive_fit.mean_error:.1f}% | {m.fit.rho:.4f} | "
-                     f"{100 * m.fit.mean_error:.1f}% |")
+                     f"{100 * m.fit.mean_error:.1f}% | {m.fit.r:.4f} | {noise_ceiling(ms):.4f} |")
     return "\n".join(lines)
 
 

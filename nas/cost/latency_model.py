@@ -108,12 +108,45 @@ def spearman(x: Tensor, y: Tensor) -> float:
     return float((rx * ry).sum() / (rx.square().sum() * ry.square().sum()).sqrt())
 
 
+def pearson(x: Tensor, y: Tensor) -> float:
+    x, y = x.double() - x.double().mean(), y.double() - y.double().mean()
+    return float((x * y).sum() / (x.square().sum() * y.square().sum()).sqrt())
+
+
+def twin_cells() -> Tuple[Tensor, Tensor]:
+    """Row indices ``(a, b)`` of the pairs of distinct cells that are one network: with the edge
+    2←1 ``none``, nodes 1 and 2 are interchangeable (swap the edges 1←0 ↔ 2←0 and 3←1 ↔ 3←2).
+    The table measured each twin on its own, so their difference is measurement noise."""
+    edges = list(_edges())
+    e = {edge: k for k, edge in enumerate(edges)}
+    cells = all_cells()
+    swap = cells.clone()
+    for x, y in (((1, 0), (2, 0)), ((3, 1), (3, 2))):
+        swap[:, e[x]], swap[:, e[y]] = cells[:, e[y]], cells[:, e[x]]
+    index = (swap * (N_OPS ** torch.arange(N_EDGES - 1, -1, -1))).sum(1)  # all_cells' order
+    a = torch.arange(len(cells))
+    keep = (cells[:, e[2, 1]] == NONE) & (index > a)
+    return a[keep], index[keep]
+
+
+def noise_ceiling(ms: Tensor) -> float:
+    """The highest Pearson correlation any predictor can reach with the measured ``ms``
+    (``[15625]``): that of the noise-free latency, ``sqrt(1 − σ²/Var(ms))``, with the noise
+    variance ``σ² = Var(ms_a − ms_b) / 2`` estimated from the :func:`twin_cells` (independent
+    noise of equal variance on every cell assumed)."""
+    a, b = twin_cells()
+    var = float(ms.double().var())
+    noise = float((ms[a] - ms[b]).double().var()) / 2
+    return max(var - noise, 0.0) ** 0.5 / var ** 0.5
+
+
 @dataclass
 class Fit:
     """How well a model's predictions ``pred`` match the measured ``ms``."""
 
     rho: float        # Spearman's ρ over all cells
     mean_error: float  # mean of |pred − ms| / ms over the connected cells
+    r: float = float("nan")  # Pearson's r over all cells (compare with noise_ceiling)
 
     @classmethod
     def of(cls, pred: Tensor, ms: Tensor) -> "Fit":
@@ -122,7 +155,8 @@ class Fit:
         conn = live_edges(all_cells() != NONE).any(-1)
         # ranked at the table's precision (6 significant digits): predictions of equally fast cells
         # differ in their last bits, and splitting the table's ties would cost ρ nothing real
-        return cls(spearman(significant(pred, 6), ms), float(((pred - ms).abs() / ms)[conn].mean()))
+        return cls(spearman(significant(pred, 6), ms), float(((pred - ms).abs() / ms)[conn].mean()),
+                   pearson(pred, ms))
 
 
 def significant(x: Tensor, digits: int) -> Tensor:
