@@ -11,7 +11,10 @@ softmax(α) for SNAS's and GDAS's samples, the Dirichlet mean for DrNAS, the str
 one-hot for the STE and Bop's state, whose gradient reaches Bop's momentum), restricted to the
 candidates derive can pick and renormalised over them (a ``none`` that derive never keeps would
 otherwise hide the cost of the op that replaces it), times the probability that an L0 gate keeps
-the op open (``P(z ≠ 0)``, the expected number of open gates of Louizos et al. 2018).
+the op open (``P(z ≠ 0)``, the expected number of open gates of Louizos et al. 2018). A
+width-searching candidate (``l0_*``: one gate per output channel) costs ``a + b·C·f``, its cost at
+the expected share ``f`` of its channels open (the mean ``P(z ≠ 0)`` of its gates over the cells;
+:meth:`nas.cost.table.CostTable.width_terms`), so the penalty reaches its gates.
 
 Penalty with target T and weight λ, added to the architecture loss:
 
@@ -38,7 +41,9 @@ sampling of budgeted one-shot search, e.g. SPOS, Guo et al. 2020, there with uni
 
 With ``hard`` the derived cell never costs more than T: when the estimator's decision does, derive
 takes the most probable cell that fits (``most_probable_within``; DARTS: an exact Pareto dynamic
-programme over the nodes, see ``DartsSupernet._within_budget``).
+programme over the nodes, see ``DartsSupernet._within_budget``; NB201 with width-searching
+candidates: ``NB201Supernet._within_budget``, where such an op may be kept narrower). Every exact
+cost (:meth:`Budget.exact`) counts an edge with a recorded width at that width.
 """
 from __future__ import annotations
 
@@ -70,6 +75,7 @@ class Budget(nn.Module):
 
     def __init__(self, model: nn.Module, table: CostTable, allowed: Dict[str, Tensor],
                  selected: Callable[[Any], Dict[str, Sequence[Tuple[int, str]]]], *,
+                 widths: Optional[Callable[[Any], Dict[str, Dict[int, float]]]] = None,
                  target: Optional[float] = None, weight: float = 1.0, form: str = "hinge",
                  hard: Optional[bool] = None, estimate: str = "expected", warmup: float = 0.0,
                  sample_within: bool = False):
@@ -89,7 +95,7 @@ class Budget(nn.Module):
             raise ConfigError(f"cost.weight must be >= 0, got {weight}")
         if hard and target is None:
             raise ConfigError("cost.hard=true needs cost.target")
-        self.table, self.selected = table, selected
+        self.table, self.selected, self.widths = table, selected, widths
         self.target, self.weight, self.form = target, weight, form
         self.hard = target is not None if hard is None else hard
         self._model = weakref.ref(model)  # not a submodule: the model owns this module
@@ -99,6 +105,11 @@ class Budget(nn.Module):
             raise ConfigError(f"the cost table has choice '{missing[0]}', the supernet has none such")
         self._allowed = {n: allowed[n].expand(table.edges[n].shape[0], -1).bool() for n in self._choices}
         self._cost = {n: table.for_candidates(n, ch.candidates).float() for n, ch in self._choices.items()}
+        self._slope: Dict[str, Tensor] = {}   # width-searching candidates: b·C of a + b·k (module docstring)
+        for n, ch in self._choices.items():
+            terms = table.width_terms(n, ch.candidates)
+            if terms is not None:
+                self._cost[n], self._slope[n] = terms[0].float(), terms[1].float()
         self._on: Dict[Tuple[str, Any], Tensor] = {}
         if self.hard and all(bool((table.share[n] == 1).all()) for n in self._choices):
             least = table.fixed + sum(table.cheapest(n, self._allowed[n], ch.candidates)
@@ -139,7 +150,7 @@ class Budget(nn.Module):
         self.epochs_done = epoch + step / steps_per_epoch
 
     def _dev(self, kind: str, name: str, like: Tensor) -> Tensor:
-        src = self._cost[name] if kind == "cost" else self._allowed[name]
+        src = {"cost": self._cost, "allowed": self._allowed, "slope": self._slope}[kind][name]
         key = (kind, name, like.device)
         if key not in self._on:
             self._on[key] = src.to(like.device)
@@ -159,7 +170,11 @@ class Budget(nn.Module):
             if self.estimate == "derived":  # the argmax cell's cost, the distribution's gradient
                 hard = F.one_hot(q.detach().argmax(-1), q.shape[-1]).to(q.dtype)
                 q = straight_through(hard * (q.detach().sum(-1, keepdim=True) > 0), q)
-            term = (q * self._dev("cost", name, q)).sum()
+            cost = self._dev("cost", name, q)
+            share = model.cost_kept_share(name) if name in self._slope else None
+            if share is not None:  # a + b·C·f = full − b·C·(1 − f)
+                cost = cost - self._dev("slope", name, q) * (1 - share.to(cost.dtype))
+            term = (q * cost).sum()
             extra = self.table.interactions(name, q, ch.candidates)
             if extra is not None:
                 term = term + extra
@@ -175,8 +190,8 @@ class Budget(nn.Module):
         return self.weight * (torch.log(ratio) if self.form == "log" else (ratio - 1).abs())
 
     def exact(self, genotype: Any) -> float:
-        """The cost of the network built from ``genotype``."""
-        return self.table.exact(self.selected(genotype))
+        """The cost of the network built from ``genotype`` (an edge with a recorded width at it)."""
+        return self.table.exact(self.selected(genotype), None if self.widths is None else self.widths(genotype))
 
     def edge_costs(self) -> Tuple[Dict[str, Tensor], Dict[str, Tensor]]:
         """``({choice: [E, K] cost}, {choice: [E, K] allowed})`` over each choice's candidates: what a
@@ -198,11 +213,12 @@ class Budget(nn.Module):
                               f"{UNITS[self.table.metric]}, over cost.target={self.target:.6g} (cost.hard); {fix}")
 
     def within(self, name: str, probs: Tensor, allowed: Tensor, count_limit: Optional[Tuple[int, int]] = None,
-               candidates: Optional[Sequence[str]] = None) -> Optional[List[int]]:
+               candidates: Optional[Sequence[str]] = None, cost: Optional[Tensor] = None) -> Optional[List[int]]:
         """The most probable index per edge of choice ``name`` (one op per edge, NB201) into
-        ``candidates`` (default: the choice's) whose cell fits the target; ``None`` if none does."""
+        ``candidates`` (default: the choice's) whose cell fits the target; ``None`` if none does.
+        ``cost``: ``[E, K]`` the candidates' costs, default the table's (full width)."""
         candidates = candidates or self._choices[name].candidates
-        cost = self.table.for_candidates(name, candidates)
+        cost = self.table.for_candidates(name, candidates) if cost is None else cost
         logp = probs.double().clamp_min(1e-300).log()
         return most_probable_within(logp, cost, self.target - self.table.fixed, allowed.bool(), count_limit,
                                     self.table.cell_costs(name, candidates))
@@ -242,7 +258,8 @@ def attach_budget(model: nn.Module, cost_model: Any, *, metric: str, target: Opt
     table = table or build_cost_table(cost_model, metric, num_classes=num_classes, in_channels=in_channels,
                                       resolution=resolution, network=network, cell=cell, latency=latency,
                                       batch_size=batch_size, ops=ops)
-    budget = Budget(model, table, cost_model.derivable(model), cost_model.selected_edges, target=target,
+    budget = Budget(model, table, cost_model.derivable(model), cost_model.selected_edges,
+                    widths=cost_model.selected_widths, target=target,
                     weight=weight, form=form, hard=hard, estimate=estimate, warmup=warmup,
                     sample_within=sample_within)
     budget.table_source = latency  # the latency table, kept with the run

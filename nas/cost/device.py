@@ -56,7 +56,13 @@ class DeviceCostTable(CostTable):
         from ..benchmarks.device_latency import cell_index
         return self.ms[cell_index(idx.cpu(), len(self.ops))]
 
-    def exact(self, selected: Dict[str, Sequence[Tuple[int, str]]]) -> float:
+    def exact(self, selected: Dict[str, Sequence[Tuple[int, str]]],
+              widths: Optional[Dict[str, Dict[int, float]]] = None) -> float:
+        given = {e: w for e, w in (widths or {}).get("arch.cell", {}).items() if w is not None}
+        if given:  # the table holds full-width cells only
+            e, w = next(iter(given.items()))
+            raise ConfigError(f"cost.device: the device latency table measures full-width NB201 cells; this cell keeps "
+                              f"edge {e} at width {w:g}, which it has no latency for; budget macs or params")
         pairs = sorted(selected["arch.cell"])
         return float(self.cell_latency(torch.tensor([[self.column(op) for _, op in pairs]]))[0])
 

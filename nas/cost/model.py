@@ -62,6 +62,10 @@ class CostModel:
         """Per choice name, the (edge, op) pairs ``genotype`` keeps (the space reads its genotype)."""
         return self.space.selected_edges(genotype)
 
+    def selected_widths(self, genotype: Any) -> Dict[str, Dict[int, float]]:
+        """Per choice name, ``{edge: share}`` of the edges ``genotype`` keeps at a recorded width."""
+        return self.space.selected_widths(genotype)
+
     def trained_network(self, C: Optional[int] = None, N: Optional[int] = None,
                         layers: Optional[int] = None) -> Dict[str, Any]:
         """``build_network`` keywords of the network a search's cell will be trained in (the

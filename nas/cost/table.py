@@ -13,6 +13,15 @@ where ``table[choice][e, k]`` sums op k's cost over every cell that shares the c
 of a cell is a separate module on a known input shape (MACs, parameters), or by the lookup-table
 model of latency (ProxylessNAS, Cai et al. 2019; FBNet, Wu et al. 2019: the network's latency is
 the sum of its ops' measured latencies). Tests check the sum against counting whole networks.
+
+Widths: an edge whose genotype records a width (a width-searching op, ``l0_*``, kept that share of
+its output channels) costs what its op built at that width costs on the edge's shapes
+(:meth:`CostTable.at_width`, counted like the table's columns, so ``exact`` equals counting the
+pruned network). A latency table times ops at full width only: a width-searching candidate is
+refused with a latency metric rather than costed wrongly. For the expected cost of a search, a
+width-searching op's cost is affine in its kept channels (``a + b·k``: a conv's output channels):
+:meth:`CostTable.width_terms` gives its full-width cost ``a + b·C`` and slope ``b·C``, so that
+``E[cost] = a + b·C·f`` for an expected kept share ``f``.
 """
 from __future__ import annotations
 
@@ -52,6 +61,11 @@ class CostTable:
     share: Dict[str, Tensor]
     fixed: float
     network: Dict[str, Any] = field(default_factory=dict)
+    # what costs an edge at a recorded width: every edge shape per choice, and the op's cost on one
+    # shape at a width (None: this table cannot cost widths)
+    rows: Dict[str, List[EdgeShape]] = field(default_factory=dict)
+    measure_width: Optional[Callable[[str, EdgeShape, float], float]] = None
+    width_ops: Tuple[str, ...] = ()   # the width-searching ops among ``ops``
 
     def column(self, op: str) -> int:
         if op not in self.ops:
@@ -63,13 +77,49 @@ class CostTable:
         cols = [self.column(op) for op in candidates]
         return self.edges[choice][:, cols] * self.share[choice][:, None]
 
-    def exact(self, selected: Dict[str, Sequence[Tuple[int, str]]]) -> float:
-        """The cost of a discrete network: ``fixed`` plus every kept (edge, op) of every choice."""
+    def exact(self, selected: Dict[str, Sequence[Tuple[int, str]]],
+              widths: Optional[Dict[str, Dict[int, float]]] = None) -> float:
+        """The cost of a discrete network: ``fixed`` plus every kept (edge, op) of every choice,
+        an edge with a width in ``widths`` (``{choice: {edge: share}}``) at that width."""
         total = self.fixed
+        widths = widths or {}
         for choice, pairs in selected.items():
-            t = self.edges[choice]
-            total += sum(float(t[e, self.column(op)]) for e, op in pairs)
+            t, w = self.edges[choice], widths.get(choice, {})
+            total += sum(float(t[e, self.column(op)]) if w.get(e) is None else self.at_width(choice, e, op, w[e])
+                         for e, op in pairs)
         return total
+
+    def at_width(self, choice: str, edge: int, op: str, width: float) -> float:
+        """The cost of ``op`` on edge ``edge`` of every cell sharing ``choice``, built at ``width``
+        (the share of its output channels a derived width-searching op kept)."""
+        self.column(op)
+        if self.measure_width is None:
+            raise ConfigError(f"this {self.metric} cost table measures full-width ops only; edge {edge} keeps "
+                              f"'{op}' at width {width:g}: budget macs or params for a width search")
+        return sum(self.measure_width(op, r, width) for r in self.rows[choice] if r.edge == edge)
+
+    def width_terms(self, choice: str, candidates: Sequence[str]) -> Optional[Tuple[Tensor, Tensor]]:
+        """``([E, K] full, [E, K] slope)``, share-weighted: a width-searching candidate's cost at
+        full width and ``b·C`` of its cost ``a + b·k`` in its kept channels ``k`` (module
+        docstring; other candidates: their column and 0); ``None`` when no candidate searches
+        its width."""
+        if not any(op in self.width_ops for op in candidates):
+            return None
+        full = self.for_candidates(choice, candidates).clone()
+        slope = torch.zeros_like(full)
+        sh = self.share[choice]
+        for k, op in enumerate(candidates):
+            if op not in self.width_ops:
+                continue
+            for e in range(full.shape[0]):
+                rows = [r for r in self.rows[choice] if r.edge == e]
+                top = [self.measure_width(op, r, 1.0) for r in rows]
+                # b·C from the cost at C and at one channel: (c(C) − c(1))·C/(C − 1)
+                per = [(t - self.measure_width(op, r, 1 / r.C_out)) * r.C_out / (r.C_out - 1) if r.C_out > 1 else t
+                       for t, r in zip(top, rows)]
+                full[e, k] = sum(top) * sh[e]
+                slope[e, k] = sum(per) * sh[e]
+        return full, slope
 
     def interactions(self, choice: str, q: Tensor, candidates: Sequence[str]) -> Optional[Tensor]:
         """The expected cost beyond ``Σ q·c`` of a choice's distribution ``q`` (``[E, K]``): none
@@ -109,15 +159,20 @@ def build_cost_table(cost_model: Any, metric: str, *, num_classes: int, in_chann
         raise ConfigError(f"cost.metric: unknown metric '{metric}'; allowed: {', '.join(METRICS)}")
     ops = list(dict.fromkeys([*cost_model.ops, *(ops or ())]))
     shapes = cost_model.edges(resolution=resolution, **network, **cell)
-    cache: Dict[Tuple[str, EdgeShape], float] = {}
+    cache: Dict[Tuple[str, EdgeShape, Optional[float]], float] = {}
+    width_ops = tuple(op for op in ops if _sets_width(cost_model, op, shapes))
+    if metric == "latency" and width_ops:
+        raise ConfigError(f"cost.metric=latency: op '{width_ops[0]}' searches its width, and a latency table times "
+                          f"ops at full width only; budget cost.metric=macs or params, or drop the op")
 
-    def op_cost(op: str, s: EdgeShape) -> float:
-        key = (op, EdgeShape(0, s.C_in, s.C_out, s.stride, s.H, s.W))
+    def op_cost(op: str, s: EdgeShape, width: Optional[float] = None) -> float:
+        key = (op, EdgeShape(0, s.C_in, s.C_out, s.stride, s.H, s.W), width)
         if key not in cache:
             if metric == "latency":
                 cache[key] = latency.op(op, s.C_in, s.C_out, s.stride, s.H, s.W, batch_size)
             else:
-                module = cost_model.ops_table[op](s.C_in, s.C_out, s.stride, True)
+                extra = {} if width is None else {"width": width}
+                module = cost_model.ops_table[op](s.C_in, s.C_out, s.stride, True, **extra)
                 try:
                     cache[key] = counted(metric, module, (s.C_in, s.H, s.W))
                 except (RuntimeError, ValueError, TypeError, IndexError) as e:  # a user op that cannot run
@@ -146,9 +201,21 @@ def build_cost_table(cost_model: Any, metric: str, *, num_classes: int, in_chann
         net = cost_model.build_network(ref, num_classes=num_classes, in_channels=in_channels, **network)
         whole = counted(metric, net, (in_channels, resolution, resolution))
     table = CostTable(metric, ops, edges, share, 0.0,
-                      dict(network, resolution=resolution, num_classes=num_classes, in_channels=in_channels))
+                      dict(network, resolution=resolution, num_classes=num_classes, in_channels=in_channels),
+                      rows=shapes, measure_width=None if metric == "latency" else op_cost, width_ops=width_ops)
     table.fixed = whole - table.exact(cost_model.selected_edges(ref))
     return table
+
+
+def _sets_width(cost_model: Any, op: str, shapes: Dict[str, List[EdgeShape]]) -> bool:
+    """Whether ``op`` searches its width (its module ``sets_width``, :class:`nas.blocks.l0.ChannelGatedOp`)."""
+    s = next((r for rows in shapes.values() for r in rows), None)
+    if s is None:
+        return False
+    try:
+        return bool(getattr(cost_model.ops_table[op](s.C_in, s.C_out, s.stride, True), "sets_width", False))
+    except (RuntimeError, ValueError, TypeError, IndexError, ConfigError):  # its cost reports the failure
+        return False
 
 
 def network_key(space: str, reference: Any, network: Dict[str, Any], resolution: int, num_classes: int,

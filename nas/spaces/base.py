@@ -205,6 +205,12 @@ class SearchSpace:
         figures read a genotype through it)."""
         raise NotImplementedError
 
+    def selected_widths(self, genotype: Any) -> Dict[str, Dict[int, float]]:
+        """Per choice name, ``{edge: share}`` of the kept edges whose genotype records a width (a
+        width-searching op built at that share of its channels); the cost model costs them at
+        it. Default: none (a space whose genotypes record no widths)."""
+        return {}
+
     def edge_nodes(self, choice: str, edge: int) -> Tuple[int, int]:
         """``(to, from)``: the nodes edge ``edge`` of choice ``choice`` joins (cell figures)."""
         raise NotImplementedError

@@ -127,6 +127,12 @@ class Supernet(nn.Module):
         that gates keep the candidates of choice ``name`` open; ``None`` (the default): no gates."""
         return None
 
+    def cost_kept_share(self, name: str) -> Optional[Tensor]:
+        """For the expected cost: ``[E, K]`` the expected share of each candidate's output
+        channels its own gates keep open (width-searching candidates, ``l0_*``; 1 for the
+        others), differentiable; ``None`` (the default): no candidate searches its width."""
+        return None
+
     def derive_limit(self, name: str, candidates: Sequence[str]) -> Optional[Tuple[int, int]]:
         """``(k, M)``: derive keeps candidate ``candidates[k]`` of choice ``name`` on at most M
         edges (NB201: P-DARTS's skip limit); ``None`` (the default): no such limit."""

@@ -103,6 +103,9 @@ class NB201Space(SearchSpace):
     def selected_edges(self, genotype: NB201Genotype) -> Dict[str, List[Tuple[int, str]]]:
         return {"arch.cell": list(enumerate(genotype.ops))}
 
+    def selected_widths(self, genotype: NB201Genotype) -> Dict[str, Dict[int, float]]:
+        return {"arch.cell": {e: w for e, w in enumerate(genotype.widths) if w is not None and genotype.ops[e] != "none"}}
+
     def edge_nodes(self, choice: str, edge: int) -> Tuple[int, int]:
         return EDGES[edge]
 

@@ -44,6 +44,7 @@ activation is NHWC, where CPU convolutions run about 3x faster at C=16 (docs/res
 """
 from __future__ import annotations
 
+import itertools
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
@@ -64,6 +65,9 @@ from .skeleton import ResBlock, Skeleton
 
 
 EDGES_FROM_TO = [(i, j) for j, i in EDGES]
+# the shares of its channels below its gates' width that derive within a hard cost target may
+# keep a width-searching op at (NB201Supernet._within_budget)
+DERIVE_WIDTHS = (0.75, 0.5, 0.25)
 
 
 class SearchCell(nn.Module):
@@ -218,33 +222,49 @@ class NB201Supernet(Supernet, Skeleton):
             ops = ["none" if shut else op for op, shut in zip(ops, closed)]
         if self.derive_max_skip is not None and ops.count("skip_connect") > self.derive_max_skip:
             ops = self._limit_skips(ops, allowed)
+        derived = self._derived_forms(list(ops))
         budget = self.budget()  # nas.cost.Budget, attached for a cost budget
-        if budget is not None and budget.over(NB201Genotype(tuple(ops))):
-            ops = self._within_budget(budget, ops, allowed)
-        return self._derived_forms(ops)
+        if budget is not None and budget.over(derived):
+            derived = self._within_budget(budget, ops, allowed)
+        return derived
+
+    def _kept(self, e: int, op: str) -> Tuple[Optional[float], bool]:
+        """``(share, is_width)``: the mean over every cell of what ``op`` on edge ``e`` kept of its
+        own (its ``kept_fraction``; None for an op without one) and whether that share is a width
+        (``sets_width``: the L0-gated convs)."""
+        cells = [c for c in self.cells if isinstance(c, SearchCell)]
+        mods = [c.edges[e].ops[self.op_names.index(op)] for c in cells] if op in self.op_names else []
+        mods = [m for m in mods if hasattr(m, "kept_fraction")]
+        if not mods:
+            return None, False
+        return sum(m.kept_fraction() for m in mods) / len(mods), all(getattr(m, "sets_width", False) for m in mods)
 
     def _derived_forms(self, ops: list) -> NB201Genotype:
         """What the derived ops kept of their own, over every cell (an op's ``kept_fraction``):
         an op that kept nothing (a DNF op whose every rule is ``IF FALSE``, an L0-gated op with
         every channel closed) is ``none``; a width-searching op (``sets_width``) records the mean
         share of channels it kept as the edge's width."""
-        cells = [c for c in self.cells if isinstance(c, SearchCell)]
         widths: List[Optional[float]] = [None] * len(EDGES)
         for e, op in enumerate(ops):
-            mods = [c.edges[e].ops[self.op_names.index(op)] for c in cells] if op in self.op_names else []
-            mods = [m for m in mods if hasattr(m, "kept_fraction")]
-            if not mods:
+            kept, is_width = self._kept(e, op)
+            if kept is None:
                 continue
-            kept = sum(m.kept_fraction() for m in mods) / len(mods)
             if kept == 0:
                 ops[e] = "none"
-            elif all(getattr(m, "sets_width", False) for m in mods):
+            elif is_width:
                 widths[e] = round(kept, 4)
         return NB201Genotype(tuple(ops), tuple(widths))
 
-    def _within_budget(self, budget, ops: list, allowed: Tensor) -> list:
+    def _within_budget(self, budget, ops: list, allowed: Tensor) -> NB201Genotype:
         """The most probable cell under the same derive rules that fits ``cost.target`` (edges
-        that gates closed stay ``none``; at most ``derive_max_skip`` skip connections)."""
+        that gates closed stay ``none``; at most ``derive_max_skip`` skip connections).
+
+        A width-searching candidate (``l0_*``) may be kept narrower than its gates' width ``w``:
+        at ``w`` or at any share of :data:`DERIVE_WIDTHS` below it. The op choice comes first: a
+        cell is admissible when it fits with each such op at its narrowest width, and the most
+        probable admissible cell is taken (its width does not change a cell's probability); its
+        width-searching edges then get the widest widths that fit (ties: the earlier edges
+        wider). Without such candidates this is the plain most probable cell within the target."""
         names = list(self.op_names) + ([] if "none" in self.op_names else ["none"])
         probs = torch.zeros(len(EDGES), len(names))
         probs[:, :len(self.op_names)] = self.arch["cell"].probs().float().cpu()
@@ -256,13 +276,63 @@ class NB201Supernet(Supernet, Skeleton):
             if shut:
                 mask[e] = False
                 mask[e, names.index("none")] = True
-        pick = budget.within("arch.cell", probs, mask, self.derive_limit("arch.cell", names), candidates=names)
-        return ops if pick is None else [names[k] for k in pick]
+        table = budget.table
+        cost = table.for_candidates("arch.cell", names).clone()
+        options: Dict[Tuple[int, int], List[float]] = {}   # (edge, candidate) -> its widths, widest first
+        for e in range(len(EDGES)):
+            for k, op in enumerate(names):
+                kept, is_width = self._kept(e, op)
+                if kept == 0:      # derives to none
+                    cost[e, k] = cost[e, names.index("none")]
+                elif is_width and mask[e, k]:
+                    options[e, k] = [round(kept, 4)] + [w for w in DERIVE_WIDTHS if w < round(kept, 4)]
+                    cost[e, k] = table.at_width("arch.cell", e, op, options[e, k][-1])
+        pick = budget.within("arch.cell", probs, mask, self.derive_limit("arch.cell", names),
+                             candidates=names, cost=cost)
+        if pick is None:
+            return self._derived_forms(list(ops))  # the caller's require_within names the problem
+        derived = self._derived_forms([names[k] for k in pick])
+        narrow = [(e, options[e, k]) for e, k in enumerate(pick) if (e, k) in options and len(options[e, k]) > 1]
+        if not narrow:
+            return derived
+        at = {(e, w): table.at_width("arch.cell", e, derived.ops[e], w) for e, ws in narrow for w in ws}
+        rest = budget.exact(derived) - sum(at[e, ws[0]] for e, ws in narrow)
+        limit = budget.target * (1 + 1e-9)
+        best = None
+        for choice in itertools.product(*(ws for _, ws in narrow)):  # widest first
+            total = rest + sum(at[e, w] for (e, _), w in zip(narrow, choice))
+            if total <= limit and (best is None or total > best[0] * (1 + 1e-12)):
+                best = (total, choice)
+        if best is None:
+            return derived
+        widths = list(derived.widths or (None,) * len(EDGES))
+        for (e, _), w in zip(narrow, best[1]):
+            widths[e] = w
+        return NB201Genotype(derived.ops, tuple(widths))
 
     def derive_limit(self, name: str, candidates: Sequence[str]) -> Optional[Tuple[int, int]]:
         if name != "arch.cell" or self.derive_max_skip is None or "skip_connect" not in candidates:
             return None
         return list(candidates).index("skip_connect"), self.derive_max_skip
+
+    def cost_kept_share(self, name: str) -> Optional[Tensor]:
+        """For :mod:`nas.cost.budget`: ``[E, K]`` the mean ``P(z ≠ 0)`` of a width-searching
+        candidate's channel gates over the cells (1 for the other candidates), ``None`` without
+        such candidates."""
+        if name != "arch.cell":
+            return None
+        cells = [c for c in self.cells if isinstance(c, SearchCell)]
+        cols: List[Optional[Tensor]] = []
+        for k in range(len(self.op_names)):
+            mods = [[c.edges[e].ops[k] for c in cells] for e in range(len(EDGES))]
+            if not all(getattr(m, "sets_width", False) for row in mods for m in row):
+                cols.append(None)
+                continue
+            cols.append(torch.stack([torch.stack([m.gate.open_probs().mean() for m in row]).mean() for row in mods]))
+        given = [c for c in cols if c is not None]
+        if not given:
+            return None
+        return torch.stack([c if c is not None else torch.ones_like(given[0]) for c in cols], 1)
 
     def cost_open_probs(self, name: str) -> Optional[Tensor]:
         """For :mod:`nas.cost.budget`: ``[E, K]`` or ``[E, 1]`` probability that the L0 gates
