@@ -138,3 +138,17 @@ def test_hard_derive_keeps_the_gates_widths_when_they_fit():
             op.gate.log_alpha[op.gate.n // 2:] = -4.0
     assert budget.exact(NB201Genotype(half.ops)) > target   # at full width it would not fit
     assert model.genotype() == half
+
+
+def test_a_target_only_narrowed_width_ops_reach_is_accepted_and_met():
+    ops = ["l0_nor_conv_1x1", "l0_nor_conv_3x3"]
+    _, budget = supernet(ops=ops)
+    narrowest = NB201Genotype(("l0_nor_conv_1x1",) * 6, (0.25,) * 6)
+    target = budget.exact(narrowest) * 1.01      # below every full-width cell
+    assert budget.exact(NB201Genotype(narrowest.ops, (1.0,) * 6)) > target
+    model, budget = supernet(ops=ops, target=target)
+    all_l0(model, "l0_nor_conv_3x3")
+    g = model.genotype()
+    assert budget.exact(g) <= target and budget.exact(g) == pytest.approx(count("macs", g), rel=1e-12)
+    with pytest.raises(ConfigError, match="below the cheapest cell derive may pick"):
+        supernet(ops=ops, target=budget.exact(narrowest) * 0.99)

@@ -158,8 +158,9 @@ def within_budget(cfg: Config, space: Any, num_classes: int, in_channels: int) -
     latency, table = cost_source(c, cost_model, network, cfg.space.ops)
     table = table or build_cost_table(cost_model, c.metric, num_classes=c.classes or num_classes,
                                       in_channels=in_channels, resolution=c.resolution, network=network,
-                                      latency=latency, batch_size=c.batch_size)
-    return lambda genotype: table.exact(space.selected_edges(genotype)) <= c.target * (1 + 1e-9)
+                                      latency=latency, batch_size=c.batch_size, ops=cfg.space.ops)
+    return lambda genotype: (table.exact(space.selected_edges(genotype), space.selected_widths(genotype))
+                             <= c.target * (1 + 1e-9))
 
 
 def write_run(folder: Any, result: RandomSearchResult, budget: float, epochs: int) -> None:

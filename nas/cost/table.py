@@ -35,6 +35,11 @@ from ..errors import ConfigError
 from .measure import METRICS, counted
 
 
+# the shares of its channels, below its gates' width, that derive within a hard cost target may
+# keep a width-searching op at (widest first; NB201Supernet._within_budget)
+DERIVE_WIDTHS = (0.75, 0.5, 0.25)
+
+
 @dataclass(frozen=True)
 class EdgeShape:
     """One edge of one cell of the trained network: its row in its choice, its op's input
@@ -136,8 +141,13 @@ class CostTable:
         return float(self.min_cost(choice, allowed, candidates).sum())
 
     def min_cost(self, choice: str, allowed: Tensor, candidates: Sequence[str]) -> Tensor:
-        """``[E]`` the cheapest allowed candidate per edge (``allowed``: ``[E, K]`` or ``[K]``)."""
-        c = self.edges[choice][:, [self.column(op) for op in candidates]]
+        """``[E]`` the cheapest allowed candidate per edge (``allowed``: ``[E, K]`` or ``[K]``), a
+        width-searching one at the narrowest width derive may keep it at."""
+        c = self.edges[choice][:, [self.column(op) for op in candidates]].clone()
+        for k, op in enumerate(candidates):  # derive within a target may keep it at its narrowest width
+            if op in self.width_ops and self.measure_width is not None:
+                c[:, k] = torch.tensor([self.at_width(choice, e, op, DERIVE_WIDTHS[-1]) for e in range(c.shape[0])],
+                                       dtype=c.dtype)
         return c.masked_fill(~allowed.expand_as(c), float("inf")).min(-1).values
 
 

@@ -51,6 +51,7 @@ import torch
 from torch import Tensor, nn
 
 from nas.blocks.l0 import GATES, make_gate
+from nas.cost.table import DERIVE_WIDTHS
 from nas.errors import ConfigError
 from nas.estimators.base import Estimator, Sample
 from nas.ops import build_op
@@ -65,9 +66,6 @@ from .skeleton import ResBlock, Skeleton
 
 
 EDGES_FROM_TO = [(i, j) for j, i in EDGES]
-# the shares of its channels below its gates' width that derive within a hard cost target may
-# keep a width-searching op at (NB201Supernet._within_budget)
-DERIVE_WIDTHS = (0.75, 0.5, 0.25)
 
 
 class SearchCell(nn.Module):
