@@ -152,3 +152,24 @@ def test_a_target_only_narrowed_width_ops_reach_is_accepted_and_met():
     assert budget.exact(g) <= target and budget.exact(g) == pytest.approx(count("macs", g), rel=1e-12)
     with pytest.raises(ConfigError, match="below the cheapest cell derive may pick"):
         supernet(ops=ops, target=budget.exact(narrowest) * 0.99)
+
+
+def test_a_search_within_a_budget_reports_the_cost_of_the_pruned_network_it_derives(tmp_path):
+    """End to end: the derived cell keeps convs narrowed to fit cost.target, and metrics.json's
+    cost is the count of the benchmark network built from genotype.yaml."""
+    import json
+
+    import yaml
+
+    from nas.cli import main
+    out = tmp_path / "run"
+    assert main(["quickstart", "space.C=4", "space.N=1", "data.subset=128", "data.resize=8", "trainer.epochs=1",
+                 "trainer.max_steps_per_epoch=2", "trainer.bn_batches=0", "device=cpu",
+                 "space.ops=[skip_connect, l0_nor_conv_1x1, l0_nor_conv_3x3]", "cost.target=40",
+                 "--out", str(out), "--quiet"]) == 0
+    space = get_space("nb201")
+    g = space.genotype_from_dict(yaml.safe_load((out / "genotype.yaml").read_text()))
+    cost = json.loads((out / "metrics.json").read_text())["cost_macs"]
+    net = space.build_network(g, num_classes=10, C=16, N=5)    # the benchmark network, cost's default
+    assert cost == pytest.approx(counted("macs", net, (3, 32, 32)), abs=1e-6)
+    assert cost <= 40 and any(w is not None and w < 1 for w in g.widths)
