@@ -8,7 +8,7 @@ from torch import nn
 
 from nas.errors import ConfigError
 from nas.estimators import build_estimator
-from nas.ops.common import ReLUConvBN
+from nas.ops.common import FactorizedReduce, ReLUConvBN
 from nas.searcher.derive import load_supernet
 from nas.searcher.loop import Searcher
 from nas.searcher.optim import build_optimizers
@@ -166,6 +166,24 @@ def test_widening_keeps_the_old_channels_and_copies_new_ones_with_the_momentum()
     assert op(torch.randn(2, 5, 4, 4, dtype=torch.float64)).shape == (2, 5, 4, 4)
 
 
+def test_a_factorized_reduce_widens_each_half_and_its_bn_with_both():
+    torch.manual_seed(0)
+    op = FactorizedReduce(4, 4, affine=False)
+    with torch.no_grad():
+        op.bn.running_mean.copy_(torch.arange(4.0))
+    w1, w2 = op.conv_1.weight.detach().clone(), op.conv_2.weight.detach().clone()
+    widen_op(op, 4, 8, torch.Generator().manual_seed(0), {})
+    assert op.conv_1.weight.shape == op.conv_2.weight.shape == (4, 8, 1, 1)
+    assert torch.equal(op.conv_1.weight[:2, :4], w1) and torch.equal(op.conv_2.weight[:2, :4], w2)
+    rm = op.bn.running_mean
+    # BN channels 0-3 follow conv_1 (old 0, 1 and two copies), 4-7 conv_2 (old 2, 3 and copies)
+    assert rm[:2].tolist() == [0, 1] and rm[4:6].tolist() == [2, 3]
+    assert set(rm[2:4].tolist()) <= {0, 1} and set(rm[6:].tolist()) <= {2, 3}
+    for o in (2, 3):  # a copied output channel carries its source's weights and BN statistics
+        assert torch.equal(op.conv_1.weight[o], op.conv_1.weight[int(rm[o])])
+    assert op(torch.randn(2, 8, 6, 6)).shape == (2, 8, 3, 3)
+
+
 def test_widened_partial_supernet_runs_fused_as_per_edge():
     torch.manual_seed(0)
     a, b = nb201(True, K=4), nb201(False, K=4)
@@ -279,3 +297,24 @@ def test_resumed_in_stage_two_equals_uninterrupted_and_equal_seeds_equal_runs(tm
     # derive rebuilds the widened supernet from the checkpoint
     _, _, model = load_supernet(tmp_path / "full")
     assert str(model.genotype()) == full.genotype_str
+
+
+def test_the_darts_space_prunes_and_widens_its_reduction_ops_too():
+    torch.manual_seed(0)
+    est = build_estimator("dirichlet")
+    model = get_space("darts").build_supernet(est, num_classes=3, C=8, layers=3, partial_channels=4)
+    opts = build_optimizers(model, est, epochs=1)
+    batches = [(torch.randn(2, 3, 8, 8), torch.randint(0, 3, (2,))) for _ in range(2)]
+    s = Searcher(model, est, opts, batches, batches, epochs=1,  # stage 2 from the second step
+                 step_hooks=search_hooks({}, {"drnas_progressive": {"keep": [8, 4], "warmup": 0}}))
+    s.train_epoch(0)
+    choices = {name: c for name, c in model.choices().items() if c in s.step_hooks[0].choices}
+    assert sorted(choices) == ["arch.normal", "arch.reduce"]
+    assert all(c.mask.sum(1).tolist() == [4] * 14 for c in choices.values())
+    assert {m.K for m in model.modules() if isinstance(m, PartialMixedOp)} == {2}
+    g = model.genotype()
+    for cell in ("normal", "reduce"):
+        c = choices[f"arch.{cell}"]
+        for t, (op, j) in enumerate(getattr(g, cell)):  # two inputs per node, node i's edges from sum(2..i+1)
+            e = sum(2 + k for k in range(t // 2)) + j
+            assert c.mask[e, c.candidates.index(op)], (cell, e, op)

@@ -24,25 +24,33 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError
-from ..ops.common import Identity, Pool, ReLUConvBN, Zero
+from ..ops.common import FactorizedReduce, Identity, Pool, ReLUConvBN, Zero
 from .partial import PartialMixedOp
 
 # modules a candidate op may consist of: parameter-free ones pass their channels through
-_PASS = (nn.ReLU, nn.Identity, Identity, nn.AvgPool2d, nn.MaxPool2d, nn.Sequential, ReLUConvBN, Pool, Zero)
+_PASS = (nn.ReLU, nn.Identity, Identity, nn.AvgPool2d, nn.MaxPool2d, nn.Sequential, ReLUConvBN, Pool, Zero,
+         FactorizedReduce)
 
 # parameter -> [(dim, indices)]: what widened it, for its optimizer state
 Widened = Dict[nn.Parameter, Tuple[Tuple[int, ...], List[Tuple[int, Tensor]]]]
 
 
-def _cat(t: Tensor, dim: int, idx: Tensor) -> Tensor:
-    return torch.cat([t, t.index_select(dim, idx.to(t.device))], dim)
+def _gather(t: Tensor, dim: int, src: Tensor) -> Tensor:
+    """``t`` with channel ``i`` of ``dim`` taken from channel ``src[i]``."""
+    return t.index_select(dim, src.to(t.device))
+
+
+def _keep(n: int, idx: Tensor) -> Tensor:
+    """The gather index that keeps ``n`` channels and appends copies of channels ``idx``."""
+    return torch.cat([torch.arange(n), idx])
 
 
 def _set(p: nn.Parameter, widened: Widened, *steps: Tuple[int, Tensor]) -> None:
+    """``steps``: ``(dim, gather index)`` pairs applied in order."""
     old = tuple(p.shape)
     t = p.data
-    for dim, idx in steps:
-        t = _cat(t, dim, idx)
+    for dim, src in steps:
+        t = _gather(t, dim, src)
     p.data = t
     p.grad = None  # of the old shape; the next step computes a new one
     widened[p] = (old, list(steps))
@@ -65,35 +73,55 @@ def widen_op(op: nn.Module, c_old: int, c_new: int, generator: torch.Generator, 
     """Widen a candidate op from ``c_old`` to ``c_new`` channels in and out (module docstring).
     Its modules are taken in registration order as a chain (``ReLU → Conv → BN``, DARTS's
     separable and dilated convolutions): a convolution's new input channels copy the channels the
-    previous layer's new outputs copied, the first one's random ones."""
-    extra = c_new - c_old
-    draw = lambda: torch.randint(0, c_old, (extra,), generator=generator)  # noqa: E731
-    idx: Optional[Tensor] = None  # which old channel each new channel of the current tensor copies
+    previous layer's new outputs copied, the first one's random ones. A FactorizedReduce widens
+    each of its two convolutions' halves, and its BN with both."""
+    def draw(n_old: int = c_old, n_new: int = c_new) -> Tensor:
+        return _keep(n_old, torch.randint(0, n_old, (n_new - n_old,), generator=generator))
+
+    src: Optional[Tensor] = None  # the gather index of the current tensor's channels
+    inside = set()  # modules a FactorizedReduce widened as a whole
     for m in op.modules():
-        if isinstance(m, nn.Conv2d):
-            idx = draw() if idx is None else idx
+        if m in inside:
+            continue
+        if isinstance(m, FactorizedReduce):
+            # two halves side by side: each conv widens its own half, the BN follows both
+            src = draw() if src is None else src
+            h_old, h_new = c_old // 2, c_new // 2
+            halves = [draw(h_old, h_new) for _ in range(2)]
+            for conv, out in zip((m.conv_1, m.conv_2), halves):
+                _set(conv.weight, widened, (1, src), (0, out))
+                conv.in_channels, conv.out_channels = c_new, h_new
+            src = torch.cat([halves[0], halves[1] + h_old])
+            _widen_bn(m.bn, src, c_new, widened)
+            inside.update((m.conv_1, m.conv_2, m.bn))
+        elif isinstance(m, nn.Conv2d):
+            src = draw() if src is None else src
             if m.groups > 1:  # depthwise: channel c reads channel c
-                _set(m.weight, widened, (0, idx))
+                _set(m.weight, widened, (0, src))
                 m.groups = c_new
             else:
                 out = draw()
-                _set(m.weight, widened, (1, idx), (0, out))
-                idx = out
+                _set(m.weight, widened, (1, src), (0, out))
+                src = out
             if m.bias is not None:
-                _set(m.bias, widened, (0, idx))
+                _set(m.bias, widened, (0, src))
             m.in_channels = m.out_channels = c_new
         elif isinstance(m, nn.BatchNorm2d):
-            idx = draw() if idx is None else idx
-            for name in ("running_mean", "running_var"):
-                buf = getattr(m, name)
-                if buf is not None:
-                    setattr(m, name, _cat(buf, 0, idx))
-            if m.affine:
-                _set(m.weight, widened, (0, idx))
-                _set(m.bias, widened, (0, idx))
-            m.num_features = c_new
+            src = draw() if src is None else src
+            _widen_bn(m, src, c_new, widened)
         elif isinstance(m, Zero) and m.C_out == c_old:
             m.C_out = c_new
+
+
+def _widen_bn(m: nn.BatchNorm2d, src: Tensor, c_new: int, widened: Widened) -> None:
+    for name in ("running_mean", "running_var"):
+        buf = getattr(m, name)
+        if buf is not None:
+            setattr(m, name, _gather(buf, 0, src))
+    if m.affine:
+        _set(m.weight, widened, (0, src))
+        _set(m.bias, widened, (0, src))
+    m.num_features = c_new
 
 
 def widen_partial(model: nn.Module, K: int, generator: torch.Generator) -> Widened:
@@ -148,6 +176,11 @@ def check_widening(model: nn.Module, ks: Sequence[int], key: str) -> None:
         if bad:
             raise ConfigError(f"{key}: K={bad[0]} does not divide a mixed op's {C} channels; "
                               f"pick divisors of space.C")
+        halves = any(isinstance(op, FactorizedReduce) for op in m.modules())
+        odd = [k for k in ks if halves and (C // k) % 2]
+        if odd:
+            raise ConfigError(f"{key}: K={odd[0]} leaves {C // odd[0]} channels, odd, for a FactorizedReduce "
+                              f"(two halves); pick a K that leaves an even number")
     if len(set(ks)) > 1:
         for m in mixed:
             for op, name in zip(m.ops, m.names):
@@ -164,6 +197,6 @@ def widen_optimizer_state(optimizer: torch.optim.Optimizer, widened: Widened) ->
             continue
         for name, t in list(state.items()):
             if isinstance(t, Tensor) and tuple(t.shape) == old:
-                for dim, idx in steps:
-                    t = _cat(t, dim, idx)
+                for dim, src in steps:
+                    t = _gather(t, dim, src)
                 state[name] = t
