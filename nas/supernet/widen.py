@@ -22,6 +22,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..errors import ConfigError
 from ..ops.common import FactorizedReduce, Identity, Pool, ReLUConvBN, Zero
@@ -64,7 +65,7 @@ def check_widenable(op: nn.Module, name: str) -> None:
             if m.groups not in (1, m.in_channels) or (m.groups > 1 and m.out_channels != m.in_channels):
                 raise ConfigError(f"op '{name}' has a grouped convolution ({m.groups} groups) that cannot be "
                                   f"widened; drop it from space.ops or keep partial_channels constant")
-        elif not isinstance(m, (nn.BatchNorm2d,) + _PASS):
+        elif not isinstance(m, (_BatchNorm,) + _PASS):
             raise ConfigError(f"op '{name}' holds a {type(m).__name__}, which cannot be widened (convolutions, "
                               f"BN, ReLU, pooling only); drop it from space.ops or keep partial_channels constant")
 
@@ -106,14 +107,14 @@ def widen_op(op: nn.Module, c_old: int, c_new: int, generator: torch.Generator, 
             if m.bias is not None:
                 _set(m.bias, widened, (0, src))
             m.in_channels = m.out_channels = c_new
-        elif isinstance(m, nn.BatchNorm2d):
+        elif isinstance(m, _BatchNorm):  # BatchNorm2d, synchronised BN
             src = draw() if src is None else src
             _widen_bn(m, src, c_new, widened)
         elif isinstance(m, Zero) and m.C_out == c_old:
             m.C_out = c_new
 
 
-def _widen_bn(m: nn.BatchNorm2d, src: Tensor, c_new: int, widened: Widened) -> None:
+def _widen_bn(m: _BatchNorm, src: Tensor, c_new: int, widened: Widened) -> None:
     for name in ("running_mean", "running_var"):
         buf = getattr(m, name)
         if buf is not None:
@@ -150,7 +151,7 @@ def _op_channels(mixed: PartialMixedOp) -> int:
     for m in mixed.modules():
         if isinstance(m, nn.Conv2d):
             return m.in_channels
-        if isinstance(m, nn.BatchNorm2d):
+        if isinstance(m, _BatchNorm):
             return m.num_features
     return 0  # parameter-free candidates only: nothing to widen
 
