@@ -85,12 +85,8 @@ class Choice(nn.Module):
         if self.kind == CATEGORICAL and not bool(mask.any(-1).all()):
             raise NasError("a choice's mask must keep at least one candidate of every row")
         self._mask = mask.clone()
-        self._active = self._mask.tolist()  # for the mixed ops, read without a device sync
-
-    def active(self) -> Optional[List]:
-        """The mask as nested Python lists (``None``: every candidate), what a mixed op reads
-        to skip the candidates whose weight is exactly 0 and gets no gradient."""
-        return self._active
+        # Sample.active: the mixed ops skip the rest without a device sync
+        self._active = self._mask.tolist()
 
     def _masked(self, w: Tensor) -> Tensor:
         m = self._mask.to(w.device)
@@ -98,7 +94,7 @@ class Choice(nn.Module):
         return w / w.sum(-1, keepdim=True) if self.kind == CATEGORICAL else w
 
     def _mask_decoder(self) -> Optional[Callable[[Tensor], Tensor]]:
-        """The structured argmax among the kept candidates (one-hot samples and derive)."""
+        """The structured argmax among the kept candidates (one-hot samples, expected weights)."""
         if self._mask is None or self.kind != CATEGORICAL:
             return self._decoder
         inner = self._decoder
