@@ -298,7 +298,9 @@ def test_two_ranks_follow_one_process(tmp_path):
 
 SAMPLED = [("gumbel_hard", []), ("bop", ["estimator.noise=adaptive"]), ("dirichlet", []),
            ("softmax", ["optim.order=2"]), ("softmax", ["space.gates=edge"]), ("gumbel", ["optim.mode=joint"]),
-           ("ste", ["estimator.noise=adaptive"])]
+           ("ste", ["estimator.noise=adaptive"]),
+           # DrNAS's stages: pruning, and widening whose copied channels every rank draws alike
+           ("dirichlet", ["space.partial_channels=4", "optim.hooks={drnas_progressive: {warmup: 0}}"])]
 BN_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
 
 

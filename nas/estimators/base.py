@@ -37,10 +37,14 @@ class Sample:
     ``index``: for categorical choices whose forward value is one-hot, the selected candidate of
     each of the E choices as a Python list, so that a mixed op may run only that candidate
     (single-path execution); ``None`` when every candidate must run.
+    ``active``: for a masked choice (:meth:`nas.supernet.Choice.set_mask`), per decision the
+    candidates still in it (nested Python lists of bool); the others have weight exactly 0 and
+    no gradient, so a mixed op need not run them. ``None``: every candidate is in.
     """
 
     weights: Tensor
     index: Optional[List[int]] = None
+    active: Optional[List] = None
 
 
 class Estimator:

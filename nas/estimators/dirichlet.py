@@ -16,8 +16,9 @@ regulariser is plain weight decay on α (``optim.arch.weight_decay``, 1e-3 in bo
   ``w ~ Beta(ELU(α) + 1, ELU(-α) + 1)``, a two-category Dirichlet whose mean exceeds 1/2 iff α > 0.
 
 DrNAS's "kl" regulariser is the ``drnas_kl`` entry of ``optim.regularisers``
-(:mod:`nas.searcher.regularisers`), which reads :meth:`Dirichlet.distribution`. Not implemented:
-DrNAS's progressive schedule (partial channels with K decreasing, op pruning between stages).
+(:mod:`nas.searcher.regularisers`), which reads :meth:`Dirichlet.distribution`; its progressive
+schedule (partial channels with K decreasing, op pruning between stages) is the
+``drnas_progressive`` step hook (:mod:`nas.searcher.progressive`).
 """
 from __future__ import annotations
 

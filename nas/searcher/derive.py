@@ -23,7 +23,7 @@ def load_supernet(source: Path, device: str = "cpu", exclude: Optional[str] = No
     from ..engine.checkpoint import load_checkpoint
     from ..plugins import import_user_modules
     from .loop import aux_skip_at
-    from .run import make_estimator, make_supernet
+    from .run import make_estimator, make_hooks, make_supernet
 
     ckpt = load_checkpoint(source)
     if ckpt.get("kind") == "retrain":
@@ -59,6 +59,8 @@ def load_supernet(source: Path, device: str = "cpu", exclude: Optional[str] = No
     estimator = make_estimator(cfg)
     space, model = make_supernet(cfg, estimator, data["num_classes"], data["in_channels"], data)
     try:
+        for h in make_hooks(cfg):  # what a step hook changed of the supernet (DrNAS's widening)
+            h.restore_structure(model, (ckpt.get("step_hooks") or {}).get(h.name, {}))
         model.load_state_dict(state)
         estimator.load_state_dict(ckpt.get("estimator", {}))
     except (RuntimeError, KeyError, ValueError) as e:

@@ -11,7 +11,10 @@ fields (:class:`SearchHook.Options`)::
 The loop (:class:`~nas.searcher.loop.Searcher`) calls every entry at the same points, in this
 order per batch, and knows none of them by name:
 
-1. ``start_epoch(epoch, epochs)`` once per epoch;
+1. ``start_epoch(epoch, epochs)`` once per epoch; ``start_step(epoch, step, steps)`` before
+   every step (a schedule that changes the supernet between two steps, DrNAS's stages), then
+   ``holds_arch()``: while any entry returns True the step makes no architecture update (a
+   warm-up of the hook's own);
 2. ``before_weight_step(x, y)`` before the weight step's forward (SDARTS perturbs α here);
 3. ``after_weight_backward(x, y)`` after its backward, before clipping and the optimizer step
    (Λ-DARTS adds its regulariser's gradient, OLES records the training gradients);
@@ -24,7 +27,10 @@ order per batch, and knows none of them by name:
 
 ``bind(searcher)`` is called once by the loop: it refuses, in one line, a combination that
 cannot work (e.g. SDARTS-ADV with Bop's discrete state). ``state_dict`` / ``load_state_dict``
-travel in the search checkpoint, so a resumed search continues exactly.
+travel in the search checkpoint, so a resumed search continues exactly; an entry that changes
+the supernet's structure (parameter shapes, pruned candidates) rebuilds it from its state in
+``restore_structure(model, state)``, which a resume calls before the model and the optimizers
+load theirs (and ``nas-derive`` before it loads the model).
 """
 from __future__ import annotations
 
@@ -63,6 +69,12 @@ class SearchHook:
     def start_epoch(self, epoch: int, epochs: int) -> None:
         pass
 
+    def start_step(self, epoch: int, step: int, steps: int) -> None:
+        pass
+
+    def holds_arch(self) -> bool:
+        return False
+
     def before_weight_step(self, x: Tensor, y: Tensor) -> None:
         pass
 
@@ -90,6 +102,10 @@ class SearchHook:
 
     def load_state_dict(self, state: dict) -> None:
         pass
+
+    def restore_structure(self, model: nn.Module, state: dict) -> None:
+        """Rebuild, from this entry's saved ``state``, the structure it gave ``model`` (before
+        the model's own state is loaded into it)."""
 
     def refuse(self, why: str) -> ConfigError:
         return ConfigError(f"{self.key}: {why}")

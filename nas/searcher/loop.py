@@ -122,6 +122,7 @@ class Searcher:
         self.autocast: Callable[[], object] = hooks.autocast
         self.weight_grad, self.arch_grad = hooks.grad_step(), hooks.grad_step()
         self.arch_grad_abs: Any = 0.0  # Σ|∂L/∂α| of the epoch so far (note_arch_grads)
+        self.arch_steps = 0  # architecture updates of the epoch so far
         self.arch_step_max: Any = 0.0  # the largest |Δα| of one architecture step this epoch (_stepped)
         self.world = hooks.world
         self.step_hooks = list(step_hooks)
@@ -180,6 +181,7 @@ class Searcher:
             self.weight_grad.step([self.opt.weights] + ([self.opt.arch, self.opt.discrete] if update_arch else []),
                                   self.weights, self.grad_clip)
         if update_arch:
+            self.arch_steps += 1
             self.estimator.after_step(self.opt.arch_params)
         return loss, logits
 
@@ -192,6 +194,7 @@ class Searcher:
                 self.arch_grad_abs = p.grad.detach().abs().sum().float() + self.arch_grad_abs
 
     def arch_update(self) -> None:
+        self.arch_steps += 1
         params = self.arch_trainable()
         self.note_arch_grads(params)
         with self._stepped(params):
@@ -252,6 +255,7 @@ class Searcher:
             h.start_epoch(epoch, self.epochs)
         train_m, val_m = Meter(), Meter()
         self.arch_grad_abs = self.arch_step_max = 0.0
+        self.arch_steps = 0
         steps = self.steps_per_epoch()
         val_iter = iter(self.val_loader) if self.mode == "alternating" else None
         for step, (x, y) in enumerate(self.train_loader):
@@ -260,9 +264,12 @@ class Searcher:
             self.estimator.set_progress(epoch, self.epochs, step, steps)
             self.model.set_progress(epoch, self.epochs, step, steps)  # a cost budget's warm-up
             self.set_aux_skip(epoch + step / steps)
-            loss, logits = self.weight_step(x, y, update_arch=update_arch and self.mode == "joint")
+            for h in self.step_hooks:
+                h.start_step(epoch, step, steps)
+            arch_now = update_arch and not any(h.holds_arch() for h in self.step_hooks)
+            loss, logits = self.weight_step(x, y, update_arch=arch_now and self.mode == "joint")
             train_m.update(loss, logits, y)
-            if self.mode == "alternating" and update_arch:
+            if self.mode == "alternating" and arch_now:
                 try:
                     xv, yv = next(val_iter)
                 except StopIteration:
@@ -273,6 +280,9 @@ class Searcher:
             self.guard.check(loss, train_m, epoch, step, step == steps - 1, len(y))
             if on_step is not None:
                 on_step(step, train_m.result)
+            # the step's graph goes before the next step's hooks, which may reshape parameters
+            # (autograd keeps a parameter's old shape while a graph that reads it is alive)
+            loss = logits = vloss = vlogits = None
         self.opt.weights_sched.step()
         self.set_aux_skip(epoch + 1)  # after the last epoch: β_end (DARTS-: 0, the plain supernet)
         out = {f"train_{k}": v for k, v in self.world.reduce_meter(train_m).result().items()}
@@ -300,6 +310,9 @@ class Searcher:
                 "step_hooks": {h.name: h.state_dict() for h in self.step_hooks}}
 
     def load_state_dict(self, state: dict) -> None:
+        hooks = state.get("step_hooks") or {}
+        for h in self.step_hooks:  # the shapes the saved model and optimizer state have
+            h.restore_structure(self.model, hooks.get(h.name, {}))
         self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["optim"])
         self.estimator.load_state_dict(state["estimator"])
@@ -308,7 +321,7 @@ class Searcher:
         self.weight_grad.load_state_dict(scalers.get("weights"))
         self.arch_grad.load_state_dict(scalers.get("arch"))
         for h in self.step_hooks:
-            h.load_state_dict((state.get("step_hooks") or {}).get(h.name, {}))
+            h.load_state_dict(hooks.get(h.name, {}))
 
     def scalars(self) -> Dict[str, float]:
         """The hooks' current values (ε of SDARTS, λ of Λ-DARTS, ops OLES froze), for logs."""

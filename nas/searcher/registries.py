@@ -9,6 +9,7 @@ from ..registry import Registry
 from .hooks import SearchHook, build_hooks
 from .lambda_darts import LambdaDARTS
 from .oles import OLES
+from .progressive import DrNASProgressive
 from .regularisers import DrNASKL, FairZeroOne
 from .sdarts import SDARTS
 
@@ -22,6 +23,7 @@ REGULARISERS.register("drnas_kl", DrNASKL)
 HOOKS.register("sdarts", SDARTS)
 HOOKS.register("lambda_darts", LambdaDARTS)
 HOOKS.register("oles", OLES)
+HOOKS.register("drnas_progressive", DrNASProgressive)
 
 
 def search_hooks(regularisers: Mapping[str, Any], hooks: Mapping[str, Any]) -> List[SearchHook]:

@@ -288,7 +288,7 @@ def _search(cfg: Config, folder: RunFolder, quiet: bool, stop_after: Optional[in
             metrics = searcher.train_epoch(epoch, on_step=lambda s, m: monitor.step(
                 lambda: {**m(), **estimator.scalars(), **searcher.scalars()}))
             history.append({"epoch": epoch + 1, **metrics})
-            if arch and epoch >= searcher.warmup_epochs and float(searcher.arch_grad_abs) == 0:
+            if arch and searcher.arch_steps and float(searcher.arch_grad_abs) == 0:
                 searcher.stalled.append(epoch + 1)
                 log.warning(f"warning: the architecture's gradient was identically zero in epoch {epoch + 1}")
             jump = float(searcher.arch_step_max)

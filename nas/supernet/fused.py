@@ -212,17 +212,26 @@ def conv_group(r: Tensor, ops: Sequence[ReLUConvBN], scale: Tensor) -> Tuple[Ten
 
 class Plan:
     """Per candidate ``k`` of every edge: its kind and fusion key (static for a cell; holds no
-    module, so a deep copy or ``.to()`` of the cell leaves it valid)."""
+    module, so a deep copy or ``.to()`` of the cell leaves it valid). A cell keeps its plan in
+    ``_plan``; whatever changes its ops' shapes (widening) calls :func:`invalidate_plans`."""
 
     def __init__(self, mixed: Sequence[nn.Module]):
         self.kinds = [[classify(op) for op in m.ops] for m in mixed]
         self.K = len(self.kinds[0])
 
 
+def invalidate_plans(model: nn.Module) -> None:
+    """Drop the :class:`Plan` every module of ``model`` caches in ``_plan``: the next forward
+    classifies the ops again (after their channel counts changed)."""
+    for m in model.modules():
+        if getattr(m, "_plan", None) is not None:
+            m._plan = None
+
+
 def run_cell(nodes: List[Tensor], edges: Sequence[Tuple[int, int]], mixed: Sequence[nn.Module],
              weights: Tensor, index: Optional[Sequence[int]] = None, edge_scale: Optional[Tensor] = None,
              aux_skip: float = 0.0, plan: Optional[Plan] = None,
-             group_convs: Optional[bool] = None) -> List[Tensor]:
+             group_convs: Optional[bool] = None, active: Optional[Sequence[Sequence[bool]]] = None) -> List[Tensor]:
     """Compute the nodes of a cell: ``nodes`` holds its input nodes; edge ``e = (i, j)`` (``j``
     the later node) is the mixed op ``mixed[e]`` with weights ``weights[e]`` (``[E, K]``), single
     path on candidate ``index[e]`` when ``index`` is given. ``edge_scale`` (``[E]``) multiplies
@@ -234,6 +243,9 @@ def run_cell(nodes: List[Tensor], edges: Sequence[Tuple[int, int]], mixed: Seque
     its gradient's concatenation cost more than the kernels they save (docs/results/speed.md:
     the single-path step 6.5% slower at 2 threads, the dense step no faster), so there each conv
     runs alone; BN folding, pooling once per node and the node sums are kept either way.
+
+    ``active`` (``[E][K]`` bool, a masked choice's :attr:`~nas.estimators.base.Sample.active`):
+    the candidates left out have weight exactly 0 and no gradient, so they do not run.
 
     Partial channels (:class:`~nas.supernet.partial.PartialMixedOp`, stride 1): shuffle and
     concatenation are permutations, so node ``j`` is ``shuffle(cat[A_j, B_j])`` with ``A_j`` the
@@ -301,6 +313,8 @@ def run_cell(nodes: List[Tensor], edges: Sequence[Tuple[int, int]], mixed: Seque
                 aux = 0.0
             for k in ([index[e]] if index is not None else range(K)):
                 kind, key = plan.kinds[e][k]
+                if active is not None and not active[e][k] and kind != ZERO:
+                    continue
                 if kind == ZERO or (zero_w is not None and zero_w[e][k]):
                     zeros.setdefault(j, (e, k, x))
                 elif kind == CONV:

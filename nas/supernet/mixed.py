@@ -82,7 +82,8 @@ class MixedOp(nn.Module):
     choice's candidates) mixed by the weights a :class:`~nas.supernet.Choice` samples,
     ``out = Σ_k w_k·o_k(x)`` (DARTS), or only the selected candidate when ``index`` is given
     (single path, see the module docstring). A candidate with ``is_zero`` (``none``) is skipped:
-    it adds nothing and its weight gets no gradient."""
+    it adds nothing and its weight gets no gradient; so is one that ``active`` leaves out (a
+    masked choice, :meth:`~nas.supernet.Choice.set_mask`: weight exactly 0, no gradient)."""
 
     def __init__(self, ops: Sequence[nn.Module], names: Sequence[str]):
         super().__init__()
@@ -90,17 +91,19 @@ class MixedOp(nn.Module):
         self.names = list(names)
 
     def forward(self, x: Tensor, weights: Tensor, index: Optional[int] = None,
-                shared: Optional[Dict[str, Tensor]] = None) -> Tensor:
+                shared: Optional[Dict[str, Tensor]] = None, active: Optional[Sequence[bool]] = None) -> Tensor:
         """``weights``: ``[K]`` mixing weights of this edge; ``index``: the selected candidate
         when the forward value of ``weights`` is one-hot (single path), else ``None``.
 
         ``shared``: a dict the caller keeps per input tensor ``x``; candidates that begin with a
         ReLU (``takes_relu_input``, called as ``op(relu(x), True)``) then share one ``relu(x)``
         across every edge leaving that node instead of each computing and storing its own copy.
+        ``active``: per candidate, whether it is still in the choice (``None``: all are).
         """
         if index is not None:
             return _SinglePath.apply(weights, index, self._run(index, x, shared))
-        ks = [k for k, op in enumerate(self.ops) if not getattr(op, "is_zero", False)]
+        ks = [k for k, op in enumerate(self.ops)
+              if not getattr(op, "is_zero", False) and (active is None or active[k])]
         # a zero candidate has no value and no gradient to its w (see nas.ops.common)
         if not ks:  # every candidate is `none`
             return self.ops[0](x) * weights.sum()

@@ -62,9 +62,9 @@ class PartialMixedOp(MixedOp):
         self.K = K
 
     def forward(self, x: Tensor, weights: Tensor, index: Optional[int] = None,
-                shared: Optional[Dict[str, Tensor]] = None) -> Tensor:
+                shared: Optional[Dict[str, Tensor]] = None, active: Optional[Sequence[bool]] = None) -> Tensor:
         c = x.shape[1] // self.K
-        y = super().forward(x[:, :c], weights, index, shared)
+        y = super().forward(x[:, :c], weights, index, shared, active)
         rest = x[:, c:]
         if y.shape[2:] != rest.shape[2:]:  # a stride-2 edge
             rest = F.max_pool2d(rest, 2, 2)

@@ -112,7 +112,8 @@ class SearchCell(nn.Module):
             acc = None
             for h in list(states):
                 idx = None if sample.index is None else sample.index[e]
-                y = self.edges[e](h, sample.weights[e], idx)
+                y = self.edges[e](h, sample.weights[e], idx, None,
+                                  None if sample.active is None else sample.active[e])
                 if edge_scale is not None:
                     y = y * edge_scale[e]
                 if z_ch is not None:
@@ -179,7 +180,7 @@ class DartsSupernet(Supernet):
                 scales[name] = z if scales[name] is None else scales[name] * z
             elif self.gates == "op":
                 z = self.arch[f"{name}_gates"]().view(-1, len(self.op_names))
-                samples[name] = Sample(samples[name].weights * z, samples[name].index)
+                samples[name] = Sample(samples[name].weights * z, samples[name].index, samples[name].active)
         beta = self.aux_skip or 0.0
         s0 = s1 = self.stem(x)
         for cell in self.cells:

@@ -101,7 +101,7 @@ class SearchCell(nn.Module):
         if self.fused and self.gate is None:
             self._plan = self._plan or Plan(self.edges)
             return run_cell([x], EDGES_FROM_TO, self.edges, sample.weights, sample.index, edge_gates,
-                            aux_skip, self._plan, self.group_convs)[-1]
+                            aux_skip, self._plan, self.group_convs, sample.active)[-1]
         z_ch = None if self.gate is None else self.gate().view(len(EDGES), 1, self.C, 1, 1)
         nodes = [x]
         shared = [{}]  # per node: its relu, computed once for the convs of all outgoing edges
@@ -110,7 +110,8 @@ class SearchCell(nn.Module):
             acc = None
             for i in range(j):
                 idx = None if sample.index is None else sample.index[e]
-                y = self.edges[e](nodes[i], sample.weights[e], idx, shared[i])
+                y = self.edges[e](nodes[i], sample.weights[e], idx, shared[i],
+                                  None if sample.active is None else sample.active[e])
                 if edge_gates is not None:
                     y = y * edge_gates[e]
                 if z_ch is not None:
@@ -185,7 +186,7 @@ class NB201Supernet(Supernet, Skeleton):
             edge_gates = self.arch["gates"]()
         elif self.gates == "op":
             z = self.arch["gates"]().view(len(EDGES), len(self.op_names))
-            sample = Sample(sample.weights * z, sample.index)
+            sample = Sample(sample.weights * z, sample.index, sample.active)
         if "edges" in self.arch:
             beta = self.arch["edges"].weights()
             edge_gates = beta if edge_gates is None else edge_gates * beta
@@ -202,6 +203,8 @@ class NB201Supernet(Supernet, Skeleton):
         ``derive_max_skip`` skip connections (see the module docstring)."""
         idx = self.arch["cell"].derive().tolist()
         allowed = self.derive_allowed.expand(len(EDGES), -1).clone()
+        if self.arch["cell"].mask is not None:  # pruned candidates (Choice.set_mask)
+            allowed &= self.arch["cell"].mask
         if self.gates == "op":
             allowed &= self.arch["gates"].open().view(len(EDGES), len(self.op_names)).cpu()
         ops = []
