@@ -70,9 +70,24 @@ def avg_pool_3x3(x: Tensor) -> Tensor:
     and a per-pixel ``1/count`` (9 inside, 6 on a border, 4 in a corner): the same linear map,
     about twice as fast forward and backward on NHWC CPU tensors as the pooling kernel."""
     C, (H, W) = x.shape[1], x.shape[2:]
-    ones = x.new_ones(C, 1, 3, 3)
-    count = F.conv2d(x.new_ones(1, 1, H, W), ones[:1], padding=1)
-    return F.conv2d(x, ones, None, 1, 1, 1, C) * count.reciprocal()
+    ones, inv_count = _pool_constants(C, H, W, x)
+    return F.conv2d(x, ones, None, 1, 1, 1, C) * inv_count
+
+
+_POOL_CONSTANTS: Dict[tuple, Tuple[Tensor, Tensor]] = {}
+
+
+def _pool_constants(C: int, H: int, W: int, x: Tensor) -> Tuple[Tensor, Tensor]:
+    """The ones kernel and ``1/count`` of :func:`avg_pool_3x3`, built once per shape, dtype and
+    device (constants, never written to: each search step would otherwise build them anew)."""
+    key = (C, H, W, x.dtype, x.device)
+    got = _POOL_CONSTANTS.get(key)
+    if got is None or torch.compiler.is_compiling():
+        ones = x.new_ones(C, 1, 3, 3)
+        got = ones, F.conv2d(x.new_ones(1, 1, H, W), ones[:1], padding=1).reciprocal()
+        if not torch.compiler.is_compiling() and len(_POOL_CONSTANTS) < 64:
+            _POOL_CONSTANTS[key] = got
+    return got
 
 
 def _flat(t: Tensor) -> Optional[Tensor]:
@@ -164,6 +179,12 @@ class _NodeSum(torch.autograd.Function):
 def _bn_update(bns: Sequence[nn.BatchNorm2d], batch_mean: Tensor, batch_var: Tensor) -> None:
     """Each BN's running-statistics update as ``nn.BatchNorm2d`` makes it (``momentum=None``: the
     cumulative average), from the batch statistics of its channels."""
+    if len(bns) == 1 and bns[0].momentum is not None:  # an ungrouped conv (the CPU): no lists, no split
+        bn = bns[0]
+        bn.num_batches_tracked.add_(1)
+        bn.running_mean.lerp_(batch_mean, bn.momentum)
+        bn.running_var.lerp_(batch_var, bn.momentum)
+        return
     C = bns[0].num_features
     means, variances = batch_mean.split(C), batch_var.split(C)
     torch._foreach_add_([bn.num_batches_tracked for bn in bns], 1)
@@ -218,6 +239,18 @@ class Plan:
     def __init__(self, mixed: Sequence[nn.Module]):
         self.kinds = [[classify(op) for op in m.ops] for m in mixed]
         self.K = len(self.kinds[0])
+        self._index: Dict[Tuple[torch.device, Tuple[int, ...]], Tensor] = {}
+
+    def index(self, positions: Sequence[int], device: torch.device) -> Tensor:
+        """``torch.tensor(positions)`` on ``device``, kept: the cell gathers the same positions of
+        its weights at every step (a new index tensor costs more than the gather at C=16)."""
+        key = (device, tuple(positions))
+        t = self._index.get(key)
+        if t is None or torch.compiler.is_compiling():
+            t = torch.tensor(key[1], device=device)
+            if not torch.compiler.is_compiling() and len(self._index) < 4096:  # single path: one per sample
+                self._index[key] = t
+        return t
 
 
 def invalidate_plans(model: nn.Module) -> None:
@@ -287,7 +320,7 @@ def run_cell(nodes: List[Tensor], edges: Sequence[Tuple[int, int]], mixed: Seque
             if not plain[i] and not weighted[i]:  # every incoming candidate is `none`
                 e, k, x = zeros[i]
                 plain[i].append(mixed[e].ops[k](x))
-            node = _sum_node(plain[i], weighted[i], rest, rest_edges[i], wflat)
+            node = _sum_node(plain[i], weighted[i], rest, rest_edges[i], wflat, plan)
             if groups > 1:
                 node = shuffle_cat(node, _bypass_sum(bypass[i], edge_scale), groups)
                 if aux_after[i]:
@@ -338,7 +371,7 @@ def run_cell(nodes: List[Tensor], edges: Sequence[Tuple[int, int]], mixed: Seque
             if "relu" not in shared:
                 shared["relu"] = F.relu(x)
             for members in convs.values():
-                idx = torch.tensor([e * K + k for e, k, _ in members], device=wflat.device)
+                idx = plan.index([e * K + k for e, k, _ in members], wflat.device)
                 ys = conv_group(shared["relu"], [mixed[e].ops[k] for e, k, _ in members], wflat[idx])
                 for (_, _, j), y in zip(members, ys):
                     plain[j].append(y)
@@ -355,15 +388,14 @@ def _bypass_sum(terms: List[Tuple[Tensor, int]], edge_scale: Optional[Tensor]) -
 
 
 def _sum_node(plain: List[Tensor], weighted: List[Tuple[Tensor, int, float]], rest: Optional[Tensor],
-              rest_edges: List[int], wflat: Tensor) -> Tensor:
+              rest_edges: List[int], wflat: Tensor, plan: Plan) -> Tensor:
     """One :class:`_NodeSum` over the node's terms; every weight is gathered by one index op."""
     bias = None
     if rest is not None:
-        bias = rest[torch.tensor(rest_edges, device=rest.device)].sum()
+        bias = rest[plan.index(rest_edges, rest.device)].sum()
     coef = None
     if weighted:
-        idx = [max(f, 0) for _, f, _ in weighted]
-        coef = wflat[torch.tensor(idx, device=wflat.device)]
+        coef = wflat[plan.index([max(f, 0) for _, f, _ in weighted], wflat.device)]
         if any(f < 0 for _, f, _ in weighted):  # an auxiliary skip alone: weight β, no candidate
             coef = coef * torch.tensor([f >= 0 for _, f, _ in weighted], device=wflat.device, dtype=wflat.dtype)
         if any(c for _, _, c in weighted):
