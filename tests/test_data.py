@@ -1,7 +1,6 @@
 """Tests of nas.data: datasets, deterministic split and subset, the tensor batch loader, caching."""
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -150,12 +149,116 @@ def test_imagefolder_and_cache(tmp_path):
     assert small.images.shape == (4, 3, 8, 8) and small.labels.bincount().tolist() == [2, 2]
     cached = list((tmp_path / "cache" / "decoded").glob("*.pt"))
     assert len(cached) == 2
-    for f in (root / "cat").iterdir():  # a cache hit must not decode: make decoding impossible
-        f.write_bytes(b"not an image")
-    t = time.perf_counter()
-    again = load_dataset("imagefolder", root=str(root), resize=8, subset=4, seed=1)
-    assert time.perf_counter() - t < 1.0 and torch.equal(again.images, small.images)
-    assert again.classes == small.classes and again.mean == small.mean
+
+
+def _no_decoding(monkeypatch):
+    import nas.data.datasets as ds
+
+    def refuse(*a, **kw):
+        raise AssertionError("decoded although the cache holds these images")
+    monkeypatch.setattr(ds, "_decode_all", refuse)
+
+
+def _decodes(monkeypatch) -> list:
+    """Count the decodings (each call's image count)."""
+    import nas.data.datasets as ds
+    calls, real = [], ds._decode_all
+    monkeypatch.setattr(ds, "_decode_all", lambda paths, *a: calls.append(len(paths)) or real(paths, *a))
+    return calls
+
+
+def test_imagefolder_cache_hit_equals_fresh_decode(tmp_path, monkeypatch):
+    root = tmp_path / "imgs"
+    _write_folder(root, size=20)
+    first = load_dataset("imagefolder", root=str(root), resize=8, subset=6, seed=3)
+    with monkeypatch.context() as m:
+        _no_decoding(m)
+        hit = load_dataset("imagefolder", root=str(root), resize=8, subset=6, seed=3)
+    fresh = load_dataset("imagefolder", root=str(root), resize=8, subset=6, seed=3,
+                         options=DATASETS.get("imagefolder").Options(cache=False))
+    for d in (hit, first):
+        assert torch.equal(d.images, fresh.images) and torch.equal(d.labels, fresh.labels)
+        assert (d.classes, d.mean, d.std) == (fresh.classes, fresh.mean, fresh.std)
+
+
+def test_imagefolder_stale_cache_is_not_used(tmp_path, monkeypatch):
+    import os
+
+    root = tmp_path / "imgs"
+    _write_folder(root)
+    calls = _decodes(monkeypatch)
+    before = load_dataset("imagefolder", root=str(root))
+    # an image rewritten in place: same name, same folder modification time (the old key's blind spot)
+    dog = root / "dog" / "1.jpg"
+    folder_times = [(d, d.stat()) for d in (root, root / "dog")]
+    Image.fromarray(np.full((12, 12, 3), 7, np.uint8)).save(dog)
+    os.utime(dog, ns=(dog.stat().st_atime_ns, dog.stat().st_mtime_ns + 10**9))
+    for d, st in folder_times:
+        os.utime(d, ns=(st.st_atime_ns, st.st_mtime_ns))
+    after = load_dataset("imagefolder", root=str(root))
+    assert calls == [10, 10]
+    assert torch.equal(after.images[6], torch.from_numpy(np.array(Image.open(dog))).permute(2, 0, 1))
+    assert not torch.equal(after.images[6], before.images[6])
+    assert torch.equal(after.images[:6], before.images[:6]) and torch.equal(after.images[7:], before.images[7:])
+    (root / "cat" / "4.png").unlink()  # one image fewer
+    assert len(load_dataset("imagefolder", root=str(root))) == 9 and calls == [10, 10, 9]
+
+
+def test_imagefolder_cache_off_and_corrupt_cache(tmp_path, monkeypatch):
+    root = tmp_path / "imgs"
+    _write_folder(root)
+    calls = _decodes(monkeypatch)
+    off = DATASETS.get("imagefolder").Options(cache=False)
+    a = load_dataset("imagefolder", root=str(root), options=off)
+    b = load_dataset("imagefolder", root=str(root), options=off)
+    assert calls == [10, 10] and not (tmp_path / "cache" / "decoded").exists()
+    assert torch.equal(a.images, b.images)
+    load_dataset("imagefolder", root=str(root))
+    (cached,) = (tmp_path / "cache" / "decoded").glob("*.pt")
+    cached.write_bytes(b"half a file")  # e.g. a disk that filled up under another writer
+    import subprocess
+    import sys
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    orphan = cached.parent / f".tmp-{gone.pid}-abcd.pt"  # a writer killed by SIGKILL
+    orphan.write_bytes(b"x")
+    again = load_dataset("imagefolder", root=str(root))
+    assert calls == [10, 10, 10, 10] and torch.equal(again.images, a.images)
+    assert torch.equal(torch.load(cached, weights_only=True)["images"], a.images)  # rewritten whole
+    assert list(cached.parent.iterdir()) == [cached]
+
+
+def _load_in_child(root, cache, barrier, out):
+    import hashlib
+    import os
+    os.environ["NAS_CACHE"] = cache
+    barrier.wait()  # every writer decodes and writes at once
+    d = load_dataset("imagefolder", root=root, resize=10)
+    out.put(hashlib.sha1(d.images.numpy().tobytes()).hexdigest())
+
+
+def test_imagefolder_cache_concurrent_writers(tmp_path):
+    import hashlib
+    import multiprocessing
+
+    root = tmp_path / "imgs"
+    _write_folder(root, n_per_class=40, size=24)
+    ctx = multiprocessing.get_context("fork")
+    barrier, out = ctx.Barrier(4), ctx.Queue()
+    procs = [ctx.Process(target=_load_in_child, args=(str(root), str(tmp_path / "cache"), barrier, out))
+             for _ in range(4)]
+    for p in procs:
+        p.start()
+    digests = [out.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    fresh = load_dataset("imagefolder", root=str(root), resize=10,
+                         options=DATASETS.get("imagefolder").Options(cache=False))
+    assert set(digests) == {hashlib.sha1(fresh.images.numpy().tobytes()).hexdigest()}
+    files = list((tmp_path / "cache" / "decoded").iterdir())
+    assert len(files) == 1 and files[0].suffix == ".pt"  # one entry, no temporary file left behind
+    assert torch.equal(torch.load(files[0], weights_only=True)["images"], fresh.images)
 
 
 def test_imagefolder_train_test_layout_and_pool(tmp_path, monkeypatch):

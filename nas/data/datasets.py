@@ -21,6 +21,7 @@ import shutil
 import signal
 import tarfile
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, List, Optional, Sequence, Tuple
 from urllib.error import URLError
@@ -30,7 +31,8 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError, DataError, storage_error
-from .registry import DATASETS
+from ..options import option
+from .registry import DATASETS, register_dataset
 from .sets import ImageSet, channel_stats, stratified_subset  # noqa: F401  (the names data readers import)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".ppm", ".pgm", ".tif",
@@ -211,12 +213,15 @@ _DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS, errno.EPE
 
 
 def _remove_orphans(folder: Path) -> None:
-    """Remove ``.tmp-<pid>-*`` extraction folders whose process is gone (killed by SIGKILL or a
-    power cut, when no cleanup could run); those of running extractions stay."""
+    """Remove ``.tmp-<pid>-*`` extraction folders and cache files whose process is gone (killed by
+    SIGKILL or a power cut, when no cleanup could run); those of running writers stay."""
     for p in folder.glob(".tmp-*-*"):
         pid = p.name.split("-")[1]
         if pid.isdigit() and not _alive(int(pid)):
-            shutil.rmtree(p, ignore_errors=True)
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
 
 
 def _alive(pid: int) -> bool:
@@ -344,7 +349,10 @@ def _decode_all(paths: List[str], resize: Optional[int], workers: int) -> np.nda
 def _cache_save(path: Path, obj: dict) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".pt")
+        _remove_orphans(path.parent)
+        # concurrent writers each write their own file and rename it over ``path``: the rename is
+        # atomic, so a reader sees one whole file (whichever came last), never a mix or a part
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".tmp-{os.getpid()}-", suffix=".pt")
         os.close(fd)
         try:
             torch.save(obj, tmp)
@@ -371,9 +379,36 @@ class FolderImages(torch.utils.data.Dataset):
             return im.convert("RGB"), self.targets[i]
 
 
-def load_imagefolder(*, root, download, resize, subset, split, seed, workers, stream: bool = False) -> Any:
-    """Decode a folder of class subfolders once; later calls load the cached uint8 tensor. With
-    ``stream`` nothing is decoded here: the folder's images are read as batches need them."""
+@dataclass
+class ImageFolderOptions:
+    """The ``data.*`` keys of ``imagefolder`` besides every image dataset's."""
+    cache: bool = option(True, help="keep the decoded images in the user's cache (NAS_CACHE, default "
+                                    "~/.cache/nas) and reuse them while every image file is unchanged; "
+                                    "false: decode on every run and write nothing")
+
+
+def _cache_key(folder: Path, paths: Sequence[str], resize: Optional[int], subset: Optional[int],
+               seed: int) -> str:
+    """The decoded images' identity: the folder, every image's path, size and modification time
+    (an image added, removed, renamed or rewritten makes a new key), the decoder (Pillow's version:
+    its JPEG scaling may round differently) and what is decoded (resize, subset)."""
+    import PIL
+    files = hashlib.sha1()
+    files.update("\n".join(paths).encode())
+    stats = [os.stat(p) for p in paths]
+    files.update("\n".join(f"{st.st_size} {st.st_mtime_ns}" for st in stats).encode())
+    # v3: keyed by the files themselves (v2: by the folders' modification times)
+    key = repr(("v3", str(folder), files.hexdigest(), PIL.__version__, resize, subset, seed if subset else None))
+    return hashlib.sha1(key.encode()).hexdigest()[:20]
+
+
+def load_imagefolder(*, root, download, resize, subset, split, seed, workers, stream: bool = False,
+                     options: Optional[ImageFolderOptions] = None) -> Any:
+    """Decode a folder of class subfolders once; later calls load the cached uint8 tensor, which
+    equals a fresh decoding exactly (``options.cache``; :func:`_cache_key` says when it is
+    stale). With ``stream`` nothing is decoded here: the folder's images are read as batches
+    need them."""
+    options = options or ImageFolderOptions()
     if root is None:
         raise DataError(f"data.dataset=imagefolder needs a folder: {_IF_HINT}")
     path = Path(root).expanduser().absolute()
@@ -385,27 +420,35 @@ def load_imagefolder(*, root, download, resize, subset, split, seed, workers, st
         path = _unwrap(_extract(path))
     folder = _split_dir(path, split)
     class_dirs = _class_dirs(folder)
-    if stream:
-        paths, labels = _list_images(class_dirs)
-        return FolderImages(paths, labels, [d.name for d in class_dirs])
-    # directory mtimes change when files are added, removed or renamed (not on in-place edits)
-    mtimes = [d.stat().st_mtime_ns for d in [folder, *class_dirs]]
-    # v2: 16-bit grayscale is scaled to 8 bits (v1 caches hold it clipped to 255)
-    key = repr(("v2", str(folder), mtimes, resize, subset, seed if subset else None))
-    cache_file = cache_dir() / "decoded" / (hashlib.sha1(key.encode()).hexdigest()[:20] + ".pt")
-    try:
-        return ImageSet(**torch.load(cache_file, weights_only=True))
-    except Exception:
-        pass  # missing, or corrupt / from another version: rebuild it
-
     paths, labels = _list_images(class_dirs)
+    if stream:
+        return FolderImages(paths, labels, [d.name for d in class_dirs])
     keep = stratified_subset(labels, subset, seed)  # before decoding: decode only what is used
     paths, labels = [paths[i] for i in keep.tolist()], labels[keep]
+    cache_file = None
+    if options.cache:
+        cache_file = cache_dir() / "decoded" / (_cache_key(folder, paths, resize, subset, seed) + ".pt")
+        hit = _cache_load(cache_file, labels)
+        if hit is not None:
+            return hit
     images = torch.from_numpy(_decode_all(paths, resize, workers)).permute(0, 3, 1, 2).contiguous()
     mean, std = channel_stats(images)
     out = ImageSet(images, labels, [d.name for d in class_dirs], mean, std)
-    _cache_save(cache_file, dict(vars(out)))
+    if cache_file is not None:
+        _cache_save(cache_file, dict(vars(out)))
     return out
 
 
-DATASETS.register("imagefolder", load_imagefolder)
+def _cache_load(path: Path, labels: torch.Tensor) -> Optional[ImageSet]:
+    """The cached set at ``path``, or None: missing, unreadable (a corrupt or foreign file), or
+    not of these images (its labels differ from the listing's)."""
+    try:
+        out = ImageSet(**torch.load(path, weights_only=True))
+    except Exception:
+        return None
+    if not torch.equal(out.labels, labels) or out.images.dtype != torch.uint8 or len(out) != len(labels):
+        return None
+    return out
+
+
+register_dataset("imagefolder", load_imagefolder, options=ImageFolderOptions)
