@@ -202,6 +202,7 @@ class RunTrainerConfig:
 @dataclass
 class TrainerConfig(RunTrainerConfig):
     bn_batches: int = ranged(50, ge=0)          # train batches that recompute BN statistics before the final val_acc (0: off)
+    eval_batches: Optional[int] = ranged(None, ge=0)  # validation batches of the final val_acc (null: all; 0: none, nor the BN recalibration)
 
 
 @dataclass

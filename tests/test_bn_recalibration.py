@@ -97,3 +97,37 @@ def test_negative_bn_batches_is_refused_before_the_search(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert "trainer.bn_batches=-1 is out of range; allowed: >= 0" in err and "\n" not in err
     assert not (tmp_path / "o").exists()
+
+
+def test_eval_batches_limits_or_skips_the_final_score_and_leaves_the_search_alone(tmp_path, monkeypatch):
+    """trainer.eval_batches: the first B validation batches score the supernet (0: neither a score nor
+    the recalibration for it); the search, its α, checkpoint and cell are those of a full score."""
+    from nas.searcher.loop import Searcher
+    from nas.supernet import bn
+
+    seen, recalibrated = {}, {}
+    evaluate, recalibrate = Searcher.evaluate, bn.recalibrate_bn
+
+    def counting(self, loader, max_batches=None):
+        images = []
+        out = evaluate(self, ([images.append(len(y)), (x, y)][1] for x, y in loader), max_batches)
+        seen[run] = (sum(images[:max_batches]) if max_batches is not None else sum(images), out)
+        return out
+    monkeypatch.setattr(Searcher, "evaluate", counting)
+    monkeypatch.setattr("nas.searcher.run.recalibrate_bn", lambda *a: recalibrated.setdefault(run, recalibrate(*a)))
+    runs = {}
+    for run in ("null", "2", "0"):
+        runs[run] = tmp_path / f"eval{run}"
+        assert main([*TINY, "trainer.bn_batches=3", f"trainer.eval_batches={run}", "--out", str(runs[run]),
+                     "--quiet"]) == 0
+    m = {r: json.loads((runs[r] / "metrics.json").read_text()) for r in runs}
+    assert seen["null"][0] == 128 and seen["2"][0] == 64 and "0" not in seen  # the val split: 128 images, batches of 32
+    assert recalibrated == {"null": 3, "2": 3}
+    for r in ("null", "2"):
+        assert (m[r]["val_acc"], m[r]["val_loss"]) == (seen[r][1]["acc"], seen[r][1]["loss"])
+    assert m["0"]["val_acc"] is None and m["0"]["val_loss"] is None
+    assert "val_acc=off (trainer.eval_batches=0)" in (runs["0"] / "log.txt").read_text()
+    for r in ("2", "0"):
+        assert m[r]["genotype"] == m["null"]["genotype"] and m[r]["history"] == m["null"]["history"]
+        ck, full = (torch.load(runs[x] / "checkpoint.pt", weights_only=False)["model"] for x in (r, "null"))
+        assert all(torch.equal(ck[k], full[k]) for k in full)

@@ -23,7 +23,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-T0 = time.perf_counter()
+T0, C0 = time.perf_counter(), time.process_time()
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
@@ -33,6 +33,7 @@ from nas.config import config_from_cli  # noqa: E402
 from nas.searcher.loop import Searcher  # noqa: E402
 
 SECONDS: dict = defaultdict(float)
+CPU: dict = defaultdict(float)  # this process's CPU seconds: on a shared machine, steadier than wall time
 CALLS: dict = defaultdict(int)
 
 
@@ -41,11 +42,12 @@ def timed(owner, name: str, part: str) -> None:
     fn = getattr(owner, name)
 
     def wrapper(*a, **kw):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         try:
             return fn(*a, **kw)
         finally:
             SECONDS[part] += time.perf_counter() - t
+            CPU[part] += time.process_time() - c
             CALLS[part] += 1
     setattr(owner, name, wrapper)
 
@@ -59,6 +61,7 @@ def main() -> None:
     if args.cold_data:
         os.environ["NAS_CACHE"] = tempfile.mkdtemp(prefix="nas-profile-cache-")
     SECONDS["imports (torch, nas)"] = time.perf_counter() - T0
+    CPU["imports (torch, nas)"] = time.process_time() - C0
     cfg = config_from_cli(args.items)
     timed(run_mod, "make_loaders", "data: load/decode, split, loaders")
     timed(run_mod, "make_supernet", "supernet and cost model")
@@ -69,20 +72,25 @@ def main() -> None:
     timed(Searcher, "train_epoch", "_epochs")
     timed(Searcher, "evaluate", "final evaluation (val split, eval mode)")
     timed(run_mod, "write_genotype", "genotype.yaml")
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     out = Path(tempfile.mkdtemp(prefix="nas-profile-run-"))
     run_mod.run_search(cfg, out / "run", quiet=True)
     total = time.perf_counter() - start + SECONDS["imports (torch, nas)"]
-    epochs = SECONDS.pop("_epochs")
-    CALLS.pop("_epochs")
-    steps = SECONDS["steps: weight step (fwd+bwd+SGD)"] + SECONDS["steps: architecture step (fwd+bwd+Adam)"]
-    SECONDS["steps: the rest (batches, meters, schedules, log)"] = epochs - steps
-    CALLS["steps: the rest (batches, meters, schedules, log)"] = CALLS["steps: weight step (fwd+bwd+SGD)"]
-    SECONDS["other (run folder, checkpoints, metrics)"] = total - sum(SECONDS.values())
-    print(f"search {cfg.name}: {total:.1f} s, one process, {torch.get_num_threads()} thread(s)")
-    print("| part | seconds | share | calls |\n| --- | --- | --- | --- |")
+    cpu_total = time.process_time() - cpu_start + CPU["imports (torch, nas)"]
+    weight, arch = "steps: weight step (fwd+bwd+SGD)", "steps: architecture step (fwd+bwd+Adam)"
+    rest = "steps: the rest (batches, meters, schedules, log)"
+    for d in (SECONDS, CPU):
+        d[rest] = d.pop("_epochs") - d[weight] - d[arch]
+    CALLS[rest] = CALLS.pop("_epochs") * 0 + CALLS[weight]
+    other = "other (run folder, checkpoints, metrics)"
+    SECONDS[other], CPU[other] = total - sum(SECONDS.values()), cpu_total - sum(CPU.values())
+    print(f"search {cfg.name}: {total:.1f} s wall, {cpu_total:.1f} s CPU, one process, "
+          f"{torch.get_num_threads()} thread(s)")
+    print("| part | wall s | CPU s | share of CPU | calls | CPU ms per call |\n| --- | --- | --- | --- | --- | --- |")
     for part, s in SECONDS.items():
-        print(f"| {part} | {s:.2f} | {100 * s / total:.1f}% | {CALLS.get(part, '')} |")
+        n = CALLS.get(part, 0)
+        per = f"{1000 * CPU[part] / n:.1f}" if n else ""
+        print(f"| {part} | {s:.2f} | {CPU[part]:.2f} | {100 * CPU[part] / cpu_total:.1f}% | {n or ''} | {per} |")
     if args.ops:
         profile_ops(cfg, args.ops)
 

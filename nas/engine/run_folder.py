@@ -66,7 +66,7 @@ REQUIRED = ("model", "epoch", "config")  # the keys every checkpoint has
 # (see :func:`~nas.engine.runtime.replan_epochs`). Anything else would continue a different run
 # from this state. A kind of run adds its own (a retraining: how often it evaluates, and its
 # genotype, which the checkpoint holds).
-RESUMABLE_CHANGES = ("name", "device", "data.root", "data.download", "data.workers",
+RESUMABLE_CHANGES = ("name", "device", "data.root", "data.download", "data.workers", "data.cache",
                      "trainer.epochs", "trainer.ckpt_every", "trainer.dist_timeout", "trainer.channels_last")
 
 

@@ -336,11 +336,14 @@ def _finish(cfg: Config, folder: RunFolder, space: Any, model: torch.nn.Module, 
     (running statistics, no communication) runs on the whole validation set everywhere."""
     t, out_dir = cfg.trainer, folder.path
     world = world or World(device=device)
-    if t.bn_batches:
+    # trainer.eval_batches=0: no final score, so no recalibration for it (neither touches α or the cell)
+    scored = t.eval_batches != 0
+    if t.bn_batches and scored:
         # after the last checkpoint: the checkpoint keeps the statistics the search left
         shard = world.shard if t.sync_bn else (0, 1)
         recalibrate_bn(model, itertools.islice(iter(_plain(train_loader, cfg, info, device, shard)), t.bn_batches))
-    final = searcher.evaluate(_plain(val_loader, cfg, info, device))
+    final = (searcher.evaluate(_plain(val_loader, cfg, info, device), t.eval_batches) if scored
+             else {"acc": None, "loss": None})
     genotype = model.genotype()
     budget = model.budget()
     if budget is not None:
@@ -359,7 +362,8 @@ def _finish(cfg: Config, folder: RunFolder, space: Any, model: torch.nn.Module, 
     extra = model.extra_metrics(info)  # held-out scores the model computes itself (the maze's test mazes)
     metrics.update(extra)
     with deferred():  # a signal after "done" waits for metrics.json, so the run ends as finished
-        log.info(f"done in {seconds:.1f}s: val_acc={final['acc']:.2f} genotype={genotype}"
+        score = "off (trainer.eval_batches=0)" if final["acc"] is None else f"{final['acc']:.2f}"
+        log.info(f"done in {seconds:.1f}s: val_acc={score} genotype={genotype}"
                  + "".join(f" {k}={v:.4g}" if isinstance(v, float) else f" {k}={v}" for k, v in extra.items()))
         warning = (stalled_warning(cfg, searcher, t.epochs) or jump_warning(cfg, searcher, t.epochs)
                    or collapse_warning(space, genotype)
