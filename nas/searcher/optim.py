@@ -51,7 +51,7 @@ def build_optimizers(model: nn.Module, estimator: Estimator, *, epochs: int, lr:
     # one explicit group: a model whose only parameters are architectural (the dnf space) gets
     # an empty, harmless weight optimizer instead of torch's "empty parameter list" error
     weights = torch.optim.SGD([{"params": weight_parameters(model)}], lr=lr, momentum=momentum,
-                              nesterov=nesterov and momentum > 0, weight_decay=weight_decay)
+                              nesterov=nesterov and momentum > 0, weight_decay=weight_decay, foreach=True)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(weights, T_max=max(epochs, 1), eta_min=lr_min)
     groups = {role: arch_parameters(model, role) for role in ("logits", "discrete", "noise")}
     param_groups = []
