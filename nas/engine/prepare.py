@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from .amp import GradStep, Precision
 from .distributed import World
+from .runtime import keep_freed_memory
 from .sync_bn import convert_sync_bn
 
 
@@ -18,7 +19,10 @@ def prepare_model(model: nn.Module, world: World, *, sync_bn: bool = False, chan
     """The model as a run trains it, in this order: BN synchronised over the ranks (``sync_bn``,
     data parallel only; it replaces modules, so before the move), on ``world.device``, in NHWC
     memory format (``channels_last``, a layout: the values are unchanged), and rank 0's parameters
-    and buffers on every rank. Returns the model to use (a new object where BN was replaced)."""
+    and buffers on every rank; and the process's allocator set to keep freed memory for the next
+    step (:func:`~nas.engine.runtime.keep_freed_memory`). Returns the model to use (a new object
+    where BN was replaced)."""
+    keep_freed_memory()
     if sync_bn and world.enabled:
         model = convert_sync_bn(model, world)
     model.to(world.device)
