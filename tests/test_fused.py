@@ -261,3 +261,19 @@ def test_autocast_mixed_precision_is_no_worse_than_the_per_edge_path():
     assert torch.allclose(grads[False, True], ref, atol=1e-5)
     err = {fused: float((grads[True, fused] - ref).norm() / ref.norm()) for fused in (False, True)}
     assert torch.isfinite(grads[True, True]).all() and err[True] < 1.5 * err[False] + 0.02, err
+
+
+def test_kept_constants_serve_training_after_an_inference_mode_forward():
+    """The fused path keeps the pooling constants and the weight-index tensors it builds; one built
+    under torch.inference_mode (the latency profiler's forward) cannot be saved for backward, so
+    none is kept there: a training step after such a forward still runs, with the same values and
+    gradients as on a model that never saw inference mode."""
+    from nas.supernet import fused
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    fresh = run(supernet("softmax", True, channels_last=True), x)
+    fused._POOL_CONSTANTS.clear()
+    model = supernet("softmax", True, channels_last=True)
+    with torch.inference_mode():
+        model.eval()(x)
+    assert all(not t.is_inference() for pair in fused._POOL_CONSTANTS.values() for t in pair)
+    assert_same(run(model, x), fresh, atol=0)

@@ -85,9 +85,16 @@ def _pool_constants(C: int, H: int, W: int, x: Tensor) -> Tuple[Tensor, Tensor]:
     if got is None or torch.compiler.is_compiling():
         ones = x.new_ones(C, 1, 3, 3)
         got = ones, F.conv2d(x.new_ones(1, 1, H, W), ones[:1], padding=1).reciprocal()
-        if not torch.compiler.is_compiling() and len(_POOL_CONSTANTS) < 64:
+        if _keepable() and len(_POOL_CONSTANTS) < 64:
             _POOL_CONSTANTS[key] = got
     return got
+
+
+def _keepable() -> bool:
+    """Whether a tensor built now may be kept for later calls: not while tracing for
+    ``torch.compile``, nor under ``torch.inference_mode`` (an inference tensor cannot be saved for
+    a later backward)."""
+    return not torch.compiler.is_compiling() and not torch.is_inference_mode_enabled()
 
 
 def _flat(t: Tensor) -> Optional[Tensor]:
@@ -248,7 +255,7 @@ class Plan:
         t = self._index.get(key)
         if t is None or torch.compiler.is_compiling():
             t = torch.tensor(key[1], device=device)
-            if not torch.compiler.is_compiling() and len(self._index) < 4096:  # single path: one per sample
+            if _keepable() and len(self._index) < 4096:  # single path: one per sample
                 self._index[key] = t
         return t
 
