@@ -22,7 +22,7 @@ LAYERS: List[List[str]] = [
     ["nas.blocks", "nas.cost"],                        # discrete blocks, the cost model
     ["nas.searcher.loop", "nas.searcher.optim", "nas.searcher.unrolled",   # the loops: no space
      "nas.searcher.hooks", "nas.searcher.registries", "nas.searcher.regularisers",  # and their hooks
-     "nas.searcher.sdarts", "nas.searcher.lambda_darts", "nas.searcher.oles",
+     "nas.searcher.sdarts", "nas.searcher.lambda_darts", "nas.searcher.oles", "nas.searcher.progressive",
      "nas.retrainer.trainer", "nas.retrainer.augment"],
     ["nas.spaces"],                                    # search spaces
     # the NB201 device latency table and the per-device latency models fitted on it: they read NB201
