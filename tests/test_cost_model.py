@@ -23,6 +23,41 @@ def test_count_macs_bias_convention_by_hand():
     assert count_macs(nn.AvgPool2d(3, 1, 1), (4, 5, 5)) == 0  # parameter-free: runs, counts nothing
 
 
+def test_a_module_with_forward_macs_counts_itself_and_its_children_are_not_hooked():
+    class Counted(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(2, 3, 1)
+
+        def forward(self, x):
+            return self.conv(x)
+
+        def forward_macs(self, out):
+            return 7 * out[0, 0].numel()
+
+    net = nn.Sequential(Counted(), nn.Conv2d(3, 1, 1, bias=False))
+    assert count_macs(net, (2, 4, 4)) == 7 * 16 + 3 * 16   # its own 7 per pixel, not its conv's 2
+
+
+def test_dnf_op_macs_are_its_conjunctions_matmul_by_hand():
+    from nas.blocks.dnf import DNFOp
+    from nas.estimators import build_estimator
+
+    op = DNFOp(4, 3, 2, False, build_estimator("ste"), rules=2)
+    # stride 2 on 6x6: 3x3 output pixels, each a [2*C_in] @ [2*C_in, C_out*rules] product
+    assert count_macs(op, (4, 6, 6), bias=True) == 9 * (2 * 4) * (3 * 2)
+    space = get_space("nb201")
+    ops = ["none", "nor_conv_1x1", "dnf_1x1"]
+    t = build_cost_table(space.cost_model(), "macs", num_classes=3, in_channels=3, resolution=8,
+                         network=space.cost_model().trained_network(4, 1), ops=ops,
+                         op_args={"dnf_1x1": {"rules": 2}})
+    # per edge, summed over the stages (8x8 C=4, 4x4 C=8, 2x2 C=16): 2*rules = 4 times a 1x1 conv
+    conv1 = sum(c * c * hw for c, hw in ((4, 64), (8, 16), (16, 4))) / 1e6
+    col = {op: t.column(op) for op in ops}
+    assert torch.allclose(t.edges["arch.cell"][:, col["nor_conv_1x1"]], torch.full((6,), conv1, dtype=torch.float64))
+    assert torch.allclose(t.edges["arch.cell"][:, col["dnf_1x1"]], torch.full((6,), 4 * conv1, dtype=torch.float64))
+
+
 def nb201_table(metric, C=4, N=1, resolution=8, classes=3):
     space = get_space("nb201")
     return space, build_cost_table(space.cost_model(), metric, num_classes=classes, in_channels=3, resolution=resolution,

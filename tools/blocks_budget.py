@@ -20,10 +20,11 @@ retrained (pruned) network as counted, the derived cell's MACs on the benchmark 
 and retrain seconds, the widths and the DNF rules (mean conjunctions / literals per output
 channel of the kept ``dnf_1x1`` edges), then mean ± std per variant.
 
-The MACs convention counts conv and linear layers only: a ``dnf_1x1`` edge costs 0 MACs, so the
-budget does not restrict it. Search settings go as ``key=value`` (e.g. ``cost.weight=1`` to let the budget's penalty train the
-L0 gates during the search; default 0, the cost config's); ``--retrain-set key=value`` changes the
-retraining (``trainer.epochs=1 data.subset=1000`` for a smoke test).
+A ``dnf_1x1`` edge is counted by its conjunctions (a matmul of ``2·C_in`` log-literals with
+``C_out·rules`` rules per pixel, :meth:`nas.blocks.dnf.DNFOp.forward_macs`), so the budget
+restricts it like the convolutions. Search settings go as ``key=value`` (e.g. ``cost.weight=1``
+to let the budget's penalty train the L0 gates during the search; default 0, the cost config's);
+``--retrain-set key=value`` changes the retraining (``trainer.epochs=1 data.subset=1000`` for a smoke test).
 """
 from __future__ import annotations
 

@@ -178,6 +178,14 @@ class DNFOp(nn.Module):
         y = y.view(B, H, W, -1).permute(0, 3, 1, 2)
         return self.bn(y)
 
+    def forward_macs(self, output: Tensor) -> int:
+        """MACs of the conjunctions, counted as the linear layer they are in log space
+        (``log_b [pixels, 2·C_in] @ W [2·C_in, C_out·rules]``; the product form multiplies as
+        many factors): ``pixels · 2·C_in · C_out · rules`` per image, for :func:`nas.utils.count_macs`.
+        The disjunction's products, like BN and activations, are not counted."""
+        pixels = output[0, 0].numel()   # of one image
+        return pixels * 2 * self.block.K * self.block.T * self.block.N
+
     def rules(self) -> List[str]:
         """One line per output channel: ``IF (in3 AND NOT in7) OR (in1) THEN out 0``, the derived
         binary W and S simplified as in :mod:`nas.blocks.rules`."""

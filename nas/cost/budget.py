@@ -250,14 +250,14 @@ def attach_budget(model: nn.Module, cost_model: Any, *, metric: str, target: Opt
                   estimate: str = "expected", warmup: float = 0.0, sample_within: bool = False,
                   network: Dict[str, Any], cell: Optional[Dict[str, Any]] = None, latency: Any = None,
                   batch_size: int = 1, ops: Optional[Sequence[str]] = None,
-                  table: Optional[CostTable] = None) -> Budget:
+                  table: Optional[CostTable] = None, op_args: Optional[Dict[str, Dict[str, Any]]] = None) -> Budget:
     """Build the cost table of a space's trained network (its :class:`~nas.cost.model.CostModel`,
     with the candidates ``ops``, default the space's own), unless ``table`` is given (a device's,
     :mod:`nas.cost.device`), and attach a :class:`Budget` to ``model`` as ``model.cost``."""
     from .table import build_cost_table
     table = table or build_cost_table(cost_model, metric, num_classes=num_classes, in_channels=in_channels,
                                       resolution=resolution, network=network, cell=cell, latency=latency,
-                                      batch_size=batch_size, ops=ops)
+                                      batch_size=batch_size, ops=ops, op_args=op_args)
     budget = Budget(model, table, cost_model.derivable(model), cost_model.selected_edges,
                     widths=cost_model.selected_widths, target=target,
                     weight=weight, form=form, hard=hard, estimate=estimate, warmup=warmup,

@@ -156,15 +156,19 @@ Measure = Callable[[str, EdgeShape], float]
 
 def build_cost_table(cost_model: Any, metric: str, *, num_classes: int, in_channels: int, resolution: int,
                      network: Dict[str, Any], cell: Optional[Dict[str, Any]] = None, latency: Any = None,
-                     batch_size: int = 1, ops: Optional[Sequence[str]] = None) -> CostTable:
+                     batch_size: int = 1, ops: Optional[Sequence[str]] = None,
+                     op_args: Optional[Dict[str, Dict[str, Any]]] = None) -> CostTable:
     """The :class:`CostTable` of a space's network ``build_network(g, **network)`` (its
     :class:`~nas.cost.model.CostModel`, ``space.cost_model()``) on
     ``resolution``² inputs with ``num_classes`` outputs; ``cell``: the searched cell's structure
     where the space has one (DARTS: ``steps``, ``multiplier``). ``latency``: a
     :class:`~nas.cost.latency.LatencyTable` (metric ``latency``), read at ``batch_size``.
     ``ops``: the run's candidates (``space.ops``: any registered op), costed besides the space's
-    own, which its reference network is built of."""
+    own, which its reference network is built of. ``op_args``: the options the run builds its ops
+    with (``space.op_args``, e.g. a ``dnf_1x1``'s ``rules``), which the counted ops are built with
+    too."""
     cell = cell or {}
+    op_args = op_args or {}
     if metric not in METRICS:
         raise ConfigError(f"cost.metric: unknown metric '{metric}'; allowed: {', '.join(METRICS)}")
     ops = list(dict.fromkeys([*cost_model.ops, *(ops or ())]))
@@ -181,7 +185,7 @@ def build_cost_table(cost_model: Any, metric: str, *, num_classes: int, in_chann
             if metric == "latency":
                 cache[key] = latency.op(op, s.C_in, s.C_out, s.stride, s.H, s.W, batch_size)
             else:
-                extra = {} if width is None else {"width": width}
+                extra = dict(op_args.get(op, {}), **({} if width is None else {"width": width}))
                 module = cost_model.ops_table[op](s.C_in, s.C_out, s.stride, True, **extra)
                 try:
                     cache[key] = counted(metric, module, (s.C_in, s.H, s.W))

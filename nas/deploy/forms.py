@@ -46,6 +46,10 @@ DNF_LOGIC_SOURCE = '''class DNFLogic(nn.Module):
         r = (log_b @ self.rules).exp().reshape(B * H * W, self.C_out, self.rules_per_channel)
         y = 1 - (1 - self.select * r).prod(-1)
         return self.bn(y.reshape(B, H, W, self.C_out).permute(0, 3, 1, 2))
+
+    def forward_macs(self, output):
+        """MACs per image of the conjunctions (the matmul with the kept rules), for nas.utils.count_macs."""
+        return output[0, 0].numel() * self.rules.numel()   # per image
 '''
 
 # one text for both: the class below is the one model.py spells out, so the two cannot drift

@@ -122,7 +122,8 @@ def make_budget(cfg: Config, cost_model: Any, model: torch.nn.Module, num_classe
                          hard=c.hard, estimate=c.estimate, warmup=c.warmup_epochs, sample_within=c.sample_within,
                          num_classes=c.classes or num_classes, in_channels=in_channels,
                          resolution=c.resolution, network=network, table=table,
-                         cell=cost_model.cell(cfg), latency=latency, batch_size=c.batch_size, ops=getattr(cfg.space, "ops", None))
+                         cell=cost_model.cell(cfg), latency=latency, batch_size=c.batch_size, ops=getattr(cfg.space, "ops", None),
+                         op_args=getattr(cfg.space, "op_args", None))
 
 
 @dataclass

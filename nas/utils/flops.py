@@ -5,6 +5,13 @@ MACs are counted by forward hooks on ``Conv2d`` (``out_elements Â· C_in/groups Â
 only runs in training is not counted. This is the usual "FLOPs" of DARTS-space tables (DARTS_V2 at
 20 cells, C=36: about 530M); BN, pooling, additions and activations are left out, as there.
 
+A module that computes a multiply-accumulate product by other means than those two layers
+counts itself: it defines ``forward_macs(output) -> int``, the MACs per image of the forward that
+produced ``output``, and its children are not hooked.
+The Neural DNF op does (:class:`~nas.blocks.dnf.DNFOp`: its conjunctions are a matmul of the
+log-literals with the rule pool), so a budget in MACs restricts it like the convolutions it
+competes with.
+
 ``bias=True`` adds one addition per output element of every conv or linear layer with a bias:
 NAS-Bench-201's convention (Dong & Yang 2020, ``get_model_infos`` of their code: conv and linear
 layers, biases included, nothing else). It is what makes the benchmark network's reported
@@ -37,8 +44,20 @@ def count_macs(model: nn.Module, input_shape: Tuple[int, ...], bias: bool = Fals
         nonlocal total
         total += out.numel() // out.shape[0] * per_output(m, m.in_features)
 
-    handles = [m.register_forward_hook(conv_hook if isinstance(m, nn.Conv2d) else linear_hook)
-               for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    def own_hook(m: nn.Module, inp, out) -> None:
+        nonlocal total
+        total += int(m.forward_macs(out))
+
+    handles = []
+    own = {id(m): m for m in model.modules() if callable(getattr(m, "forward_macs", None))}
+    inside_own = {id(c) for m in own.values() for c in m.modules() if c is not m}
+    for m in model.modules():
+        if id(m) in inside_own:
+            continue
+        if id(m) in own:
+            handles.append(m.register_forward_hook(own_hook))
+        elif isinstance(m, (nn.Conv2d, nn.Linear)):
+            handles.append(m.register_forward_hook(conv_hook if isinstance(m, nn.Conv2d) else linear_hook))
     was_training = model.training
     model.eval()
     try:
