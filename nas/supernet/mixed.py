@@ -7,7 +7,7 @@ entry while only one op runs.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -116,3 +116,18 @@ class MixedOp(nn.Module):
         if "relu" not in shared:
             shared["relu"] = F.relu(x)
         return op(shared["relu"], True)
+
+
+def edge_output(edge: nn.Module, h: Tensor, sample: Any, e: int, shared: Optional[Dict] = None,
+                scale: Optional[Tensor] = None, gates: Optional[Tensor] = None) -> Tensor:
+    """Edge ``e`` of a cell on input ``h``: its mixed op under the estimator's ``sample`` (weights,
+    sampled index and active candidates of that edge), times ``scale[e]`` (a factor per edge: L0
+    edge gates, PC-DARTS edge normalisation) and ``gates[e]`` (its channel gates) where given. The
+    cells of every space run their edges through it, in that order of products."""
+    idx = None if sample.index is None else sample.index[e]
+    y = edge(h, sample.weights[e], idx, shared, None if sample.active is None else sample.active[e])
+    if scale is not None:
+        y = y * scale[e]
+    if gates is not None:
+        y = y * gates[e]
+    return y

@@ -50,6 +50,7 @@ from nas.estimators.base import Estimator, Sample
 from nas.ops import FactorizedReduce, ReLUConvBN, build_op
 from nas.ops.registry import describe_ops, op_context
 from nas.supernet import Choice, MixedOp
+from nas.supernet.mixed import edge_output
 from nas.supernet.partial import EdgeNormalization, PartialMixedOp, check_partial
 
 from ..base import Supernet, check_max_skip, refuse_without_logits
@@ -111,13 +112,7 @@ class SearchCell(nn.Module):
         for _ in range(self.steps):
             acc = None
             for h in list(states):
-                idx = None if sample.index is None else sample.index[e]
-                y = self.edges[e](h, sample.weights[e], idx, None,
-                                  None if sample.active is None else sample.active[e])
-                if edge_scale is not None:
-                    y = y * edge_scale[e]
-                if z_ch is not None:
-                    y = y * z_ch[e]
+                y = edge_output(self.edges[e], h, sample, e, None, edge_scale, z_ch)
                 if aux_skip:
                     y = y + aux_skip * self.aux[e](h)
                 acc = y if acc is None else acc + y

@@ -57,6 +57,7 @@ from nas.estimators.base import Estimator, Sample
 from nas.ops import build_op
 from nas.ops.registry import describe_ops, op_context
 from nas.supernet import Choice, MixedOp
+from nas.supernet.mixed import edge_output
 from nas.supernet.fused import Plan, run_cell
 from nas.supernet.partial import EdgeNormalization, PartialMixedOp, check_partial
 
@@ -109,13 +110,7 @@ class SearchCell(nn.Module):
         for j in range(1, NODES):
             acc = None
             for i in range(j):
-                idx = None if sample.index is None else sample.index[e]
-                y = self.edges[e](nodes[i], sample.weights[e], idx, shared[i],
-                                  None if sample.active is None else sample.active[e])
-                if edge_gates is not None:
-                    y = y * edge_gates[e]
-                if z_ch is not None:
-                    y = y * z_ch[e]
+                y = edge_output(self.edges[e], nodes[i], sample, e, shared[i], edge_gates, z_ch)
                 if aux_skip:
                     y = y + aux_skip * nodes[i]
                 acc = y if acc is None else acc + y
