@@ -50,6 +50,12 @@ def test_compare_runs_end_to_end(tmp_path):
                 assert cfg["estimator"]["name"] == method
         accs = [row["cifar10"] for row in rows]
         assert f"{statistics.mean(accs):.2f} ± {statistics.stdev(accs):.2f}" in report
+        c100 = [row["cifar100"] for row in rows]   # the fake table's CIFAR-100 is CIFAR-10 - 30
+        assert c100 == pytest.approx([a - 30 for a in accs])
+        line = next(ln for ln in report.splitlines() if ln.startswith(f"| {method}" if method != "random" else "| random"))
+        assert f"| {statistics.mean(c100):.2f} ± {statistics.stdev(c100):.2f} | 1.00 ± 0.00 |" in line
+        secs = [row["search_seconds"] for row in rows]
+        assert f"| {statistics.mean(secs) / 60:.1f}, {max(secs) / 60:.1f} |" in line
         assert all("`" + row["arch"].replace("|", "\\|") + "`" in report for row in rows)
     # the random baseline trained at least one cell per seed within its 1-second budget
     assert all(row["cells_trained"] >= 1 for row in results["random"])

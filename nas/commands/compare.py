@@ -265,8 +265,9 @@ def md_cell(text: str) -> str:
 
 def report(rows: Dict[str, List[dict]], title: str) -> str:
     lines = [f"### {title}", "",
-             "| method | NB201 CIFAR-10 test acc (%) | rank (mean) | search min | seeds | derived cells (CIFAR-10 %) |",
-             "| --- | --- | --- | --- | --- | --- |"]
+             "| method | NB201 CIFAR-10 test acc (%) | rank (mean) | CIFAR-100 | ImageNet16-120 | search min "
+             "(mean, longest) | seeds | derived cells (CIFAR-10 %) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     rand = rows.get(RANDOM)
     rand_mean = statistics.mean(r["cifar10"] for r in rand) if rand else None
     for method, rs in rows.items():
@@ -276,8 +277,10 @@ def report(rows: Dict[str, List[dict]], title: str) -> str:
             f"{method} {'>' if statistics.mean(accs) > rand_mean else '≤'} random")
         if method == RANDOM:
             name = f"random search ({statistics.mean(r['cells_trained'] or 0 for r in rs):.0f} cells)"
+        secs = [r["search_seconds"] for r in rs]
         lines.append(f"| {name} | {mean_std(accs)} | {statistics.mean(r['rank'] for r in rs):.0f} / {rs[0]['n']} "
-                     f"| {statistics.mean(r['search_seconds'] for r in rs) / 60:.1f} | "
+                     f"| {mean_std([r['cifar100'] for r in rs])} | {mean_std([r['imagenet16_120'] for r in rs])} "
+                     f"| {statistics.mean(secs) / 60:.1f}, {max(secs) / 60:.1f} | "
                      f"{','.join(str(r['seed']) for r in rs)} | {cells} |")
     lines += ["", "Reference (NB201 CIFAR-10 test %): " + ", ".join(f"{n} {a:.2f}" for n, a in REFERENCES), ""]
     return "\n".join(lines)
