@@ -174,7 +174,12 @@ def build_cost_table(cost_model: Any, metric: str, *, num_classes: int, in_chann
     ops = list(dict.fromkeys([*cost_model.ops, *(ops or ())]))
     shapes = cost_model.edges(resolution=resolution, **network, **cell)
     cache: Dict[Tuple[str, EdgeShape, Optional[float]], float] = {}
-    width_ops = tuple(op for op in ops if _sets_width(cost_model, op, shapes))
+
+    def build(op: str, s: EdgeShape, **extra: Any) -> Any:
+        """The op as the run builds it: its ``op_args``, plus ``extra`` (a width)."""
+        return cost_model.ops_table[op](s.C_in, s.C_out, s.stride, True, **dict(op_args.get(op, {}), **extra))
+
+    width_ops = tuple(op for op in ops if _sets_width(build, op, shapes))
     if metric == "latency" and width_ops:
         raise ConfigError(f"cost.metric=latency: op '{width_ops[0]}' searches its width, and a latency table times "
                           f"ops at full width only; budget cost.metric=macs or params, or drop the op")
@@ -185,8 +190,7 @@ def build_cost_table(cost_model: Any, metric: str, *, num_classes: int, in_chann
             if metric == "latency":
                 cache[key] = latency.op(op, s.C_in, s.C_out, s.stride, s.H, s.W, batch_size)
             else:
-                extra = dict(op_args.get(op, {}), **({} if width is None else {"width": width}))
-                module = cost_model.ops_table[op](s.C_in, s.C_out, s.stride, True, **extra)
+                module = build(op, s, **({} if width is None else {"width": width}))
                 try:
                     cache[key] = counted(metric, module, (s.C_in, s.H, s.W))
                 except (RuntimeError, ValueError, TypeError, IndexError) as e:  # a user op that cannot run
@@ -221,13 +225,13 @@ def build_cost_table(cost_model: Any, metric: str, *, num_classes: int, in_chann
     return table
 
 
-def _sets_width(cost_model: Any, op: str, shapes: Dict[str, List[EdgeShape]]) -> bool:
+def _sets_width(build: Callable[..., Any], op: str, shapes: Dict[str, List[EdgeShape]]) -> bool:
     """Whether ``op`` searches its width (its module ``sets_width``, :class:`nas.blocks.l0.ChannelGatedOp`)."""
     s = next((r for rows in shapes.values() for r in rows), None)
     if s is None:
         return False
     try:
-        return bool(getattr(cost_model.ops_table[op](s.C_in, s.C_out, s.stride, True), "sets_width", False))
+        return bool(getattr(build(op, s), "sets_width", False))
     except (RuntimeError, ValueError, TypeError, IndexError, ConfigError):  # its cost reports the failure
         return False
 
