@@ -66,9 +66,9 @@ def search(config: Optional[ConfigLike] = None, out_dir: Optional[Union[str, os.
 
 def derive(run_dir: Union[str, os.PathLike], *, top_k: Optional[int] = None, method: str = "argmax",
            exclude: Optional[str] = None, max_skip: Any = ..., device: str = "cpu",
-           write: bool = False, cost: Sequence[str] = ()) -> Any:
+           write: bool = False, cost: Sequence[str] = (), min_skip: Any = ...) -> Any:
     """The genotype of a search run folder or checkpoint (``nas-derive``): argmax per edge with the
-    run's derive keys (``exclude``/``max_skip`` override them) or ``method="perturbation"``
+    run's derive keys (``exclude``/``max_skip``/``min_skip`` override them) or ``method="perturbation"``
     (DARTS-PT). ``cost``: ``KEY=VALUE`` overrides of the run's ``cost:`` section, e.g.
     ``["target=55"]`` (the most probable cell within that budget). ``write=True`` also writes
     ``genotype.yaml`` into the run folder."""
@@ -78,7 +78,8 @@ def derive(run_dir: Union[str, os.PathLike], *, top_k: Optional[int] = None, met
                        f"give a search run folder or its checkpoint.pt")
     source = Path(run_dir)
     out = (source if source.is_dir() else source.parent) / "genotype.yaml" if write else None
-    _, genotype = _derive(source, top_k, device, method, exclude=exclude, max_skip=max_skip, write=out, cost=cost)
+    _, genotype = _derive(source, top_k, device, method, exclude=exclude, max_skip=max_skip, write=out,
+                          cost=cost, min_skip=min_skip)
     return genotype
 
 

@@ -106,6 +106,8 @@ def test_the_skip_limit_carries_over_to_estimators_with_logits():
     assert ce.estimator_overrides("bop", section, [], "", derive)[:3] == \
         ['estimator={"name": "bop"}', "derive.exclude=[]", "derive.max_skip=null"]
     assert ce.estimator_overrides("bop", section, [], "", {"max_skip": 1})[1] == "derive.max_skip=null"
+    assert ce.estimator_overrides("bop", section, [], "", {"max_skip": 1, "min_skip": 1})[1:3] == \
+        ["derive.max_skip=null", "derive.min_skip=null"]
     # the estimator the config names keeps its whole section
     assert not any(o.startswith("estimator=") for o in ce.estimator_overrides("softmax", section, [], "", derive))
 
@@ -143,6 +145,33 @@ def test_compare_runs_recipes_times_seeds(tmp_path):
     assert cfg["optim"]["regularisers"] == {"drnas_kl": {"weight": 0.02}}
     cfg = yaml.safe_load((out / "rs" / "seed0" / "config.yaml").read_text())
     assert cfg["optim"]["hooks"] == {"sdarts": {"mode": "rs"}} and cfg["space"]["C"] == 4
+
+    # the recipe's derive rule changes: the finished searches are derived again, not searched again
+    from nas.api import derive
+    base = [sys.executable, "-m", "nas.commands.compare", "--recipes", str(rs), "--seeds", "0,1", "--out", str(out),
+            "--table", str(table), "--no-random", "--threads", "1", "--device", "cpu", *TINY]
+    searched = {s: (out / "rs" / f"seed{s}" / "metrics.json").stat().st_mtime_ns for s in (0, 1)}
+    r = subprocess.run(base + ["--set", "rs:derive.exclude=[skip_connect]"], cwd=REPO, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stderr.count("derived again with derive.exclude=['skip_connect']") == 2
+    for s in (0, 1):
+        run = out / "rs" / f"seed{s}"
+        assert (run / "metrics.json").stat().st_mtime_ns == searched[s]
+        arch = yaml.safe_load((run / "genotype.yaml").read_text())["arch"]
+        assert "skip_connect" not in arch and arch == str(derive(run, exclude="skip_connect"))
+        assert yaml.safe_load((run / "config.yaml").read_text())["derive"]["exclude"] == ["skip_connect"]
+    rows = json.loads((out / "results.json").read_text())["rs"]
+    assert [x["arch"] for x in rows] == [yaml.safe_load((out / "rs" / f"seed{s}" / "genotype.yaml").read_text())["arch"]
+                                         for s in (0, 1)]
+    # the same command again finds the runs current: nothing derived again
+    r = subprocess.run(base + ["--set", "rs:derive.exclude=[skip_connect]"], cwd=REPO, capture_output=True, text=True)
+    assert r.returncode == 0 and "derived again" not in r.stderr
+    # any other change would report a search the command did not ask for: one line, nothing run
+    r = subprocess.run(base + ["--set", "rs:trainer.epochs=2", "--set", "rs:derive.exclude=[skip_connect]"],
+                       cwd=REPO, capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "was searched with trainer.epochs=1 and the command asks for 2; give another --out, or --restart" in r.stderr
+    assert (out / "rs" / "seed0" / "metrics.json").stat().st_mtime_ns == searched[0]
 
 
 def test_compare_recipes_fail_before_searching(tmp_path):

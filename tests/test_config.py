@@ -112,7 +112,7 @@ def test_a_section_takes_the_keys_its_entry_declares():
         load_config(None, ["space.layers=5"])  # nb201 has no layers
     with pytest.raises(ConfigError, match=r"^unknown config key 'estimator\.gamma'"):
         load_config(None, ["estimator.gamma=0.01"])
-    with pytest.raises(ConfigError, match=r"^unknown config key 'derive\.exclude'; allowed under 'derive': max_skip$"):
+    with pytest.raises(ConfigError, match=r"^unknown config key 'derive\.exclude'; allowed under 'derive': max_skip, min_skip$"):
         load_config(None, ["space.name=darts", "derive.exclude=[none]"])
     # null means the entry's default; a section built in Python is its entry's class
     assert load_config(None, ["estimator.name=gumbel_hard", "estimator.tau=null"]).estimator.tau == 10.0
@@ -187,5 +187,5 @@ def test_the_reference_lists_every_entry_key_with_type_default_range_and_help():
     rows = {row.key: row for row in ref["space: darts"]}
     assert (rows["space.multiplier"].default, rows["space.multiplier"].range) == (4, "[1, steps]")
     assert rows["space.layers"].help == "cells in the search network" and rows["space.layers"].type == "int"
-    assert [r.key for r in ref["derive: darts"]] == ["derive.max_skip"]
+    assert [r.key for r in ref["derive: darts"]] == ["derive.max_skip", "derive.min_skip"]
     assert all(row.help for name, table in ref.items() if name != "fixed" for row in table)

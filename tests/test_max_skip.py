@@ -136,3 +136,74 @@ def test_config_key_reaches_the_supernet(space, extra):
 def test_config_key_is_refused_where_there_is_nothing_to_limit():
     with pytest.raises(ConfigError, match=r"^unknown config key 'derive.max_skip'; allowed under 'derive': $"):
         configure("space.name=dnf", "data.dataset=synthetic_dnf", "derive.max_skip=1")
+
+
+# ---------------------------------------------------------------- derive.min_skip (P-DARTS's constant M)
+
+def test_nb201_floor_gives_skip_to_the_edges_with_the_largest_skip_probability():
+    # with skip excluded from the argmax by max_skip=0 the cell has none; the floor puts it back on
+    # the edges ranked by skip probability (row 1 .76, row 3 .68, row 0 .45, row 4 .36, row 2, row 5)
+    def floored(min_skip, max_skip=None, **kw):
+        return nb201(max_skip, derive_min_skip=min_skip, **kw).genotype()
+    no_skip = nb201(0).genotype()
+    assert no_skip.ops.count("skip_connect") == 0
+    assert floored(None, 0) == no_skip
+    assert floored(0, 0) == no_skip
+    assert floored(1, 1) == cell("nor_conv_3x3", "skip_connect", "nor_conv_1x1",
+                                 "avg_pool_3x3", "nor_conv_1x1", "none")       # = max_skip 1 alone
+    # a cell with fewer skips than the floor: alpha where skip leads nowhere
+    net = nb201(None, derive_min_skip=2)
+    with torch.no_grad():
+        net.arch["cell"].alpha.copy_(ALPHA)
+        net.arch["cell"].alpha[:, 1] -= 3.0  # skip second or lower everywhere
+    p = torch.softmax(net.arch["cell"].alpha.detach(), -1)[:, 1]
+    top2 = sorted(range(6), key=lambda e: -float(p[e]))[:2]
+    assert top2 == [1, 3]                                   # by hand: the order of ALPHA's skip column
+    g = net.genotype()
+    assert [e for e, op in enumerate(g.ops) if op == "skip_connect"] == top2
+    net.derive_min_skip = None
+    assert net.genotype().ops.count("skip_connect") == 0
+
+
+def test_nb201_floor_never_opens_an_excluded_skip_nor_a_gated_edge():
+    net = nb201(None, derive_min_skip=6, derive_exclude=["skip_connect"])
+    assert net.genotype().ops.count("skip_connect") == 0
+    gated = get_space("nb201").build_supernet(build_estimator("softmax"), num_classes=3, C=4, N=1, gates="edge",
+                                              generator=torch.Generator().manual_seed(0), derive_min_skip=6)
+    with torch.no_grad():
+        gated.arch["cell"].alpha.copy_(ALPHA)
+    closed = [not o for o in gated.arch["gates"].open().tolist()]
+    ops = gated.genotype().ops
+    assert all(op == "none" for op, c in zip(ops, closed) if c)
+    assert all(op == "skip_connect" for op, c in zip(ops, closed) if not c)
+
+
+def test_darts_floor_turns_the_kept_edges_with_the_largest_skip_weight():
+    ops = ["none", "skip_connect", "sep_conv_3x3"]
+    w = darts_weights(ops, {
+        0: {"sep_conv_3x3": 0.9, "skip_connect": 0.2}, 1: {"sep_conv_3x3": 0.8, "skip_connect": 0.5},
+        2: {"sep_conv_3x3": 0.6}, 3: {"sep_conv_3x3": 0.5, "skip_connect": 0.45}, 4: {"sep_conv_3x3": 0.1},
+        5: {"sep_conv_3x3": 0.7}, 6: {"sep_conv_3x3": 0.6},
+        9: {"sep_conv_3x3": 0.4}, 10: {"sep_conv_3x3": 0.35}})
+    plain = derive_cell(w, ops, 4)
+    assert all(op == "sep_conv_3x3" for op, _ in plain)
+    # the kept edges by skip weight: 2<-1 (0.5), 3<-1 (0.45), 2<-0 (0.2); the edges kept stay the same
+    one = derive_cell_max_skip(w, ops, 4, max_skip=1, min_skip=1)
+    assert one == [("sep_conv_3x3", 0), ("skip_connect", 1)] + plain[2:]
+    two = derive_cell_max_skip(w, ops, 4, min_skip=2)
+    assert two == [("sep_conv_3x3", 0), ("skip_connect", 1), ("sep_conv_3x3", 0), ("skip_connect", 1)] + plain[4:]
+    assert [src for _, src in two] == [src for _, src in plain]
+
+
+@pytest.mark.parametrize("space,extra", [("nb201", ["space.N=1"]), ("darts", ["space.layers=3"])])
+def test_min_skip_key_reaches_the_supernet_and_errors_are_one_line(space, extra):
+    cfg = configure(f"space.name={space}", "space.C=4", *extra, "derive.max_skip=1", "derive.min_skip=1")
+    assert make_supernet(cfg, make_estimator(cfg), 3, 3)[1].derive_min_skip == 1
+    with pytest.raises(ConfigError, match=r"^derive.min_skip=2 is above derive.max_skip=1; set min_skip <= max_skip"):
+        cfg = configure(f"space.name={space}", "space.C=4", *extra, "derive.max_skip=1", "derive.min_skip=2")
+        make_supernet(cfg, make_estimator(cfg), 3, 3)
+    with pytest.raises(ConfigError, match=r"^derive.min_skip=-1 is out of range; allowed: >= 0$"):
+        configure(f"space.name={space}", "derive.min_skip=-1")
+    with pytest.raises(ConfigError, match=r"needs an estimator with logits.*set derive.min_skip=null$"):
+        cfg = configure(f"space.name={space}", "space.C=4", *extra, "estimator.name=bop", "derive.min_skip=1")
+        make_supernet(cfg, make_estimator(cfg), 3, 3)

@@ -17,13 +17,16 @@ recipe's config when it is absent).
 Estimator specs: a registered name (``gumbel_hard``), or ``NAME+noise`` for adaptive noise,
 optionally labelled ``LABEL=SPEC`` to compare variants of one estimator (``fast=softmax`` with
 ``--set fast:optim.arch.lr=1e-3``). The config's ``estimator`` section applies to the estimator it
-names; any other estimator starts from its own defaults, except ``derive_max_skip`` (P-DARTS's
-limit on the derived cell, a prior on the cell rather than a setting of one relaxation), which
+names; any other estimator starts from its own defaults, except ``derive_max_skip`` and ``derive_min_skip`` (P-DARTS's
+control of the derived cell's skips, a prior on the cell rather than a setting of one relaxation), which
 carries over to every estimator with logits. ``--set NAME:key=value`` adds an override
 for the specs whose label, spec or estimator name is NAME. A finished run
 (its ``metrics.json`` exists) is reused and a search an interruption kept (its ``checkpoint.pt``)
 is resumed, so an interrupted comparison continues where it stopped; ``--restart`` starts every
-search over instead.
+search over instead. A finished run is reused only for the config its command asks for today: a
+recipe whose derive rule changed (``derive.exclude``, ``max_skip``, ``min_skip``) has its cell
+derived again from the run's checkpoint (the search is the same), and any other change is a
+one-line error naming the key, so an edited recipe never reports its old cells.
 """
 from __future__ import annotations
 
@@ -121,7 +124,8 @@ def estimator_overrides(spec: str, config_estimator: Dict, sets: Sequence[str], 
     if base["estimator.name"] != config_estimator.get("name"):
         out.append("estimator=" + json.dumps({"name": base["estimator.name"]}))
         if not has_logits(base["estimator.name"]):
-            out += [f"derive.{k}={off}" for k, off in (("exclude", "[]"), ("max_skip", "null"))
+            out += [f"derive.{k}={off}" for k, off in (("exclude", "[]"), ("max_skip", "null"),
+                                                             ("min_skip", "null"))
                     if (config_derive or {}).get(k)]
     out += [f"{k}={v}" for k, v in base.items()]
     return out + set_overrides(sets, (spec, label, base["estimator.name"]))
@@ -174,6 +178,68 @@ def job_command(job: Job, restart: bool = False) -> Optional[List[str]]:
     if job.out.exists():
         shutil.rmtree(job.out)  # stopped before its first checkpoint: nothing in it to resume
     return job.cmd
+
+
+# derive keys a finished search is derived again with, instead of being searched again
+REDERIVE_KEYS = ("exclude", "max_skip", "min_skip")
+
+
+def config_changes(job: Job) -> Dict[str, tuple]:
+    """``{dotted key: (the run's value, the command's)}`` where the config a finished search's
+    ``config.yaml`` holds differs from the one ``job.cmd`` asks for (``{}`` for a run without a
+    readable config, or not a search)."""
+    from nas.config import Config, config_from_cli, from_dict, to_dict
+    from nas.errors import ConfigError as _ConfigError
+
+    if job.cmd[1:3] != ["-m", "nas"] or "--out" not in job.cmd:
+        return {}
+    try:
+        have = to_dict(from_dict(Config, load_yaml(job.out / "config.yaml")))
+    except (NasError, OSError, TypeError, ValueError):
+        return {}
+    try:
+        want = to_dict(config_from_cli([a for a in job.cmd[3:job.cmd.index("--out")] if not a.startswith("--")]))
+    except _ConfigError:
+        return {}  # the command itself is refused when it runs
+
+    def flat(d: dict, prefix: str = "") -> Dict[str, object]:
+        out: Dict[str, object] = {}
+        for k, v in d.items():
+            if isinstance(v, dict) and v:
+                out.update(flat(v, f"{prefix}{k}."))
+            else:
+                out[f"{prefix}{k}"] = v
+        return out
+    h, w = flat(have), flat(want)
+    return {k: (h.get(k), w.get(k)) for k in sorted(set(h) | set(w)) if h.get(k) != w.get(k)}
+
+
+def refresh_derive(job: Job) -> None:
+    """Bring a finished search in line with its command: derive its cell again where only the
+    derive rule changed; a one-line error where the search itself would differ."""
+    import yaml
+
+    changes = config_changes(job)
+    if not changes:
+        return
+    other = [k for k in changes if not (k.startswith("derive.") and k.split(".", 1)[1] in REDERIVE_KEYS)]
+    if other:
+        have, want = changes[other[0]]
+        raise NasError(f"{job.out} was searched with {other[0]}={have!r} and the command asks for {want!r}; "
+                       f"give another --out, or --restart to search again")
+    from nas.searcher.derive import derive
+    want = {k.split(".", 1)[1]: v for k, (_, v) in changes.items()}
+    derive(job.out, exclude=",".join(want["exclude"]) if "exclude" in want else None,
+           max_skip=want.get("max_skip", ...), min_skip=want.get("min_skip", ...),
+           write=job.out / "genotype.yaml")
+    path = job.out / "config.yaml"
+    text = path.read_text(encoding="utf-8")
+    data = yaml.safe_load(text)
+    data.setdefault("derive", {}).update(want)  # so the next comparison finds the run current
+    header = "".join(line + "\n" for line in text.splitlines()[:1] if line.startswith("#"))
+    path.write_text(header + yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    print(f"nas-compare: {job.method} seed {job.seed}: derived again with "
+          f"{' '.join(f'derive.{k}={v}' for k, v in want.items())} (the search is the same)", file=sys.stderr)
 
 
 class Running:
@@ -328,6 +394,10 @@ def run(args: argparse.Namespace) -> int:
                   f"seed={seed}", "--out", str(out / label / f"seed{seed}"), "--quiet"])
              for label, path in recipes for seed in seeds]
     what = Path(config).name if not recipes else "recipes " + ",".join(label for label, _ in recipes)
+    if not args.restart:  # before any search starts: a stale run is an error now, not after hours
+        for j in jobs:
+            if (j.out / "metrics.json").is_file():
+                refresh_derive(j)
     t0 = time.time()
     done: List[Job] = []
     try:

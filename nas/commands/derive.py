@@ -3,6 +3,7 @@
     nas-derive RUN_DIR | checkpoint.pt [--top-k K] [--out genotype.yaml] [--device cpu]
     nas-derive RUN_DIR --exclude none     # NB201: never pick these ops (DARTS §2.4)
     nas-derive RUN_DIR --max-skip 1       # at most 1 skip_connect edge (P-DARTS §3.3)
+    nas-derive RUN_DIR --max-skip 1 --min-skip 1   # exactly 1 (P-DARTS's "constant M")
     nas-derive RUN_DIR --method perturbation [--batches 40] [--tune-steps 0]
     nas-derive RUN_DIR --cost target=55 [--cost metric=params]   # within another budget
 
@@ -10,7 +11,7 @@ rebuilds the supernet from the checkpoint's own config, loads its architecture p
 estimator state, applies the space's derive rule (NB201: the estimator's decision per edge;
 DARTS: per node the K strongest non-``none`` incoming edges by ``Choice.probs()``, K=2 as in the
 paper; ``--exclude`` overrides the run's ``derive.exclude``, ``--max-skip`` its
-``derive.max_skip``), writes ``genotype.yaml`` (default: into the run folder) and prints
+``derive.max_skip``, ``--min-skip`` its ``derive.min_skip``), writes ``genotype.yaml`` (default: into the run folder) and prints
 the genotype (with the run's ``imports`` and op options, and beside it the ``learned_ops.txt`` of
 DNF and L0-gated candidates).
 ``--method perturbation`` selects each NB201 edge's op by how much removing it costs the supernet's
@@ -53,14 +54,19 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-skip", default=None, metavar="M",
                    help="most skip_connect edges the derived cell keeps, P-DARTS's limit (darts: in the "
                         "normal cell); overrides the run's derive.max_skip; 'none' for no limit")
+    p.add_argument("--min-skip", default=None, metavar="M",
+                   help="fewest skip_connect edges the derived cell keeps (the edges with the largest skip "
+                        "probability take it); with --max-skip M: exactly M, as P-DARTS; overrides the run's "
+                        "derive.min_skip; 'none' for no floor")
     p.add_argument("--cost", action="append", default=[], metavar="KEY=VALUE",
                    help="override the run's cost section for derive, e.g. --cost target=55 --cost metric=params: "
                         "the most probable cell within that budget (cost.hard)")
     return p
 
 
-def parse_max_skip(value: Optional[str]) -> Any:
-    """``--max-skip``: ``None`` keeps the run's own limit, ``'none'`` removes it, else an int."""
+def parse_max_skip(value: Optional[str], flag: str = "--max-skip") -> Any:
+    """``--max-skip`` (or ``--min-skip``): ``None`` keeps the run's own setting, ``'none'``
+    removes it, else an int."""
     if value is None:
         return ...
     if value.strip().lower() in ("none", "null", ""):
@@ -68,7 +74,7 @@ def parse_max_skip(value: Optional[str]) -> Any:
     try:
         return int(value)
     except ValueError:
-        raise ConfigError(f"--max-skip takes a whole number or 'none', got '{value}'") from None
+        raise ConfigError(f"{flag} takes a whole number or 'none', got '{value}'") from None
 
 
 def is_genotype_file(path: Path) -> bool:
@@ -119,7 +125,8 @@ def run(args: argparse.Namespace) -> int:
         args.out.parent.mkdir(parents=True, exist_ok=True)
     space, genotype = derive(args.source, args.top_k, args.device, args.method, args.batches,
                              args.tune_steps, args.seed, args.tune_lr, args.exclude,
-                             parse_max_skip(args.max_skip), write=out, log=notes.append, cost=args.cost)
+                             parse_max_skip(args.max_skip), write=out, log=notes.append, cost=args.cost,
+                             min_skip=parse_max_skip(args.min_skip, "--min-skip"))
     print(genotype)
     for line in notes:
         print(line)

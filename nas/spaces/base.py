@@ -47,6 +47,17 @@ def check_max_skip(value: Optional[int]) -> Optional[int]:
     return value
 
 
+def check_min_skip(value: Optional[int], max_skip: Optional[int]) -> Optional[int]:
+    """``derive.min_skip`` as a supernet takes it: ``None`` (no floor) or 0 or more, at most
+    ``derive.max_skip``."""
+    if value is not None and value < 0:
+        raise ConfigError(f"derive.min_skip must be 0 or more (or null for no floor), got {value}")
+    if value is not None and max_skip is not None and value > max_skip:
+        raise ConfigError(f"derive.min_skip={value} is above derive.max_skip={max_skip}; set min_skip <= max_skip "
+                          f"(equal: exactly that many skip connections, as P-DARTS)")
+    return value
+
+
 # the build_supernet keywords a search fills in itself: never space.* options
 SUPERNET_CONTEXT = ("estimator", "num_classes", "in_channels", "init_std", "generator")
 
@@ -66,8 +77,10 @@ class CellOptions:
 
 @dataclass
 class MaxSkipOptions:
-    """``derive.max_skip``: P-DARTS's limit on skip connections (Chen et al. 2019, §3.3)."""
+    """``derive.max_skip`` and ``derive.min_skip``: P-DARTS's control of the skip connections in
+    the derived cell (Chen et al. 2019, §3.3: "a constant M"; ``max_skip = min_skip = M``)."""
     max_skip: Optional[int] = ranged(None, ge=0, help="most skip_connect edges derive keeps (null: no limit)")
+    min_skip: Optional[int] = ranged(None, ge=0, help="fewest skip_connect edges derive keeps (null: no floor)")
 
 
 def nhwc(cfg: Any, default: bool) -> bool:

@@ -49,7 +49,8 @@ class DartsSpace(SearchSpace):
         s = cfg.space
         return dict(C=s.C, layers=s.layers, steps=s.steps, multiplier=s.multiplier,
                     stem_multiplier=s.stem_multiplier, ops=s.ops, affine=s.affine,
-                    derive_max_skip=cfg.derive.max_skip, with_aux_skip=cfg.optim.uses_aux_skip,
+                    derive_max_skip=cfg.derive.max_skip, derive_min_skip=cfg.derive.min_skip,
+                    with_aux_skip=cfg.optim.uses_aux_skip,
                     gates=s.gates, l0_lambda=s.l0_lambda, gate_estimator=s.gate_estimator, op_args=s.op_args,
                     partial_channels=s.partial_channels)
 
@@ -58,7 +59,8 @@ class DartsSpace(SearchSpace):
                        ops: Optional[Sequence[str]] = None, affine: bool = False, in_channels: int = 3,
                        init_std: float = 1e-3, generator: Optional[torch.Generator] = None,
                        gates: str = "none", l0_lambda: float = 1e-4,
-                       derive_max_skip: Optional[int] = None, with_aux_skip: bool = False,
+                       derive_max_skip: Optional[int] = None, derive_min_skip: Optional[int] = None,
+                       with_aux_skip: bool = False,
                        gate_estimator: Union[str, Estimator, None] = "hard_concrete",
                        op_args: Optional[Mapping[str, Mapping[str, Any]]] = None,
                        partial_channels: int = 1) -> DartsSupernet:
@@ -78,7 +80,8 @@ class DartsSpace(SearchSpace):
         return DartsSupernet(estimator, num_classes=num_classes, C=C, layers=layers, steps=steps,
                              multiplier=multiplier, stem_multiplier=stem_multiplier, ops=ops,
                              affine=affine, in_channels=in_channels, init_std=init_std, generator=generator,
-                             derive_max_skip=derive_max_skip, with_aux_skip=with_aux_skip, gates=gates,
+                             derive_max_skip=derive_max_skip, derive_min_skip=derive_min_skip,
+                             with_aux_skip=with_aux_skip, gates=gates,
                              l0_lambda=l0_lambda, gate_estimator=gate_estimator_for(gate_estimator, estimator),
                              op_args=check_op_args(op_args or {}), partial_channels=partial_channels)
 

@@ -209,19 +209,43 @@ def derive_cell(weights: torch.Tensor, op_names: Sequence[str], steps: int, top_
     return gene
 
 
+def _gene_rows(steps: int, top_k: int) -> List[int]:
+    """The first weight row of each gene entry's node: node n keeps min(top_k, n+2) edges, and its
+    rows start after the inputs of the nodes before it."""
+    return [sum(m + 2 for m in range(n)) for n in range(steps) for _ in range(min(top_k, n + 2))]
+
+
+def floor_skips(gene: List[Pair], weights: torch.Tensor, op_names: Sequence[str], steps: int, top_k: int = 2,
+                min_skip: Optional[int] = None) -> List[Pair]:
+    """P-DARTS's constant M from below: while ``gene`` has fewer than ``min_skip`` skip
+    connections, the kept edge with the largest skip weight (ties: the earlier) takes
+    ``skip_connect``; the edges kept stay the same."""
+    if not min_skip or "skip_connect" not in op_names:
+        return gene
+    skip = list(op_names).index("skip_connect")
+    w = weights.detach().float().cpu()
+    rows = _gene_rows(steps, top_k)
+    gene = list(gene)
+    free = [i for i, (op, src) in enumerate(gene) if op != "skip_connect"]
+    missing = min_skip - (len(gene) - len(free))
+    for i in sorted(free, key=lambda i: (-float(w[rows[i] + gene[i][1], skip]), i))[:max(missing, 0)]:
+        gene[i] = ("skip_connect", gene[i][1])
+    return gene
+
+
 def derive_cell_max_skip(weights: torch.Tensor, op_names: Sequence[str], steps: int, top_k: int = 2,
-                         max_skip: Optional[int] = None) -> List[Pair]:
+                         max_skip: Optional[int] = None, min_skip: Optional[int] = None) -> List[Pair]:
     """:func:`derive_cell` with at most ``max_skip`` ``skip_connect`` edges (P-DARTS, Chen et al.,
     ICCV 2019, §3.3): while the derived cell has more, the kept skip edge with the smallest skip
     weight loses that candidate and the cell is derived again, so the edge may give way to another
-    input of its node as well as to another op. ``None`` sets no limit."""
+    input of its node as well as to another op. ``None`` sets no limit. With ``min_skip`` the
+    cell then has at least that many (:func:`floor_skips`)."""
     w = weights.detach().float().cpu().clone()
     gene = derive_cell(w, op_names, steps, top_k)
     if max_skip is None or "skip_connect" not in op_names:
-        return gene
+        return floor_skips(gene, w, op_names, steps, top_k, min_skip)
     skip = list(op_names).index("skip_connect")
-    # the row of each gene entry: node n keeps min(top_k, n+2) edges, its rows start after n's inputs
-    rows = [sum(m + 2 for m in range(n)) for n in range(steps) for _ in range(min(top_k, n + 2))]
+    rows = _gene_rows(steps, top_k)
     while sum(op == "skip_connect" for op, _ in gene) > max_skip:
         kept = [rows[i] + src for i, (op, src) in enumerate(gene)
                 if op == "skip_connect" and w[rows[i] + src, skip] > float("-inf")]
@@ -229,7 +253,7 @@ def derive_cell_max_skip(weights: torch.Tensor, op_names: Sequence[str], steps: 
             break
         w[min(kept, key=lambda e: (float(w[e, skip]), -e)), skip] = float("-inf")
         gene = derive_cell(w, op_names, steps, top_k)
-    return gene
+    return floor_skips(gene, weights, op_names, steps, top_k, min_skip)
 
 
 def _g(normal: List[Pair], reduce: List[Pair]) -> Genotype:

@@ -53,8 +53,8 @@ from nas.supernet import Choice, MixedOp
 from nas.supernet.mixed import edge_output
 from nas.supernet.partial import EdgeNormalization, PartialMixedOp, check_partial
 
-from ..base import Supernet, check_max_skip, refuse_without_logits
-from .genotype import Genotype, derive_cell, derive_cell_max_skip
+from ..base import Supernet, check_max_skip, check_min_skip, refuse_without_logits
+from .genotype import Genotype, derive_cell, derive_cell_max_skip, floor_skips
 from .ops import PRIMITIVES
 from .skeleton import reduction_layers, stack_cells  # noqa: F401  (reduction_layers: re-exported)
 
@@ -126,8 +126,8 @@ class DartsSupernet(Supernet):
                  steps: int = 4, multiplier: int = 4, stem_multiplier: int = 3,
                  ops: Optional[Sequence[str]] = None, affine: bool = False, in_channels: int = 3,
                  init_std: float = 1e-3, generator: Optional[torch.Generator] = None,
-                 derive_max_skip: Optional[int] = None, with_aux_skip: bool = False,
-                 gates: str = "none", l0_lambda: float = 1e-4, gate_estimator: Optional[Estimator] = None,
+                 derive_max_skip: Optional[int] = None, derive_min_skip: Optional[int] = None,
+                 with_aux_skip: bool = False, gates: str = "none", l0_lambda: float = 1e-4, gate_estimator: Optional[Estimator] = None,
                  op_args: Mapping[str, Mapping[str, Any]] = {}, partial_channels: int = 1):
         super().__init__()
         if gates not in GATES:
@@ -135,6 +135,7 @@ class DartsSupernet(Supernet):
         self.gates = gates
         self.op_names = list(ops) if ops else list(PRIMITIVES)
         self.derive_max_skip = check_max_skip(derive_max_skip)
+        self.derive_min_skip = check_min_skip(derive_min_skip, derive_max_skip)
         self.steps, self.multiplier = steps, multiplier
         # ops with discrete parameters of their own (dnf_1x1) learn them with the rules' estimator
         context = dict(estimator=estimator.for_kind("rules"), generator=generator)
@@ -163,7 +164,8 @@ class DartsSupernet(Supernet):
         if with_aux_skip:
             self.aux_skip = 0.0  # DARTS-'s β, set by the search loop (see the module docstring)
         refuse_without_logits(self.arch["normal"], estimator.name,
-                              ["derive.max_skip=null"] if derive_max_skip is not None else [])
+                              [key for key, given in (("derive.max_skip=null", derive_max_skip is not None),
+                                                      ("derive.min_skip=null", bool(derive_min_skip))) if given])
 
     def forward(self, x: Tensor) -> Tensor:
         samples = {name: self.arch[name]() for name in CELLS}
@@ -198,8 +200,10 @@ class DartsSupernet(Supernet):
     def genotype(self, top_k: int = 2) -> Genotype:
         """DARTS derive on each choice's probabilities (``Choice.probs()``, i.e. what the
         estimator believes: softmax(α) for the relaxations, the one-hot state for Bop). With
-        ``derive_max_skip`` M the normal cell keeps at most M skip connections (P-DARTS §3.3,
-        :func:`derive_cell_max_skip`); the reduction cell, where P-DARTS sets no limit, is as is.
+        ``derive_max_skip`` M the normal cell keeps at most M skip connections and with
+        ``derive_min_skip`` m at least m (P-DARTS §3.3, :func:`derive_cell_max_skip`); the
+        reduction cell, where P-DARTS sets no limit, is as is. Under a hard budget the budget
+        comes first: the floor holds where the cell still fits.
         With PC-DARTS edge normalisation an edge ranks by ``β·p``. With a hard cost budget
         (``model.cost``) a cell over the target is derived again by :meth:`_within_budget`."""
         probs = {name: self.open_weights(name) for name in ("normal", "reduce")}
@@ -211,11 +215,17 @@ class DartsSupernet(Supernet):
         budget = self.budget()
         if budget is not None and budget.over(genotype):
             genotype = self._within_budget(budget, probs, top_k, genotype)
+            normal = floor_skips(list(genotype.normal), probs["normal"], self.op_names, self.steps, top_k,
+                                 self.derive_min_skip)
+            floored = Genotype(normal, genotype.normal_concat, genotype.reduce, genotype.reduce_concat,
+                               edges_per_node=top_k)
+            if normal != list(genotype.normal) and not budget.over(floored):
+                genotype = floored
         return genotype
 
     def _derive(self, probs: Dict[str, Tensor], top_k: int) -> Genotype:
         cells = {"normal": derive_cell_max_skip(probs["normal"], self.op_names, self.steps, top_k,
-                                                self.derive_max_skip),
+                                                self.derive_max_skip, self.derive_min_skip),
                  "reduce": derive_cell(probs["reduce"], self.op_names, self.steps, top_k)}
         concat = list(range(2 + self.steps - self.multiplier, self.steps + 2))
         return Genotype(cells["normal"], concat, cells["reduce"], concat, edges_per_node=top_k)

@@ -57,6 +57,7 @@ class NB201Space(SearchSpace):
                                       derive_exclude=cfg.derive.exclude,
                                       with_aux_skip=cfg.optim.uses_aux_skip,
                                       derive_max_skip=cfg.derive.max_skip,
+                                      derive_min_skip=cfg.derive.min_skip,
                                       # l0_lambda also weighs the gates of the l0_* candidates
                                       gates=s.gates, l0_lambda=s.l0_lambda, gate_estimator=s.gate_estimator,
                                       op_args=s.op_args, fused=s.fused, channels_last=nhwc(cfg, True),
@@ -69,6 +70,7 @@ class NB201Space(SearchSpace):
                        generator: Optional[torch.Generator] = None, gates: str = "none",
                        l0_lambda: float = 1e-4, derive_exclude: Sequence[str] = (),
                        with_aux_skip: bool = False, derive_max_skip: Optional[int] = None,
+                       derive_min_skip: Optional[int] = None,
                        gate_estimator: Union[str, Estimator, None] = "hard_concrete",
                        op_args: Optional[Mapping[str, Mapping[str, Any]]] = None,
                        fused: bool = True, channels_last: bool = True, partial_channels: int = 1,
@@ -78,6 +80,7 @@ class NB201Space(SearchSpace):
                              in_channels=in_channels, init_std=init_std, generator=generator,
                              gates=gates, l0_lambda=l0_lambda, derive_exclude=derive_exclude,
                              with_aux_skip=with_aux_skip, derive_max_skip=derive_max_skip,
+                             derive_min_skip=derive_min_skip,
                              gate_estimator=gate_estimator_for(gate_estimator, estimator),
                              op_args=check_op_args(op_args or {}),
                              fused=fused, channels_last=channels_last, partial_channels=partial_channels,

@@ -35,6 +35,12 @@ more than M ``skip_connect`` edges, the M with the largest skip probability keep
 other takes its most probable allowed candidate other than ``skip_connect``. The limit is a prior
 on the cell, applied at derive only; the search itself is unchanged. ``None`` (the default) sets
 no limit. Like ``derive_exclude`` it needs the estimator's logits to rank the candidates.
+``derive_min_skip`` m is the floor: a derived cell with fewer than m ``skip_connect`` edges gives
+skip to the other edges with the largest skip probability (where skip is allowed) until it has m.
+With ``max_skip = min_skip = M`` the cell has exactly M, P-DARTS's "constant M". Where the argmax
+is a near tie between a skip edge and a conv edge, the floor keeps the count of skips from
+depending on it. Under a hard cost budget the budget comes first: the floor holds where the cell
+still fits.
 
 Speed, exact in value and gradient (``fused=False``, ``channels_last=False`` turn them off):
 ``fused`` runs each cell through :func:`nas.supernet.fused.run_cell` (one convolution for the
@@ -61,7 +67,7 @@ from nas.supernet.mixed import edge_output
 from nas.supernet.fused import Plan, run_cell
 from nas.supernet.partial import EdgeNormalization, PartialMixedOp, check_partial
 
-from ..base import Supernet, check_max_skip, refuse_without_logits
+from ..base import Supernet, check_max_skip, check_min_skip, refuse_without_logits
 from .genotype import EDGE_NAMES, EDGES, OPS, NB201Genotype, NODES
 from .skeleton import ResBlock, Skeleton
 
@@ -126,6 +132,7 @@ class NB201Supernet(Supernet, Skeleton):
                  init_std: float = 1e-3, generator: Optional[torch.Generator] = None,
                  gates: str = "none", l0_lambda: float = 1e-4, derive_exclude: Sequence[str] = (),
                  with_aux_skip: bool = False, derive_max_skip: Optional[int] = None,
+                 derive_min_skip: Optional[int] = None,
                  gate_estimator: Optional[Estimator] = None, op_args: Mapping[str, Mapping[str, Any]] = {},
                  fused: bool = True, channels_last: bool = True, partial_channels: int = 1,
                  group_convs: Optional[bool] = None):
@@ -140,6 +147,7 @@ class NB201Supernet(Supernet, Skeleton):
         if not self.derive_allowed.any():
             raise ConfigError("derive.exclude leaves no candidate to derive; keep at least one op")
         self.derive_max_skip = check_max_skip(derive_max_skip)
+        self.derive_min_skip = check_min_skip(derive_min_skip, derive_max_skip)
         self.gates = gates
         self.aux_skip = 0.0  # DARTS-'s β, set by the search loop (see the module docstring)
         self.channels_last = channels_last
@@ -162,7 +170,8 @@ class NB201Supernet(Supernet, Skeleton):
                                   "give at least one other op")
         refuse_without_logits(self.arch["cell"], estimator.name,
                               [key for key, given in (("derive.exclude=[]", not self.derive_allowed.all()),
-                                                      ("derive.max_skip=null", derive_max_skip is not None))
+                                                      ("derive.max_skip=null", derive_max_skip is not None),
+                                                      ("derive.min_skip=null", bool(derive_min_skip)))
                                if given])
         if K > 1:  # PC-DARTS edge normalisation (nas.supernet.partial)
             self.arch["edges"] = EdgeNormalization(EDGES_FROM_TO, EDGE_NAMES, init_std, generator)
@@ -195,7 +204,8 @@ class NB201Supernet(Supernet, Skeleton):
     def genotype(self) -> NB201Genotype:
         """Derive: the estimator's decision per edge (argmax of α for the relaxations), without
         the ops of ``derive_exclude`` and what the L0 gates closed, with at most
-        ``derive_max_skip`` skip connections (see the module docstring)."""
+        ``derive_max_skip`` and at least ``derive_min_skip`` skip connections (see the module
+        docstring)."""
         idx = self.arch["cell"].derive().tolist()
         allowed = self.derive_allowed.expand(len(EDGES), -1).clone()
         if self.arch["cell"].mask is not None:  # pruned candidates (Choice.set_mask)
@@ -210,18 +220,24 @@ class NB201Supernet(Supernet, Skeleton):
                     probs = self.arch["cell"].probs().float().cpu()
                 k = int(probs[e].masked_fill(~allowed[e], float("-inf")).argmax())
             ops.append(self.op_names[k] if allowed[e, k] else "none")
-        if self.gates == "edge":
-            ops = [op if is_open else "none" for op, is_open in zip(ops, self.arch["gates"].open().tolist())]
-        elif self.gates == "channel":
-            cells = [c for c in self.cells if isinstance(c, SearchCell)]
-            closed = torch.stack([c.closed_edges() for c in cells]).all(0).tolist()
+        skippable = allowed.clone()  # an edge its gates closed stays closed under the skip floor
+        if self.gates in ("edge", "channel"):
+            if self.gates == "edge":
+                closed = [not is_open for is_open in self.arch["gates"].open().tolist()]
+            else:
+                cells = [c for c in self.cells if isinstance(c, SearchCell)]
+                closed = torch.stack([c.closed_edges() for c in cells]).all(0).tolist()
             ops = ["none" if shut else op for op, shut in zip(ops, closed)]
+            skippable[torch.tensor(closed, dtype=torch.bool)] = False
         if self.derive_max_skip is not None and ops.count("skip_connect") > self.derive_max_skip:
             ops = self._limit_skips(ops, allowed)
-        derived = self._derived_forms(list(ops))
+        derived = self._derived_forms(self._floor_skips(list(ops), skippable))
         budget = self.budget()  # nas.cost.Budget, attached for a cost budget
         if budget is not None and budget.over(derived):
             derived = self._within_budget(budget, ops, allowed)
+            floored = self._derived_forms(self._floor_skips(list(derived.ops), skippable))
+            if floored.ops != derived.ops and not budget.over(floored):
+                derived = NB201Genotype(floored.ops, derived.widths)
         return derived
 
     def _kept(self, e: int, op: str) -> Tuple[Optional[float], bool]:
@@ -355,6 +371,22 @@ class NB201Supernet(Supernet, Skeleton):
             others[skip] = False
             ops[e] = (self.op_names[int(probs[e].masked_fill(~others, float("-inf")).argmax())]
                       if others.any() else "none")
+        return ops
+
+    def _floor_skips(self, ops: list, allowed: Tensor) -> list:
+        """P-DARTS's constant M from below: while the cell has fewer than ``derive_min_skip``
+        skip edges, the edge with the largest skip probability (ties: the earlier edge) among those
+        that may take skip and do not have it takes it."""
+        if not self.derive_min_skip or "skip_connect" not in self.op_names:
+            return ops
+        skip = self.op_names.index("skip_connect")
+        missing = self.derive_min_skip - ops.count("skip_connect")
+        if missing <= 0:
+            return ops
+        probs = self.arch["cell"].probs().float().cpu()
+        free = [e for e, op in enumerate(ops) if op != "skip_connect" and allowed[e, skip]]
+        for e in sorted(free, key=lambda e: (-float(probs[e, skip]), e))[:missing]:
+            ops[e] = "skip_connect"
         return ops
 
     def artifacts(self, genotype: Optional[NB201Genotype] = None) -> Dict[str, str]:
