@@ -50,6 +50,20 @@ def test_keeps_the_op_whose_removal_hurts_most_and_leaves_the_model_alone():
     assert select_by_perturbation(model, "arch.cell", batches, seed=3) == [0, 2]
 
 
+def test_never_keeps_a_candidate_the_mask_pruned():
+    torch.manual_seed(0)
+    x = torch.randn(512, 2)
+    batches = [(x[i:i + 128], (x[i:i + 128, 0] > 0).long()) for i in range(0, 512, 128)]
+    model = TwoEdges()
+    # row 0 loses its solving op a, row 1 its c: the rest of each row is kept and measured
+    model.arch["cell"].set_mask(torch.tensor([[False, True, True], [True, True, False]]))
+    logs = []
+    chosen = select_by_perturbation(model, "arch.cell", batches, log=logs.append)
+    assert chosen[0] != 0 and chosen[1] != 2
+    assert all(m.count("drop when removed") == 1 for m in logs)
+    assert [m.split("removed: ")[1].count(",") for m in logs] == [1, 1]  # two kept candidates measured per row
+
+
 @pytest.mark.slow
 def test_derive_tool_perturbation_on_a_search_checkpoint(tmp_path):
     run = tmp_path / "run"

@@ -58,8 +58,9 @@ def read_run(run: Path) -> dict:
     if source != run:
         cost.update({k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in derived.get("cost", []))})
     method = "random" if metrics.get("method") == "random" else label(cfg, derived_within=source != run)
-    if "max_skip" in derived:  # derive's skip limit overridden (nas-derive --max-skip)
-        method += f", max skip {'none' if derived['max_skip'] is None else derived['max_skip']}"
+    for key in ("max_skip", "min_skip"):  # derive's skip rule overridden (nas-derive --max-skip, --min-skip)
+        if key in derived:
+            method += f", {key.replace('_', ' ')} {'none' if derived[key] is None else derived[key]}"
     target = cost.get("target")
     # a device-budgeted run is scored on its device's measured latency
     return dict(run=run, arch=record["arch"], method=method, metric=cost.get("device") or cost.get("metric", "macs"),

@@ -66,7 +66,8 @@ def select_by_perturbation(model: nn.Module, choice_name: str, batches: Sequence
 
     ``batches``: validation batches (the same ones for every measurement, so that differences
     between removals are paired). ``tune(model)``, when given, runs after each decision.
-    The model is not changed: the work happens on a copy.
+    Candidates the choice's mask pruned (``Choice.set_mask``, e.g. DrNAS's progressive pruning)
+    are never measured nor kept. The model is not changed: the work happens on a copy.
     """
     work = copy.deepcopy(model)
     work.train()  # batch statistics, see the module docstring
@@ -75,6 +76,7 @@ def select_by_perturbation(model: nn.Module, choice_name: str, batches: Sequence
         raise ValueError(f"{choice_name} is not a categorical choice")
     proj = _Projection(choice)
     rows, K = proj.base.shape
+    kept = choice.mask if choice.mask is not None else torch.ones(rows, K, dtype=torch.bool)
     order = torch.randperm(rows, generator=torch.Generator().manual_seed(seed)).tolist()
     chosen = [-1] * rows
     try:
@@ -82,16 +84,19 @@ def select_by_perturbation(model: nn.Module, choice_name: str, batches: Sequence
             drops = []
             base_acc = accuracy(work, batches)
             for k in range(K):
+                if not kept[row, k]:
+                    drops.append(float("-inf"))
+                    continue
                 proj.mask[row, k] = 0.0
                 drops.append(base_acc - accuracy(work, batches))
                 proj.mask[row, k] = 1.0
-            k_best = max(range(K), key=lambda k: drops[k])
+            k_best = max((k for k in range(K) if kept[row, k]), key=lambda k: drops[k])
             chosen[row] = k_best
             proj.project(row, k_best)
             if log is not None:
                 label = choice.labels[row] if row < len(choice.labels) else str(row)
                 log(f"edge {label}: supernet acc {base_acc:.2f}; drop when removed: " + ", ".join(
-                    f"{choice.candidates[k]} {d:+.2f}" for k, d in enumerate(drops))
+                    f"{choice.candidates[k]} {d:+.2f}" for k, d in enumerate(drops) if kept[row, k])
                     + f" -> {choice.candidates[k_best]}")
             if tune is not None:
                 tune(work)
