@@ -17,9 +17,9 @@ recipe's config when it is absent).
 Estimator specs: a registered name (``gumbel_hard``), or ``NAME+noise`` for adaptive noise,
 optionally labelled ``LABEL=SPEC`` to compare variants of one estimator (``fast=softmax`` with
 ``--set fast:optim.arch.lr=1e-3``). The config's ``estimator`` section applies to the estimator it
-names; any other estimator starts from its own defaults, except ``derive_max_skip`` and ``derive_min_skip`` (P-DARTS's
-control of the derived cell's skips, a prior on the cell rather than a setting of one relaxation), which
-carries over to every estimator with logits. ``--set NAME:key=value`` adds an override
+names; any other estimator starts from its own defaults, except ``derive_max_skip`` and
+``derive_min_skip`` (P-DARTS's control of the derived cell's skips, a prior on the cell rather
+than a setting of one relaxation), which carry over to every estimator with logits. ``--set NAME:key=value`` adds an override
 for the specs whose label, spec or estimator name is NAME. A finished run
 (its ``metrics.json`` exists) is reused and a search an interruption kept (its ``checkpoint.pt``)
 is resumed, so an interrupted comparison continues where it stopped; ``--restart`` starts every
@@ -48,7 +48,7 @@ from typing import Dict, List, Optional, Sequence
 from nas.benchmarks import DEFAULT_TABLE, NB201Table
 from nas.config import load_yaml
 from nas.commands import entry, guarded
-from nas.errors import NasError
+from nas.errors import ConfigError, NasError
 
 RANDOM = "random"
 REFERENCES = [("optimum", 94.37), ("all nor_conv_3x3", 93.76), ("GDAS (NB201 paper, GPU, 250 ep)", 93.61),
@@ -124,9 +124,8 @@ def estimator_overrides(spec: str, config_estimator: Dict, sets: Sequence[str], 
     if base["estimator.name"] != config_estimator.get("name"):
         out.append("estimator=" + json.dumps({"name": base["estimator.name"]}))
         if not has_logits(base["estimator.name"]):
-            out += [f"derive.{k}={off}" for k, off in (("exclude", "[]"), ("max_skip", "null"),
-                                                             ("min_skip", "null"))
-                    if (config_derive or {}).get(k)]
+            offs = (("exclude", "[]"), ("max_skip", "null"), ("min_skip", "null"))
+            out += [f"derive.{k}={off}" for k, off in offs if (config_derive or {}).get(k)]
     out += [f"{k}={v}" for k, v in base.items()]
     return out + set_overrides(sets, (spec, label, base["estimator.name"]))
 
@@ -189,7 +188,6 @@ def config_changes(job: Job) -> Dict[str, tuple]:
     ``config.yaml`` holds differs from the one ``job.cmd`` asks for (``{}`` for a run without a
     readable config, or not a search)."""
     from nas.config import Config, config_from_cli, from_dict, to_dict
-    from nas.errors import ConfigError as _ConfigError
 
     if job.cmd[1:3] != ["-m", "nas"] or "--out" not in job.cmd:
         return {}
@@ -199,7 +197,7 @@ def config_changes(job: Job) -> Dict[str, tuple]:
         return {}
     try:
         want = to_dict(config_from_cli([a for a in job.cmd[3:job.cmd.index("--out")] if not a.startswith("--")]))
-    except _ConfigError:
+    except ConfigError:
         return {}  # the command itself is refused when it runs
 
     def flat(d: dict, prefix: str = "") -> Dict[str, object]:

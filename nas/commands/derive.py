@@ -11,7 +11,8 @@ rebuilds the supernet from the checkpoint's own config, loads its architecture p
 estimator state, applies the space's derive rule (NB201: the estimator's decision per edge;
 DARTS: per node the K strongest non-``none`` incoming edges by ``Choice.probs()``, K=2 as in the
 paper; ``--exclude`` overrides the run's ``derive.exclude``, ``--max-skip`` its
-``derive.max_skip``, ``--min-skip`` its ``derive.min_skip``), writes ``genotype.yaml`` (default: into the run folder) and prints
+``derive.max_skip``, ``--min-skip`` its ``derive.min_skip``), writes ``genotype.yaml`` (default:
+into the run folder) and prints
 the genotype (with the run's ``imports`` and op options, and beside it the ``learned_ops.txt`` of
 DNF and L0-gated candidates).
 ``--method perturbation`` selects each NB201 edge's op by how much removing it costs the supernet's

@@ -81,22 +81,20 @@ def select_by_perturbation(model: nn.Module, choice_name: str, batches: Sequence
     chosen = [-1] * rows
     try:
         for row in order:
-            drops = []
+            drops = {}  # candidate -> accuracy lost when it is removed
             base_acc = accuracy(work, batches)
             for k in range(K):
-                if not kept[row, k]:
-                    drops.append(float("-inf"))
-                    continue
-                proj.mask[row, k] = 0.0
-                drops.append(base_acc - accuracy(work, batches))
-                proj.mask[row, k] = 1.0
-            k_best = max((k for k in range(K) if kept[row, k]), key=lambda k: drops[k])
+                if kept[row, k]:
+                    proj.mask[row, k] = 0.0
+                    drops[k] = base_acc - accuracy(work, batches)
+                    proj.mask[row, k] = 1.0
+            k_best = max(drops, key=drops.get)
             chosen[row] = k_best
             proj.project(row, k_best)
             if log is not None:
                 label = choice.labels[row] if row < len(choice.labels) else str(row)
                 log(f"edge {label}: supernet acc {base_acc:.2f}; drop when removed: " + ", ".join(
-                    f"{choice.candidates[k]} {d:+.2f}" for k, d in enumerate(drops) if kept[row, k])
+                    f"{choice.candidates[k]} {d:+.2f}" for k, d in drops.items())
                     + f" -> {choice.candidates[k_best]}")
             if tune is not None:
                 tune(work)

@@ -127,7 +127,8 @@ class DartsSupernet(Supernet):
                  ops: Optional[Sequence[str]] = None, affine: bool = False, in_channels: int = 3,
                  init_std: float = 1e-3, generator: Optional[torch.Generator] = None,
                  derive_max_skip: Optional[int] = None, derive_min_skip: Optional[int] = None,
-                 with_aux_skip: bool = False, gates: str = "none", l0_lambda: float = 1e-4, gate_estimator: Optional[Estimator] = None,
+                 with_aux_skip: bool = False, gates: str = "none", l0_lambda: float = 1e-4,
+                 gate_estimator: Optional[Estimator] = None,
                  op_args: Mapping[str, Mapping[str, Any]] = {}, partial_channels: int = 1):
         super().__init__()
         if gates not in GATES:
