@@ -66,11 +66,13 @@ def search(config: Optional[ConfigLike] = None, out_dir: Optional[Union[str, os.
 
 def derive(run_dir: Union[str, os.PathLike], *, top_k: Optional[int] = None, method: str = "argmax",
            exclude: Optional[str] = None, max_skip: Any = ..., device: str = "cpu",
-           write: bool = False, cost: Sequence[str] = (), min_skip: Any = ...) -> Any:
+           write: bool = False, cost: Sequence[str] = (), min_skip: Any = ...,
+           rules: Sequence[str] = ()) -> Any:
     """The genotype of a search run folder or checkpoint (``nas-derive``): argmax per edge with the
     run's derive keys (``exclude``/``max_skip``/``min_skip`` override them) or ``method="perturbation"``
     (DARTS-PT). ``cost``: ``KEY=VALUE`` overrides of the run's ``cost:`` section, e.g.
-    ``["target=55"]`` (the most probable cell within that budget). ``write=True`` also writes
+    ``["target=55"]`` (the most probable cell within that budget); ``rules``: of its ``derive:``
+    section, e.g. ``["budget_extra_skip=1"]``. ``write=True`` also writes
     ``genotype.yaml`` into the run folder."""
     from .searcher.derive import derive as _derive
     if not isinstance(run_dir, (str, os.PathLike)):
@@ -79,7 +81,7 @@ def derive(run_dir: Union[str, os.PathLike], *, top_k: Optional[int] = None, met
     source = Path(run_dir)
     out = (source if source.is_dir() else source.parent) / "genotype.yaml" if write else None
     _, genotype = _derive(source, top_k, device, method, exclude=exclude, max_skip=max_skip, write=out,
-                          cost=cost, min_skip=min_skip)
+                          cost=cost, min_skip=min_skip, rules=rules)
     return genotype
 
 

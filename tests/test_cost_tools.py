@@ -63,16 +63,25 @@ def test_nb201_search_under_a_budget_stays_within_it_and_logs_the_cost(tmp_path)
     assert derived["cost_exact"]["macs"] == pytest.approx(t.exact(space.selected_edges(g12)), abs=1e-5)
     assert derived["cost_exact"]["macs"] <= 12
     assert resolve_genotype(str(folder / "genotype.yaml"))[1] == g12
-    acc = {record["arch"]: 91.5, m["genotype"]: 92.5}  # one row when the two cells are the same
+    # a derive key overridden is recorded, and labels the row
+    ruled = tmp_path / "ruled"
+    done = subprocess.run([sys.executable, "-m", "nas.commands.derive", str(out), "--cost", "target=12", "--derive",
+                           "max_skip=0", "--out", str(ruled / "genotype.yaml")], capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    ruled_record = yaml.safe_load((ruled / "genotype.yaml").read_text())
+    assert ruled_record["derived"]["derive"] == ["max_skip=0"] and "skip_connect" not in ruled_record["arch"]
+    acc = {record["arch"]: 91.5, m["genotype"]: 92.5, ruled_record["arch"]: 90.5}  # one row per distinct cell
     table = tmp_path / "t.csv"
     table.write_text("arch,cifar10,cifar100,imagenet16_120\n" + "".join(f"{a},{x},1,1\n" for a, x in acc.items()))
-    done = subprocess.run([sys.executable, str(REPO / "tools/cost_benchmark.py"), str(folder), str(out), "--table",
+    done = subprocess.run([sys.executable, str(REPO / "tools/cost_benchmark.py"), str(folder), str(out), str(ruled), "--table",
                            str(table), "--partial-table"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "macs budget 12.0: front" in done.stdout and "macs budget 30.0: front" in done.stdout, done.stdout
     a12, a30 = acc[record["arch"]], acc[m["genotype"]]
     assert f"| softmax hinge 2 + derive within | 1 | {a12:.2f} | {a12:.2f} |" in done.stdout, done.stdout
     assert f"| softmax hinge 2 | 1 | {a30:.2f} | {a30:.2f} |" in done.stdout
+    a0 = acc[ruled_record["arch"]]
+    assert f"| softmax hinge 2 + derive within, max_skip 0 | 1 | {a0:.2f} | {a0:.2f} |" in done.stdout, done.stdout
 
 
 def test_a_search_with_sample_within_trains_only_cells_within_the_target(tmp_path, monkeypatch):

@@ -1,5 +1,7 @@
 """P-DARTS's limit on the skip connections a derived cell keeps (Chen et al., ICCV 2019, §3.3),
 ``derive.max_skip``: NB201 and DARTS cells by hand, the config key and one-line errors."""
+import itertools
+
 import pytest
 import torch
 
@@ -9,7 +11,7 @@ from nas.estimators import build_estimator
 from nas.searcher.run import make_estimator, make_supernet
 from nas.spaces import get_space
 from nas.spaces.darts.genotype import derive_cell, derive_cell_max_skip
-from nas.spaces.nb201 import NB201Genotype
+from nas.spaces.nb201 import OPS, NB201Genotype
 
 # NB201 op order: none, skip_connect, nor_conv_1x1, nor_conv_3x3, avg_pool_3x3
 ALPHA = torch.tensor([[0.0, 2.0, 1.0, 1.5, 0.0],   # skip p-rank 3 of 4, next: conv3x3
@@ -207,3 +209,87 @@ def test_min_skip_key_reaches_the_supernet_and_errors_are_one_line(space, extra)
     with pytest.raises(ConfigError, match=r"needs an estimator with logits.*set derive.min_skip=null$"):
         cfg = configure(f"space.name={space}", "space.C=4", *extra, "estimator.name=bop", "derive.min_skip=1")
         make_supernet(cfg, make_estimator(cfg), 3, 3)
+
+
+# ---------------------------------------------------------------- derive.budget_extra_skip (under a budget)
+
+def budgeted(alpha, target, extra, max_skip=1):
+    """An nb201 supernet (no ``none`` at derive) with ``alpha`` and a hard MACs target."""
+    from nas.cost import attach_budget
+    space = get_space("nb201")
+    net = space.build_supernet(build_estimator("softmax"), num_classes=3, C=4, N=1, derive_exclude=["none"],
+                               generator=torch.Generator().manual_seed(0), derive_max_skip=max_skip,
+                               derive_budget_extra_skip=extra)
+    with torch.no_grad():
+        net.arch["cell"].alpha.copy_(alpha)
+    budget = attach_budget(net, space.cost_model(), metric="macs", target=target, weight=0.0, form="hinge",
+                           hard=True, num_classes=3, in_channels=3, resolution=8, network=dict(C=4, N=1))
+    return net, budget
+
+
+def brute_force(net, budget, max_skip):
+    """The most probable cell (ties: the costlier) with at most ``max_skip`` skips within the
+    target, over all 4^6 cells without ``none``: the reference the enumeration in derive must equal."""
+    logp = torch.log_softmax(net.arch["cell"].alpha.detach().double(), -1)
+    best = None
+    for ks in itertools.product(range(1, 5), repeat=6):
+        g = NB201Genotype(tuple(OPS[k] for k in ks))
+        if g.ops.count("skip_connect") > max_skip or budget.over(g):
+            continue
+        key = (round(float(sum(logp[e, k] for e, k in enumerate(ks))), 9), budget.exact(g))
+        if best is None or key > best[0]:
+            best = (key, g)
+    return best[1]
+
+
+def test_nb201_extra_skip_is_kept_where_it_buys_a_costlier_cell_within_the_target():
+    # op order: none, skip_connect, nor_conv_1x1, nor_conv_3x3, avg_pool_3x3. Edges 0 and 1 lead
+    # with skip, then conv1x1; edges 2-5 with conv3x3, then conv1x1. Target: four conv3x3 exactly.
+    alpha = torch.tensor([[0.0, 3.0, 2.0, 0.0, -3.0]] * 2 + [[0.0, -2.0, 1.5, 2.0, -3.0]] * 4)
+    net, budget = budgeted(alpha, 1.0, 1)
+    two_skips = NB201Genotype(("skip_connect",) * 2 + ("nor_conv_3x3",) * 4)
+    budget.target = budget.exact(two_skips)
+    one = brute_force(net, budget, 1)
+    # one skip: edge 1 takes conv1x1, and so one conv3x3 must give way to a conv1x1 (cheaper by
+    # hand: 3·c3 + 2·c1 < 4·c3 as c1 < c3 / 2); the second skip buys the fourth conv3x3
+    assert one.ops[:2] == ("skip_connect", "nor_conv_1x1") and one.ops[2:].count("nor_conv_3x3") == 3
+    assert budget.exact(one) < budget.exact(two_skips)
+    assert net.genotype() == two_skips
+    net.derive_budget_extra_skip = 0
+    assert net.genotype() == one
+
+
+def test_nb201_extra_skip_is_dropped_where_it_makes_the_cell_cheaper():
+    # random architectures and targets, each derived with and without the rule, against the brute force
+    dropped = 0
+    for seed in range(8):
+        alpha = torch.randn(6, 5, generator=torch.Generator().manual_seed(seed)) * 2
+        alpha[:, 1] += 1.0  # skip strong, so that a second skip is often the most probable
+        net, budget = budgeted(alpha, 1.0, 1)
+        full = budget.exact(NB201Genotype(("nor_conv_3x3",) * 6))
+        least = budget.exact(NB201Genotype(("skip_connect",) + ("avg_pool_3x3",) * 5))
+        budget.target = least + (full - least) * (0.15 + 0.08 * seed)
+        one, two = brute_force(net, budget, 1), brute_force(net, budget, 2)
+        want = two if budget.exact(two) > budget.exact(one) * (1 + 1e-12) else one  # ties: the fewer skips
+        got = net.genotype()
+        assert got == want, (seed, got, one, two)
+        net.derive_budget_extra_skip = 0
+        assert net.genotype() == one  # the plain rule: the most probable cell with at most one skip
+        dropped += got == one != two
+    assert dropped >= 3, dropped  # the second skip was there to take, and refused
+
+
+def test_nb201_extra_skip_changes_nothing_without_a_binding_budget():
+    net, budget = budgeted(ALPHA, 1e9, 1)
+    assert net.genotype() == nb201(1, derive_exclude=["none"]).genotype()
+    assert net.genotype().ops.count("skip_connect") == 1
+
+
+def test_budget_extra_skip_key_and_errors():
+    cfg = configure("space.name=nb201", "space.C=4", "space.N=1", "derive.max_skip=1", "derive.budget_extra_skip=1")
+    assert make_supernet(cfg, make_estimator(cfg), 3, 3)[1].derive_budget_extra_skip == 1
+    with pytest.raises(ConfigError, match=r"^derive.budget_extra_skip=-1 is out of range; allowed: >= 0$"):
+        configure("space.name=nb201", "derive.budget_extra_skip=-1")
+    with pytest.raises(ConfigError, match=r"^unknown config key 'derive.budget_extra_skip'; allowed under 'derive': "
+                                          r"max_skip, min_skip$"):
+        configure("space.name=darts", "derive.budget_extra_skip=1")

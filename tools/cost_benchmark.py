@@ -61,6 +61,8 @@ def read_run(run: Path) -> dict:
     for key in ("max_skip", "min_skip"):  # derive's skip rule overridden (nas-derive --max-skip, --min-skip)
         if key in derived:
             method += f", {key.replace('_', ' ')} {'none' if derived[key] is None else derived[key]}"
+    for kv in derived.get("derive", []):  # any derive key overridden (nas-derive --derive KEY=VALUE)
+        method += f", {kv.replace('=', ' ')}"
     target = cost.get("target")
     # a device-budgeted run is scored on its device's measured latency
     return dict(run=run, arch=record["arch"], method=method, metric=cost.get("device") or cost.get("metric", "macs"),

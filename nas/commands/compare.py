@@ -24,7 +24,7 @@ for the specs whose label, spec or estimator name is NAME. A finished run
 (its ``metrics.json`` exists) is reused and a search an interruption kept (its ``checkpoint.pt``)
 is resumed, so an interrupted comparison continues where it stopped; ``--restart`` starts every
 search over instead. A finished run is reused only for the config its command asks for today: a
-recipe whose derive rule changed (``derive.exclude``, ``max_skip``, ``min_skip``) has its cell
+recipe whose derive rule changed (any ``derive.*`` key: ``exclude``, ``max_skip``, ...) has its cell
 derived again from the run's checkpoint (the search is the same), and any other change is a
 one-line error naming the key, so an edited recipe never reports its old cells.
 """
@@ -179,10 +179,6 @@ def job_command(job: Job, restart: bool = False) -> Optional[List[str]]:
     return job.cmd
 
 
-# derive keys a finished search is derived again with, instead of being searched again
-REDERIVE_KEYS = ("exclude", "max_skip", "min_skip")
-
-
 def config_changes(job: Job) -> Dict[str, tuple]:
     """``{dotted key: (the run's value, the command's)}`` where the config a finished search's
     ``config.yaml`` holds differs from the one ``job.cmd`` asks for (``{}`` for a run without a
@@ -220,16 +216,14 @@ def refresh_derive(job: Job) -> None:
     changes = config_changes(job)
     if not changes:
         return
-    other = [k for k in changes if not (k.startswith("derive.") and k.split(".", 1)[1] in REDERIVE_KEYS)]
+    other = [k for k in changes if not k.startswith("derive.")]  # the derive rules, read after the search
     if other:
         have, want = changes[other[0]]
         raise NasError(f"{job.out} was searched with {other[0]}={have!r} and the command asks for {want!r}; "
                        f"give another --out, or --restart to search again")
     from nas.searcher.derive import derive
     want = {k.split(".", 1)[1]: v for k, (_, v) in changes.items()}
-    derive(job.out, exclude=",".join(want["exclude"]) if "exclude" in want else None,
-           max_skip=want.get("max_skip", ...), min_skip=want.get("min_skip", ...),
-           write=job.out / "genotype.yaml")
+    derive(job.out, rules=[f"{k}={json.dumps(v)}" for k, v in want.items()], write=job.out / "genotype.yaml")
     path = job.out / "config.yaml"
     text = path.read_text(encoding="utf-8")
     data = yaml.safe_load(text)

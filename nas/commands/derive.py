@@ -6,12 +6,14 @@
     nas-derive RUN_DIR --max-skip 1 --min-skip 1   # exactly 1 (P-DARTS's "constant M")
     nas-derive RUN_DIR --method perturbation [--batches 40] [--tune-steps 0]
     nas-derive RUN_DIR --cost target=55 [--cost metric=params]   # within another budget
+    nas-derive RUN_DIR --cost target=55 --derive budget_extra_skip=1   # any derive.* key of the space
 
 rebuilds the supernet from the checkpoint's own config, loads its architecture parameters and
 estimator state, applies the space's derive rule (NB201: the estimator's decision per edge;
 DARTS: per node the K strongest non-``none`` incoming edges by ``Choice.probs()``, K=2 as in the
 paper; ``--exclude`` overrides the run's ``derive.exclude``, ``--max-skip`` its
-``derive.max_skip``, ``--min-skip`` its ``derive.min_skip``), writes ``genotype.yaml`` (default:
+``derive.max_skip``, ``--min-skip`` its ``derive.min_skip``, ``--derive KEY=VALUE`` any key of its
+``derive:`` section), writes ``genotype.yaml`` (default:
 into the run folder) and prints
 the genotype (with the run's ``imports`` and op options, and beside it the ``learned_ops.txt`` of
 DNF and L0-gated candidates).
@@ -59,6 +61,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="fewest skip_connect edges the derived cell keeps (the edges with the largest skip "
                         "probability take it); with --max-skip M: exactly M, as P-DARTS; overrides the run's "
                         "derive.min_skip; 'none' for no floor")
+    p.add_argument("--derive", action="append", default=[], metavar="KEY=VALUE", dest="rules",
+                   help="override a key of the run's derive section, e.g. --derive budget_extra_skip=1 "
+                        "(the space's derive keys: docs/spaces.md)")
     p.add_argument("--cost", action="append", default=[], metavar="KEY=VALUE",
                    help="override the run's cost section for derive, e.g. --cost target=55 --cost metric=params: "
                         "the most probable cell within that budget (cost.hard)")
@@ -127,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
     space, genotype = derive(args.source, args.top_k, args.device, args.method, args.batches,
                              args.tune_steps, args.seed, args.tune_lr, args.exclude,
                              parse_max_skip(args.max_skip), write=out, log=notes.append, cost=args.cost,
-                             min_skip=parse_max_skip(args.min_skip, "--min-skip"))
+                             min_skip=parse_max_skip(args.min_skip, "--min-skip"), rules=args.rules)
     print(genotype)
     for line in notes:
         print(line)

@@ -12,11 +12,13 @@ from ..errors import CheckpointError, ConfigError, NasError
 
 
 def load_supernet(source: Path, device: str = "cpu", exclude: Optional[str] = None,
-                  max_skip: Any = ..., cost: Sequence[str] = (), min_skip: Any = ...) -> Tuple[Any, Any, Any]:
+                  max_skip: Any = ..., cost: Sequence[str] = (), min_skip: Any = ...,
+                  rules: Sequence[str] = ()) -> Tuple[Any, Any, Any]:
     """``(config, space, supernet)`` of the search checkpoint at ``source`` (a run folder or a
     file), with its architecture, estimator state and auxiliary-skip β as the search left them.
     ``exclude``, ``max_skip`` and ``min_skip`` (``...``: the run's own) override the run's derive keys;
-    ``cost``: ``KEY=VALUE`` overrides of its ``cost:`` section (derive within another budget)."""
+    ``cost``: ``KEY=VALUE`` overrides of its ``cost:`` section (derive within another budget);
+    ``rules``: ``KEY=VALUE`` overrides of its ``derive:`` section (any key the space reads)."""
     import torch
 
     from ..config import Config, from_dict
@@ -45,9 +47,10 @@ def load_supernet(source: Path, device: str = "cpu", exclude: Optional[str] = No
         plain["derive"].update({k: v for k, v in changes.items() if v not in ([], None) or k in plain["derive"]})
         cfg = from_dict(Config, plain)
     import_user_modules(cfg.imports)  # the run's own ops, spaces, estimators
-    if cost:
+    if cost or rules:
         from ..config import apply_overrides, to_dict
-        cfg = from_dict(Config, apply_overrides(to_dict(cfg), [f"cost.{kv}" for kv in cost]))
+        cfg = from_dict(Config, apply_overrides(to_dict(cfg), [f"cost.{kv}" for kv in cost]
+                                                + [f"derive.{kv}" for kv in rules]))
     kept = (source if source.is_dir() else source.parent) / "latency.json"
     if cfg.cost.metric == "latency" and not cfg.cost.device and kept.is_file():  # the table the run was searched with
         cfg.cost.latency_table = str(kept)
@@ -78,20 +81,20 @@ def derive(source: Path, top_k: Optional[int] = None, device: str = "cpu", metho
            batches: int = 40, tune_steps: int = 0, seed: int = 0, tune_lr: Optional[float] = None,
            exclude: Optional[str] = None, max_skip: Any = ..., write: Optional[Path] = None,
            log: Optional[Callable[[str], Any]] = None, cost: Sequence[str] = (),
-           min_skip: Any = ...) -> Tuple[Any, Any]:
+           min_skip: Any = ..., rules: Sequence[str] = ()) -> Tuple[Any, Any]:
     """``(space, genotype)`` of the search checkpoint at ``source`` (a run folder or a file);
     ``write``: a genotype.yaml path to write it to, with the run's imports and op options and the
-    files the supernet keeps beside it (``learned_ops.txt``, ``rules.txt``); ``cost``:
-    ``KEY=VALUE`` overrides of the run's ``cost:`` section; ``log`` (e.g. ``print``) receives the
+    files the supernet keeps beside it (``learned_ops.txt``, ``rules.txt``); ``cost``, ``rules``:
+    ``KEY=VALUE`` overrides of the run's ``cost:`` and ``derive:`` sections; ``log`` (e.g. ``print``) receives the
     derived network's cost against the budget, when the run has a cost model."""
     cfg, space, model, genotype = _derive(source, top_k, device, method, batches, tune_steps, seed, tune_lr,
-                                          exclude, max_skip, cost, min_skip)
+                                          exclude, max_skip, cost, min_skip, rules)
     budget = model.budget()
     if budget is not None:
         budget.require_within(genotype, "give a higher --cost target=T, or --cost hard=false")
     if write is not None:
         from .run import write_genotype
-        record = provenance(Path(source), Path(write), method, exclude, max_skip, cost, top_k, min_skip)
+        record = provenance(Path(source), Path(write), method, exclude, max_skip, cost, top_k, min_skip, rules)
         if record is not None and budget is not None:
             record["cost_exact"] = {budget.table.metric: round(budget.exact(genotype), 6)}
         try:
@@ -105,7 +108,8 @@ def derive(source: Path, top_k: Optional[int] = None, device: str = "cpu", metho
 
 
 def provenance(source: Path, write: Path, method: str, exclude: Optional[str], max_skip: Any,
-               cost: Sequence[str], top_k: Optional[int], min_skip: Any = ...) -> Optional[Dict[str, Any]]:
+               cost: Sequence[str], top_k: Optional[int], min_skip: Any = ...,
+               rules: Sequence[str] = ()) -> Optional[Dict[str, Any]]:
     """The ``derived:`` record of a genotype.yaml: the run it came from (relative to the
     genotype's folder, so that the two move together) and every derive option given, so that a
     cell derived within another budget can be traced and tabulated (``tools/cost_benchmark.py``).
@@ -115,7 +119,7 @@ def provenance(source: Path, write: Path, method: str, exclude: Optional[str], m
     run = source if source.is_dir() else source.parent
     where = os.path.relpath(run.resolve(), write.resolve().parent)
     if (where == "." and method == "argmax" and top_k is None and exclude is None and max_skip is ...
-            and min_skip is ... and not cost):
+            and min_skip is ... and not cost and not rules):
         return None
     record: Dict[str, Any] = {"from": where, "method": method}
     if top_k is not None:
@@ -126,6 +130,8 @@ def provenance(source: Path, write: Path, method: str, exclude: Optional[str], m
         record["max_skip"] = max_skip
     if min_skip is not ...:
         record["min_skip"] = min_skip
+    if rules:
+        record["derive"] = list(rules)
     if cost:
         record["cost"] = list(cost)
     return record
@@ -133,7 +139,7 @@ def provenance(source: Path, write: Path, method: str, exclude: Optional[str], m
 
 def _derive(source: Path, top_k: Optional[int], device: str, method: str, batches: int, tune_steps: int,
             seed: int, tune_lr: Optional[float], exclude: Optional[str], max_skip: Any,
-            cost: Sequence[str], min_skip: Any = ...) -> Tuple[Any, Any, Any, Any]:
+            cost: Sequence[str], min_skip: Any = ..., rules: Sequence[str] = ()) -> Tuple[Any, Any, Any, Any]:
     """``(config, space, supernet, genotype)``: :func:`derive`'s work."""
     import torch
 
@@ -143,7 +149,9 @@ def _derive(source: Path, top_k: Optional[int], device: str, method: str, batche
         raise ConfigError("--max-skip applies to --method argmax")
     if min_skip is not ... and method != "argmax":
         raise ConfigError("--min-skip applies to --method argmax")
-    cfg, space, model = load_supernet(source, device, exclude, max_skip, cost, min_skip)
+    if rules and method != "argmax":
+        raise ConfigError("--derive applies to --method argmax")
+    cfg, space, model = load_supernet(source, device, exclude, max_skip, cost, min_skip, rules)
     options = {} if top_k is None else {"top_k": top_k}
     if top_k is not None and "top_k" not in space.derive_options:
         from nas.spaces import SPACES, get_space

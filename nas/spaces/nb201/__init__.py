@@ -38,6 +38,8 @@ class NB201Options(CellOptions):
 class NB201DeriveOptions(MaxSkipOptions):
     """``derive.*`` of the nb201 space."""
     exclude: List[str] = option([], help="ops derive never picks ([none]: DARTS's rule, §2.4)")
+    budget_extra_skip: int = ranged(0, ge=0, help="under a binding cost.target: up to this many skip edges "
+                                                  "beyond max_skip where they buy a costlier cell within it")
 
 
 class NB201Space(SearchSpace):
@@ -58,6 +60,7 @@ class NB201Space(SearchSpace):
                                       with_aux_skip=cfg.optim.uses_aux_skip,
                                       derive_max_skip=cfg.derive.max_skip,
                                       derive_min_skip=cfg.derive.min_skip,
+                                      derive_budget_extra_skip=cfg.derive.budget_extra_skip,
                                       # l0_lambda also weighs the gates of the l0_* candidates
                                       gates=s.gates, l0_lambda=s.l0_lambda, gate_estimator=s.gate_estimator,
                                       op_args=s.op_args, fused=s.fused, channels_last=nhwc(cfg, True),
@@ -70,7 +73,7 @@ class NB201Space(SearchSpace):
                        generator: Optional[torch.Generator] = None, gates: str = "none",
                        l0_lambda: float = 1e-4, derive_exclude: Sequence[str] = (),
                        with_aux_skip: bool = False, derive_max_skip: Optional[int] = None,
-                       derive_min_skip: Optional[int] = None,
+                       derive_min_skip: Optional[int] = None, derive_budget_extra_skip: int = 0,
                        gate_estimator: Union[str, Estimator, None] = "hard_concrete",
                        op_args: Optional[Mapping[str, Mapping[str, Any]]] = None,
                        fused: bool = True, channels_last: bool = True, partial_channels: int = 1,
@@ -81,6 +84,7 @@ class NB201Space(SearchSpace):
                              gates=gates, l0_lambda=l0_lambda, derive_exclude=derive_exclude,
                              with_aux_skip=with_aux_skip, derive_max_skip=derive_max_skip,
                              derive_min_skip=derive_min_skip,
+                             derive_budget_extra_skip=derive_budget_extra_skip,
                              gate_estimator=gate_estimator_for(gate_estimator, estimator),
                              op_args=check_op_args(op_args or {}),
                              fused=fused, channels_last=channels_last, partial_channels=partial_channels,
