@@ -223,3 +223,44 @@ def test_budget_truth_by_hand():
     ties = {a: float(i // 10) for i, a in enumerate(cells)}  # groups of ten equal costs
     assert same_share_budget(ties, 25) == 1.0  # 20 cells; 2.0 would admit 30
     assert same_share_budget(ties, 30) == 2.0
+
+
+def test_derive_rules_tool_counts_what_derive_and_the_ground_truth_give(tmp_path):
+    """tools/derive_rules.py against its reference: derive within each budget, the top-1%
+    threshold and the share of better cells, recomputed here for one run."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from nas.api import derive
+    from nas.benchmarks import NB201Table
+    from nas.benchmarks.budget_truth import budget_truth, parse_budget
+    from nas.cli import main
+    tiny = ["space.C=4", "space.N=1", "data.subset=256", "data.resize=8", "data.batch_size=32",
+            "trainer.epochs=1", "trainer.max_steps_per_epoch=3", "trainer.bn_batches=0", "derive.max_skip=1"]
+    assert main([*tiny, "seed=3", "--out", str(tmp_path / "r"), "--quiet"]) == 0
+    tool = Path(__file__).resolve().parents[1] / "tools" / "derive_rules.py"
+    done = subprocess.run([sys.executable, str(tool), str(tmp_path / "r"), "--rule", "own:", "--rule",
+                           "free:max_skip=null", "--sources", "macs", "pixel3", "--percentiles", "25%", "90%",
+                           "--groups", "0-2", "3-5"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    table = NB201Table.load()
+    dev = DeviceTable.load()
+    from nas.benchmarks.nb201_table import cell_costs
+    for rule, keys in (("own", []), ("free", ["max_skip=null"])):
+        row = []
+        for pct in ("25%", "90%"):
+            hits, beaten = 0, []
+            for src, costs in (("macs", cell_costs("macs")), ("pixel3", dev.by_arch("pixel3"))):
+                b = parse_budget(pct, costs)
+                over = ([] if src == "macs" else ["metric=latency", "device=pixel3"]) + [f"target={b!r}"]
+                acc = table.score(str(derive(tmp_path / "r", cost=over, rules=keys))).acc["cifar10"]
+                within = [table.rows[a][0] for a in table.rows if costs[a] <= b * (1 + 1e-12)]
+                hits += acc >= budget_truth(table, costs, b).threshold - 1e-9
+                beaten.append(sum(x > acc + 1e-9 for x in within) / len(within))
+            row.append(f"{hits}/2, {100 * sum(beaten) / 2:.0f}%")
+        assert f"| {rule} | 3–5 | {row[0]} | {row[1]} |" in done.stdout, done.stdout
+        assert f"| {rule} | 0–2 | – | – | – |" in done.stdout  # no run of those seeds
+    bad = subprocess.run([sys.executable, str(tool), str(tmp_path / "r"), "--sources", "tpu"],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "unknown cost source 'tpu'" in bad.stderr
