@@ -13,6 +13,16 @@ torch.set_num_threads(1)
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
+@pytest.fixture
+def one_thread():
+    """One intra-op thread for the test, restored after: a test that sets another count (a run's
+    ``trainer.threads``) must not change the float summation order of the next one."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     # Decoded-dataset caches go to a per-session temp folder, never the user's ~/.cache.

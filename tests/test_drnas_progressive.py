@@ -23,12 +23,8 @@ from nas.supernet.widen import check_widening, widen_op, widen_optimizer_state, 
 from test_resume import assert_same, tiny
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# both runs of a comparison on one thread: float reductions happen in the same order
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 MASK = torch.tensor([[True, False, True, True], [False, True, False, True]])

@@ -237,13 +237,6 @@ def test_bad_estimator_settings_are_config_errors(kw, pattern):
 
 # ------------------------------------------------------------------ which candidates run
 
-@pytest.fixture
-def one_thread():
-    # A tiny supernet (C=4, 8x8): a second intra-op thread only adds contention on a shared CPU.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 # `none` is skipped by the dense mixed op: its output, and its gradient, are zero anyway

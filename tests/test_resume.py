@@ -36,14 +36,8 @@ CASES = [("softmax", {}), ("gumbel_hard", {}), ("reinmax", {}),
                                                reason="the bop estimator is not registered yet"))]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny convolutions are far faster on one thread than on two busy cores; both runs of a
-    # comparison use the same count, so float reductions happen in the same order.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# both runs of a comparison on one thread: float reductions happen in the same order
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny(*items, **kw):

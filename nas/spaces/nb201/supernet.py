@@ -40,7 +40,8 @@ skip to the other edges with the largest skip probability (where skip is allowed
 With ``max_skip = min_skip = M`` the cell has exactly M, P-DARTS's "constant M". Where the argmax
 is a near tie between a skip edge and a conv edge, the floor keeps the count of skips from
 depending on it. Under a hard cost budget the budget comes first: the floor holds where the cell
-still fits.
+still fits. ``derive_budget_extra_skip`` n: under a budget the cell would exceed, up to n more skip
+edges than M where they buy a costlier cell within it (``_spend_extra_skip``).
 
 Speed, exact in value and gradient (``fused=False``, ``channels_last=False`` turn them off):
 ``fused`` runs each cell through :func:`nas.supernet.fused.run_cell` (one convolution for the
