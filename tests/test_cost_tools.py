@@ -166,6 +166,32 @@ def test_profile_latency_then_search_with_a_latency_budget(tmp_path):
     assert done.returncode == 0 and "cost: " in done.stdout and " ms" in done.stdout, done.stderr
 
 
+def test_profile_latency_times_the_runs_own_candidates_with_their_options(tmp_path):
+    # space.ops adds a candidate the space's own list lacks (dnf_1x1), built with space.op_args: the
+    # table keys it with its options, and the cost table reads that entry, not the default op's
+    table = tmp_path / "latency.json"
+    cmd = [sys.executable, "-m", "nas.commands.profile_latency", "space.C=4", "cost.C=4", "cost.N=1",
+           "cost.resolution=8", "space.ops=[none,nor_conv_1x1,dnf_1x1]", "space.op_args={dnf_1x1: {rules: 2}}",
+           "--repeats", "2", "--warmup", "1", "--device", "cpu", "--out", str(table), "--quiet"]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    lut = LatencyTable.load(table)
+    keys = sorted(k for k in lut.entries if k.startswith("dnf_1x1"))
+    assert keys == ['dnf_1x1{"rules":2}|16|16|1|2x2|b1', 'dnf_1x1{"rules":2}|4|4|1|8x8|b1',
+                    'dnf_1x1{"rules":2}|8|8|1|4x4|b1']
+    space = get_space("nb201")
+    ops = ["none", "nor_conv_1x1", "dnf_1x1"]
+    t = build_cost_table(space.cost_model(), "latency", num_classes=10, in_channels=3, resolution=8,
+                         network=space.cost_model().trained_network(4, 1), latency=lut, ops=ops,
+                         op_args={"dnf_1x1": {"rules": 2}})
+    want = sum(lut.entries[k] for k in keys)
+    assert float(t.edges["arch.cell"][0, t.column("dnf_1x1")]) == pytest.approx(want)
+    with pytest.raises(ConfigError, match=r'no entry for dnf_1x1\{"rules":3\} on 4x8x8 at batch 1; measure it'):
+        build_cost_table(space.cost_model(), "latency", num_classes=10, in_channels=3, resolution=8,
+                         network=space.cost_model().trained_network(4, 1), latency=lut, ops=ops,
+                         op_args={"dnf_1x1": {"rules": 3}})
+
+
 def test_lookup_best_cell_within_a_budget(tmp_path):
     rows = [("|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|", 94.0),
             ("|nor_conv_3x3~0|+|none~0|none~1|+|none~0|none~1|skip_connect~2|", 90.0),

@@ -3,7 +3,8 @@
     nas-profile-latency CONFIG.yaml [key=value ...] [--batch 1 64] [--device auto]
                         [--repeats 20] [--out latency.json]
 
-times every candidate op on every edge shape of the network the config's ``cost:`` section
+times every candidate op (the space's own and ``space.ops``, built with ``space.op_args``) on
+every edge shape of the network the config's ``cost:`` section
 describes (nb201: the benchmark network C=16, N=5, 32x32 by default; darts: the evaluation
 network) and its skeleton, at each batch size, and writes (or extends) a JSON table for
 ``cost.metric=latency cost.latency_table=latency.json``. A search copies the table into its run
@@ -39,7 +40,9 @@ def run(args: argparse.Namespace) -> int:
     from nas.cost import LatencyTable, profile_latency, require_cost_model
     from nas.engine.runtime import resolve_device
     from nas.spaces import get_space
+    from nas.plugins import import_user_modules
     cfg = config_from_cli(args.items)
+    import_user_modules(cfg.imports)  # the run's own ops are timed too
     cost_model = require_cost_model(get_space(cfg.space.name))
     c = cfg.cost
     table = LatencyTable.load(args.out) if args.out.is_file() else None
@@ -47,7 +50,8 @@ def run(args: argparse.Namespace) -> int:
                             resolution=c.resolution, num_classes=c.classes or args.classes,
                             in_channels=args.in_channels, batch_sizes=args.batch,
                             device=resolve_device(args.device), cell=cost_model.cell(cfg), repeats=args.repeats,
-                            warmup=args.warmup, table=table, log=None if args.quiet else print)
+                            warmup=args.warmup, table=table, log=None if args.quiet else print,
+                            ops=getattr(cfg.space, "ops", None), op_args=getattr(cfg.space, "op_args", None))
     table.save(args.out)
     print(f"{len(table.entries)} entries on {table.device} written to {args.out}")
     return 0

@@ -20,7 +20,7 @@ import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, Optional, Sequence
+from typing import Any, Dict, Iterable, Mapping, Optional, Sequence
 
 import torch
 from torch import nn
@@ -29,8 +29,12 @@ from ..errors import ConfigError, DataError
 from .table import EdgeShape, network_key
 
 
-def op_key(op: str, C_in: int, C_out: int, stride: int, H: int, W: int, batch: int) -> str:
-    return f"{op}|{C_in}|{C_out}|{stride}|{H}x{W}|b{batch}"
+def op_key(op: str, C_in: int, C_out: int, stride: int, H: int, W: int, batch: int,
+           args: Optional[Mapping[str, Any]] = None) -> str:
+    """The table's key of ``op`` on one edge shape at one batch size; an op built with options
+    (``space.op_args``, e.g. a ``dnf_1x1``'s ``rules``) is another module, timed under its own key."""
+    name = op + (json.dumps(dict(args), sort_keys=True, separators=(",", ":")) if args else "")
+    return f"{name}|{C_in}|{C_out}|{stride}|{H}x{W}|b{batch}"
 
 
 def describe_key(key: str) -> str:
@@ -57,8 +61,10 @@ class LatencyTable:
                               f"nas-profile-latency CONFIG --batch <cost.batch_size> on this network")
         return self.entries[key]
 
-    def op(self, op: str, C_in: int, C_out: int, stride: int, H: int, W: int, batch: int) -> float:
-        return self._get(op_key(op, C_in, C_out, stride, H, W, batch), f"{op} on {C_in}x{H}x{W} at batch {batch}")
+    def op(self, op: str, C_in: int, C_out: int, stride: int, H: int, W: int, batch: int,
+           args: Optional[Mapping[str, Any]] = None) -> float:
+        key = op_key(op, C_in, C_out, stride, H, W, batch, args)
+        return self._get(key, f"{key.split('|')[0]} on {C_in}x{H}x{W} at batch {batch}")
 
     def network(self, key: str, batch: int) -> float:
         return self._get(f"{key}|b{batch}", f"the skeleton {key} at batch {batch}")
@@ -112,13 +118,18 @@ def profile_latency(cost_model: Any, *, network: Dict[str, Any], resolution: int
                     in_channels: int, batch_sizes: Sequence[int], device: torch.device,
                     cell: Optional[Dict[str, Any]] = None,
                     repeats: int = 20, warmup: int = 3, table: Optional[LatencyTable] = None,
-                    log=None) -> LatencyTable:
+                    log=None, ops: Optional[Sequence[str]] = None,
+                    op_args: Optional[Mapping[str, Mapping[str, Any]]] = None) -> LatencyTable:
     """Time every op of every edge shape of a space's trained network (its
     :class:`~nas.cost.model.CostModel`; and its skeleton) at
     each batch size on ``device``; entries already in ``table`` are kept, so one file can hold
-    several networks and batch sizes."""
+    several networks and batch sizes. ``ops``: the run's candidates (``space.ops``, registered
+    ops included), timed besides the space's own; ``op_args``: the options the run builds them
+    with (``space.op_args``), as :func:`~nas.cost.table.build_cost_table` reads them."""
     table = table or LatencyTable()
     cell = cell or {}
+    op_args = op_args or {}
+    candidates = list(dict.fromkeys([*cost_model.ops, *(ops or ())]))
     table.device = device_name(device)
     shapes: Iterable[EdgeShape] = {EdgeShape(0, s.C_in, s.C_out, s.stride, s.H, s.W)
                                    for rows in cost_model.edges(resolution=resolution, **network, **cell).values()
@@ -130,10 +141,10 @@ def profile_latency(cost_model: Any, *, network: Dict[str, Any], resolution: int
             raise ConfigError(f"--batch sizes must be positive, got {b}")
         for s in sorted(shapes, key=lambda s: (s.C_in, s.H, s.stride)):
             x = torch.randn(b, s.C_in, s.H, s.W, device=device)
-            for op in cost_model.ops:
-                k = op_key(op, s.C_in, s.C_out, s.stride, s.H, s.W, b)
+            for op in candidates:
+                k = op_key(op, s.C_in, s.C_out, s.stride, s.H, s.W, b, op_args.get(op))
                 if k not in table.entries:
-                    module = cost_model.ops_table[op](s.C_in, s.C_out, s.stride, True).to(device)
+                    module = cost_model.ops_table[op](s.C_in, s.C_out, s.stride, True, **op_args.get(op, {})).to(device)
                     # a zero op is dropped from the discrete network: it takes no time there
                     table.entries[k] = (0.0 if getattr(module, "is_zero", False)
                                         else time_module(module, x, repeats, warmup))

@@ -188,7 +188,7 @@ def build_cost_table(cost_model: Any, metric: str, *, num_classes: int, in_chann
         key = (op, EdgeShape(0, s.C_in, s.C_out, s.stride, s.H, s.W), width)
         if key not in cache:
             if metric == "latency":
-                cache[key] = latency.op(op, s.C_in, s.C_out, s.stride, s.H, s.W, batch_size)
+                cache[key] = latency.op(op, s.C_in, s.C_out, s.stride, s.H, s.W, batch_size, op_args.get(op))
             else:
                 module = build(op, s, **({} if width is None else {"width": width}))
                 try:
