@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     from nas.benchmarks import NB201Table
     from nas.benchmarks.budget_truth import budget_truth, parse_budget
     from nas.benchmarks.device_latency import DeviceTable
-    from nas.benchmarks.nb201_table import cell_costs
+    from nas.benchmarks.nb201_table import DATASETS, cell_costs
     rules = [parse_rule(r) for r in args.rule] or [("own", [])]
     groups = [parse_group(g) for g in args.groups] if args.groups else [(-(10 ** 9), 10 ** 9)]
     seeds = {}
@@ -75,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
         except (OSError, KeyError, TypeError, ValueError, yaml.YAMLError):
             raise NasError(f"{r}: not a finished search run folder (no readable config.yaml with a seed)") from None
     table, devices = NB201Table.load(), DeviceTable.load()
+    c10 = DATASETS.index("cifar10")
     sources: Dict[str, Dict[str, float]] = {"macs": cell_costs("macs")}
     sources.update({d: devices.by_arch(d) for d in devices.devices})
     for src in args.sources or []:
@@ -88,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
         for pct in args.percentiles:
             budget = parse_budget(pct, costs)
             truth = budget_truth(table, costs, budget)
-            accs = sorted(table.rows[a][0] for a in table.rows if costs[a] <= budget * (1 + 1e-12))
+            accs = sorted(table.rows[a][c10] for a in table.rows if costs[a] <= budget * (1 + 1e-12))
             over = ([] if src == "macs" else ["metric=latency", f"device={src}"]) + [f"target={budget!r}"]
             for name, keys in rules:
                 for r, seed in seeds.items():

@@ -323,8 +323,7 @@ class NB201Supernet(Supernet, Skeleton):
                 elif is_width and mask[e, k]:
                     options[e, k] = [round(kept, 4)] + [w for w in DERIVE_WIDTHS if w < round(kept, 4)]
                     cost[e, k] = table.at_width("arch.cell", e, op, options[e, k][-1])
-        limit = None if max_skip is None or "skip_connect" not in names else (names.index("skip_connect"), max_skip)
-        pick = budget.within("arch.cell", probs, mask, limit, candidates=names, cost=cost)
+        pick = budget.within("arch.cell", probs, mask, _skip_limit(names, max_skip), candidates=names, cost=cost)
         if pick is None:
             return self._derived_forms(list(ops))  # the caller's require_within names the problem
         derived = self._derived_forms([names[k] for k in pick])
@@ -347,9 +346,7 @@ class NB201Supernet(Supernet, Skeleton):
         return NB201Genotype(derived.ops, tuple(widths))
 
     def derive_limit(self, name: str, candidates: Sequence[str]) -> Optional[Tuple[int, int]]:
-        if name != "arch.cell" or self.derive_max_skip is None or "skip_connect" not in candidates:
-            return None
-        return list(candidates).index("skip_connect"), self.derive_max_skip
+        return _skip_limit(candidates, self.derive_max_skip) if name == "arch.cell" else None
 
     def cost_kept_share(self, name: str) -> Optional[Tensor]:
         """For :mod:`nas.cost.budget`: ``[E, K]`` the mean ``P(z ≠ 0)`` of a width-searching
@@ -422,3 +419,11 @@ class NB201Supernet(Supernet, Skeleton):
                  for e, op in enumerate(genotype.ops) if op in self.op_names]
         text = describe_ops(found)
         return {"learned_ops.txt": text} if text else {}
+
+
+def _skip_limit(candidates: Sequence[str], max_skip: Optional[int]) -> Optional[Tuple[int, int]]:
+    """``(index of skip_connect among candidates, M)``, the count limit the budget's enumeration
+    takes; ``None`` without a limit or without a skip candidate."""
+    if max_skip is None or "skip_connect" not in candidates:
+        return None
+    return list(candidates).index("skip_connect"), max_skip
