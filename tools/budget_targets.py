@@ -73,8 +73,8 @@ def run(args: argparse.Namespace) -> int:
             over = costs[best[0]] > budget * (1 + 1e-12)
             line += f" {best[1][0]:.2f}, {costs[best[0]]:.4g} ms{' OVER' if over else ''} |"
         if args.rules:
-            for label, exclude, max_skip in RULES:
-                keep = derive_rule(exclude, max_skip)
+            for label, exclude, max_skip, live in RULES:
+                keep = derive_rule(exclude, max_skip, live)
                 r = budget_truth(table, costs, budget, keep=keep)
                 n = count_at_least(table, costs, budget, t.threshold, keep)
                 line += f" {r.front[1][0]:.2f} ({n}) |" if r.front else " none fits (0) |"

@@ -91,21 +91,26 @@ def count_at_least(table: NB201Table, costs: Dict[str, float], budget: float, th
                if costs[a] <= budget * (1 + 1e-12) and accs[i] >= threshold and (keep is None or keep(a)))
 
 
-def derive_rule(exclude: Sequence[str] = (), max_skip: Optional[int] = None) -> Callable[[str], bool]:
-    """``keep(arch)``: the cell has no op of ``exclude`` and at most ``max_skip`` skip connections."""
-    from nas.spaces.nb201.genotype import parse_ops
+def derive_rule(exclude: Sequence[str] = (), max_skip: Optional[int] = None, live: bool = False) -> Callable[[str], bool]:
+    """``keep(arch)``: the cell has no op of ``exclude``, at most ``max_skip`` skip connections and,
+    with ``live``, no op off every input-output path (``derive.budget_none``'s cells)."""
+    import torch
+
+    from nas.spaces.nb201.genotype import all_live, parse_ops
     banned = set(exclude)
 
     def keep(arch: str) -> bool:
         ops = parse_ops(arch)
-        return not banned.intersection(ops) and (max_skip is None or ops.count("skip_connect") <= max_skip)
+        return (not banned.intersection(ops) and (max_skip is None or ops.count("skip_connect") <= max_skip)
+                and (not live or bool(all_live(torch.tensor([op != "none" for op in ops])))))
     return keep
 
 
-# the derive rules a budgeted search can use: (label, excluded ops, skip limit)
-RULES: Tuple[Tuple[str, Tuple[str, ...], Optional[int]], ...] = (
-    ("any cell", (), None),
-    ("no none", ("none",), None),
-    ("no none, <=2 skip", ("none",), 2),
-    ("no none, <=1 skip", ("none",), 1),
+# the derive rules a budgeted search can use: (label, excluded ops, skip limit, no wasted op)
+RULES: Tuple[Tuple[str, Tuple[str, ...], Optional[int], bool], ...] = (
+    ("any cell", (), None, False),
+    ("no wasted op, <=2 skip", (), 2, True),
+    ("no none", ("none",), None, False),
+    ("no none, <=2 skip", ("none",), 2, False),
+    ("no none, <=1 skip", ("none",), 1, False),
 )

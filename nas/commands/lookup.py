@@ -172,11 +172,11 @@ def format_truth(table: NB201Table, costs, budget: float, unit: str, args: argpa
                    f"cell scores {accs_text(best[1])} and runs {costs[best[0]]:.4g} ms on {device} "
                    f"({'OVER the budget' if over else 'within'})")
     out.append("derive rules (cells the rule admits within the budget; their best; how many reach the threshold):")
-    for label, exclude, max_skip in RULES:
-        keep = rule_of(exclude, max_skip)
+    for label, exclude, max_skip, live in RULES:
+        keep = rule_of(exclude, max_skip, live)
         r = budget_truth(table, costs, budget, args.dataset, keep=keep)
         best = f"{r.front[1][DATASETS.index(args.dataset)]:.2f}" if r.front else "none fits"
-        out.append(f"  {label:<18} {r.within:6,} cells  best {best}  "
+        out.append(f"  {label:<22} {r.within:6,} cells  best {best}  "
                    f"{count_at_least(table, costs, budget, t.threshold, keep, args.dataset)} at or above {t.threshold:.2f}")
     if n_top:
         top = budget_truth(table, costs, budget, args.dataset, keep=derive_rule(args.exclude, args.max_skip), top=n_top).top

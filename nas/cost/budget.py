@@ -112,8 +112,12 @@ class Budget(nn.Module):
                 self._cost[n], self._slope[n] = terms[0].float(), terms[1].float()
         self._on: Dict[Tuple[str, Any], Tensor] = {}
         if self.hard and all(bool((table.share[n] == 1).all()) for n in self._choices):
-            least = table.fixed + sum(table.cheapest(n, self._allowed[n], ch.candidates)
-                                      for n, ch in self._choices.items())
+            # a space whose derive within a target admits other cells than `allowed` says which
+            own = getattr(model, "cost_cheapest", None)
+            least = own(table) if own is not None else None
+            if least is None:
+                least = table.fixed + sum(table.cheapest(n, self._allowed[n], ch.candidates)
+                                          for n, ch in self._choices.items())
             if least > target:
                 raise ConfigError(f"cost.target={target:.6g} {UNITS[table.metric]} is below the cheapest cell "
                                   f"derive may pick ({least:.6g}); raise it or set cost.hard=false")
@@ -213,15 +217,17 @@ class Budget(nn.Module):
                               f"{UNITS[self.table.metric]}, over cost.target={self.target:.6g} (cost.hard); {fix}")
 
     def within(self, name: str, probs: Tensor, allowed: Tensor, count_limit: Optional[Tuple[int, int]] = None,
-               candidates: Optional[Sequence[str]] = None, cost: Optional[Tensor] = None) -> Optional[List[int]]:
+               candidates: Optional[Sequence[str]] = None, cost: Optional[Tensor] = None,
+               keep: Optional[Callable[[Tensor], Tensor]] = None) -> Optional[List[int]]:
         """The most probable index per edge of choice ``name`` (one op per edge, NB201) into
         ``candidates`` (default: the choice's) whose cell fits the target; ``None`` if none does.
-        ``cost``: ``[E, K]`` the candidates' costs, default the table's (full width)."""
+        ``cost``: ``[E, K]`` the candidates' costs, default the table's (full width); ``keep``:
+        ``[n, E]`` cells → ``[n]`` bool, the cells the space admits (:func:`most_probable_within`)."""
         candidates = candidates or self._choices[name].candidates
         cost = self.table.for_candidates(name, candidates) if cost is None else cost
         logp = probs.double().clamp_min(1e-300).log()
         return most_probable_within(logp, cost, self.target - self.table.fixed, allowed.bool(), count_limit,
-                                    self.table.cell_costs(name, candidates))
+                                    self.table.cell_costs(name, candidates), keep)
 
     @torch.no_grad()
     def scalars(self) -> Dict[str, float]:

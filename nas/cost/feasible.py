@@ -22,6 +22,7 @@ MAX_CELLS = 2_000_000  # beyond this the enumeration would take minutes: not an 
 
 
 CellCost = Callable[[Tensor], Tensor]  # [n, E] op indices -> [n] cost of each cell
+Keep = Callable[[Tensor], Tensor]      # [n, E] op indices -> [n] bool: cells the space admits
 
 
 def grid_cost(cost: Tensor, grid: Tensor, cell_cost: Optional[CellCost] = None) -> Tensor:
@@ -34,10 +35,11 @@ def grid_cost(cost: Tensor, grid: Tensor, cell_cost: Optional[CellCost] = None) 
 
 def feasible_grid(cost: Tensor, limit: float, allowed: Tensor,
                   count_limit: Optional[Tuple[int, int]] = None,
-                  cell_cost: Optional[CellCost] = None) -> Optional[Tensor]:
+                  cell_cost: Optional[CellCost] = None, keep: Optional[Keep] = None) -> Optional[Tensor]:
     """``[F, E]`` every cell (op index per edge, lexicographic order) of allowed ops whose cost
-    (:func:`grid_cost`) is at most ``limit`` and that keeps op k on at most M edges
-    (``count_limit = (k, M)``); ``None`` when none does."""
+    (:func:`grid_cost`) is at most ``limit``, that keeps op k on at most M edges
+    (``count_limit = (k, M)``) and that ``keep`` admits (a rule on the whole cell, such as its
+    topology); ``None`` when none does."""
     options = [torch.nonzero(allowed[e]).flatten() for e in range(allowed.shape[0])]
     if any(o.numel() == 0 for o in options):
         return None
@@ -51,16 +53,18 @@ def feasible_grid(cost: Tensor, limit: float, allowed: Tensor,
     if count_limit is not None:
         k, m = count_limit
         ok &= (grid == k).sum(1) <= m
+    if keep is not None:
+        ok &= keep(grid)
     return grid[ok] if bool(ok.any()) else None
 
 
 def most_probable_within(logp: Tensor, cost: Tensor, limit: float, allowed: Tensor,
                          count_limit: Optional[Tuple[int, int]] = None,
-                         cell_cost: Optional[CellCost] = None) -> Optional[List[int]]:
+                         cell_cost: Optional[CellCost] = None, keep: Optional[Keep] = None) -> Optional[List[int]]:
     """Op index per edge (``logp``, ``cost``, ``allowed``: ``[E, K]``; ``limit`` on ``Σ cost``, or
     on ``cell_cost``), or ``None`` when no allowed cell fits. ``count_limit = (k, M)``: at most M
-    edges pick op k."""
-    grid = feasible_grid(cost, limit, allowed, count_limit, cell_cost)
+    edges pick op k; ``keep``: only cells it admits (:func:`feasible_grid`)."""
+    grid = feasible_grid(cost, limit, allowed, count_limit, cell_cost, keep)
     if grid is None:
         return None
     rows = torch.arange(grid.shape[1])

@@ -48,22 +48,15 @@ def _edges() -> Tuple[Tuple[int, int], ...]:
     return EDGES  # (to, from) per edge
 
 
+def live_edges(on: Tensor) -> Tensor:
+    """:func:`nas.spaces.nb201.genotype.live_edges` (imported late: the space imports this package)."""
+    from nas.spaces.nb201.genotype import live_edges as live
+    return live(on)
+
+
 def all_cells() -> Tensor:
     """``[15625, 6]`` op indices of every cell, in the table's order."""
     return torch.cartesian_prod(*[torch.arange(N_OPS)] * N_EDGES)
-
-
-def live_edges(on: Tensor) -> Tensor:
-    """``[..., 6]`` bool: edge on a path of ``on`` edges from node 0 to node 3 (``on``: ``[..., 6]``)."""
-    edges = _edges()
-    reach = [torch.ones_like(on[..., 0])] + [torch.zeros_like(on[..., 0])] * 3
-    for e, (j, i) in enumerate(edges):  # edges go to increasing nodes: one pass suffices
-        reach[j] = reach[j] | (on[..., e] & reach[i])
-    co = [torch.zeros_like(on[..., 0])] * 3 + [torch.ones_like(on[..., 0])]
-    for e in sorted(range(N_EDGES), key=lambda e: -edges[e][1]):  # from the output backwards
-        j, i = edges[e]
-        co[i] = co[i] | (on[..., e] & co[j])
-    return torch.stack([on[..., e] & reach[i] & co[j] for e, (j, i) in enumerate(edges)], -1)
 
 
 def features(cells: Tensor, pairwise: bool = True) -> Tensor:

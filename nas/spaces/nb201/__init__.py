@@ -40,6 +40,9 @@ class NB201DeriveOptions(MaxSkipOptions):
     exclude: List[str] = option([], help="ops derive never picks ([none]: DARTS's rule, §2.4)")
     budget_extra_skip: int = ranged(0, ge=0, help="under a binding cost.target: up to this many skip edges "
                                                   "beyond max_skip where they buy a costlier cell within it")
+    budget_none: Optional[int] = ranged(None, ge=1, help="under a binding cost.target: none may be derived on any "
+                                                         "edge, ranked just after its K most probable ops, where no op "
+                                                         "is left off an input-output path (null: never)")
 
 
 class NB201Space(SearchSpace):
@@ -61,6 +64,7 @@ class NB201Space(SearchSpace):
                                       derive_max_skip=cfg.derive.max_skip,
                                       derive_min_skip=cfg.derive.min_skip,
                                       derive_budget_extra_skip=cfg.derive.budget_extra_skip,
+                                      derive_budget_none=cfg.derive.budget_none,
                                       # l0_lambda also weighs the gates of the l0_* candidates
                                       gates=s.gates, l0_lambda=s.l0_lambda, gate_estimator=s.gate_estimator,
                                       op_args=s.op_args, fused=s.fused, channels_last=nhwc(cfg, True),
@@ -74,6 +78,7 @@ class NB201Space(SearchSpace):
                        l0_lambda: float = 1e-4, derive_exclude: Sequence[str] = (),
                        with_aux_skip: bool = False, derive_max_skip: Optional[int] = None,
                        derive_min_skip: Optional[int] = None, derive_budget_extra_skip: int = 0,
+                       derive_budget_none: Optional[int] = None,
                        gate_estimator: Union[str, Estimator, None] = "hard_concrete",
                        op_args: Optional[Mapping[str, Mapping[str, Any]]] = None,
                        fused: bool = True, channels_last: bool = True, partial_channels: int = 1,
@@ -85,6 +90,7 @@ class NB201Space(SearchSpace):
                              with_aux_skip=with_aux_skip, derive_max_skip=derive_max_skip,
                              derive_min_skip=derive_min_skip,
                              derive_budget_extra_skip=derive_budget_extra_skip,
+                             derive_budget_none=derive_budget_none,
                              gate_estimator=gate_estimator_for(gate_estimator, estimator),
                              op_args=check_op_args(op_args or {}),
                              fused=fused, channels_last=channels_last, partial_channels=partial_channels,

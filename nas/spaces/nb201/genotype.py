@@ -9,11 +9,14 @@ from __future__ import annotations
 import itertools
 import re
 from dataclasses import dataclass
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Tuple
 
 from nas.errors import CheckpointError
 
 from ..base import check_genotype_ops
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 # the benchmark's ops, the space's default candidates (space.ops may name any registered op)
 OPS: Tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
@@ -92,6 +95,27 @@ class NB201Genotype:
             if op != "none" and i in reached:
                 reached.add(j)
         return NODES - 1 in reached
+
+
+def live_edges(on: "Tensor") -> "Tensor":
+    """``[..., 6]`` bool: the edges of ``on`` (``[..., 6]`` bool, non-``none`` edges) that lie on a
+    path of ``on`` edges from node 0 to node 3. An ``on`` edge off every such path computes
+    nothing the output uses: its input is zero or its output reaches no one."""
+    import torch
+    reach = [torch.ones_like(on[..., 0])] + [torch.zeros_like(on[..., 0])] * (NODES - 1)
+    for e, (j, i) in enumerate(EDGES):  # edges go to increasing nodes: one pass suffices
+        reach[j] = reach[j] | (on[..., e] & reach[i])
+    co = [torch.zeros_like(on[..., 0])] * (NODES - 1) + [torch.ones_like(on[..., 0])]
+    for e in sorted(range(len(EDGES)), key=lambda e: -EDGES[e][1]):  # from the output backwards
+        j, i = EDGES[e]
+        co[i] = co[i] | (on[..., e] & co[j])
+    return torch.stack([on[..., e] & reach[i] & co[j] for e, (j, i) in enumerate(EDGES)], -1)
+
+
+def all_live(on: "Tensor") -> "Tensor":
+    """``[...]`` bool: the cell is connected and every ``on`` edge is live (:func:`live_edges`),
+    so no op of it is wasted computation."""
+    return on.any(-1) & (live_edges(on) == on).all(-1)
 
 
 def parse_ops(arch: str) -> Tuple[str, ...]:

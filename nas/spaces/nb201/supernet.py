@@ -42,6 +42,10 @@ is a near tie between a skip edge and a conv edge, the floor keeps the count of 
 depending on it. Under a hard cost budget the budget comes first: the floor holds where the cell
 still fits. ``derive_budget_extra_skip`` n: under a budget the cell would exceed, up to n more skip
 edges than M where they buy a costlier cell within it (``_spend_extra_skip``).
+``derive_budget_none`` K: under a budget the cell would exceed, ``none`` may be derived on every
+edge, ranked just after the edge's K most probable candidates (``_none_after``), in cells where no
+op is off every input-output path; also where ``derive_exclude`` or the auxiliary skip rule it
+out otherwise.
 
 Speed, exact in value and gradient (``fused=False``, ``channels_last=False`` turn them off):
 ``fused`` runs each cell through :func:`nas.supernet.fused.run_cell` (one convolution for the
@@ -69,7 +73,7 @@ from nas.supernet.fused import Plan, run_cell
 from nas.supernet.partial import EdgeNormalization, PartialMixedOp, check_partial
 
 from ..base import Supernet, check_max_skip, check_min_skip, refuse_without_logits
-from .genotype import EDGE_NAMES, EDGES, OPS, NB201Genotype, NODES
+from .genotype import EDGE_NAMES, EDGES, OPS, NB201Genotype, NODES, all_live
 from .skeleton import ResBlock, Skeleton
 
 
@@ -134,6 +138,7 @@ class NB201Supernet(Supernet, Skeleton):
                  gates: str = "none", l0_lambda: float = 1e-4, derive_exclude: Sequence[str] = (),
                  with_aux_skip: bool = False, derive_max_skip: Optional[int] = None,
                  derive_min_skip: Optional[int] = None, derive_budget_extra_skip: int = 0,
+                 derive_budget_none: Optional[int] = None,
                  gate_estimator: Optional[Estimator] = None, op_args: Mapping[str, Mapping[str, Any]] = {},
                  fused: bool = True, channels_last: bool = True, partial_channels: int = 1,
                  group_convs: Optional[bool] = None):
@@ -152,6 +157,9 @@ class NB201Supernet(Supernet, Skeleton):
         if derive_budget_extra_skip < 0:
             raise ConfigError(f"derive.budget_extra_skip must be 0 or more, got {derive_budget_extra_skip}")
         self.derive_budget_extra_skip = derive_budget_extra_skip
+        if derive_budget_none is not None and derive_budget_none < 1:
+            raise ConfigError(f"derive.budget_none must be 1 or more (or null: never none), got {derive_budget_none}")
+        self.derive_budget_none = derive_budget_none
         self.gates = gates
         self.aux_skip = 0.0  # DARTS-'s β, set by the search loop (see the module docstring)
         self.channels_last = channels_last
@@ -242,7 +250,7 @@ class NB201Supernet(Supernet, Skeleton):
             if self.derive_max_skip is not None and self.derive_budget_extra_skip:
                 derived = self._spend_extra_skip(budget, ops, allowed, derived)
             floored = self._derived_forms(self._floor_skips(list(derived.ops), skippable))
-            if floored.ops != derived.ops and not budget.over(floored):
+            if floored.ops != derived.ops and not budget.over(floored) and self._admits(floored.ops):
                 derived = NB201Genotype(floored.ops, derived.widths)
         return derived
 
@@ -308,6 +316,10 @@ class NB201Supernet(Supernet, Skeleton):
         mask[:, :len(self.op_names)] = allowed
         closed = [op == "none" and not bool(allowed[e, self.op_names.index("none")])
                   if "none" in self.op_names else op == "none" for e, op in enumerate(ops)]
+        keep = None
+        if self.derive_budget_none is not None:
+            probs, mask = self._none_after(probs, mask, names.index("none"), self.derive_budget_none)
+            keep = self._live_cells(names)
         for e, shut in enumerate(closed):  # a gate closed it, or nothing is allowed there
             if shut:
                 mask[e] = False
@@ -323,7 +335,8 @@ class NB201Supernet(Supernet, Skeleton):
                 elif is_width and mask[e, k]:
                     options[e, k] = [round(kept, 4)] + [w for w in DERIVE_WIDTHS if w < round(kept, 4)]
                     cost[e, k] = table.at_width("arch.cell", e, op, options[e, k][-1])
-        pick = budget.within("arch.cell", probs, mask, _skip_limit(names, max_skip), candidates=names, cost=cost)
+        pick = budget.within("arch.cell", probs, mask, _skip_limit(names, max_skip), candidates=names, cost=cost,
+                             keep=keep)
         if pick is None:
             return self._derived_forms(list(ops))  # the caller's require_within names the problem
         derived = self._derived_forms([names[k] for k in pick])
@@ -344,6 +357,57 @@ class NB201Supernet(Supernet, Skeleton):
         for (e, _), w in zip(narrow, best[1]):
             widths[e] = w
         return NB201Genotype(derived.ops, tuple(widths))
+
+    @staticmethod
+    def _none_after(probs: Tensor, mask: Tensor, none: int, k: int) -> Tuple[Tensor, Tensor]:
+        """``derive_budget_none`` K: ``none`` allowed on every edge, ranked just after the edge's K
+        most probable allowed candidates: as probable as the (K+1)-th, and ahead of it (with K at
+        least the number allowed, just behind the least probable). Its own probability is not
+        used: in a relaxed supernet the zero op's weight only rescales the edge's output, which
+        the following BN undoes (DARTS §2.4), and beside DARTS-'s auxiliary skip a ``none`` edge
+        carried ``β·x``. Under a budget an edge then keeps one of its K strongest ops or is
+        dropped, never one the search ranked below them."""
+        probs, mask = probs.clone(), mask.clone()
+        ranked = probs.masked_fill(~mask, float("-inf")).sort(-1, descending=True).values
+        n = mask.sum(-1)
+        after = ranked.gather(1, torch.clamp(n - 1, min=0).clamp(max=k)[:, None])[:, 0]
+        # a hair either way decides the rank against that op; far below any gap of the search's
+        score = torch.where(n > k, after * (1 + 1e-6), after * (1 - 1e-6))
+        probs[:, none] = torch.where(n > 0, score, probs[:, none])
+        mask[:, none] = True
+        return probs, mask
+
+    def _live_cells(self, names: Sequence[str]):
+        """``[n, 6]`` op indices into ``names`` → ``[n]`` bool: every op on an input-output path
+        (:func:`~nas.spaces.nb201.genotype.all_live`). Once ``none`` may be derived, an op whose
+        input is zero or whose output no path uses would be paid for and compute nothing."""
+        none = list(names).index("none")
+        return lambda grid: all_live(grid != none)
+
+    def _admits(self, ops: Sequence[str]) -> bool:
+        """Whether the derive rules admit the cell ``ops`` (with ``derive_budget_none``: no wasted op)."""
+        return self.derive_budget_none is None or bool(all_live(torch.tensor([op != "none" for op in ops])))
+
+    def cost_cheapest(self, table: Any) -> Optional[float]:
+        """For :class:`nas.cost.Budget`'s check of a hard target: the cheapest cell derive within a
+        target may pick, with ``derive_budget_none`` (``None`` otherwise: the budget's own check,
+        over ``derive_allowed``, holds)."""
+        if self.derive_budget_none is None:
+            return None
+        from nas.cost.feasible import feasible_grid, grid_cost
+        names = list(self.op_names) + ([] if "none" in self.op_names else ["none"])
+        mask = torch.zeros(len(EDGES), len(names), dtype=torch.bool)
+        mask[:, :len(self.op_names)] = self.derive_allowed
+        _, mask = self._none_after(torch.ones(mask.shape), mask, names.index("none"), self.derive_budget_none)
+        cost = table.for_candidates("arch.cell", names).clone()
+        for k, op in enumerate(names):  # derive within a target may keep it at its narrowest width
+            if op in table.width_ops and table.measure_width is not None:
+                cost[:, k] = torch.tensor([table.at_width("arch.cell", e, op, DERIVE_WIDTHS[-1])
+                                           for e in range(len(EDGES))], dtype=cost.dtype)
+        limit = None if self.derive_max_skip is None else self.derive_max_skip + self.derive_budget_extra_skip
+        cell_cost = table.cell_costs("arch.cell", names)
+        grid = feasible_grid(cost, float("inf"), mask, _skip_limit(names, limit), cell_cost, self._live_cells(names))
+        return None if grid is None else table.fixed + float(grid_cost(cost, grid, cell_cost).min())
 
     def derive_limit(self, name: str, candidates: Sequence[str]) -> Optional[Tuple[int, int]]:
         return _skip_limit(candidates, self.derive_max_skip) if name == "arch.cell" else None
