@@ -143,12 +143,18 @@ class CostTable:
     def min_cost(self, choice: str, allowed: Tensor, candidates: Sequence[str]) -> Tensor:
         """``[E]`` the cheapest allowed candidate per edge (``allowed``: ``[E, K]`` or ``[K]``), a
         width-searching one at the narrowest width derive may keep it at."""
+        c = self.narrowest(choice, candidates)
+        return c.masked_fill(~allowed.expand_as(c), float("inf")).min(-1).values
+
+    def narrowest(self, choice: str, candidates: Sequence[str]) -> Tensor:
+        """``[E, K]`` the candidates' costs, a width-searching one at the narrowest width derive
+        may keep it at."""
         c = self.edges[choice][:, [self.column(op) for op in candidates]].clone()
         for k, op in enumerate(candidates):  # derive within a target may keep it at its narrowest width
             if op in self.width_ops and self.measure_width is not None:
                 c[:, k] = torch.tensor([self.at_width(choice, e, op, DERIVE_WIDTHS[-1]) for e in range(c.shape[0])],
                                        dtype=c.dtype)
-        return c.masked_fill(~allowed.expand_as(c), float("inf")).min(-1).values
+        return c
 
 
 Measure = Callable[[str, EdgeShape], float]

@@ -309,7 +309,7 @@ class NB201Supernet(Supernet, Skeleton):
         probable admissible cell is taken (its width does not change a cell's probability); its
         width-searching edges then get the widest widths that fit (ties: the earlier edges
         wider). Without such candidates this is the plain most probable cell within the target."""
-        names = list(self.op_names) + ([] if "none" in self.op_names else ["none"])
+        names = self._budget_names()
         probs = torch.zeros(len(EDGES), len(names))
         probs[:, :len(self.op_names)] = self.arch["cell"].probs().float().cpu()
         mask = torch.zeros(len(EDGES), len(names), dtype=torch.bool)
@@ -358,6 +358,11 @@ class NB201Supernet(Supernet, Skeleton):
             widths[e] = w
         return NB201Genotype(derived.ops, tuple(widths))
 
+    def _budget_names(self) -> List[str]:
+        """The candidates derive within a target enumerates: the space's ops, and ``none`` (an
+        edge the gates closed) where they lack it."""
+        return list(self.op_names) + ([] if "none" in self.op_names else ["none"])
+
     @staticmethod
     def _none_after(probs: Tensor, mask: Tensor, none: int, k: int) -> Tuple[Tensor, Tensor]:
         """``derive_budget_none`` K: ``none`` allowed on every edge, ranked just after the edge's K
@@ -395,15 +400,11 @@ class NB201Supernet(Supernet, Skeleton):
         if self.derive_budget_none is None:
             return None
         from nas.cost.feasible import feasible_grid, grid_cost
-        names = list(self.op_names) + ([] if "none" in self.op_names else ["none"])
+        names = self._budget_names()
         mask = torch.zeros(len(EDGES), len(names), dtype=torch.bool)
         mask[:, :len(self.op_names)] = self.derive_allowed
-        _, mask = self._none_after(torch.ones(mask.shape), mask, names.index("none"), self.derive_budget_none)
-        cost = table.for_candidates("arch.cell", names).clone()
-        for k, op in enumerate(names):  # derive within a target may keep it at its narrowest width
-            if op in table.width_ops and table.measure_width is not None:
-                cost[:, k] = torch.tensor([table.at_width("arch.cell", e, op, DERIVE_WIDTHS[-1])
-                                           for e in range(len(EDGES))], dtype=cost.dtype)
+        mask[:, names.index("none")] = True  # as _none_after allows it
+        cost = table.narrowest("arch.cell", names)
         limit = None if self.derive_max_skip is None else self.derive_max_skip + self.derive_budget_extra_skip
         cell_cost = table.cell_costs("arch.cell", names)
         grid = feasible_grid(cost, float("inf"), mask, _skip_limit(names, limit), cell_cost, self._live_cells(names))
