@@ -163,3 +163,28 @@ def test_budget_none_key_and_errors():
     with pytest.raises(ConfigError, match=r"^unknown config key 'derive.budget_none'; allowed under 'derive': "
                                           r"max_skip, min_skip$"):
         configure("space.name=darts", "derive.budget_none=2")
+
+
+@pytest.mark.parametrize("k,extra", [(None, 0), (None, 1), (2, 0), (2, 1)])
+def test_a_target_no_cell_of_the_skip_limit_meets_is_refused_up_front(k, extra):
+    # the sum of each edge's cheapest op is a skip on every edge: far below what derive may pick
+    space = get_space("nb201")
+    from nas.cost.device import device_cost_table
+    for device in ("fpga", "titan_rtx_1", "pixel3"):
+        net, budget = budgeted(torch.zeros(6, 5), extra, False, device, k=k)
+        least = min(budget.exact(g) for g, live in zip(CELLS, LIVE)
+                    if g.ops.count("skip_connect") <= 1 + extra and ("none" not in g.ops or (k is not None and live)))
+        assert net.cost_cheapest(budget.table) == pytest.approx(least, rel=1e-12)
+        if k is None:  # all-skip cells are the fastest without none: the bound without the limit admitted them
+            assert min(budget.exact(g) for g in CELLS if "none" not in g.ops) < least * 0.95
+        for target, refused in ((least * 0.999, True), (least, False)):
+            def attach():
+                return attach_budget(net, space.cost_model(), metric="latency", target=target, weight=0.0,
+                                     form="hinge", hard=True, num_classes=3, in_channels=3, resolution=32,
+                                     network={}, table=device_cost_table(space, device))
+            if refused:
+                with pytest.raises(ConfigError, match=rf"below the cheapest cell derive may pick \({least:.6g}\)"):
+                    attach()
+            else:
+                attach()
+                assert not net.budget().over(net.genotype())  # what the check admits, derive meets

@@ -395,19 +395,25 @@ class NB201Supernet(Supernet, Skeleton):
 
     def cost_cheapest(self, table: Any) -> Optional[float]:
         """For :class:`nas.cost.Budget`'s check of a hard target: the cheapest cell derive within a
-        target may pick, with ``derive_budget_none`` (``None`` otherwise: the budget's own check,
-        over ``derive_allowed``, holds)."""
-        if self.derive_budget_none is None:
-            return None
+        target may pick, by the table's cell cost: the allowed ops with at most
+        ``derive_max_skip`` (+ ``derive_budget_extra_skip``) skip edges, and with
+        ``derive_budget_none`` ``none`` on any edge of a cell without a wasted op. The sum of
+        each edge's cheapest op, the budget's generic bound, would admit targets only cells with
+        more skips meet, and the search would run in full before derive found nothing."""
         from nas.cost.feasible import feasible_grid, grid_cost
         names = self._budget_names()
         mask = torch.zeros(len(EDGES), len(names), dtype=torch.bool)
         mask[:, :len(self.op_names)] = self.derive_allowed
-        mask[:, names.index("none")] = True  # as _none_after allows it
+        keep = None
+        if self.derive_budget_none is not None:
+            mask[:, names.index("none")] = True  # as _none_after allows it
+            keep = self._live_cells(names)
+        elif not bool(mask.any(-1).all()):
+            mask[~mask.any(-1), names.index("none")] = True  # an edge with nothing allowed derives none
         cost = table.narrowest("arch.cell", names)
         limit = None if self.derive_max_skip is None else self.derive_max_skip + self.derive_budget_extra_skip
         cell_cost = table.cell_costs("arch.cell", names)
-        grid = feasible_grid(cost, float("inf"), mask, _skip_limit(names, limit), cell_cost, self._live_cells(names))
+        grid = feasible_grid(cost, float("inf"), mask, _skip_limit(names, limit), cell_cost, keep)
         return None if grid is None else table.fixed + float(grid_cost(cost, grid, cell_cost).min())
 
     def derive_limit(self, name: str, candidates: Sequence[str]) -> Optional[Tuple[int, int]]:
