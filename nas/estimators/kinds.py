@@ -135,8 +135,9 @@ class EstimatorSet(Estimator):
     def __init__(self, main: Estimator, main_kind: str, kinds: Mapping[str, Optional[Estimator]]):
         super().__init__()
         self.main, self.main_kind = main, main_kind
-        self.kinds: Dict[str, Optional[Estimator]] = {main_kind: main, **kinds}
-        self.name, self.supports_noise, self.decodes = main.name, main.supports_noise, main.decodes
+        # the kinds of discrete parameter -> their estimator; ``kinds`` stays Estimator's (the shapes learned)
+        self.by_kind: Dict[str, Optional[Estimator]] = {main_kind: main, **kinds}
+        self.name, self.kinds, self.supports_noise, self.decodes = main.name, main.kinds, main.supports_noise, main.decodes
         self.independent_gates = main.independent_gates   # FairDARTS asks the choice's estimator
         self.schedules, self.values = main.schedules, main.values
         self._owner: Dict[int, Estimator] = {}
@@ -166,15 +167,15 @@ class EstimatorSet(Estimator):
         if kind not in KINDS:
             raise ConfigError(f"a block asks for kind '{kind}', which is not registered; "
                               f"allowed: {', '.join(KINDS.names())} (nas.estimators.kinds.register_kind)")
-        if kind not in self.kinds:   # a kind the config did not name: its block's default
+        if kind not in self.by_kind:   # a kind the config did not name: its block's default
             d = KINDS.get(kind).default
-            self.kinds[kind] = self.main if d is None else build_kind(kind, d, f"estimator.kinds.{kind}")
-        return self.kinds[kind]
+            self.by_kind[kind] = self.main if d is None else build_kind(kind, d, f"estimator.kinds.{kind}")
+        return self.by_kind[kind]
 
     def estimators(self) -> List[Estimator]:
         """The distinct estimators of the set, the main one first."""
         out: List[Estimator] = []
-        for e in self.kinds.values():
+        for e in self.by_kind.values():
             if e is not None and all(e is not o for o in out):
                 out.append(e)
         return out
@@ -216,7 +217,7 @@ class EstimatorSet(Estimator):
     def _others(self) -> Dict[str, Estimator]:
         """The other kinds' estimators; once bound, those that learn some choice of the model."""
         used = {id(e) for e in self._owner.values()}
-        return {k: e for k, e in self.kinds.items() if e is not None and e is not self.main
+        return {k: e for k, e in self.by_kind.items() if e is not None and e is not self.main
                 and (not self._bound or id(e) in used)}
 
     def scalars(self) -> Dict[str, float]:
