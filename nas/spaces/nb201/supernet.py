@@ -408,8 +408,6 @@ class NB201Supernet(Supernet, Skeleton):
         if self.derive_budget_none is not None:
             mask[:, names.index("none")] = True  # as _none_after allows it
             keep = self._live_cells(names)
-        elif not bool(mask.any(-1).all()):
-            mask[~mask.any(-1), names.index("none")] = True  # an edge with nothing allowed derives none
         cost = table.narrowest("arch.cell", names)
         limit = None if self.derive_max_skip is None else self.derive_max_skip + self.derive_budget_extra_skip
         cell_cost = table.cell_costs("arch.cell", names)
